@@ -1,0 +1,135 @@
+import { z } from 'zod';
+
+/**
+ * The model manifest (`models/<name>/model.yaml`). Field names are the contract with model owners: change them
+ * only with a migration note. Every ONNX model takes one float32 input tensor `features` of shape [N, F], its
+ * columns in the order of `features` below (booleans as 0/1, enums as the index of the value in `values`).
+ */
+
+const modelName = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{0,62}$/, 'must be lower-case letters, digits and hyphens, starting with a letter');
+const versionId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$/, 'must be 1-32 of letters, digits, . _ -');
+const sha256 = z.string().regex(/^[a-f0-9]{64}$/, 'must be 64 lower-case hex digits');
+
+const numericBounds = {
+  unit: z.string().min(1).optional(),
+  loinc: z
+    .union([z.string(), z.array(z.string()).min(1)])
+    .optional()
+    .describe('LOINC code(s) that carry this feature in FHIR Observations'),
+  min: z.number().finite(),
+  max: z.number().finite(),
+};
+
+const featureBase = {
+  name: z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, 'must be an identifier (letters, digits, _)'),
+  description: z.string().optional(),
+  required: z.boolean().default(true),
+};
+
+export const featureSchema = z
+  .discriminatedUnion('type', [
+    z.object({ ...featureBase, type: z.literal('number'), ...numericBounds, default: z.number().finite().optional() }),
+    z.object({ ...featureBase, type: z.literal('integer'), ...numericBounds, default: z.number().int().optional() }),
+    z.object({ ...featureBase, type: z.literal('boolean'), default: z.boolean().optional() }),
+    z.object({
+      ...featureBase,
+      type: z.literal('enum'),
+      values: z.array(z.string().min(1)).min(2),
+      default: z.string().optional(),
+    }),
+  ])
+  .superRefine((f, ctx) => {
+    if ((f.type === 'number' || f.type === 'integer') && f.min > f.max) {
+      ctx.addIssue({ code: 'custom', message: `min (${f.min}) is greater than max (${f.max})`, path: ['min'] });
+    }
+    if (!f.required && f.default === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'an optional feature needs a default', path: ['default'] });
+    }
+    if (f.type === 'enum' && f.default !== undefined && !f.values.includes(f.default)) {
+      ctx.addIssue({ code: 'custom', message: `default "${f.default}" is not one of values`, path: ['default'] });
+    }
+  });
+export type Feature = z.infer<typeof featureSchema>;
+
+/** An extra output tensor, shaped into the prediction beside the score. */
+const extraOutputSchema = z.discriminatedUnion('kind', [
+  z.object({ tensor: z.string(), as: z.string(), kind: z.literal('vector'), names: z.array(z.string()).min(1) }),
+  z.object({ tensor: z.string(), as: z.string(), kind: z.literal('label'), labels: z.array(z.string()).min(1) }),
+]);
+
+export const outputSchema = z.object({
+  /** the output tensor holding one score per instance, shape [N] or [N, 1] */
+  scoreTensor: z.string(),
+  /** what the score is called in predictions, e.g. `news2Total`, `deteriorationRisk` */
+  scoreName: z.string(),
+  description: z.string().optional(),
+  min: z.number().optional(),
+  max: z.number().optional(),
+  /** the approved threshold: a score at or above it is `positive` */
+  threshold: z.number().finite(),
+  labels: z.object({ positive: z.string(), negative: z.string() }),
+  extras: z.array(extraOutputSchema).default([]),
+});
+
+const releaseEvidenceSchema = z.object({
+  datasetVersion: z.string().min(1),
+  labelDefinition: z.string().min(1).describe('phenotype or label definition'),
+  approvedBy: z.string().min(1),
+  approvedAt: z.iso.datetime({ offset: true }),
+  approvedThreshold: z.number().finite(),
+  rollbackTarget: z.union([versionId, z.null()]).describe('version to roll back to, or null for the first release'),
+  notes: z.string().optional(),
+});
+export type ReleaseEvidence = z.infer<typeof releaseEvidenceSchema>;
+
+const onnxRuntimeSchema = z.object({
+  kind: z.literal('onnx'),
+  /** path of the .onnx file relative to the model's folder; must stay inside it */
+  path: z.string().min(1),
+  sha256,
+});
+
+export const versionSchema = z.object({
+  version: versionId,
+  description: z.string().optional(),
+  runtime: onnxRuntimeSchema,
+  evidence: releaseEvidenceSchema.optional(),
+});
+export type ModelVersion = z.infer<typeof versionSchema>;
+
+export const tierSchema = z.enum(['sync', 'async', 'batch']);
+export type Tier = z.infer<typeof tierSchema>;
+
+export const manifestSchema = z
+  .object({
+    name: modelName,
+    title: z.string().min(1),
+    description: z.string().optional(),
+    disclaimer: z.string().optional(),
+    owner: z.object({ team: z.string().min(1), contact: z.string().min(1) }),
+    /** the declared tier; checked against what the classifier derives from the facts below */
+    tier: tierSchema.optional(),
+    /** how long the clinical decision the model informs can wait for an answer */
+    decisionWindowMs: z.number().int().positive().optional(),
+    input: z.enum(['features', 'document']).default('features'),
+    features: z.array(featureSchema).min(1),
+    output: outputSchema,
+    versions: z.array(versionSchema).min(1),
+    routing: z.object({ primary: versionId }),
+    sync: z
+      .object({
+        latencyBudgetMs: z.number().int().min(1).max(60_000),
+        maxConcurrency: z.number().int().min(1).max(10_000).default(64),
+        maxBatchSize: z.number().int().min(1).max(4096).default(64),
+        /** longest a request waits for others to share its ONNX run (dynamic batching) */
+        maxBatchWaitMs: z.number().min(0).max(50).default(0),
+        maxInstances: z.number().int().min(1).max(10_000).default(100),
+      })
+      .optional(),
+    review: z.object({ policy: z.enum(['never', 'always', 'low-confidence', 'sample']) }).passthrough().optional(),
+    schedules: z.array(z.object({ id: z.string() }).passthrough()).optional(),
+  })
+  .strict();
+export type Manifest = z.infer<typeof manifestSchema>;
