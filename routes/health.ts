@@ -1,0 +1,26 @@
+import { Hono } from 'hono';
+import type { AppDeps, AppEnv } from '../src/context.ts';
+import { Problem } from '../src/errors.ts';
+import { requireRole } from '../src/http.ts';
+
+/** Liveness, readiness and the Prometheus exposition. Open by default (inside a cluster), else admin-only. */
+export function opsRoutes(deps: AppDeps) {
+  const app = new Hono<AppEnv>();
+  if (!deps.options.openOpsEndpoints) app.use('*', requireRole(deps, 'admin'));
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+
+  app.get('/readyz', async (c) => {
+    const redis = await deps.redisReady().catch(() => false);
+    const models = deps.models.ready();
+    const checks = { redis: redis ? 'ok' : 'unreachable', models: models ? 'warm' : 'loading' };
+    if (!redis || !models) throw new Problem('not_ready', 'a dependency is not ready', { extensions: { checks } });
+    return c.json({ status: 'ready', checks });
+  });
+
+  app.get('/metrics', async (c) => {
+    const body = await deps.metrics.registry.metrics();
+    return c.body(body, 200, { 'content-type': deps.metrics.registry.contentType });
+  });
+  return app;
+}

@@ -1,0 +1,65 @@
+import { Hono } from 'hono';
+import type { AppDeps, AppEnv } from '../src/context.ts';
+import { Problem } from '../src/errors.ts';
+import { readJson, requireRole } from '../src/http.ts';
+import { resolveModel } from '../src/model-lookup.ts';
+import { endpointFor } from './models.ts';
+
+/** Header a caller uses to ask for a deadline shorter than the model's latency budget. */
+export const DEADLINE_HEADER = 'x-request-timeout-ms';
+
+/** `POST /v1/models/{model}/predict`: sync scoring in the KServe v1 / Vertex shape. */
+export function predictRoutes(deps: AppDeps) {
+  const app = new Hono<AppEnv>();
+
+  app.post('/:model/predict', requireRole(deps, 'client'), async (c) => {
+    const model = resolveModel(c, deps);
+    const { manifest } = model;
+    if (model.tier !== 'sync' || !manifest.sync) {
+      const endpoint = Object.values(endpointFor(model))[0] as string;
+      throw new Problem('wrong_tier', `"${manifest.name}" is a ${model.tier} model: use ${endpoint}`, {
+        extensions: { tier: model.tier, endpoint },
+        headers: { link: `<${endpoint}>; rel="alternate"` },
+      });
+    }
+    const deadlineMs = parseDeadline(c.req.header(DEADLINE_HEADER), manifest.sync.latencyBudgetMs);
+    const body = await readJson(c);
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw new Problem('invalid_request', 'the body must be a JSON object {"instances": [...]}');
+    }
+    const extra = Object.keys(body).filter((k) => k !== 'instances');
+    if (extra.length > 0) throw new Problem('invalid_request', 'unknown top-level field(s): only "instances" is allowed');
+    const { instances } = body as { instances?: unknown };
+    if (!Array.isArray(instances)) throw new Problem('invalid_request', '"instances" must be an array of objects');
+    if (instances.length === 0) throw new Problem('invalid_request', '"instances" is empty');
+    if (instances.length > manifest.sync.maxInstances) {
+      throw new Problem('batch_too_large', `at most ${manifest.sync.maxInstances} instances per request`);
+    }
+
+    const predictions = await deps.models.predict(model, instances, deadlineMs);
+    const requestId = c.get('requestId');
+    c.header('x-model-name', manifest.name);
+    c.header('x-model-version', model.version);
+    c.header('x-model-tier', model.tier);
+    c.header('x-model-owner', manifest.owner.team);
+    return c.json({
+      model: manifest.name,
+      version: model.version,
+      tier: model.tier,
+      owner: manifest.owner,
+      requestId,
+      threshold: manifest.output.threshold,
+      predictions,
+    });
+  });
+  return app;
+}
+
+function parseDeadline(header: string | undefined, budgetMs: number): number {
+  if (header === undefined) return budgetMs;
+  if (!/^\d{1,6}$/.test(header) || Number(header) < 1) {
+    throw new Problem('invalid_header', `${DEADLINE_HEADER} must be a whole number of milliseconds ≥ 1`);
+  }
+  // a caller may shorten the budget, never lengthen it
+  return Math.min(Number(header), budgetMs);
+}

@@ -1,0 +1,83 @@
+import { randomUUID } from 'node:crypto';
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import { methodNotAllowed } from 'hono/method-not-allowed';
+import { routePath } from 'hono/route';
+import { opsRoutes } from '../routes/health.ts';
+import { modelRoutes } from '../routes/models.ts';
+import { predictRoutes } from '../routes/predict.ts';
+import type { AppDeps, AppEnv } from './context.ts';
+import { Problem } from './errors.ts';
+import { problemResponse } from './http.ts';
+
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Builds the HTTP app from its dependencies. Pure: no I/O happens until a request arrives. */
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  const { metrics, logger } = deps;
+
+  app.use('*', async (c, next) => {
+    const started = performance.now();
+    const incoming = c.req.header('x-request-id');
+    const requestId = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    c.set('requestId', requestId);
+    await next();
+    c.header('x-request-id', requestId);
+    const seconds = (performance.now() - started) / 1000;
+    const model = c.get('model');
+    const route = c.req.matchedRoutes.length ? routePath(c, -1) : 'unmatched';
+    const labels = {
+      route,
+      method: c.req.method,
+      status: String(c.res.status),
+      model: model?.manifest.name ?? '',
+      version: model?.version ?? '',
+      tier: model?.tier ?? '',
+    };
+    metrics.httpRequestDuration.observe(labels, seconds);
+    if (deps.options.accessLog || c.res.status >= 500) {
+      // route pattern, never the raw path or body: no patient data in logs
+      logger[c.res.status >= 500 ? 'warn' : 'info'](
+        { requestId, principal: c.get('principal')?.id, ...labels, ms: Number((seconds * 1000).toFixed(3)) },
+        'request',
+      );
+    }
+  });
+  app.use(
+    '*',
+    methodNotAllowed({
+      app,
+      onMethodNotAllowed: (c, methods) => {
+        const res = problemResponse(c, new Problem('method_not_allowed', `allowed: ${methods.join(', ')}`));
+        res.headers.set('allow', methods.join(', '));
+        return res;
+      },
+    }),
+  );
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: deps.options.maxBodyBytes,
+      onError: () => {
+        throw new Problem('payload_too_large', `the body exceeds ${deps.options.maxBodyBytes} bytes`);
+      },
+    }),
+  );
+
+  app.route('/', opsRoutes(deps));
+  app.route('/v1/models', modelRoutes(deps));
+  app.route('/v1/models', predictRoutes(deps));
+
+  app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
+  app.onError((err, c) => {
+    if (err instanceof Problem) return problemResponse(c, err);
+    if (err instanceof HTTPException && err.status < 500) {
+      return problemResponse(c, new Problem('invalid_request', err.message));
+    }
+    logger.error({ requestId: c.get('requestId'), err: { type: (err as Error).name, message: (err as Error).message } }, 'unhandled error');
+    return problemResponse(c, new Problem('internal', 'an internal error occurred; quote the request id'));
+  });
+  return app;
+}

@@ -1,0 +1,97 @@
+import { createHash, randomBytes } from 'node:crypto';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from './config.ts';
+import { Problem } from './errors.ts';
+
+export const roles = ['client', 'reviewer', 'admin'] as const;
+export type Role = (typeof roles)[number];
+
+export interface Principal {
+  /** the key's name: appears in logs and audit records; never the key itself */
+  id: string;
+  role: Role;
+  /** models a client may call; `*` = all */
+  models: ReadonlySet<string>;
+}
+
+const keyEntrySchema = z
+  .object({
+    id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 of letters, digits, . _ -'),
+    role: z.enum(roles),
+    /** sha256 (hex) of the key: keys are stored hashed */
+    sha256: z.string().regex(/^[a-f0-9]{64}$/, 'must be the 64-hex-digit sha256 of the key'),
+    models: z.array(z.string().min(1)).default(['*']),
+  })
+  .strict();
+const keysFileSchema = z.object({ keys: z.array(keyEntrySchema).min(1) }).strict();
+
+export function hashKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+/**
+ * API keys, stored by their sha256. A lookup by hash leaks nothing useful through timing: an attacker cannot steer
+ * the hash of a guess towards a stored hash.
+ */
+export class ApiKeyStore {
+  readonly #byHash = new Map<string, Principal>();
+
+  constructor(entries: Array<{ id: string; role: Role; sha256: string; models: string[] }>) {
+    for (const e of entries) {
+      if (this.#byHash.has(e.sha256)) throw new ConfigError(`TRIAGE_API_KEYS: key "${e.id}" duplicates another key`);
+      this.#byHash.set(e.sha256, { id: e.id, role: e.role, models: new Set(e.models) });
+    }
+  }
+
+  /** Parses the `TRIAGE_API_KEYS` document (YAML or JSON): `{keys: [{id, role, sha256, models}]}`. */
+  static parse(text: string): ApiKeyStore {
+    let doc: unknown;
+    try {
+      doc = YAML.parse(text);
+    } catch (err) {
+      throw new ConfigError(`TRIAGE_API_KEYS: not valid YAML/JSON (${(err as Error).message.split('\n')[0]})`);
+    }
+    const parsed = keysFileSchema.safeParse(doc);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new ConfigError(`TRIAGE_API_KEYS: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
+    }
+    return new ApiKeyStore(parsed.data.keys);
+  }
+
+  /** Development mode: one fresh key per role, returned in clear once so they can be printed. */
+  static generateDevelopmentKeys(): { store: ApiKeyStore; keys: Record<Role, string> } {
+    const keys = Object.fromEntries(
+      roles.map((role) => [role, `trg_${role}_${randomBytes(24).toString('base64url')}`]),
+    ) as Record<Role, string>;
+    const store = new ApiKeyStore(
+      roles.map((role) => ({ id: `dev-${role}`, role, sha256: hashKey(keys[role]), models: ['*'] })),
+    );
+    return { store, keys };
+  }
+
+  authenticate(key: string | undefined): Principal | undefined {
+    if (!key) return undefined;
+    return this.#byHash.get(hashKey(key));
+  }
+}
+
+/** Reads the key from `Authorization: Bearer …` or `x-api-key`. */
+export function keyFromHeaders(authorization: string | undefined, apiKey: string | undefined): string | undefined {
+  if (apiKey) return apiKey;
+  if (!authorization) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+  return match?.[1];
+}
+
+/** Admins pass every role check; otherwise the role must be one of `allowed`. */
+export function assertRole(principal: Principal, allowed: readonly Role[]): void {
+  if (principal.role === 'admin' || allowed.includes(principal.role)) return;
+  throw new Problem('forbidden', `role "${principal.role}" may not do this; needs ${allowed.join(' or ')}`);
+}
+
+export function assertModelAllowed(principal: Principal, model: string): void {
+  if (principal.role === 'admin' || principal.models.has('*') || principal.models.has(model)) return;
+  throw new Problem('forbidden', `this key may not call model "${model}"`);
+}

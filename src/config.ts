@@ -1,0 +1,118 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+/**
+ * Environment → typed config, parsed once at start. Any `TRIAGE_X` may instead be given as `TRIAGE_X_FILE`, a path
+ * whose contents are the value (Kubernetes secret mounts).
+ */
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const envSchema = z.object({
+  TRIAGE_ENV: z.enum(['development', 'production']).default('development'),
+  TRIAGE_HOST: z.string().min(1).optional(),
+  TRIAGE_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  TRIAGE_REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+    .optional(),
+  TRIAGE_REDIS_PREFIX: z.string().min(1).default('{triage}'),
+  TRIAGE_MODELS_DIR: z.string().min(1).default('models'),
+  TRIAGE_API_KEYS: z.string().min(1).optional(),
+  TRIAGE_OPEN_OPS_ENDPOINTS: bool.default(true),
+  TRIAGE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  TRIAGE_ACCESS_LOG: bool.default(true),
+  TRIAGE_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+  TRIAGE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
+  TRIAGE_SYNC_CEILING_MS: z.coerce.number().int().min(1).max(60_000).default(5_000),
+  TRIAGE_WARMUP_RUNS: z.coerce.number().int().min(1).max(10_000).default(50),
+  TRIAGE_WARMUP_POLICY: z.enum(['refuse', 'warn']).default('refuse'),
+  TRIAGE_ONNX_THREADS: z.coerce.number().int().min(1).max(64).default(1),
+});
+
+export type Config = {
+  env: 'development' | 'production';
+  host: string;
+  port: number;
+  redisUrl: string | undefined;
+  redisPrefix: string;
+  modelsDir: string;
+  /** raw API key config (YAML or JSON); undefined = none configured */
+  apiKeys: string | undefined;
+  openOpsEndpoints: boolean;
+  logLevel: z.infer<typeof envSchema>['TRIAGE_LOG_LEVEL'];
+  accessLog: boolean;
+  maxBodyBytes: number;
+  shutdownGraceMs: number;
+  syncCeilingMs: number;
+  warmupRuns: number;
+  warmupPolicy: 'refuse' | 'warn';
+  onnxThreads: number;
+};
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Resolves `TRIAGE_X_FILE` indirections; a variable given both ways is an error. */
+function resolveFileVariables(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const [key, value] of Object.entries(env)) {
+    if (!key.startsWith('TRIAGE_')) continue;
+    if (key.endsWith('_FILE')) {
+      const target = key.slice(0, -'_FILE'.length);
+      if (env[target] !== undefined) throw new ConfigError(`${target} and ${key} are both set: use one`);
+      try {
+        out[target] = readFileSync(value ?? '', 'utf8').trim();
+      } catch (err) {
+        throw new ConfigError(`${key}: cannot read ${value}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+      }
+    } else if (value !== '') {
+      out[key] = value;
+    }
+  }
+  return out;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(resolveFileVariables(env));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const name = String(issue?.path[0] ?? 'environment');
+    throw new ConfigError(`${name}: ${issue?.message ?? 'invalid'}`);
+  }
+  const e = parsed.data;
+  const devMode = e.TRIAGE_ENV === 'development' && e.TRIAGE_API_KEYS === undefined;
+  if (e.TRIAGE_ENV === 'production' && e.TRIAGE_API_KEYS === undefined) {
+    throw new ConfigError('TRIAGE_API_KEYS: production needs API keys (set TRIAGE_API_KEYS or TRIAGE_API_KEYS_FILE)');
+  }
+  if (devMode && e.TRIAGE_HOST !== undefined && !isLoopback(e.TRIAGE_HOST)) {
+    throw new ConfigError(
+      `TRIAGE_HOST: without API keys the gateway only binds to loopback, not ${e.TRIAGE_HOST}; configure TRIAGE_API_KEYS`,
+    );
+  }
+  return {
+    env: e.TRIAGE_ENV,
+    host: e.TRIAGE_HOST ?? (devMode ? '127.0.0.1' : '0.0.0.0'),
+    port: e.TRIAGE_PORT,
+    redisUrl: e.TRIAGE_REDIS_URL,
+    redisPrefix: e.TRIAGE_REDIS_PREFIX,
+    modelsDir: e.TRIAGE_MODELS_DIR,
+    apiKeys: e.TRIAGE_API_KEYS,
+    openOpsEndpoints: e.TRIAGE_OPEN_OPS_ENDPOINTS,
+    logLevel: e.TRIAGE_LOG_LEVEL,
+    accessLog: e.TRIAGE_ACCESS_LOG,
+    maxBodyBytes: e.TRIAGE_MAX_BODY_BYTES,
+    shutdownGraceMs: e.TRIAGE_SHUTDOWN_GRACE_MS,
+    syncCeilingMs: e.TRIAGE_SYNC_CEILING_MS,
+    warmupRuns: e.TRIAGE_WARMUP_RUNS,
+    warmupPolicy: e.TRIAGE_WARMUP_POLICY,
+    onnxThreads: e.TRIAGE_ONNX_THREADS,
+  };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}

@@ -1,0 +1,30 @@
+import type { Logger } from 'pino';
+import type { ApiKeyStore, Principal } from './auth.ts';
+import type { Metrics } from './metrics.ts';
+import type { ModelService, ServedModel } from './serving.ts';
+
+/** Everything `createApp` needs, injected: no module reads the environment or opens a connection on import. */
+export interface AppDeps {
+  models: ModelService;
+  keys: ApiKeyStore;
+  metrics: Metrics;
+  logger: Logger;
+  /** readiness probes of the shared state: resolves true when Redis answers */
+  redisReady: () => Promise<boolean>;
+  options: {
+    maxBodyBytes: number;
+    /** health and metrics without an API key (inside a cluster) */
+    openOpsEndpoints: boolean;
+    accessLog: boolean;
+  };
+}
+
+/** The typed Hono context of every route. */
+export interface AppEnv {
+  Variables: {
+    requestId: string;
+    principal: Principal | undefined;
+    /** set by routes that resolve a model, so the access log and metrics can label by it */
+    model: ServedModel | undefined;
+  };
+}

@@ -1,0 +1,74 @@
+/**
+ * The one error type of Triage. Every failure a caller can see is a `Problem`, rendered as RFC 9457
+ * `application/problem+json`. `code` is the stable, machine-readable contract; `title` and `detail` are for people.
+ */
+export const problemCodes = {
+  // 400
+  malformed_json: { status: 400, title: 'The request body is not valid JSON' },
+  invalid_request: { status: 400, title: 'The request does not match the expected shape' },
+  invalid_input: { status: 400, title: 'An instance does not match the model input schema' },
+  invalid_header: { status: 400, title: 'A request header has an invalid value' },
+  batch_too_large: { status: 400, title: 'Too many instances in one request' },
+  // 401/403
+  unauthenticated: { status: 401, title: 'A valid API key is required' },
+  forbidden: { status: 403, title: 'This API key may not do this' },
+  // 404/405
+  not_found: { status: 404, title: 'No such resource' },
+  model_not_found: { status: 404, title: 'No such model' },
+  method_not_allowed: { status: 405, title: 'Method not allowed on this resource' },
+  // 409/413/415
+  wrong_tier: { status: 409, title: 'This model is not served on this endpoint' },
+  payload_too_large: { status: 413, title: 'The request body is too large' },
+  unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
+  // 5xx that are explicit refusals, never crashes
+  overloaded: { status: 503, title: 'The model is at capacity: retry shortly' },
+  not_ready: { status: 503, title: 'The gateway is not ready' },
+  deadline_exceeded: { status: 504, title: 'No score: the model did not answer in time' },
+  inference_failed: { status: 500, title: 'The model failed to score this request' },
+  internal: { status: 500, title: 'Internal error' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ProblemCode = keyof typeof problemCodes;
+
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  code: ProblemCode;
+  detail?: string;
+  instance?: string;
+  [extension: string]: unknown;
+}
+
+export class Problem extends Error {
+  readonly code: ProblemCode;
+  readonly status: number;
+  readonly extensions: Record<string, unknown>;
+  readonly headers: Record<string, string>;
+
+  constructor(
+    code: ProblemCode,
+    detail?: string,
+    options: { extensions?: Record<string, unknown>; headers?: Record<string, string>; cause?: unknown } = {},
+  ) {
+    super(detail ?? problemCodes[code].title, { cause: options.cause });
+    this.name = 'Problem';
+    this.code = code;
+    this.status = problemCodes[code].status;
+    this.extensions = options.extensions ?? {};
+    this.headers = options.headers ?? {};
+  }
+
+  toBody(instance?: string): ProblemBody {
+    const { title } = problemCodes[this.code];
+    return {
+      type: `https://triage.dev/problems/${this.code.replaceAll('_', '-')}`,
+      title,
+      status: this.status,
+      code: this.code,
+      ...(this.message !== title ? { detail: this.message } : {}),
+      ...(instance ? { instance } : {}),
+      ...this.extensions,
+    };
+  }
+}

@@ -1,0 +1,111 @@
+import { Problem } from './errors.ts';
+import type { Feature } from './registry/schema.ts';
+
+export interface InputError {
+  /** JSON Pointer into the request body */
+  pointer: string;
+  detail: string;
+}
+
+const MAX_REPORTED_ERRORS = 20;
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return `a ${typeof v}`;
+}
+
+/**
+ * Validates instances against the manifest's features and encodes them row-major into one Float32Array, columns
+ * in feature order. Every problem is reported (up to a cap) with a JSON Pointer; values are never echoed back, so
+ * an error body carries no patient data.
+ */
+export function encodeInstances(
+  features: readonly Feature[],
+  instances: readonly unknown[],
+  basePointer = '/instances',
+): Float32Array {
+  const width = features.length;
+  const data = new Float32Array(instances.length * width);
+  const errors: InputError[] = [];
+  const known = new Set(features.map((f) => f.name));
+
+  for (let row = 0; row < instances.length && errors.length < MAX_REPORTED_ERRORS; row++) {
+    const instance = instances[row];
+    const at = `${basePointer}/${row}`;
+    if (!isPlainObject(instance)) {
+      errors.push({ pointer: at, detail: `must be an object, got ${describe(instance)}` });
+      continue;
+    }
+    for (const key of Object.keys(instance)) {
+      if (!known.has(key)) errors.push({ pointer: `${at}/${escapePointer(key)}`, detail: 'unknown feature' });
+    }
+    for (let col = 0; col < width; col++) {
+      const f = features[col] as Feature;
+      const pointer = `${at}/${f.name}`;
+      let value = Object.hasOwn(instance, f.name) ? instance[f.name] : undefined;
+      if (value === undefined || value === null) {
+        if (f.required || f.default === undefined) {
+          errors.push({ pointer, detail: 'required' });
+          continue;
+        }
+        value = f.default;
+      }
+      const encoded = encodeValue(f, value);
+      if (typeof encoded === 'string') errors.push({ pointer, detail: encoded });
+      else data[row * width + col] = encoded;
+    }
+  }
+  if (errors.length > 0) {
+    throw new Problem('invalid_input', `${errors.length} problem(s) with the instances`, {
+      extensions: { errors: errors.slice(0, MAX_REPORTED_ERRORS) },
+    });
+  }
+  return data;
+}
+
+/** The encoded number, or a message saying why the value is refused. */
+function encodeValue(f: Feature, value: unknown): number | string {
+  switch (f.type) {
+    case 'number':
+    case 'integer': {
+      if (typeof value !== 'number') return `must be a number, got ${describe(value)}`;
+      if (!Number.isFinite(value)) return 'must be a finite number';
+      if (f.type === 'integer' && !Number.isInteger(value)) return 'must be an integer';
+      if (value < f.min || value > f.max) return `out of range: allowed ${f.min}..${f.max}${f.unit ? ` ${f.unit}` : ''}`;
+      return value;
+    }
+    case 'boolean':
+      return typeof value === 'boolean' ? (value ? 1 : 0) : `must be true or false, got ${describe(value)}`;
+    case 'enum': {
+      const index = typeof value === 'string' ? f.values.indexOf(value) : -1;
+      return index >= 0 ? index : `must be one of ${f.values.join(', ')}`;
+    }
+  }
+}
+
+function escapePointer(key: string): string {
+  // keys are attacker-chosen: cap them so an error body cannot be inflated by a huge key
+  const capped = key.length > 64 ? `${key.slice(0, 64)}…` : key;
+  return capped.replaceAll('~', '~0').replaceAll('/', '~1');
+}
+
+/** A typical, in-range row for warm-up runs: defaults, else the middle of the range, else the first value. */
+export function typicalRow(features: readonly Feature[]): Float32Array {
+  return Float32Array.from(features, (f) => {
+    switch (f.type) {
+      case 'number':
+        return f.default ?? (f.min + f.max) / 2;
+      case 'integer':
+        return f.default ?? Math.round((f.min + f.max) / 2);
+      case 'boolean':
+        return f.default ? 1 : 0;
+      case 'enum':
+        return Math.max(0, f.values.indexOf(f.default ?? (f.values[0] as string)));
+    }
+  });
+}

@@ -1,0 +1,37 @@
+import { pino, type Logger } from 'pino';
+
+/**
+ * JSON logs. Callers log identifiers (request id, key id, model, route pattern), never bodies; the redaction list is
+ * the second line of defence should a body or a secret reach a log call anyway.
+ */
+export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      base: { service: 'triage' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: {
+        paths: [
+          'authorization',
+          '*.authorization',
+          'headers.authorization',
+          '*.headers.authorization',
+          'headers["x-api-key"]',
+          '*.headers["x-api-key"]',
+          'apiKey',
+          '*.apiKey',
+          'secret',
+          '*.secret',
+          'instances',
+          '*.instances',
+          'input',
+          '*.input',
+          'body',
+          '*.body',
+        ],
+        censor: '[redacted]',
+      },
+    },
+    destination,
+  );
+}

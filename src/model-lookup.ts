@@ -1,0 +1,18 @@
+import type { Context } from 'hono';
+import { assertModelAllowed } from './auth.ts';
+import type { AppDeps, AppEnv } from './context.ts';
+import { Problem } from './errors.ts';
+import type { ServedModel } from './serving.ts';
+
+const MODEL_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+
+/** The `:model` path parameter → a served model the caller may use: 404 unknown, 403 not allowed. */
+export function resolveModel(c: Context<AppEnv>, deps: AppDeps): ServedModel {
+  const name = c.req.param('model') ?? '';
+  const model = MODEL_NAME.test(name) ? deps.models.get(name) : undefined;
+  if (!model) throw new Problem('model_not_found', 'no model by that name; GET /v1/models lists them');
+  const principal = c.get('principal');
+  if (principal) assertModelAllowed(principal, name);
+  c.set('model', model);
+  return model;
+}

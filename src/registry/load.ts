@@ -1,0 +1,140 @@
+import { createHash } from 'node:crypto';
+import { readFile, readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import YAML from 'yaml';
+import type { z } from 'zod';
+import { type Classification, classifyTier } from './classify.ts';
+import { type Manifest, type ModelVersion, manifestSchema } from './schema.ts';
+
+export class ManifestError extends Error {
+  override name = 'ManifestError';
+}
+
+export interface LoadedModel {
+  manifest: Manifest;
+  classification: Classification;
+  /** the folder holding model.yaml */
+  dir: string;
+  /** the manifest file, relative to the models dir, for messages */
+  file: string;
+  primary: ModelVersion;
+  /** absolute path of each version's verified artifact */
+  artifacts: Map<string, string>;
+}
+
+const manifestNames = ['model.yaml', 'model.yml', 'model.json'];
+
+function formatIssues(file: string, error: z.ZodError): string {
+  return error.issues
+    .slice(0, 10)
+    .map((i) => `${file}: ${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
+    .join('\n');
+}
+
+async function sha256File(file: string): Promise<string> {
+  return createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
+}
+
+/** Loads, validates and verifies one model folder. Errors name the file and the field. */
+export async function loadModel(dir: string, rootForMessages: string, syncCeilingMs: number): Promise<LoadedModel> {
+  let manifestPath: string | undefined;
+  for (const name of manifestNames) {
+    const candidate = path.join(dir, name);
+    if (await stat(candidate).then((s) => s.isFile(), () => false)) {
+      manifestPath = candidate;
+      break;
+    }
+  }
+  const file = path.relative(rootForMessages, manifestPath ?? path.join(dir, 'model.yaml'));
+  if (!manifestPath) throw new ManifestError(`${file}: missing (expected one of ${manifestNames.join(', ')})`);
+
+  let raw: unknown;
+  try {
+    const text = await readFile(manifestPath, 'utf8');
+    raw = manifestPath.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  } catch (err) {
+    throw new ManifestError(`${file}: cannot parse: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const parsed = manifestSchema.safeParse(raw);
+  if (!parsed.success) throw new ManifestError(formatIssues(file, parsed.error));
+  const m = parsed.data;
+  const fail = (field: string, message: string): never => {
+    throw new ManifestError(`${file}: ${field}: ${message}`);
+  };
+
+  if (m.name !== path.basename(dir)) fail('name', `"${m.name}" must equal its folder name "${path.basename(dir)}"`);
+  const featureNames = new Set<string>();
+  m.features.forEach((f, i) => {
+    if (featureNames.has(f.name)) fail(`features.${i}.name`, `duplicate feature "${f.name}"`);
+    featureNames.add(f.name);
+  });
+
+  const versions = new Map<string, ModelVersion>();
+  const artifacts = new Map<string, string>();
+  for (const [i, v] of m.versions.entries()) {
+    if (versions.has(v.version)) fail(`versions.${i}.version`, `duplicate version "${v.version}"`);
+    versions.set(v.version, v);
+    const artifact = path.resolve(dir, v.runtime.path);
+    if (!artifact.startsWith(path.resolve(dir) + path.sep)) {
+      fail(`versions.${i}.runtime.path`, `"${v.runtime.path}" points outside the model folder`);
+    }
+    const actual = await sha256File(artifact).catch((err: NodeJS.ErrnoException) =>
+      fail(`versions.${i}.runtime.path`, `cannot read ${v.runtime.path} (${err.code ?? err.message})`),
+    );
+    if (actual !== v.runtime.sha256) {
+      fail(`versions.${i}.runtime.sha256`, `${v.runtime.path} has sha256 ${actual}, manifest says ${v.runtime.sha256}`);
+    }
+    artifacts.set(v.version, artifact);
+  }
+  for (const [i, v] of m.versions.entries()) {
+    const target = v.evidence?.rollbackTarget;
+    if (target && !versions.has(target)) fail(`versions.${i}.evidence.rollbackTarget`, `unknown version "${target}"`);
+  }
+
+  const primary = versions.get(m.routing.primary);
+  if (!primary) return fail('routing.primary', `unknown version "${m.routing.primary}"`);
+  if (!primary.evidence) {
+    fail('routing.primary', `version "${primary.version}" has no release evidence: it can be a shadow, never primary`);
+  }
+  if (primary.evidence && primary.evidence.approvedThreshold !== m.output.threshold) {
+    fail(
+      'output.threshold',
+      `${m.output.threshold} differs from the threshold approved for version "${primary.version}" (${primary.evidence.approvedThreshold})`,
+    );
+  }
+
+  const classification = classifyTier(m, syncCeilingMs);
+  if (m.tier && m.tier !== classification.tier) {
+    fail('tier', `declared "${m.tier}" but the model's facts make it "${classification.tier}" (${classification.reasons.join('; ')})`);
+  }
+  if (classification.tier === 'sync' && !m.sync) fail('sync', 'a sync model needs a sync section (latencyBudgetMs …)');
+  if (m.sync && m.sync.latencyBudgetMs > syncCeilingMs) {
+    fail('sync.latencyBudgetMs', `${m.sync.latencyBudgetMs} ms exceeds the sync ceiling ${syncCeilingMs} ms`);
+  }
+
+  return { manifest: m, classification, dir, file, primary: primary, artifacts };
+}
+
+/** Loads every model folder under `modelsDir`; all errors are collected so one start shows them all. */
+export async function loadModels(modelsDir: string, syncCeilingMs: number): Promise<LoadedModel[]> {
+  const root = path.resolve(modelsDir);
+  const entries = await readdir(root, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    throw new ManifestError(`TRIAGE_MODELS_DIR: cannot read ${modelsDir} (${err.code ?? err.message})`);
+  });
+  const dirs = entries.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => path.join(root, e.name));
+  const results = await Promise.allSettled(
+    dirs.map(async (dir) => {
+      const hasManifest = await Promise.any(
+        manifestNames.map((n) => stat(path.join(dir, n)).then((s) => (s.isFile() ? true : Promise.reject()))),
+      ).catch(() => false);
+      return hasManifest ? loadModel(dir, path.dirname(root), syncCeilingMs) : undefined;
+    }),
+  );
+  const errors = results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
+  if (errors.length > 0) throw new ManifestError(errors.join('\n'));
+  const models = results.flatMap((r) => (r.status === 'fulfilled' && r.value ? [r.value] : []));
+  if (models.length === 0) throw new ManifestError(`TRIAGE_MODELS_DIR: no model manifests under ${modelsDir}`);
+  return models.sort((a, b) => a.manifest.name.localeCompare(b.manifest.name));
+}

@@ -1,0 +1,129 @@
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { createApp } from './app.ts';
+import { ApiKeyStore } from './auth.ts';
+import { type Config, ConfigError, loadConfig } from './config.ts';
+import { ensureRedis } from './devtools/local-redis.ts';
+import { createLogger } from './logger.ts';
+import { createMetrics } from './metrics.ts';
+import { ManifestError, loadModels } from './registry/load.ts';
+import { ModelService, onnxRuntimeFactory } from './serving.ts';
+
+export interface RunningGateway {
+  url: string;
+  /** stops accepting, drains in-flight requests (up to the grace period), then closes models and Redis */
+  shutdown(): Promise<void>;
+}
+
+function keysFor(config: Config): ApiKeyStore {
+  if (config.apiKeys) return ApiKeyStore.parse(config.apiKeys);
+  const { store, keys } = ApiKeyStore.generateDevelopmentKeys();
+  // printed once to the terminal, never to the JSON log stream
+  process.stderr.write(
+    [
+      '',
+      'Triage development mode: no TRIAGE_API_KEYS configured, so the gateway listens on loopback only.',
+      'These keys work until the process stops (send them as "Authorization: Bearer <key>"):',
+      ...Object.entries(keys).map(([role, key]) => `  ${role.padEnd(9)} ${key}`),
+      '',
+    ].join('\n'),
+  );
+  return store;
+}
+
+export async function startGateway(config: Config, logger: Logger): Promise<RunningGateway> {
+  const keys = keysFor(config);
+  const localRedis = config.env === 'development' ? await ensureRedis(config.redisUrl) : undefined;
+  const redisUrl = localRedis?.url ?? config.redisUrl ?? 'redis://127.0.0.1:6379';
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false });
+  redis.on('error', (err) => logger.warn({ err: { message: err.message } }, 'redis connection error'));
+  await redis.connect();
+
+  const metrics = createMetrics({ defaultMetrics: true });
+  const loaded = await loadModels(config.modelsDir, config.syncCeilingMs);
+  const models = await ModelService.start(loaded, {
+    metrics,
+    logger,
+    runtimeFactory: onnxRuntimeFactory(config.onnxThreads),
+    warmupRuns: config.warmupRuns,
+    warmupPolicy: config.warmupPolicy,
+  });
+  const app = createApp({
+    models,
+    keys,
+    metrics,
+    logger,
+    redisReady: async () => (await redis.ping()) === 'PONG',
+    options: { maxBodyBytes: config.maxBodyBytes, openOpsEndpoints: config.openOpsEndpoints, accessLog: config.accessLog },
+  });
+
+  const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port });
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}`;
+  logger.info({ url, models: models.list().map((m) => `${m.manifest.name}@${m.version}:${m.tier}`) }, 'listening');
+
+  let closing: Promise<void> | undefined;
+  const shutdown = () => {
+    closing ??= (async () => {
+      logger.info('shutting down: no new connections, draining in-flight requests');
+      const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+      if ('closeIdleConnections' in server) server.closeIdleConnections();
+      const grace = new Promise<'timeout'>((resolve) => setTimeout(resolve, config.shutdownGraceMs, 'timeout').unref());
+      if ((await Promise.race([drained, grace])) === 'timeout') {
+        logger.warn('grace period over: closing the remaining connections');
+        if ('closeAllConnections' in server) server.closeAllConnections();
+      }
+      await models.close();
+      await redis.quit().catch(() => redis.disconnect());
+      await localRedis?.stop();
+      logger.info('stopped');
+    })();
+    return closing;
+  };
+  return { url, shutdown };
+}
+
+export async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`triage: configuration error: ${err.message}\n`);
+      process.exit(78);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  let gateway: RunningGateway;
+  try {
+    gateway = await startGateway(config, logger);
+  } catch (err) {
+    if (err instanceof ManifestError || err instanceof ConfigError) {
+      process.stderr.write(`triage: cannot start:\n${err.message}\n`);
+      process.exit(78);
+    }
+    logger.fatal({ err: { message: (err as Error).message } }, 'cannot start');
+    process.exit(1);
+  }
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      gateway.shutdown().then(
+        () => process.exit(0),
+        (err) => {
+          logger.error({ err: { message: (err as Error).message } }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main();
