@@ -13,7 +13,9 @@ export function modelRoutes(deps: AppDeps) {
     const principal = c.get('principal');
     const visible = deps.models
       .list()
-      .filter((m) => principal?.role !== 'client' || principal.models.has('*') || principal.models.has(m.manifest.name));
+      .filter(
+        (m) => principal?.role !== 'client' || principal.models.has('*') || principal.models.has(m.manifest.name),
+      );
     return c.json({ models: visible.map(summary) });
   });
 

@@ -28,7 +28,8 @@ export function predictRoutes(deps: AppDeps) {
       throw new Problem('invalid_request', 'the body must be a JSON object {"instances": [...]}');
     }
     const extra = Object.keys(body).filter((k) => k !== 'instances');
-    if (extra.length > 0) throw new Problem('invalid_request', 'unknown top-level field(s): only "instances" is allowed');
+    if (extra.length > 0)
+      throw new Problem('invalid_request', 'unknown top-level field(s): only "instances" is allowed');
     const { instances } = body as { instances?: unknown };
     if (!Array.isArray(instances)) throw new Problem('invalid_request', '"instances" must be an array of objects');
     if (instances.length === 0) throw new Problem('invalid_request', '"instances" is empty');

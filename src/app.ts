@@ -76,7 +76,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (err instanceof HTTPException && err.status < 500) {
       return problemResponse(c, new Problem('invalid_request', err.message));
     }
-    logger.error({ requestId: c.get('requestId'), err: { type: (err as Error).name, message: (err as Error).message } }, 'unhandled error');
+    logger.error(
+      { requestId: c.get('requestId'), err: { type: (err as Error).name, message: (err as Error).message } },
+      'unhandled error',
+    );
     return problemResponse(c, new Problem('internal', 'an internal error occurred; quote the request id'));
   });
   return app;

@@ -24,7 +24,12 @@ const envSchema = z.object({
   TRIAGE_OPEN_OPS_ENDPOINTS: bool.default(true),
   TRIAGE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   TRIAGE_ACCESS_LOG: bool.default(true),
-  TRIAGE_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+  TRIAGE_MAX_BODY_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(64 * 1024 * 1024)
+    .default(1024 * 1024),
   TRIAGE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
   TRIAGE_SYNC_CEILING_MS: z.coerce.number().int().min(1).max(60_000).default(5_000),
   TRIAGE_WARMUP_RUNS: z.coerce.number().int().min(1).max(10_000).default(50),

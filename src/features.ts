@@ -76,7 +76,8 @@ function encodeValue(f: Feature, value: unknown): number | string {
       if (typeof value !== 'number') return `must be a number, got ${describe(value)}`;
       if (!Number.isFinite(value)) return 'must be a finite number';
       if (f.type === 'integer' && !Number.isInteger(value)) return 'must be an integer';
-      if (value < f.min || value > f.max) return `out of range: allowed ${f.min}..${f.max}${f.unit ? ` ${f.unit}` : ''}`;
+      if (value < f.min || value > f.max)
+        return `out of range: allowed ${f.min}..${f.max}${f.unit ? ` ${f.unit}` : ''}`;
       return value;
     }
     case 'boolean':

@@ -1,5 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono';
-import { type Role, assertRole, keyFromHeaders } from './auth.ts';
+import { assertRole, keyFromHeaders, type Role } from './auth.ts';
 import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './errors.ts';
 
@@ -23,9 +23,13 @@ export function requireRole(deps: AppDeps, ...roles: Role[]): MiddlewareHandler<
     const key = keyFromHeaders(c.req.header('authorization'), c.req.header('x-api-key'));
     const principal = deps.keys.authenticate(key);
     if (!principal) {
-      throw new Problem('unauthenticated', key ? 'the API key is not valid' : 'send the API key as "Authorization: Bearer <key>"', {
-        headers: { 'www-authenticate': 'Bearer realm="triage"' },
-      });
+      throw new Problem(
+        'unauthenticated',
+        key ? 'the API key is not valid' : 'send the API key as "Authorization: Bearer <key>"',
+        {
+          headers: { 'www-authenticate': 'Bearer realm="triage"' },
+        },
+      );
     }
     assertRole(principal, roles);
     c.set('principal', principal);
@@ -39,7 +43,10 @@ const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 export async function readJson(c: Context<AppEnv>): Promise<unknown> {
   const type = c.req.header('content-type');
   if (!type || !JSON_TYPE.test(type)) {
-    throw new Problem('unsupported_media_type', `content-type must be application/json, got ${type ? 'another type' : 'none'}`);
+    throw new Problem(
+      'unsupported_media_type',
+      `content-type must be application/json, got ${type ? 'another type' : 'none'}`,
+    );
   }
   const text = await c.req.text();
   try {

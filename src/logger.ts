@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 
 /**
  * JSON logs. Callers log identifiers (request id, key id, model, route pattern), never bodies; the redaction list is

@@ -7,7 +7,11 @@ export type Prediction = Record<string, unknown>;
  * Shapes raw output tensors into one prediction object per row: the score under its name, the verdict at the
  * approved threshold, and the manifest's extra outputs (named vectors, labels).
  */
-export function shapePredictions(output: Manifest['output'], tensors: Record<string, OutputTensor>, rows: number): Prediction[] {
+export function shapePredictions(
+  output: Manifest['output'],
+  tensors: Record<string, OutputTensor>,
+  rows: number,
+): Prediction[] {
   const score = tensors[output.scoreTensor];
   if (!score || score.data.length !== rows) {
     throw new Error(`model output "${output.scoreTensor}" missing or not one value per row`);

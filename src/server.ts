@@ -8,7 +8,7 @@ import { type Config, ConfigError, loadConfig } from './config.ts';
 import { ensureRedis } from './devtools/local-redis.ts';
 import { createLogger } from './logger.ts';
 import { createMetrics } from './metrics.ts';
-import { ManifestError, loadModels } from './registry/load.ts';
+import { loadModels, ManifestError } from './registry/load.ts';
 import { ModelService, onnxRuntimeFactory } from './serving.ts';
 
 export interface RunningGateway {
@@ -56,7 +56,11 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     metrics,
     logger,
     redisReady: async () => (await redis.ping()) === 'PONG',
-    options: { maxBodyBytes: config.maxBodyBytes, openOpsEndpoints: config.openOpsEndpoints, accessLog: config.accessLog },
+    options: {
+      maxBodyBytes: config.maxBodyBytes,
+      openOpsEndpoints: config.openOpsEndpoints,
+      accessLog: config.accessLog,
+    },
   });
 
   const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port });

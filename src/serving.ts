@@ -129,9 +129,13 @@ export class ModelService {
   async predict(model: ServedModel, instances: readonly unknown[], deadlineMs: number): Promise<Prediction[]> {
     const sync = model.manifest.sync;
     if (model.state === 'refused' || !model.batcher || !sync) {
-      throw new Problem('not_ready', `model "${model.manifest.name}" is not being served: ${model.refusal ?? 'not loaded'}`, {
-        headers: { 'retry-after': '30' },
-      });
+      throw new Problem(
+        'not_ready',
+        `model "${model.manifest.name}" is not being served: ${model.refusal ?? 'not loaded'}`,
+        {
+          headers: { 'retry-after': '30' },
+        },
+      );
     }
     const input = encodeInstances(model.manifest.features, instances);
     const name = model.manifest.name;
@@ -168,7 +172,10 @@ export class ModelService {
       return shapePredictions(model.manifest.output, outputs, instances.length);
     } catch (err) {
       if (err instanceof Problem) throw err;
-      if (err instanceof BatchCancelled) throw new Problem('deadline_exceeded', 'no score within the deadline', { extensions: { action: NO_SCORE_ACTION } });
+      if (err instanceof BatchCancelled)
+        throw new Problem('deadline_exceeded', 'no score within the deadline', {
+          extensions: { action: NO_SCORE_ACTION },
+        });
       throw new Problem('inference_failed', 'the model failed to score this request', {
         extensions: { action: NO_SCORE_ACTION },
         cause: err,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
@@ -42,7 +42,12 @@ export async function loadModel(dir: string, rootForMessages: string, syncCeilin
   let manifestPath: string | undefined;
   for (const name of manifestNames) {
     const candidate = path.join(dir, name);
-    if (await stat(candidate).then((s) => s.isFile(), () => false)) {
+    if (
+      await stat(candidate).then(
+        (s) => s.isFile(),
+        () => false,
+      )
+    ) {
       manifestPath = candidate;
       break;
     }
@@ -107,7 +112,10 @@ export async function loadModel(dir: string, rootForMessages: string, syncCeilin
 
   const classification = classifyTier(m, syncCeilingMs);
   if (m.tier && m.tier !== classification.tier) {
-    fail('tier', `declared "${m.tier}" but the model's facts make it "${classification.tier}" (${classification.reasons.join('; ')})`);
+    fail(
+      'tier',
+      `declared "${m.tier}" but the model's facts make it "${classification.tier}" (${classification.reasons.join('; ')})`,
+    );
   }
   if (classification.tier === 'sync' && !m.sync) fail('sync', 'a sync model needs a sync section (latencyBudgetMs …)');
   if (m.sync && m.sync.latencyBudgetMs > syncCeilingMs) {

@@ -128,7 +128,10 @@ export const manifestSchema = z
         maxInstances: z.number().int().min(1).max(10_000).default(100),
       })
       .optional(),
-    review: z.object({ policy: z.enum(['never', 'always', 'low-confidence', 'sample']) }).passthrough().optional(),
+    review: z
+      .object({ policy: z.enum(['never', 'always', 'low-confidence', 'sample']) })
+      .passthrough()
+      .optional(),
     schedules: z.array(z.object({ id: z.string() }).passthrough()).optional(),
   })
   .strict();

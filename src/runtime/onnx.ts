@@ -15,7 +15,11 @@ function toFloat32(tensor: ort.Tensor): Float32Array {
 }
 
 /** In-process inference with onnxruntime-node. The model takes one float32 input `features` of shape [N, F]. */
-export async function createOnnxRuntime(artifact: string, featureCount: number, options: OnnxOptions): Promise<ModelRuntime> {
+export async function createOnnxRuntime(
+  artifact: string,
+  featureCount: number,
+  options: OnnxOptions,
+): Promise<ModelRuntime> {
   const session = await ort.InferenceSession.create(artifact, {
     intraOpNumThreads: options.threads,
     interOpNumThreads: 1,
