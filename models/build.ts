@@ -1,0 +1,96 @@
+/**
+ * `npm run models:build`: writes the ONNX file of every version listed in models/<name>/model.yaml, then records each
+ * file's sha256 in that manifest (YAML Document API, so comments and key order survive). Deterministic: the same
+ * sources give the same bytes.
+ *
+ * NEWS2 reads the chart from models/news2/news2-chart.json, a copy of ../shared/data/news2.json made on the first
+ * build; the copy wins, so the build does not need shared/.
+ */
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import YAML from 'yaml';
+import { buildDeteriorationModel } from './deterioration/graph.ts';
+import { buildNews2Model, type News2Chart } from './news2/graph.ts';
+
+export const MODELS_DIR = dirname(fileURLToPath(import.meta.url));
+const SHARED_CHART = resolve(MODELS_DIR, '../../shared/data/news2.json');
+const CHART = join(MODELS_DIR, 'news2/news2-chart.json');
+
+/** The parts of a manifest the build reads (the registry validates the rest). */
+interface ManifestView {
+  features: { name: string; values?: string[] }[];
+  output: { extras?: { as: string; names?: string[]; labels?: string[] }[] };
+  versions: { version: string; runtime: { path: string } }[];
+}
+
+export interface Artifact {
+  model: string;
+  version: string;
+  /** absolute path of the .onnx file */
+  file: string;
+  bytes: Uint8Array;
+  sha256: string;
+}
+
+export function readNews2Chart(): News2Chart {
+  if (!existsSync(CHART)) copyFileSync(SHARED_CHART, CHART);
+  return JSON.parse(readFileSync(CHART, 'utf8')) as News2Chart;
+}
+
+const builders: Record<string, (manifest: ManifestView, version: string) => Uint8Array> = {
+  news2: (m, version) => {
+    if (version !== '1') throw new Error(`news2: no graph for version ${version}`);
+    const extra = (as: string) => m.output.extras?.find((e) => e.as === as);
+    return buildNews2Model(readNews2Chart(), {
+      features: m.features.map((f) => f.name),
+      consciousnessValues: m.features.find((f) => f.name === 'consciousness')?.values ?? [],
+      subscoreNames: extra('subscores')?.names ?? [],
+      bandLabels: extra('clinicalRisk')?.labels ?? [],
+    });
+  },
+  deterioration: (m, version) =>
+    buildDeteriorationModel(
+      version,
+      m.features.map((f) => f.name),
+    ),
+};
+
+const manifestPath = (model: string) => join(MODELS_DIR, model, 'model.yaml');
+
+/** Builds every version of every model in memory; writes nothing (except the first copy of the NEWS2 chart). */
+export function buildAll(): Artifact[] {
+  return Object.entries(builders).flatMap(([model, build]) => {
+    const manifest = YAML.parse(readFileSync(manifestPath(model), 'utf8')) as ManifestView;
+    return manifest.versions.map(({ version, runtime }) => {
+      const file = resolve(MODELS_DIR, model, runtime.path);
+      if (relative(join(MODELS_DIR, model), file).startsWith('..')) throw new Error(`${model}: bad ${runtime.path}`);
+      const bytes = build(manifest, version);
+      return { model, version, file, bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
+    });
+  });
+}
+
+function main(): void {
+  const artifacts = buildAll();
+  for (const a of artifacts) {
+    mkdirSync(dirname(a.file), { recursive: true });
+    writeFileSync(a.file, a.bytes);
+    console.log(`${relative(MODELS_DIR, a.file)}  ${a.bytes.length} bytes  sha256 ${a.sha256}`);
+  }
+  for (const model of new Set(artifacts.map((a) => a.model))) {
+    const path = manifestPath(model);
+    const doc = YAML.parseDocument(readFileSync(path, 'utf8'));
+    const versions = (doc.toJS() as ManifestView).versions;
+    for (const a of artifacts.filter((x) => x.model === model)) {
+      doc.setIn(['versions', versions.findIndex((v) => v.version === a.version), 'runtime', 'sha256'], a.sha256);
+    }
+    writeFileSync(path, doc.toString({ lineWidth: 120 }));
+  }
+  if (existsSync(SHARED_CHART) && readFileSync(SHARED_CHART, 'utf8') !== readFileSync(CHART, 'utf8')) {
+    console.warn(`note: ${relative(process.cwd(), CHART)} differs from ${SHARED_CHART}; the build used the copy`);
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) main();
