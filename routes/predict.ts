@@ -3,6 +3,7 @@ import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/errors.ts';
 import { readJson, requireRole } from '../src/http.ts';
 import { resolveModel } from '../src/model-lookup.ts';
+import { acceptJob } from './jobs.ts';
 import { endpointFor } from './models.ts';
 
 /** Header a caller uses to ask for a deadline shorter than the model's latency budget. */
@@ -15,12 +16,28 @@ export function predictRoutes(deps: AppDeps) {
   app.post('/:model/predict', requireRole(deps, 'client'), async (c) => {
     const model = resolveModel(c, deps);
     const { manifest } = model;
+    if (prefersAsync(c.req.header('prefer'))) {
+      // the FHIR asynchronous request pattern: the same request, answered 202 + Location of a job
+      const body = await readJson(c);
+      const { idempotencyKey, callbackUrl, ...input } = (
+        typeof body === 'object' && body !== null ? body : {}
+      ) as Record<string, unknown>;
+      return acceptJob(c, deps, {
+        input,
+        ...(callbackUrl !== undefined ? { callbackUrl } : {}),
+        ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+      });
+    }
     if (model.tier !== 'sync' || !manifest.sync) {
       const endpoint = Object.values(endpointFor(model))[0] as string;
-      throw new Problem('wrong_tier', `"${manifest.name}" is a ${model.tier} model: use ${endpoint}`, {
-        extensions: { tier: model.tier, endpoint },
-        headers: { link: `<${endpoint}>; rel="alternate"` },
-      });
+      throw new Problem(
+        'wrong_tier',
+        `"${manifest.name}" is a ${model.tier} model: use ${endpoint} (or send Prefer: respond-async)`,
+        {
+          extensions: { tier: model.tier, endpoint },
+          headers: { link: `<${endpoint}>; rel="alternate"` },
+        },
+      );
     }
     const deadlineMs = parseDeadline(c.req.header(DEADLINE_HEADER), manifest.sync.latencyBudgetMs);
     const body = await readJson(c);
@@ -54,6 +71,10 @@ export function predictRoutes(deps: AppDeps) {
     });
   });
   return app;
+}
+
+function prefersAsync(prefer: string | undefined): boolean {
+  return prefer?.split(',').some((p) => p.trim().toLowerCase() === 'respond-async');
 }
 
 function parseDeadline(header: string | undefined, budgetMs: number): number {

@@ -4,9 +4,12 @@ import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { methodNotAllowed } from 'hono/method-not-allowed';
 import { routePath } from 'hono/route';
+import { adminRoutes } from '../routes/admin.ts';
 import { opsRoutes } from '../routes/health.ts';
+import { jobRoutes } from '../routes/jobs.ts';
 import { modelRoutes } from '../routes/models.ts';
 import { predictRoutes } from '../routes/predict.ts';
+import { reviewRoutes } from '../routes/reviews.ts';
 import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './errors.ts';
 import { problemResponse } from './http.ts';
@@ -69,6 +72,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/', opsRoutes(deps));
   app.route('/v1/models', modelRoutes(deps));
   app.route('/v1/models', predictRoutes(deps));
+  app.route('/v1', jobRoutes(deps));
+  app.route('/v1/reviews', reviewRoutes(deps));
+  app.route('/v1', adminRoutes(deps));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
   app.onError((err, c) => {

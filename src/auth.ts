@@ -13,6 +13,8 @@ export interface Principal {
   role: Role;
   /** models a client may call; `*` = all */
   models: ReadonlySet<string>;
+  /** hosts its async callbacks may go to (exact names, or `*.example.org`) */
+  callbackHosts: readonly string[];
 }
 
 const keyEntrySchema = z
@@ -22,8 +24,15 @@ const keyEntrySchema = z
     /** sha256 (hex) of the key: keys are stored hashed */
     sha256: z.string().regex(/^[a-f0-9]{64}$/, 'must be the 64-hex-digit sha256 of the key'),
     models: z.array(z.string().min(1)).default(['*']),
+    callbackHosts: z.array(z.string().min(1)).default([]),
+    /** Standard Webhooks secret (`whsec_` + base64) signing this client's callbacks */
+    callbackSecret: z
+      .string()
+      .regex(/^whsec_[A-Za-z0-9+/]{24,}={0,2}$/, 'must be whsec_ followed by a base64 secret of at least 18 bytes')
+      .optional(),
   })
   .strict();
+type KeyEntry = z.input<typeof keyEntrySchema>;
 const keysFileSchema = z.object({ keys: z.array(keyEntrySchema).min(1) }).strict();
 
 export function hashKey(key: string): string {
@@ -36,12 +45,30 @@ export function hashKey(key: string): string {
  */
 export class ApiKeyStore {
   readonly #byHash = new Map<string, Principal>();
+  readonly #callbackSecrets = new Map<string, string>();
 
-  constructor(entries: Array<{ id: string; role: Role; sha256: string; models: string[] }>) {
+  constructor(entries: KeyEntry[]) {
     for (const e of entries) {
       if (this.#byHash.has(e.sha256)) throw new ConfigError(`TRIAGE_API_KEYS: key "${e.id}" duplicates another key`);
-      this.#byHash.set(e.sha256, { id: e.id, role: e.role, models: new Set(e.models) });
+      this.#byHash.set(e.sha256, {
+        id: e.id,
+        role: e.role,
+        models: new Set(e.models ?? ['*']),
+        callbackHosts: e.callbackHosts ?? [],
+      });
+      if (e.callbackSecret) this.#callbackSecrets.set(e.id, e.callbackSecret);
     }
+  }
+
+  /** The callback allowlist of the client `id`. */
+  callbackHostsOf(id: string): readonly string[] {
+    for (const p of this.#byHash.values()) if (p.id === id) return p.callbackHosts;
+    return [];
+  }
+
+  /** The secret that signs callbacks for the client `id` (workers look it up by the job's owner). */
+  callbackSecret(id: string): string | undefined {
+    return this.#callbackSecrets.get(id);
   }
 
   /** Parses the `TRIAGE_API_KEYS` document (YAML or JSON): `{keys: [{id, role, sha256, models}]}`. */
@@ -61,14 +88,21 @@ export class ApiKeyStore {
   }
 
   /** Development mode: one fresh key per role, returned in clear once so they can be printed. */
-  static generateDevelopmentKeys(): { store: ApiKeyStore; keys: Record<Role, string> } {
+  static generateDevelopmentKeys(): { store: ApiKeyStore; keys: Record<Role, string>; callbackSecret: string } {
     const keys = Object.fromEntries(
       roles.map((role) => [role, `trg_${role}_${randomBytes(24).toString('base64url')}`]),
     ) as Record<Role, string>;
+    const callbackSecret = `whsec_${randomBytes(24).toString('base64')}`;
     const store = new ApiKeyStore(
-      roles.map((role) => ({ id: `dev-${role}`, role, sha256: hashKey(keys[role]), models: ['*'] })),
+      roles.map((role) => ({
+        id: `dev-${role}`,
+        role,
+        sha256: hashKey(keys[role]),
+        models: ['*'],
+        ...(role === 'client' ? { callbackHosts: ['localhost', '127.0.0.1', '::1'], callbackSecret } : {}),
+      })),
     );
-    return { store, keys };
+    return { store, keys, callbackSecret };
   }
 
   authenticate(key: string | undefined): Principal | undefined {

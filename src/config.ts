@@ -35,6 +35,19 @@ const envSchema = z.object({
   TRIAGE_WARMUP_RUNS: z.coerce.number().int().min(1).max(10_000).default(50),
   TRIAGE_WARMUP_POLICY: z.enum(['refuse', 'warn']).default('refuse'),
   TRIAGE_ONNX_THREADS: z.coerce.number().int().min(1).max(64).default(1),
+  TRIAGE_WORKERS: z
+    .string()
+    .regex(
+      /^(all|none|(inference|callbacks|maintenance)(,(inference|callbacks|maintenance))*)$/,
+      'must be all, none, or a comma list of inference, callbacks, maintenance',
+    )
+    .default('all'),
+  TRIAGE_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(4),
+  TRIAGE_CALLBACK_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(12),
+  TRIAGE_CALLBACK_BACKOFF_MS: z.coerce.number().int().min(1).max(3_600_000).default(10_000),
+  TRIAGE_CALLBACK_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
+  TRIAGE_CALLBACK_HTTP_HOSTS: z.string().optional(),
+  TRIAGE_MAINTENANCE_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
 });
 
 export type Config = {
@@ -55,6 +68,11 @@ export type Config = {
   warmupRuns: number;
   warmupPolicy: 'refuse' | 'warn';
   onnxThreads: number;
+  /** which workers run inside this process */
+  workers: Array<'inference' | 'callbacks' | 'maintenance'>;
+  workerConcurrency: number;
+  callbacks: { attempts: number; backoffMs: number; timeoutMs: number; httpHosts: string[] };
+  maintenanceIntervalMs: number;
 };
 
 export class ConfigError extends Error {
@@ -115,6 +133,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     warmupRuns: e.TRIAGE_WARMUP_RUNS,
     warmupPolicy: e.TRIAGE_WARMUP_POLICY,
     onnxThreads: e.TRIAGE_ONNX_THREADS,
+    workers:
+      e.TRIAGE_WORKERS === 'all'
+        ? ['inference', 'callbacks', 'maintenance']
+        : e.TRIAGE_WORKERS === 'none'
+          ? []
+          : (e.TRIAGE_WORKERS.split(',') as Config['workers']),
+    workerConcurrency: e.TRIAGE_WORKER_CONCURRENCY,
+    callbacks: {
+      attempts: e.TRIAGE_CALLBACK_ATTEMPTS,
+      backoffMs: e.TRIAGE_CALLBACK_BACKOFF_MS,
+      timeoutMs: e.TRIAGE_CALLBACK_TIMEOUT_MS,
+      // plain http only where the operator says so: loopback in development, nowhere by default in production
+      httpHosts: (e.TRIAGE_CALLBACK_HTTP_HOSTS ?? (e.TRIAGE_ENV === 'development' ? 'localhost,127.0.0.1,::1' : ''))
+        .split(',')
+        .map((h) => h.trim())
+        .filter(Boolean),
+    },
+    maintenanceIntervalMs: e.TRIAGE_MAINTENANCE_INTERVAL_MS,
   };
 }
 

@@ -1,11 +1,16 @@
+import type { Context } from 'hono';
 import type { Logger } from 'pino';
 import type { ApiKeyStore, Principal } from './auth.ts';
+import type { AdminService } from './jobs/admin.ts';
+import type { JobService } from './jobs/service.ts';
 import type { Metrics } from './metrics.ts';
 import type { ModelService, ServedModel } from './serving.ts';
 
 /** Everything `createApp` needs, injected: no module reads the environment or opens a connection on import. */
 export interface AppDeps {
   models: ModelService;
+  jobs: JobService;
+  admin: AdminService;
   keys: ApiKeyStore;
   metrics: Metrics;
   logger: Logger;
@@ -28,3 +33,5 @@ export interface AppEnv {
     model: ServedModel | undefined;
   };
 }
+
+export type AppContext = Context<AppEnv>;

@@ -9,6 +9,7 @@ export const problemCodes = {
   invalid_input: { status: 400, title: 'An instance does not match the model input schema' },
   invalid_header: { status: 400, title: 'A request header has an invalid value' },
   batch_too_large: { status: 400, title: 'Too many instances in one request' },
+  invalid_callback_url: { status: 400, title: 'The callback URL is not allowed' },
   // 401/403
   unauthenticated: { status: 401, title: 'A valid API key is required' },
   forbidden: { status: 403, title: 'This API key may not do this' },
@@ -18,6 +19,9 @@ export const problemCodes = {
   method_not_allowed: { status: 405, title: 'Method not allowed on this resource' },
   // 409/413/415
   wrong_tier: { status: 409, title: 'This model is not served on this endpoint' },
+  idempotency_conflict: { status: 409, title: 'This idempotency key was used for a different request' },
+  already_decided: { status: 409, title: 'This review has already been decided' },
+  invalid_state: { status: 409, title: 'The job is not in a state that allows this' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
   // 5xx that are explicit refusals, never crashes

@@ -62,7 +62,91 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['model', 'reason'] as const,
       registers: [registry],
     }),
+    jobs: new Counter({
+      name: 'triage_jobs_total',
+      help: 'Async job transitions, by the state entered',
+      labelNames: ['model', 'state'] as const,
+      registers: [registry],
+    }),
+    decisions: new Counter({
+      name: 'triage_review_decisions_total',
+      help: 'Clinician review decisions applied, by outcome',
+      labelNames: ['model', 'outcome'] as const,
+      registers: [registry],
+    }),
+    overrides: new Counter({
+      name: 'triage_review_overrides_total',
+      help: 'Held results released with an amended output',
+      labelNames: ['model'] as const,
+      registers: [registry],
+    }),
+    escalations: new Counter({
+      name: 'triage_review_escalations_total',
+      help: 'Holds escalated for waiting past their review deadline',
+      labelNames: ['model'] as const,
+      registers: [registry],
+    }),
+    callbackAttempts: new Counter({
+      name: 'triage_callback_attempts_total',
+      help: 'Callback delivery attempts, by outcome (delivered, failed)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    callbackDeadLetters: new Counter({
+      name: 'triage_callback_dead_letters_total',
+      help: 'Callbacks that exhausted their attempts and went to the dead-letter list',
+      registers: [registry],
+    }),
   };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+/** The async tier's counters (a subset of Metrics, so workers and routes need no more). */
+export type JobMetrics = Pick<
+  Metrics,
+  'jobs' | 'decisions' | 'overrides' | 'escalations' | 'callbackAttempts' | 'callbackDeadLetters' | 'registry'
+>;
+
+/**
+ * Gauges read from Redis at scrape time: queue depth per queue and state, the review backlog and the age of the
+ * oldest hold. Shared state, so every replica reports the same figures.
+ */
+export function registerQueueGauges(
+  metrics: Metrics,
+  source: {
+    jobCounts: () => Promise<Record<string, Record<string, number>>>;
+    backlog: () => Promise<number>;
+    oldestHeldAt: () => Promise<number | undefined>;
+    now: () => number;
+  },
+): void {
+  new Gauge({
+    name: 'triage_queue_jobs',
+    help: 'BullMQ jobs per queue and state',
+    labelNames: ['queue', 'state'] as const,
+    registers: [metrics.registry],
+    async collect() {
+      this.reset();
+      for (const [queue, counts] of Object.entries(await source.jobCounts())) {
+        for (const [state, n] of Object.entries(counts)) this.set({ queue, state }, n);
+      }
+    },
+  });
+  new Gauge({
+    name: 'triage_review_backlog',
+    help: 'Results waiting for clinician review',
+    registers: [metrics.registry],
+    async collect() {
+      this.set(await source.backlog());
+    },
+  });
+  new Gauge({
+    name: 'triage_review_oldest_hold_age_seconds',
+    help: 'Age of the oldest result waiting for review (0 when none)',
+    registers: [metrics.registry],
+    async collect() {
+      const oldest = await source.oldestHeldAt();
+      this.set(oldest === undefined ? 0 : Math.max(0, (source.now() - oldest) / 1000));
+    },
+  });
+}

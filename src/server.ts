@@ -1,15 +1,13 @@
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { createApp } from './app.ts';
 import { ApiKeyStore } from './auth.ts';
+import { composeGateway } from './compose.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { ensureRedis } from './devtools/local-redis.ts';
 import { createLogger } from './logger.ts';
 import { createMetrics } from './metrics.ts';
 import { loadModels, ManifestError } from './registry/load.ts';
-import { ModelService, onnxRuntimeFactory } from './serving.ts';
 
 export interface RunningGateway {
   url: string;
@@ -19,7 +17,7 @@ export interface RunningGateway {
 
 function keysFor(config: Config): ApiKeyStore {
   if (config.apiKeys) return ApiKeyStore.parse(config.apiKeys);
-  const { store, keys } = ApiKeyStore.generateDevelopmentKeys();
+  const { store, keys, callbackSecret } = ApiKeyStore.generateDevelopmentKeys();
   // printed once to the terminal, never to the JSON log stream
   process.stderr.write(
     [
@@ -27,6 +25,7 @@ function keysFor(config: Config): ApiKeyStore {
       'Triage development mode: no TRIAGE_API_KEYS configured, so the gateway listens on loopback only.',
       'These keys work until the process stops (send them as "Authorization: Bearer <key>"):',
       ...Object.entries(keys).map(([role, key]) => `  ${role.padEnd(9)} ${key}`),
+      `Callbacks of the client key go to loopback hosts only and are signed with ${callbackSecret}`,
       '',
     ].join('\n'),
   );
@@ -37,31 +36,16 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const keys = keysFor(config);
   const localRedis = config.env === 'development' ? await ensureRedis(config.redisUrl) : undefined;
   const redisUrl = localRedis?.url ?? config.redisUrl ?? 'redis://127.0.0.1:6379';
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false });
-  redis.on('error', (err) => logger.warn({ err: { message: err.message } }, 'redis connection error'));
-  await redis.connect();
-
-  const metrics = createMetrics({ defaultMetrics: true });
   const loaded = await loadModels(config.modelsDir, config.syncCeilingMs);
-  const models = await ModelService.start(loaded, {
-    metrics,
+  const gateway = await composeGateway({
+    config,
     logger,
-    runtimeFactory: onnxRuntimeFactory(config.onnxThreads),
-    warmupRuns: config.warmupRuns,
-    warmupPolicy: config.warmupPolicy,
-  });
-  const app = createApp({
-    models,
+    redisUrl,
     keys,
-    metrics,
-    logger,
-    redisReady: async () => (await redis.ping()) === 'PONG',
-    options: {
-      maxBodyBytes: config.maxBodyBytes,
-      openOpsEndpoints: config.openOpsEndpoints,
-      accessLog: config.accessLog,
-    },
+    models: loaded,
+    metrics: createMetrics({ defaultMetrics: true }),
   });
+  const { app, deps } = gateway;
 
   const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port });
   await new Promise<void>((resolve, reject) => {
@@ -71,7 +55,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
-  logger.info({ url, models: models.list().map((m) => `${m.manifest.name}@${m.version}:${m.tier}`) }, 'listening');
+  logger.info({ url, models: deps.models.list().map((m) => `${m.manifest.name}@${m.version}:${m.tier}`) }, 'listening');
 
   let closing: Promise<void> | undefined;
   const shutdown = () => {
@@ -84,8 +68,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
         logger.warn('grace period over: closing the remaining connections');
         if ('closeAllConnections' in server) server.closeAllConnections();
       }
-      await models.close();
-      await redis.quit().catch(() => redis.disconnect());
+      await gateway.close();
       await localRedis?.stop();
       logger.info('stopped');
     })();

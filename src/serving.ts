@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import { Problem } from './errors.ts';
 import { encodeInstances, typicalRow } from './features.ts';
 import type { Metrics } from './metrics.ts';
-import { type Prediction, shapePredictions } from './predictions.ts';
+import { inputWidth } from './model-input.ts';
+import { type CorpusEntry, type Prediction, shapePredictions } from './predictions.ts';
 import type { LoadedModel } from './registry/load.ts';
 import type { Manifest, ModelVersion, Tier } from './registry/schema.ts';
 import { BatchCancelled, DynamicBatcher } from './runtime/batcher.ts';
@@ -13,7 +14,7 @@ export type RuntimeFactory = (model: LoadedModel, version: ModelVersion) => Prom
 
 export function onnxRuntimeFactory(threads: number): RuntimeFactory {
   return (model, version) =>
-    createOnnxRuntime(model.artifacts.get(version.version) as string, model.manifest.features.length, { threads });
+    createOnnxRuntime(model.artifacts.get(version.version) as string, inputWidth(model.manifest), { threads });
 }
 
 export type ModelState = 'warm' | 'refused';
@@ -23,6 +24,7 @@ export interface ServedModel {
   readonly tier: Tier;
   readonly tierReasons: string[];
   readonly version: string;
+  readonly corpus?: CorpusEntry[];
   state: ModelState;
   refusal?: string;
   warmupP99Ms?: number;
@@ -69,6 +71,7 @@ export class ModelService {
         tier: m.classification.tier,
         tierReasons: m.classification.reasons,
         version: m.primary.version,
+        ...(m.corpus ? { corpus: m.corpus } : {}),
         state: 'warm',
         inFlight: 0,
       };

@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
-import type { z } from 'zod';
+import { z } from 'zod';
+import type { CorpusEntry } from '../predictions.ts';
 import { type Classification, classifyTier } from './classify.ts';
 import { type Manifest, type ModelVersion, manifestSchema } from './schema.ts';
 
@@ -20,7 +21,13 @@ export interface LoadedModel {
   primary: ModelVersion;
   /** absolute path of each version's verified artifact */
   artifacts: Map<string, string>;
+  /** the reference corpus of a retrieval model, in the order its model indexes it */
+  corpus?: CorpusEntry[];
 }
+
+const corpusSchema = z.array(
+  z.object({ id: z.string().min(1), title: z.string().min(1), summary: z.string().optional() }),
+);
 
 const manifestNames = ['model.yaml', 'model.yml', 'model.json'];
 
@@ -122,7 +129,20 @@ export async function loadModel(dir: string, rootForMessages: string, syncCeilin
     fail('sync.latencyBudgetMs', `${m.sync.latencyBudgetMs} ms exceeds the sync ceiling ${syncCeilingMs} ms`);
   }
 
-  return { manifest: m, classification, dir, file, primary: primary, artifacts };
+  let corpus: CorpusEntry[] | undefined;
+  if (m.output.kind === 'retrieval') {
+    const corpusPath = path.resolve(dir, m.output.corpus);
+    if (!corpusPath.startsWith(path.resolve(dir) + path.sep)) fail('output.corpus', 'points outside the model folder');
+    const parsedCorpus = corpusSchema.safeParse(
+      await readFile(corpusPath, 'utf8').then(JSON.parse, (err: Error) =>
+        fail('output.corpus', `cannot read: ${err.message}`),
+      ),
+    );
+    if (!parsedCorpus.success) fail('output.corpus', 'must be a JSON array of {id, title, summary}');
+    corpus = parsedCorpus.data;
+  }
+
+  return { manifest: m, classification, dir, file, primary: primary, artifacts, ...(corpus ? { corpus } : {}) };
 }
 
 /** Loads every model folder under `modelsDir`; all errors are collected so one start shows them all. */

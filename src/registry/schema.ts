@@ -59,7 +59,9 @@ const extraOutputSchema = z.discriminatedUnion('kind', [
   z.object({ tensor: z.string(), as: z.string(), kind: z.literal('label'), labels: z.array(z.string()).min(1) }),
 ]);
 
-export const outputSchema = z.object({
+/** A single score per instance with an approved threshold (early-warning scores, risk models). */
+export const scoreOutputSchema = z.object({
+  kind: z.literal('score').default('score'),
   /** the output tensor holding one score per instance, shape [N] or [N, 1] */
   scoreTensor: z.string(),
   /** what the score is called in predictions, e.g. `news2Total`, `deteriorationRisk` */
@@ -72,6 +74,32 @@ export const outputSchema = z.object({
   labels: z.object({ positive: z.string(), negative: z.string() }),
   extras: z.array(extraOutputSchema).default([]),
 });
+
+/** Class probabilities (document triage): the top class, its confidence, and every class's probability. */
+export const classificationOutputSchema = z.object({
+  kind: z.literal('classification'),
+  /** output tensor of shape [N, labels.length], rows summing to 1 */
+  tensor: z.string(),
+  labels: z.array(z.string().min(1)).min(2),
+  description: z.string().optional(),
+  /** the approved operating point: a top-class confidence below it is not `confident` */
+  threshold: z.number().min(0).max(1),
+});
+
+/** Top-k neighbours in a bundled reference corpus (retrieval). */
+export const retrievalOutputSchema = z.object({
+  kind: z.literal('retrieval'),
+  scoresTensor: z.string(),
+  indicesTensor: z.string(),
+  /** JSON file in the model folder: an array of {id, title, summary} in the order the model indexes them */
+  corpus: z.string().min(1),
+  description: z.string().optional(),
+  /** the approved similarity below which a neighbour is not reported as a match */
+  threshold: z.number().min(-1).max(1),
+});
+
+export const outputSchema = z.union([scoreOutputSchema, classificationOutputSchema, retrievalOutputSchema]);
+export type OutputSpec = z.infer<typeof outputSchema>;
 
 const releaseEvidenceSchema = z.object({
   datasetVersion: z.string().min(1),
@@ -114,7 +142,15 @@ export const manifestSchema = z
     /** how long the clinical decision the model informs can wait for an answer */
     decisionWindowMs: z.number().int().positive().optional(),
     input: z.enum(['features', 'document']).default('features'),
-    features: z.array(featureSchema).min(1),
+    /** the columns of the `features` input (feature models) */
+    features: z.array(featureSchema).default([]),
+    /** how a document model's text becomes its `features` input (see src/documents.ts) */
+    document: z
+      .object({
+        hashBuckets: z.number().int().min(16).max(65_536),
+        maxChars: z.number().int().min(1).max(1_000_000).default(100_000),
+      })
+      .optional(),
     output: outputSchema,
     versions: z.array(versionSchema).min(1),
     routing: z.object({ primary: versionId }),
@@ -128,11 +164,51 @@ export const manifestSchema = z
         maxInstances: z.number().int().min(1).max(10_000).default(100),
       })
       .optional(),
+    /** the clinician review hold of async results */
     review: z
-      .object({ policy: z.enum(['never', 'always', 'low-confidence', 'sample']) })
-      .passthrough()
+      .object({
+        policy: z.enum(['never', 'always', 'low-confidence', 'sample']),
+        /** low-confidence: hold when the top confidence is below this (default: output.threshold) */
+        confidenceBelow: z.number().min(0).max(1).optional(),
+        /** sample: the percentage of results held at random, for audit */
+        samplePercent: z.number().min(0).max(100).optional(),
+        /** a hold older than this is escalated */
+        deadlineMinutes: z
+          .number()
+          .positive()
+          .max(60 * 24 * 30)
+          .default(240),
+      })
+      .strict()
+      .optional(),
+    async: z
+      .object({
+        /** how long one attempt of the job may run */
+        timeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
+        /** attempts for transient failures (bad input is never retried) */
+        attempts: z.number().int().min(1).max(20).default(3),
+      })
+      .strict()
       .optional(),
     schedules: z.array(z.object({ id: z.string() }).passthrough()).optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((m, ctx) => {
+    if (m.input === 'features' && m.features.length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'a features model needs at least one feature', path: ['features'] });
+    }
+    if (m.input === 'document' && !m.document) {
+      ctx.addIssue({ code: 'custom', message: 'a document model needs a document section', path: ['document'] });
+    }
+    if (m.input === 'document' && m.features.length > 0) {
+      ctx.addIssue({ code: 'custom', message: 'a document model takes no features', path: ['features'] });
+    }
+    if (m.review?.policy === 'sample' && m.review.samplePercent === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'policy "sample" needs samplePercent',
+        path: ['review', 'samplePercent'],
+      });
+    }
+  });
 export type Manifest = z.infer<typeof manifestSchema>;

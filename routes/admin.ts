@@ -1,0 +1,35 @@
+import { Hono } from 'hono';
+import type { AppDeps, AppEnv } from '../src/context.ts';
+import { Problem } from '../src/errors.ts';
+import { requireRole } from '../src/http.ts';
+
+/** Admin only: the audit trail (who, when, what, why) and the callback dead-letter list with replay. */
+export function adminRoutes(deps: AppDeps) {
+  const app = new Hono<AppEnv>();
+  const admin = requireRole(deps, 'admin');
+
+  app.get('/audit', admin, async (c) => {
+    const after = c.req.query('after');
+    if (after !== undefined && !/^\d{1,20}-\d{1,20}$/.test(after))
+      throw new Problem('invalid_request', 'after must be an audit entry id');
+    const limitRaw = c.req.query('limit') ?? '100';
+    if (!/^\d{1,4}$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 1000) {
+      throw new Problem('invalid_request', 'limit must be 1-1000');
+    }
+    const entries = await deps.admin.audit(after, Number(limitRaw));
+    const last = entries.at(-1);
+    return c.json({ entries, ...(last ? { links: { next: `/v1/audit?after=${last.id}&limit=${limitRaw}` } } : {}) });
+  });
+
+  app.get('/callbacks/dead-letters', admin, async (c) => c.json({ items: await deps.admin.deadLetters() }));
+
+  app.post('/callbacks/dead-letters/:eventId/replay', admin, async (c) => {
+    const eventId = c.req.param('eventId');
+    if (!/^evt-[0-9a-f-]{36}-(released|rejected|failed)$/.test(eventId))
+      throw new Problem('not_found', 'no such dead letter');
+    const principal = c.get('principal')!;
+    const letter = await deps.admin.replay(eventId, principal);
+    return c.json({ replayed: letter }, 202);
+  });
+  return app;
+}

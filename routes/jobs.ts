@@ -1,0 +1,76 @@
+import { Hono } from 'hono';
+import { releasedResult } from '../src/callbacks/payload.ts';
+import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
+import { Problem } from '../src/errors.ts';
+import { readJson, requireRole } from '../src/http.ts';
+import type { JobRecord } from '../src/jobs/store.ts';
+import { resolveModel } from '../src/model-lookup.ts';
+
+/** The job as its submitter sees it: state and timestamps; the result only once released. */
+export function jobView(record: JobRecord, owner: unknown) {
+  return {
+    id: record.id,
+    model: record.model,
+    version: record.version,
+    owner,
+    state: record.state,
+    createdAt: new Date(record.createdAt).toISOString(),
+    updatedAt: new Date(record.updatedAt).toISOString(),
+    ...(record.state === 'awaiting_review' && record.escalated ? { escalated: true } : {}),
+    ...(record.state === 'released' ? { result: releasedResult(record) } : {}),
+    ...(record.state === 'failed' ? { error: record.error } : {}),
+    links: { self: `/v1/jobs/${record.id}` },
+  };
+}
+
+/** Accepts a job: shared by `POST …/jobs` and `POST …/predict` with `Prefer: respond-async`. */
+export async function acceptJob(c: AppContext, deps: AppDeps, body: unknown) {
+  const model = resolveModel(c, deps);
+  if (model.tier === 'batch') {
+    throw new Problem(
+      'wrong_tier',
+      `"${model.manifest.name}" is a batch model: use /v1/models/${model.manifest.name}/batches`,
+    );
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new Problem(
+      'invalid_request',
+      'the body must be a JSON object {"input": …, "callbackUrl"?, "idempotencyKey"?}',
+    );
+  }
+  const extra = Object.keys(body).filter((k) => !['input', 'callbackUrl', 'idempotencyKey'].includes(k));
+  if (extra.length > 0) throw new Problem('invalid_request', 'only input, callbackUrl and idempotencyKey are allowed');
+  const headerKey = c.req.header('idempotency-key');
+  const fields = body as { input?: unknown; callbackUrl?: unknown; idempotencyKey?: unknown };
+  if (headerKey !== undefined && fields.idempotencyKey !== undefined && headerKey !== fields.idempotencyKey) {
+    throw new Problem('invalid_request', 'Idempotency-Key header and idempotencyKey differ');
+  }
+  const principal = c.get('principal');
+  if (!principal) throw new Problem('unauthenticated');
+  const { id, created } = await deps.jobs.submit(principal, model, {
+    ...fields,
+    ...(headerKey !== undefined ? { idempotencyKey: headerKey } : {}),
+  });
+  const record = (await deps.jobs.ownJob(principal, id)) as JobRecord;
+  c.header('location', `/v1/jobs/${id}`);
+  c.header('retry-after', '1');
+  return c.json({ ...jobView(record, model.manifest.owner), created }, 202);
+}
+
+export function jobRoutes(deps: AppDeps) {
+  const app = new Hono<AppEnv>();
+  const client = requireRole(deps, 'client');
+
+  app.post('/models/:model/jobs', client, async (c) => acceptJob(c, deps, await readJson(c)));
+
+  app.get('/jobs/:id', client, async (c) => {
+    const record = await deps.jobs.ownJob(c.get('principal')!, c.req.param('id'));
+    return c.json(jobView(record, deps.models.get(record.model)?.manifest.owner));
+  });
+
+  app.delete('/jobs/:id', client, async (c) => {
+    const record = await deps.jobs.cancel(c.get('principal')!, c.req.param('id'));
+    return c.json(jobView(record, deps.models.get(record.model)?.manifest.owner));
+  });
+  return app;
+}

@@ -1,0 +1,131 @@
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { startWorkers, type WorkerKind } from '../workers/index.ts';
+import { createApp } from './app.ts';
+import type { ApiKeyStore } from './auth.ts';
+import type { Config } from './config.ts';
+import type { AppDeps } from './context.ts';
+import { AdminService } from './jobs/admin.ts';
+import { createQueues } from './jobs/queues.ts';
+import { JobService } from './jobs/service.ts';
+import { JobStore } from './jobs/store.ts';
+import { createMetrics, type Metrics, registerQueueGauges } from './metrics.ts';
+import type { LoadedModel } from './registry/load.ts';
+import { ModelService, onnxRuntimeFactory, type RuntimeFactory } from './serving.ts';
+
+export type GatewayConfig = Pick<
+  Config,
+  | 'redisPrefix'
+  | 'maxBodyBytes'
+  | 'openOpsEndpoints'
+  | 'accessLog'
+  | 'warmupRuns'
+  | 'warmupPolicy'
+  | 'onnxThreads'
+  | 'workerConcurrency'
+  | 'callbacks'
+  | 'maintenanceIntervalMs'
+> & { workers: readonly WorkerKind[] };
+
+export interface ComposeOptions {
+  config: GatewayConfig;
+  logger: Logger;
+  redisUrl: string;
+  keys: ApiKeyStore;
+  models: LoadedModel[];
+  metrics?: Metrics;
+  runtimeFactory?: RuntimeFactory;
+  now?: () => number;
+  random?: () => number;
+}
+
+/**
+ * The composition root: connects Redis, warms the models, wires the services, the app and (optionally) the workers.
+ * `main()` and the tests both build the gateway through it, so what is tested is what runs.
+ */
+export async function composeGateway(options: ComposeOptions) {
+  const { config, logger } = options;
+  const now = options.now ?? Date.now;
+  const metrics = options.metrics ?? createMetrics();
+  const runtimeFactory = options.runtimeFactory ?? onnxRuntimeFactory(config.onnxThreads);
+
+  const redis = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  redis.on('error', (err) => logger.warn({ err: { message: err.message } }, 'redis connection error'));
+  await redis.connect();
+  const store = new JobStore(redis, config.redisPrefix);
+  const queues = createQueues(redis, config.redisPrefix);
+
+  const models = await ModelService.start(options.models, {
+    metrics,
+    logger,
+    runtimeFactory,
+    warmupRuns: config.warmupRuns,
+    warmupPolicy: config.warmupPolicy,
+  });
+  const jobs = new JobService({ store, queues, redis, callbacks: config.callbacks, metrics, now });
+  const admin = new AdminService(store, queues, config.callbacks);
+  registerQueueGauges(metrics, {
+    jobCounts: async () => ({
+      inference: await queues.inference.getJobCounts(),
+      callbacks: await queues.callbacks.getJobCounts(),
+    }),
+    backlog: () => store.pendingCount(),
+    oldestHeldAt: () => store.oldestPending(),
+    now,
+  });
+
+  const deps: AppDeps = {
+    models,
+    jobs,
+    admin,
+    keys: options.keys,
+    metrics,
+    logger,
+    redisReady: async () => (await redis.ping()) === 'PONG',
+    options: {
+      maxBodyBytes: config.maxBodyBytes,
+      openOpsEndpoints: config.openOpsEndpoints,
+      accessLog: config.accessLog,
+    },
+  };
+  const app = createApp(deps);
+  const workers =
+    config.workers.length > 0
+      ? startWorkers({
+          kinds: config.workers,
+          redisUrl: options.redisUrl,
+          prefix: config.redisPrefix,
+          store,
+          queues,
+          keys: options.keys,
+          models: options.models,
+          runtimeFactory,
+          metrics,
+          logger,
+          callbacks: config.callbacks,
+          concurrency: config.workerConcurrency,
+          maintenanceIntervalMs: config.maintenanceIntervalMs,
+          now,
+          ...(options.random ? { random: options.random } : {}),
+        })
+      : undefined;
+
+  return {
+    app,
+    deps,
+    store,
+    queues,
+    redis,
+    workers,
+    metrics,
+    /** closes workers, queues, models and Redis, in that order */
+    async close() {
+      await workers?.close();
+      await queues.close();
+      await models.close();
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}
+
+export type Gateway = Awaited<ReturnType<typeof composeGateway>>;

@@ -1,0 +1,99 @@
+import { Problem } from './errors.ts';
+
+/**
+ * Clinical notes → model input. The text comes as plain text or as a FHIR R4 `DocumentReference` whose first
+ * attachment is base64 text; it is tokenised and feature-hashed (unigrams and bigrams, FNV-1a) into a fixed-width,
+ * L2-normalised vector, the `features` input of document models. The model builders use this same function, so
+ * training-time and serving-time features cannot drift.
+ */
+
+export const DOCUMENT_TEXT_TYPES = ['text/plain', 'text/markdown'];
+
+/** FNV-1a, 32-bit, over UTF-16 code units: tiny, deterministic, good enough spread for feature hashing. */
+export function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+export function tokenize(text: string): string[] {
+  return text
+    .toLowerCase()
+    .normalize('NFKD')
+    .split(/[^a-z0-9]+/)
+    .filter((t) => t.length >= 2);
+}
+
+/** Writes the hashed, L2-normalised features of `text` into `out` (length = bucket count). */
+export function hashDocument(text: string, out: Float32Array): Float32Array {
+  const buckets = out.length;
+  out.fill(0);
+  const tokens = tokenize(text);
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i] as string;
+    out[fnv1a(t) % buckets]! += 1;
+    if (i + 1 < tokens.length) out[fnv1a(`${t} ${tokens[i + 1]}`) % buckets]! += 1;
+  }
+  let norm = 0;
+  for (let i = 0; i < buckets; i++) norm += (out[i] as number) ** 2;
+  if (norm > 0) {
+    const inv = 1 / Math.sqrt(norm);
+    for (let i = 0; i < buckets; i++) out[i]! *= inv;
+  }
+  return out;
+}
+
+/** The document input of a job: `{text}` or `{document: DocumentReference}`. */
+export type DocumentInput = { text: string } | { document: unknown };
+
+/**
+ * Extracts the note text; refuses (400) anything else. A DocumentReference must carry a text attachment inline
+ * (`content[0].attachment.data`, base64): Triage never fetches an attachment `url` (no server-side requests on
+ * behalf of callers).
+ */
+export function documentText(input: unknown, maxChars: number): string {
+  const fail = (detail: string): never => {
+    throw new Problem('invalid_input', detail, { extensions: { errors: [{ pointer: '/input', detail }] } });
+  };
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    return fail('input must be {"text": "..."} or {"document": <FHIR DocumentReference>}');
+  }
+  const keys = Object.keys(input);
+  if (keys.length !== 1 || !(keys[0] === 'text' || keys[0] === 'document')) {
+    return fail('input must have exactly one of "text" or "document"');
+  }
+  let text: string;
+  if ('text' in input) {
+    if (typeof input.text !== 'string') return fail('input.text must be a string');
+    text = input.text;
+  } else {
+    const doc = (input as { document: unknown }).document as Record<string, unknown> | null;
+    if (typeof doc !== 'object' || doc === null || doc.resourceType !== 'DocumentReference') {
+      return fail('input.document must be a FHIR DocumentReference');
+    }
+    const content = Array.isArray(doc.content) ? (doc.content[0] as Record<string, unknown> | undefined) : undefined;
+    const attachment = content?.attachment as Record<string, unknown> | undefined;
+    if (!attachment || typeof attachment.data !== 'string') {
+      return fail(
+        'the DocumentReference needs content[0].attachment.data (base64 text); attachment urls are not fetched',
+      );
+    }
+    const contentType = String(attachment.contentType ?? 'text/plain')
+      .split(';')[0]
+      ?.trim()
+      .toLowerCase();
+    if (!DOCUMENT_TEXT_TYPES.includes(contentType ?? '')) {
+      return fail(`attachment contentType must be one of ${DOCUMENT_TEXT_TYPES.join(', ')}`);
+    }
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(attachment.data.replace(/\s+/g, ''))) {
+      return fail('attachment data is not base64');
+    }
+    text = Buffer.from(attachment.data, 'base64').toString('utf8');
+  }
+  if (text.trim().length === 0) return fail('the document text is empty');
+  if (text.length > maxChars) return fail(`the document text is longer than ${maxChars} characters`);
+  return text;
+}

@@ -1,0 +1,323 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+/**
+ * Async job records and their state machine, in Redis (the gateway keeps no state of its own). Every transition is
+ * one Lua script: compare the state, set the new one, and apply its side effects (review index, callback outbox,
+ * audit entry) atomically, so a decision is applied once whatever the retries and races.
+ *
+ *   queued → running → awaiting_review → released | rejected
+ *                    ↘ released (no hold)     any unfinished → cancelled;  running → failed
+ */
+export const jobStates = [
+  'queued',
+  'running',
+  'awaiting_review',
+  'released',
+  'rejected',
+  'failed',
+  'cancelled',
+] as const;
+export type JobState = (typeof jobStates)[number];
+export const finalStates: ReadonlySet<JobState> = new Set(['released', 'rejected', 'failed', 'cancelled']);
+
+/** What a callback announces; one event per job at most, its id stable across retries. */
+export type CallbackEvent = 'released' | 'rejected' | 'failed';
+
+export interface JobRecord {
+  id: string;
+  model: string;
+  version: string;
+  client: string;
+  state: JobState;
+  /** the submitted input (JSON): stays in Redis, never in logs */
+  input: unknown;
+  output?: unknown;
+  amendedOutput?: unknown;
+  callbackUrl?: string;
+  createdAt: number;
+  updatedAt: number;
+  heldAt?: number;
+  holdReason?: string;
+  escalated: boolean;
+  decision?: { outcome: 'approve' | 'reject' | 'amend'; by: string; reason: string; at: number };
+  error?: string;
+  attempts: number;
+}
+
+export interface AuditEntry {
+  at: string;
+  actor: string;
+  role: string;
+  action: string;
+  target: string;
+  model?: string;
+  version?: string;
+  reason?: string;
+  detail?: string;
+}
+
+const TRANSITION = `
+-- KEYS: job, pending reviews, callback outbox, audit stream, the model's pending reviews
+-- ARGV: allowed states (comma list), new state, now, pending op (add|rem|none), outbox member or '', audit json or '',
+--       then field/value pairs
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, ''} end
+local allowed = false
+for s in string.gmatch(ARGV[1], '[^,]+') do if s == state then allowed = true end end
+if not allowed then return {0, state} end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updatedAt', ARGV[3])
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local id = redis.call('HGET', KEYS[1], 'id')
+if ARGV[4] == 'add' then
+  redis.call('ZADD', KEYS[2], ARGV[3], id)
+  redis.call('ZADD', KEYS[5], ARGV[3], id)
+end
+if ARGV[4] == 'rem' then
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[5], id)
+end
+if ARGV[5] ~= '' then redis.call('SADD', KEYS[3], ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000000', '*', 'entry', ARGV[6]) end
+return {1, state}
+`;
+
+const CREATE = `
+-- KEYS: idempotency key, job; ARGV: job id, request hash, ttl seconds, then field/value pairs
+local existing = redis.call('GET', KEYS[1])
+if existing then return {0, existing} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+return {1, ARGV[1]}
+`;
+
+export interface TransitionResult {
+  ok: boolean;
+  /** the state before the attempt ('' when the job does not exist) */
+  previous: JobState | '';
+}
+
+export class JobStore {
+  readonly redis: Redis;
+  readonly prefix: string;
+  readonly #idempotencyTtlSeconds: number;
+
+  constructor(redis: Redis, prefix: string, options: { idempotencyTtlSeconds?: number } = {}) {
+    this.redis = redis;
+    this.prefix = prefix;
+    this.#idempotencyTtlSeconds = options.idempotencyTtlSeconds ?? 7 * 24 * 3600;
+    if (!('triageTransition' in redis)) {
+      redis.defineCommand('triageTransition', { numberOfKeys: 5, lua: TRANSITION });
+      redis.defineCommand('triageCreate', { numberOfKeys: 2, lua: CREATE });
+    }
+  }
+
+  key(...parts: string[]): string {
+    return [this.prefix, ...parts].join(':');
+  }
+  get pendingReviewsKey(): string {
+    return this.key('reviews', 'pending');
+  }
+  pendingKeyFor(model: string): string {
+    return this.key('reviews', 'pending', model);
+  }
+  get outboxKey(): string {
+    return this.key('callbacks', 'outbox');
+  }
+  get auditKey(): string {
+    return this.key('audit');
+  }
+
+  /**
+   * Creates a job, or returns the job an earlier submission with the same idempotency key created. The same key with
+   * a different request is a conflict (the caller learns it reused a key), never a second job.
+   */
+  async create(input: {
+    model: string;
+    version: string;
+    client: string;
+    payload: unknown;
+    callbackUrl?: string;
+    idempotencyKey?: string;
+    now: number;
+  }): Promise<{ id: string; created: boolean; sameRequest: boolean }> {
+    const id = randomUUID();
+    const requestHash = createHash('sha256')
+      .update(JSON.stringify([input.model, input.payload, input.callbackUrl ?? null]))
+      .digest('hex');
+    const idemKey = this.key('idem', input.client, input.idempotencyKey ?? `auto-${id}`);
+    const fields = [
+      'id',
+      id,
+      'model',
+      input.model,
+      'version',
+      input.version,
+      'client',
+      input.client,
+      'state',
+      'queued',
+      'input',
+      JSON.stringify(input.payload),
+      'requestHash',
+      requestHash,
+      'createdAt',
+      String(input.now),
+      'updatedAt',
+      String(input.now),
+      'attempts',
+      '0',
+      'escalated',
+      '0',
+      ...(input.callbackUrl ? ['callbackUrl', input.callbackUrl] : []),
+    ];
+    const [created, jobId] = (await (this.redis as unknown as TriageCommands).triageCreate(
+      idemKey,
+      this.key('job', id),
+      id,
+      requestHash,
+      String(this.#idempotencyTtlSeconds),
+      ...fields,
+    )) as [number, string];
+    if (created === 1) return { id: jobId, created: true, sameRequest: true };
+    const existingHash = await this.redis.hget(this.key('job', jobId), 'requestHash');
+    return { id: jobId, created: false, sameRequest: existingHash === requestHash };
+  }
+
+  async get(id: string): Promise<JobRecord | undefined> {
+    const h = await this.redis.hgetall(this.key('job', id));
+    if (!h.id) return undefined;
+    return parseRecord(h);
+  }
+
+  /** `model` names the per-model review index the transition may touch. */
+  async transition(
+    id: string,
+    model: string,
+    from: readonly JobState[],
+    to: JobState,
+    options: {
+      now: number;
+      fields?: Record<string, string>;
+      pending?: 'add' | 'rem';
+      callback?: CallbackEvent;
+      audit?: Omit<AuditEntry, 'at'>;
+    },
+  ): Promise<TransitionResult> {
+    const args: string[] = [
+      from.join(','),
+      to,
+      String(options.now),
+      options.pending ?? 'none',
+      options.callback ? `${id}|${options.callback}` : '',
+      options.audit ? JSON.stringify({ at: new Date(options.now).toISOString(), ...options.audit }) : '',
+    ];
+    for (const [k, v] of Object.entries(options.fields ?? {})) args.push(k, v);
+    const [ok, previous] = (await (this.redis as unknown as TriageCommands).triageTransition(
+      this.key('job', id),
+      this.pendingReviewsKey,
+      this.outboxKey,
+      this.auditKey,
+      this.pendingKeyFor(model),
+      ...args,
+    )) as [number, string];
+    return { ok: ok === 1, previous: previous as JobState | '' };
+  }
+
+  async incrementAttempts(id: string): Promise<void> {
+    await this.redis.hincrby(this.key('job', id), 'attempts', 1);
+  }
+
+  /** Marks a hold escalated once; true only for the call that flagged it. */
+  async escalate(id: string): Promise<boolean> {
+    const key = this.key('job', id);
+    const [[, state], [, set]] = (await this.redis
+      .multi()
+      .hget(key, 'state')
+      .hsetnx(key, 'escalatedAt', String(Date.now()))
+      .exec()) as [[null, string | null], [null, number]];
+    if (state !== 'awaiting_review') return false;
+    if (set === 1) await this.redis.hset(key, 'escalated', '1');
+    return set === 1;
+  }
+
+  /** Holds waiting for review, oldest first, of one model or all. */
+  async pendingReviews(
+    model: string | undefined,
+    offset: number,
+    limit: number,
+  ): Promise<Array<{ id: string; heldAt: number }>> {
+    const key = model ? this.pendingKeyFor(model) : this.pendingReviewsKey;
+    const flat = await this.redis.zrange(key, String(offset), String(offset + limit - 1), 'WITHSCORES');
+    const out: Array<{ id: string; heldAt: number }> = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i] as string, heldAt: Number(flat[i + 1]) });
+    return out;
+  }
+
+  async pendingCount(model?: string): Promise<number> {
+    return this.redis.zcard(model ? this.pendingKeyFor(model) : this.pendingReviewsKey);
+  }
+
+  async oldestPending(): Promise<number | undefined> {
+    const [, score] = await this.redis.zrange(this.pendingReviewsKey, '0', '0', 'WITHSCORES');
+    return score === undefined ? undefined : Number(score);
+  }
+
+  async appendAudit(entry: Omit<AuditEntry, 'at'>, now = Date.now()): Promise<void> {
+    await this.redis.xadd(
+      this.auditKey,
+      'MAXLEN',
+      '~',
+      '1000000',
+      '*',
+      'entry',
+      JSON.stringify({ at: new Date(now).toISOString(), ...entry }),
+    );
+  }
+
+  /** Audit entries, oldest first, after the stream id `after` (exclusive). */
+  async readAudit(after: string | undefined, limit: number): Promise<Array<{ id: string } & AuditEntry>> {
+    const start = after ? `(${after}` : '-';
+    const rows = await this.redis.xrange(this.auditKey, start, '+', 'COUNT', limit);
+    return rows.map(([id, fields]) => ({ id, ...(JSON.parse(fields[1] as string) as AuditEntry) }));
+  }
+}
+
+interface TriageCommands {
+  triageTransition(...args: string[]): Promise<unknown>;
+  triageCreate(...args: string[]): Promise<unknown>;
+}
+
+function json(text: string | undefined): unknown {
+  return text === undefined ? undefined : JSON.parse(text);
+}
+
+function parseRecord(h: Record<string, string>): JobRecord {
+  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  return {
+    id: h.id as string,
+    model: h.model as string,
+    version: h.version as string,
+    client: h.client as string,
+    state: h.state as JobState,
+    input: json(h.input),
+    output: json(h.output),
+    amendedOutput: json(h.amendedOutput),
+    callbackUrl: h.callbackUrl,
+    createdAt: Number(h.createdAt),
+    updatedAt: Number(h.updatedAt),
+    heldAt: num(h.heldAt),
+    holdReason: h.holdReason,
+    escalated: h.escalated === '1',
+    decision: h.decisionOutcome
+      ? {
+          outcome: h.decisionOutcome as 'approve' | 'reject' | 'amend',
+          by: h.decisionBy as string,
+          reason: h.decisionReason ?? '',
+          at: Number(h.decisionAt),
+        }
+      : undefined,
+    error: h.error,
+    attempts: Number(h.attempts ?? 0),
+  };
+}

@@ -1,0 +1,184 @@
+import { type Job, UnrecoverableError, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { Problem } from '../src/errors.ts';
+import {
+  type CallbackPolicy,
+  enqueueCallback,
+  type InferenceJobData,
+  QUEUE_NAMES,
+  type Queues,
+} from '../src/jobs/queues.ts';
+import { holdDecision } from '../src/jobs/review-policy.ts';
+import type { JobStore } from '../src/jobs/store.ts';
+import type { JobMetrics } from '../src/metrics.ts';
+import { prepareInput } from '../src/model-input.ts';
+import { shapePredictions } from '../src/predictions.ts';
+import type { LoadedModel } from '../src/registry/load.ts';
+import type { ModelRuntime } from '../src/runtime/types.ts';
+import type { RuntimeFactory } from '../src/serving.ts';
+
+export interface InferenceWorkerDeps {
+  redisUrl: string;
+  prefix: string;
+  store: JobStore;
+  queues: Queues;
+  models: ReadonlyMap<string, LoadedModel>;
+  runtimeFactory: RuntimeFactory;
+  metrics: JobMetrics;
+  logger: Logger;
+  callbacks: CallbackPolicy;
+  concurrency: number;
+  now: () => number;
+  /** for the review sample; injectable so tests can decide */
+  random?: () => number;
+}
+
+/**
+ * Runs queued async jobs. Idempotent per job: a job that a crashed worker left half-done is picked up again by
+ * BullMQ's stalled-job recovery, and the state machine makes sure its result is recorded, held or released once.
+ */
+export function startInferenceWorker(deps: InferenceWorkerDeps) {
+  const runtimes = new Map<string, Promise<ModelRuntime>>();
+  const runtimeFor = (model: LoadedModel, version: string) => {
+    const key = `${model.manifest.name}@${version}`;
+    let runtime = runtimes.get(key);
+    if (!runtime) {
+      const v = model.manifest.versions.find((x) => x.version === version);
+      if (!v) throw new UnrecoverableError(`model ${model.manifest.name} has no version ${version}`);
+      runtime = deps.runtimeFactory(model, v);
+      runtime.catch(() => runtimes.delete(key));
+      runtimes.set(key, runtime);
+    }
+    return runtime;
+  };
+
+  const process = async (job: Job<InferenceJobData>) => {
+    const { store, now, metrics } = deps;
+    const id = job.data.jobId;
+    const record = await store.get(id);
+    if (!record) return 'gone';
+    if (record.state !== 'queued' && record.state !== 'running') return `already ${record.state}`;
+    await store.transition(id, record.model, ['queued', 'running'], 'running', {
+      now: now(),
+      fields: { startedAt: String(now()) },
+    });
+    await store.incrementAttempts(id);
+    const model = deps.models.get(record.model);
+
+    const fail = async (reason: string) => {
+      const done = await store.transition(id, record.model, ['queued', 'running'], 'failed', {
+        now: now(),
+        fields: { error: reason },
+        ...(record.callbackUrl ? { callback: 'failed' as const } : {}),
+        audit: { actor: 'system', role: 'worker', action: 'job.fail', target: id, model: record.model, detail: reason },
+      });
+      if (done.ok) {
+        metrics.jobs.inc({ model: record.model, state: 'failed' });
+        if (record.callbackUrl)
+          await enqueueCallback(deps.queues, deps.store.redis, store.outboxKey, deps.callbacks, id, 'failed');
+      }
+    };
+    if (!model) {
+      await fail('the model is no longer served');
+      throw new UnrecoverableError('model not served');
+    }
+    let input: { data: Float32Array; rows: number };
+    try {
+      input = prepareInput(model.manifest, record.input);
+    } catch (err) {
+      // bad input fails at once: retrying cannot help
+      await fail(err instanceof Problem ? `invalid input: ${err.message}` : 'invalid input');
+      throw new UnrecoverableError('invalid input');
+    }
+
+    let predictions: ReturnType<typeof shapePredictions>;
+    try {
+      const runtime = await runtimeFor(model, record.version);
+      const timeoutMs = model.manifest.async?.timeoutMs ?? 60_000;
+      let timer: NodeJS.Timeout | undefined;
+      const outputs = await Promise.race([
+        runtime.run(input.data, input.rows),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no result within ${timeoutMs} ms`)), timeoutMs);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      predictions = shapePredictions(model.manifest.output, outputs, input.rows, model.corpus);
+    } catch (err) {
+      const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      deps.logger.warn(
+        {
+          jobId: id,
+          model: record.model,
+          attempt: job.attemptsMade + 1,
+          finalAttempt,
+          err: { message: (err as Error).message },
+        },
+        'inference attempt failed',
+      );
+      if (finalAttempt) await fail('the model failed to score this job');
+      else await store.transition(id, record.model, ['running'], 'queued', { now: now() });
+      throw err;
+    }
+
+    const output = JSON.stringify({ predictions });
+    const hold = holdDecision(model.manifest, predictions, deps.random);
+    if (hold.hold) {
+      const held = await store.transition(id, record.model, ['running'], 'awaiting_review', {
+        now: now(),
+        fields: { output, heldAt: String(now()), holdReason: hold.reason },
+        pending: 'add',
+        audit: {
+          actor: 'system',
+          role: 'worker',
+          action: 'job.hold',
+          target: id,
+          model: record.model,
+          version: record.version,
+          reason: hold.reason,
+        },
+      });
+      if (held.ok) metrics.jobs.inc({ model: record.model, state: 'awaiting_review' });
+      return held.ok ? 'held' : `not held: ${held.previous}`;
+    }
+    const released = await store.transition(id, record.model, ['running'], 'released', {
+      now: now(),
+      fields: { output, releasedAt: String(now()) },
+      ...(record.callbackUrl ? { callback: 'released' as const } : {}),
+      audit: {
+        actor: 'system',
+        role: 'worker',
+        action: 'job.release',
+        target: id,
+        model: record.model,
+        version: record.version,
+        reason: hold.reason,
+      },
+    });
+    if (released.ok) {
+      metrics.jobs.inc({ model: record.model, state: 'released' });
+      if (record.callbackUrl)
+        await enqueueCallback(deps.queues, deps.store.redis, store.outboxKey, deps.callbacks, id, 'released');
+    }
+    return released.ok ? 'released' : `not released: ${released.previous}`;
+  };
+
+  const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
+  const worker = new Worker<InferenceJobData>(QUEUE_NAMES.inference, process, {
+    connection,
+    prefix: deps.prefix,
+    concurrency: deps.concurrency,
+    // a crashed worker's job goes back to wait after its lock lapses, and may stall twice before it fails
+    lockDuration: 30_000,
+    maxStalledCount: 2,
+  });
+  worker.on('error', (err) => deps.logger.warn({ err: { message: err.message } }, 'inference worker error'));
+  return {
+    worker,
+    async close() {
+      await worker.close();
+      await Promise.allSettled([...runtimes.values()].map(async (r) => (await r).close()));
+      connection.disconnect();
+    },
+  };
+}
