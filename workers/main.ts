@@ -1,0 +1,69 @@
+/**
+ * A worker process on its own: `node --import tsx workers/main.ts [inference,callbacks,maintenance]` (default: the
+ * kinds in TRIAGE_WORKERS). The gateway then runs with TRIAGE_WORKERS=none, and workers scale per queue.
+ */
+import { Redis } from 'ioredis';
+import { ApiKeyStore } from '../src/auth.ts';
+import { ConfigError, loadConfig } from '../src/config.ts';
+import { createQueues } from '../src/jobs/queues.ts';
+import { JobStore } from '../src/jobs/store.ts';
+import { createLogger } from '../src/logger.ts';
+import { createMetrics } from '../src/metrics.ts';
+import { loadModels } from '../src/registry/load.ts';
+import { onnxRuntimeFactory } from '../src/serving.ts';
+import { startWorkers, type WorkerKind, workerKinds } from './index.ts';
+
+async function main() {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`triage-worker: configuration error: ${err.message}\n`);
+      process.exit(78);
+    }
+    throw err;
+  }
+  const arg = process.argv[2];
+  const kinds = (arg ? arg.split(',') : config.workers) as WorkerKind[];
+  const unknown = kinds.filter((k) => !workerKinds.includes(k));
+  if (unknown.length > 0 || kinds.length === 0) {
+    process.stderr.write(`triage-worker: choose from ${workerKinds.join(', ')} (got ${arg ?? 'none'})\n`);
+    process.exit(64);
+  }
+  const logger = createLogger(config.logLevel).child({ role: 'worker', kinds });
+  const redisUrl = config.redisUrl ?? 'redis://127.0.0.1:6379';
+  // without configured keys there are no client callback secrets to sign with: callbacks dead-letter, visibly
+  const keys = config.apiKeys ? ApiKeyStore.parse(config.apiKeys) : new ApiKeyStore([]);
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
+  const store = new JobStore(redis, config.redisPrefix);
+  const queues = createQueues(redis, config.redisPrefix);
+  const models = await loadModels(config.modelsDir, config.syncCeilingMs);
+  const workers = startWorkers({
+    kinds,
+    redisUrl,
+    prefix: config.redisPrefix,
+    store,
+    queues,
+    keys,
+    models,
+    runtimeFactory: onnxRuntimeFactory(config.onnxThreads),
+    metrics: createMetrics(),
+    logger,
+    callbacks: config.callbacks,
+    concurrency: config.workerConcurrency,
+    maintenanceIntervalMs: config.maintenanceIntervalMs,
+    now: Date.now,
+  });
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, async () => {
+      logger.info('stopping workers: finishing active jobs');
+      await workers.close();
+      await queues.close();
+      await redis.quit().catch(() => redis.disconnect());
+      process.exit(0);
+    });
+  }
+}
+
+await main();
