@@ -4,7 +4,8 @@
  * sources give the same bytes.
  *
  * NEWS2 reads the chart from models/news2/news2-chart.json, a copy of ../shared/data/news2.json made on the first
- * build; the copy wins, so the build does not need shared/.
+ * build; the copy wins, so the build does not need shared/. similar-cases embeds models/similar-cases/corpus.json
+ * (the manifest's output.corpus), so editing the corpus needs a rebuild.
  */
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -13,6 +14,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import YAML from 'yaml';
 import { buildDeteriorationModel } from './deterioration/graph.ts';
 import { buildNews2Model, type News2Chart } from './news2/graph.ts';
+import { buildNoteTriageModel } from './note-triage/graph.ts';
+import { buildSimilarCasesModel, checkCorpus } from './similar-cases/graph.ts';
 
 export const MODELS_DIR = dirname(fileURLToPath(import.meta.url));
 const SHARED_CHART = resolve(MODELS_DIR, '../../shared/data/news2.json');
@@ -20,8 +23,9 @@ const CHART = join(MODELS_DIR, 'news2/news2-chart.json');
 
 /** The parts of a manifest the build reads (the registry validates the rest). */
 interface ManifestView {
-  features: { name: string; values?: string[] }[];
-  output: { extras?: { as: string; names?: string[]; labels?: string[] }[] };
+  features?: { name: string; values?: string[] }[];
+  document?: { hashBuckets: number };
+  output: { extras?: { as: string; names?: string[]; labels?: string[] }[]; labels?: string[]; corpus?: string };
   versions: { version: string; runtime: { path: string } }[];
 }
 
@@ -39,13 +43,20 @@ export function readNews2Chart(): News2Chart {
   return JSON.parse(readFileSync(CHART, 'utf8')) as News2Chart;
 }
 
+const featuresOf = (m: ManifestView) => m.features ?? [];
+function hashBucketsOf(model: string, m: ManifestView): number {
+  const buckets = m.document?.hashBuckets;
+  if (buckets === undefined) throw new Error(`${model}: the manifest has no document.hashBuckets`);
+  return buckets;
+}
+
 const builders: Record<string, (manifest: ManifestView, version: string) => Uint8Array> = {
   news2: (m, version) => {
     if (version !== '1') throw new Error(`news2: no graph for version ${version}`);
     const extra = (as: string) => m.output.extras?.find((e) => e.as === as);
     return buildNews2Model(readNews2Chart(), {
-      features: m.features.map((f) => f.name),
-      consciousnessValues: m.features.find((f) => f.name === 'consciousness')?.values ?? [],
+      features: featuresOf(m).map((f) => f.name),
+      consciousnessValues: featuresOf(m).find((f) => f.name === 'consciousness')?.values ?? [],
       subscoreNames: extra('subscores')?.names ?? [],
       bandLabels: extra('clinicalRisk')?.labels ?? [],
     });
@@ -53,8 +64,20 @@ const builders: Record<string, (manifest: ManifestView, version: string) => Uint
   deterioration: (m, version) =>
     buildDeteriorationModel(
       version,
-      m.features.map((f) => f.name),
+      featuresOf(m).map((f) => f.name),
     ),
+  'note-triage': (m, version) => {
+    if (version !== '1') throw new Error(`note-triage: no graph for version ${version}`);
+    return buildNoteTriageModel({ labels: m.output.labels ?? [], hashBuckets: hashBucketsOf('note-triage', m) });
+  },
+  'similar-cases': (m, version) => {
+    if (version !== '1') throw new Error(`similar-cases: no graph for version ${version}`);
+    const dir = join(MODELS_DIR, 'similar-cases');
+    const file = resolve(dir, m.output.corpus ?? 'corpus.json');
+    if (relative(dir, file).startsWith('..')) throw new Error(`similar-cases: bad corpus ${m.output.corpus}`);
+    const corpus = checkCorpus(JSON.parse(readFileSync(file, 'utf8')));
+    return buildSimilarCasesModel({ hashBuckets: hashBucketsOf('similar-cases', m), corpus });
+  },
 };
 
 const manifestPath = (model: string) => join(MODELS_DIR, model, 'model.yaml');

@@ -1,7 +1,7 @@
 /**
  * A tiny layer over `onnx-proto` for writing small ONNX graphs by hand: constants, nodes, and a deterministic
- * encoder (fixed producer, IR version 8, default-domain opset 13, no timestamps). Every node has one output,
- * named by the caller, so the graph reads well in Netron.
+ * encoder (fixed producer, IR version 8, default-domain opset 13, no timestamps). Every output is named by the
+ * caller, and a node is named after its (first) output, so the graph reads well in Netron.
  */
 import onnxProto, { type onnx as Onnx } from 'onnx-proto';
 
@@ -48,16 +48,26 @@ export class GraphBuilder {
 
   /** Adds `output = opType(...inputs)` and returns `output`. */
   op(opType: string, inputs: readonly string[], output: string, attrs: Attrs = {}): string {
-    this.claim(output);
+    return this.opMulti(opType, inputs, [output], attrs)[0] as string;
+  }
+
+  /**
+   * A node with several outputs (TopK: values and indices), named by the caller; the node takes the first output's
+   * name. Returns the output names.
+   */
+  opMulti(opType: string, inputs: readonly string[], outputs: readonly string[], attrs: Attrs = {}): string[] {
+    const [first] = outputs;
+    if (first === undefined) throw new Error(`${opType}: a node needs at least one output`);
+    for (const o of outputs) this.claim(o);
     const attribute = Object.entries(attrs).map(([name, value]) => {
       const ints = typeof value === 'number' ? [value] : value;
-      if (!ints.every(Number.isSafeInteger)) throw new Error(`${output}: attribute ${name} must be integer(s)`);
+      if (!ints.every(Number.isSafeInteger)) throw new Error(`${first}: attribute ${name} must be integer(s)`);
       return typeof value === 'number'
         ? { name, type: onnx.AttributeProto.AttributeType.INT, i: value }
         : { name, type: onnx.AttributeProto.AttributeType.INTS, ints: [...value] };
     });
-    this.nodes.push({ opType, input: [...inputs], output: [output], name: output, attribute });
-    return output;
+    this.nodes.push({ opType, input: [...inputs], output: [...outputs], name: first, attribute });
+    return [...outputs];
   }
 
   private claim(name: string): void {

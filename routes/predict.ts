@@ -74,7 +74,7 @@ export function predictRoutes(deps: AppDeps) {
 }
 
 function prefersAsync(prefer: string | undefined): boolean {
-  return prefer?.split(',').some((p) => p.trim().toLowerCase() === 'respond-async');
+  return prefer?.split(',').some((p) => p.trim().toLowerCase() === 'respond-async') ?? false;
 }
 
 function parseDeadline(header: string | undefined, budgetMs: number): number {
