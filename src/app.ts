@@ -5,11 +5,13 @@ import { HTTPException } from 'hono/http-exception';
 import { methodNotAllowed } from 'hono/method-not-allowed';
 import { routePath } from 'hono/route';
 import { adminRoutes } from '../routes/admin.ts';
+import { batchRoutes } from '../routes/batches.ts';
 import { opsRoutes } from '../routes/health.ts';
 import { jobRoutes } from '../routes/jobs.ts';
 import { modelRoutes } from '../routes/models.ts';
 import { predictRoutes } from '../routes/predict.ts';
 import { reviewRoutes } from '../routes/reviews.ts';
+import { scheduleRoutes } from '../routes/schedules.ts';
 import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './errors.ts';
 import { problemResponse } from './http.ts';
@@ -75,6 +77,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v1', jobRoutes(deps));
   app.route('/v1/reviews', reviewRoutes(deps));
   app.route('/v1', adminRoutes(deps));
+  app.route('/v1', batchRoutes(deps));
+  app.route('/v1/schedules', scheduleRoutes(deps));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
   app.onError((err, c) => {

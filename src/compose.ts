@@ -3,6 +3,10 @@ import type { Logger } from 'pino';
 import { startWorkers, type WorkerKind } from '../workers/index.ts';
 import { createApp } from './app.ts';
 import type { ApiKeyStore } from './auth.ts';
+import { RunStore } from './batch/runs.ts';
+import { ScheduleService, syncManifestSchedules } from './batch/schedules.ts';
+import { BatchService } from './batch/service.ts';
+import { LocalStorage } from './batch/storage.ts';
 import type { Config } from './config.ts';
 import type { AppDeps } from './context.ts';
 import { AdminService } from './jobs/admin.ts';
@@ -25,7 +29,10 @@ export type GatewayConfig = Pick<
   | 'workerConcurrency'
   | 'callbacks'
   | 'maintenanceIntervalMs'
-> & { workers: readonly WorkerKind[] };
+  | 'dataDir'
+  | 'batchMissedAfterMs'
+> &
+  Partial<Pick<Config, 'workerLockMs'>> & { workers: readonly WorkerKind[] };
 
 export interface ComposeOptions {
   config: GatewayConfig;
@@ -62,12 +69,21 @@ export async function composeGateway(options: ComposeOptions) {
     warmupRuns: config.warmupRuns,
     warmupPolicy: config.warmupPolicy,
   });
+  const runs = new RunStore(redis, config.redisPrefix);
+  const schedules = new ScheduleService(redis, config.redisPrefix, store);
+  const storage = new LocalStorage(config.dataDir);
+  const batches = new BatchService(runs, schedules.queue, storage, store);
+  await syncManifestSchedules(
+    schedules,
+    options.models.map((m) => m.manifest),
+  );
   const jobs = new JobService({ store, queues, redis, callbacks: config.callbacks, metrics, now });
   const admin = new AdminService(store, queues, config.callbacks);
   registerQueueGauges(metrics, {
     jobCounts: async () => ({
       inference: await queues.inference.getJobCounts(),
       callbacks: await queues.callbacks.getJobCounts(),
+      batch: await schedules.queue.getJobCounts(),
     }),
     backlog: () => store.pendingCount(),
     oldestHeldAt: () => store.oldestPending(),
@@ -78,6 +94,8 @@ export async function composeGateway(options: ComposeOptions) {
     models,
     jobs,
     admin,
+    batches,
+    schedules,
     keys: options.keys,
     metrics,
     logger,
@@ -104,7 +122,16 @@ export async function composeGateway(options: ComposeOptions) {
           logger,
           callbacks: config.callbacks,
           concurrency: config.workerConcurrency,
+          ...(config.workerLockMs !== undefined ? { lockMs: config.workerLockMs } : {}),
           maintenanceIntervalMs: config.maintenanceIntervalMs,
+          batch: {
+            runs,
+            schedules,
+            storage,
+            metrics,
+            onnxThreads: config.onnxThreads,
+            missedAfterMs: config.batchMissedAfterMs,
+          },
           now,
           ...(options.random ? { random: options.random } : {}),
         })
@@ -116,12 +143,15 @@ export async function composeGateway(options: ComposeOptions) {
     store,
     queues,
     redis,
+    runs,
+    schedules,
     workers,
     metrics,
     /** closes workers, queues, models and Redis, in that order */
     async close() {
       await workers?.close();
       await queues.close();
+      await schedules.close();
       await models.close();
       await redis.quit().catch(() => redis.disconnect());
     },

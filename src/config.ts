@@ -38,15 +38,18 @@ const envSchema = z.object({
   TRIAGE_WORKERS: z
     .string()
     .regex(
-      /^(all|none|(inference|callbacks|maintenance)(,(inference|callbacks|maintenance))*)$/,
-      'must be all, none, or a comma list of inference, callbacks, maintenance',
+      /^(all|none|(inference|callbacks|maintenance|batch)(,(inference|callbacks|maintenance|batch))*)$/,
+      'must be all, none, or a comma list of inference, callbacks, maintenance, batch',
     )
     .default('all'),
   TRIAGE_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(4),
+  TRIAGE_WORKER_LOCK_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
   TRIAGE_CALLBACK_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(12),
   TRIAGE_CALLBACK_BACKOFF_MS: z.coerce.number().int().min(1).max(3_600_000).default(10_000),
   TRIAGE_CALLBACK_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
   TRIAGE_CALLBACK_HTTP_HOSTS: z.string().optional(),
+  TRIAGE_DATA_DIR: z.string().min(1).default('data'),
+  TRIAGE_BATCH_MISSED_AFTER_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
   TRIAGE_MAINTENANCE_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
 });
 
@@ -69,10 +72,15 @@ export type Config = {
   warmupPolicy: 'refuse' | 'warn';
   onnxThreads: number;
   /** which workers run inside this process */
-  workers: Array<'inference' | 'callbacks' | 'maintenance'>;
+  workers: Array<'inference' | 'callbacks' | 'maintenance' | 'batch'>;
   workerConcurrency: number;
+  /** how long an inference job's lock lasts without renewal: a crashed worker's job is recovered after about this */
+  workerLockMs: number;
   callbacks: { attempts: number; backoffMs: number; timeoutMs: number; httpHosts: string[] };
   maintenanceIntervalMs: number;
+  /** batch inputs and outputs live here */
+  dataDir: string;
+  batchMissedAfterMs: number;
 };
 
 export class ConfigError extends Error {
@@ -135,11 +143,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     onnxThreads: e.TRIAGE_ONNX_THREADS,
     workers:
       e.TRIAGE_WORKERS === 'all'
-        ? ['inference', 'callbacks', 'maintenance']
+        ? ['inference', 'callbacks', 'maintenance', 'batch']
         : e.TRIAGE_WORKERS === 'none'
           ? []
           : (e.TRIAGE_WORKERS.split(',') as Config['workers']),
     workerConcurrency: e.TRIAGE_WORKER_CONCURRENCY,
+    workerLockMs: e.TRIAGE_WORKER_LOCK_MS,
     callbacks: {
       attempts: e.TRIAGE_CALLBACK_ATTEMPTS,
       backoffMs: e.TRIAGE_CALLBACK_BACKOFF_MS,
@@ -151,6 +160,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         .filter(Boolean),
     },
     maintenanceIntervalMs: e.TRIAGE_MAINTENANCE_INTERVAL_MS,
+    dataDir: e.TRIAGE_DATA_DIR,
+    batchMissedAfterMs: e.TRIAGE_BATCH_MISSED_AFTER_MS,
   };
 }
 

@@ -1,6 +1,8 @@
 import type { Context } from 'hono';
 import type { Logger } from 'pino';
 import type { ApiKeyStore, Principal } from './auth.ts';
+import type { ScheduleService } from './batch/schedules.ts';
+import type { BatchService } from './batch/service.ts';
 import type { AdminService } from './jobs/admin.ts';
 import type { JobService } from './jobs/service.ts';
 import type { Metrics } from './metrics.ts';
@@ -11,6 +13,8 @@ export interface AppDeps {
   models: ModelService;
   jobs: JobService;
   admin: AdminService;
+  batches: BatchService;
+  schedules: ScheduleService;
   keys: ApiKeyStore;
   metrics: Metrics;
   logger: Logger;

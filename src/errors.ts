@@ -10,11 +10,14 @@ export const problemCodes = {
   invalid_header: { status: 400, title: 'A request header has an invalid value' },
   batch_too_large: { status: 400, title: 'Too many instances in one request' },
   invalid_callback_url: { status: 400, title: 'The callback URL is not allowed' },
+  invalid_input_file: { status: 400, title: 'The batch input file cannot be used' },
   // 401/403
   unauthenticated: { status: 401, title: 'A valid API key is required' },
   forbidden: { status: 403, title: 'This API key may not do this' },
   // 404/405
   not_found: { status: 404, title: 'No such resource' },
+  run_cancelled: { status: 410, title: 'The batch run was cancelled' },
+  run_failed: { status: 500, title: 'The batch run failed' },
   model_not_found: { status: 404, title: 'No such model' },
   method_not_allowed: { status: 405, title: 'Method not allowed on this resource' },
   // 409/413/415

@@ -97,6 +97,25 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Callbacks that exhausted their attempts and went to the dead-letter list',
       registers: [registry],
     }),
+    batchRows: new Counter({
+      name: 'triage_batch_rows_total',
+      help: 'Batch rows committed, by outcome (scored, failed)',
+      labelNames: ['model', 'outcome'] as const,
+      registers: [registry],
+    }),
+    batchRunDuration: new Histogram({
+      name: 'triage_batch_run_duration_seconds',
+      help: 'Duration of batch runs, by outcome',
+      labelNames: ['model', 'outcome'] as const,
+      buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400],
+      registers: [registry],
+    }),
+    batchLastSuccess: new Gauge({
+      name: 'triage_batch_last_success_timestamp_seconds',
+      help: 'When each schedule last completed a run (unix time)',
+      labelNames: ['schedule'] as const,
+      registers: [registry],
+    }),
   };
 }
 
@@ -106,6 +125,7 @@ export type JobMetrics = Pick<
   Metrics,
   'jobs' | 'decisions' | 'overrides' | 'escalations' | 'callbackAttempts' | 'callbackDeadLetters' | 'registry'
 >;
+export type BatchMetrics = Pick<Metrics, 'batchRows' | 'batchRunDuration' | 'batchLastSuccess'>;
 
 /**
  * Gauges read from Redis at scrape time: queue depth per queue and state, the review backlog and the age of the

@@ -1,15 +1,19 @@
 import type { Logger } from 'pino';
 import type { ApiKeyStore } from '../src/auth.ts';
+import type { RunStore } from '../src/batch/runs.ts';
+import type { ScheduleService } from '../src/batch/schedules.ts';
+import type { LocalStorage } from '../src/batch/storage.ts';
 import type { CallbackPolicy, Queues } from '../src/jobs/queues.ts';
 import type { JobStore } from '../src/jobs/store.ts';
-import type { JobMetrics } from '../src/metrics.ts';
+import type { BatchMetrics, JobMetrics } from '../src/metrics.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
 import type { RuntimeFactory } from '../src/serving.ts';
+import { startBatchWorker } from './batch.ts';
 import { startCallbackWorker } from './callbacks.ts';
 import { startInferenceWorker } from './inference.ts';
 import { startMaintenance } from './maintenance.ts';
 
-export const workerKinds = ['inference', 'callbacks', 'maintenance'] as const;
+export const workerKinds = ['inference', 'callbacks', 'maintenance', 'batch'] as const;
 export type WorkerKind = (typeof workerKinds)[number];
 
 export interface WorkersDeps {
@@ -25,7 +29,18 @@ export interface WorkersDeps {
   logger: Logger;
   callbacks: CallbackPolicy;
   concurrency: number;
+  /** inference job lock (and stalled-job check interval); default 30 s */
+  lockMs?: number;
   maintenanceIntervalMs: number;
+  /** the batch tier; required when `kinds` includes batch */
+  batch?: {
+    runs: RunStore;
+    schedules: ScheduleService;
+    storage: LocalStorage;
+    metrics: BatchMetrics;
+    onnxThreads: number;
+    missedAfterMs: number;
+  };
   now: () => number;
   random?: () => number;
 }
@@ -42,6 +57,19 @@ export function startWorkers(deps: WorkersDeps) {
   }
   if (deps.kinds.includes('callbacks')) {
     const w = startCallbackWorker({ ...deps, policy: deps.callbacks });
+    closers.push(w.close);
+  }
+  if (deps.kinds.includes('batch')) {
+    if (!deps.batch) throw new Error('the batch worker needs its batch dependencies');
+    const w = startBatchWorker({
+      ...deps.batch,
+      redisUrl: deps.redisUrl,
+      prefix: deps.prefix,
+      models: new Map(deps.models.map((m) => [m.manifest.name, m])),
+      logger: deps.logger,
+      lockDurationMs: deps.lockMs ?? 30_000,
+      now: deps.now,
+    });
     closers.push(w.close);
   }
   let maintenance: ReturnType<typeof startMaintenance> | undefined;

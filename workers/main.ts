@@ -4,6 +4,9 @@
  */
 import { Redis } from 'ioredis';
 import { ApiKeyStore } from '../src/auth.ts';
+import { RunStore } from '../src/batch/runs.ts';
+import { ScheduleService } from '../src/batch/schedules.ts';
+import { LocalStorage } from '../src/batch/storage.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
 import { createQueues } from '../src/jobs/queues.ts';
 import { JobStore } from '../src/jobs/store.ts';
@@ -39,6 +42,8 @@ async function main() {
   const store = new JobStore(redis, config.redisPrefix);
   const queues = createQueues(redis, config.redisPrefix);
   const models = await loadModels(config.modelsDir, config.syncCeilingMs);
+  const metrics = createMetrics();
+  const schedules = new ScheduleService(redis, config.redisPrefix, store);
   const workers = startWorkers({
     kinds,
     redisUrl,
@@ -48,10 +53,19 @@ async function main() {
     keys,
     models,
     runtimeFactory: onnxRuntimeFactory(config.onnxThreads),
-    metrics: createMetrics(),
+    metrics,
+    batch: {
+      runs: new RunStore(redis, config.redisPrefix),
+      schedules,
+      storage: new LocalStorage(config.dataDir),
+      metrics,
+      onnxThreads: config.onnxThreads,
+      missedAfterMs: config.batchMissedAfterMs,
+    },
     logger,
     callbacks: config.callbacks,
     concurrency: config.workerConcurrency,
+    lockMs: config.workerLockMs,
     maintenanceIntervalMs: config.maintenanceIntervalMs,
     now: Date.now,
   });
@@ -60,6 +74,7 @@ async function main() {
       logger.info('stopping workers: finishing active jobs');
       await workers.close();
       await queues.close();
+      await schedules.close();
       await redis.quit().catch(() => redis.disconnect());
       process.exit(0);
     });

@@ -127,6 +127,24 @@ export const versionSchema = z.object({
 });
 export type ModelVersion = z.infer<typeof versionSchema>;
 
+export const batchFormats = ['ndjson', 'csv', 'fhir-ndjson'] as const;
+export const scheduleIdSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be 1-63 of lower-case letters, digits and hyphens');
+
+/** A cron schedule of batch scoring. `input.path` is relative to the data directory. */
+export const scheduleSchema = z
+  .object({
+    id: scheduleIdSchema,
+    cron: z.string().min(1).max(120),
+    timezone: z.string().min(1).max(64).default('UTC'),
+    input: z.object({ path: z.string().min(1).max(1024), format: z.enum(batchFormats) }).strict(),
+    /** a slot missed while everything was down: skip it, or run once to catch up */
+    missed: z.enum(['skip', 'catch-up']).default('skip'),
+  })
+  .strict();
+export type Schedule = z.infer<typeof scheduleSchema>;
+
 export const tierSchema = z.enum(['sync', 'async', 'batch']);
 export type Tier = z.infer<typeof tierSchema>;
 
@@ -190,7 +208,20 @@ export const manifestSchema = z
       })
       .strict()
       .optional(),
-    schedules: z.array(z.object({ id: z.string() }).passthrough()).optional(),
+    /** batch scoring: chunk size of the ONNX runs and the FHIR look-back window */
+    batch: z
+      .object({
+        chunkSize: z.number().int().min(1).max(4096).default(256),
+        lookbackHours: z
+          .number()
+          .positive()
+          .max(24 * 3650)
+          .default(72),
+      })
+      .strict()
+      .optional(),
+    /** cron schedules of batch scoring (a model with only schedules is a batch model) */
+    schedules: z.array(scheduleSchema).optional(),
   })
   .strict()
   .superRefine((m, ctx) => {

@@ -1,0 +1,94 @@
+import { Hono } from 'hono';
+import { stream } from 'hono/streaming';
+import { bulkManifest } from '../src/batch/execute.ts';
+import { type BatchRun, outputKey } from '../src/batch/runs.ts';
+import type { AppDeps, AppEnv } from '../src/context.ts';
+import { Problem } from '../src/errors.ts';
+import { readJson, requireRole } from '../src/http.ts';
+import { resolveModel } from '../src/model-lookup.ts';
+
+function progress(run: BatchRun): string {
+  return `${run.state}: ${run.rowsDone} rows read, ${run.scored} scored, ${run.failed} failed`;
+}
+
+function runView(run: BatchRun) {
+  return {
+    id: run.id,
+    model: run.model,
+    version: run.version,
+    state: run.state,
+    input: run.input,
+    ...(run.scheduleId ? { scheduleId: run.scheduleId } : {}),
+    createdAt: new Date(run.createdAt).toISOString(),
+    rowsRead: run.rowsDone,
+    scored: run.scored,
+    failed: run.failed,
+    links: { self: `/v1/batches/${run.id}` },
+  };
+}
+
+/**
+ * Batch runs in the FHIR Bulk Data pattern: `POST …/batches` → 202 + Content-Location; the status URL answers 202
+ * with X-Progress while it runs, 200 with the completion manifest when done; `DELETE` cancels.
+ */
+export function batchRoutes(deps: AppDeps) {
+  const app = new Hono<AppEnv>();
+  const client = requireRole(deps, 'client');
+
+  app.post('/models/:model/batches', client, async (c) => {
+    const model = resolveModel(c, deps);
+    const body = await readJson(c);
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw new Problem('invalid_request', 'the body must be {"input": {"path", "format"}, "asOf"?}');
+    }
+    const extra = Object.keys(body).filter((k) => k !== 'input' && k !== 'asOf');
+    if (extra.length > 0) throw new Problem('invalid_request', 'only input and asOf are allowed');
+    const run = await deps.batches.submit(c.get('principal')!, model, body);
+    c.header('content-location', `/v1/batches/${run.id}`);
+    c.header('location', `/v1/batches/${run.id}`);
+    return c.json(runView(run), 202);
+  });
+
+  app.get('/batches/:id', client, async (c) => {
+    const run = await deps.batches.visible(c.get('principal')!, c.req.param('id'));
+    if (run.state === 'queued' || run.state === 'running') {
+      c.header('x-progress', progress(run));
+      c.header('retry-after', '2');
+      return c.json(runView(run), 202);
+    }
+    if (run.state === 'completed') {
+      const request = run.scheduleId ? `schedule:${run.scheduleId}` : `/v1/models/${run.model}/batches`;
+      const manifest = bulkManifest(run, request);
+      // Bulk Data clients expect absolute file URLs
+      const absolute = (f: { url: string }) => ({ ...f, url: new URL(f.url, c.req.url).href });
+      return c.json({
+        ...manifest,
+        request: new URL(request.startsWith('/') ? request : `/v1/schedules`, c.req.url).href,
+        output: manifest.output.map(absolute),
+        error: manifest.error.map(absolute),
+      });
+    }
+    if (run.state === 'cancelled') throw new Problem('run_cancelled', 'this run was cancelled');
+    if (run.state === 'skipped') return c.json({ ...runView(run), reason: run.error });
+    throw new Problem('run_failed', run.error ?? 'the run failed', { extensions: { run: runView(run) } });
+  });
+
+  app.delete('/batches/:id', client, async (c) => {
+    const run = await deps.batches.cancel(c.get('principal')!, c.req.param('id'));
+    return c.json(runView(run), 202);
+  });
+
+  app.get('/batches/:id/files/:file', client, async (c) => {
+    const run = await deps.batches.visible(c.get('principal')!, c.req.param('id'));
+    const file = c.req.param('file');
+    if (run.state !== 'completed' || (file !== 'output.ndjson' && file !== 'errors.ndjson')) {
+      throw new Problem('not_found', 'no such file');
+    }
+    const source = deps.batches.storage.createReadStream(outputKey(run.id, file));
+    c.header('content-type', 'application/fhir+ndjson');
+    return stream(c, async (s) => {
+      for await (const chunk of source) await s.write(chunk as Uint8Array);
+    });
+  });
+  return app;
+}

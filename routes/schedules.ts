@@ -1,0 +1,44 @@
+import { Hono } from 'hono';
+import type { AppDeps, AppEnv } from '../src/context.ts';
+import { Problem } from '../src/errors.ts';
+import { readJson, requireRole } from '../src/http.ts';
+import { scheduleIdSchema } from '../src/registry/schema.ts';
+
+/** Cron schedules of batch scoring: admins list, create or change (PUT is an idempotent upsert), and remove them. */
+export function scheduleRoutes(deps: AppDeps) {
+  const app = new Hono<AppEnv>();
+  const admin = requireRole(deps, 'admin');
+
+  app.get('/', admin, async (c) => c.json({ schedules: await deps.schedules.list() }));
+
+  app.put('/:id', admin, async (c) => {
+    const id = c.req.param('id');
+    if (!scheduleIdSchema.safeParse(id).success)
+      throw new Problem('invalid_request', 'schedule ids are 1-63 of a-z, 0-9 and -');
+    const body = await readJson(c);
+    if (typeof body !== 'object' || body === null || Array.isArray(body))
+      throw new Problem('invalid_request', 'the body must be a schedule object');
+    const { model: name, ...definition } = body as Record<string, unknown>;
+    const model = typeof name === 'string' ? deps.models.get(name) : undefined;
+    if (!model) throw new Problem('model_not_found', 'model must name a served model');
+    if (model.manifest.input !== 'features')
+      throw new Problem('wrong_tier', 'only feature models can be scored in batch');
+    if ('id' in definition && definition.id !== id)
+      throw new Problem('invalid_request', 'the id in the body differs from the path');
+    await deps.batches.checkInput(definition.input);
+    const { schedule, created } = await deps.schedules.put(
+      model.manifest.name,
+      { ...definition, id },
+      c.get('principal')!,
+      'api',
+    );
+    return c.json(schedule, created ? 201 : 200);
+  });
+
+  app.delete('/:id', admin, async (c) => {
+    const removed = await deps.schedules.remove(c.req.param('id'), c.get('principal')!);
+    if (!removed) throw new Problem('not_found', 'no such schedule');
+    return c.body(null, 204);
+  });
+  return app;
+}

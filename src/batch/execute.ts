@@ -1,0 +1,155 @@
+import { Problem } from '../errors.ts';
+import { encodeInstances } from '../features.ts';
+import { shapePredictions } from '../predictions.ts';
+import type { LoadedModel } from '../registry/load.ts';
+import type { ModelRuntime } from '../runtime/types.ts';
+import { type InputRow, readCsv, readFhirObservations, readNdjson } from './readers.ts';
+import { type BatchRun, outputKey, type RunStore } from './runs.ts';
+import type { BatchStorage } from './storage.ts';
+
+export interface ExecuteContext {
+  run: BatchRun;
+  model: LoadedModel;
+  storage: BatchStorage;
+  runtime: ModelRuntime;
+  runs: RunStore;
+  /** called after each committed chunk with the rows it scored and failed */
+  onChunk?: (scored: number, failed: number) => void;
+}
+
+/** One error-file line: a FHIR OperationOutcome naming the row and what is wrong with it (never its values). */
+function outcome(id: string, diagnostics: string, expression?: string[]): string {
+  return `${JSON.stringify({
+    resourceType: 'OperationOutcome',
+    issue: [
+      {
+        severity: 'error',
+        code: 'invalid',
+        diagnostics: `row ${id}: ${diagnostics}`,
+        ...(expression ? { expression } : {}),
+      },
+    ],
+  })}\n`;
+}
+
+function rowsOf(ctx: ExecuteContext, stream: Parameters<typeof readNdjson>[0]): AsyncGenerator<InputRow> {
+  const { run, model } = ctx;
+  switch (run.input.format) {
+    case 'ndjson':
+      return readNdjson(stream);
+    case 'csv':
+      return readCsv(stream, model.manifest.features);
+    case 'fhir-ndjson':
+      return readFhirObservations(stream, model.manifest.features, {
+        asOf: run.asOf,
+        lookbackHours: model.manifest.batch?.lookbackHours ?? 72,
+      });
+  }
+}
+
+/**
+ * Scores a run in chunks, one ONNX run per chunk, and commits each chunk: output and error lines appended and made
+ * durable, then the checkpoint (rows consumed, bytes written) saved in one write. A run resumed after a crash cuts
+ * its files back to the last checkpoint and skips the rows already consumed, so every input row is in the output
+ * (or the error file) exactly once. A bad row never fails the run.
+ */
+export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'cancelled'> {
+  const { run, model, storage, runtime, runs } = ctx;
+  const { manifest } = model;
+  const width = manifest.features.length;
+  const chunkSize = manifest.batch?.chunkSize ?? 256;
+  const output = await storage.openAppend(outputKey(run.id, 'output.ndjson'), run.outputBytes);
+  const errors = await storage.openAppend(outputKey(run.id, 'errors.ndjson'), run.errorBytes);
+  const checkpoint = {
+    rowsDone: run.rowsDone,
+    scored: run.scored,
+    failed: run.failed,
+    outputBytes: run.outputBytes,
+    errorBytes: run.errorBytes,
+    chunks: run.chunks,
+  };
+
+  const commit = async (chunk: InputRow[]): Promise<void> => {
+    const input = new Float32Array(chunk.length * width);
+    const valid: string[] = [];
+    let errorText = '';
+    for (const row of chunk) {
+      if (row.error) {
+        errorText += outcome(row.id, row.error);
+        continue;
+      }
+      try {
+        input.set(encodeInstances(manifest.features, [row.values], ''), valid.length * width);
+        valid.push(row.id);
+      } catch (err) {
+        if (!(err instanceof Problem)) throw err;
+        const list = (err.extensions.errors as Array<{ pointer: string; detail: string }> | undefined) ?? [];
+        const fields = list.map((e) => e.pointer.split('/').pop() ?? '');
+        errorText += outcome(
+          row.id,
+          list.map((e) => `${e.pointer.replace(/^\/0/, '') || '/'}: ${e.detail}`).join('; '),
+          fields,
+        );
+      }
+    }
+    let outputText = '';
+    if (valid.length > 0) {
+      const tensors = await runtime.run(input.subarray(0, valid.length * width), valid.length);
+      const predictions = shapePredictions(manifest.output, tensors, valid.length, model.corpus);
+      valid.forEach((id, i) => {
+        outputText += `${JSON.stringify({ id, model: manifest.name, version: run.version, prediction: predictions[i] })}\n`;
+      });
+    }
+    if (outputText) checkpoint.outputBytes = await output.append(outputText);
+    if (errorText) checkpoint.errorBytes = await errors.append(errorText);
+    checkpoint.rowsDone += chunk.length;
+    checkpoint.scored += valid.length;
+    checkpoint.failed += chunk.length - valid.length;
+    checkpoint.chunks += 1;
+    await runs.update(run.id, { ...checkpoint, updatedAt: Date.now() });
+    ctx.onChunk?.(valid.length, chunk.length - valid.length);
+  };
+
+  try {
+    const stream = await storage.openRead(run.input.path);
+    let index = 0;
+    let chunk: InputRow[] = [];
+    for await (const row of rowsOf(ctx, stream)) {
+      if (index++ < run.rowsDone) continue; // committed before a restart
+      chunk.push(row);
+      if (chunk.length >= chunkSize) {
+        await commit(chunk);
+        chunk = [];
+        if ((await runs.redis.hget(runs.key(run.id), 'state')) === 'cancelled') {
+          stream.destroy();
+          return 'cancelled';
+        }
+      }
+    }
+    if (chunk.length > 0) await commit(chunk);
+    return 'completed';
+  } finally {
+    await output.close();
+    await errors.close();
+  }
+}
+
+/** The FHIR Bulk Data completion manifest of a finished run. */
+export function bulkManifest(run: BatchRun, request: string) {
+  const files = (name: 'output.ndjson' | 'errors.ndjson') => `/v1/batches/${run.id}/files/${name}`;
+  return {
+    transactionTime: new Date(run.startedAt ?? run.createdAt).toISOString(),
+    request,
+    requiresAccessToken: true,
+    output: [{ type: 'Prediction', url: files('output.ndjson'), count: run.scored }],
+    error: run.failed > 0 ? [{ type: 'OperationOutcome', url: files('errors.ndjson'), count: run.failed }] : [],
+    extension: {
+      model: run.model,
+      version: run.version,
+      rowsRead: run.rowsDone,
+      chunks: run.chunks,
+      asOf: new Date(run.asOf).toISOString(),
+      ...(run.finishedAt && run.startedAt ? { durationMs: run.finishedAt - run.startedAt } : {}),
+    },
+  };
+}

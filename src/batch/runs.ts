@@ -1,0 +1,152 @@
+import type { Redis } from 'ioredis';
+import type { batchFormats } from '../registry/schema.ts';
+
+export type BatchFormat = (typeof batchFormats)[number];
+export type RunState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'skipped';
+
+/** A batch run as stored in Redis. The checkpoint fields move together, once per committed chunk. */
+export interface BatchRun {
+  id: string;
+  model: string;
+  version: string;
+  /** `api:<key id>` for on-demand runs, `schedule:<id>` for scheduled ones */
+  requestedBy: string;
+  scheduleId?: string;
+  input: { path: string; format: BatchFormat };
+  asOf: number;
+  state: RunState;
+  createdAt: number;
+  startedAt?: number;
+  finishedAt?: number;
+  inputBytes?: number;
+  error?: string;
+  // checkpoint
+  rowsDone: number;
+  scored: number;
+  failed: number;
+  outputBytes: number;
+  errorBytes: number;
+  chunks: number;
+}
+
+export function outputKey(runId: string, file: 'output.ndjson' | 'errors.ndjson' | 'manifest.json'): string {
+  return `batches/${runId}/${file}`;
+}
+
+const CREATE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+`;
+
+const TRANSITION = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 0 end
+for s in string.gmatch(ARGV[1], '[^,]+') do
+  if s == state then
+    redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 3))
+    return 1
+  end
+end
+return 0
+`;
+
+/** Batch run records in Redis: created once (a slot re-triggered finds its run), checkpointed per chunk. */
+export class RunStore {
+  readonly redis: Redis;
+  readonly prefix: string;
+
+  constructor(redis: Redis, prefix: string) {
+    this.redis = redis;
+    this.prefix = prefix;
+  }
+
+  key(id: string): string {
+    return `${this.prefix}:batch:${id}`;
+  }
+  get indexKey(): string {
+    return `${this.prefix}:batches`;
+  }
+
+  /** Creates the run unless one with this id exists; true when this call created it. */
+  async create(
+    run: Omit<BatchRun, 'rowsDone' | 'scored' | 'failed' | 'outputBytes' | 'errorBytes' | 'chunks'>,
+  ): Promise<boolean> {
+    const fields: Record<string, string> = {
+      id: run.id,
+      model: run.model,
+      version: run.version,
+      requestedBy: run.requestedBy,
+      inputPath: run.input.path,
+      inputFormat: run.input.format,
+      asOf: String(run.asOf),
+      state: run.state,
+      createdAt: String(run.createdAt),
+      rowsDone: '0',
+      scored: '0',
+      failed: '0',
+      outputBytes: '0',
+      errorBytes: '0',
+      chunks: '0',
+      ...(run.scheduleId ? { scheduleId: run.scheduleId } : {}),
+      ...(run.error ? { error: run.error } : {}),
+    };
+    const created = (await this.redis.eval(
+      CREATE,
+      2,
+      this.key(run.id),
+      this.indexKey,
+      run.id,
+      String(run.createdAt),
+      ...Object.entries(fields).flat(),
+    )) as number;
+    return created === 1;
+  }
+
+  async get(id: string): Promise<BatchRun | undefined> {
+    const h = await this.redis.hgetall(this.key(id));
+    if (!h.id || !h.model) return undefined;
+    const n = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+    return {
+      id: h.id,
+      model: h.model,
+      version: h.version as string,
+      requestedBy: h.requestedBy as string,
+      ...(h.scheduleId ? { scheduleId: h.scheduleId } : {}),
+      input: { path: h.inputPath as string, format: h.inputFormat as BatchFormat },
+      asOf: Number(h.asOf),
+      state: h.state as RunState,
+      createdAt: Number(h.createdAt),
+      startedAt: n(h.startedAt),
+      finishedAt: n(h.finishedAt),
+      inputBytes: n(h.inputBytes),
+      ...(h.error ? { error: h.error } : {}),
+      rowsDone: Number(h.rowsDone ?? 0),
+      scored: Number(h.scored ?? 0),
+      failed: Number(h.failed ?? 0),
+      outputBytes: Number(h.outputBytes ?? 0),
+      errorBytes: Number(h.errorBytes ?? 0),
+      chunks: Number(h.chunks ?? 0),
+    };
+  }
+
+  async update(id: string, fields: Record<string, string | number>): Promise<void> {
+    await this.redis.hset(this.key(id), Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, String(v)])));
+  }
+
+  /** Moves the state only from one of `from`; true when it moved. */
+  async transition(
+    id: string,
+    from: readonly RunState[],
+    to: RunState,
+    fields: Record<string, string | number> = {},
+  ): Promise<boolean> {
+    const flat = Object.entries(fields).flatMap(([k, v]) => [k, String(v)]);
+    return ((await this.redis.eval(TRANSITION, 1, this.key(id), from.join(','), to, ...flat)) as number) === 1;
+  }
+
+  async list(offset: number, limit: number): Promise<string[]> {
+    return this.redis.zrevrange(this.indexKey, offset, offset + limit - 1);
+  }
+}

@@ -1,0 +1,159 @@
+import { Queue } from 'bullmq';
+import { CronExpressionParser } from 'cron-parser';
+import type { Redis } from 'ioredis';
+import { Problem } from '../errors.ts';
+import type { JobStore } from '../jobs/store.ts';
+import { type Schedule, scheduleSchema } from '../registry/schema.ts';
+
+export const BATCH_QUEUE = 'batch';
+
+export interface BatchJobData {
+  /** an on-demand run */
+  runId?: string;
+  /** a scheduled slot: the run id derives from the schedule and the slot time */
+  scheduleId?: string;
+}
+
+export interface StoredSchedule extends Schedule {
+  model: string;
+  source: 'manifest' | 'api';
+  updatedAt: string;
+  updatedBy: string;
+}
+
+/** Checks a cron pattern and time zone the way BullMQ will read them; a 400 Problem otherwise. */
+export function validateCron(cron: string, timezone: string): void {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: timezone });
+  } catch {
+    throw new Problem('invalid_request', `unknown time zone "${timezone}"`);
+  }
+  try {
+    CronExpressionParser.parse(cron, { tz: timezone }).next();
+  } catch (err) {
+    throw new Problem('invalid_request', `cron: ${(err as Error).message.slice(0, 200)}`);
+  }
+}
+
+/**
+ * Batch schedules: their definitions in Redis and a BullMQ job scheduler each. Upserting is idempotent, so every
+ * replica can upsert the manifests' schedules at start without duplicating or dropping one, and BullMQ fires each slot
+ * once however many workers listen.
+ */
+export class ScheduleService {
+  readonly queue: Queue<BatchJobData>;
+  readonly #redis: Redis;
+  readonly #key: string;
+  readonly #store: JobStore;
+
+  constructor(redis: Redis, prefix: string, store: JobStore) {
+    this.#redis = redis;
+    this.#key = `${prefix}:schedules`;
+    this.#store = store;
+    this.queue = new Queue<BatchJobData>(BATCH_QUEUE, { connection: redis, prefix });
+  }
+
+  async list(): Promise<StoredSchedule[]> {
+    const all = await this.#redis.hgetall(this.#key);
+    return Object.values(all)
+      .map((v) => JSON.parse(v) as StoredSchedule)
+      .sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  async get(id: string): Promise<StoredSchedule | undefined> {
+    const raw = await this.#redis.hget(this.#key, id);
+    return raw ? (JSON.parse(raw) as StoredSchedule) : undefined;
+  }
+
+  async put(
+    model: string,
+    definition: unknown,
+    actor: { id: string; role: string },
+    source: StoredSchedule['source'],
+  ): Promise<{ schedule: StoredSchedule; created: boolean }> {
+    const parsed = scheduleSchema.safeParse(definition);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new Problem('invalid_request', `${issue?.path.join('.') || 'schedule'}: ${issue?.message}`);
+    }
+    const s = parsed.data;
+    validateCron(s.cron, s.timezone);
+    const schedule: StoredSchedule = {
+      ...s,
+      model,
+      source,
+      updatedAt: new Date().toISOString(),
+      updatedBy: actor.id,
+    };
+    const previous = await this.get(s.id);
+    const unchanged =
+      previous &&
+      JSON.stringify({ ...previous, updatedAt: '', updatedBy: '' }) ===
+        JSON.stringify({ ...schedule, updatedAt: '', updatedBy: '' });
+    if (unchanged) return { schedule: previous, created: false };
+    await this.#redis.hset(this.#key, s.id, JSON.stringify(schedule));
+    await this.queue.upsertJobScheduler(
+      s.id,
+      { pattern: s.cron, tz: s.timezone },
+      {
+        name: 'scheduled-run',
+        data: { scheduleId: s.id },
+        opts: {
+          attempts: 3,
+          backoff: { type: 'exponential', delay: 5000 },
+          removeOnComplete: { age: 7 * 24 * 3600 },
+          removeOnFail: { age: 30 * 24 * 3600 },
+        },
+      },
+    );
+    await this.#store.appendAudit({
+      actor: actor.id,
+      role: actor.role,
+      action: previous ? 'schedule.update' : 'schedule.create',
+      target: s.id,
+      model,
+      detail: `${s.cron} ${s.timezone} ${s.input.format}:${s.input.path} missed=${s.missed}`,
+    });
+    return { schedule, created: !previous };
+  }
+
+  async remove(id: string, actor: { id: string; role: string }): Promise<boolean> {
+    const previous = await this.get(id);
+    if (!previous) return false;
+    await this.queue.removeJobScheduler(id);
+    await this.#redis.hdel(this.#key, id);
+    await this.#store.appendAudit({
+      actor: actor.id,
+      role: actor.role,
+      action: 'schedule.delete',
+      target: id,
+      model: previous.model,
+    });
+    return true;
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+}
+
+/**
+ * Makes Redis match the manifests: upserts every manifest schedule and removes manifest-sourced ones no manifest
+ * declares any more (schedules created through the API are left alone).
+ */
+export async function syncManifestSchedules(
+  service: ScheduleService,
+  manifests: ReadonlyArray<{ name: string; schedules?: Schedule[] | undefined }>,
+): Promise<void> {
+  const system = { id: 'system', role: 'system' };
+  const declared = new Set<string>();
+  for (const m of manifests) {
+    for (const s of m.schedules ?? []) {
+      declared.add(s.id);
+      await service.put(m.name, s, system, 'manifest');
+    }
+  }
+  for (const s of await service.list()) {
+    if (s.source === 'manifest' && !declared.has(s.id)) await service.remove(s.id, system);
+  }
+}

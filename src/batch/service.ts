@@ -1,0 +1,162 @@
+import { randomUUID } from 'node:crypto';
+import type { Queue } from 'bullmq';
+import type { Principal } from '../auth.ts';
+import { Problem } from '../errors.ts';
+import type { JobStore } from '../jobs/store.ts';
+import { batchFormats } from '../registry/schema.ts';
+import type { ServedModel } from '../serving.ts';
+import type { BatchFormat, BatchRun, RunStore } from './runs.ts';
+import type { BatchJobData } from './schedules.ts';
+import { type LocalStorage, StorageError } from './storage.ts';
+
+/** Refuses an input whose first line does not look like its declared format (a CSV sent as NDJSON, …). */
+export async function sniffFormat(storage: LocalStorage, path: string, format: BatchFormat): Promise<void> {
+  const stream = await storage.openRead(path);
+  let head = '';
+  for await (const chunk of stream) {
+    head += chunk.toString();
+    if (head.length >= 4096 || head.includes('\n')) break;
+  }
+  stream.destroy();
+  const first =
+    head
+      .split('\n')
+      .find((l) => l.trim() !== '')
+      ?.trim() ?? '';
+  if (first === '') throw new Problem('invalid_input_file', 'the input file is empty');
+  const looksJson = first.startsWith('{');
+  if (format === 'csv' && looksJson)
+    throw new Problem('invalid_input_file', 'format is csv but the file holds JSON lines');
+  if (format !== 'csv' && !looksJson)
+    throw new Problem('invalid_input_file', `format is ${format} but the first line is not a JSON object`);
+  if (format === 'fhir-ndjson' && !/"resourceType"\s*:/.test(first)) {
+    throw new Problem('invalid_input_file', 'format is fhir-ndjson but the first line is not a FHIR resource');
+  }
+}
+
+export function storageProblem(err: unknown): never {
+  if (err instanceof StorageError) {
+    if (err.reason === 'outside')
+      throw new Problem('invalid_input_file', 'input.path must stay inside the data directory');
+    if (err.reason === 'not_found') throw new Problem('invalid_input_file', 'input.path does not exist');
+    throw new Problem('invalid_input_file', 'input.path cannot be read');
+  }
+  throw err;
+}
+
+/** On-demand batch runs: validated, recorded, queued; visible to their requester and admins. */
+export class BatchService {
+  readonly #runs: RunStore;
+  readonly #queue: Queue<BatchJobData>;
+  readonly #storage: LocalStorage;
+  readonly #audit: JobStore;
+
+  constructor(runs: RunStore, queue: Queue<BatchJobData>, storage: LocalStorage, audit: JobStore) {
+    this.#runs = runs;
+    this.#queue = queue;
+    this.#storage = storage;
+    this.#audit = audit;
+  }
+
+  get storage(): LocalStorage {
+    return this.#storage;
+  }
+
+  /** Checks an input reference: a safe path in the data directory, readable, of the declared format. */
+  async checkInput(input: unknown): Promise<{ path: string; format: BatchFormat }> {
+    const i = input as { path?: unknown; format?: unknown } | null;
+    if (typeof i !== 'object' || i === null || Array.isArray(i))
+      throw new Problem('invalid_request', 'input must be {"path", "format"}');
+    if (typeof i.path !== 'string' || i.path.length === 0 || i.path.length > 1024)
+      throw new Problem('invalid_request', 'input.path must be a relative path');
+    if (typeof i.format !== 'string' || !(batchFormats as readonly string[]).includes(i.format)) {
+      throw new Problem('invalid_request', `input.format must be one of ${batchFormats.join(', ')}`);
+    }
+    const format = i.format as BatchFormat;
+    await this.#storage.size(i.path).catch(storageProblem);
+    await sniffFormat(this.#storage, i.path, format).catch((err) =>
+      err instanceof Problem ? Promise.reject(err) : storageProblem(err),
+    );
+    return { path: i.path, format };
+  }
+
+  async submit(principal: Principal, model: ServedModel, body: { input?: unknown; asOf?: unknown }): Promise<BatchRun> {
+    if (model.manifest.input !== 'features') {
+      throw new Problem(
+        'wrong_tier',
+        `"${model.manifest.name}" takes documents: use /v1/models/${model.manifest.name}/jobs`,
+      );
+    }
+    const input = await this.checkInput(body.input);
+    let asOf = Date.now();
+    if (body.asOf !== undefined) {
+      if (
+        typeof body.asOf !== 'string' ||
+        Number.isNaN(Date.parse(body.asOf)) ||
+        !/^\d{4}-\d{2}-\d{2}T/.test(body.asOf)
+      ) {
+        throw new Problem('invalid_request', 'asOf must be an ISO 8601 date-time');
+      }
+      asOf = Date.parse(body.asOf);
+    }
+    const id = randomUUID();
+    await this.#runs.create({
+      id,
+      model: model.manifest.name,
+      version: model.version,
+      requestedBy: `api:${principal.id}`,
+      input,
+      asOf,
+      state: 'queued',
+      createdAt: Date.now(),
+    });
+    await this.#queue.add(
+      'run',
+      { runId: id },
+      {
+        jobId: `run-${id}`,
+        attempts: 3,
+        backoff: { type: 'exponential', delay: 5000 },
+        removeOnComplete: { age: 7 * 24 * 3600 },
+        removeOnFail: { age: 30 * 24 * 3600 },
+      },
+    );
+    await this.#audit.appendAudit({
+      actor: principal.id,
+      role: principal.role,
+      action: 'batch.submit',
+      target: id,
+      model: model.manifest.name,
+      version: model.version,
+      detail: `${input.format}:${input.path}`,
+    });
+    return (await this.#runs.get(id)) as BatchRun;
+  }
+
+  /** A run its caller may see: their own, a scheduled run of a model they may call, or any for admins. */
+  async visible(principal: Principal, id: string): Promise<BatchRun> {
+    const run = /^[A-Za-z0-9-]{1,140}$/.test(id) ? await this.#runs.get(id) : undefined;
+    const allowed =
+      run &&
+      (principal.role === 'admin' ||
+        run.requestedBy === `api:${principal.id}` ||
+        (run.scheduleId !== undefined && (principal.models.has('*') || principal.models.has(run.model))));
+    if (!run || !allowed) throw new Problem('not_found', 'no such batch run');
+    return run;
+  }
+
+  async cancel(principal: Principal, id: string): Promise<BatchRun> {
+    const run = await this.visible(principal, id);
+    const moved = await this.#runs.transition(id, ['queued', 'running'], 'cancelled', { finishedAt: Date.now() });
+    if (!moved) throw new Problem('invalid_state', `the run is ${run.state} and can no longer be cancelled`);
+    await this.#queue.remove(`run-${id}`).catch(() => 0);
+    await this.#audit.appendAudit({
+      actor: principal.id,
+      role: principal.role,
+      action: 'batch.cancel',
+      target: id,
+      model: run.model,
+    });
+    return (await this.#runs.get(id)) as BatchRun;
+  }
+}

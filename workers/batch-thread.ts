@@ -1,0 +1,59 @@
+/**
+ * Runs one batch run off the main thread, so scoring a whole file never blocks the gateway's event loop. Its own
+ * Redis connection and ONNX session (intra-op threads bounded); reports each committed chunk to the parent.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { Redis } from 'ioredis';
+import { executeRun } from '../src/batch/execute.ts';
+import { RunStore } from '../src/batch/runs.ts';
+import { LocalStorage } from '../src/batch/storage.ts';
+import { inputWidth } from '../src/model-input.ts';
+import type { LoadedModel } from '../src/registry/load.ts';
+import { createOnnxRuntime } from '../src/runtime/onnx.ts';
+
+export interface BatchThreadInput {
+  module: string;
+  runId: string;
+  redisUrl: string;
+  prefix: string;
+  dataDir: string;
+  model: LoadedModel;
+  version: string;
+  onnxThreads: number;
+}
+
+export type BatchThreadMessage =
+  | { type: 'chunk'; scored: number; failed: number }
+  | { type: 'done'; outcome: 'completed' | 'cancelled' }
+  | { type: 'error'; message: string };
+
+const input = workerData as BatchThreadInput;
+const port = parentPort;
+if (!port) throw new Error('batch-thread must run in a worker thread');
+
+const redis = new Redis(input.redisUrl, { maxRetriesPerRequest: 3 });
+try {
+  const runs = new RunStore(redis, input.prefix);
+  const run = await runs.get(input.runId);
+  if (!run) throw new Error(`run ${input.runId} not found`);
+  const artifact = input.model.artifacts.get(input.version);
+  if (!artifact) throw new Error(`version ${input.version} has no artifact`);
+  const runtime = await createOnnxRuntime(artifact, inputWidth(input.model.manifest), { threads: input.onnxThreads });
+  try {
+    const outcome = await executeRun({
+      run,
+      model: input.model,
+      storage: new LocalStorage(input.dataDir),
+      runtime,
+      runs,
+      onChunk: (scored, failed) => port.postMessage({ type: 'chunk', scored, failed } satisfies BatchThreadMessage),
+    });
+    port.postMessage({ type: 'done', outcome } satisfies BatchThreadMessage);
+  } finally {
+    await runtime.close();
+  }
+} catch (err) {
+  port.postMessage({ type: 'error', message: (err as Error).message } satisfies BatchThreadMessage);
+} finally {
+  redis.disconnect();
+}

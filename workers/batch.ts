@@ -1,0 +1,186 @@
+import { Worker as ThreadWorker } from 'node:worker_threads';
+import { type Job, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { bulkManifest } from '../src/batch/execute.ts';
+import { outputKey, type RunStore } from '../src/batch/runs.ts';
+import { BATCH_QUEUE, type BatchJobData, type ScheduleService } from '../src/batch/schedules.ts';
+import type { LocalStorage } from '../src/batch/storage.ts';
+import type { BatchMetrics } from '../src/metrics.ts';
+import type { LoadedModel } from '../src/registry/load.ts';
+import type { BatchThreadInput, BatchThreadMessage } from './batch-thread.ts';
+
+export interface BatchWorkerDeps {
+  redisUrl: string;
+  prefix: string;
+  runs: RunStore;
+  schedules: ScheduleService;
+  storage: LocalStorage;
+  models: ReadonlyMap<string, LoadedModel>;
+  metrics: BatchMetrics;
+  logger: Logger;
+  onnxThreads: number;
+  /** a scheduled slot more than this late counts as missed (its schedule decides: skip or catch up) */
+  missedAfterMs: number;
+  lockDurationMs: number;
+  now: () => number;
+}
+
+const THREAD_ENTRY = new URL('./batch-thread-entry.mjs', import.meta.url);
+const THREAD_MODULE = new URL('./batch-thread.ts', import.meta.url).href;
+
+/** Runs one batch run in a worker thread; resolves with its outcome. */
+function runInThread(input: Omit<BatchThreadInput, 'module'>, onChunk: (scored: number, failed: number) => void) {
+  return new Promise<'completed' | 'cancelled'>((resolve, reject) => {
+    const thread = new ThreadWorker(THREAD_ENTRY, { workerData: { ...input, module: THREAD_MODULE } });
+    let settled = false;
+    thread.on('message', (m: BatchThreadMessage) => {
+      if (m.type === 'chunk') onChunk(m.scored, m.failed);
+      else if (m.type === 'done') {
+        settled = true;
+        resolve(m.outcome);
+      } else {
+        settled = true;
+        reject(new Error(m.message));
+      }
+    });
+    thread.on('error', (err) => {
+      settled = true;
+      reject(err);
+    });
+    thread.on('exit', (code) => {
+      if (!settled) reject(new Error(`batch thread exited with code ${code}`));
+    });
+  });
+}
+
+/**
+ * The batch worker: turns a queued run or a scheduled slot into a run, and scores it in a worker thread. Exactly once:
+ * a slot's run id is derived from the slot, so a re-triggered slot finds its run; a run interrupted by a crash is
+ * picked up again (BullMQ stalled-job recovery) and resumes from its last committed chunk.
+ */
+export function startBatchWorker(deps: BatchWorkerDeps) {
+  const { runs, logger, metrics } = deps;
+
+  const runIdFor = async (job: Job<BatchJobData>): Promise<string | undefined> => {
+    if (job.data.runId) return job.data.runId;
+    const scheduleId = job.data.scheduleId as string;
+    const schedule = await deps.schedules.get(scheduleId);
+    if (!schedule) return undefined;
+    const slot = Number(String(job.id).split(':').pop());
+    const slotTime = Number.isFinite(slot) ? slot : job.timestamp;
+    const runId = `${scheduleId}-${slotTime}`;
+    const model = deps.models.get(schedule.model);
+    const late = deps.now() - slotTime > deps.missedAfterMs;
+    await runs.create({
+      id: runId,
+      model: schedule.model,
+      version: model?.primary.version ?? 'unknown',
+      requestedBy: `schedule:${scheduleId}`,
+      scheduleId,
+      input: schedule.input,
+      asOf: slotTime,
+      state: late && schedule.missed === 'skip' ? 'skipped' : 'queued',
+      createdAt: deps.now(),
+      ...(late && schedule.missed === 'skip'
+        ? { error: 'slot missed while the workers were down (missed: skip)' }
+        : {}),
+    });
+    return runId;
+  };
+
+  const process = async (job: Job<BatchJobData>) => {
+    const runId = await runIdFor(job);
+    if (!runId) return 'schedule removed';
+    const run = await runs.get(runId);
+    if (
+      !run ||
+      run.state === 'completed' ||
+      run.state === 'cancelled' ||
+      run.state === 'skipped' ||
+      run.state === 'failed'
+    ) {
+      return `run ${run?.state ?? 'gone'}`;
+    }
+    const model = deps.models.get(run.model);
+    if (!model) {
+      await runs.transition(runId, ['queued', 'running'], 'failed', {
+        error: 'the model is no longer served',
+        finishedAt: deps.now(),
+      });
+      return 'failed';
+    }
+    await runs.transition(runId, ['queued', 'running'], 'running', run.startedAt ? {} : { startedAt: deps.now() });
+    const started = deps.now();
+    try {
+      const outcome = await runInThread(
+        {
+          runId,
+          redisUrl: deps.redisUrl,
+          prefix: deps.prefix,
+          dataDir: deps.storage.root,
+          model,
+          version: run.version,
+          onnxThreads: deps.onnxThreads,
+        },
+        (scored, failed) => {
+          metrics.batchRows.inc({ model: run.model, outcome: 'scored' }, scored);
+          metrics.batchRows.inc({ model: run.model, outcome: 'failed' }, failed);
+        },
+      );
+      const seconds = (deps.now() - started) / 1000;
+      metrics.batchRunDuration.observe({ model: run.model, outcome }, seconds);
+      if (outcome === 'cancelled') return 'cancelled';
+      const finished = await runs.get(runId);
+      if (!finished) return 'gone';
+      finished.finishedAt = deps.now();
+      await deps.storage.writeWhole(
+        outputKey(runId, 'manifest.json'),
+        JSON.stringify(
+          bulkManifest(finished, run.scheduleId ? `schedule:${run.scheduleId}` : `/v1/models/${run.model}/batches`),
+          null,
+          2,
+        ),
+      );
+      await runs.transition(runId, ['running'], 'completed', { finishedAt: finished.finishedAt });
+      if (run.scheduleId) metrics.batchLastSuccess.set({ schedule: run.scheduleId }, finished.finishedAt / 1000);
+      logger.info(
+        { runId, model: run.model, scored: finished.scored, failed: finished.failed, seconds },
+        'batch run completed',
+      );
+      return 'completed';
+    } catch (err) {
+      const message = (err as Error).message;
+      const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      logger.warn(
+        { runId, model: run.model, attempt: job.attemptsMade + 1, error: message },
+        'batch run attempt failed',
+      );
+      if (finalAttempt) {
+        await runs.transition(runId, ['queued', 'running'], 'failed', {
+          error: message.slice(0, 500),
+          finishedAt: deps.now(),
+        });
+        metrics.batchRunDuration.observe({ model: run.model, outcome: 'failed' }, (deps.now() - started) / 1000);
+      }
+      throw err;
+    }
+  };
+
+  const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
+  const worker = new Worker<BatchJobData>(BATCH_QUEUE, process, {
+    connection,
+    prefix: deps.prefix,
+    concurrency: 1,
+    lockDuration: deps.lockDurationMs,
+    maxStalledCount: 3,
+  });
+  worker.on('error', (err) => logger.warn({ err: { message: err.message } }, 'batch worker error'));
+  return {
+    worker,
+    async close() {
+      await worker.close();
+      connection.disconnect();
+    },
+  };
+}
