@@ -134,7 +134,10 @@ export async function* readFhirObservations(
         const accepted = f.type === 'number' || f.type === 'integer' ? UCUM[f.unit ?? ''] : undefined;
         if (accepted && !accepted.includes(String(q.code ?? q.unit))) continue;
         let slot = patients.get(patient);
-        if (!slot) patients.set(patient, (slot = new Map()));
+        if (!slot) {
+          slot = new Map();
+          patients.set(patient, slot);
+        }
         const prev = slot.get(f.name);
         if (!prev || at > prev.at) slot.set(f.name, { at, value: q.value });
       }
