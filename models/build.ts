@@ -15,6 +15,7 @@ import YAML from 'yaml';
 import { buildDeteriorationModel } from './deterioration/graph.ts';
 import { buildNews2Model, type News2Chart } from './news2/graph.ts';
 import { buildNoteTriageModel } from './note-triage/graph.ts';
+import { buildReadmissionModel } from './readmission/graph.ts';
 import { buildSimilarCasesModel, checkCorpus } from './similar-cases/graph.ts';
 
 export const MODELS_DIR = dirname(fileURLToPath(import.meta.url));
@@ -78,6 +79,11 @@ const builders: Record<string, (manifest: ManifestView, version: string) => Uint
     const corpus = checkCorpus(JSON.parse(readFileSync(file, 'utf8')));
     return buildSimilarCasesModel({ hashBuckets: hashBucketsOf('similar-cases', m), corpus });
   },
+  readmission: (m, version) =>
+    buildReadmissionModel(
+      version,
+      featuresOf(m).map((f) => f.name),
+    ),
 };
 
 const manifestPath = (model: string) => join(MODELS_DIR, model, 'model.yaml');

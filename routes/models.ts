@@ -52,7 +52,7 @@ function detail(m: ServedModel) {
       version: v.version,
       description: v.description,
       runtime: v.runtime.kind,
-      sha256: v.runtime.sha256,
+      ...(v.runtime.kind === 'onnx' ? { sha256: v.runtime.sha256 } : {}),
       evidence: v.evidence ?? null,
       role: v.version === m.version ? 'primary' : 'candidate',
     })),

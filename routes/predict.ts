@@ -56,19 +56,31 @@ export function predictRoutes(deps: AppDeps) {
 
     const predictions = await deps.models.predict(model, instances, deadlineMs);
     const requestId = c.get('requestId');
-    c.header('x-model-name', manifest.name);
-    c.header('x-model-version', model.version);
-    c.header('x-model-tier', model.tier);
-    c.header('x-model-owner', manifest.owner.team);
-    return c.json({
-      model: manifest.name,
-      version: model.version,
-      tier: model.tier,
-      owner: manifest.owner,
-      requestId,
-      threshold: manifest.output.threshold,
-      predictions,
-    });
+    c.set('requestIdSent', true);
+    // a plain Response with a header record stays on @hono/node-server's fast path (no Headers object)
+    return new Response(
+      JSON.stringify({
+        model: manifest.name,
+        version: model.version,
+        tier: model.tier,
+        owner: manifest.owner,
+        requestId,
+        threshold: manifest.output.threshold,
+        predictions,
+      }),
+      {
+        status: 200,
+        headers: {
+          'content-type': 'application/json',
+          'cache-control': 'no-store',
+          'x-request-id': requestId,
+          'x-model-name': manifest.name,
+          'x-model-version': model.version,
+          'x-model-tier': model.tier,
+          'x-model-owner': manifest.owner.team,
+        },
+      },
+    );
   });
   return app;
 }

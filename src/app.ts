@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { methodNotAllowed } from 'hono/method-not-allowed';
 import { routePath } from 'hono/route';
@@ -28,8 +27,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const incoming = c.req.header('x-request-id');
     const requestId = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
     c.set('requestId', requestId);
+    c.set('maxBodyBytes', deps.options.maxBodyBytes);
     await next();
-    c.header('x-request-id', requestId);
+    // hot routes (predict) and problem responses carry it already; setting headers on Hono's prepared response would
+    // turn every response into a full WHATWG Response, which costs the hot path dearly
+    if (!c.get('requestIdSent')) c.header('x-request-id', requestId);
     const seconds = (performance.now() - started) / 1000;
     const model = c.get('model');
     const route = c.req.matchedRoutes.length ? routePath(c, -1) : 'unmatched';
@@ -58,15 +60,6 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         const res = problemResponse(c, new Problem('method_not_allowed', `allowed: ${methods.join(', ')}`));
         res.headers.set('allow', methods.join(', '));
         return res;
-      },
-    }),
-  );
-  app.use(
-    '/v1/*',
-    bodyLimit({
-      maxSize: deps.options.maxBodyBytes,
-      onError: () => {
-        throw new Problem('payload_too_large', `the body exceeds ${deps.options.maxBodyBytes} bytes`);
       },
     }),
   );

@@ -46,6 +46,8 @@ export function hashKey(key: string): string {
 export class ApiKeyStore {
   readonly #byHash = new Map<string, Principal>();
   readonly #callbackSecrets = new Map<string, string>();
+  /** valid keys seen recently → principal: saves a sha256 per request on the hot path */
+  readonly #recent = new Map<string, Principal>();
 
   constructor(entries: KeyEntry[]) {
     for (const e of entries) {
@@ -107,7 +109,15 @@ export class ApiKeyStore {
 
   authenticate(key: string | undefined): Principal | undefined {
     if (!key) return undefined;
-    return this.#byHash.get(hashKey(key));
+    const cached = this.#recent.get(key);
+    if (cached) return cached;
+    const principal = this.#byHash.get(hashKey(key));
+    // remember valid keys only (a flood of wrong keys cannot grow it), bounded
+    if (principal) {
+      if (this.#recent.size >= 1024) this.#recent.clear();
+      this.#recent.set(key, principal);
+    }
+    return principal;
   }
 }
 

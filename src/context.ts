@@ -32,6 +32,10 @@ export interface AppDeps {
 export interface AppEnv {
   Variables: {
     requestId: string;
+    /** the request body limit, for readJson */
+    maxBodyBytes: number;
+    /** set by handlers that wrote x-request-id themselves */
+    requestIdSent: boolean | undefined;
     principal: Principal | undefined;
     /** set by routes that resolve a model, so the access log and metrics can label by it */
     model: ServedModel | undefined;

@@ -5,6 +5,7 @@ import { Problem } from './errors.ts';
 
 /** Renders a Problem as RFC 9457 problem+json. */
 export function problemResponse(c: Context<AppEnv>, problem: Problem): Response {
+  c.set('requestIdSent', true);
   const body = problem.toBody(c.req.path);
   return new Response(JSON.stringify({ ...body, requestId: c.get('requestId') }), {
     status: problem.status,
@@ -39,7 +40,12 @@ export function requireRole(deps: AppDeps, ...roles: Role[]): MiddlewareHandler<
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
-/** Reads a JSON body: 415 for another media type, 400 for malformed JSON. Size is capped by the bodyLimit middleware. */
+/**
+ * Reads a JSON body: 415 for another media type, 413 past the size limit, 400 for malformed JSON. A declared
+ * Content-Length is checked before reading (Node's parser holds the body to it) and the body is then read on the
+ * server's fast path; a chunked body is read through a capped stream. (Hono's bodyLimit middleware turns every request
+ * into a full WHATWG Request with a stream: it cost three quarters of the gateway's throughput.)
+ */
 export async function readJson(c: Context<AppEnv>): Promise<unknown> {
   const type = c.req.header('content-type');
   if (!type || !JSON_TYPE.test(type)) {
@@ -48,10 +54,44 @@ export async function readJson(c: Context<AppEnv>): Promise<unknown> {
       `content-type must be application/json, got ${type ? 'another type' : 'none'}`,
     );
   }
-  const text = await c.req.text();
+  const max = c.get('maxBodyBytes');
+  const tooLarge = () => new Problem('payload_too_large', `the body exceeds ${max} bytes`);
+  const declared = c.req.header('content-length');
+  let text: string;
+  if (declared !== undefined) {
+    if (!/^\d{1,15}$/.test(declared)) throw new Problem('invalid_header', 'content-length must be a number');
+    if (Number(declared) > max) throw tooLarge();
+    text = await c.req.text();
+    // app.request() and other in-process callers are not held to the declared length by Node's parser
+    if (text.length > max) throw tooLarge();
+  } else {
+    text = await readCapped(c.req.raw.body, max, tooLarge);
+  }
   try {
     return JSON.parse(text);
   } catch {
     throw new Problem('malformed_json', 'the body is not valid JSON');
   }
+}
+
+async function readCapped(
+  body: ReadableStream<Uint8Array> | null,
+  max: number,
+  tooLarge: () => Problem,
+): Promise<string> {
+  if (!body) return '';
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }

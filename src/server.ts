@@ -62,9 +62,15 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     closing ??= (async () => {
       logger.info('shutting down: no new connections, draining in-flight requests');
       const drained = new Promise<void>((resolve) => server.close(() => resolve()));
-      if ('closeIdleConnections' in server) server.closeIdleConnections();
+      // a connection whose last request finishes while draining goes idle but stays open (keep-alive) until its
+      // keepAliveTimeout: close idle connections as they appear, not only those idle when shutdown began
+      const closeIdle = () => 'closeIdleConnections' in server && server.closeIdleConnections();
+      closeIdle();
+      const sweep = setInterval(closeIdle, 50);
       const grace = new Promise<'timeout'>((resolve) => setTimeout(resolve, config.shutdownGraceMs, 'timeout').unref());
-      if ((await Promise.race([drained, grace])) === 'timeout') {
+      const outcome = await Promise.race([drained, grace]);
+      clearInterval(sweep);
+      if (outcome === 'timeout') {
         logger.warn('grace period over: closing the remaining connections');
         if ('closeAllConnections' in server) server.closeAllConnections();
       }

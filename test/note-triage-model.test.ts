@@ -230,7 +230,10 @@ describe('note-triage manifest and build', () => {
 
   test('the manifest sha256 is the file sha256, and a rebuild gives the same bytes', () => {
     const file = readFileSync(`${MODEL_DIR}1/model.onnx`);
-    assert.equal(manifest.versions[0]?.runtime.sha256, createHash('sha256').update(file).digest('hex'));
+    assert.equal(
+      (manifest.versions[0]?.runtime as { sha256?: string } | undefined)?.sha256,
+      createHash('sha256').update(file).digest('hex'),
+    );
     const again = buildAll().find((a) => a.model === 'note-triage' && a.version === '1');
     assert.ok(again && Buffer.from(again.bytes).equals(file), 'stale: npm run models:build');
   });

@@ -29,6 +29,8 @@ export interface InferenceWorkerDeps {
   logger: Logger;
   callbacks: CallbackPolicy;
   concurrency: number;
+  /** lock duration and stalled-job check interval (default 30 s): how soon a crashed worker's job is recovered */
+  lockMs?: number;
   now: () => number;
   /** for the review sample; injectable so tests can decide */
   random?: () => number;
@@ -169,7 +171,8 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
     prefix: deps.prefix,
     concurrency: deps.concurrency,
     // a crashed worker's job goes back to wait after its lock lapses, and may stall twice before it fails
-    lockDuration: 30_000,
+    lockDuration: deps.lockMs ?? 30_000,
+    stalledInterval: deps.lockMs ?? 30_000,
     maxStalledCount: 2,
   });
   worker.on('error', (err) => deps.logger.warn({ err: { message: err.message } }, 'inference worker error'));

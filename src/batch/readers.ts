@@ -1,6 +1,5 @@
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
-import { parse as parseCsv } from 'csv-parse';
 import type { Feature } from '../registry/schema.ts';
 
 /** One input row: its id and raw feature values, or why it cannot be read. */
@@ -45,19 +44,30 @@ export async function* readNdjson(stream: Readable): AsyncGenerator<InputRow> {
   }
 }
 
-/** CSV with a header row of feature names (and optionally `id`); cells are typed by the model's features. */
+/**
+ * CSV with a header row of feature names (and optionally `id`); cells are typed by the model's features. One record
+ * per line (RFC 4180 quoting within a line; a quoted cell cannot span lines), so a malformed row is a bad row named
+ * by its line, never a parse error that fails the run, and never more than a line is held in memory.
+ */
 export async function* readCsv(stream: Readable, features: readonly Feature[]): AsyncGenerator<InputRow> {
   const byName = new Map(features.map((f) => [f.name, f]));
-  const parser = stream.pipe(parseCsv({ relax_column_count: true, skip_empty_lines: true, bom: true, trim: true }));
   let header: string[] | undefined;
   let line = 0;
-  for await (const record of parser as AsyncIterable<string[]>) {
+  for await (const text of createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY })) {
     line++;
+    const content = line === 1 ? text.replace(/^\uFEFF/, '') : text;
+    if (content.trim() === '') continue;
+    const fallback = `line-${line}`;
+    const record = content.length > MAX_LINE ? undefined : splitCsvLine(content);
     if (!header) {
+      if (!record) throw new Error(`the CSV header (line ${line}) cannot be parsed`);
       header = record;
       continue;
     }
-    const fallback = `line-${line}`;
+    if (!record) {
+      yield { id: fallback, error: content.length > MAX_LINE ? 'line longer than 1 MiB' : 'malformed CSV quoting' };
+      continue;
+    }
     if (record.length !== header.length) {
       yield { id: fallback, error: `expected ${header.length} cells, got ${record.length}` };
       continue;
@@ -70,6 +80,40 @@ export async function* readCsv(stream: Readable, features: readonly Feature[]): 
       else if (cell !== '') values[column] = typeCell(cell, byName.get(column));
     });
     yield { id, values };
+  }
+}
+
+/** One CSV line's cells, trimmed (`"…"` quoting, `""` an escaped quote); undefined when its quoting is malformed. */
+function splitCsvLine(text: string): string[] | undefined {
+  const cells: string[] = [];
+  let i = 0;
+  for (;;) {
+    while (text[i] === ' ' || text[i] === '\t') i++;
+    if (text[i] === '"') {
+      let cell = '';
+      i++;
+      for (;;) {
+        const quote = text.indexOf('"', i);
+        if (quote < 0) return undefined; // not closed
+        cell += text.slice(i, quote);
+        i = quote + 1;
+        if (text[i] !== '"') break;
+        cell += '"';
+        i++;
+      }
+      while (text[i] === ' ' || text[i] === '\t') i++;
+      if (i < text.length && text[i] !== ',') return undefined; // text after the closing quote
+      cells.push(cell);
+    } else {
+      const comma = text.indexOf(',', i);
+      const end = comma < 0 ? text.length : comma;
+      const cell = text.slice(i, end).trim();
+      if (cell.includes('"')) return undefined; // a quote inside an unquoted cell
+      cells.push(cell);
+      i = end;
+    }
+    if (i >= text.length) return cells;
+    i++; // past the comma
   }
 }
 
@@ -93,6 +137,8 @@ const UCUM: Record<string, readonly string[]> = {
   '%': ['%'],
   Cel: ['Cel'],
   years: ['a'],
+  'g/dL': ['g/dL'],
+  'mmol/L': ['mmol/L'],
 };
 
 interface Observed {
@@ -131,7 +177,11 @@ export async function* readFhirObservations(
       const c = coding as { system?: unknown; code?: unknown };
       if (c.system !== 'http://loinc.org' || typeof c.code !== 'string') continue;
       for (const f of byCode.get(c.code) ?? []) {
-        const accepted = f.type === 'number' || f.type === 'integer' ? UCUM[f.unit ?? ''] : undefined;
+        // a value in another unit is not used (no silent 10x errors): unknown units must match exactly
+        const accepted =
+          f.type === 'number' || f.type === 'integer'
+            ? (UCUM[f.unit ?? ''] ?? (f.unit ? [f.unit] : undefined))
+            : undefined;
         if (accepted && !accepted.includes(String(q.code ?? q.unit))) continue;
         let slot = patients.get(patient);
         if (!slot) {

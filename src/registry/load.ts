@@ -88,21 +88,45 @@ export async function loadModel(dir: string, rootForMessages: string, syncCeilin
   for (const [i, v] of m.versions.entries()) {
     if (versions.has(v.version)) fail(`versions.${i}.version`, `duplicate version "${v.version}"`);
     versions.set(v.version, v);
-    const artifact = path.resolve(dir, v.runtime.path);
+    const runtime = v.runtime;
+    if (runtime.kind !== 'onnx') continue; // remote versions have no local artifact
+    const artifact = path.resolve(dir, runtime.path);
     if (!artifact.startsWith(path.resolve(dir) + path.sep)) {
-      fail(`versions.${i}.runtime.path`, `"${v.runtime.path}" points outside the model folder`);
+      fail(`versions.${i}.runtime.path`, `"${runtime.path}" points outside the model folder`);
     }
     const actual = await sha256File(artifact).catch((err: NodeJS.ErrnoException) =>
-      fail(`versions.${i}.runtime.path`, `cannot read ${v.runtime.path} (${err.code ?? err.message})`),
+      fail(`versions.${i}.runtime.path`, `cannot read ${runtime.path} (${err.code ?? err.message})`),
     );
-    if (actual !== v.runtime.sha256) {
-      fail(`versions.${i}.runtime.sha256`, `${v.runtime.path} has sha256 ${actual}, manifest says ${v.runtime.sha256}`);
+    if (actual !== runtime.sha256) {
+      fail(`versions.${i}.runtime.sha256`, `${runtime.path} has sha256 ${actual}, manifest says ${runtime.sha256}`);
     }
     artifacts.set(v.version, artifact);
   }
   for (const [i, v] of m.versions.entries()) {
     const target = v.evidence?.rollbackTarget;
     if (target && !versions.has(target)) fail(`versions.${i}.evidence.rollbackTarget`, `unknown version "${target}"`);
+    if (v.fallback !== undefined) {
+      const fallback = versions.get(v.fallback);
+      if (!fallback) fail(`versions.${i}.fallback`, `unknown version "${v.fallback}"`);
+      if (fallback?.runtime.kind !== 'onnx')
+        fail(`versions.${i}.fallback`, 'a fallback must be an in-process (onnx) version');
+      if (!fallback?.evidence) fail(`versions.${i}.fallback`, `version "${v.fallback}" has no release evidence`);
+    }
+  }
+  const canary = m.routing.canary;
+  if (canary) {
+    const v = versions.get(canary.version);
+    if (!v) fail('routing.canary.version', `unknown version "${canary.version}"`);
+    if (!v?.evidence)
+      fail(
+        'routing.canary.version',
+        `version "${canary.version}" has no release evidence: a canary serves real answers`,
+      );
+    if (canary.version === m.routing.primary) fail('routing.canary.version', 'the canary must differ from the primary');
+  }
+  for (const [i, sv] of (m.routing.shadow?.versions ?? []).entries()) {
+    if (!versions.has(sv)) fail(`routing.shadow.versions.${i}`, `unknown version "${sv}"`);
+    if (sv === m.routing.primary) fail(`routing.shadow.versions.${i}`, 'the primary cannot shadow itself');
   }
 
   const primary = versions.get(m.routing.primary);

@@ -1,0 +1,165 @@
+/**
+ * `npm run bench`: the in-repo benchmark harness. Runs each selected section (BENCH_SECTIONS, comma-separated;
+ * default all) against Triage started as a child process, prints a report and writes the results as JSON to
+ * bench-results/bench-<timestamp>.json and bench-results/latest.json.
+ *
+ * Exit status: 0 when every section ran cleanly, even if a performance goal was missed (goals are informational);
+ * 1 when a server failed to start, a child died, or a load run saw errors (non-2xx, socket errors).
+ *
+ * env: BENCH_SECTIONS (sync), BENCH_DURATION (s per target, default 10), BENCH_WARMUP (s, default 2),
+ * BENCH_CONNECTIONS (default 32), BENCH_LOADGEN (wrk | autocannon; default wrk when on PATH), BENCH_WRK_THREADS (1),
+ * BENCH_ONNX_RUNS (2000), BENCH_ACCESS_LOG=0 (skip the extra Triage run with access logs on at info level), BENCH_CPU_PROF=1 (profile
+ * the Triage child, print its top self-time functions; slows it down).
+ *
+ * Adding a section (async jobs, batch runs, shadow…): write a `Section` under load-tests/bench/ and list it below.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Children } from './bench/children.ts';
+import type { BenchContext, BenchSettings, Section } from './bench/context.ts';
+import { pickLoadGenerator } from './bench/load.ts';
+import { syncSection } from './bench/sync.ts';
+
+const sections: Section[] = [syncSection];
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function numberEnv(name: string, fallback: number, min: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min) throw new Error(`${name} must be a number ≥ ${min}, got "${raw}"`);
+  return n;
+}
+
+const flag = (name: string) => ['1', 'true', 'yes'].includes((process.env[name] ?? '').toLowerCase());
+
+function selectSections(): Section[] {
+  const wanted = (process.env.BENCH_SECTIONS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (wanted.length === 0) return sections;
+  const unknown = wanted.filter((w) => !sections.some((s) => s.name === w));
+  if (unknown.length > 0) {
+    throw new Error(
+      `BENCH_SECTIONS: unknown section(s) ${unknown.join(', ')}; known: ${sections.map((s) => s.name).join(', ')}`,
+    );
+  }
+  return sections.filter((s) => wanted.includes(s.name));
+}
+
+function git(args: string[]): string | undefined {
+  const r = spawnSync('git', args, { cwd: repoRoot, encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+async function main(): Promise<number> {
+  const startedAt = new Date();
+  const children = new Children();
+  children.installExitHandlers(async (signal) => {
+    console.error(`\nbench: ${signal}: stopping children`);
+    await children.stopAll(2000);
+  });
+
+  const settings: BenchSettings = {
+    durationSec: numberEnv('BENCH_DURATION', 10, 1),
+    warmupSec: numberEnv('BENCH_WARMUP', 2, 0),
+    connections: numberEnv('BENCH_CONNECTIONS', 32, 1),
+    accessLogVariant: !['0', 'false', 'no'].includes((process.env.BENCH_ACCESS_LOG ?? '').toLowerCase()),
+    cpuProfile: flag('BENCH_CPU_PROF'),
+  };
+  const selected = selectSections();
+  const resultsDir = path.join(repoRoot, 'bench-results');
+  mkdirSync(resultsDir, { recursive: true });
+  const load = pickLoadGenerator(children, repoRoot, process.env.BENCH_LOADGEN || undefined);
+  const redisUrl = process.env.TRIAGE_REDIS_URL || undefined;
+  const ctx: BenchContext = {
+    repoRoot,
+    modelsDir: path.join(repoRoot, 'models'),
+    resultsDir,
+    redisUrl,
+    settings,
+    children,
+    load,
+    log: (line = '') => console.log(line),
+  };
+
+  const commit = git(['rev-parse', '--short', 'HEAD']);
+  const dirty = (git(['status', '--porcelain']) ?? '') !== '';
+  ctx.log(
+    `Triage bench ${startedAt.toISOString()}  commit ${commit ?? '?'}${dirty ? ' (dirty)' : ''}  node ${process.version}  ` +
+      `${os.cpus().length} CPUs  load: ${load.tool}`,
+  );
+  if (!redisUrl)
+    ctx.log('warning: TRIAGE_REDIS_URL is not set (run through `npm run bench`): Triage will try 127.0.0.1:6379');
+
+  const report: Record<string, unknown> = {};
+  const errors: string[] = [];
+  try {
+    for (const section of selected) {
+      ctx.log();
+      ctx.log(`== ${section.name}: ${section.description}`);
+      try {
+        const result = await section.run(ctx);
+        report[section.name] = result.data;
+        errors.push(...result.errors.map((e) => `${section.name}: ${e}`));
+      } catch (err) {
+        errors.push(`${section.name}: ${(err as Error).message}`);
+        report[section.name] = { failed: (err as Error).message };
+      } finally {
+        // a section leaves nothing running behind it
+        await children.stopAll();
+      }
+    }
+  } finally {
+    load.close();
+    await children.stopAll();
+  }
+
+  const finishedAt = new Date();
+  const exitCode = errors.length > 0 ? 1 : 0;
+  const results = {
+    schema: 1,
+    startedAt: startedAt.toISOString(),
+    finishedAt: finishedAt.toISOString(),
+    elapsedSec: (finishedAt.getTime() - startedAt.getTime()) / 1000,
+    git: { commit, dirty },
+    host: {
+      node: process.version,
+      platform: `${os.platform()} ${os.release()}`,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+    },
+    loadGenerator: { tool: load.tool, version: load.version },
+    sections: report,
+    errors,
+    exitCode,
+  };
+  const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
+  const file = path.join(resultsDir, `bench-${stamp}.json`);
+  const text = `${JSON.stringify(results, null, 2)}\n`;
+  writeFileSync(file, text);
+  writeFileSync(path.join(resultsDir, 'latest.json'), text);
+
+  ctx.log();
+  if (errors.length > 0) {
+    ctx.log('ERRORS:');
+    for (const e of errors) ctx.log(`  ${e.replaceAll('\n', '\n    ')}`);
+  }
+  ctx.log(
+    `results: ${path.relative(repoRoot, file)} (and bench-results/latest.json), ${results.elapsedSec.toFixed(1)} s`,
+  );
+  return exitCode;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    console.error(`bench: ${(err as Error).stack ?? err}`);
+    process.exit(1);
+  },
+);

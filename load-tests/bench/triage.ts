@@ -1,0 +1,107 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { hashKey } from '../../src/auth.ts';
+import { type Child, freePort, waitForOk } from './children.ts';
+import type { BenchContext } from './context.ts';
+
+export interface TriageProcess {
+  url: string;
+  /** a client key valid for every model */
+  clientKey: string;
+  child: Child;
+  /** Prometheus text of /metrics, parsed */
+  scrape(): Promise<PromSample[]>;
+  stop(): Promise<number | string>;
+}
+
+export interface TriageOptions {
+  name: string;
+  logLevel: 'warn' | 'info';
+  accessLog: boolean;
+  /** extra TRIAGE_* variables */
+  env?: Record<string, string>;
+  /** write a V8 CPU profile of the child into this folder (written when it exits) */
+  cpuProfDir?: string;
+}
+
+/** Starts `node --import tsx src/server.ts` in production mode on a free loopback port and waits for /readyz. */
+export async function startTriage(ctx: BenchContext, options: TriageOptions): Promise<TriageProcess> {
+  const port = await freePort();
+  const clientKey = `trg_bench_${randomBytes(24).toString('hex')}`;
+  const keysYaml = [
+    'keys:',
+    `  - id: bench-client`,
+    `    role: client`,
+    `    sha256: ${hashKey(clientKey)}`,
+    `    models: ['*']`,
+  ].join('\n');
+  // the caller's TRIAGE_* settings stay out: the bench defines its own config
+  const env: NodeJS.ProcessEnv = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith('TRIAGE_')),
+  );
+  Object.assign(env, {
+    TRIAGE_ENV: 'production',
+    TRIAGE_HOST: '127.0.0.1',
+    TRIAGE_PORT: String(port),
+    TRIAGE_API_KEYS: keysYaml,
+    TRIAGE_MODELS_DIR: ctx.modelsDir,
+    TRIAGE_LOG_LEVEL: options.logLevel,
+    TRIAGE_ACCESS_LOG: String(options.accessLog),
+    // own keyspace: on a shared Redis the bench neither picks up nor leaves behind anybody's jobs
+    TRIAGE_REDIS_PREFIX: `{triage-bench-${process.pid}-${port}}`,
+    ...(ctx.redisUrl ? { TRIAGE_REDIS_URL: ctx.redisUrl } : {}),
+    ...options.env,
+  });
+  const nodeArgs = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir] : [];
+  const child = ctx.children.spawn(
+    options.name,
+    process.execPath,
+    [...nodeArgs, '--import', 'tsx', path.join(ctx.repoRoot, 'src', 'server.ts')],
+    { cwd: ctx.repoRoot, env },
+  );
+  const url = `http://127.0.0.1:${port}`;
+  await waitForOk(`${url}/readyz`, child, 60_000);
+  return {
+    url,
+    clientKey,
+    child,
+    async scrape() {
+      const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) });
+      if (res.status !== 200) throw new Error(`${options.name}: /metrics answered ${res.status}`);
+      return parseProm(await res.text());
+    },
+    stop: () => ctx.children.stop(child, 15_000),
+  };
+}
+
+export interface PromSample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Minimal Prometheus text-format parser: enough for prom-client's output (no escapes inside label values needed). */
+export function parseProm(text: string): PromSample[] {
+  const out: PromSample[] = [];
+  const line = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/;
+  const label = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
+  for (const raw of text.split('\n')) {
+    if (raw === '' || raw.startsWith('#')) continue;
+    const m = line.exec(raw);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(label)) labels[l[1] as string] = l[2] as string;
+    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/** Sum of a metric's samples whose labels include `match`. */
+export function promSum(samples: PromSample[], name: string, match: Record<string, string> = {}): number {
+  let total = 0;
+  for (const s of samples) {
+    if (s.name !== name) continue;
+    if (Object.entries(match).every(([k, v]) => s.labels[k] === v)) total += s.value;
+  }
+  return total;
+}
