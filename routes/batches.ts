@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { stream } from 'hono/streaming';
 import { bulkManifest } from '../src/batch/execute.ts';
-import { type BatchRun, outputKey } from '../src/batch/runs.ts';
+import { type BatchRun, outputKey, shadowFileName, shadowOutputKey } from '../src/batch/runs.ts';
 import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/errors.ts';
 import { readJson, requireRole } from '../src/http.ts';
@@ -81,10 +81,12 @@ export function batchRoutes(deps: AppDeps) {
   app.get('/batches/:id/files/:file', client, async (c) => {
     const run = await deps.batches.visible(c.get('principal')!, c.req.param('id'));
     const file = c.req.param('file');
-    if (run.state !== 'completed' || (file !== 'output.ndjson' && file !== 'errors.ndjson')) {
+    const shadowVersion = Object.keys(run.shadowBytes).find((v) => shadowFileName(v) === file);
+    if (run.state !== 'completed' || (file !== 'output.ndjson' && file !== 'errors.ndjson' && !shadowVersion)) {
       throw new Problem('not_found', 'no such file');
     }
-    const source = deps.batches.storage.createReadStream(outputKey(run.id, file));
+    const key = shadowVersion ? shadowOutputKey(run.id, shadowVersion) : outputKey(run.id, file as 'output.ndjson');
+    const source = deps.batches.storage.createReadStream(key);
     c.header('content-type', 'application/fhir+ndjson');
     return stream(c, async (s) => {
       for await (const chunk of source) await s.write(chunk as Uint8Array);

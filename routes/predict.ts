@@ -6,6 +6,19 @@ import { resolveModel } from '../src/model-lookup.ts';
 import { acceptJob } from './jobs.ts';
 import { endpointFor } from './models.ts';
 
+/**
+ * Header naming the request's subject (a patient or encounter key): a canary split is sticky per subject. It is
+ * hashed for routing and never logged.
+ */
+export const SUBJECT_HEADER = 'x-subject-key';
+
+function parseSubjectKey(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  if (header.length === 0 || header.length > 256)
+    throw new Problem('invalid_header', `${SUBJECT_HEADER} must be 1-256 characters`);
+  return header;
+}
+
 /** Header a caller uses to ask for a deadline shorter than the model's latency budget. */
 export const DEADLINE_HEADER = 'x-request-timeout-ms';
 
@@ -54,18 +67,21 @@ export function predictRoutes(deps: AppDeps) {
       throw new Problem('batch_too_large', `at most ${manifest.sync.maxInstances} instances per request`);
     }
 
-    const predictions = await deps.models.predict(model, instances, deadlineMs);
+    const subjectKey = parseSubjectKey(c.req.header(SUBJECT_HEADER));
+    const result = await deps.models.predict(model, instances, deadlineMs, subjectKey ? { subjectKey } : {});
+    const { predictions, version } = result;
     const requestId = c.get('requestId');
     c.set('requestIdSent', true);
     // a plain Response with a header record stays on @hono/node-server's fast path (no Headers object)
     return new Response(
       JSON.stringify({
         model: manifest.name,
-        version: model.version,
+        version,
         tier: model.tier,
         owner: manifest.owner,
         requestId,
         threshold: manifest.output.threshold,
+        ...(result.fallback ? { fallback: true, fallbackFrom: result.fallback.from } : {}),
         predictions,
       }),
       {
@@ -75,7 +91,7 @@ export function predictRoutes(deps: AppDeps) {
           'cache-control': 'no-store',
           'x-request-id': requestId,
           'x-model-name': manifest.name,
-          'x-model-version': model.version,
+          'x-model-version': version,
           'x-model-tier': model.tier,
           'x-model-owner': manifest.owner.team,
         },

@@ -9,6 +9,7 @@ import { opsRoutes } from '../routes/health.ts';
 import { jobRoutes } from '../routes/jobs.ts';
 import { modelRoutes } from '../routes/models.ts';
 import { predictRoutes } from '../routes/predict.ts';
+import { releaseRoutes } from '../routes/releases.ts';
 import { reviewRoutes } from '../routes/reviews.ts';
 import { scheduleRoutes } from '../routes/schedules.ts';
 import type { AppDeps, AppEnv } from './context.ts';
@@ -21,6 +22,7 @@ const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const { metrics, logger } = deps;
+  const histogramChildren = new Map<string, { observe(v: number): void }>();
 
   app.use('*', async (c, next) => {
     const started = performance.now();
@@ -35,15 +37,23 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const seconds = (performance.now() - started) / 1000;
     const model = c.get('model');
     const route = c.req.matchedRoutes.length ? routePath(c, -1) : 'unmatched';
+    const status = c.res.status;
     const labels = {
       route,
       method: c.req.method,
-      status: String(c.res.status),
+      status: String(status),
       model: model?.manifest.name ?? '',
       version: model?.version ?? '',
       tier: model?.tier ?? '',
     };
-    metrics.httpRequestDuration.observe(labels, seconds);
+    // one cached child per label set: prom-client otherwise hashes the label object on every observation
+    const key = `${route}|${labels.method}|${status}|${labels.model}|${labels.version}`;
+    let child = histogramChildren.get(key);
+    if (!child) {
+      child = metrics.httpRequestDuration.labels(labels);
+      if (histogramChildren.size < 10_000) histogramChildren.set(key, child);
+    }
+    child.observe(seconds);
     if (deps.options.accessLog || c.res.status >= 500) {
       // route pattern, never the raw path or body: no patient data in logs
       logger[c.res.status >= 500 ? 'warn' : 'info'](
@@ -72,6 +82,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v1', adminRoutes(deps));
   app.route('/v1', batchRoutes(deps));
   app.route('/v1/schedules', scheduleRoutes(deps));
+  app.route('/v1', releaseRoutes(deps));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
   app.onError((err, c) => {

@@ -15,7 +15,9 @@ import { JobService } from './jobs/service.ts';
 import { JobStore } from './jobs/store.ts';
 import { createMetrics, type Metrics, registerQueueGauges } from './metrics.ts';
 import type { LoadedModel } from './registry/load.ts';
+import { ReleaseService } from './release.ts';
 import { ModelService, onnxRuntimeFactory, type RuntimeFactory } from './serving.ts';
+import { ShadowRecorder } from './shadow.ts';
 
 export type GatewayConfig = Pick<
   Config,
@@ -44,6 +46,10 @@ export interface ComposeOptions {
   runtimeFactory?: RuntimeFactory;
   now?: () => number;
   random?: () => number;
+  /** how often routing changes made through other replicas are picked up */
+  routingRefreshMs?: number;
+  /** re-reads the manifests (enables POST /v1/admin/reload and SIGHUP) */
+  reloadModels?: () => Promise<LoadedModel[]>;
 }
 
 /**
@@ -62,13 +68,18 @@ export async function composeGateway(options: ComposeOptions) {
   const store = new JobStore(redis, config.redisPrefix);
   const queues = createQueues(redis, config.redisPrefix);
 
+  const shadow = new ShadowRecorder(redis, config.redisPrefix, metrics, logger);
   const models = await ModelService.start(options.models, {
     metrics,
     logger,
     runtimeFactory,
     warmupRuns: config.warmupRuns,
     warmupPolicy: config.warmupPolicy,
+    shadow,
+    ...(options.random ? { random: options.random } : {}),
   });
+  const releases = new ReleaseService(redis, config.redisPrefix, models, store, logger);
+  await releases.follow(options.routingRefreshMs ?? 2000);
   const runs = new RunStore(redis, config.redisPrefix);
   const schedules = new ScheduleService(redis, config.redisPrefix, store);
   const storage = new LocalStorage(config.dataDir);
@@ -96,6 +107,18 @@ export async function composeGateway(options: ComposeOptions) {
     admin,
     batches,
     schedules,
+    releases,
+    shadow,
+    ...(options.reloadModels
+      ? {
+          reload: async () => {
+            const loaded = await (options.reloadModels as () => Promise<LoadedModel[]>)();
+            await models.reload(loaded, await releases.overrides());
+            await releases.refresh();
+            return models.list().map((m) => `${m.manifest.name}@${m.version}`);
+          },
+        }
+      : {}),
     keys: options.keys,
     metrics,
     logger,
@@ -134,6 +157,7 @@ export async function composeGateway(options: ComposeOptions) {
           },
           now,
           ...(options.random ? { random: options.random } : {}),
+          shadow,
         })
       : undefined;
 
@@ -149,7 +173,9 @@ export async function composeGateway(options: ComposeOptions) {
     metrics,
     /** closes workers, queues, models and Redis, in that order */
     async close() {
+      releases.close();
       await workers?.close();
+      await shadow.close();
       await queues.close();
       await schedules.close();
       await models.close();

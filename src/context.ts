@@ -6,7 +6,9 @@ import type { BatchService } from './batch/service.ts';
 import type { AdminService } from './jobs/admin.ts';
 import type { JobService } from './jobs/service.ts';
 import type { Metrics } from './metrics.ts';
+import type { ReleaseService } from './release.ts';
 import type { ModelService, ServedModel } from './serving.ts';
+import type { ShadowRecorder } from './shadow.ts';
 
 /** Everything `createApp` needs, injected: no module reads the environment or opens a connection on import. */
 export interface AppDeps {
@@ -15,6 +17,10 @@ export interface AppDeps {
   admin: AdminService;
   batches: BatchService;
   schedules: ScheduleService;
+  releases: ReleaseService;
+  shadow: ShadowRecorder;
+  /** re-reads the manifests and swaps them in; returns the served `name@version`s */
+  reload?: () => Promise<string[]>;
   keys: ApiKeyStore;
   metrics: Metrics;
   logger: Logger;

@@ -24,6 +24,7 @@ export const problemCodes = {
   wrong_tier: { status: 409, title: 'This model is not served on this endpoint' },
   idempotency_conflict: { status: 409, title: 'This idempotency key was used for a different request' },
   already_decided: { status: 409, title: 'This review has already been decided' },
+  evidence_required: { status: 409, title: 'The version lacks the release evidence this change needs' },
   invalid_state: { status: 409, title: 'The job is not in a state that allows this' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
@@ -32,6 +33,7 @@ export const problemCodes = {
   not_ready: { status: 503, title: 'The gateway is not ready' },
   deadline_exceeded: { status: 504, title: 'No score: the model did not answer in time' },
   inference_failed: { status: 500, title: 'The model failed to score this request' },
+  upstream_failed: { status: 502, title: 'The remote model endpoint failed' },
   internal: { status: 500, title: 'Internal error' },
 } as const satisfies Record<string, { status: number; title: string }>;
 

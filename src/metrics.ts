@@ -97,6 +97,43 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Callbacks that exhausted their attempts and went to the dead-letter list',
       registers: [registry],
     }),
+    shadowPairs: new Counter({
+      name: 'triage_shadow_pairs_total',
+      help: 'Primary/shadow prediction pairs recorded, by agreement at the approved threshold',
+      labelNames: ['model', 'version', 'agreement'] as const,
+      registers: [registry],
+    }),
+    shadowErrors: new Counter({
+      name: 'triage_shadow_errors_total',
+      help: 'Shadow runs that failed (they never affect the primary answer)',
+      labelNames: ['model', 'version'] as const,
+      registers: [registry],
+    }),
+    shadowDropped: new Counter({
+      name: 'triage_shadow_dropped_total',
+      help: 'Sampled shadow runs skipped because the shadow was saturated',
+      labelNames: ['model'] as const,
+      registers: [registry],
+    }),
+    shadowLatency: new Histogram({
+      name: 'triage_shadow_latency_seconds',
+      help: 'Shadow run latency',
+      labelNames: ['model', 'version'] as const,
+      buckets: latencyBuckets,
+      registers: [registry],
+    }),
+    canaryRequests: new Counter({
+      name: 'triage_routed_requests_total',
+      help: 'Sync requests by the version that answered and why (primary, canary, fallback)',
+      labelNames: ['model', 'version', 'route'] as const,
+      registers: [registry],
+    }),
+    fallbacks: new Counter({
+      name: 'triage_fallback_total',
+      help: 'Requests answered by a declared fallback version because the remote version failed',
+      labelNames: ['model', 'version', 'reason'] as const,
+      registers: [registry],
+    }),
     batchRows: new Counter({
       name: 'triage_batch_rows_total',
       help: 'Batch rows committed, by outcome (scored, failed)',

@@ -95,7 +95,7 @@ export function confidenceOf(prediction: Prediction): number {
   return typeof prediction.confidence === 'number' ? prediction.confidence : 1;
 }
 
-/** float32 → a JSON number without float noise (0.30000001192 → 0.3). */
+/** float32 → a JSON number without float noise (0.30000001192 → 0.3): six decimals, as float32 carries ~7 digits. */
 function round(v: number): number {
-  return Number(v.toPrecision(7));
+  return Math.round(v * 1e6) / 1e6;
 }

@@ -13,6 +13,8 @@ export interface RunningGateway {
   url: string;
   /** stops accepting, drains in-flight requests (up to the grace period), then closes models and Redis */
   shutdown(): Promise<void>;
+  /** re-reads the manifests (SIGHUP) */
+  reload(): Promise<string[]>;
 }
 
 function keysFor(config: Config): ApiKeyStore {
@@ -44,6 +46,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     keys,
     models: loaded,
     metrics: createMetrics({ defaultMetrics: true }),
+    reloadModels: () => loadModels(config.modelsDir, config.syncCeilingMs),
   });
   const { app, deps } = gateway;
 
@@ -80,7 +83,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     })();
     return closing;
   };
-  return { url, shutdown };
+  return { url, shutdown, reload: () => (deps.reload ? deps.reload() : Promise.resolve([])) };
 }
 
 export async function main(): Promise<void> {
@@ -106,6 +109,16 @@ export async function main(): Promise<void> {
     logger.fatal({ err: { message: (err as Error).message } }, 'cannot start');
     process.exit(1);
   }
+  process.on('SIGHUP', () => {
+    gateway.reload().then(
+      (models) => logger.info({ models }, 'manifests reloaded'),
+      (err) =>
+        logger.error(
+          { err: { message: (err as Error).message } },
+          'manifest reload failed: still serving the previous ones',
+        ),
+    );
+  });
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => {
       gateway.shutdown().then(

@@ -6,9 +6,11 @@ import { inputWidth } from './model-input.ts';
 import { type CorpusEntry, type Prediction, shapePredictions } from './predictions.ts';
 import type { LoadedModel } from './registry/load.ts';
 import type { Manifest, ModelVersion, Tier } from './registry/schema.ts';
+import { chooseVersion, type RoutingState, routingFromManifest } from './routing.ts';
 import { BatchCancelled, DynamicBatcher } from './runtime/batcher.ts';
 import { createOnnxRuntime } from './runtime/onnx.ts';
-import type { ModelRuntime } from './runtime/types.ts';
+import type { ModelRuntime, OutputTensor } from './runtime/types.ts';
+import { comparable, type ShadowRecorder } from './shadow.ts';
 
 export type RuntimeFactory = (model: LoadedModel, version: ModelVersion) => Promise<ModelRuntime>;
 
@@ -19,97 +21,145 @@ export function onnxRuntimeFactory(threads: number): RuntimeFactory {
 
 export type ModelState = 'warm' | 'refused';
 
+/** One version of a model, ready to score: its runtime, and for in-process versions a dynamic batcher. */
+export interface ServedVersion {
+  readonly spec: ModelVersion;
+  readonly runtime: ModelRuntime;
+  readonly batcher?: DynamicBatcher;
+  /** the runtime's identity, so a reload reuses an unchanged runtime */
+  readonly key: string;
+  warmupP99Ms?: number;
+}
+
 export interface ServedModel {
   readonly manifest: Manifest;
   readonly tier: Tier;
   readonly tierReasons: string[];
-  readonly version: string;
+  /** the primary version (changes on promotion or rollback) */
+  version: string;
+  routing: RoutingState;
   readonly corpus?: CorpusEntry[];
+  readonly loaded: LoadedModel;
   state: ModelState;
   refusal?: string;
   warmupP99Ms?: number;
+  /** requests admitted and not finished, all versions together: the concurrency bound counts these */
   inFlight: number;
-  batcher?: DynamicBatcher;
-  runtime?: ModelRuntime;
+  versions: Map<string, ServedVersion>;
 }
 
 export interface PredictResult {
-  model: ServedModel;
   predictions: Prediction[];
+  /** the version that answered */
+  version: string;
+  /** set when a declared fallback answered because the routed version failed */
+  fallback?: { from: string; reason: string };
 }
 
 export const NO_SCORE_ACTION = 'no score: follow the standard protocol';
+/** Shadow runs in flight per model beyond which sampled mirrors are dropped (and counted), never queued. */
+const MAX_SHADOW_IN_FLIGHT = 256;
+
+interface ServiceOptions {
+  metrics: Metrics;
+  logger: Logger;
+  runtimeFactory: RuntimeFactory;
+  warmupRuns: number;
+  warmupPolicy: 'refuse' | 'warn';
+  shadow?: ShadowRecorder;
+  random?: () => number;
+}
 
 /**
- * The models this process serves: sync models loaded into their runtime and warmed at start, with a concurrency
- * bound and a deadline per request. Requests past the bound are refused at once (503) instead of queueing until the
- * budget is blown; requests past their deadline get no score (504), never a late one.
+ * The models this process serves. Sync models are loaded into their runtimes (every version the routing can reach:
+ * primary, canary, shadows, fallbacks) and warmed at start, with a concurrency bound and a deadline per request:
+ * requests past the bound are refused at once (503), requests past their deadline get no score (504), never a late
+ * one. A canary split picks the answering version per subject; shadows score sampled inputs after the answer, off
+ * the request's path. Manifests reload without a restart: requests in flight finish on the versions they started on.
  */
 export class ModelService {
-  readonly #models = new Map<string, ServedModel>();
-  readonly #metrics: Metrics;
+  #models = new Map<string, ServedModel>();
+  readonly #options: ServiceOptions;
+  readonly #random: () => number;
+  #shadowInFlight = new Map<string, number>();
 
-  private constructor(metrics: Metrics) {
-    this.#metrics = metrics;
+  private constructor(options: ServiceOptions) {
+    this.#options = options;
+    this.#random = options.random ?? Math.random;
   }
 
-  static async start(
-    loaded: LoadedModel[],
-    options: {
-      metrics: Metrics;
-      logger: Logger;
-      runtimeFactory: RuntimeFactory;
-      warmupRuns: number;
-      warmupPolicy: 'refuse' | 'warn';
-    },
-  ): Promise<ModelService> {
-    const service = new ModelService(options.metrics);
-    const { metrics, logger } = options;
+  static async start(loaded: LoadedModel[], options: ServiceOptions): Promise<ModelService> {
+    const service = new ModelService(options);
+    service.#models = await service.#build(loaded, new Map());
+    return service;
+  }
+
+  async #build(loaded: LoadedModel[], reuse: Map<string, ServedVersion>): Promise<Map<string, ServedModel>> {
+    const models = new Map<string, ServedModel>();
     for (const m of loaded) {
       const served: ServedModel = {
         manifest: m.manifest,
         tier: m.classification.tier,
         tierReasons: m.classification.reasons,
         version: m.primary.version,
+        routing: routingFromManifest(m.manifest),
         ...(m.corpus ? { corpus: m.corpus } : {}),
+        loaded: m,
         state: 'warm',
         inFlight: 0,
+        versions: new Map(),
       };
-      service.#models.set(m.manifest.name, served);
-      const sync = m.manifest.sync;
-      if (served.tier !== 'sync' || !sync) continue;
-
-      const runtime = await options.runtimeFactory(m, m.primary);
-      const p99 = await measureWarmup(runtime, typicalRow(m.manifest.features), options.warmupRuns);
-      served.runtime = runtime;
-      served.warmupP99Ms = p99;
-      metrics.warmupLatency.set({ model: m.manifest.name, version: served.version }, p99 / 1000);
-      if (p99 > sync.latencyBudgetMs) {
-        const reason = `warm-up p99 ${p99.toFixed(2)} ms breaks the latency budget of ${sync.latencyBudgetMs} ms`;
-        if (options.warmupPolicy === 'refuse') {
+      models.set(m.manifest.name, served);
+      if (served.tier !== 'sync' || !m.manifest.sync) continue;
+      for (const v of m.manifest.versions) {
+        const version = await this.#loadVersion(m, v, reuse);
+        served.versions.set(v.version, version);
+      }
+      const primary = served.versions.get(served.version);
+      served.warmupP99Ms = primary?.warmupP99Ms;
+      const budget = m.manifest.sync.latencyBudgetMs;
+      if (primary?.warmupP99Ms !== undefined && primary.warmupP99Ms > budget) {
+        const reason = `warm-up p99 ${primary.warmupP99Ms.toFixed(2)} ms breaks the latency budget of ${budget} ms`;
+        if (this.#options.warmupPolicy === 'refuse') {
           served.state = 'refused';
           served.refusal = reason;
-          metrics.modelRefused.set({ model: m.manifest.name, reason: 'warmup_over_budget' }, 1);
-          logger.error({ model: m.manifest.name, version: served.version, p99Ms: p99 }, `model refused: ${reason}`);
+          this.#options.metrics.modelRefused.set({ model: m.manifest.name, reason: 'warmup_over_budget' }, 1);
+          this.#options.logger.error({ model: m.manifest.name, version: served.version }, `model refused: ${reason}`);
           continue;
         }
-        logger.warn({ model: m.manifest.name, version: served.version, p99Ms: p99 }, `serving anyway: ${reason}`);
+        this.#options.logger.warn({ model: m.manifest.name, version: served.version }, `serving anyway: ${reason}`);
       }
-      const labels = { model: m.manifest.name, version: served.version };
-      served.batcher = new DynamicBatcher(runtime, {
-        featureCount: m.manifest.features.length,
-        maxRows: sync.maxBatchSize,
-        maxWaitMs: sync.maxBatchWaitMs,
-        observer: {
-          onRun(rows, seconds, ok) {
-            metrics.inferenceDuration.observe({ ...labels, tier: 'sync', status: ok ? 'ok' : 'error' }, seconds);
-            metrics.inferenceBatchSize.observe(labels, rows);
-          },
-        },
-      });
-      logger.info({ model: m.manifest.name, version: served.version, p99Ms: Number(p99.toFixed(3)) }, 'model warm');
+      this.#options.logger.info(
+        { model: m.manifest.name, version: served.version, p99Ms: primary?.warmupP99Ms?.toFixed(3) },
+        'model warm',
+      );
     }
-    return service;
+    return models;
+  }
+
+  async #loadVersion(m: LoadedModel, v: ModelVersion, reuse: Map<string, ServedVersion>): Promise<ServedVersion> {
+    const { metrics } = this.#options;
+    const key = `${m.manifest.name}@${v.version}:${JSON.stringify(v.runtime)}:${JSON.stringify(m.manifest.sync)}`;
+    const existing = reuse.get(key);
+    if (existing) return existing;
+    const runtime = await this.#options.runtimeFactory(m, v);
+    const sync = m.manifest.sync;
+    if (v.runtime.kind !== 'onnx' || !sync) return { spec: v, runtime, key };
+    const p99 = await measureWarmup(runtime, typicalRow(m.manifest.features), this.#options.warmupRuns);
+    metrics.warmupLatency.set({ model: m.manifest.name, version: v.version }, p99 / 1000);
+    const labels = { model: m.manifest.name, version: v.version };
+    const batcher = new DynamicBatcher(runtime, {
+      featureCount: m.manifest.features.length,
+      maxRows: sync.maxBatchSize,
+      maxWaitMs: sync.maxBatchWaitMs,
+      observer: {
+        onRun(rows, seconds, ok) {
+          metrics.inferenceDuration.observe({ ...labels, tier: 'sync', status: ok ? 'ok' : 'error' }, seconds);
+          metrics.inferenceBatchSize.observe(labels, rows);
+        },
+      },
+    });
+    return { spec: v, runtime, batcher, key, warmupP99Ms: p99 };
   }
 
   get(name: string): ServedModel | undefined {
@@ -120,65 +170,181 @@ export class ModelService {
     return [...this.#models.values()];
   }
 
-  /** Ready when every model that is not refused is warm. */
+  /** Ready when every sync model that is not refused has its primary loaded. */
   ready(): boolean {
-    return this.list().every((m) => m.state === 'refused' || m.tier !== 'sync' || m.batcher !== undefined);
+    return this.list().every((m) => m.state === 'refused' || m.tier !== 'sync' || m.versions.has(m.version));
+  }
+
+  /** Applies a routing change (promotion, rollback, canary weights, shadows) to this process. */
+  setRouting(name: string, routing: RoutingState): void {
+    const model = this.#models.get(name);
+    if (!model) return;
+    model.routing = routing;
+    model.version = routing.primary;
+    model.warmupP99Ms = model.versions.get(routing.primary)?.warmupP99Ms;
+  }
+
+  /**
+   * Swaps in freshly loaded manifests. Unchanged versions keep their warm runtimes; new ones are loaded and warmed
+   * before the swap; requests in flight hold their model and version and finish on them. Runtimes no longer used are
+   * closed once nothing is in flight on them.
+   */
+  async reload(loaded: LoadedModel[], routingOverrides: Map<string, RoutingState> = new Map()): Promise<void> {
+    const previous = this.#models;
+    const reuse = new Map<string, ServedVersion>();
+    for (const m of previous.values()) for (const v of m.versions.values()) reuse.set(v.key, v);
+    const next = await this.#build(loaded, reuse);
+    for (const [name, routing] of routingOverrides) {
+      const m = next.get(name);
+      if (m && routing.primary && m.versions.has(routing.primary)) {
+        m.routing = routing;
+        m.version = routing.primary;
+      }
+    }
+    // carry in-flight counts over so the concurrency bound stays true across the swap
+    for (const [name, m] of next) m.inFlight = previous.get(name)?.inFlight ?? 0;
+    this.#models = next;
+    const kept = new Set<string>();
+    for (const m of next.values()) for (const v of m.versions.values()) kept.add(v.key);
+    const retired = [...reuse.values()].filter((v) => !kept.has(v.key));
+    if (retired.length > 0) {
+      const closeLater = setTimeout(() => void Promise.allSettled(retired.map((v) => v.runtime.close())), 30_000);
+      closeLater.unref();
+    }
   }
 
   /**
    * Scores a sync request. `instances` is validated first (bad input costs no capacity), then admitted against the
-   * concurrency bound, then raced against `deadlineMs`.
+   * concurrency bound, routed (canary split), raced against `deadlineMs`, and finally mirrored to shadows.
    */
-  async predict(model: ServedModel, instances: readonly unknown[], deadlineMs: number): Promise<Prediction[]> {
+  async predict(
+    model: ServedModel,
+    instances: readonly unknown[],
+    deadlineMs: number,
+    options: { subjectKey?: string } = {},
+  ): Promise<PredictResult> {
     const sync = model.manifest.sync;
-    if (model.state === 'refused' || !model.batcher || !sync) {
-      throw new Problem(
-        'not_ready',
-        `model "${model.manifest.name}" is not being served: ${model.refusal ?? 'not loaded'}`,
-        {
-          headers: { 'retry-after': '30' },
-        },
-      );
+    const name = model.manifest.name;
+    if (model.state === 'refused' || !sync || !model.versions.has(model.version)) {
+      throw new Problem('not_ready', `model "${name}" is not being served: ${model.refusal ?? 'not loaded'}`, {
+        headers: { 'retry-after': '30' },
+      });
     }
     const input = encodeInstances(model.manifest.features, instances);
-    const name = model.manifest.name;
     if (model.inFlight >= sync.maxConcurrency) {
-      this.#metrics.shed.inc({ model: name });
+      this.#options.metrics.shed.inc({ model: name });
       throw new Problem('overloaded', `model "${name}" is at its concurrency bound (${sync.maxConcurrency})`, {
         headers: { 'retry-after': '1' },
       });
     }
-    model.inFlight++;
-    this.#metrics.inFlight.inc({ model: name });
-    const submission = model.batcher.submit(input, instances.length);
-    // the slot is held until the runtime is done with the work (or it is withdrawn), whatever the caller saw
-    const release = () => {
-      model.inFlight--;
-      this.#metrics.inFlight.dec({ model: name });
-    };
-    submission.result.then(release, release);
+    const routing = model.routing;
+    const chosen = chooseVersion(name, routing, options.subjectKey, this.#random);
+    const route = chosen === routing.primary ? 'primary' : 'canary';
+    const started = performance.now();
+    const deadlineAt = Date.now() + deadlineMs;
+    const rows = instances.length;
 
+    model.inFlight++;
+    this.#options.metrics.inFlight.inc({ model: name });
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      model.inFlight--;
+      this.#options.metrics.inFlight.dec({ model: name });
+    };
+
+    let result: PredictResult;
+    try {
+      const version = model.versions.get(chosen) as ServedVersion;
+      try {
+        const outputs = await this.#score(model, version, input, rows, deadlineAt, deadlineMs, release);
+        result = { predictions: shapePredictions(model.manifest.output, outputs, rows), version: chosen };
+      } catch (err) {
+        const fallback = version.spec.fallback ? model.versions.get(version.spec.fallback) : undefined;
+        if (
+          !fallback ||
+          (err instanceof Problem && err.code !== 'upstream_failed' && err.code !== 'deadline_exceeded')
+        ) {
+          throw err;
+        }
+        if (Date.now() >= deadlineAt) throw err;
+        const reason = err instanceof Problem ? err.code : 'error';
+        this.#options.metrics.fallbacks.inc({ model: name, version: chosen, reason });
+        const outputs = await this.#score(model, fallback, input, rows, deadlineAt, deadlineAt - Date.now(), () => {});
+        result = {
+          predictions: shapePredictions(model.manifest.output, outputs, rows),
+          version: fallback.spec.version,
+          fallback: { from: chosen, reason },
+        };
+      }
+    } finally {
+      release();
+    }
+    this.#options.metrics.canaryRequests.inc({
+      model: name,
+      version: result.version,
+      route: result.fallback ? 'fallback' : route,
+    });
+    if (routing.shadow && this.#options.shadow && this.#random() < routing.shadow.sampleRate) {
+      const primaryMs = performance.now() - started;
+      // after the answer, off the request's path: setImmediate lets the response go out first
+      setImmediate(() => this.#mirror(model, routing, input, rows, result, primaryMs));
+    }
+    return result;
+  }
+
+  /** Runs one version within the deadline; `release` frees the request's concurrency slot when the work is done. */
+  async #score(
+    model: ServedModel,
+    version: ServedVersion,
+    input: Float32Array,
+    rows: number,
+    deadlineAt: number,
+    deadlineMs: number,
+    release: () => void,
+  ): Promise<Record<string, OutputTensor>> {
+    const name = model.manifest.name;
+    let cancel = () => {};
+    let work: Promise<Record<string, OutputTensor>>;
+    if (version.batcher) {
+      const submission = version.batcher.submit(input, rows);
+      cancel = submission.cancel;
+      work = submission.result;
+    } else {
+      work = version.runtime.run(input, rows, { deadline: deadlineAt });
+    }
+    // the slot is held until the runtime is done with the work (or it is withdrawn), whatever the caller saw
+    work.then(release, release);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        submission.cancel();
-        this.#metrics.deadlineExceeded.inc({ model: name });
-        reject(
-          new Problem('deadline_exceeded', `no score within ${deadlineMs} ms`, {
-            extensions: { action: NO_SCORE_ACTION, deadlineMs },
-          }),
-        );
-      }, deadlineMs);
+      timer = setTimeout(
+        () => {
+          cancel();
+          reject(
+            new Problem('deadline_exceeded', `no score within ${deadlineMs} ms`, {
+              extensions: { action: NO_SCORE_ACTION, deadlineMs },
+            }),
+          );
+        },
+        Math.max(0, deadlineMs),
+      );
     });
     try {
-      const outputs = await Promise.race([submission.result, deadline]);
-      return shapePredictions(model.manifest.output, outputs, instances.length);
+      return await Promise.race([work, deadline]);
     } catch (err) {
-      if (err instanceof Problem) throw err;
-      if (err instanceof BatchCancelled)
+      if (err instanceof Problem) {
+        if (err.code === 'deadline_exceeded') this.#options.metrics.deadlineExceeded.inc({ model: name });
+        throw err;
+      }
+      if (err instanceof BatchCancelled) {
+        this.#options.metrics.deadlineExceeded.inc({ model: name });
         throw new Problem('deadline_exceeded', 'no score within the deadline', {
           extensions: { action: NO_SCORE_ACTION },
         });
+      }
+      const remote = remoteFailure(err);
+      if (remote) throw remote;
       throw new Problem('inference_failed', 'the model failed to score this request', {
         extensions: { action: NO_SCORE_ACTION },
         cause: err,
@@ -188,9 +354,79 @@ export class ModelService {
     }
   }
 
-  async close(): Promise<void> {
-    await Promise.allSettled(this.list().map((m) => m.runtime?.close()));
+  async #mirror(
+    model: ServedModel,
+    routing: RoutingState,
+    input: Float32Array,
+    rows: number,
+    primary: PredictResult,
+    primaryMs: number,
+  ): Promise<void> {
+    const recorder = this.#options.shadow;
+    if (!recorder || !routing.shadow) return;
+    const name = model.manifest.name;
+    const primaryComparable = primary.predictions.map((p) => comparable(model.manifest.output, p));
+    for (const shadowVersion of routing.shadow.versions) {
+      const served = model.versions.get(shadowVersion);
+      if (!served || shadowVersion === primary.version) continue;
+      const inFlight = this.#shadowInFlight.get(name) ?? 0;
+      if (inFlight >= MAX_SHADOW_IN_FLIGHT) {
+        this.#options.metrics.shadowDropped.inc({ model: name });
+        continue;
+      }
+      this.#shadowInFlight.set(name, inFlight + 1);
+      const started = performance.now();
+      try {
+        const outputs = served.batcher
+          ? await served.batcher.submit(input, rows).result
+          : await served.runtime.run(input, rows, {
+              deadline: Date.now() + (model.manifest.sync?.latencyBudgetMs ?? 1000),
+            });
+        const shadow = shapePredictions(model.manifest.output, outputs, rows).map((p) =>
+          comparable(model.manifest.output, p),
+        );
+        recorder.record({
+          model: name,
+          primaryVersion: primary.version,
+          shadowVersion,
+          primary: primaryComparable,
+          shadow,
+          primaryMs,
+          shadowMs: performance.now() - started,
+        });
+      } catch (err) {
+        recorder.record({
+          model: name,
+          primaryVersion: primary.version,
+          shadowVersion,
+          primary: primaryComparable,
+          primaryMs,
+          shadowMs: performance.now() - started,
+          error: (err as Error).message,
+        });
+      } finally {
+        this.#shadowInFlight.set(name, (this.#shadowInFlight.get(name) ?? 1) - 1);
+      }
+    }
   }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.list().flatMap((m) => [...m.versions.values()].map((v) => v.runtime.close())));
+  }
+}
+
+/** A remote runtime's failure as the caller sees it: a timeout is a deadline miss, anything else a 502. */
+function remoteFailure(err: unknown): Problem | undefined {
+  const e = err as { name?: string; kind?: string; message?: string };
+  if (e?.name !== 'RemoteError') return undefined;
+  if (e.kind === 'timeout') {
+    return new Problem('deadline_exceeded', 'the remote model did not answer in time', {
+      extensions: { action: NO_SCORE_ACTION },
+    });
+  }
+  return new Problem('upstream_failed', `the remote model failed (${e.kind})`, {
+    extensions: { action: NO_SCORE_ACTION, upstream: e.kind },
+  });
 }
 
 async function measureWarmup(runtime: ModelRuntime, row: Float32Array, runs: number): Promise<number> {

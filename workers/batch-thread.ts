@@ -38,7 +38,19 @@ try {
   if (!run) throw new Error(`run ${input.runId} not found`);
   const artifact = input.model.artifacts.get(input.version);
   if (!artifact) throw new Error(`version ${input.version} has no artifact`);
-  const runtime = await createOnnxRuntime(artifact, inputWidth(input.model.manifest), { threads: input.onnxThreads });
+  const width = inputWidth(input.model.manifest);
+  const runtime = await createOnnxRuntime(artifact, width, { threads: input.onnxThreads });
+  // in-process shadows only: a batch run does not call remote endpoints for its mirror
+  const shadows = await Promise.all(
+    (input.model.manifest.routing.shadow?.versions ?? [])
+      .filter((v) => v !== input.version && input.model.artifacts.has(v))
+      .map(async (version) => ({
+        version,
+        runtime: await createOnnxRuntime(input.model.artifacts.get(version) as string, width, {
+          threads: input.onnxThreads,
+        }),
+      })),
+  );
   try {
     const outcome = await executeRun({
       run,
@@ -46,11 +58,13 @@ try {
       storage: new LocalStorage(input.dataDir),
       runtime,
       runs,
+      shadows,
       onChunk: (scored, failed) => port.postMessage({ type: 'chunk', scored, failed } satisfies BatchThreadMessage),
     });
     port.postMessage({ type: 'done', outcome } satisfies BatchThreadMessage);
   } finally {
     await runtime.close();
+    await Promise.all(shadows.map((sh) => sh.runtime.close()));
   }
 } catch (err) {
   port.postMessage({ type: 'error', message: (err as Error).message } satisfies BatchThreadMessage);

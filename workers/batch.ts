@@ -172,7 +172,9 @@ export function startBatchWorker(deps: BatchWorkerDeps) {
     connection,
     prefix: deps.prefix,
     concurrency: 1,
+    // a crashed worker's run is picked up again (and resumed) once its lock lapses, not after BullMQ's 30 s default
     lockDuration: deps.lockDurationMs,
+    stalledInterval: deps.lockDurationMs,
     maxStalledCount: 3,
   });
   worker.on('error', (err) => logger.warn({ err: { message: err.message } }, 'batch worker error'));

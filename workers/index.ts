@@ -8,6 +8,7 @@ import type { JobStore } from '../src/jobs/store.ts';
 import type { BatchMetrics, JobMetrics } from '../src/metrics.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
 import type { RuntimeFactory } from '../src/serving.ts';
+import type { ShadowRecorder } from '../src/shadow.ts';
 import { startBatchWorker } from './batch.ts';
 import { startCallbackWorker } from './callbacks.ts';
 import { startInferenceWorker } from './inference.ts';
@@ -43,6 +44,7 @@ export interface WorkersDeps {
   };
   now: () => number;
   random?: () => number;
+  shadow?: ShadowRecorder;
 }
 
 /** Starts the chosen workers in this process (all of them in the single-machine default); `close` stops them. */

@@ -17,6 +17,7 @@ import { shapePredictions } from '../src/predictions.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
 import type { RuntimeFactory } from '../src/serving.ts';
+import { comparable, type ShadowRecorder } from '../src/shadow.ts';
 
 export interface InferenceWorkerDeps {
   redisUrl: string;
@@ -32,6 +33,8 @@ export interface InferenceWorkerDeps {
   /** lock duration and stalled-job check interval (default 30 s): how soon a crashed worker's job is recovered */
   lockMs?: number;
   now: () => number;
+  /** records shadow pairs of async jobs (routing.shadow in the manifest) */
+  shadow?: ShadowRecorder;
   /** for the review sample; injectable so tests can decide */
   random?: () => number;
 }
@@ -95,12 +98,13 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
     }
 
     let predictions: ReturnType<typeof shapePredictions>;
+    const timeoutMs = model.manifest.async?.timeoutMs ?? 60_000;
+    const scoringStarted = performance.now();
     try {
       const runtime = await runtimeFor(model, record.version);
-      const timeoutMs = model.manifest.async?.timeoutMs ?? 60_000;
       let timer: NodeJS.Timeout | undefined;
       const outputs = await Promise.race([
-        runtime.run(input.data, input.rows),
+        runtime.run(input.data, input.rows, { deadline: Date.now() + timeoutMs }),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`no result within ${timeoutMs} ms`)), timeoutMs);
         }),
@@ -121,6 +125,40 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
       if (finalAttempt) await fail('the model failed to score this job');
       else await store.transition(id, record.model, ['running'], 'queued', { now: now() });
       throw err;
+    }
+
+    const primaryMs = performance.now() - scoringStarted;
+    // shadows see the same input; their outputs are recorded, never stored on the job, and their failures fail nothing
+    const shadow = model.manifest.routing.shadow;
+    if (shadow && deps.shadow && (deps.random ?? Math.random)() < shadow.sampleRate) {
+      const primary = predictions.map((p) => comparable(model.manifest.output, p));
+      for (const version of shadow.versions) {
+        const started = performance.now();
+        try {
+          const runtime = await runtimeFor(model, version);
+          const outputs = await runtime.run(input.data, input.rows, { deadline: Date.now() + timeoutMs });
+          const shadowPredictions = shapePredictions(model.manifest.output, outputs, input.rows, model.corpus);
+          deps.shadow.record({
+            model: record.model,
+            primaryVersion: record.version,
+            shadowVersion: version,
+            primary,
+            shadow: shadowPredictions.map((p) => comparable(model.manifest.output, p)),
+            primaryMs,
+            shadowMs: performance.now() - started,
+          });
+        } catch (err) {
+          deps.shadow.record({
+            model: record.model,
+            primaryVersion: record.version,
+            shadowVersion: version,
+            primary,
+            primaryMs,
+            shadowMs: performance.now() - started,
+            error: (err as Error).message,
+          });
+        }
+      }
     }
 
     const output = JSON.stringify({ predictions });

@@ -14,6 +14,7 @@ import { createLogger } from '../src/logger.ts';
 import { createMetrics } from '../src/metrics.ts';
 import { loadModels } from '../src/registry/load.ts';
 import { onnxRuntimeFactory } from '../src/serving.ts';
+import { ShadowRecorder } from '../src/shadow.ts';
 import { startWorkers, type WorkerKind, workerKinds } from './index.ts';
 
 async function main() {
@@ -44,6 +45,7 @@ async function main() {
   const models = await loadModels(config.modelsDir, config.syncCeilingMs);
   const metrics = createMetrics();
   const schedules = new ScheduleService(redis, config.redisPrefix, store);
+  const shadow = new ShadowRecorder(redis, config.redisPrefix, metrics, logger);
   const workers = startWorkers({
     kinds,
     redisUrl,
@@ -68,11 +70,13 @@ async function main() {
     lockMs: config.workerLockMs,
     maintenanceIntervalMs: config.maintenanceIntervalMs,
     now: Date.now,
+    shadow,
   });
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, async () => {
       logger.info('stopping workers: finishing active jobs');
       await workers.close();
+      await shadow.close();
       await queues.close();
       await schedules.close();
       await redis.quit().catch(() => redis.disconnect());

@@ -4,7 +4,7 @@ import { shapePredictions } from '../predictions.ts';
 import type { LoadedModel } from '../registry/load.ts';
 import type { ModelRuntime } from '../runtime/types.ts';
 import { type InputRow, readCsv, readFhirObservations, readNdjson } from './readers.ts';
-import { type BatchRun, outputKey, type RunStore } from './runs.ts';
+import { type BatchRun, outputKey, type RunStore, shadowFileName, shadowOutputKey } from './runs.ts';
 import type { BatchStorage } from './storage.ts';
 
 export interface ExecuteContext {
@@ -13,6 +13,8 @@ export interface ExecuteContext {
   storage: BatchStorage;
   runtime: ModelRuntime;
   runs: RunStore;
+  /** shadow versions: each scores the same rows, written beside the primary's output, never instead of it */
+  shadows?: Array<{ version: string; runtime: ModelRuntime }>;
   /** called after each committed chunk with the rows it scored and failed */
   onChunk?: (scored: number, failed: number) => void;
 }
@@ -60,6 +62,13 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   const chunkSize = manifest.batch?.chunkSize ?? 256;
   const output = await storage.openAppend(outputKey(run.id, 'output.ndjson'), run.outputBytes);
   const errors = await storage.openAppend(outputKey(run.id, 'errors.ndjson'), run.errorBytes);
+  const shadowBytes: Record<string, number> = { ...run.shadowBytes };
+  const shadows = await Promise.all(
+    (ctx.shadows ?? []).map(async (s) => ({
+      ...s,
+      file: await storage.openAppend(shadowOutputKey(run.id, s.version), shadowBytes[s.version] ?? 0),
+    })),
+  );
   const checkpoint = {
     rowsDone: run.rowsDone,
     scored: run.scored,
@@ -100,13 +109,28 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
         outputText += `${JSON.stringify({ id, model: manifest.name, version: run.version, prediction: predictions[i] })}\n`;
       });
     }
+    for (const shadow of shadows) {
+      if (valid.length === 0) break;
+      // a failing shadow fails nothing: its chunk is recorded as an error line in its own file
+      let text = '';
+      try {
+        const tensors = await shadow.runtime.run(input.subarray(0, valid.length * width), valid.length);
+        const predictions = shapePredictions(manifest.output, tensors, valid.length, model.corpus);
+        valid.forEach((id, i) => {
+          text += `${JSON.stringify({ id, model: manifest.name, version: shadow.version, shadow: true, prediction: predictions[i] })}\n`;
+        });
+      } catch (err) {
+        text = `${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${(err as Error).message}` })}\n`;
+      }
+      shadowBytes[shadow.version] = await shadow.file.append(text);
+    }
     if (outputText) checkpoint.outputBytes = await output.append(outputText);
     if (errorText) checkpoint.errorBytes = await errors.append(errorText);
     checkpoint.rowsDone += chunk.length;
     checkpoint.scored += valid.length;
     checkpoint.failed += chunk.length - valid.length;
     checkpoint.chunks += 1;
-    await runs.update(run.id, { ...checkpoint, updatedAt: Date.now() });
+    await runs.update(run.id, { ...checkpoint, shadowBytes: JSON.stringify(shadowBytes), updatedAt: Date.now() });
     ctx.onChunk?.(valid.length, chunk.length - valid.length);
   };
 
@@ -131,6 +155,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   } finally {
     await output.close();
     await errors.close();
+    await Promise.all(shadows.map((s) => s.file.close()));
   }
 }
 
@@ -141,7 +166,15 @@ export function bulkManifest(run: BatchRun, request: string) {
     transactionTime: new Date(run.startedAt ?? run.createdAt).toISOString(),
     request,
     requiresAccessToken: true,
-    output: [{ type: 'Prediction', url: files('output.ndjson'), count: run.scored }],
+    output: [
+      { type: 'Prediction', url: files('output.ndjson'), count: run.scored },
+      ...Object.keys(run.shadowBytes).map((version) => ({
+        type: 'ShadowPrediction',
+        url: `/v1/batches/${run.id}/files/${shadowFileName(version)}`,
+        count: run.scored,
+        extension: { shadowVersion: version },
+      })),
+    ],
     error: run.failed > 0 ? [{ type: 'OperationOutcome', url: files('errors.ndjson'), count: run.failed }] : [],
     extension: {
       model: run.model,

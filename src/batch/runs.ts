@@ -27,6 +27,16 @@ export interface BatchRun {
   outputBytes: number;
   errorBytes: number;
   chunks: number;
+  /** bytes committed to each shadow version's output file */
+  shadowBytes: Record<string, number>;
+}
+
+export function shadowFileName(version: string): string {
+  return `output.shadow-${version}.ndjson`;
+}
+
+export function shadowOutputKey(runId: string, version: string): string {
+  return `batches/${runId}/${shadowFileName(version)}`;
 }
 
 export function outputKey(runId: string, file: 'output.ndjson' | 'errors.ndjson' | 'manifest.json'): string {
@@ -71,7 +81,7 @@ export class RunStore {
 
   /** Creates the run unless one with this id exists; true when this call created it. */
   async create(
-    run: Omit<BatchRun, 'rowsDone' | 'scored' | 'failed' | 'outputBytes' | 'errorBytes' | 'chunks'>,
+    run: Omit<BatchRun, 'rowsDone' | 'scored' | 'failed' | 'outputBytes' | 'errorBytes' | 'chunks' | 'shadowBytes'>,
   ): Promise<boolean> {
     const fields: Record<string, string> = {
       id: run.id,
@@ -128,6 +138,7 @@ export class RunStore {
       outputBytes: Number(h.outputBytes ?? 0),
       errorBytes: Number(h.errorBytes ?? 0),
       chunks: Number(h.chunks ?? 0),
+      shadowBytes: h.shadowBytes ? (JSON.parse(h.shadowBytes) as Record<string, number>) : {},
     };
   }
 

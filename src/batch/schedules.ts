@@ -90,7 +90,8 @@ export class ScheduleService {
       previous &&
       JSON.stringify({ ...previous, updatedAt: '', updatedBy: '' }) ===
         JSON.stringify({ ...schedule, updatedAt: '', updatedBy: '' });
-    if (unchanged) return { schedule: previous, created: false };
+    // unchanged, and its job scheduler is there (a crash between the two writes below must not drop it for good)
+    if (unchanged && (await this.queue.getJobScheduler(s.id))) return { schedule: previous, created: false };
     await this.#redis.hset(this.#key, s.id, JSON.stringify(schedule));
     await this.queue.upsertJobScheduler(
       s.id,

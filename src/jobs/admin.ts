@@ -56,6 +56,16 @@ export class AdminService {
     return letter;
   }
 
+  async recordReload(actor: { id: string; role: string }, models: string[]): Promise<void> {
+    await this.#store.appendAudit({
+      actor: actor.id,
+      role: actor.role,
+      action: 'manifests.reload',
+      target: 'models',
+      detail: models.join(','),
+    });
+  }
+
   audit(after: string | undefined, limit: number): Promise<Array<{ id: string } & AuditEntry>> {
     return this.#store.readAudit(after, limit);
   }

@@ -4,12 +4,21 @@ export interface OutputTensor {
   dims: readonly number[];
 }
 
+/** Per-call options. In-process runtimes may ignore them; remote runtimes must settle by `deadline`. */
+export interface RunOptions {
+  /** epoch ms by which the call must have settled (a remote call gets no more time than this) */
+  deadline?: number;
+  /** aborts the call (its result is no longer wanted) */
+  signal?: AbortSignal;
+}
+
 /**
  * What every runtime (in-process ONNX today; SageMaker and Vertex AI later) offers the gateway: score `rows` rows of
  * features laid out row-major in `input`, return the named output tensors with the batch as their first dimension.
  */
 export interface ModelRuntime {
   readonly kind: string;
-  run(input: Float32Array, rows: number): Promise<Record<string, OutputTensor>>;
+  /** `deadline` (epoch ms): remote runtimes bound their timeouts and retries by it */
+  run(input: Float32Array, rows: number, options?: RunOptions): Promise<Record<string, OutputTensor>>;
   close(): Promise<void>;
 }

@@ -1,0 +1,76 @@
+import { Hono } from 'hono';
+import type { AppDeps, AppEnv } from '../src/context.ts';
+import { Problem } from '../src/errors.ts';
+import { readJson, requireRole } from '../src/http.ts';
+import { resolveModel } from '../src/model-lookup.ts';
+
+async function objectBody(c: Parameters<typeof readJson>[0]): Promise<Record<string, unknown>> {
+  const body = await readJson(c);
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw new Problem('invalid_request', 'the body must be a JSON object');
+  return body as Record<string, unknown>;
+}
+
+function only(body: Record<string, unknown>, allowed: string[]): void {
+  const extra = Object.keys(body).filter((k) => !allowed.includes(k));
+  if (extra.length > 0) throw new Problem('invalid_request', `only ${allowed.join(', ')} are allowed`);
+}
+
+/**
+ * Releases: the routing of a model (primary, canary split, shadows), changed by admins with a reason and audited; the
+ * shadow comparison report; and a manifest reload.
+ */
+export function releaseRoutes(deps: AppDeps) {
+  const app = new Hono<AppEnv>();
+  const admin = requireRole(deps, 'admin');
+
+  app.get('/models/:model/routing', admin, (c) => {
+    const model = resolveModel(c, deps);
+    return c.json({ model: model.manifest.name, routing: model.routing });
+  });
+
+  app.post('/models/:model/routing/promote', admin, async (c) => {
+    const model = resolveModel(c, deps);
+    const body = await objectBody(c);
+    only(body, ['version', 'reason']);
+    return c.json({ routing: await deps.releases.promote(c.get('principal')!, model, body.version, body.reason) });
+  });
+
+  app.post('/models/:model/routing/rollback', admin, async (c) => {
+    const model = resolveModel(c, deps);
+    const body = await objectBody(c);
+    only(body, ['reason']);
+    return c.json({ routing: await deps.releases.rollback(c.get('principal')!, model, body.reason) });
+  });
+
+  app.put('/models/:model/routing/canary', admin, async (c) => {
+    const model = resolveModel(c, deps);
+    const body = await objectBody(c);
+    only(body, ['version', 'weight', 'reason']);
+    return c.json({ routing: await deps.releases.setCanary(c.get('principal')!, model, body) });
+  });
+
+  app.put('/models/:model/routing/shadow', admin, async (c) => {
+    const model = resolveModel(c, deps);
+    const body = await objectBody(c);
+    only(body, ['versions', 'sampleRate', 'reason']);
+    return c.json({ routing: await deps.releases.setShadow(c.get('principal')!, model, body) });
+  });
+
+  // the comparison report: aggregates only, no inputs
+  app.get('/models/:model/shadow', requireRole(deps, 'client', 'reviewer'), async (c) => {
+    const model = resolveModel(c, deps);
+    return c.json({
+      ...(await deps.shadow.report(model.manifest.name, model.manifest.output.threshold)),
+      routing: model.routing.shadow ?? null,
+    });
+  });
+
+  app.post('/admin/reload', admin, async (c) => {
+    if (!deps.reload) throw new Problem('not_found', 'manifest reload is not available in this process');
+    const models = await deps.reload();
+    await deps.admin.recordReload(c.get('principal')!, models);
+    return c.json({ reloaded: models });
+  });
+  return app;
+}

@@ -1,0 +1,211 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Metrics } from './metrics.ts';
+import type { Prediction } from './predictions.ts';
+import type { OutputSpec } from './registry/schema.ts';
+
+/** What a pair is compared on: a number and a decision at the approved threshold. No inputs, no identifiers. */
+export interface Comparable {
+  score: number;
+  decision: string;
+}
+
+export function comparable(output: OutputSpec, p: Prediction): Comparable {
+  if (output.kind === 'classification') {
+    return {
+      score: Number((p.probabilities as Record<string, number>)?.[output.labels[0] as string] ?? 0),
+      decision: String(p.category),
+    };
+  }
+  if (output.kind === 'retrieval') {
+    const top = (p.matches as Array<{ id: string }> | undefined)?.[0]?.id ?? '';
+    return { score: Number(p.confidence ?? 0), decision: top };
+  }
+  const score = Number(p[output.scoreName]);
+  return { score, decision: score >= output.threshold ? 'positive' : 'negative' };
+}
+
+export interface ShadowPair {
+  model: string;
+  primaryVersion: string;
+  shadowVersion: string;
+  primary: Comparable[];
+  shadow?: Comparable[];
+  primaryMs: number;
+  shadowMs: number;
+  error?: string;
+}
+
+interface Aggregate {
+  pairs: number;
+  agree: number;
+  /** the shadow decided positive (or a different class) where the primary did not */
+  shadowPositive: number;
+  shadowNegative: number;
+  errors: number;
+  sumAbsDiff: number;
+  primaryMs: number[];
+  shadowMs: number[];
+}
+
+const LATENCY_SAMPLES = 2000;
+
+/**
+ * Records shadow pairs in Redis. Pairs are aggregated in memory and flushed once a second in one pipeline, so
+ * mirroring all traffic costs Redis a few commands a second, not several per request.
+ */
+export class ShadowRecorder {
+  readonly #redis: Redis;
+  readonly #prefix: string;
+  readonly #metrics: Metrics;
+  readonly #logger: Logger;
+  #pending = new Map<string, Aggregate>();
+  #recent: string[] = [];
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(redis: Redis, prefix: string, metrics: Metrics, logger: Logger, flushEveryMs = 1000) {
+    this.#redis = redis;
+    this.#prefix = prefix;
+    this.#metrics = metrics;
+    this.#logger = logger;
+    this.#timer = setInterval(() => void this.flush(), flushEveryMs);
+    this.#timer.unref();
+  }
+
+  #key(model: string, version: string, part: string): string {
+    return `${this.#prefix}:shadow:${model}:${version}:${part}`;
+  }
+
+  record(pair: ShadowPair): void {
+    const id = `${pair.model}\u0000${pair.shadowVersion}`;
+    let a = this.#pending.get(id);
+    if (!a) {
+      a = {
+        pairs: 0,
+        agree: 0,
+        shadowPositive: 0,
+        shadowNegative: 0,
+        errors: 0,
+        sumAbsDiff: 0,
+        primaryMs: [],
+        shadowMs: [],
+      };
+      this.#pending.set(id, a);
+    }
+    const labels = { model: pair.model, version: pair.shadowVersion };
+    if (pair.error || !pair.shadow) {
+      a.errors++;
+      this.#metrics.shadowErrors.inc(labels);
+      return;
+    }
+    a.primaryMs.push(pair.primaryMs);
+    a.shadowMs.push(pair.shadowMs);
+    this.#metrics.shadowLatency.observe(labels, pair.shadowMs / 1000);
+    pair.primary.forEach((p, i) => {
+      const s = pair.shadow?.[i];
+      if (!s) return;
+      a.pairs++;
+      a.sumAbsDiff += Math.abs(p.score - s.score);
+      const agree = p.decision === s.decision;
+      if (agree) a.agree++;
+      else if (s.decision === 'positive' || (p.decision !== 'positive' && s.score > p.score)) a.shadowPositive++;
+      else a.shadowNegative++;
+      this.#metrics.shadowPairs.inc({ ...labels, agreement: agree ? 'agree' : 'disagree' });
+      if (this.#recent.length < 500) {
+        this.#recent.push(
+          JSON.stringify({
+            model: pair.model,
+            primaryVersion: pair.primaryVersion,
+            shadowVersion: pair.shadowVersion,
+            primary: p,
+            shadow: s,
+            primaryMs: round(pair.primaryMs),
+            shadowMs: round(pair.shadowMs),
+            agree,
+            at: new Date().toISOString(),
+          }),
+        );
+      }
+    });
+  }
+
+  /** Writes what accumulated since the last flush. */
+  async flush(): Promise<void> {
+    if (this.#pending.size === 0 && this.#recent.length === 0) return;
+    const pending = this.#pending;
+    const recent = this.#recent;
+    this.#pending = new Map();
+    this.#recent = [];
+    const pipe = this.#redis.pipeline();
+    for (const [id, a] of pending) {
+      const [model, version] = id.split('\u0000') as [string, string];
+      const stats = this.#key(model, version, 'stats');
+      pipe.hincrby(stats, 'pairs', a.pairs);
+      pipe.hincrby(stats, 'agree', a.agree);
+      pipe.hincrby(stats, 'shadowPositive', a.shadowPositive);
+      pipe.hincrby(stats, 'shadowNegative', a.shadowNegative);
+      pipe.hincrby(stats, 'errors', a.errors);
+      pipe.hincrbyfloat(stats, 'sumAbsDiff', a.sumAbsDiff);
+      pipe.sadd(`${this.#prefix}:shadow:${model}:versions`, version);
+      for (const [part, samples] of [
+        ['primaryMs', a.primaryMs],
+        ['shadowMs', a.shadowMs],
+      ] as const) {
+        if (samples.length === 0) continue;
+        const key = this.#key(model, version, part);
+        pipe.lpush(key, ...samples.slice(-LATENCY_SAMPLES).map((v) => round(v)));
+        pipe.ltrim(key, 0, LATENCY_SAMPLES - 1);
+      }
+    }
+    for (const entry of recent) {
+      const { model } = JSON.parse(entry) as { model: string };
+      pipe.xadd(`${this.#prefix}:shadow:${model}:pairs`, 'MAXLEN', '~', '10000', '*', 'pair', entry);
+    }
+    try {
+      await pipe.exec();
+    } catch (err) {
+      this.#logger.warn({ err: { message: (err as Error).message } }, 'shadow flush failed');
+    }
+  }
+
+  /** The comparison report of a model, per shadow version. */
+  async report(model: string, threshold: number) {
+    const versions = (await this.#redis.smembers(`${this.#prefix}:shadow:${model}:versions`)).sort();
+    const out = [];
+    for (const version of versions) {
+      const h = await this.#redis.hgetall(this.#key(model, version, 'stats'));
+      const pairs = Number(h.pairs ?? 0);
+      const latency = async (part: string) =>
+        percentiles((await this.#redis.lrange(this.#key(model, version, part), 0, -1)).map(Number));
+      out.push({
+        version,
+        pairs,
+        agreementRate: pairs ? Number(h.agree ?? 0) / pairs : null,
+        meanAbsoluteScoreDifference: pairs ? Number(h.sumAbsDiff ?? 0) / pairs : null,
+        disagreements: {
+          shadowPositivePrimaryNegative: Number(h.shadowPositive ?? 0),
+          shadowNegativePrimaryPositive: Number(h.shadowNegative ?? 0),
+        },
+        shadowErrors: Number(h.errors ?? 0),
+        latencyMs: { shadow: await latency('shadowMs'), primary: await latency('primaryMs') },
+      });
+    }
+    return { model, threshold, shadows: out };
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.flush();
+  }
+}
+
+function round(v: number): number {
+  return Math.round(v * 1000) / 1000;
+}
+
+function percentiles(samples: number[]) {
+  if (samples.length === 0) return null;
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number;
+  return { samples: sorted.length, p50: at(0.5), p95: at(0.95), p99: at(0.99) };
+}
