@@ -145,8 +145,12 @@ export class BatchService {
     return run;
   }
 
+  /** Only the requester of an on-demand run, or an admin, may cancel it (a scheduled run: admins only). */
   async cancel(principal: Principal, id: string): Promise<BatchRun> {
     const run = await this.visible(principal, id);
+    if (principal.role !== 'admin' && run.requestedBy !== `api:${principal.id}`) {
+      throw new Problem('forbidden', 'only its requester or an admin may cancel this run');
+    }
     const moved = await this.#runs.transition(id, ['queued', 'running'], 'cancelled', { finishedAt: Date.now() });
     if (!moved) throw new Problem('invalid_state', `the run is ${run.state} and can no longer be cancelled`);
     await this.#queue.remove(`run-${id}`).catch(() => 0);

@@ -1,0 +1,306 @@
+/**
+ * Shared helpers of the batch-tier tests: gateways built through the real composition root (real Redis, BullMQ,
+ * onnxruntime, worker threads), a Redis prefix and temp data/model directories per test file (removed afterwards),
+ * generated inputs, bounded polling, and readers for the NDJSON the runs write.
+ */
+import { randomBytes } from 'node:crypto';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import YAML from 'yaml';
+import { ApiKeyStore, hashKey } from '../src/auth.ts';
+import { composeGateway, type Gateway, type GatewayConfig } from '../src/compose.ts';
+import { loadConfig } from '../src/config.ts';
+import { createLogger } from '../src/logger.ts';
+import { loadModels } from '../src/registry/load.ts';
+import type { WorkerKind } from '../workers/index.ts';
+
+export const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));
+export const REPO_DIR = fileURLToPath(new URL('../', import.meta.url));
+export const REDIS_URL = process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379';
+export const SYNTHEA_OBSERVATIONS = '/work/shared/data/synthea/vital-sign-observations.ndjson';
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `condition` every 20 ms; throws (naming `what`) if it is still false after `timeoutMs`. */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what: string | (() => string),
+  timeoutMs = 20_000,
+): Promise<void> {
+  const started = Date.now();
+  while (!(await condition())) {
+    if (Date.now() - started > timeoutMs) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`);
+    }
+    await sleep(20);
+  }
+}
+
+/** A Redis Cluster-style prefix (one hash tag) unique to this test run. */
+export function makePrefix(name: string): string {
+  return `{triage-test-${name}-${randomBytes(6).toString('hex')}}`;
+}
+
+/** Deletes every key under `prefix`. */
+export async function deletePrefix(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export interface BatchKeys {
+  /** client, every model */
+  client: string;
+  /** another client, every model */
+  other: string;
+  /** a client that may only call deterioration */
+  deteriorationOnly: string;
+  reviewer: string;
+  admin: string;
+  store: ApiKeyStore;
+  /** the same keys as a TRIAGE_API_KEYS document (for worker processes) */
+  yaml: string;
+}
+
+export function makeKeys(): BatchKeys {
+  const key = (role: string) => `trg_${role}_${randomBytes(16).toString('hex')}`;
+  const k = {
+    client: key('c'),
+    other: key('o'),
+    deteriorationOnly: key('d'),
+    reviewer: key('r'),
+    admin: key('adm'),
+  };
+  const entries = [
+    { id: 'batch-client', role: 'client' as const, sha256: hashKey(k.client), models: ['*'] },
+    { id: 'batch-other', role: 'client' as const, sha256: hashKey(k.other), models: ['*'] },
+    { id: 'batch-det', role: 'client' as const, sha256: hashKey(k.deteriorationOnly), models: ['deterioration'] },
+    { id: 'batch-reviewer', role: 'reviewer' as const, sha256: hashKey(k.reviewer), models: ['*'] },
+    { id: 'batch-admin', role: 'admin' as const, sha256: hashKey(k.admin), models: ['*'] },
+  ];
+  return { ...k, store: new ApiKeyStore(entries), yaml: YAML.stringify({ keys: entries }) };
+}
+
+/**
+ * Copies the named bundled model folders into a temp models dir, applying `edit` to each parsed model.yaml (a temp
+ * copy, so a model being added to models/ meanwhile never reaches these tests).
+ */
+export async function tempModels(
+  // biome-ignore lint/suspicious/noExplicitAny: the manifest is edited as plain YAML data
+  edits: Record<string, ((manifest: any) => void) | null>,
+): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'triage-batch-models-'));
+  for (const [name, edit] of Object.entries(edits)) {
+    const target = path.join(dir, name);
+    await cp(path.join(MODELS_DIR, name), target, { recursive: true });
+    if (edit) {
+      const file = path.join(target, 'model.yaml');
+      const manifest = YAML.parse(await readFile(file, 'utf8'));
+      edit(manifest);
+      await writeFile(file, YAML.stringify(manifest));
+    }
+  }
+  return dir;
+}
+
+export function tempDir(kind: string): Promise<string> {
+  return mkdtemp(path.join(tmpdir(), `triage-batch-${kind}-`));
+}
+
+export async function removeDir(dir: string | undefined): Promise<void> {
+  if (dir) await rm(dir, { recursive: true, force: true });
+}
+
+/** A logger that keeps every line (to assert that no row values or ids are logged). */
+export function captureLogger(level = 'debug'): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { logger: createLogger(level, { write: (line: string) => void lines.push(line) }), lines };
+}
+
+/** The value of one Prometheus sample with (at least) these labels; undefined when absent. */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    const match = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const body = match[2] ?? '';
+    if (Object.entries(labels).every(([k, v]) => body.includes(`${k}="${v}"`))) return Number(match[3]);
+  }
+  return undefined;
+}
+
+export interface Reply {
+  status: number;
+  headers: Headers;
+  // biome-ignore lint/suspicious/noExplicitAny: test responses are read field by field
+  body: any;
+  text: string;
+}
+
+export interface TestGateway {
+  gateway: Gateway;
+  dataDir: string;
+  call(
+    method: string,
+    url: string,
+    key: string | undefined,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<Reply>;
+  close(): Promise<void>;
+}
+
+export interface BatchGatewayOptions {
+  prefix: string;
+  keys: BatchKeys;
+  modelsDir: string;
+  dataDir: string;
+  workers?: WorkerKind[];
+  logger?: Logger;
+  now?: () => number;
+  lockMs?: number;
+  missedAfterMs?: number;
+}
+
+/** A gateway through the real composition root; `workers: ['batch']` runs the batch worker in this process. */
+export async function buildGateway(options: BatchGatewayOptions): Promise<TestGateway> {
+  const models = await loadModels(options.modelsDir, 5000);
+  const config: GatewayConfig = {
+    ...loadConfig({}),
+    redisPrefix: options.prefix,
+    workers: options.workers ?? [],
+    warmupRuns: 2,
+    warmupPolicy: 'warn',
+    accessLog: true,
+    openOpsEndpoints: true,
+    onnxThreads: 1,
+    maintenanceIntervalMs: 3_600_000,
+    dataDir: options.dataDir,
+    ...(options.missedAfterMs !== undefined ? { batchMissedAfterMs: options.missedAfterMs } : {}),
+    ...(options.lockMs !== undefined ? { workerLockMs: options.lockMs } : {}),
+  };
+  const gateway = await composeGateway({
+    config,
+    logger: options.logger ?? createLogger('silent'),
+    redisUrl: REDIS_URL,
+    keys: options.keys.store,
+    models,
+    ...(options.now ? { now: options.now } : {}),
+  });
+  return {
+    gateway,
+    dataDir: options.dataDir,
+    async call(method, url, key, body, headers = {}) {
+      const res = await gateway.app.request(url, {
+        method,
+        headers: {
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...(key ? { authorization: `Bearer ${key}` } : {}),
+          ...headers,
+        },
+        ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+      });
+      const text = await res.text();
+      let parsed: unknown;
+      try {
+        parsed = text ? JSON.parse(text) : undefined;
+      } catch {
+        parsed = undefined;
+      }
+      return { status: res.status, headers: res.headers, body: parsed, text };
+    },
+    close: () => gateway.close(),
+  };
+}
+
+/** The X-Progress header of a run that is still going. */
+export const PROGRESS = /^(queued|running): \d+ rows read, \d+ scored, \d+ failed$/;
+
+/**
+ * Polls GET /v1/batches/:id until it is no longer 202, checking the 202 shape (X-Progress, Retry-After) every time
+ * one is seen. Returns the final reply and how many 202s were seen.
+ */
+export async function waitForRun(
+  gw: TestGateway,
+  key: string,
+  id: string,
+  timeoutMs = 30_000,
+  onProgress?: (reply: Reply) => void,
+): Promise<{ final: Reply; accepted: number }> {
+  let last: Reply | undefined;
+  let accepted = 0;
+  await waitFor(
+    async () => {
+      last = await gw.call('GET', `/v1/batches/${id}`, key);
+      if (last.status !== 202) return true;
+      accepted++;
+      const progress = last.headers.get('x-progress') ?? '';
+      if (!PROGRESS.test(progress)) throw new Error(`bad X-Progress "${progress}"`);
+      const retry = last.headers.get('retry-after') ?? '';
+      if (!/^\d+$/.test(retry) || Number(retry) < 1) throw new Error(`bad Retry-After "${retry}"`);
+      onProgress?.(last);
+      return false;
+    },
+    () => `run ${id} to finish (last: ${last?.status} ${last?.text.slice(0, 200)})`,
+    timeoutMs,
+  );
+  return { final: last as Reply, accepted };
+}
+
+/** Downloads a file by its (absolute) manifest URL and parses it as NDJSON. */
+export async function download(gw: TestGateway, key: string, url: string): Promise<Array<Record<string, unknown>>> {
+  const res = await gw.call('GET', url, key);
+  if (res.status !== 200) throw new Error(`GET ${url}: ${res.status} ${res.text.slice(0, 300)}`);
+  if (!(res.headers.get('content-type') ?? '').startsWith('application/fhir+ndjson')) {
+    throw new Error(`GET ${url}: content-type ${res.headers.get('content-type')}`);
+  }
+  return parseNdjson(res.text);
+}
+
+export function parseNdjson(text: string): Array<Record<string, unknown>> {
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** The row id an error-file OperationOutcome names (`diagnostics: "row <id>: …"`). */
+export function outcomeRowId(outcome: Record<string, unknown>): string {
+  const issue = (outcome.issue as Array<{ diagnostics?: string }> | undefined)?.[0];
+  const match = /^row (\S+): /.exec(issue?.diagnostics ?? '');
+  if (outcome.resourceType !== 'OperationOutcome' || !match) {
+    throw new Error(`not an OperationOutcome naming a row: ${JSON.stringify(outcome).slice(0, 200)}`);
+  }
+  return match[1] as string;
+}
+
+/** A valid, varied NEWS2 row (deterministic in `i`). */
+export function news2Row(i: number): Record<string, unknown> {
+  return {
+    respirationRate: 8 + (i % 20),
+    spo2: 88 + (i % 13),
+    onOxygen: i % 7 === 0,
+    systolicBP: 85 + ((i * 7) % 150),
+    pulse: 40 + ((i * 3) % 100),
+    consciousness: i % 11 === 0 ? 'voice' : 'alert',
+    temperature: Math.round((34.5 + (i % 50) / 10) * 10) / 10,
+  };
+}
+
+/** True when a queue has nothing waiting, delayed or running. */
+export async function queueIdle(queue: Queue): Promise<boolean> {
+  const c = await queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'waiting-children');
+  return Object.values(c).every((n) => n === 0);
+}
