@@ -41,7 +41,7 @@ export function reviewRoutes(deps: AppDeps) {
     const limit = intParam(c.req.query('limit'), 'limit', 50, 1, 500);
     const offset = intParam(c.req.query('offset'), 'offset', 0, 0, 1_000_000);
     const { items, total } = await deps.jobs.pending(model, offset, limit);
-    const now = Date.now();
+    const now = deps.jobs.now();
     const next = offset + items.length < total ? offset + items.length : undefined;
     return c.json({
       items: items.map((r) => reviewSummary(r, now)),
@@ -59,7 +59,7 @@ export function reviewRoutes(deps: AppDeps) {
   app.get('/:id', reviewer, async (c) => {
     const r = await deps.jobs.reviewItem(c.req.param('id'));
     return c.json({
-      ...reviewSummary(r, Date.now()),
+      ...reviewSummary(r, deps.jobs.now()),
       input: r.input,
       output: r.output,
       ...(r.decision ? { decision: { ...r.decision, at: new Date(r.decision.at).toISOString() } } : {}),
@@ -76,7 +76,7 @@ export function reviewRoutes(deps: AppDeps) {
     const item = await deps.jobs.reviewItem(id);
     const record = await deps.jobs.decide(c.get('principal')!, id, body, deps.models.get(item.model));
     return c.json({
-      ...reviewSummary(record, Date.now()),
+      ...reviewSummary(record, deps.jobs.now()),
       decision: { ...record.decision, at: new Date(record.decision?.at ?? 0).toISOString() },
     });
   });

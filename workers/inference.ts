@@ -10,7 +10,7 @@ import {
   type Queues,
 } from '../src/jobs/queues.ts';
 import { holdDecision } from '../src/jobs/review-policy.ts';
-import type { JobStore } from '../src/jobs/store.ts';
+import type { JobRecord, JobStore } from '../src/jobs/store.ts';
 import type { JobMetrics } from '../src/metrics.ts';
 import { prepareInput } from '../src/model-input.ts';
 import { shapePredictions } from '../src/predictions.ts';
@@ -58,6 +58,23 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
     return runtime;
   };
 
+  /** Records a job's failure, once (only from queued or running), and queues its failed callback. */
+  const failJob = async (record: JobRecord, reason: string) => {
+    const { store, now, metrics } = deps;
+    const id = record.id;
+    const done = await store.transition(id, record.model, ['queued', 'running'], 'failed', {
+      now: now(),
+      fields: { error: reason },
+      ...(record.callbackUrl ? { callback: 'failed' as const } : {}),
+      audit: { actor: 'system', role: 'worker', action: 'job.fail', target: id, model: record.model, detail: reason },
+    });
+    if (done.ok) {
+      metrics.jobs.inc({ model: record.model, state: 'failed' });
+      if (record.callbackUrl)
+        await enqueueCallback(deps.queues, deps.store.redis, store.outboxKey, deps.callbacks, id, 'failed');
+    }
+  };
+
   const process = async (job: Job<InferenceJobData>) => {
     const { store, now, metrics } = deps;
     const id = job.data.jobId;
@@ -70,20 +87,7 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
     });
     await store.incrementAttempts(id);
     const model = deps.models.get(record.model);
-
-    const fail = async (reason: string) => {
-      const done = await store.transition(id, record.model, ['queued', 'running'], 'failed', {
-        now: now(),
-        fields: { error: reason },
-        ...(record.callbackUrl ? { callback: 'failed' as const } : {}),
-        audit: { actor: 'system', role: 'worker', action: 'job.fail', target: id, model: record.model, detail: reason },
-      });
-      if (done.ok) {
-        metrics.jobs.inc({ model: record.model, state: 'failed' });
-        if (record.callbackUrl)
-          await enqueueCallback(deps.queues, deps.store.redis, store.outboxKey, deps.callbacks, id, 'failed');
-      }
-    };
+    const fail = (reason: string) => failJob(record, reason);
     if (!model) {
       await fail('the model is no longer served');
       throw new UnrecoverableError('model not served');
@@ -214,6 +218,20 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
     maxStalledCount: 2,
   });
   worker.on('error', (err) => deps.logger.warn({ err: { message: err.message } }, 'inference worker error'));
+  // BullMQ may fail a job without running it (it stalled more than maxStalledCount times: it kept killing its
+  // workers), or after an error the processor could not record: the record must not stay `running` forever
+  worker.on('failed', (job, err) => {
+    if (!job) return;
+    void (async () => {
+      if ((await job.getState()) !== 'failed') return; // another attempt follows
+      const record = await deps.store.get(job.data.jobId);
+      if (record && (record.state === 'queued' || record.state === 'running')) {
+        await failJob(record, `the job could not be completed (${err.message})`);
+      }
+    })().catch((e: Error) =>
+      deps.logger.warn({ jobId: job.data.jobId, err: { message: e.message } }, 'recording a job failure failed'),
+    );
+  });
   return {
     worker,
     async close() {

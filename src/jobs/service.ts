@@ -81,6 +81,11 @@ export class JobService {
     return result;
   }
 
+  /** The service clock (injectable): review ages agree with escalation and the hold-age gauge. */
+  now(): number {
+    return this.#d.now();
+  }
+
   /** The caller's own job; another client's id is indistinguishable from an unknown one. */
   async ownJob(principal: Principal, id: string): Promise<JobRecord> {
     const record = /^[0-9a-f-]{36}$/.test(id) ? await this.#d.store.get(id) : undefined;
