@@ -180,6 +180,8 @@ export class RuntimeControl {
     const real = onnxRuntimeFactory(1);
     return async (model, version) => {
       const runtime = await real(model, version);
+      // only the primary is counted and held: shadow versions (deterioration mirrors v2) run untouched
+      if (version.version !== model.manifest.routing.primary) return runtime;
       const name = model.manifest.name;
       const wrapped: ModelRuntime = {
         kind: 'onnx-test-wrapper',
