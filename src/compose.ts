@@ -16,7 +16,8 @@ import { JobStore } from './jobs/store.ts';
 import { createMetrics, type Metrics, registerQueueGauges } from './metrics.ts';
 import type { LoadedModel } from './registry/load.ts';
 import { ReleaseService } from './release.ts';
-import { ModelService, onnxRuntimeFactory, type RuntimeFactory } from './serving.ts';
+import { createRuntimeFactory } from './runtime/factory.ts';
+import { ModelService, type RuntimeFactory } from './serving.ts';
 import { ShadowRecorder } from './shadow.ts';
 
 export type GatewayConfig = Pick<
@@ -60,7 +61,8 @@ export async function composeGateway(options: ComposeOptions) {
   const { config, logger } = options;
   const now = options.now ?? Date.now;
   const metrics = options.metrics ?? createMetrics();
-  const runtimeFactory = options.runtimeFactory ?? onnxRuntimeFactory(config.onnxThreads);
+  const cloudFactory = options.runtimeFactory ? undefined : remoteAwareFactory(config.onnxThreads, metrics, logger);
+  const runtimeFactory = options.runtimeFactory ?? (cloudFactory as RuntimeFactory);
 
   const redis = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
   redis.on('error', (err) => logger.warn({ err: { message: err.message } }, 'redis connection error'));
@@ -179,9 +181,23 @@ export async function composeGateway(options: ComposeOptions) {
       await queues.close();
       await schedules.close();
       await models.close();
+      await cloudFactory?.close();
       await redis.quit().catch(() => redis.disconnect());
     },
   };
 }
 
 export type Gateway = Awaited<ReturnType<typeof composeGateway>>;
+
+/** The runtime factory of a real process: ONNX in-process, SageMaker and Vertex AI behind resilience, with metrics. */
+export function remoteAwareFactory(onnxThreads: number, metrics: Metrics, logger: Logger) {
+  return createRuntimeFactory({
+    onnxThreads,
+    onEvent: (event) => {
+      metrics.remoteEvents.inc({ model: event.model, version: event.version, event: event.type });
+      if (event.type === 'breaker' || event.type === 'give_up') {
+        logger.warn({ model: event.model, version: event.version, endpoint: event.name, event: event.type, ...('state' in event ? { state: event.state } : {}) }, 'remote endpoint');
+      }
+    },
+  });
+}

@@ -128,6 +128,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['model', 'version', 'route'] as const,
       registers: [registry],
     }),
+    remoteEvents: new Counter({
+      name: 'triage_remote_events_total',
+      help: 'Remote runtime (SageMaker, Vertex AI) retries, give-ups, timeouts, short circuits and breaker changes',
+      labelNames: ['model', 'version', 'event'] as const,
+      registers: [registry],
+    }),
     fallbacks: new Counter({
       name: 'triage_fallback_total',
       help: 'Requests answered by a declared fallback version because the remote version failed',

@@ -13,7 +13,7 @@ import { JobStore } from '../src/jobs/store.ts';
 import { createLogger } from '../src/logger.ts';
 import { createMetrics } from '../src/metrics.ts';
 import { loadModels } from '../src/registry/load.ts';
-import { onnxRuntimeFactory } from '../src/serving.ts';
+import { remoteAwareFactory } from '../src/compose.ts';
 import { ShadowRecorder } from '../src/shadow.ts';
 import { startWorkers, type WorkerKind, workerKinds } from './index.ts';
 
@@ -46,6 +46,7 @@ async function main() {
   const metrics = createMetrics();
   const schedules = new ScheduleService(redis, config.redisPrefix, store);
   const shadow = new ShadowRecorder(redis, config.redisPrefix, metrics, logger);
+  const runtimeFactory = remoteAwareFactory(config.onnxThreads, metrics, logger);
   const workers = startWorkers({
     kinds,
     redisUrl,
@@ -54,7 +55,7 @@ async function main() {
     queues,
     keys,
     models,
-    runtimeFactory: onnxRuntimeFactory(config.onnxThreads),
+    runtimeFactory,
     metrics,
     batch: {
       runs: new RunStore(redis, config.redisPrefix),
@@ -77,6 +78,7 @@ async function main() {
       logger.info('stopping workers: finishing active jobs');
       await workers.close();
       await shadow.close();
+      await runtimeFactory.close();
       await queues.close();
       await schedules.close();
       await redis.quit().catch(() => redis.disconnect());

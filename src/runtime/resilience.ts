@@ -78,7 +78,8 @@ export type ResilienceEvent =
   | { type: 'retry'; name: string; kind: RemoteErrorKind; attempt: number; delayMs: number }
   /** a retryable failure that was not retried: no retries left, or the deadline leaves no room for another attempt */
   | { type: 'give_up'; name: string; kind: RemoteErrorKind; attempt: number; reason: 'retries' | 'deadline' }
-  | { type: 'timeout'; name: string; attempt: number; budgetMs: number }
+  /** the call ended without an answer in time (its attempts so far, its whole budget) */
+  | { type: 'timeout'; name: string; attempts: number; budgetMs: number }
   | { type: 'short_circuit'; name: string }
   | { type: 'breaker'; name: string; state: 'open' | 'half_open' | 'closed' };
 
@@ -183,10 +184,10 @@ export function withResilience(
     rows: number,
     deadline: number,
     callSignal: AbortSignal,
+    call: { attempts: number },
   ): Promise<Record<string, OutputTensor>> {
     let planned: IBackoff<unknown> | undefined;
     let lastAttemptMs = 0;
-    let attemptNo = 0;
     // the delay is drawn when the failure is judged, so the judgement knows how long the wait would be
     const plannedBackoff: IBackoff<unknown> = {
       get duration() {
@@ -197,14 +198,14 @@ export function withResilience(
     const retryPolicy = retry(
       handleWhen((err) => {
         if (!(err instanceof RemoteError) || !err.retryable) return false;
-        if (attemptNo > policy.retries) {
-          emit({ type: 'give_up', name, kind: err.kind, attempt: attemptNo, reason: 'retries' });
+        if (call.attempts > policy.retries) {
+          emit({ type: 'give_up', name, kind: err.kind, attempt: call.attempts, reason: 'retries' });
           return false;
         }
         planned = planned ? planned.next(undefined) : backoffFactory.next();
         const left = deadline - Date.now();
         if (left - planned.duration < Math.max(MIN_ATTEMPT_MS, lastAttemptMs)) {
-          emit({ type: 'give_up', name, kind: err.kind, attempt: attemptNo, reason: 'deadline' });
+          emit({ type: 'give_up', name, kind: err.kind, attempt: call.attempts, reason: 'deadline' });
           return false;
         }
         return true;
@@ -219,7 +220,7 @@ export function withResilience(
     });
 
     const once = async (signal: AbortSignal): Promise<Record<string, OutputTensor>> => {
-      attemptNo++;
+      call.attempts++;
       const budgetMs = Math.min(policy.timeoutMs, deadline - Date.now());
       const started = Date.now();
       try {
@@ -230,7 +231,6 @@ export function withResilience(
         );
       } catch (err) {
         if (err instanceof TaskCancelledError || (err instanceof RemoteError && err.kind === 'timeout')) {
-          emit({ type: 'timeout', name, attempt: attemptNo, budgetMs });
           throw new RemoteError('timeout', `${name}: no answer within ${budgetMs} ms`, { endpoint: name, cause: err });
         }
         throw err;
@@ -269,7 +269,9 @@ export function withResilience(
   return {
     kind: runtime.kind,
     async run(input: Float32Array, rows: number, runOptions: RunOptions = {}) {
-      const deadline = runOptions.deadline ?? Date.now() + policy.timeoutMs;
+      const started = Date.now();
+      const deadline = runOptions.deadline ?? started + policy.timeoutMs;
+      const call = { attempts: 0 };
       const controller = new AbortController();
       let guardTimer: NodeJS.Timeout | undefined;
       let onCallerAbort: (() => void) | undefined;
@@ -291,10 +293,15 @@ export function withResilience(
           else callerSignal.addEventListener('abort', onCallerAbort, { once: true });
         }
       });
-      const work = attempts(input, rows, deadline, controller.signal);
+      const work = attempts(input, rows, deadline, controller.signal, call);
       work.catch(() => {}); // settled by the guard first: its late failure is nobody's business
       try {
         return await Promise.race([work, guard]);
+      } catch (err) {
+        if (err instanceof RemoteError && err.kind === 'timeout') {
+          emit({ type: 'timeout', name, attempts: call.attempts, budgetMs: deadline - started });
+        }
+        throw err;
       } finally {
         clearTimeout(guardTimer);
         if (onCallerAbort) runOptions.signal?.removeEventListener('abort', onCallerAbort);

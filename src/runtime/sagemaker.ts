@@ -98,7 +98,8 @@ export function decodePredictions(
     if (typeof p === 'number' || Array.isArray(p)) add(primary, p, row);
     else if (typeof p === 'object' && p !== null) {
       const keys = Object.keys(p);
-      if (row > 0 && keys.length !== columns.size) throw malformed(`prediction ${row} has other outputs than the first`);
+      if (row > 0 && keys.length !== columns.size)
+        throw malformed(`prediction ${row} has other outputs than the first`);
       for (const key of keys) add(key, (p as Record<string, unknown>)[key], row);
     } else throw malformed(`prediction ${row} is ${p === null ? 'null' : `a ${typeof p}`}`);
   });
@@ -264,15 +265,14 @@ export function createSageMakerRuntime(
     async run(input: Float32Array, rows: number, runOptions: RunOptions = {}) {
       const values = inputRows(input, rows, width);
       const body =
-        contentType === 'text/csv'
-          ? values.map((r) => r.join(',')).join('\n')
-          : JSON.stringify({ instances: values });
+        contentType === 'text/csv' ? values.map((r) => r.join(',')).join('\n') : JSON.stringify({ instances: values });
       const signals: AbortSignal[] = [];
       if (runOptions.signal) signals.push(runOptions.signal);
       if (runOptions.deadline !== undefined) {
         signals.push(AbortSignal.timeout(Math.max(0, runOptions.deadline - Date.now())));
       }
-      const abortSignal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+      const abortSignal =
+        signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
       let reply: { body: string; contentType: string | undefined };
       try {
         const out = await client.send(
@@ -290,7 +290,12 @@ export function createSageMakerRuntime(
       } catch (err) {
         throw classifySageMakerError(err, endpoint);
       }
-      return decodePredictions(parseSageMakerReply(reply.body, reply.contentType, endpoint), rows, manifest.output, endpoint);
+      return decodePredictions(
+        parseSageMakerReply(reply.body, reply.contentType, endpoint),
+        rows,
+        manifest.output,
+        endpoint,
+      );
     },
     async close() {
       if (ownClient) client.destroy();

@@ -70,8 +70,8 @@ const STATUS_NAMES = new Map<number, string>(Object.entries(Status).map(([k, v])
 
 /**
  * A predict failure → RemoteError by gRPC status: RESOURCE_EXHAUSTED → `throttled`; UNAVAILABLE, INTERNAL, ABORTED,
- * UNKNOWN and DEADLINE_EXCEEDED before our own deadline → `transient`; DEADLINE_EXCEEDED at our deadline and
- * CANCELLED → `timeout`; INVALID_ARGUMENT and every other status → `rejected`; no status at all (credentials,
+ * UNKNOWN, and DEADLINE_EXCEEDED or CANCELLED before our own deadline → `transient`; either at our deadline →
+ * `timeout`; INVALID_ARGUMENT and every other status → `rejected`; no status at all (credentials,
  * configuration) → `rejected`.
  */
 export function classifyVertexError(err: unknown, endpoint: string, deadline?: number): RemoteError {
@@ -94,7 +94,8 @@ export function classifyVertexError(err: unknown, endpoint: string, deadline?: n
       kind = deadline !== undefined && Date.now() >= deadline - 5 ? 'timeout' : 'transient';
       break;
     case Status.CANCELLED:
-      kind = 'timeout';
+      // we cancel only through the signal (handled before); a cancel from the server or the connection is transient
+      kind = deadline !== undefined && Date.now() >= deadline - 5 ? 'timeout' : 'transient';
       break;
     default:
       kind = 'rejected';
@@ -129,6 +130,18 @@ export function createVertexRuntime(
       const instances = inputRows(input, rows, width).map((row) => helpers.toValue(row) as ProtoValue);
       const { deadline, signal } = runOptions;
       if (signal?.aborted) throw new RemoteError('timeout', `${endpoint}: cancelled`, { endpoint });
+      // predict() starts initialize() itself and rethrows its failure from a detached .catch (an unhandled
+      // rejection that would bring the process down); awaiting the (cached) initialization first keeps a
+      // credentials or configuration failure a plain rejected call
+      try {
+        await client.initialize();
+      } catch (err) {
+        throw new RemoteError('rejected', `${endpoint}: rejected: the client cannot start (credentials or config)`, {
+          endpoint,
+          upstream: 'client initialization',
+          cause: err,
+        });
+      }
       const call = client.predict(
         { endpoint: spec.endpoint, instances, ...(parameters ? { parameters } : {}) },
         deadline !== undefined ? { timeout: Math.max(1, deadline - Date.now()) } : {},
@@ -152,7 +165,8 @@ export function createVertexRuntime(
       return decodePredictions(predictions, rows, manifest.output, endpoint);
     },
     async close() {
-      if (ownClient) await client.close();
+      // close() rethrows a failed initialization: nothing to release then
+      if (ownClient) await client.close().catch(() => {});
     },
   };
 }
