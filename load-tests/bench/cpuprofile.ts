@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 
 interface ProfileNode {
   id: number;
@@ -57,4 +58,23 @@ export function topSelfTime(
     .slice(0, limit)
     .map((r) => ({ function: r.fn, location: r.loc, selfMs: r.us / 1000, percent: (100 * r.us) / (busyUs || 1) }));
   return { totalMs: totalUs / 1000, idleMs: idleUs / 1000, rows };
+}
+
+/**
+ * `--cpu-prof` writes one profile per thread (tsx adds a loader worker that idles): the main thread's is the one
+ * with the most non-idle time.
+ */
+export function busiestProfile(
+  dir: string,
+  repoRoot: string,
+): { file: string; summary: ReturnType<typeof topSelfTime> } | undefined {
+  let best: { file: string; summary: ReturnType<typeof topSelfTime>; busyMs: number } | undefined;
+  for (const f of readdirSync(dir)) {
+    if (!f.endsWith('.cpuprofile')) continue;
+    const file = path.join(dir, f);
+    const summary = topSelfTime(file, repoRoot, 25);
+    const busyMs = summary.totalMs - summary.idleMs;
+    if (!best || busyMs > best.busyMs) best = { file, summary, busyMs };
+  }
+  return best;
 }

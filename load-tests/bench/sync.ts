@@ -1,8 +1,8 @@
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { type Child, freePort, waitForOk } from './children.ts';
 import type { BenchContext, Section, SectionResult } from './context.ts';
-import { type SelfTimeRow, topSelfTime } from './cpuprofile.ts';
+import { busiestProfile, type SelfTimeRow } from './cpuprofile.ts';
 import type { LoadResult } from './load.ts';
 import { measureSessionRun, type SessionRunStats } from './onnx-micro.ts';
 import { type PromSample, promSum, startTriage, type TriageProcess } from './triage.ts';
@@ -143,25 +143,6 @@ function printTable(ctx: BenchContext, results: TargetResult[]): void {
   ctx.log(line(head));
   ctx.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const r of rows) ctx.log(line(r));
-}
-
-/**
- * `--cpu-prof` writes one profile per thread (tsx adds a loader worker that idles): the main thread's is the one
- * with the most non-idle time.
- */
-function busiestProfile(
-  dir: string,
-  repoRoot: string,
-): { file: string; summary: ReturnType<typeof topSelfTime> } | undefined {
-  let best: { file: string; summary: ReturnType<typeof topSelfTime>; busyMs: number } | undefined;
-  for (const f of readdirSync(dir)) {
-    if (!f.endsWith('.cpuprofile')) continue;
-    const file = path.join(dir, f);
-    const summary = topSelfTime(file, repoRoot, 25);
-    const busyMs = summary.totalMs - summary.idleMs;
-    if (!best || busyMs > best.busyMs) best = { file, summary, busyMs };
-  }
-  return best;
 }
 
 /**

@@ -2,12 +2,17 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { hashKey } from '../../src/auth.ts';
 import { type Child, freePort, waitForOk } from './children.ts';
+import { deletePrefix } from './common.ts';
 import type { BenchContext } from './context.ts';
 
 export interface TriageProcess {
   url: string;
   /** a client key valid for every model */
   clientKey: string;
+  /** an admin key, when the options asked for one */
+  adminKey?: string;
+  /** its TRIAGE_REDIS_PREFIX (own keyspace, deleted by `stop`) */
+  prefix: string;
   child: Child;
   /** Prometheus text of /metrics, parsed */
   scrape(): Promise<PromSample[]>;
@@ -22,19 +27,26 @@ export interface TriageOptions {
   env?: Record<string, string>;
   /** write a V8 CPU profile of the child into this folder (written when it exits) */
   cpuProfDir?: string;
+  /** also configure a key with role admin (routing changes) */
+  adminKey?: boolean;
 }
 
 /** Starts `node --import tsx src/server.ts` in production mode on a free loopback port and waits for /readyz. */
 export async function startTriage(ctx: BenchContext, options: TriageOptions): Promise<TriageProcess> {
   const port = await freePort();
   const clientKey = `trg_bench_${randomBytes(24).toString('hex')}`;
+  const adminKey = options.adminKey ? `trg_bench_admin_${randomBytes(24).toString('hex')}` : undefined;
   const keysYaml = [
     'keys:',
     `  - id: bench-client`,
     `    role: client`,
     `    sha256: ${hashKey(clientKey)}`,
     `    models: ['*']`,
+    ...(adminKey
+      ? [`  - id: bench-admin`, `    role: admin`, `    sha256: ${hashKey(adminKey)}`, `    models: ['*']`]
+      : []),
   ].join('\n');
+  const prefix = `{triage-bench-${process.pid}-${port}}`;
   // the caller's TRIAGE_* settings stay out: the bench defines its own config
   const env: NodeJS.ProcessEnv = Object.fromEntries(
     Object.entries(process.env).filter(([k]) => !k.startsWith('TRIAGE_')),
@@ -48,7 +60,7 @@ export async function startTriage(ctx: BenchContext, options: TriageOptions): Pr
     TRIAGE_LOG_LEVEL: options.logLevel,
     TRIAGE_ACCESS_LOG: String(options.accessLog),
     // own keyspace: on a shared Redis the bench neither picks up nor leaves behind anybody's jobs
-    TRIAGE_REDIS_PREFIX: `{triage-bench-${process.pid}-${port}}`,
+    TRIAGE_REDIS_PREFIX: prefix,
     ...(ctx.redisUrl ? { TRIAGE_REDIS_URL: ctx.redisUrl } : {}),
     ...options.env,
   });
@@ -60,17 +72,30 @@ export async function startTriage(ctx: BenchContext, options: TriageOptions): Pr
     { cwd: ctx.repoRoot, env },
   );
   const url = `http://127.0.0.1:${port}`;
-  await waitForOk(`${url}/readyz`, child, 60_000);
+  const stop = async () => {
+    const status = await ctx.children.stop(child, 15_000);
+    // leave nothing behind on a shared Redis: job records, queues, shadow pairs, routing overrides
+    await deletePrefix(ctx.redisUrl, prefix).catch(() => 0);
+    return status;
+  };
+  try {
+    await waitForOk(`${url}/readyz`, child, 60_000);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
   return {
     url,
     clientKey,
+    ...(adminKey ? { adminKey } : {}),
+    prefix,
     child,
     async scrape() {
       const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) });
       if (res.status !== 200) throw new Error(`${options.name}: /metrics answered ${res.status}`);
       return parseProm(await res.text());
     },
-    stop: () => ctx.children.stop(child, 15_000),
+    stop,
   };
 }
 
