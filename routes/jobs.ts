@@ -47,11 +47,25 @@ export async function acceptJob(c: AppContext, deps: AppDeps, body: unknown) {
   }
   const principal = c.get('principal');
   if (!principal) throw new Problem('unauthenticated');
-  const { id, created } = await deps.jobs.submit(principal, model, {
+  const { id, created, createdAt } = await deps.jobs.submit(principal, model, {
     ...fields,
     ...(headerKey !== undefined ? { idempotencyKey: headerKey } : {}),
   });
-  const record = (await deps.jobs.ownJob(principal, id)) as JobRecord;
+  // a new job's record is what was just written: no second read on the submit path
+  const record: JobRecord = created
+    ? {
+        id,
+        model: model.manifest.name,
+        version: model.version,
+        client: principal.id,
+        state: 'queued',
+        input: undefined,
+        createdAt,
+        updatedAt: createdAt,
+        escalated: false,
+        attempts: 0,
+      }
+    : await deps.jobs.ownJob(principal, id);
   c.header('location', `/v1/jobs/${id}`);
   c.header('retry-after', '1');
   return c.json({ ...jobView(record, model.manifest.owner), created }, 202);

@@ -3,6 +3,7 @@ import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/errors.ts';
 import { readJson, requireRole } from '../src/http.ts';
 import { resolveModel } from '../src/model-lookup.ts';
+import { ManifestError } from '../src/registry/load.ts';
 
 async function objectBody(c: Parameters<typeof readJson>[0]): Promise<Record<string, unknown>> {
   const body = await readJson(c);
@@ -68,7 +69,11 @@ export function releaseRoutes(deps: AppDeps) {
 
   app.post('/admin/reload', admin, async (c) => {
     if (!deps.reload) throw new Problem('not_found', 'manifest reload is not available in this process');
-    const models = await deps.reload();
+    // a manifest that does not load is the operator's to fix: refused with the loader's message, nothing swapped
+    const models = await deps.reload().catch((err: unknown) => {
+      if (err instanceof ManifestError) throw new Problem('invalid_manifest', err.message);
+      throw err;
+    });
     await deps.admin.recordReload(c.get('principal')!, models);
     return c.json({ reloaded: models });
   });

@@ -64,7 +64,8 @@ export async function composeGateway(options: ComposeOptions) {
   const cloudFactory = options.runtimeFactory ? undefined : remoteAwareFactory(config.onnxThreads, metrics, logger);
   const runtimeFactory = options.runtimeFactory ?? (cloudFactory as RuntimeFactory);
 
-  const redis = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  // auto-pipelining sends the commands of concurrent requests in one write (many small writes were a hot spot)
+  const redis = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableAutoPipelining: true });
   redis.on('error', (err) => logger.warn({ err: { message: err.message } }, 'redis connection error'));
   await redis.connect();
   const store = new JobStore(redis, config.redisPrefix);
@@ -115,7 +116,7 @@ export async function composeGateway(options: ComposeOptions) {
       ? {
           reload: async () => {
             const loaded = await (options.reloadModels as () => Promise<LoadedModel[]>)();
-            await models.reload(loaded, await releases.overrides());
+            await models.reload(loaded, await releases.overrides(loaded.map((m) => m.manifest)));
             await releases.refresh();
             return models.list().map((m) => `${m.manifest.name}@${m.version}`);
           },
@@ -196,7 +197,16 @@ export function remoteAwareFactory(onnxThreads: number, metrics: Metrics, logger
     onEvent: (event) => {
       metrics.remoteEvents.inc({ model: event.model, version: event.version, event: event.type });
       if (event.type === 'breaker' || event.type === 'give_up') {
-        logger.warn({ model: event.model, version: event.version, endpoint: event.name, event: event.type, ...('state' in event ? { state: event.state } : {}) }, 'remote endpoint');
+        logger.warn(
+          {
+            model: event.model,
+            version: event.version,
+            endpoint: event.name,
+            event: event.type,
+            ...('state' in event ? { state: event.state } : {}),
+          },
+          'remote endpoint',
+        );
       }
     },
   });

@@ -26,6 +26,7 @@ export const problemCodes = {
   already_decided: { status: 409, title: 'This review has already been decided' },
   evidence_required: { status: 409, title: 'The version lacks the release evidence this change needs' },
   invalid_state: { status: 409, title: 'The job is not in a state that allows this' },
+  invalid_manifest: { status: 409, title: 'The manifests on disk are invalid: the previous ones keep serving' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
   // 5xx that are explicit refusals, never crashes

@@ -19,6 +19,53 @@ function describe(v: unknown): string {
   return `a ${typeof v}`;
 }
 
+const knownNames = new WeakMap<readonly Feature[], ReadonlySet<string>>();
+
+function namesOf(features: readonly Feature[]): ReadonlySet<string> {
+  let names = knownNames.get(features);
+  if (!names) {
+    names = new Set(features.map((f) => f.name));
+    knownNames.set(features, names);
+  }
+  return names;
+}
+
+/**
+ * Validates one instance and encodes it into `out` at `offset`, columns in feature order. Returns its problems
+ * (pointers under `at`), or undefined when it is valid. Pointers are built only on failure: this is the hot path.
+ */
+export function encodeRow(
+  features: readonly Feature[],
+  instance: unknown,
+  out: Float32Array,
+  offset: number,
+  at: string,
+): InputError[] | undefined {
+  if (!isPlainObject(instance)) return [{ pointer: at, detail: `must be an object, got ${describe(instance)}` }];
+  let errors: InputError[] | undefined;
+  const known = namesOf(features);
+  for (const key in instance) {
+    if (Object.hasOwn(instance, key) && !known.has(key)) {
+      (errors ??= []).push({ pointer: `${at}/${escapePointer(key)}`, detail: 'unknown feature' });
+    }
+  }
+  for (let col = 0; col < features.length; col++) {
+    const f = features[col] as Feature;
+    let value = Object.hasOwn(instance, f.name) ? instance[f.name] : undefined;
+    if (value === undefined || value === null) {
+      if (f.required || f.default === undefined) {
+        (errors ??= []).push({ pointer: `${at}/${f.name}`, detail: 'required' });
+        continue;
+      }
+      value = f.default;
+    }
+    const encoded = encodeValue(f, value);
+    if (typeof encoded === 'string') (errors ??= []).push({ pointer: `${at}/${f.name}`, detail: encoded });
+    else out[offset + col] = encoded;
+  }
+  return errors;
+}
+
 /**
  * Validates instances against the manifest's features and encodes them row-major into one Float32Array, columns
  * in feature order. Every problem is reported (up to a cap) with a JSON Pointer; values are never echoed back, so
@@ -32,33 +79,9 @@ export function encodeInstances(
   const width = features.length;
   const data = new Float32Array(instances.length * width);
   const errors: InputError[] = [];
-  const known = new Set(features.map((f) => f.name));
-
   for (let row = 0; row < instances.length && errors.length < MAX_REPORTED_ERRORS; row++) {
-    const instance = instances[row];
-    const at = `${basePointer}/${row}`;
-    if (!isPlainObject(instance)) {
-      errors.push({ pointer: at, detail: `must be an object, got ${describe(instance)}` });
-      continue;
-    }
-    for (const key of Object.keys(instance)) {
-      if (!known.has(key)) errors.push({ pointer: `${at}/${escapePointer(key)}`, detail: 'unknown feature' });
-    }
-    for (let col = 0; col < width; col++) {
-      const f = features[col] as Feature;
-      const pointer = `${at}/${f.name}`;
-      let value = Object.hasOwn(instance, f.name) ? instance[f.name] : undefined;
-      if (value === undefined || value === null) {
-        if (f.required || f.default === undefined) {
-          errors.push({ pointer, detail: 'required' });
-          continue;
-        }
-        value = f.default;
-      }
-      const encoded = encodeValue(f, value);
-      if (typeof encoded === 'string') errors.push({ pointer, detail: encoded });
-      else data[row * width + col] = encoded;
-    }
+    const problems = encodeRow(features, instances[row], data, row * width, `${basePointer}/${row}`);
+    if (problems) errors.push(...problems);
   }
   if (errors.length > 0) {
     throw new Problem('invalid_input', `${errors.length} problem(s) with the instances`, {

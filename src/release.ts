@@ -63,11 +63,17 @@ export class ReleaseService {
     }
   }
 
-  /** Stored overrides still valid for these manifests (used when manifests reload). */
-  async overrides(): Promise<Map<string, RoutingState>> {
+  /**
+   * Stored overrides still valid for these manifests (used when manifests reload): a change made against another
+   * manifest routing is superseded by the manifest release, as `refresh` treats it.
+   */
+  async overrides(manifests: readonly Manifest[]): Promise<Map<string, RoutingState>> {
+    const hashes = new Map(manifests.map((m) => [m.name, manifestRoutingHash(m)]));
     const out = new Map<string, RoutingState>();
-    for (const [name, raw] of Object.entries(await this.#redis.hgetall(this.#key)))
-      out.set(name, (JSON.parse(raw) as StoredRouting).routing);
+    for (const [name, raw] of Object.entries(await this.#redis.hgetall(this.#key))) {
+      const stored = JSON.parse(raw) as StoredRouting;
+      if (hashes.get(name) === stored.basedOn) out.set(name, stored.routing);
+    }
     return out;
   }
 

@@ -43,7 +43,11 @@ export interface ServedModel {
   state: ModelState;
   refusal?: string;
   warmupP99Ms?: number;
-  /** requests admitted and not finished, all versions together: the concurrency bound counts these */
+  /**
+   * requests admitted and not finished, all versions together: the concurrency bound counts these. One count per
+   * model name, shared by the objects a reload swaps, so requests that started before a swap are counted (and
+   * released) in the same total as those after it.
+   */
   inFlight: number;
   versions: Map<string, ServedVersion>;
 }
@@ -82,6 +86,8 @@ export class ModelService {
   readonly #options: ServiceOptions;
   readonly #random: () => number;
   #shadowInFlight = new Map<string, number>();
+  /** the in-flight count of each model by name, kept across reloads (see ServedModel.inFlight) */
+  #inFlight = new Map<string, { n: number }>();
 
   private constructor(options: ServiceOptions) {
     this.#options = options;
@@ -109,6 +115,15 @@ export class ModelService {
         inFlight: 0,
         versions: new Map(),
       };
+      const counter = this.#inFlight.get(m.manifest.name) ?? { n: 0 };
+      this.#inFlight.set(m.manifest.name, counter);
+      Object.defineProperty(served, 'inFlight', {
+        enumerable: true,
+        get: () => counter.n,
+        set: (n: number) => {
+          counter.n = n;
+        },
+      });
       models.set(m.manifest.name, served);
       if (served.tier !== 'sync' || !m.manifest.sync) continue;
       for (const v of m.manifest.versions) {
@@ -201,8 +216,6 @@ export class ModelService {
         m.version = routing.primary;
       }
     }
-    // carry in-flight counts over so the concurrency bound stays true across the swap
-    for (const [name, m] of next) m.inFlight = previous.get(name)?.inFlight ?? 0;
     this.#models = next;
     const kept = new Set<string>();
     for (const m of next.values()) for (const v of m.versions.values()) kept.add(v.key);
@@ -257,11 +270,20 @@ export class ModelService {
     let result: PredictResult;
     try {
       const version = model.versions.get(chosen) as ServedVersion;
+      const fallback = version.spec.fallback ? model.versions.get(version.spec.fallback) : undefined;
+      // a remote version with a fallback must give up early enough for the fallback to answer within the deadline
+      const reserveMs = fallback && version.spec.runtime.kind !== 'onnx' ? fallbackReserveMs(fallback, deadlineMs) : 0;
       try {
-        const outputs = await this.#score(model, version, input, rows, deadlineAt, deadlineMs, release);
+        const outputs = await this.#score(
+          version,
+          input,
+          rows,
+          deadlineAt - reserveMs,
+          deadlineMs - reserveMs,
+          release,
+        );
         result = { predictions: shapePredictions(model.manifest.output, outputs, rows), version: chosen };
       } catch (err) {
-        const fallback = version.spec.fallback ? model.versions.get(version.spec.fallback) : undefined;
         if (
           !fallback ||
           (err instanceof Problem && err.code !== 'upstream_failed' && err.code !== 'deadline_exceeded')
@@ -271,13 +293,19 @@ export class ModelService {
         if (Date.now() >= deadlineAt) throw err;
         const reason = err instanceof Problem ? err.code : 'error';
         this.#options.metrics.fallbacks.inc({ model: name, version: chosen, reason });
-        const outputs = await this.#score(model, fallback, input, rows, deadlineAt, deadlineAt - Date.now(), () => {});
+        const outputs = await this.#score(fallback, input, rows, deadlineAt, deadlineAt - Date.now(), () => {});
         result = {
           predictions: shapePredictions(model.manifest.output, outputs, rows),
           version: fallback.spec.version,
           fallback: { from: chosen, reason },
         };
       }
+    } catch (err) {
+      // counted once, for the 504 the caller gets (not for a primary miss the fallback answered in time)
+      if (err instanceof Problem && err.code === 'deadline_exceeded') {
+        this.#options.metrics.deadlineExceeded.inc({ model: name });
+      }
+      throw err;
     } finally {
       release();
     }
@@ -296,7 +324,6 @@ export class ModelService {
 
   /** Runs one version within the deadline; `release` frees the request's concurrency slot when the work is done. */
   async #score(
-    model: ServedModel,
     version: ServedVersion,
     input: Float32Array,
     rows: number,
@@ -304,7 +331,6 @@ export class ModelService {
     deadlineMs: number,
     release: () => void,
   ): Promise<Record<string, OutputTensor>> {
-    const name = model.manifest.name;
     let cancel = () => {};
     let work: Promise<Record<string, OutputTensor>>;
     if (version.batcher) {
@@ -333,12 +359,8 @@ export class ModelService {
     try {
       return await Promise.race([work, deadline]);
     } catch (err) {
-      if (err instanceof Problem) {
-        if (err.code === 'deadline_exceeded') this.#options.metrics.deadlineExceeded.inc({ model: name });
-        throw err;
-      }
+      if (err instanceof Problem) throw err;
       if (err instanceof BatchCancelled) {
-        this.#options.metrics.deadlineExceeded.inc({ model: name });
         throw new Problem('deadline_exceeded', 'no score within the deadline', {
           extensions: { action: NO_SCORE_ACTION },
         });
@@ -413,6 +435,16 @@ export class ModelService {
   async close(): Promise<void> {
     await Promise.allSettled(this.list().flatMap((m) => [...m.versions.values()].map((v) => v.runtime.close())));
   }
+}
+
+/**
+ * The part of a request's deadline kept back from a remote version for its in-process fallback, so a slow endpoint
+ * (whose timeout defaults to the whole budget, or a caller's shorter deadline) still leaves the fallback time to
+ * answer: a fifth of the deadline, at least 10 ms and twice the fallback's warm-up p99, at most half the deadline.
+ */
+function fallbackReserveMs(fallback: ServedVersion, deadlineMs: number): number {
+  const wanted = Math.max(10, Math.ceil(2 * (fallback.warmupP99Ms ?? 0)), Math.ceil(deadlineMs / 5));
+  return Math.min(wanted, Math.floor(deadlineMs / 2));
 }
 
 /** A remote runtime's failure as the caller sees it: a timeout is a deadline miss, anything else a 502. */

@@ -81,11 +81,11 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
     const record = await store.get(id);
     if (!record) return 'gone';
     if (record.state !== 'queued' && record.state !== 'running') return `already ${record.state}`;
+    // one round trip: running, its start time and the attempt count together
     await store.transition(id, record.model, ['queued', 'running'], 'running', {
       now: now(),
-      fields: { startedAt: String(now()) },
+      fields: { startedAt: String(now()), '+attempts': '1' },
     });
-    await store.incrementAttempts(id);
     const model = deps.models.get(record.model);
     const fail = (reason: string) => failJob(record, reason);
     if (!model) {

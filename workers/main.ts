@@ -7,13 +7,13 @@ import { ApiKeyStore } from '../src/auth.ts';
 import { RunStore } from '../src/batch/runs.ts';
 import { ScheduleService } from '../src/batch/schedules.ts';
 import { LocalStorage } from '../src/batch/storage.ts';
+import { remoteAwareFactory } from '../src/compose.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
 import { createQueues } from '../src/jobs/queues.ts';
 import { JobStore } from '../src/jobs/store.ts';
 import { createLogger } from '../src/logger.ts';
 import { createMetrics } from '../src/metrics.ts';
 import { loadModels } from '../src/registry/load.ts';
-import { remoteAwareFactory } from '../src/compose.ts';
 import { ShadowRecorder } from '../src/shadow.ts';
 import { startWorkers, type WorkerKind, workerKinds } from './index.ts';
 

@@ -1,5 +1,4 @@
-import { Problem } from '../errors.ts';
-import { encodeInstances } from '../features.ts';
+import { encodeRow } from '../features.ts';
 import { shapePredictions } from '../predictions.ts';
 import type { LoadedModel } from '../registry/load.ts';
 import type { ModelRuntime } from '../runtime/types.ts';
@@ -59,7 +58,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   const { run, model, storage, runtime, runs } = ctx;
   const { manifest } = model;
   const width = manifest.features.length;
-  const chunkSize = manifest.batch?.chunkSize ?? 256;
+  const chunkSize = manifest.batch?.chunkSize ?? 1024;
   const output = await storage.openAppend(outputKey(run.id, 'output.ndjson'), run.outputBytes);
   const errors = await storage.openAppend(outputKey(run.id, 'errors.ndjson'), run.errorBytes);
   const shadowBytes: Record<string, number> = { ...run.shadowBytes };
@@ -87,18 +86,12 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
         errorText += outcome(row.id, row.error);
         continue;
       }
-      try {
-        input.set(encodeInstances(manifest.features, [row.values], ''), valid.length * width);
+      const problems = encodeRow(manifest.features, row.values, input, valid.length * width, '');
+      if (!problems) {
         valid.push(row.id);
-      } catch (err) {
-        if (!(err instanceof Problem)) throw err;
-        const list = (err.extensions.errors as Array<{ pointer: string; detail: string }> | undefined) ?? [];
-        const fields = list.map((e) => e.pointer.split('/').pop() ?? '');
-        errorText += outcome(
-          row.id,
-          list.map((e) => `${e.pointer.replace(/^\/0/, '') || '/'}: ${e.detail}`).join('; '),
-          fields,
-        );
+      } else {
+        const fields = problems.map((e) => e.pointer.split('/').pop() ?? '');
+        errorText += outcome(row.id, problems.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; '), fields);
       }
     }
     let outputText = '';

@@ -35,7 +35,7 @@ export class JobService {
     principal: Principal,
     model: ServedModel,
     body: { input?: unknown; callbackUrl?: unknown; idempotencyKey?: unknown },
-  ): Promise<{ id: string; created: boolean }> {
+  ): Promise<{ id: string; created: boolean; createdAt: number }> {
     const { manifest } = model;
     if (body.input === undefined) throw new Problem('invalid_request', '"input" is required');
     prepareInput(manifest, body.input); // bad input is refused here, never queued
@@ -50,6 +50,7 @@ export class JobService {
       }
       idempotencyKey = body.idempotencyKey;
     }
+    const createdAt = this.#d.now();
     const result = await this.#d.store.create({
       model: manifest.name,
       version: model.version,
@@ -57,7 +58,7 @@ export class JobService {
       payload: body.input,
       ...(callbackUrl ? { callbackUrl } : {}),
       ...(idempotencyKey ? { idempotencyKey } : {}),
-      now: this.#d.now(),
+      now: createdAt,
     });
     if (!result.sameRequest) {
       throw new Problem('idempotency_conflict', 'this idempotencyKey was already used for a different request', {
@@ -78,7 +79,7 @@ export class JobService {
       },
     );
     if (result.created) this.#d.metrics.jobs.inc({ model: manifest.name, state: 'queued' });
-    return result;
+    return { ...result, createdAt };
   }
 
   /** The service clock (injectable): review ages agree with escalation and the hold-age gauge. */

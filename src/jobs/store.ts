@@ -60,14 +60,20 @@ export interface AuditEntry {
 const TRANSITION = `
 -- KEYS: job, pending reviews, callback outbox, audit stream, the model's pending reviews
 -- ARGV: allowed states (comma list), new state, now, pending op (add|rem|none), outbox member or '', audit json or '',
---       then field/value pairs
+--       then field/value pairs (a field named '+name' is incremented by its value)
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, ''} end
 local allowed = false
 for s in string.gmatch(ARGV[1], '[^,]+') do if s == state then allowed = true end end
 if not allowed then return {0, state} end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updatedAt', ARGV[3])
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do
+  if string.sub(ARGV[i], 1, 1) == '+' then
+    redis.call('HINCRBY', KEYS[1], string.sub(ARGV[i], 2), tonumber(ARGV[i + 1]))
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
 local id = redis.call('HGET', KEYS[1], 'id')
 if ARGV[4] == 'add' then
   redis.call('ZADD', KEYS[2], ARGV[3], id)

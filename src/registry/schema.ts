@@ -272,7 +272,7 @@ export const manifestSchema = z
     /** batch scoring: chunk size of the ONNX runs and the FHIR look-back window */
     batch: z
       .object({
-        chunkSize: z.number().int().min(1).max(4096).default(256),
+        chunkSize: z.number().int().min(1).max(8192).default(1024),
         lookbackHours: z
           .number()
           .positive()
