@@ -42,11 +42,11 @@ export function encodeRow(
   at: string,
 ): InputError[] | undefined {
   if (!isPlainObject(instance)) return [{ pointer: at, detail: `must be an object, got ${describe(instance)}` }];
-  let errors: InputError[] | undefined;
+  const errors: InputError[] = [];
   const known = namesOf(features);
   for (const key in instance) {
     if (Object.hasOwn(instance, key) && !known.has(key)) {
-      (errors ??= []).push({ pointer: `${at}/${escapePointer(key)}`, detail: 'unknown feature' });
+      errors.push({ pointer: `${at}/${escapePointer(key)}`, detail: 'unknown feature' });
     }
   }
   for (let col = 0; col < features.length; col++) {
@@ -54,16 +54,16 @@ export function encodeRow(
     let value = Object.hasOwn(instance, f.name) ? instance[f.name] : undefined;
     if (value === undefined || value === null) {
       if (f.required || f.default === undefined) {
-        (errors ??= []).push({ pointer: `${at}/${f.name}`, detail: 'required' });
+        errors.push({ pointer: `${at}/${f.name}`, detail: 'required' });
         continue;
       }
       value = f.default;
     }
     const encoded = encodeValue(f, value);
-    if (typeof encoded === 'string') (errors ??= []).push({ pointer: `${at}/${f.name}`, detail: encoded });
+    if (typeof encoded === 'string') errors.push({ pointer: `${at}/${f.name}`, detail: encoded });
     else out[offset + col] = encoded;
   }
-  return errors;
+  return errors.length > 0 ? errors : undefined;
 }
 
 /**
