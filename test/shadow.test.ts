@@ -524,7 +524,12 @@ describe('async jobs and batch runs mirror too', { timeout: 60_000 }, () => {
       job.result?.output.predictions.map((p) => (p as Record<string, number>).deteriorationRisk),
       v1,
     );
-    const body = await report(gw);
+    // the worker mirrors after the release, without holding the job: the pairs arrive shortly after
+    let body = await report(gw);
+    await waitFor(async () => {
+      body = await report(gw);
+      return body.shadows.some((x: { version: string; pairs: number }) => x.version === '2' && x.pairs >= 3);
+    }, 'the shadow pairs of the job');
     const s = body.shadows.find((x: { version: string }) => x.version === '2');
     assert.ok(s, JSON.stringify(body));
     assert.equal(s.pairs, 3);

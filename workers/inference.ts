@@ -132,17 +132,25 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
     }
 
     const primaryMs = performance.now() - scoringStarted;
-    // shadows see the same input; their outputs are recorded, never stored on the job, and their failures fail nothing
+    // shadows see the same input after the primary has scored; their outputs are recorded, never stored on the job;
+    // they neither wait for nor delay the job's hold or release, and their failures (or hangs) fail nothing
     const shadow = model.manifest.routing.shadow;
     if (shadow && deps.shadow && (deps.random ?? Math.random)() < shadow.sampleRate) {
+      const recorder = deps.shadow;
       const primary = predictions.map((p) => comparable(model.manifest.output, p));
-      for (const version of shadow.versions) {
+      const mirror = async (version: string) => {
         const started = performance.now();
+        let timer: NodeJS.Timeout | undefined;
         try {
           const runtime = await runtimeFor(model, version);
-          const outputs = await runtime.run(input.data, input.rows, { deadline: Date.now() + timeoutMs });
+          const outputs = await Promise.race([
+            runtime.run(input.data, input.rows, { deadline: Date.now() + timeoutMs }),
+            new Promise<never>((_, reject) => {
+              timer = setTimeout(() => reject(new Error(`shadow gave no answer within ${timeoutMs} ms`)), timeoutMs);
+            }),
+          ]);
           const shadowPredictions = shapePredictions(model.manifest.output, outputs, input.rows, model.corpus);
-          deps.shadow.record({
+          recorder.record({
             model: record.model,
             primaryVersion: record.version,
             shadowVersion: version,
@@ -152,7 +160,7 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
             shadowMs: performance.now() - started,
           });
         } catch (err) {
-          deps.shadow.record({
+          recorder.record({
             model: record.model,
             primaryVersion: record.version,
             shadowVersion: version,
@@ -161,8 +169,11 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
             shadowMs: performance.now() - started,
             error: (err as Error).message,
           });
+        } finally {
+          clearTimeout(timer);
         }
-      }
+      };
+      for (const version of shadow.versions) if (version !== record.version) void mirror(version);
     }
 
     const output = JSON.stringify({ predictions });
