@@ -49,6 +49,7 @@ const envSchema = z.object({
   TRIAGE_CALLBACK_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
   TRIAGE_CALLBACK_HTTP_HOSTS: z.string().optional(),
   TRIAGE_DATA_DIR: z.string().min(1).default('data'),
+  TRIAGE_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   TRIAGE_BATCH_MISSED_AFTER_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
   TRIAGE_MAINTENANCE_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
 });
@@ -80,6 +81,8 @@ export type Config = {
   maintenanceIntervalMs: number;
   /** batch inputs and outputs live here */
   dataDir: string;
+  /** a standalone worker process serves /metrics and /healthz here (0: not at all) */
+  workerMetricsPort: number;
   batchMissedAfterMs: number;
 };
 
@@ -161,6 +164,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     maintenanceIntervalMs: e.TRIAGE_MAINTENANCE_INTERVAL_MS,
     dataDir: e.TRIAGE_DATA_DIR,
+    workerMetricsPort: e.TRIAGE_WORKER_METRICS_PORT,
     batchMissedAfterMs: e.TRIAGE_BATCH_MISSED_AFTER_MS,
   };
 }

@@ -2,6 +2,7 @@
  * A worker process on its own: `node --import tsx workers/main.ts [inference,callbacks,maintenance]` (default: the
  * kinds in TRIAGE_WORKERS). The gateway then runs with TRIAGE_WORKERS=none, and workers scale per queue.
  */
+import { createServer } from 'node:http';
 import { Redis } from 'ioredis';
 import { ApiKeyStore } from '../src/auth.ts';
 import { RunStore } from '../src/batch/runs.ts';
@@ -43,7 +44,7 @@ async function main() {
   const store = new JobStore(redis, config.redisPrefix);
   const queues = createQueues(redis, config.redisPrefix);
   const models = await loadModels(config.modelsDir, config.syncCeilingMs);
-  const metrics = createMetrics();
+  const metrics = createMetrics({ defaultMetrics: true });
   const schedules = new ScheduleService(redis, config.redisPrefix, store);
   const shadow = new ShadowRecorder(redis, config.redisPrefix, metrics, logger);
   const runtimeFactory = remoteAwareFactory(config.onnxThreads, metrics, logger);
@@ -73,9 +74,30 @@ async function main() {
     now: Date.now,
     shadow,
   });
+  // the counters recorded here (jobs, callbacks, batch rows, last schedule success) exist only in this process
+  const ops =
+    config.workerMetricsPort > 0
+      ? createServer((req, res) => {
+          if (req.method === 'GET' && req.url === '/metrics') {
+            metrics.registry.metrics().then(
+              (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
+              () => res.writeHead(500).end(),
+            );
+          } else if (req.method === 'GET' && req.url === '/healthz') {
+            res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+          } else {
+            res.writeHead(404).end();
+          }
+        })
+          .on('error', (err: NodeJS.ErrnoException) =>
+            logger.warn({ port: config.workerMetricsPort, code: err.code }, 'worker /metrics not served'),
+          )
+          .listen(config.workerMetricsPort, config.host)
+      : undefined;
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, async () => {
       logger.info('stopping workers: finishing active jobs');
+      ops?.close();
       await workers.close();
       await shadow.close();
       await runtimeFactory.close();
