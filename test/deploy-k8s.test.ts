@@ -629,7 +629,12 @@ describe('k8s: network policy', () => {
             'the gateway takes 8080',
           );
         } else {
-          assert.equal(ingress.length, 0, `${id(workload)}: no ingress (workers serve nothing)`);
+          // workers serve only their metrics port (Prometheus, liveness)
+          assert.deepEqual(
+            ingress.flatMap((r: Obj) => (r.ports ?? []).map((p: Obj) => p.port)),
+            [9464],
+            `${id(workload)}: only the metrics port in`,
+          );
         }
       }
     });
