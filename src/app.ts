@@ -15,6 +15,7 @@ import { scheduleRoutes } from '../routes/schedules.ts';
 import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './errors.ts';
 import { problemResponse } from './http.ts';
+import { labelled } from './metrics.ts';
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -22,7 +23,7 @@ const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const { metrics, logger } = deps;
-  const histogramChildren = new Map<string, { observe(v: number): void }>();
+  const requestDuration = labelled(metrics.httpRequestDuration);
 
   app.use('*', async (c, next) => {
     const started = performance.now();
@@ -46,14 +47,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       version: model?.version ?? '',
       tier: model?.tier ?? '',
     };
-    // one cached child per label set: prom-client otherwise hashes the label object on every observation
-    const key = `${route}|${labels.method}|${status}|${labels.model}|${labels.version}`;
-    let child = histogramChildren.get(key);
-    if (!child) {
-      child = metrics.httpRequestDuration.labels(labels);
-      if (histogramChildren.size < 10_000) histogramChildren.set(key, child);
-    }
-    child.observe(seconds);
+    requestDuration(labels).observe(seconds);
     if (deps.options.accessLog || c.res.status >= 500) {
       // route pattern, never the raw path or body: no patient data in logs
       logger[c.res.status >= 500 ? 'warn' : 'info'](

@@ -213,3 +213,20 @@ export function registerQueueGauges(
     },
   });
 }
+
+/**
+ * Memoises a metric's labelled children: prom-client otherwise hashes the label object on every call, which shows on
+ * the predict hot path. Label values must be bounded (model names, versions, routes), as they are everywhere here.
+ */
+export function labelled<L extends string, C>(metric: { labels(labels: Partial<Record<L, string>>): C }) {
+  const children = new Map<string, C>();
+  return (labels: Record<L, string>): C => {
+    const key = Object.values(labels).join('\u0000');
+    let child = children.get(key);
+    if (!child) {
+      child = metric.labels(labels);
+      if (children.size < 10_000) children.set(key, child);
+    }
+    return child;
+  };
+}

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { Problem } from './errors.ts';
 import { encodeInstances, typicalRow } from './features.ts';
-import type { Metrics } from './metrics.ts';
+import { labelled, type Metrics } from './metrics.ts';
 import { inputWidth } from './model-input.ts';
 import { type CorpusEntry, type Prediction, shapePredictions } from './predictions.ts';
 import type { LoadedModel } from './registry/load.ts';
@@ -89,8 +89,13 @@ export class ModelService {
   /** the in-flight count of each model by name, kept across reloads (see ServedModel.inFlight) */
   #inFlight = new Map<string, { n: number }>();
 
+  readonly #inFlightGauge;
+  readonly #routedRequests;
+
   private constructor(options: ServiceOptions) {
     this.#options = options;
+    this.#inFlightGauge = labelled(options.metrics.inFlight);
+    this.#routedRequests = labelled(options.metrics.canaryRequests);
     this.#random = options.random ?? Math.random;
   }
 
@@ -258,13 +263,14 @@ export class ModelService {
     const rows = instances.length;
 
     model.inFlight++;
-    this.#options.metrics.inFlight.inc({ model: name });
+    const inFlightGauge = this.#inFlightGauge({ model: name });
+    inFlightGauge.inc();
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
       model.inFlight--;
-      this.#options.metrics.inFlight.dec({ model: name });
+      inFlightGauge.dec();
     };
 
     let result: PredictResult;
@@ -309,11 +315,7 @@ export class ModelService {
     } finally {
       release();
     }
-    this.#options.metrics.canaryRequests.inc({
-      model: name,
-      version: result.version,
-      route: result.fallback ? 'fallback' : route,
-    });
+    this.#routedRequests({ model: name, version: result.version, route: result.fallback ? 'fallback' : route }).inc();
     if (routing.shadow && this.#options.shadow && this.#random() < routing.shadow.sampleRate) {
       const primaryMs = performance.now() - started;
       // after the answer, off the request's path: setImmediate lets the response go out first
