@@ -41,10 +41,15 @@ function freePort(): Promise<number> {
  * The Redis for development and tests: `TRIAGE_REDIS_URL` when set; else one already answering on 127.0.0.1:6379;
  * else a throwaway `redis-server` from PATH on a free port, memory only, `noeviction` as BullMQ requires.
  */
-export async function ensureRedis(configuredUrl: string | undefined): Promise<RedisHandle> {
+export async function ensureRedis(
+  configuredUrl: string | undefined,
+  options: { defaultPort?: number } = {},
+): Promise<RedisHandle> {
   const none = async () => {};
+  const defaultPort = options.defaultPort ?? 6379;
   if (configuredUrl) return { url: configuredUrl, stop: none };
-  if (await pingRedis(6379)) return { url: DEFAULT_URL, stop: none };
+  if (await pingRedis(defaultPort))
+    return { url: defaultPort === 6379 ? DEFAULT_URL : `redis://127.0.0.1:${defaultPort}`, stop: none };
 
   const probe = spawnSync('redis-server', ['--version'], { stdio: 'ignore' });
   if (probe.error || probe.status !== 0) throw new Error(`${INSTALL_HINT}.`);
