@@ -92,15 +92,13 @@ export class ShadowRecorder {
       };
       this.#pending.set(id, a);
     }
-    const labels = { model: pair.model, version: pair.shadowVersion };
+    // metrics are brought up to date at flush, from the aggregate: nothing per pair on the event loop but counting
     if (pair.error || !pair.shadow) {
       a.errors++;
-      this.#metrics.shadowErrors.inc(labels);
       return;
     }
     a.primaryMs.push(pair.primaryMs);
     a.shadowMs.push(pair.shadowMs);
-    this.#metrics.shadowLatency.observe(labels, pair.shadowMs / 1000);
     pair.primary.forEach((p, i) => {
       const s = pair.shadow?.[i];
       if (!s) return;
@@ -110,7 +108,6 @@ export class ShadowRecorder {
       if (agree) a.agree++;
       else if (s.decision === 'positive' || (p.decision !== 'positive' && s.score > p.score)) a.shadowPositive++;
       else a.shadowNegative++;
-      this.#metrics.shadowPairs.inc({ ...labels, agreement: agree ? 'agree' : 'disagree' });
       if (this.#recent.length < 500) {
         this.#recent.push(
           JSON.stringify({
@@ -139,6 +136,12 @@ export class ShadowRecorder {
     const pipe = this.#redis.pipeline();
     for (const [id, a] of pending) {
       const [model, version] = id.split('\u0000') as [string, string];
+      const labels = { model, version };
+      if (a.agree > 0) this.#metrics.shadowPairs.inc({ ...labels, agreement: 'agree' }, a.agree);
+      if (a.pairs > a.agree) this.#metrics.shadowPairs.inc({ ...labels, agreement: 'disagree' }, a.pairs - a.agree);
+      if (a.errors > 0) this.#metrics.shadowErrors.inc(labels, a.errors);
+      const latency = this.#metrics.shadowLatency.labels(labels);
+      for (const ms of a.shadowMs) latency.observe(ms / 1000);
       const stats = this.#key(model, version, 'stats');
       pipe.hincrby(stats, 'pairs', a.pairs);
       pipe.hincrby(stats, 'agree', a.agree);

@@ -78,14 +78,10 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
   const process = async (job: Job<InferenceJobData>) => {
     const { store, now, metrics } = deps;
     const id = job.data.jobId;
-    const record = await store.get(id);
-    if (!record) return 'gone';
-    if (record.state !== 'queued' && record.state !== 'running') return `already ${record.state}`;
-    // one round trip: running, its start time and the attempt count together
-    await store.transition(id, record.model, ['queued', 'running'], 'running', {
-      now: now(),
-      fields: { startedAt: String(now()), '+attempts': '1' },
-    });
+    // one round trip: queued (or a stalled running) → running with its start time and attempt, and the record back
+    const claim = await store.claim(id, now());
+    if (!claim.record) return claim.state ? `already ${claim.state}` : 'gone';
+    const record = claim.record;
     const model = deps.models.get(record.model);
     const fail = (reason: string) => failJob(record, reason);
     if (!model) {

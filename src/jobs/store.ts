@@ -88,6 +88,16 @@ if ARGV[6] ~= '' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000000', '*',
 return {1, state}
 `;
 
+const CLAIM = `
+-- KEYS: job; ARGV: now. Takes a queued (or stalled running) job: running, started now, one more attempt.
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, ''} end
+if state ~= 'queued' and state ~= 'running' then return {0, state} end
+redis.call('HSET', KEYS[1], 'state', 'running', 'updatedAt', ARGV[1], 'startedAt', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return {1, redis.call('HGETALL', KEYS[1])}
+`;
+
 const CREATE = `
 -- KEYS: idempotency key, job; ARGV: job id, request hash, ttl seconds, then field/value pairs
 local existing = redis.call('GET', KEYS[1])
@@ -115,6 +125,7 @@ export class JobStore {
     if (!('triageTransition' in redis)) {
       redis.defineCommand('triageTransition', { numberOfKeys: 5, lua: TRANSITION });
       redis.defineCommand('triageCreate', { numberOfKeys: 2, lua: CREATE });
+      redis.defineCommand('triageClaim', { numberOfKeys: 1, lua: CLAIM });
     }
   }
 
@@ -190,6 +201,19 @@ export class JobStore {
     return { id: jobId, created: false, sameRequest: existingHash === requestHash };
   }
 
+  /** A worker takes the job: the record as it is now running, or the state that kept it from running. */
+  async claim(id: string, now: number): Promise<{ record?: JobRecord; state: JobState | '' }> {
+    const [ok, result] = (await (this.redis as unknown as TriageCommands).triageClaim(
+      this.key('job', id),
+      String(now),
+    )) as [number, string | string[]];
+    if (ok !== 1) return { state: result as JobState | '' };
+    const flat = result as string[];
+    const h: Record<string, string> = {};
+    for (let i = 0; i < flat.length; i += 2) h[flat[i] as string] = flat[i + 1] as string;
+    return { record: parseRecord(h), state: 'running' };
+  }
+
   async get(id: string): Promise<JobRecord | undefined> {
     const h = await this.redis.hgetall(this.key('job', id));
     if (!h.id) return undefined;
@@ -228,10 +252,6 @@ export class JobStore {
       ...args,
     )) as [number, string];
     return { ok: ok === 1, previous: previous as JobState | '' };
-  }
-
-  async incrementAttempts(id: string): Promise<void> {
-    await this.redis.hincrby(this.key('job', id), 'attempts', 1);
   }
 
   /** Marks a hold escalated once; true only for the call that flagged it. */
@@ -290,6 +310,7 @@ export class JobStore {
 }
 
 interface TriageCommands {
+  triageClaim(...args: string[]): Promise<unknown>;
   triageTransition(...args: string[]): Promise<unknown>;
   triageCreate(...args: string[]): Promise<unknown>;
 }
