@@ -63,6 +63,8 @@ export interface PredictResult {
 export const NO_SCORE_ACTION = 'no score: follow the standard protocol';
 /** Shadow runs in flight per model beyond which sampled mirrors are dropped (and counted), never queued. */
 const MAX_SHADOW_IN_FLIGHT = 256;
+/** calls a remote version's batcher keeps in flight at once */
+const REMOTE_CALLS_IN_FLIGHT = 8;
 
 interface ServiceOptions {
   metrics: Metrics;
@@ -164,7 +166,25 @@ export class ModelService {
     if (existing) return existing;
     const runtime = await this.#options.runtimeFactory(m, v);
     const sync = m.manifest.sync;
-    if (v.runtime.kind !== 'onnx' || !sync) return { spec: v, runtime, key };
+    if (!sync) return { spec: v, runtime, key };
+    if (v.runtime.kind !== 'onnx') {
+      // a remote endpoint: concurrent requests share calls too (one InvokeEndpoint / predict for many rows), with a
+      // few calls in flight at once, each bounded by the earliest deadline among its requests; no warm-up call
+      const labels = { model: m.manifest.name, version: v.version };
+      const batcher = new DynamicBatcher(runtime, {
+        featureCount: m.manifest.features.length,
+        maxRows: sync.maxBatchSize,
+        maxWaitMs: sync.maxBatchWaitMs,
+        maxConcurrentRuns: REMOTE_CALLS_IN_FLIGHT,
+        observer: {
+          onRun(rows, seconds, ok) {
+            metrics.inferenceDuration.observe({ ...labels, tier: 'sync', status: ok ? 'ok' : 'error' }, seconds);
+            metrics.inferenceBatchSize.observe(labels, rows);
+          },
+        },
+      });
+      return { spec: v, runtime, batcher, key };
+    }
     const p99 = await measureWarmup(runtime, typicalRow(m.manifest.features), this.#options.warmupRuns);
     metrics.warmupLatency.set({ model: m.manifest.name, version: v.version }, p99 / 1000);
     const labels = { model: m.manifest.name, version: v.version };
@@ -336,7 +356,7 @@ export class ModelService {
     let cancel = () => {};
     let work: Promise<Record<string, OutputTensor>>;
     if (version.batcher) {
-      const submission = version.batcher.submit(input, rows);
+      const submission = version.batcher.submit(input, rows, deadlineAt);
       cancel = submission.cancel;
       work = submission.result;
     } else {
@@ -402,7 +422,7 @@ export class ModelService {
       const started = performance.now();
       try {
         const outputs = served.batcher
-          ? await served.batcher.submit(input, rows).result
+          ? await served.batcher.submit(input, rows, Date.now() + (model.manifest.sync?.latencyBudgetMs ?? 1000)).result
           : await served.runtime.run(input, rows, {
               deadline: Date.now() + (model.manifest.sync?.latencyBudgetMs ?? 1000),
             });

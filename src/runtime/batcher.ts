@@ -8,6 +8,8 @@ export class BatchCancelled extends Error {
 interface Entry {
   input: Float32Array;
   rows: number;
+  /** epoch ms: a remote runtime bounds its timeout and retries by the earliest deadline of the batch */
+  deadline: number | undefined;
   cancelled: boolean;
   resolve: (out: Record<string, OutputTensor>) => void;
   reject: (err: unknown) => void;
@@ -35,13 +37,22 @@ export class DynamicBatcher {
   readonly #maxWaitMs: number;
   readonly #observer: BatchObserver | undefined;
   #queue: Entry[] = [];
-  #running = false;
+  #active = 0;
+  readonly #maxConcurrentRuns: number;
   #scheduled = false;
 
   constructor(
     runtime: ModelRuntime,
-    options: { featureCount: number; maxRows: number; maxWaitMs: number; observer?: BatchObserver },
+    options: {
+      featureCount: number;
+      maxRows: number;
+      maxWaitMs: number;
+      observer?: BatchObserver;
+      /** runs in flight at once: 1 for in-process ONNX (its run blocks the thread anyway), more for remote endpoints */
+      maxConcurrentRuns?: number;
+    },
   ) {
+    this.#maxConcurrentRuns = options.maxConcurrentRuns ?? 1;
     this.#runtime = runtime;
     this.#featureCount = options.featureCount;
     this.#maxRows = options.maxRows;
@@ -49,10 +60,10 @@ export class DynamicBatcher {
     this.#observer = options.observer;
   }
 
-  submit(input: Float32Array, rows: number): Submission {
+  submit(input: Float32Array, rows: number, deadline?: number): Submission {
     let entry!: Entry;
     const result = new Promise<Record<string, OutputTensor>>((resolve, reject) => {
-      entry = { input, rows, cancelled: false, resolve, reject };
+      entry = { input, rows, deadline, cancelled: false, resolve, reject };
     });
     this.#queue.push(entry);
     this.#schedule(this.#queuedRows() >= this.#maxRows);
@@ -71,7 +82,7 @@ export class DynamicBatcher {
   }
 
   #schedule(now: boolean): void {
-    if (this.#running || this.#scheduled) return;
+    if (this.#active >= this.#maxConcurrentRuns || this.#scheduled) return;
     this.#scheduled = true;
     // setImmediate lets every request whose bytes arrived in this event-loop turn join the batch.
     if (now || this.#maxWaitMs === 0) setImmediate(() => this.#flush());
@@ -96,11 +107,14 @@ export class DynamicBatcher {
     }
     if (batch.length === 0) return;
 
-    this.#running = true;
+    this.#active++;
+    let deadline: number | undefined;
+    for (const e of batch)
+      if (e.deadline !== undefined && (deadline === undefined || e.deadline < deadline)) deadline = e.deadline;
     const started = performance.now();
     try {
       const input = batch.length === 1 ? (batch[0] as Entry).input : this.#concat(batch, rows);
-      const outputs = await this.#runtime.run(input, rows);
+      const outputs = await this.#runtime.run(input, rows, deadline !== undefined ? { deadline } : undefined);
       this.#observer?.onRun(rows, (performance.now() - started) / 1000, true);
       let offset = 0;
       for (const entry of batch) {
@@ -111,7 +125,7 @@ export class DynamicBatcher {
       this.#observer?.onRun(rows, (performance.now() - started) / 1000, false);
       for (const entry of batch) entry.reject(err);
     } finally {
-      this.#running = false;
+      this.#active--;
       if (this.#queue.length > 0) this.#schedule(this.#queuedRows() >= this.#maxRows);
     }
   }
