@@ -253,6 +253,29 @@ describe('a remote primary with an ONNX fallback', () => {
     assert.equal(await allFallbacks(), fallbacksBefore);
   });
 
+  test('concurrent requests share InvokeEndpoint calls, and each gets the answer for its own rows', async () => {
+    const fake = fakes[MAIN] as SageMakerFake;
+    fake.fault = { mode: 'slow', ms: 20 }; // calls overlap: requests arriving meanwhile wait for the next call
+    const before = fake.count;
+    const singles = PATIENTS.map((p, i) => ({ ...p, pulse: 60 + i * 11 }));
+    const requests = Array.from({ length: 24 }, (_, i) => [singles[i % singles.length]]);
+    const responses = await Promise.all(
+      requests.map((instances) => predict(t.app, MAIN, { instances }, t.keys.client)),
+    );
+    fake.fault = { mode: 'ok' };
+    const calls = fake.count - before;
+    assert.ok(calls < requests.length, `${calls} calls for ${requests.length} requests: they must share calls`);
+    const input = encodeInstances(manifest.features, singles);
+    const direct = shapePredictions(manifest.output, await v1.run(input, singles.length), singles.length);
+    for (const [i, res] of responses.entries()) {
+      assert.equal(res.status, 200);
+      const body = (await res.json()) as { version: string; predictions: Prediction[] };
+      assert.equal(body.version, '3');
+      // the fake scores with v1's graph: each request's row comes back to that request, not a neighbour's
+      assert.deepEqual(body.predictions, [direct[i % singles.length]], `request ${i}`);
+    }
+  });
+
   test('fake 5xx, persistently → 200 from version 1 with fallback: true; counted in triage_fallback_total', async () => {
     const fake = fakes[MAIN] as SageMakerFake;
     const counted = await allFallbacks();
