@@ -22,7 +22,9 @@ import type { WorkerKind } from '../workers/index.ts';
 export const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));
 export const REPO_DIR = fileURLToPath(new URL('../', import.meta.url));
 export const REDIS_URL = process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379';
-export const SYNTHEA_OBSERVATIONS = '/work/shared/data/synthea/vital-sign-observations.ndjson';
+export const SYNTHEA_OBSERVATIONS = fileURLToPath(
+  new URL('../../shared/data/synthea/vital-sign-observations.ndjson', import.meta.url),
+);
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

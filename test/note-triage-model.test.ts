@@ -20,7 +20,7 @@ import { manifestSchema } from '../src/registry/schema.ts';
 
 const MODEL_DIR = fileURLToPath(new URL('../models/note-triage/', import.meta.url));
 const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));
-/** a Synthea R4 bundle of ../shared/data with DocumentReference notes (read if present) */
+/** a Synthea R4 bundle of ../shared/data with DocumentReference notes */
 const SYNTHEA_BUNDLE = fileURLToPath(
   new URL('../../shared/data/synthea/6c8f3e83-c351-ed33-c38d-6be101c275d2.json', import.meta.url),
 );
@@ -161,9 +161,7 @@ describe('note-triage graph', () => {
     assert.equal(top(row), 'urgent-follow-up', `[${row}]`);
   });
 
-  test('Synthea DocumentReference notes (shared/data) classify to valid distributions', {
-    skip: !existsSync(SYNTHEA_BUNDLE),
-  }, async () => {
+  test('Synthea DocumentReference notes (shared/data) classify to valid distributions', async () => {
     const bundle = JSON.parse(readFileSync(SYNTHEA_BUNDLE, 'utf8')) as {
       entry: { resource: { resourceType: string } }[];
     };
