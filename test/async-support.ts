@@ -5,13 +5,12 @@
  * bounded polling.
  */
 import { randomBytes } from 'node:crypto';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Webhook } from 'standardwebhooks';
 import YAML from 'yaml';
@@ -23,52 +22,9 @@ import type { AuditEntry } from '../src/jobs/store.ts';
 import { createLogger } from '../src/logger.ts';
 import { loadModels } from '../src/registry/load.ts';
 import type { WorkerKind } from '../workers/index.ts';
-import { MODELS_DIR, REDIS_URL } from './support.ts';
+import { deletePrefix, MODELS_DIR, makePrefix, metricValue, REDIS_URL, removeDir, sleep, waitFor } from './support.ts';
 
-export { MODELS_DIR, REDIS_URL };
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Polls `condition` every 10 ms; throws (naming `what`) if it is still false after `timeoutMs`. */
-export async function waitFor(
-  condition: () => boolean | Promise<boolean>,
-  what: string | (() => string),
-  timeoutMs = 10_000,
-): Promise<void> {
-  const started = Date.now();
-  while (!(await condition())) {
-    if (Date.now() - started > timeoutMs) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
-    }
-    await sleep(10);
-  }
-}
-
-/** A Redis Cluster-style prefix (one hash tag) unique to this test run. */
-export function makePrefix(name: string): string {
-  return `{triage-test-${name}-${randomBytes(6).toString('hex')}}`;
-}
-
-/** Deletes every key under `prefix` (job records, idempotency keys, audit, BullMQ queues). */
-export async function deletePrefix(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(
-        cursor,
-        'MATCH',
-        `${prefix.replace(/[*?[\]\\]/g, '\\$&')}:*`,
-        'COUNT',
-        1000,
-      );
-      cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
+export { deletePrefix, MODELS_DIR, makePrefix, metricValue, REDIS_URL, removeDir, sleep, waitFor };
 
 // ---------------------------------------------------------------------------------------------------------------
 // Keys
@@ -392,25 +348,10 @@ export async function tempModels(
   return dir;
 }
 
-export async function removeDir(dir: string | undefined): Promise<void> {
-  if (dir) await rm(dir, { recursive: true, force: true });
-}
-
 /** A logger that keeps every line (to assert that no patient data is logged). */
 export function captureLogger(level = 'info'): { logger: Logger; lines: string[] } {
   const lines: string[] = [];
   return { logger: createLogger(level, { write: (line: string) => void lines.push(line) }), lines };
-}
-
-/** The value of one Prometheus sample with (at least) these labels; undefined when absent. */
-export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const match = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const body = match[2] ?? '';
-    if (Object.entries(labels).every(([k, v]) => body.includes(`${k}="${v}"`))) return Number(match[3]);
-  }
-  return undefined;
 }
 
 /** Clinical notes the demonstration model classifies confidently. */

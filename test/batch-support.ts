@@ -4,12 +4,11 @@
  * generated inputs, bounded polling, and readers for the NDJSON the runs write.
  */
 import { randomBytes } from 'node:crypto';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import YAML from 'yaml';
 import { ApiKeyStore, hashKey } from '../src/auth.ts';
@@ -18,6 +17,9 @@ import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { loadModels } from '../src/registry/load.ts';
 import type { WorkerKind } from '../workers/index.ts';
+import { deletePrefix, makePrefix, metricValue, removeDir, sleep, waitFor } from './support.ts';
+
+export { deletePrefix, makePrefix, metricValue, removeDir, sleep, waitFor };
 
 export const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));
 export const REPO_DIR = fileURLToPath(new URL('../', import.meta.url));
@@ -25,43 +27,6 @@ export const REDIS_URL = process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379
 export const SYNTHEA_OBSERVATIONS = fileURLToPath(
   new URL('../../shared/data/synthea/vital-sign-observations.ndjson', import.meta.url),
 );
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Polls `condition` every 20 ms; throws (naming `what`) if it is still false after `timeoutMs`. */
-export async function waitFor(
-  condition: () => boolean | Promise<boolean>,
-  what: string | (() => string),
-  timeoutMs = 20_000,
-): Promise<void> {
-  const started = Date.now();
-  while (!(await condition())) {
-    if (Date.now() - started > timeoutMs) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`);
-    }
-    await sleep(20);
-  }
-}
-
-/** A Redis Cluster-style prefix (one hash tag) unique to this test run. */
-export function makePrefix(name: string): string {
-  return `{triage-test-${name}-${randomBytes(6).toString('hex')}}`;
-}
-
-/** Deletes every key under `prefix`. */
-export async function deletePrefix(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
 
 export interface BatchKeys {
   /** client, every model */
@@ -122,25 +87,10 @@ export function tempDir(kind: string): Promise<string> {
   return mkdtemp(path.join(tmpdir(), `triage-batch-${kind}-`));
 }
 
-export async function removeDir(dir: string | undefined): Promise<void> {
-  if (dir) await rm(dir, { recursive: true, force: true });
-}
-
 /** A logger that keeps every line (to assert that no row values or ids are logged). */
 export function captureLogger(level = 'debug'): { logger: Logger; lines: string[] } {
   const lines: string[] = [];
   return { logger: createLogger(level, { write: (line: string) => void lines.push(line) }), lines };
-}
-
-/** The value of one Prometheus sample with (at least) these labels; undefined when absent. */
-export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const match = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const body = match[2] ?? '';
-    if (Object.entries(labels).every(([k, v]) => body.includes(`${k}="${v}"`))) return Number(match[3]);
-  }
-  return undefined;
 }
 
 export interface Reply {

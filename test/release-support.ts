@@ -6,7 +6,7 @@
  * scan of what the shadow recorder keeps in Redis.
  */
 import { randomBytes } from 'node:crypto';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -20,34 +20,12 @@ import { type LoadedModel, loadModels } from '../src/registry/load.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
 import { onnxRuntimeFactory, type RuntimeFactory } from '../src/serving.ts';
 import type { WorkerKind } from '../workers/index.ts';
-import { MODELS_DIR, REDIS_URL } from './support.ts';
+import { deletePrefix, MODELS_DIR, makePrefix, metricValue, REDIS_URL, removeDir, sleep, waitFor } from './support.ts';
 
-export { MODELS_DIR, REDIS_URL };
+export { deletePrefix, MODELS_DIR, makePrefix, metricValue, REDIS_URL, removeDir, sleep, waitFor };
 
 export const MODEL = 'deterioration';
 export const SYNC_CEILING_MS = 5_000;
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Polls `condition` every 5 ms; throws (naming `what`) if it is still false after `timeoutMs`. */
-export async function waitFor(
-  condition: () => boolean | Promise<boolean>,
-  what: string | (() => string),
-  timeoutMs = 15_000,
-): Promise<void> {
-  const started = Date.now();
-  while (!(await condition())) {
-    if (Date.now() - started > timeoutMs) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`);
-    }
-    await sleep(5);
-  }
-}
-
-/** A Redis Cluster-style prefix (one hash tag) unique to this test run. */
-export function makePrefix(name: string): string {
-  return `{triage-test-${name}-${randomBytes(6).toString('hex')}}`;
-}
 
 function globEscape(s: string): string {
   return s.replace(/[*?[\]\\]/g, '\\$&');
@@ -62,17 +40,6 @@ async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
     out.push(...keys);
   } while (cursor !== '0');
   return out;
-}
-
-/** Deletes every key under `prefix`. */
-export async function deletePrefix(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
-  try {
-    const keys = await scanKeys(redis, `${globEscape(prefix)}*`);
-    for (let i = 0; i < keys.length; i += 500) await redis.unlink(...keys.slice(i, i + 500));
-  } finally {
-    redis.disconnect();
-  }
 }
 
 export interface StoredValue {
@@ -178,10 +145,6 @@ export async function editManifest(dir: string, edit: ManifestEdit): Promise<voi
   const manifest = YAML.parse(await readFile(file, 'utf8'));
   edit(manifest);
   await writeFile(file, YAML.stringify(manifest));
-}
-
-export async function removeDir(dir: string | undefined): Promise<void> {
-  if (dir) await rm(dir, { recursive: true, force: true });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -388,17 +351,6 @@ export async function buildGateway(options: ReleaseGatewayOptions): Promise<Rele
       await gateway.close();
     },
   };
-}
-
-/** The value of one Prometheus sample with (at least) these labels; undefined when absent. */
-export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const match = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const body = match[2] ?? '';
-    if (Object.entries(labels).every(([k, v]) => body.includes(`${k}="${v}"`))) return Number(match[3]);
-  }
-  return undefined;
 }
 
 /** All audit entries (GET /v1/audit, paged). */

@@ -4,6 +4,7 @@
  * REAL onnx runtime but can count, delay or hold its runs (to make overload and deadlines deterministic).
  */
 import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Hono } from 'hono';
 import { Redis } from 'ioredis';
@@ -111,33 +112,52 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestAp
   };
 }
 
-/** Deletes every Redis key under `prefix` (queues' metadata, registered schedules) from the test Redis. */
-export async function deleteRedisPrefix(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `condition` every `everyMs`; throws (naming `what`) rather than hangs if it is still false after `timeoutMs`. */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what: string | (() => string),
+  timeoutMs = 10_000,
+  everyMs = 2,
+): Promise<void> {
+  const started = Date.now();
+  while (!(await condition())) {
+    if (Date.now() - started > timeoutMs) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
+    }
+    await sleep(everyMs);
+  }
+}
+
+/** A Redis Cluster-style prefix (one hash tag) unique to this test run. */
+export function makePrefix(name: string): string {
+  return `{triage-test-${name}-${randomBytes(6).toString('hex')}}`;
+}
+
+/** Deletes every key under `prefix` (job records, idempotency keys, audit, BullMQ queues, schedules). */
+export async function deletePrefix(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
   redis.on('error', () => {});
-  await redis.connect();
   try {
     let cursor = '0';
     do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
+      const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
       cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
+      if (keys.length > 0) await redis.unlink(...keys);
     } while (cursor !== '0');
   } finally {
-    await redis.quit();
+    redis.disconnect();
   }
 }
 
-/** Polls `condition` every millisecond; fails (rather than hangs) if it is still false after `guardMs`. */
-export async function waitFor(condition: () => boolean, what: string, guardMs = 10_000): Promise<void> {
-  const started = Date.now();
-  while (!condition()) {
-    if (Date.now() - started > guardMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 1));
-  }
-}
+/** The name the first test files used for deletePrefix. */
+export const deleteRedisPrefix = deletePrefix;
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+export async function removeDir(dir: string | undefined): Promise<void> {
+  if (dir) await rm(dir, { recursive: true, force: true });
+}
 
 /**
  * Wraps the REAL onnx runtime: every run is recorded, and while `armed` a run can be delayed (`delayMs`) or held
