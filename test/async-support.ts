@@ -22,7 +22,17 @@ import type { AuditEntry } from '../src/jobs/store.ts';
 import { createLogger } from '../src/logger.ts';
 import { loadModels } from '../src/registry/load.ts';
 import type { WorkerKind } from '../workers/index.ts';
-import { deletePrefix, MODELS_DIR, makePrefix, metricValue, REDIS_URL, removeDir, sleep, waitFor } from './support.ts';
+import {
+  deletePrefix,
+  httpCall,
+  MODELS_DIR,
+  makePrefix,
+  metricValue,
+  REDIS_URL,
+  removeDir,
+  sleep,
+  waitFor,
+} from './support.ts';
 
 export { deletePrefix, MODELS_DIR, makePrefix, metricValue, REDIS_URL, removeDir, sleep, waitFor };
 
@@ -176,25 +186,7 @@ export async function buildGateway(options: AsyncGatewayOptions): Promise<TestGa
   });
   return {
     gateway,
-    async call(method, url, key, body, headers = {}) {
-      const res = await gateway.app.request(url, {
-        method,
-        headers: {
-          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-          ...(key ? { authorization: `Bearer ${key}` } : {}),
-          ...headers,
-        },
-        ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-      });
-      const text = await res.text();
-      let parsed: unknown;
-      try {
-        parsed = text ? JSON.parse(text) : undefined;
-      } catch {
-        parsed = undefined;
-      }
-      return { status: res.status, headers: res.headers, body: parsed, text };
-    },
+    call: (method, url, key, body, headers = {}) => httpCall(gateway.app, method, url, key, body, headers),
     close: () => gateway.close(),
   };
 }

@@ -17,7 +17,7 @@ import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { loadModels } from '../src/registry/load.ts';
 import type { WorkerKind } from '../workers/index.ts';
-import { deletePrefix, makePrefix, metricValue, removeDir, sleep, waitFor } from './support.ts';
+import { deletePrefix, httpCall, makePrefix, metricValue, removeDir, sleep, waitFor } from './support.ts';
 
 export { deletePrefix, makePrefix, metricValue, removeDir, sleep, waitFor };
 
@@ -154,25 +154,7 @@ export async function buildGateway(options: BatchGatewayOptions): Promise<TestGa
   return {
     gateway,
     dataDir: options.dataDir,
-    async call(method, url, key, body, headers = {}) {
-      const res = await gateway.app.request(url, {
-        method,
-        headers: {
-          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-          ...(key ? { authorization: `Bearer ${key}` } : {}),
-          ...headers,
-        },
-        ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-      });
-      const text = await res.text();
-      let parsed: unknown;
-      try {
-        parsed = text ? JSON.parse(text) : undefined;
-      } catch {
-        parsed = undefined;
-      }
-      return { status: res.status, headers: res.headers, body: parsed, text };
-    },
+    call: (method, url, key, body, headers = {}) => httpCall(gateway.app, method, url, key, body, headers),
     close: () => gateway.close(),
   };
 }

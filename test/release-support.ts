@@ -20,7 +20,17 @@ import { type LoadedModel, loadModels } from '../src/registry/load.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
 import { onnxRuntimeFactory, type RuntimeFactory } from '../src/serving.ts';
 import type { WorkerKind } from '../workers/index.ts';
-import { deletePrefix, MODELS_DIR, makePrefix, metricValue, REDIS_URL, removeDir, sleep, waitFor } from './support.ts';
+import {
+  deletePrefix,
+  httpCall,
+  MODELS_DIR,
+  makePrefix,
+  metricValue,
+  REDIS_URL,
+  removeDir,
+  sleep,
+  waitFor,
+} from './support.ts';
 
 export { deletePrefix, MODELS_DIR, makePrefix, metricValue, REDIS_URL, removeDir, sleep, waitFor };
 
@@ -318,25 +328,8 @@ export async function buildGateway(options: ReleaseGatewayOptions): Promise<Rele
         }
       : {}),
   });
-  const call: ReleaseGateway['call'] = async (method, url, key, body, headers = {}) => {
-    const res = await gateway.app.request(url, {
-      method,
-      headers: {
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...(key ? { authorization: `Bearer ${key}` } : {}),
-        ...headers,
-      },
-      ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    let parsed: unknown;
-    try {
-      parsed = text ? JSON.parse(text) : undefined;
-    } catch {
-      parsed = undefined;
-    }
-    return { status: res.status, headers: res.headers, body: parsed, text };
-  };
+  const call: ReleaseGateway['call'] = (method, url, key, body, headers = {}) =>
+    httpCall(gateway.app, method, url, key, body, headers);
   return {
     gateway,
     call,

@@ -152,6 +152,35 @@ export async function deletePrefix(prefix: string): Promise<void> {
   }
 }
 
+/** A request through `app.request()`: JSON in and out, the key as a bearer token; the body parsed when it is JSON. */
+export async function httpCall(
+  app: { request(url: string, init: RequestInit): Response | Promise<Response> },
+  method: string,
+  url: string,
+  key: string | undefined,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
+  const res = await app.request(url, {
+    method,
+    headers: {
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      ...(key ? { authorization: `Bearer ${key}` } : {}),
+      ...headers,
+    },
+    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  // biome-ignore lint/suspicious/noExplicitAny: test bodies are read loosely, as the tests assert their fields
+  return { status: res.status, headers: res.headers, body: parsed as any, text };
+}
+
 /** The name the first test files used for deletePrefix. */
 export const deleteRedisPrefix = deletePrefix;
 
