@@ -63,6 +63,10 @@ export async function composeGateway(options: ComposeOptions) {
   const metrics = options.metrics ?? createMetrics();
   const cloudFactory = options.runtimeFactory ? undefined : remoteAwareFactory(config.onnxThreads, metrics, logger);
   const runtimeFactory = options.runtimeFactory ?? (cloudFactory as RuntimeFactory);
+  // workers run jobs: remote calls get the job's budget, not a bedside request's
+  const jobFactory = options.runtimeFactory
+    ? undefined
+    : remoteAwareFactory(config.onnxThreads, metrics, logger, 'job');
 
   // auto-pipelining sends the commands of concurrent requests in one write (many small writes were a hot spot)
   const redis = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableAutoPipelining: true });
@@ -143,7 +147,7 @@ export async function composeGateway(options: ComposeOptions) {
           queues,
           keys: options.keys,
           models: options.models,
-          runtimeFactory,
+          runtimeFactory: options.runtimeFactory ?? (jobFactory as RuntimeFactory),
           metrics,
           logger,
           callbacks: config.callbacks,
@@ -183,6 +187,7 @@ export async function composeGateway(options: ComposeOptions) {
       await schedules.close();
       await models.close();
       await cloudFactory?.close();
+      await jobFactory?.close();
       await redis.quit().catch(() => redis.disconnect());
     },
   };
@@ -191,9 +196,15 @@ export async function composeGateway(options: ComposeOptions) {
 export type Gateway = Awaited<ReturnType<typeof composeGateway>>;
 
 /** The runtime factory of a real process: ONNX in-process, SageMaker and Vertex AI behind resilience, with metrics. */
-export function remoteAwareFactory(onnxThreads: number, metrics: Metrics, logger: Logger) {
+export function remoteAwareFactory(
+  onnxThreads: number,
+  metrics: Metrics,
+  logger: Logger,
+  caller: 'request' | 'job' = 'request',
+) {
   return createRuntimeFactory({
     onnxThreads,
+    caller,
     onEvent: (event) => {
       metrics.remoteEvents.inc({ model: event.model, version: event.version, event: event.type });
       if (event.type === 'breaker' || event.type === 'give_up') {

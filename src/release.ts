@@ -223,3 +223,33 @@ export class ReleaseService {
 }
 
 export { routingFromManifest };
+
+/**
+ * The routing in force for a model as processes without a ModelService (workers) see it: a change made through the
+ * API, while it still applies to this manifest, else the manifest's. Cached briefly: workers read it per job.
+ */
+export class RoutingReader {
+  readonly #redis: Redis;
+  readonly #key: string;
+  readonly #ttlMs: number;
+  #cache = new Map<string, { at: number; routing: RoutingState }>();
+
+  constructor(redis: Redis, prefix: string, ttlMs = 2000) {
+    this.#redis = redis;
+    this.#key = `${prefix}:routing`;
+    this.#ttlMs = ttlMs;
+  }
+
+  async get(manifest: Manifest): Promise<RoutingState> {
+    const cached = this.#cache.get(manifest.name);
+    if (cached && Date.now() - cached.at < this.#ttlMs) return cached.routing;
+    let routing = routingFromManifest(manifest);
+    const raw = await this.#redis.hget(this.#key, manifest.name).catch(() => null);
+    if (raw) {
+      const stored = JSON.parse(raw) as StoredRouting;
+      if (stored.basedOn === manifestRoutingHash(manifest)) routing = stored.routing;
+    }
+    this.#cache.set(manifest.name, { at: Date.now(), routing });
+    return routing;
+  }
+}

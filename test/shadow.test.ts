@@ -26,6 +26,7 @@ import {
   scoreOnnx,
   searchGrid,
   shadowStorage,
+  sleep,
   tempModels,
   VersionFaults,
   type Vitals,
@@ -536,6 +537,30 @@ describe('async jobs and batch runs mirror too', { timeout: 60_000 }, () => {
     assert.equal(s.shadowErrors, 0);
     const meanAbs = v1.reduce((sum, a, i) => sum + Math.abs(a - (v2[i] as number)), 0) / 3;
     assert.ok(Math.abs(s.meanAbsoluteScoreDifference - meanAbs) < 1e-9);
+  });
+
+  test('an async job follows a shadow change made through the API (workers read the routing in force)', async () => {
+    const pairsOf = async () =>
+      ((await report(gw)).shadows.find((x: { version: string }) => x.version === '2')?.pairs as number | undefined) ??
+      0;
+    const runJob = async () => {
+      const res = await gw.predict(keys.client, rows(2), { prefer: 'respond-async' });
+      assert.equal(res.status, 202, res.text);
+      await waitFor(
+        async () => (await gw.call('GET', `/v1/jobs/${res.body.id}`, keys.client)).body?.state === 'released',
+        'the job to be released',
+      );
+    };
+    assert.equal((await putShadow(gw, { versions: [], reason: 'pause the v2 evaluation' })).status, 200);
+    await sleep(2_100); // the workers' routing cache
+    const before = await pairsOf();
+    await runJob();
+    await sleep(300);
+    assert.equal(await pairsOf(), before, 'no pair while the shadow is off');
+    assert.equal((await putShadow(gw, { versions: ['2'], sampleRate: 1, reason: 'resume' })).status, 200);
+    await sleep(2_100);
+    await runJob();
+    await waitFor(async () => (await pairsOf()) === before + 2, 'the pairs of the job once the shadow is back');
   });
 
   test('a batch run writes output.shadow-2.ndjson beside the output: one line per scored row, same ids', async () => {

@@ -7,9 +7,8 @@ import { Redis } from 'ioredis';
 import { executeRun } from '../src/batch/execute.ts';
 import { RunStore } from '../src/batch/runs.ts';
 import { LocalStorage } from '../src/batch/storage.ts';
-import { inputWidth } from '../src/model-input.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
-import { createOnnxRuntime } from '../src/runtime/onnx.ts';
+import { createRuntimeFactory } from '../src/runtime/factory.ts';
 
 export interface BatchThreadInput {
   module: string;
@@ -36,20 +35,19 @@ try {
   const runs = new RunStore(redis, input.prefix);
   const run = await runs.get(input.runId);
   if (!run) throw new Error(`run ${input.runId} not found`);
-  const artifact = input.model.artifacts.get(input.version);
-  if (!artifact) throw new Error(`version ${input.version} has no artifact`);
-  const width = inputWidth(input.model.manifest);
-  const runtime = await createOnnxRuntime(artifact, width, { threads: input.onnxThreads });
-  // in-process shadows only: a batch run does not call remote endpoints for its mirror
+  // the same factory as the gateway: ONNX in-process, or a cloud endpoint behind timeouts, retries and a breaker
+  // (bounded by the model's async timeout, as a batch has no caller waiting on one row)
+  const factory = createRuntimeFactory({ onnxThreads: input.onnxThreads, caller: 'job' });
+  const versionOf = (id: string) => {
+    const v = input.model.manifest.versions.find((x) => x.version === id);
+    if (!v) throw new Error(`version ${id} is not in the manifest`);
+    return v;
+  };
+  const runtime = await factory(input.model, versionOf(input.version));
   const shadows = await Promise.all(
     (input.model.manifest.routing.shadow?.versions ?? [])
-      .filter((v) => v !== input.version && input.model.artifacts.has(v))
-      .map(async (version) => ({
-        version,
-        runtime: await createOnnxRuntime(input.model.artifacts.get(version) as string, width, {
-          threads: input.onnxThreads,
-        }),
-      })),
+      .filter((v) => v !== input.version)
+      .map(async (version) => ({ version, runtime: await factory(input.model, versionOf(version)) })),
   );
   try {
     const outcome = await executeRun({
@@ -65,6 +63,7 @@ try {
   } finally {
     await runtime.close();
     await Promise.all(shadows.map((sh) => sh.runtime.close()));
+    await factory.close();
   }
 } catch (err) {
   port.postMessage({ type: 'error', message: (err as Error).message } satisfies BatchThreadMessage);

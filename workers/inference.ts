@@ -15,6 +15,7 @@ import type { JobMetrics } from '../src/metrics.ts';
 import { prepareInput } from '../src/model-input.ts';
 import { shapePredictions } from '../src/predictions.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
+import { RoutingReader } from '../src/release.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
 import type { RuntimeFactory } from '../src/serving.ts';
 import { comparable, type ShadowRecorder } from '../src/shadow.ts';
@@ -75,6 +76,8 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
     }
   };
 
+  const routing = new RoutingReader(deps.store.redis, deps.prefix);
+
   const process = async (job: Job<InferenceJobData>) => {
     const { store, now, metrics } = deps;
     const id = job.data.jobId;
@@ -130,7 +133,8 @@ export function startInferenceWorker(deps: InferenceWorkerDeps) {
     const primaryMs = performance.now() - scoringStarted;
     // shadows see the same input after the primary has scored; their outputs are recorded, never stored on the job;
     // they neither wait for nor delay the job's hold or release, and their failures (or hangs) fail nothing
-    const shadow = model.manifest.routing.shadow;
+    // the routing in force (changes made through the API included), not only the manifest's
+    const shadow = (await routing.get(model.manifest)).shadow;
     if (shadow && deps.shadow && (deps.random ?? Math.random)() < shadow.sampleRate) {
       const recorder = deps.shadow;
       const primary = predictions.map((p) => comparable(model.manifest.output, p));

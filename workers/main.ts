@@ -47,7 +47,7 @@ async function main() {
   const metrics = createMetrics({ defaultMetrics: true });
   const schedules = new ScheduleService(redis, config.redisPrefix, store);
   const shadow = new ShadowRecorder(redis, config.redisPrefix, metrics, logger);
-  const runtimeFactory = remoteAwareFactory(config.onnxThreads, metrics, logger);
+  const runtimeFactory = remoteAwareFactory(config.onnxThreads, metrics, logger, 'job');
   const workers = startWorkers({
     kinds,
     redisUrl,

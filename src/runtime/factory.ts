@@ -20,6 +20,8 @@ export interface CloudRuntimeFactory extends RuntimeFactoryFn {
 
 export interface RuntimeFactoryOptions {
   onnxThreads: number;
+  /** whose budget remote calls default to: a sync request's latency budget, or a job's timeout (async, batch) */
+  caller?: 'request' | 'job';
   /** how SageMaker clients are made (tests: static credentials and an endpoint override); default: the SDK chain */
   sagemaker?: { clientFor?(spec: SageMakerSpec): SageMakerRuntimeClient };
   /** how Vertex AI clients are made (tests: insecure channel credentials); default: ADC over TLS */
@@ -37,13 +39,18 @@ const DEFAULT_REMOTE_TIMEOUT_MS = 60_000;
  * The call policy of a remote version: its `resilience` section, with the timeout defaulting to the model's budget
  * (the sync latency budget for a sync model, else the async job timeout, else 60 s).
  */
-export function resiliencePolicyFor(model: LoadedModel, version: ModelVersion): ResiliencePolicy {
+export function resiliencePolicyFor(
+  model: LoadedModel,
+  version: ModelVersion,
+  caller: 'request' | 'job' = 'request',
+): ResiliencePolicy {
   const r = version.resilience;
   const { manifest } = model;
+  // a job (async or batch) has no one waiting at a bedside: it gets the job budget, not the sync latency budget
   const budget =
-    model.classification.tier === 'sync' && manifest.sync
+    caller === 'request' && model.classification.tier === 'sync' && manifest.sync
       ? manifest.sync.latencyBudgetMs
-      : (manifest.async?.timeoutMs ?? manifest.sync?.latencyBudgetMs ?? DEFAULT_REMOTE_TIMEOUT_MS);
+      : (manifest.async?.timeoutMs ?? DEFAULT_REMOTE_TIMEOUT_MS);
   return {
     timeoutMs: r?.timeoutMs ?? budget,
     retries: r?.retries ?? 2,
@@ -100,7 +107,7 @@ export function createRuntimeFactory(options: RuntimeFactoryOptions): CloudRunti
     const labels = { model: model.manifest.name, version: version.version };
     return withResilience(
       runtime,
-      { ...resiliencePolicyFor(model, version), ...options.backoff },
+      { ...resiliencePolicyFor(model, version, options.caller), ...options.backoff },
       {
         name: endpointName(spec),
         breakers,
