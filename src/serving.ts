@@ -295,7 +295,8 @@ export class ModelService {
 
     let result: PredictResult;
     try {
-      const version = model.versions.get(chosen) as ServedVersion;
+      // a canary named by a routing change that a reload no longer loads falls back to the primary
+      const version = (model.versions.get(chosen) ?? model.versions.get(routing.primary)) as ServedVersion;
       const fallback = version.spec.fallback ? model.versions.get(version.spec.fallback) : undefined;
       // a remote version with a fallback must give up early enough for the fallback to answer within the deadline
       const reserveMs = fallback && version.spec.runtime.kind !== 'onnx' ? fallbackReserveMs(fallback, deadlineMs) : 0;
@@ -308,7 +309,7 @@ export class ModelService {
           deadlineMs - reserveMs,
           release,
         );
-        result = { predictions: shapePredictions(model.manifest.output, outputs, rows), version: chosen };
+        result = { predictions: shapePredictions(model.manifest.output, outputs, rows), version: version.spec.version };
       } catch (err) {
         if (
           !fallback ||
@@ -327,13 +328,13 @@ export class ModelService {
         };
       }
     } catch (err) {
+      // anything but a Problem failed before the work was handed to a runtime: nothing else will free the slot
+      if (!(err instanceof Problem)) release();
       // counted once, for the 504 the caller gets (not for a primary miss the fallback answered in time)
       if (err instanceof Problem && err.code === 'deadline_exceeded') {
         this.#options.metrics.deadlineExceeded.inc({ model: name });
       }
       throw err;
-    } finally {
-      release();
     }
     this.#routedRequests({ model: name, version: result.version, route: result.fallback ? 'fallback' : route }).inc();
     if (routing.shadow && this.#options.shadow && this.#random() < routing.shadow.sampleRate) {
@@ -360,9 +361,14 @@ export class ModelService {
       cancel = submission.cancel;
       work = submission.result;
     } else {
-      work = version.runtime.run(input, rows, { deadline: deadlineAt });
+      try {
+        work = version.runtime.run(input, rows, { deadline: deadlineAt });
+      } catch (err) {
+        work = Promise.reject(err); // a runtime that throws instead of rejecting still frees the slot below
+      }
     }
-    // the slot is held until the runtime is done with the work (or it is withdrawn), whatever the caller saw
+    // the slot is held until the runtime is done with the work (or it is withdrawn), whatever the caller saw: a
+    // deadline answered early does not free capacity the runtime is still using
     work.then(release, release);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {

@@ -1159,6 +1159,20 @@ describe('deadlines: no score rather than a late one', () => {
     );
   });
 
+  it('after a 504 the slot stays taken until the runtime is really done (capacity is not over-committed)', async () => {
+    control.delayMs = 0;
+    const served = t.deps.models.get('news2');
+    await waitFor(() => served?.inFlight === 0, 'earlier tests’ runs to drain');
+    control.hold(); // the run starts and does not finish
+    const started = control.nextRun();
+    const answer = predict(t.app, 'news2', { instances: [NEWS2] }, t.keys.client);
+    await started;
+    await expectDeadline(await answer, 50);
+    assert.equal(served?.inFlight, 1, 'the caller has its 504, the runtime still works on the request');
+    control.release();
+    await waitFor(() => served?.inFlight === 0, 'the slot freed once the run ends');
+  });
+
   it('the caller can shorten the deadline with x-request-timeout-ms', async () => {
     control.delayMs = 30;
     await expectDeadline(
