@@ -75,6 +75,7 @@ export async function composeGateway(options: ComposeOptions) {
   const store = new JobStore(redis, config.redisPrefix);
   const queues = createQueues(redis, config.redisPrefix);
 
+  const workerModels = new Map(options.models.map((m) => [m.manifest.name, m]));
   const shadow = new ShadowRecorder(redis, config.redisPrefix, metrics, logger);
   const models = await ModelService.start(options.models, {
     metrics,
@@ -121,6 +122,7 @@ export async function composeGateway(options: ComposeOptions) {
           reload: async () => {
             const loaded = await (options.reloadModels as () => Promise<LoadedModel[]>)();
             await models.reload(loaded, await releases.overrides(loaded.map((m) => m.manifest)));
+            replaceModels(workerModels, loaded); // the in-process workers take them from their next job
             await releases.refresh();
             return models.list().map((m) => `${m.manifest.name}@${m.version}`);
           },
@@ -146,7 +148,7 @@ export async function composeGateway(options: ComposeOptions) {
           store,
           queues,
           keys: options.keys,
-          models: options.models,
+          models: workerModels,
           runtimeFactory: options.runtimeFactory ?? (jobFactory as RuntimeFactory),
           metrics,
           logger,
@@ -221,4 +223,10 @@ export function remoteAwareFactory(
       }
     },
   });
+}
+
+/** Swaps a workers' model map to freshly loaded manifests, in place (the workers hold the map). */
+export function replaceModels(target: Map<string, LoadedModel>, loaded: readonly LoadedModel[]): void {
+  target.clear();
+  for (const m of loaded) target.set(m.manifest.name, m);
 }

@@ -279,3 +279,49 @@ describe('manifest reload', { timeout: 90_000 }, () => {
     assert.equal(entries.at(-1)?.detail, `${MODEL}@3`);
   });
 });
+
+describe('a reload reaches the in-process workers', { timeout: 60_000 }, () => {
+  const prefix = makePrefix('reload-workers');
+  let modelsDir: string;
+  let gw: ReleaseGateway;
+
+  before(async () => {
+    modelsDir = await tempModels((m) => {
+      delete m.routing.shadow;
+    });
+    gw = await buildGateway({ prefix, keys, modelsDir, reload: true, workers: ['inference'] });
+  });
+
+  after(async () => {
+    await gw?.close();
+    await deletePrefix(prefix);
+    await removeDir(modelsDir);
+  });
+
+  test('a job for a version that only the reloaded manifest has is scored by the worker, not failed', async () => {
+    // v3 (v2's weights under a new id) becomes primary: jobs submitted after the reload carry version 3
+    await mkdir(path.join(modelsDir, MODEL, '3'));
+    await copyFile(path.join(modelsDir, MODEL, '2', 'model.onnx'), path.join(modelsDir, MODEL, '3', 'model.onnx'));
+    await editManifest(modelsDir, (m) => {
+      const v2 = m.versions.find((v: { version: string }) => v.version === '2');
+      m.versions.push({
+        ...v2,
+        version: '3',
+        runtime: { ...v2.runtime, path: '3/model.onnx' },
+        evidence: { ...v2.evidence, rollbackTarget: '1' },
+      });
+      m.routing.primary = '3';
+    });
+    const reloaded = await gw.call('POST', '/v1/admin/reload', keys.admin);
+    assert.equal(reloaded.status, 200, reloaded.text);
+    const submitted = await gw.predict(keys.client, [VITALS], { prefer: 'respond-async' });
+    assert.equal(submitted.status, 202, submitted.text);
+    let job: { state?: string; version?: string; error?: string } = {};
+    await waitFor(async () => {
+      job = (await gw.call('GET', `/v1/jobs/${submitted.body.id}`, keys.client)).body;
+      return job.state === 'released' || job.state === 'failed';
+    }, 'the job to finish');
+    assert.equal(job.version, '3');
+    assert.equal(job.state, 'released', JSON.stringify(job));
+  });
+});

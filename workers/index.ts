@@ -24,7 +24,8 @@ export interface WorkersDeps {
   store: JobStore;
   queues: Queues;
   keys: ApiKeyStore;
-  models: readonly LoadedModel[];
+  /** the models by name; the caller may swap its entries (a manifest reload), and workers see them from the next job */
+  models: Map<string, LoadedModel>;
   runtimeFactory: RuntimeFactory;
   metrics: JobMetrics;
   logger: Logger;
@@ -53,7 +54,7 @@ export function startWorkers(deps: WorkersDeps) {
   if (deps.kinds.includes('inference')) {
     const w = startInferenceWorker({
       ...deps,
-      models: new Map(deps.models.map((m) => [m.manifest.name, m])),
+      models: deps.models,
     });
     closers.push(w.close);
   }
@@ -67,7 +68,7 @@ export function startWorkers(deps: WorkersDeps) {
       ...deps.batch,
       redisUrl: deps.redisUrl,
       prefix: deps.prefix,
-      models: new Map(deps.models.map((m) => [m.manifest.name, m])),
+      models: deps.models,
       logger: deps.logger,
       lockDurationMs: deps.lockMs ?? 30_000,
       now: deps.now,
@@ -78,7 +79,7 @@ export function startWorkers(deps: WorkersDeps) {
   if (deps.kinds.includes('maintenance')) {
     maintenance = startMaintenance({
       ...deps,
-      manifests: deps.models.map((m) => m.manifest),
+      manifests: [...deps.models.values()].map((m) => m.manifest),
       intervalMs: deps.maintenanceIntervalMs,
     });
     closers.push(maintenance.close);

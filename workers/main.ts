@@ -8,7 +8,7 @@ import { ApiKeyStore } from '../src/auth.ts';
 import { RunStore } from '../src/batch/runs.ts';
 import { ScheduleService } from '../src/batch/schedules.ts';
 import { LocalStorage } from '../src/batch/storage.ts';
-import { remoteAwareFactory } from '../src/compose.ts';
+import { remoteAwareFactory, replaceModels } from '../src/compose.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
 import { createQueues } from '../src/jobs/queues.ts';
 import { JobStore } from '../src/jobs/store.ts';
@@ -43,7 +43,7 @@ async function main() {
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
   const store = new JobStore(redis, config.redisPrefix);
   const queues = createQueues(redis, config.redisPrefix);
-  const models = await loadModels(config.modelsDir, config.syncCeilingMs);
+  const models = new Map((await loadModels(config.modelsDir, config.syncCeilingMs)).map((m) => [m.manifest.name, m]));
   const metrics = createMetrics({ defaultMetrics: true });
   const schedules = new ScheduleService(redis, config.redisPrefix, store);
   const shadow = new ShadowRecorder(redis, config.redisPrefix, metrics, logger);
@@ -94,6 +94,17 @@ async function main() {
           )
           .listen(config.workerMetricsPort, config.host)
       : undefined;
+  // SIGHUP: re-read the manifests; jobs from the next one on use them (a broken manifest keeps the previous ones)
+  process.on('SIGHUP', () => {
+    loadModels(config.modelsDir, config.syncCeilingMs).then(
+      (loaded) => {
+        replaceModels(models, loaded);
+        logger.info({ models: loaded.map((m) => `${m.manifest.name}@${m.primary.version}`) }, 'manifests reloaded');
+      },
+      (err) =>
+        logger.error({ err: { message: (err as Error).message } }, 'manifest reload failed: keeping the previous ones'),
+    );
+  });
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, async () => {
       logger.info('stopping workers: finishing active jobs');
