@@ -5,6 +5,7 @@ import { type BatchRun, outputKey, shadowFileName, shadowOutputKey } from '../sr
 import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/errors.ts';
 import { readJson, requireRole } from '../src/http.ts';
+import { asJsonObject, onlyFields } from '../src/json-body.ts';
 import { resolveModel } from '../src/model-lookup.ts';
 
 function progress(run: BatchRun): string {
@@ -37,12 +38,8 @@ export function batchRoutes(deps: AppDeps) {
 
   app.post('/models/:model/batches', client, async (c) => {
     const model = resolveModel(c, deps);
-    const body = await readJson(c);
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-      throw new Problem('invalid_request', 'the body must be {"input": {"path", "format"}, "asOf"?}');
-    }
-    const extra = Object.keys(body).filter((k) => k !== 'input' && k !== 'asOf');
-    if (extra.length > 0) throw new Problem('invalid_request', 'only input and asOf are allowed');
+    const body = asJsonObject(await readJson(c), '{"input": {"path", "format"}, "asOf"?}');
+    onlyFields(body, ['input', 'asOf']);
     const run = await deps.batches.submit(c.get('principal')!, model, body);
     c.header('content-location', `/v1/batches/${run.id}`);
     c.header('location', `/v1/batches/${run.id}`);

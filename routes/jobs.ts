@@ -4,6 +4,7 @@ import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/errors.ts';
 import { readJson, requireRole } from '../src/http.ts';
 import type { JobRecord } from '../src/jobs/store.ts';
+import { asJsonObject, onlyFields } from '../src/json-body.ts';
 import { resolveModel } from '../src/model-lookup.ts';
 
 /** The job as its submitter sees it: state and timestamps; the result only once released. */
@@ -32,16 +33,9 @@ export async function acceptJob(c: AppContext, deps: AppDeps, body: unknown) {
       `"${model.manifest.name}" is a batch model: use /v1/models/${model.manifest.name}/batches`,
     );
   }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new Problem(
-      'invalid_request',
-      'the body must be a JSON object {"input": …, "callbackUrl"?, "idempotencyKey"?}',
-    );
-  }
-  const extra = Object.keys(body).filter((k) => !['input', 'callbackUrl', 'idempotencyKey'].includes(k));
-  if (extra.length > 0) throw new Problem('invalid_request', 'only input, callbackUrl and idempotencyKey are allowed');
+  const fields = asJsonObject(body, '{"input": …, "callbackUrl"?, "idempotencyKey"?}');
+  onlyFields(fields, ['input', 'callbackUrl', 'idempotencyKey']);
   const headerKey = c.req.header('idempotency-key');
-  const fields = body as { input?: unknown; callbackUrl?: unknown; idempotencyKey?: unknown };
   if (headerKey !== undefined && fields.idempotencyKey !== undefined && headerKey !== fields.idempotencyKey) {
     throw new Problem('invalid_request', 'Idempotency-Key header and idempotencyKey differ');
   }

@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/errors.ts';
 import { readJson, requireRole } from '../src/http.ts';
+import { asJsonObject, onlyFields } from '../src/json-body.ts';
 import { resolveModel } from '../src/model-lookup.ts';
 import { acceptJob } from './jobs.ts';
 import { endpointFor } from './models.ts';
@@ -53,14 +54,9 @@ export function predictRoutes(deps: AppDeps) {
       );
     }
     const deadlineMs = parseDeadline(c.req.header(DEADLINE_HEADER), manifest.sync.latencyBudgetMs);
-    const body = await readJson(c);
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-      throw new Problem('invalid_request', 'the body must be a JSON object {"instances": [...]}');
-    }
-    const extra = Object.keys(body).filter((k) => k !== 'instances');
-    if (extra.length > 0)
-      throw new Problem('invalid_request', 'unknown top-level field(s): only "instances" is allowed');
-    const { instances } = body as { instances?: unknown };
+    const body = asJsonObject(await readJson(c), '{"instances": [...]}');
+    onlyFields(body, ['instances']);
+    const { instances } = body;
     if (!Array.isArray(instances)) throw new Problem('invalid_request', '"instances" must be an array of objects');
     if (instances.length === 0) throw new Problem('invalid_request', '"instances" is empty');
     if (instances.length > manifest.sync.maxInstances) {

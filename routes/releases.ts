@@ -2,20 +2,9 @@ import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/errors.ts';
 import { readJson, requireRole } from '../src/http.ts';
+import { asJsonObject, onlyFields } from '../src/json-body.ts';
 import { resolveModel } from '../src/model-lookup.ts';
 import { ManifestError } from '../src/registry/load.ts';
-
-async function objectBody(c: Parameters<typeof readJson>[0]): Promise<Record<string, unknown>> {
-  const body = await readJson(c);
-  if (typeof body !== 'object' || body === null || Array.isArray(body))
-    throw new Problem('invalid_request', 'the body must be a JSON object');
-  return body as Record<string, unknown>;
-}
-
-function only(body: Record<string, unknown>, allowed: string[]): void {
-  const extra = Object.keys(body).filter((k) => !allowed.includes(k));
-  if (extra.length > 0) throw new Problem('invalid_request', `only ${allowed.join(', ')} are allowed`);
-}
 
 /**
  * Releases: the routing of a model (primary, canary split, shadows), changed by admins with a reason and audited; the
@@ -32,29 +21,29 @@ export function releaseRoutes(deps: AppDeps) {
 
   app.post('/models/:model/routing/promote', admin, async (c) => {
     const model = resolveModel(c, deps);
-    const body = await objectBody(c);
-    only(body, ['version', 'reason']);
+    const body = asJsonObject(await readJson(c));
+    onlyFields(body, ['version', 'reason']);
     return c.json({ routing: await deps.releases.promote(c.get('principal')!, model, body.version, body.reason) });
   });
 
   app.post('/models/:model/routing/rollback', admin, async (c) => {
     const model = resolveModel(c, deps);
-    const body = await objectBody(c);
-    only(body, ['reason']);
+    const body = asJsonObject(await readJson(c));
+    onlyFields(body, ['reason']);
     return c.json({ routing: await deps.releases.rollback(c.get('principal')!, model, body.reason) });
   });
 
   app.put('/models/:model/routing/canary', admin, async (c) => {
     const model = resolveModel(c, deps);
-    const body = await objectBody(c);
-    only(body, ['version', 'weight', 'reason']);
+    const body = asJsonObject(await readJson(c));
+    onlyFields(body, ['version', 'weight', 'reason']);
     return c.json({ routing: await deps.releases.setCanary(c.get('principal')!, model, body) });
   });
 
   app.put('/models/:model/routing/shadow', admin, async (c) => {
     const model = resolveModel(c, deps);
-    const body = await objectBody(c);
-    only(body, ['versions', 'sampleRate', 'reason']);
+    const body = asJsonObject(await readJson(c));
+    onlyFields(body, ['versions', 'sampleRate', 'reason']);
     return c.json({ routing: await deps.releases.setShadow(c.get('principal')!, model, body) });
   });
 

@@ -3,8 +3,8 @@ import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/errors.ts';
 import { readJson, requireRole } from '../src/http.ts';
 import type { JobRecord } from '../src/jobs/store.ts';
-
-const MODEL_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+import { asJsonObject } from '../src/json-body.ts';
+import { MODEL_NAME } from '../src/registry/schema.ts';
 
 function intParam(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
   if (raw === undefined) return fallback;
@@ -68,10 +68,7 @@ export function reviewRoutes(deps: AppDeps) {
   });
 
   app.post('/:id/decision', reviewer, async (c) => {
-    const body = await readJson(c);
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-      throw new Problem('invalid_request', 'the body must be {"decision", "reason", "output"?}');
-    }
+    const body = asJsonObject(await readJson(c), '{"decision", "reason", "output"?}');
     const id = c.req.param('id');
     const item = await deps.jobs.reviewItem(id);
     const record = await deps.jobs.decide(c.get('principal')!, id, body, deps.models.get(item.model));

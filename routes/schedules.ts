@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/errors.ts';
 import { readJson, requireRole } from '../src/http.ts';
+import { asJsonObject } from '../src/json-body.ts';
 import { scheduleIdSchema } from '../src/registry/schema.ts';
 
 /** Cron schedules of batch scoring: admins list, create or change (PUT is an idempotent upsert), and remove them. */
@@ -15,10 +16,7 @@ export function scheduleRoutes(deps: AppDeps) {
     const id = c.req.param('id');
     if (!scheduleIdSchema.safeParse(id).success)
       throw new Problem('invalid_request', 'schedule ids are 1-63 of a-z, 0-9 and -');
-    const body = await readJson(c);
-    if (typeof body !== 'object' || body === null || Array.isArray(body))
-      throw new Problem('invalid_request', 'the body must be a schedule object');
-    const { model: name, ...definition } = body as Record<string, unknown>;
+    const { model: name, ...definition } = asJsonObject(await readJson(c), '(a schedule)');
     const model = typeof name === 'string' ? deps.models.get(name) : undefined;
     if (!model) throw new Problem('model_not_found', 'model must name a served model');
     if (model.manifest.input !== 'features')

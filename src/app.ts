@@ -37,7 +37,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (!c.get('requestIdSent')) c.header('x-request-id', requestId);
     const seconds = (performance.now() - started) / 1000;
     const model = c.get('model');
-    const route = c.req.matchedRoutes.length ? routePath(c, -1) : 'unmatched';
+    const route = routePath(c, -1) || 'unmatched';
     const status = c.res.status;
     const labels = {
       route,

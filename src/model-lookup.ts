@@ -2,9 +2,8 @@ import type { Context } from 'hono';
 import { assertModelAllowed } from './auth.ts';
 import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './errors.ts';
+import { MODEL_NAME } from './registry/schema.ts';
 import type { ServedModel } from './serving.ts';
-
-const MODEL_NAME = /^[a-z][a-z0-9-]{0,62}$/;
 
 /** The `:model` path parameter → a served model the caller may use: 404 unknown, 403 not allowed. */
 export function resolveModel(c: Context<AppEnv>, deps: AppDeps): ServedModel {

@@ -20,6 +20,17 @@ export function manifestRoutingHash(m: Manifest): string {
   return createHash('sha256').update(JSON.stringify(m.routing)).digest('hex').slice(0, 16);
 }
 
+/** The Redis hash of routing changes made through the API, one field per model. */
+function routingKey(prefix: string): string {
+  return `${prefix}:routing`;
+}
+
+/** A stored change, if it was made against this manifest's routing (a newer manifest release supersedes it). */
+function storedFor(raw: string, manifest: Manifest): RoutingState | undefined {
+  const stored = JSON.parse(raw) as StoredRouting;
+  return stored.basedOn === manifestRoutingHash(manifest) ? stored.routing : undefined;
+}
+
 /**
  * Releases without redeploying: promote, roll back, canary weights and shadows. Every change checks the target's
  * release evidence, is audited (who, when, why), is stored in Redis so every replica applies it (each polls), and
@@ -35,7 +46,7 @@ export class ReleaseService {
 
   constructor(redis: Redis, prefix: string, models: ModelService, audit: JobStore, logger: Logger) {
     this.#redis = redis;
-    this.#key = `${prefix}:routing`;
+    this.#key = routingKey(prefix);
     this.#models = models;
     this.#audit = audit;
     this.#logger = logger;
@@ -55,11 +66,8 @@ export class ReleaseService {
   async refresh(): Promise<void> {
     for (const [name, raw] of Object.entries(await this.#redis.hgetall(this.#key))) {
       const model = this.#models.get(name);
-      if (!model) continue;
-      const stored = JSON.parse(raw) as StoredRouting;
-      if (stored.basedOn !== manifestRoutingHash(model.manifest)) continue;
-      if (JSON.stringify(model.routing) !== JSON.stringify(stored.routing))
-        this.#models.setRouting(name, stored.routing);
+      const routing = model && storedFor(raw, model.manifest);
+      if (routing && JSON.stringify(model.routing) !== JSON.stringify(routing)) this.#models.setRouting(name, routing);
     }
   }
 
@@ -68,11 +76,12 @@ export class ReleaseService {
    * manifest routing is superseded by the manifest release, as `refresh` treats it.
    */
   async overrides(manifests: readonly Manifest[]): Promise<Map<string, RoutingState>> {
-    const hashes = new Map(manifests.map((m) => [m.name, manifestRoutingHash(m)]));
+    const byName = new Map(manifests.map((m) => [m.name, m]));
     const out = new Map<string, RoutingState>();
     for (const [name, raw] of Object.entries(await this.#redis.hgetall(this.#key))) {
-      const stored = JSON.parse(raw) as StoredRouting;
-      if (hashes.get(name) === stored.basedOn) out.set(name, stored.routing);
+      const manifest = byName.get(name);
+      const routing = manifest && storedFor(raw, manifest);
+      if (routing) out.set(name, routing);
     }
     return out;
   }
@@ -222,8 +231,6 @@ export class ReleaseService {
   }
 }
 
-export { routingFromManifest };
-
 /**
  * The routing in force for a model as processes without a ModelService (workers) see it: a change made through the
  * API, while it still applies to this manifest, else the manifest's. Cached briefly: workers read it per job.
@@ -236,19 +243,15 @@ export class RoutingReader {
 
   constructor(redis: Redis, prefix: string, ttlMs = 2000) {
     this.#redis = redis;
-    this.#key = `${prefix}:routing`;
+    this.#key = routingKey(prefix);
     this.#ttlMs = ttlMs;
   }
 
   async get(manifest: Manifest): Promise<RoutingState> {
     const cached = this.#cache.get(manifest.name);
     if (cached && Date.now() - cached.at < this.#ttlMs) return cached.routing;
-    let routing = routingFromManifest(manifest);
     const raw = await this.#redis.hget(this.#key, manifest.name).catch(() => null);
-    if (raw) {
-      const stored = JSON.parse(raw) as StoredRouting;
-      if (stored.basedOn === manifestRoutingHash(manifest)) routing = stored.routing;
-    }
+    const routing = (raw && storedFor(raw, manifest)) || routingFromManifest(manifest);
     this.#cache.set(manifest.name, { at: Date.now(), routing });
     return routing;
   }

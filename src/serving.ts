@@ -35,14 +35,15 @@ export interface ServedModel {
   readonly manifest: Manifest;
   readonly tier: Tier;
   readonly tierReasons: string[];
-  /** the primary version (changes on promotion or rollback) */
-  version: string;
+  /** the primary version: `routing.primary` (it changes on promotion or rollback) */
+  readonly version: string;
   routing: RoutingState;
   readonly corpus?: CorpusEntry[];
   readonly loaded: LoadedModel;
   state: ModelState;
   refusal?: string;
-  warmupP99Ms?: number;
+  /** the primary version's warm-up p99 */
+  readonly warmupP99Ms?: number;
   /**
    * requests admitted and not finished, all versions together: the concurrency bound counts these. One count per
    * model name, shared by the objects a reload swaps, so requests that started before a swap are counted (and
@@ -114,8 +115,13 @@ export class ModelService {
         manifest: m.manifest,
         tier: m.classification.tier,
         tierReasons: m.classification.reasons,
-        version: m.primary.version,
         routing: routingFromManifest(m.manifest),
+        get version() {
+          return this.routing.primary;
+        },
+        get warmupP99Ms() {
+          return this.versions.get(this.routing.primary)?.warmupP99Ms;
+        },
         ...(m.corpus ? { corpus: m.corpus } : {}),
         loaded: m,
         state: 'warm',
@@ -138,7 +144,6 @@ export class ModelService {
         served.versions.set(v.version, version);
       }
       const primary = served.versions.get(served.version);
-      served.warmupP99Ms = primary?.warmupP99Ms;
       const budget = m.manifest.sync.latencyBudgetMs;
       if (primary?.warmupP99Ms !== undefined && primary.warmupP99Ms > budget) {
         const reason = `warm-up p99 ${primary.warmupP99Ms.toFixed(2)} ms breaks the latency budget of ${budget} ms`;
@@ -220,8 +225,6 @@ export class ModelService {
     const model = this.#models.get(name);
     if (!model) return;
     model.routing = routing;
-    model.version = routing.primary;
-    model.warmupP99Ms = model.versions.get(routing.primary)?.warmupP99Ms;
   }
 
   /**
@@ -238,7 +241,6 @@ export class ModelService {
       const m = next.get(name);
       if (m && routing.primary && m.versions.has(routing.primary)) {
         m.routing = routing;
-        m.version = routing.primary;
       }
     }
     this.#models = next;

@@ -5,11 +5,8 @@
  * bounded polling.
  */
 import { randomBytes } from 'node:crypto';
-import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import { Webhook } from 'standardwebhooks';
@@ -31,10 +28,11 @@ import {
   REDIS_URL,
   removeDir,
   sleep,
+  tempModels,
   waitFor,
 } from './support.ts';
 
-export { deletePrefix, MODELS_DIR, makePrefix, metricValue, REDIS_URL, removeDir, sleep, waitFor };
+export { deletePrefix, MODELS_DIR, makePrefix, metricValue, REDIS_URL, removeDir, sleep, tempModels, waitFor };
 
 // ---------------------------------------------------------------------------------------------------------------
 // Keys
@@ -317,28 +315,6 @@ export class Receiver {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Temp model folders
-
-/**
- * Copies the named bundled model folders into a temp models dir, applying `edit` to each parsed model.yaml.
- * Returns the dir; remove it with `rm(dir, {recursive: true})`.
- */
-export async function tempModels(
-  // biome-ignore lint/suspicious/noExplicitAny: the manifest is edited as plain YAML data
-  edits: Record<string, ((manifest: any) => void) | null>,
-): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'triage-models-'));
-  for (const [name, edit] of Object.entries(edits)) {
-    const target = path.join(dir, name);
-    await cp(path.join(MODELS_DIR, name), target, { recursive: true });
-    if (edit) {
-      const file = path.join(target, 'model.yaml');
-      const manifest = YAML.parse(await readFile(file, 'utf8'));
-      edit(manifest);
-      await writeFile(file, YAML.stringify(manifest));
-    }
-  }
-  return dir;
-}
 
 /** A logger that keeps every line (to assert that no patient data is logged). */
 export function captureLogger(level = 'info'): { logger: Logger; lines: string[] } {

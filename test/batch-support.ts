@@ -4,7 +4,7 @@
  * generated inputs, bounded polling, and readers for the NDJSON the runs write.
  */
 import { randomBytes } from 'node:crypto';
-import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,13 +17,21 @@ import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { loadModels } from '../src/registry/load.ts';
 import type { WorkerKind } from '../workers/index.ts';
-import { deletePrefix, httpCall, makePrefix, metricValue, removeDir, sleep, waitFor } from './support.ts';
+import {
+  deletePrefix,
+  httpCall,
+  makePrefix,
+  metricValue,
+  REDIS_URL,
+  removeDir,
+  sleep,
+  tempModels,
+  waitFor,
+} from './support.ts';
 
-export { deletePrefix, makePrefix, metricValue, removeDir, sleep, waitFor };
-
-export const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));
+export { MODELS_DIR } from './support.ts';
+export { deletePrefix, makePrefix, metricValue, REDIS_URL, removeDir, sleep, tempModels, waitFor };
 export const REPO_DIR = fileURLToPath(new URL('../', import.meta.url));
-export const REDIS_URL = process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379';
 export const SYNTHEA_OBSERVATIONS = fileURLToPath(
   new URL('../../shared/data/synthea/vital-sign-observations.ndjson', import.meta.url),
 );
@@ -59,28 +67,6 @@ export function makeKeys(): BatchKeys {
     { id: 'batch-admin', role: 'admin' as const, sha256: hashKey(k.admin), models: ['*'] },
   ];
   return { ...k, store: new ApiKeyStore(entries), yaml: YAML.stringify({ keys: entries }) };
-}
-
-/**
- * Copies the named bundled model folders into a temp models dir, applying `edit` to each parsed model.yaml (a temp
- * copy, so a model being added to models/ meanwhile never reaches these tests).
- */
-export async function tempModels(
-  // biome-ignore lint/suspicious/noExplicitAny: the manifest is edited as plain YAML data
-  edits: Record<string, ((manifest: any) => void) | null>,
-): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'triage-batch-models-'));
-  for (const [name, edit] of Object.entries(edits)) {
-    const target = path.join(dir, name);
-    await cp(path.join(MODELS_DIR, name), target, { recursive: true });
-    if (edit) {
-      const file = path.join(target, 'model.yaml');
-      const manifest = YAML.parse(await readFile(file, 'utf8'));
-      edit(manifest);
-      await writeFile(file, YAML.stringify(manifest));
-    }
-  }
-  return dir;
 }
 
 export function tempDir(kind: string): Promise<string> {

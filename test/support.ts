@@ -4,11 +4,14 @@
  * REAL onnx runtime but can count, delay or hold its runs (to make overload and deadlines deterministic).
  */
 import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Hono } from 'hono';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import YAML from 'yaml';
 import { ApiKeyStore, hashKey } from '../src/auth.ts';
 import { composeGateway, type GatewayConfig } from '../src/compose.ts';
 import { loadConfig } from '../src/config.ts';
@@ -183,6 +186,28 @@ export async function httpCall(
 
 /** The name the first test files used for deletePrefix. */
 export const deleteRedisPrefix = deletePrefix;
+
+/**
+ * Copies the named bundled model folders into a temp models dir, applying `edit` to each parsed model.yaml (a temp
+ * copy, so a model being added to models/ meanwhile never reaches the tests). Remove it with `removeDir`.
+ */
+export async function tempModels(
+  // biome-ignore lint/suspicious/noExplicitAny: the manifest is edited as plain YAML data
+  edits: Record<string, ((manifest: any) => void) | null>,
+): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'triage-models-'));
+  for (const [name, edit] of Object.entries(edits)) {
+    const target = path.join(dir, name);
+    await cp(path.join(MODELS_DIR, name), target, { recursive: true });
+    if (edit) {
+      const file = path.join(target, 'model.yaml');
+      const manifest = YAML.parse(await readFile(file, 'utf8'));
+      edit(manifest);
+      await writeFile(file, YAML.stringify(manifest));
+    }
+  }
+  return dir;
+}
 
 export async function removeDir(dir: string | undefined): Promise<void> {
   if (dir) await rm(dir, { recursive: true, force: true });

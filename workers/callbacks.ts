@@ -7,21 +7,8 @@ import { signedHeaders } from '../src/callbacks/event.ts';
 import { jobEvent } from '../src/callbacks/payload.ts';
 import { hostOf, namedExactly } from '../src/callbacks/url-policy.ts';
 import { type CallbackJobData, type CallbackPolicy, QUEUE_NAMES } from '../src/jobs/queues.ts';
-import type { JobStore } from '../src/jobs/store.ts';
+import type { DeadLetter, JobStore } from '../src/jobs/store.ts';
 import type { JobMetrics } from '../src/metrics.ts';
-
-export interface DeadLetter {
-  jobId: string;
-  event: CallbackJobData['event'];
-  eventId: string;
-  error: string;
-  attempts: number;
-  failedAt: string;
-}
-
-export function deadLetterKey(store: JobStore): string {
-  return store.key('callbacks', 'dead');
-}
 
 export interface CallbackWorkerDeps {
   redisUrl: string;
@@ -54,7 +41,7 @@ export function startCallbackWorker(deps: CallbackWorkerDeps) {
         attempts: job.attemptsMade + 1,
         failedAt: new Date().toISOString(),
       };
-      await store.redis.hset(deadLetterKey(store), eventId, JSON.stringify(letter));
+      await store.redis.hset(store.deadLettersKey, eventId, JSON.stringify(letter));
       metrics.callbackDeadLetters.inc();
       logger.warn({ jobId, eventId, event, error }, 'callback dead-lettered');
     };

@@ -1,15 +1,6 @@
 import { Problem } from '../errors.ts';
-import { type CallbackPolicy, callbackJobId, type Queues } from './queues.ts';
-import type { AuditEntry, JobStore } from './store.ts';
-
-export interface DeadLetterView {
-  jobId: string;
-  event: 'released' | 'rejected' | 'failed';
-  eventId: string;
-  error: string;
-  attempts: number;
-  failedAt: string;
-}
+import { type CallbackPolicy, callbackJobId, callbackJobOptions, type Queues } from './queues.ts';
+import type { AuditEntry, DeadLetter, JobStore } from './store.ts';
 
 /** Admin use cases: the audit trail and the callback dead-letter list. */
 export class AdminService {
@@ -23,35 +14,25 @@ export class AdminService {
     this.#policy = policy;
   }
 
-  get #deadKey(): string {
-    return this.#store.key('callbacks', 'dead');
-  }
-
-  async deadLetters(): Promise<DeadLetterView[]> {
-    const all = await this.#store.redis.hgetall(this.#deadKey);
+  async deadLetters(): Promise<DeadLetter[]> {
+    const all = await this.#store.redis.hgetall(this.#store.deadLettersKey);
     return Object.values(all)
-      .map((v) => JSON.parse(v) as DeadLetterView)
+      .map((v) => JSON.parse(v) as DeadLetter)
       .sort((a, b) => a.failedAt.localeCompare(b.failedAt));
   }
 
   /** Queues the event again, with the same event id (receivers de-duplicate), and audits who replayed it. */
-  async replay(eventId: string, actor: { id: string; role: string }): Promise<DeadLetterView> {
-    const raw = await this.#store.redis.hget(this.#deadKey, eventId);
+  async replay(eventId: string, actor: { id: string; role: string }): Promise<DeadLetter> {
+    const raw = await this.#store.redis.hget(this.#store.deadLettersKey, eventId);
     if (!raw) throw new Problem('not_found', 'no dead letter with that event id');
-    const letter = JSON.parse(raw) as DeadLetterView;
+    const letter = JSON.parse(raw) as DeadLetter;
     const replay = await this.#store.redis.hincrby(this.#store.key('callbacks', 'replays'), eventId, 1);
     await this.#queues.callbacks.add(
       'deliver',
       { jobId: letter.jobId, event: letter.event, eventId },
-      {
-        jobId: callbackJobId(letter.jobId, letter.event, replay),
-        attempts: this.#policy.attempts,
-        backoff: { type: 'exponential', delay: this.#policy.backoffMs, jitter: 0.5 },
-        removeOnComplete: { age: 7 * 24 * 3600 },
-        removeOnFail: { age: 30 * 24 * 3600 },
-      },
+      callbackJobOptions(this.#policy, callbackJobId(letter.jobId, letter.event, replay)),
     );
-    await this.#store.redis.hdel(this.#deadKey, eventId);
+    await this.#store.redis.hdel(this.#store.deadLettersKey, eventId);
     await this.#store.appendAudit({ actor: actor.id, role: actor.role, action: 'callback.replay', target: eventId });
     return letter;
   }

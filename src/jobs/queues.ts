@@ -41,6 +41,17 @@ export interface CallbackPolicy {
   httpHosts: readonly string[];
 }
 
+/** How a callback is delivered: exponential backoff with jitter over hours, kept a while for inspection. */
+export function callbackJobOptions(policy: CallbackPolicy, jobId: string) {
+  return {
+    jobId,
+    attempts: policy.attempts,
+    backoff: { type: 'exponential', delay: policy.backoffMs, jitter: 0.5 },
+    removeOnComplete: { age: 7 * 24 * 3600 },
+    removeOnFail: { age: 30 * 24 * 3600 },
+  };
+}
+
 export function callbackJobId(jobId: string, event: string, replay?: number): string {
   return replay === undefined ? `cb-${jobId}-${event}` : `cb-${jobId}-${event}-r${replay}`;
 }
@@ -57,13 +68,7 @@ export async function enqueueCallback(
   await queues.callbacks.add(
     'deliver',
     { jobId, event, eventId: `evt-${jobId}-${event}` },
-    {
-      jobId: callbackJobId(jobId, event),
-      attempts: policy.attempts,
-      backoff: { type: 'exponential', delay: policy.backoffMs, jitter: 0.5 },
-      removeOnComplete: { age: 7 * 24 * 3600 },
-      removeOnFail: { age: 30 * 24 * 3600 },
-    },
+    callbackJobOptions(policy, callbackJobId(jobId, event)),
   );
   await redis.srem(outboxKey, `${jobId}|${event}`);
 }

@@ -2,11 +2,12 @@ import type { Redis } from 'ioredis';
 import type { Principal } from '../auth.ts';
 import { checkCallbackUrl } from '../callbacks/url-policy.ts';
 import { Problem } from '../errors.ts';
+import { onlyFields } from '../json-body.ts';
 import type { JobMetrics } from '../metrics.ts';
 import { prepareInput } from '../model-input.ts';
 import type { ServedModel } from '../serving.ts';
 import { type CallbackPolicy, enqueueCallback, type Queues } from './queues.ts';
-import { type CallbackEvent, finalStates, type JobRecord, type JobStore } from './store.ts';
+import type { CallbackEvent, JobRecord, JobStore } from './store.ts';
 
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
 const MAX_REASON = 2000;
@@ -154,8 +155,7 @@ export class JobService {
     if (typeof reason !== 'string' || reason.trim().length === 0 || reason.length > MAX_REASON) {
       throw new Problem('invalid_request', `reason is required (1-${MAX_REASON} characters)`);
     }
-    const extra = Object.keys(body).filter((k) => !['decision', 'reason', 'output'].includes(k));
-    if (extra.length > 0) throw new Problem('invalid_request', 'only decision, reason and output are allowed');
+    onlyFields(body, ['decision', 'reason', 'output']);
     if (decision !== 'amend' && body.output !== undefined) {
       throw new Problem('invalid_request', 'output is only allowed with decision "amend"');
     }
@@ -233,5 +233,3 @@ function validateAmendment(model: ServedModel | undefined, output: unknown): unk
   }
   return output;
 }
-
-export { finalStates };

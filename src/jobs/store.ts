@@ -19,7 +19,6 @@ export const jobStates = [
   'cancelled',
 ] as const;
 export type JobState = (typeof jobStates)[number];
-export const finalStates: ReadonlySet<JobState> = new Set(['released', 'rejected', 'failed', 'cancelled']);
 
 /** What a callback announces; one event per job at most, its id stable across retries. */
 export type CallbackEvent = 'released' | 'rejected' | 'failed';
@@ -43,6 +42,16 @@ export interface JobRecord {
   decision?: { outcome: 'approve' | 'reject' | 'amend'; by: string; reason: string; at: number };
   error?: string;
   attempts: number;
+}
+
+/** A callback that exhausted its attempts: kept for an admin to see and replay with the same event id. */
+export interface DeadLetter {
+  jobId: string;
+  event: CallbackEvent;
+  eventId: string;
+  error: string;
+  attempts: number;
+  failedAt: string;
 }
 
 export interface AuditEntry {
@@ -140,6 +149,10 @@ export class JobStore {
   }
   get outboxKey(): string {
     return this.key('callbacks', 'outbox');
+  }
+  /** callbacks that exhausted their attempts, by event id (a hash of DeadLetter JSON) */
+  get deadLettersKey(): string {
+    return this.key('callbacks', 'dead');
   }
   get auditKey(): string {
     return this.key('audit');

@@ -6,9 +6,11 @@ import { z } from 'zod';
  * columns in the order of `features` below (booleans as 0/1, enums as the index of the value in `values`).
  */
 
+/** A model name: also its folder and its URL segment (so a path segment that does not match is no model). */
+export const MODEL_NAME = /^[a-z][a-z0-9-]{0,62}$/;
 const modelName = z
   .string()
-  .regex(/^[a-z][a-z0-9-]{0,62}$/, 'must be lower-case letters, digits and hyphens, starting with a letter');
+  .regex(MODEL_NAME, 'must be lower-case letters, digits and hyphens, starting with a letter');
 const versionId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$/, 'must be 1-32 of letters, digits, . _ -');
 const sha256 = z.string().regex(/^[a-f0-9]{64}$/, 'must be 64 lower-case hex digits');
 
