@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
-import { Problem } from '../src/errors.ts';
-import { requireRole } from '../src/http.ts';
+import { Problem } from '../src/platform/errors.ts';
+import { requireRole } from '../src/platform/http.ts';
 
 /** Admin only: the audit trail (who, when, what, why) and the callback dead-letter list with replay. */
 export function adminRoutes(deps: AppDeps) {

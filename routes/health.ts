@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
-import { Problem } from '../src/errors.ts';
-import { requireRole } from '../src/http.ts';
+import { Problem } from '../src/platform/errors.ts';
+import { requireRole } from '../src/platform/http.ts';
 
 /** How long /readyz waits for Redis to answer a PING before reporting it unreachable. */
 export const REDIS_PROBE_TIMEOUT_MS = 1_000;

@@ -1,11 +1,11 @@
 import { Hono } from 'hono';
 import { releasedResult } from '../src/callbacks/payload.ts';
 import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
-import { Problem } from '../src/errors.ts';
-import { readJson, requireRole } from '../src/http.ts';
 import type { JobRecord } from '../src/jobs/store.ts';
-import { asJsonObject, onlyFields } from '../src/json-body.ts';
-import { resolveModel } from '../src/model-lookup.ts';
+import { Problem } from '../src/platform/errors.ts';
+import { readJson, requireRole } from '../src/platform/http.ts';
+import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
+import { resolveModel } from '../src/platform/model-lookup.ts';
 
 /** The job as its submitter sees it: state and timestamps; the result only once released. */
 export function jobView(record: JobRecord, owner: unknown) {

@@ -1,8 +1,8 @@
 import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
-import { requireRole } from '../src/http.ts';
-import { resolveModel } from '../src/model-lookup.ts';
-import type { ServedModel } from '../src/serving.ts';
+import { requireRole } from '../src/platform/http.ts';
+import { resolveModel } from '../src/platform/model-lookup.ts';
+import type { ServedModel } from '../src/sync/service.ts';
 
 /** The registry, as a client sees it: tiers, versions, owners, input schema and how to call each model. */
 export function modelRoutes(deps: AppDeps) {

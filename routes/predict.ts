@@ -1,9 +1,9 @@
 import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
-import { Problem } from '../src/errors.ts';
-import { readJson, requireRole } from '../src/http.ts';
-import { asJsonObject, onlyFields } from '../src/json-body.ts';
-import { resolveModel } from '../src/model-lookup.ts';
+import { Problem } from '../src/platform/errors.ts';
+import { readJson, requireRole } from '../src/platform/http.ts';
+import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
+import { resolveModel } from '../src/platform/model-lookup.ts';
 import { acceptJob } from './jobs.ts';
 import { endpointFor } from './models.ts';
 

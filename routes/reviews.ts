@@ -1,9 +1,9 @@
 import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
-import { Problem } from '../src/errors.ts';
-import { readJson, requireRole } from '../src/http.ts';
 import type { JobRecord } from '../src/jobs/store.ts';
-import { asJsonObject } from '../src/json-body.ts';
+import { Problem } from '../src/platform/errors.ts';
+import { readJson, requireRole } from '../src/platform/http.ts';
+import { asJsonObject } from '../src/platform/json-body.ts';
 import { MODEL_NAME } from '../src/registry/schema.ts';
 
 function intParam(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {

@@ -1,8 +1,8 @@
 import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
-import { Problem } from '../src/errors.ts';
-import { readJson, requireRole } from '../src/http.ts';
-import { asJsonObject } from '../src/json-body.ts';
+import { Problem } from '../src/platform/errors.ts';
+import { readJson, requireRole } from '../src/platform/http.ts';
+import { asJsonObject } from '../src/platform/json-body.ts';
 import { scheduleIdSchema } from '../src/registry/schema.ts';
 
 /** Cron schedules of batch scoring: admins list, create or change (PUT is an idempotent upsert), and remove them. */

@@ -13,9 +13,9 @@ import { releaseRoutes } from '../routes/releases.ts';
 import { reviewRoutes } from '../routes/reviews.ts';
 import { scheduleRoutes } from '../routes/schedules.ts';
 import type { AppDeps, AppEnv } from './context.ts';
-import { Problem } from './errors.ts';
-import { problemResponse } from './http.ts';
-import { labelled } from './metrics.ts';
+import { Problem } from './platform/errors.ts';
+import { problemResponse } from './platform/http.ts';
+import { labelled } from './platform/metrics.ts';
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

@@ -2,23 +2,23 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { startWorkers, type WorkerKind } from '../workers/index.ts';
 import { createApp } from './app.ts';
-import type { ApiKeyStore } from './auth.ts';
 import { RunStore } from './batch/runs.ts';
 import { ScheduleService, syncManifestSchedules } from './batch/schedules.ts';
 import { BatchService } from './batch/service.ts';
 import { LocalStorage } from './batch/storage.ts';
-import type { Config } from './config.ts';
 import type { AppDeps } from './context.ts';
 import { AdminService } from './jobs/admin.ts';
 import { createQueues } from './jobs/queues.ts';
 import { JobService } from './jobs/service.ts';
 import { JobStore } from './jobs/store.ts';
-import { createMetrics, type Metrics, registerQueueGauges } from './metrics.ts';
+import type { ApiKeyStore } from './platform/auth.ts';
+import type { Config } from './platform/config.ts';
+import { createMetrics, type Metrics, registerQueueGauges } from './platform/metrics.ts';
 import type { LoadedModel } from './registry/load.ts';
-import { ReleaseService } from './release.ts';
+import { ReleaseService } from './releases/service.ts';
 import { createRuntimeFactory } from './runtime/factory.ts';
-import { ModelService, type RuntimeFactory } from './serving.ts';
-import { ShadowRecorder } from './shadow.ts';
+import { ShadowRecorder } from './serving/shadow.ts';
+import { ModelService, type RuntimeFactory } from './sync/service.ts';
 
 export type GatewayConfig = Pick<
   Config,

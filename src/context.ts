@@ -1,14 +1,14 @@
 import type { Context } from 'hono';
 import type { Logger } from 'pino';
-import type { ApiKeyStore, Principal } from './auth.ts';
 import type { ScheduleService } from './batch/schedules.ts';
 import type { BatchService } from './batch/service.ts';
 import type { AdminService } from './jobs/admin.ts';
 import type { JobService } from './jobs/service.ts';
-import type { Metrics } from './metrics.ts';
-import type { ReleaseService } from './release.ts';
-import type { ModelService, ServedModel } from './serving.ts';
-import type { ShadowRecorder } from './shadow.ts';
+import type { ApiKeyStore, Principal } from './platform/auth.ts';
+import type { Metrics } from './platform/metrics.ts';
+import type { ReleaseService } from './releases/service.ts';
+import type { ShadowRecorder } from './serving/shadow.ts';
+import type { ModelService, ServedModel } from './sync/service.ts';
 
 /** Everything `createApp` needs, injected: no module reads the environment or opens a connection on import. */
 export interface AppDeps {

@@ -1,12 +1,12 @@
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { ApiKeyStore } from './auth.ts';
 import { composeGateway } from './compose.ts';
-import { type Config, ConfigError, loadConfig } from './config.ts';
 import { ensureRedis } from './devtools/local-redis.ts';
-import { createLogger } from './logger.ts';
-import { createMetrics } from './metrics.ts';
+import { ApiKeyStore } from './platform/auth.ts';
+import { type Config, ConfigError, loadConfig } from './platform/config.ts';
+import { createLogger } from './platform/logger.ts';
+import { createMetrics } from './platform/metrics.ts';
 import { loadModels, ManifestError } from './registry/load.ts';
 
 export interface RunningGateway {

@@ -11,12 +11,12 @@ import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import { Webhook } from 'standardwebhooks';
 import YAML from 'yaml';
-import { ApiKeyStore, hashKey } from '../src/auth.ts';
 import type { CloudEvent } from '../src/callbacks/event.ts';
 import { composeGateway, type Gateway, type GatewayConfig } from '../src/compose.ts';
-import { loadConfig } from '../src/config.ts';
 import type { AuditEntry } from '../src/jobs/store.ts';
-import { createLogger } from '../src/logger.ts';
+import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
+import { loadConfig } from '../src/platform/config.ts';
+import { createLogger } from '../src/platform/logger.ts';
 import { loadModels } from '../src/registry/load.ts';
 import type { WorkerKind } from '../workers/index.ts';
 import {

@@ -11,10 +11,10 @@ import { fileURLToPath } from 'node:url';
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import YAML from 'yaml';
-import { ApiKeyStore, hashKey } from '../src/auth.ts';
 import { composeGateway, type Gateway, type GatewayConfig } from '../src/compose.ts';
-import { loadConfig } from '../src/config.ts';
-import { createLogger } from '../src/logger.ts';
+import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
+import { loadConfig } from '../src/platform/config.ts';
+import { createLogger } from '../src/platform/logger.ts';
 import { loadModels } from '../src/registry/load.ts';
 import type { WorkerKind } from '../workers/index.ts';
 import {

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
 import { DeliveryError, postEvent } from '../src/callbacks/deliver.ts';
 import { checkCallbackUrl, isInternalAddress, namedExactly } from '../src/callbacks/url-policy.ts';
-import { Problem } from '../src/errors.ts';
+import { Problem } from '../src/platform/errors.ts';
 import {
   allAudit,
   buildGateway,

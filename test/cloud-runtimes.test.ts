@@ -7,9 +7,6 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
-import { encodeInstances } from '../src/features.ts';
-import { inputWidth } from '../src/model-input.ts';
-import { shapePredictions } from '../src/predictions.ts';
 import { type LoadedModel, loadModels } from '../src/registry/load.ts';
 import { type ModelVersion, versionSchema } from '../src/registry/schema.ts';
 import { createRuntimeFactory, resiliencePolicyFor } from '../src/runtime/factory.ts';
@@ -24,6 +21,9 @@ import {
 } from '../src/runtime/sagemaker.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
 import { createVertexRuntime, type PredictionServiceClient, type VertexSpec } from '../src/runtime/vertex.ts';
+import { encodeInstances } from '../src/serving/features.ts';
+import { inputWidth } from '../src/serving/inputs.ts';
+import { shapePredictions } from '../src/serving/predictions.ts';
 import { SageMakerFake, type Scorer, sagemakerTestClient, TEST_CREDENTIALS } from './fakes/sagemaker-fake.ts';
 import { VertexFake, vertexTestClient } from './fakes/vertex-fake.ts';
 

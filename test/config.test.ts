@@ -6,8 +6,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ApiKeyStore, hashKey } from '../src/auth.ts';
-import { ConfigError, isLoopback, loadConfig } from '../src/config.ts';
+import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
+import { ConfigError, isLoopback, loadConfig } from '../src/platform/config.ts';
 
 const KEY = 'trg_test_key_0123456789abcdef';
 const KEYS_YAML = `keys:\n  - id: ehr-app\n    role: client\n    sha256: ${hashKey(KEY)}\n    models: [news2]\n`;

@@ -16,10 +16,10 @@ import { isDeepStrictEqual } from 'node:util';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import YAML from 'yaml';
-import { ApiKeyStore } from '../src/auth.ts';
 import { BATCH_QUEUE } from '../src/batch/schedules.ts';
-import { loadConfig } from '../src/config.ts';
 import { QUEUE_NAMES } from '../src/jobs/queues.ts';
+import { ApiKeyStore } from '../src/platform/auth.ts';
+import { loadConfig } from '../src/platform/config.ts';
 import { type WorkerKind, workerKinds } from '../workers/index.ts';
 import { imageName, type JsonObject, type K8sObject, kustomize } from './deploy-kustomize.ts';
 
@@ -553,16 +553,19 @@ describe('k8s: commands and config', () => {
       assert.equal((podSpec(g).containers[0] as Obj).command.join(' '), pkg.scripts.start);
     });
 
-    it(`${target}: every TRIAGE_* variable set is one src/config.ts reads, and the config loads in production mode`, () => {
+    it(`${target}: every TRIAGE_* variable set is one src/platform/config.ts reads, and the config loads in production mode`, () => {
       const objects = render(target);
-      const source = readFileSync(path.join(ROOT, 'src/config.ts'), 'utf8');
+      const source = readFileSync(path.join(ROOT, 'src/platform/config.ts'), 'utf8');
       const dir = mkdtempSync(path.join(tmpdir(), 'triage-k8s-'));
       try {
         for (const { workload, container } of triageContainers(objects)) {
           const env = containerEnv(objects, container);
           for (const name of Object.keys(env).filter((k) => k.startsWith('TRIAGE_'))) {
             const variable = name.endsWith('_FILE') ? name.slice(0, -'_FILE'.length) : name;
-            assert.ok(source.includes(`${variable}:`), `${id(workload)}: ${name} is not a variable of src/config.ts`);
+            assert.ok(
+              source.includes(`${variable}:`),
+              `${id(workload)}: ${name} is not a variable of src/platform/config.ts`,
+            );
           }
           assert.equal(
             env.TRIAGE_ENV,

@@ -18,7 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import YAML from 'yaml';
-import { hashKey } from '../src/auth.ts';
+import { hashKey } from '../src/platform/auth.ts';
 import { deleteRedisPrefix } from './support.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));

@@ -13,10 +13,10 @@ import * as ort from 'onnxruntime-node';
 import YAML from 'yaml';
 import { buildAll } from '../models/build.ts';
 import { LABELS, LEXICONS, lexiconWeights, phraseTerms } from '../models/note-triage/graph.ts';
-import { documentText, fnv1a, hashDocument } from '../src/documents.ts';
-import { shapePredictions } from '../src/predictions.ts';
 import { loadModel } from '../src/registry/load.ts';
 import { manifestSchema } from '../src/registry/schema.ts';
+import { documentText, fnv1a, hashDocument } from '../src/serving/documents.ts';
+import { shapePredictions } from '../src/serving/predictions.ts';
 
 const MODEL_DIR = fileURLToPath(new URL('../models/note-triage/', import.meta.url));
 const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import * as ort from 'onnxruntime-node';
 import YAML from 'yaml';
-import { NO_SCORE_ACTION } from '../src/serving.ts';
+import { NO_SCORE_ACTION } from '../src/sync/service.ts';
 import {
   buildTestApp,
   captureLogs,

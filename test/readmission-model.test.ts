@@ -14,9 +14,9 @@ import { buildAll } from '../models/build.ts';
 import { BAD_ROWS, generateSample, SAMPLE_FILE, SAMPLE_ROWS } from '../models/readmission/generate-sample.ts';
 import { VERSIONS } from '../models/readmission/graph.ts';
 import { readNdjson } from '../src/batch/readers.ts';
-import { encodeInstances } from '../src/features.ts';
 import { loadModel } from '../src/registry/load.ts';
 import { manifestSchema } from '../src/registry/schema.ts';
+import { encodeInstances } from '../src/serving/features.ts';
 
 const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));
 const MODEL_DIR = fileURLToPath(new URL('../models/readmission/', import.meta.url));

@@ -12,13 +12,13 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import * as ort from 'onnxruntime-node';
 import YAML from 'yaml';
-import { ApiKeyStore, hashKey } from '../src/auth.ts';
 import { composeGateway, type Gateway, type GatewayConfig } from '../src/compose.ts';
-import { loadConfig } from '../src/config.ts';
-import { createLogger } from '../src/logger.ts';
+import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
+import { loadConfig } from '../src/platform/config.ts';
+import { createLogger } from '../src/platform/logger.ts';
 import { type LoadedModel, loadModels } from '../src/registry/load.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
-import { onnxRuntimeFactory, type RuntimeFactory } from '../src/serving.ts';
+import { onnxRuntimeFactory, type RuntimeFactory } from '../src/sync/service.ts';
 import type { WorkerKind } from '../workers/index.ts';
 import {
   deletePrefix,

@@ -10,7 +10,6 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
-import { inputWidth } from '../src/model-input.ts';
 import { type LoadedModel, loadModels } from '../src/registry/load.ts';
 import {
   RemoteError,
@@ -22,6 +21,7 @@ import {
 import { createSageMakerRuntime } from '../src/runtime/sagemaker.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
 import { createVertexRuntime, type PredictionServiceClient } from '../src/runtime/vertex.ts';
+import { inputWidth } from '../src/serving/inputs.ts';
 import { SageMakerFake, sagemakerTestClient } from './fakes/sagemaker-fake.ts';
 import { VertexFake, vertexTestClient } from './fakes/vertex-fake.ts';
 

@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { hashKey } from '../src/auth.ts';
-import { loadConfig } from '../src/config.ts';
+import { hashKey } from '../src/platform/auth.ts';
+import { loadConfig } from '../src/platform/config.ts';
 import { type RunningGateway, startGateway } from '../src/server.ts';
 import { captureLogs, deleteRedisPrefix, MODELS_DIR, REDIS_URL } from './support.ts';
 

@@ -23,10 +23,10 @@ import {
   projectionMatrix,
   TOP_K,
 } from '../models/similar-cases/graph.ts';
-import { documentText, hashDocument } from '../src/documents.ts';
-import { shapePredictions } from '../src/predictions.ts';
 import { loadModel } from '../src/registry/load.ts';
 import { manifestSchema } from '../src/registry/schema.ts';
+import { documentText, hashDocument } from '../src/serving/documents.ts';
+import { shapePredictions } from '../src/serving/predictions.ts';
 
 const MODEL_DIR = fileURLToPath(new URL('../models/similar-cases/', import.meta.url));
 const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));

@@ -6,7 +6,7 @@ import { bulkManifest } from '../src/batch/execute.ts';
 import { outputKey, type RunStore } from '../src/batch/runs.ts';
 import { BATCH_QUEUE, type BatchJobData, type ScheduleService } from '../src/batch/schedules.ts';
 import type { LocalStorage } from '../src/batch/storage.ts';
-import type { BatchMetrics } from '../src/metrics.ts';
+import type { BatchMetrics } from '../src/platform/metrics.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
 import type { BatchThreadInput, BatchThreadMessage } from './batch-thread.ts';
 

@@ -1,14 +1,14 @@
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { ApiKeyStore } from '../src/auth.ts';
 import { DeliveryError, postEvent } from '../src/callbacks/deliver.ts';
 import { signedHeaders } from '../src/callbacks/event.ts';
 import { jobEvent } from '../src/callbacks/payload.ts';
 import { hostOf, namedExactly } from '../src/callbacks/url-policy.ts';
 import { type CallbackJobData, type CallbackPolicy, QUEUE_NAMES } from '../src/jobs/queues.ts';
 import type { DeadLetter, JobStore } from '../src/jobs/store.ts';
-import type { JobMetrics } from '../src/metrics.ts';
+import type { ApiKeyStore } from '../src/platform/auth.ts';
+import type { JobMetrics } from '../src/platform/metrics.ts';
 
 export interface CallbackWorkerDeps {
   redisUrl: string;

@@ -1,14 +1,14 @@
 import type { Logger } from 'pino';
-import type { ApiKeyStore } from '../src/auth.ts';
 import type { RunStore } from '../src/batch/runs.ts';
 import type { ScheduleService } from '../src/batch/schedules.ts';
 import type { LocalStorage } from '../src/batch/storage.ts';
 import type { CallbackPolicy, Queues } from '../src/jobs/queues.ts';
 import type { JobStore } from '../src/jobs/store.ts';
-import type { BatchMetrics, JobMetrics } from '../src/metrics.ts';
+import type { ApiKeyStore } from '../src/platform/auth.ts';
+import type { BatchMetrics, JobMetrics } from '../src/platform/metrics.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
-import type { RuntimeFactory } from '../src/serving.ts';
-import type { ShadowRecorder } from '../src/shadow.ts';
+import type { ShadowRecorder } from '../src/serving/shadow.ts';
+import type { RuntimeFactory } from '../src/sync/service.ts';
 import { startBatchWorker } from './batch.ts';
 import { startCallbackWorker } from './callbacks.ts';
 import { startInferenceWorker } from './inference.ts';

@@ -1,7 +1,6 @@
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { Problem } from '../src/errors.ts';
 import {
   type CallbackPolicy,
   enqueueCallback,
@@ -11,14 +10,15 @@ import {
 } from '../src/jobs/queues.ts';
 import { holdDecision } from '../src/jobs/review-policy.ts';
 import type { JobRecord, JobStore } from '../src/jobs/store.ts';
-import type { JobMetrics } from '../src/metrics.ts';
-import { prepareInput } from '../src/model-input.ts';
-import { shapePredictions } from '../src/predictions.ts';
+import { Problem } from '../src/platform/errors.ts';
+import type { JobMetrics } from '../src/platform/metrics.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
-import { RoutingReader } from '../src/release.ts';
+import { RoutingReader } from '../src/releases/service.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
-import type { RuntimeFactory } from '../src/serving.ts';
-import { comparable, type ShadowRecorder } from '../src/shadow.ts';
+import { prepareInput } from '../src/serving/inputs.ts';
+import { shapePredictions } from '../src/serving/predictions.ts';
+import { comparable, type ShadowRecorder } from '../src/serving/shadow.ts';
+import type { RuntimeFactory } from '../src/sync/service.ts';
 
 export interface InferenceWorkerDeps {
   redisUrl: string;

@@ -4,18 +4,18 @@
  */
 import { createServer } from 'node:http';
 import { Redis } from 'ioredis';
-import { ApiKeyStore } from '../src/auth.ts';
 import { RunStore } from '../src/batch/runs.ts';
 import { ScheduleService } from '../src/batch/schedules.ts';
 import { LocalStorage } from '../src/batch/storage.ts';
 import { remoteAwareFactory, replaceModels } from '../src/compose.ts';
-import { ConfigError, loadConfig } from '../src/config.ts';
 import { createQueues } from '../src/jobs/queues.ts';
 import { JobStore } from '../src/jobs/store.ts';
-import { createLogger } from '../src/logger.ts';
-import { createMetrics } from '../src/metrics.ts';
+import { ApiKeyStore } from '../src/platform/auth.ts';
+import { ConfigError, loadConfig } from '../src/platform/config.ts';
+import { createLogger } from '../src/platform/logger.ts';
+import { createMetrics } from '../src/platform/metrics.ts';
 import { loadModels } from '../src/registry/load.ts';
-import { ShadowRecorder } from '../src/shadow.ts';
+import { ShadowRecorder } from '../src/serving/shadow.ts';
 import { startWorkers, type WorkerKind, workerKinds } from './index.ts';
 
 async function main() {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { type CallbackJobData, type CallbackPolicy, enqueueCallback, type Queues } from '../src/jobs/queues.ts';
 import type { JobStore } from '../src/jobs/store.ts';
-import type { JobMetrics } from '../src/metrics.ts';
+import type { JobMetrics } from '../src/platform/metrics.ts';
 import type { Manifest } from '../src/registry/schema.ts';
 
 export interface MaintenanceDeps {

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { encodeInstances } from '../../src/features.ts';
 import { loadModel } from '../../src/registry/load.ts';
+import { encodeInstances } from '../../src/serving/features.ts';
 
 export interface SessionRunStats {
   model: string;

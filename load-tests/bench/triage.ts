@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { hashKey } from '../../src/auth.ts';
+import { hashKey } from '../../src/platform/auth.ts';
 import { type Child, freePort, waitForOk } from './children.ts';
 import { deletePrefix } from './common.ts';
 import type { BenchContext } from './context.ts';

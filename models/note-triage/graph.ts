@@ -1,5 +1,5 @@
 /**
- * The note-triage graph: a clinical note, feature-hashed by src/documents.ts, to probabilities over three follow-up
+ * The note-triage graph: a clinical note, feature-hashed by src/serving/documents.ts, to probabilities over three follow-up
  * classes. A DEMONSTRATION: the weights come from small hand-written keyword lexicons, not from labelled notes, and
  * the model is not clinically validated. It cannot read negation ("no chest pain" still counts "chest pain").
  *
@@ -12,7 +12,7 @@
  * shared by two classes or by common BACKGROUND wording are left empty, and the lexicons were edited until every
  * phrase kept some weight (lexiconWeights throws otherwise). Some collisions with other words remain.
  */
-import { fnv1a, tokenize } from '../../src/documents.ts';
+import { fnv1a, tokenize } from '../../src/serving/documents.ts';
 import { encodeModel, GraphBuilder } from '../onnx.ts';
 
 /** The classes, in the column order of `probabilities` (the manifest's labels must match). */

@@ -1,5 +1,5 @@
 /**
- * The similar-cases graph: a clinical note, feature-hashed by src/documents.ts, to its top-k most similar entries of
+ * The similar-cases graph: a clinical note, feature-hashed by src/serving/documents.ts, to its top-k most similar entries of
  * the bundled reference corpus (corpus.json: short synthetic case summaries, no patient data). A DEMONSTRATION of
  * retrieval, not a validated model: the "embedding" is a fixed random projection of bag-of-words features.
  *
@@ -12,8 +12,8 @@
  * similarities (in [-1, 1]).
  */
 import { createHash } from 'node:crypto';
-import { hashDocument } from '../../src/documents.ts';
-import type { CorpusEntry } from '../../src/predictions.ts';
+import { hashDocument } from '../../src/serving/documents.ts';
+import type { CorpusEntry } from '../../src/serving/predictions.ts';
 import { DataType, encodeModel, GraphBuilder } from '../onnx.ts';
 
 export const EMBEDDING_DIM = 128;

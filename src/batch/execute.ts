@@ -1,7 +1,7 @@
-import { encodeRow } from '../features.ts';
-import { shapePredictions } from '../predictions.ts';
 import type { LoadedModel } from '../registry/load.ts';
 import type { ModelRuntime } from '../runtime/types.ts';
+import { encodeRow } from '../serving/features.ts';
+import { shapePredictions } from '../serving/predictions.ts';
 import { type InputRow, readCsv, readFhirObservations, readNdjson } from './readers.ts';
 import { type BatchRun, outputKey, type RunStore, shadowFileName, shadowOutputKey } from './runs.ts';
 import type { BatchStorage } from './storage.ts';

@@ -1,8 +1,8 @@
 import { Queue } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
 import type { Redis } from 'ioredis';
-import { Problem } from '../errors.ts';
 import type { JobStore } from '../jobs/store.ts';
+import { Problem } from '../platform/errors.ts';
 import { type Schedule, scheduleSchema } from '../registry/schema.ts';
 
 export const BATCH_QUEUE = 'batch';

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
-import type { Principal } from '../auth.ts';
-import { Problem } from '../errors.ts';
 import type { JobStore } from '../jobs/store.ts';
+import type { Principal } from '../platform/auth.ts';
+import { Problem } from '../platform/errors.ts';
 import { batchFormats } from '../registry/schema.ts';
-import type { ServedModel } from '../serving.ts';
+import type { ServedModel } from '../sync/service.ts';
 import type { BatchFormat, BatchRun, RunStore } from './runs.ts';
 import type { BatchJobData } from './schedules.ts';
 import { type LocalStorage, StorageError } from './storage.ts';

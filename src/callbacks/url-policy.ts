@@ -1,5 +1,5 @@
 import { BlockList, isIP } from 'node:net';
-import { Problem } from '../errors.ts';
+import { Problem } from '../platform/errors.ts';
 
 /**
  * Where callbacks may go. At submission: the URL must be https (plain http only for hosts the operator allows, e.g.

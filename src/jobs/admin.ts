@@ -1,4 +1,4 @@
-import { Problem } from '../errors.ts';
+import { Problem } from '../platform/errors.ts';
 import { type CallbackPolicy, callbackJobId, callbackJobOptions, type Queues } from './queues.ts';
 import type { AuditEntry, DeadLetter, JobStore } from './store.ts';
 

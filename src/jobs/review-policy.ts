@@ -1,5 +1,5 @@
-import { confidenceOf, type Prediction } from '../predictions.ts';
 import type { Manifest } from '../registry/schema.ts';
+import { confidenceOf, type Prediction } from '../serving/predictions.ts';
 
 export interface HoldDecision {
   hold: boolean;

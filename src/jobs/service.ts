@@ -1,11 +1,11 @@
 import type { Redis } from 'ioredis';
-import type { Principal } from '../auth.ts';
 import { checkCallbackUrl } from '../callbacks/url-policy.ts';
-import { Problem } from '../errors.ts';
-import { onlyFields } from '../json-body.ts';
-import type { JobMetrics } from '../metrics.ts';
-import { prepareInput } from '../model-input.ts';
-import type { ServedModel } from '../serving.ts';
+import type { Principal } from '../platform/auth.ts';
+import { Problem } from '../platform/errors.ts';
+import { onlyFields } from '../platform/json-body.ts';
+import type { JobMetrics } from '../platform/metrics.ts';
+import { prepareInput } from '../serving/inputs.ts';
+import type { ServedModel } from '../sync/service.ts';
 import { type CallbackPolicy, enqueueCallback, type Queues } from './queues.ts';
 import type { CallbackEvent, JobRecord, JobStore } from './store.ts';
 

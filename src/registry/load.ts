@@ -3,7 +3,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
-import type { CorpusEntry } from '../predictions.ts';
+import type { CorpusEntry } from '../serving/predictions.ts';
 import { type Classification, classifyTier } from './classify.ts';
 import { type Manifest, type ModelVersion, manifestSchema } from './schema.ts';
 

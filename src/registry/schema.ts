@@ -211,7 +211,7 @@ export const manifestSchema = z
     input: z.enum(['features', 'document']).default('features'),
     /** the columns of the `features` input (feature models) */
     features: z.array(featureSchema).default([]),
-    /** how a document model's text becomes its `features` input (see src/documents.ts) */
+    /** how a document model's text becomes its `features` input (see src/serving/documents.ts) */
     document: z
       .object({
         hashBuckets: z.number().int().min(16).max(65_536),

@@ -1,7 +1,7 @@
 import type { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
-import { inputWidth } from '../model-input.ts';
 import type { LoadedModel } from '../registry/load.ts';
 import type { ModelVersion } from '../registry/schema.ts';
+import { inputWidth } from '../serving/inputs.ts';
 import { createOnnxRuntime } from './onnx.ts';
 import { BreakerRegistry, type ResilienceEvent, type ResiliencePolicy, withResilience } from './resilience.ts';
 import type { SageMakerSpec } from './sagemaker.ts';

@@ -3,8 +3,8 @@ import {
   SageMakerRuntimeClient,
   type SageMakerRuntimeClientConfig,
 } from '@aws-sdk/client-sagemaker-runtime';
-import { inputWidth } from '../model-input.ts';
 import type { Manifest, OutputSpec, RuntimeSpec } from '../registry/schema.ts';
+import { inputWidth } from '../serving/inputs.ts';
 import { RemoteError } from './resilience.ts';
 import type { ModelRuntime, OutputTensor, RunOptions } from './types.ts';
 

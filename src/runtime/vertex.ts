@@ -1,6 +1,6 @@
 import { helpers, type protos, v1 } from '@google-cloud/aiplatform';
-import { inputWidth } from '../model-input.ts';
 import type { Manifest, RuntimeSpec } from '../registry/schema.ts';
+import { inputWidth } from '../serving/inputs.ts';
 import { RemoteError, type RemoteErrorKind } from './resilience.ts';
 import { decodePredictions, inputRows } from './sagemaker.ts';
 import type { ModelRuntime, RunOptions } from './types.ts';

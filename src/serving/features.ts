@@ -1,5 +1,5 @@
-import { Problem } from './errors.ts';
-import type { Feature } from './registry/schema.ts';
+import { Problem } from '../platform/errors.ts';
+import type { Feature } from '../registry/schema.ts';
 
 export interface InputError {
   /** JSON Pointer into the request body */

@@ -1,7 +1,7 @@
+import { Problem } from '../platform/errors.ts';
+import type { Manifest } from '../registry/schema.ts';
 import { documentText, hashDocument } from './documents.ts';
-import { Problem } from './errors.ts';
 import { encodeInstances } from './features.ts';
-import type { Manifest } from './registry/schema.ts';
 
 /** Most instances one async job may carry when the model sets no sync limit. */
 const DEFAULT_MAX_JOB_INSTANCES = 1000;

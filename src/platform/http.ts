@@ -1,6 +1,6 @@
 import type { Context, MiddlewareHandler } from 'hono';
+import type { AppDeps, AppEnv } from '../context.ts';
 import { assertRole, keyFromHeaders, type Role } from './auth.ts';
-import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './errors.ts';
 
 /** Renders a Problem as RFC 9457 problem+json. */

@@ -1,4 +1,4 @@
-import { Problem } from './errors.ts';
+import { Problem } from '../platform/errors.ts';
 
 /**
  * Clinical notes → model input. The text comes as plain text or as a FHIR R4 `DocumentReference` whose first

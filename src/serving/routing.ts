@@ -1,5 +1,5 @@
+import type { Manifest } from '../registry/schema.ts';
 import { fnv1a } from './documents.ts';
-import type { Manifest } from './registry/schema.ts';
 
 /** Which versions serve a model right now: the primary, a sticky canary split, and shadows. */
 export interface RoutingState {

@@ -1,8 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Metrics } from './metrics.ts';
+import type { Metrics } from '../platform/metrics.ts';
+import type { OutputSpec } from '../registry/schema.ts';
 import type { Prediction } from './predictions.ts';
-import type { OutputSpec } from './registry/schema.ts';
 
 /** What a pair is compared on: a number and a decision at the approved threshold. No inputs, no identifiers. */
 export interface Comparable {

@@ -1,16 +1,16 @@
 import type { Logger } from 'pino';
-import { Problem } from './errors.ts';
-import { encodeInstances, typicalRow } from './features.ts';
-import { labelled, type Metrics } from './metrics.ts';
-import { inputWidth } from './model-input.ts';
-import { type CorpusEntry, type Prediction, shapePredictions } from './predictions.ts';
-import type { LoadedModel } from './registry/load.ts';
-import type { Manifest, ModelVersion, Tier } from './registry/schema.ts';
-import { chooseVersion, type RoutingState, routingFromManifest } from './routing.ts';
-import { BatchCancelled, DynamicBatcher } from './runtime/batcher.ts';
-import { createOnnxRuntime } from './runtime/onnx.ts';
-import type { ModelRuntime, OutputTensor } from './runtime/types.ts';
-import { comparable, type ShadowRecorder } from './shadow.ts';
+import { Problem } from '../platform/errors.ts';
+import { labelled, type Metrics } from '../platform/metrics.ts';
+import type { LoadedModel } from '../registry/load.ts';
+import type { Manifest, ModelVersion, Tier } from '../registry/schema.ts';
+import { BatchCancelled, DynamicBatcher } from '../runtime/batcher.ts';
+import { createOnnxRuntime } from '../runtime/onnx.ts';
+import type { ModelRuntime, OutputTensor } from '../runtime/types.ts';
+import { encodeInstances, typicalRow } from '../serving/features.ts';
+import { inputWidth } from '../serving/inputs.ts';
+import { type CorpusEntry, type Prediction, shapePredictions } from '../serving/predictions.ts';
+import { chooseVersion, type RoutingState, routingFromManifest } from '../serving/routing.ts';
+import { comparable, type ShadowRecorder } from '../serving/shadow.ts';
 
 export type RuntimeFactory = (model: LoadedModel, version: ModelVersion) => Promise<ModelRuntime>;
 

@@ -1,9 +1,9 @@
 import type { Context } from 'hono';
+import type { AppDeps, AppEnv } from '../context.ts';
+import { MODEL_NAME } from '../registry/schema.ts';
+import type { ServedModel } from '../sync/service.ts';
 import { assertModelAllowed } from './auth.ts';
-import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './errors.ts';
-import { MODEL_NAME } from './registry/schema.ts';
-import type { ServedModel } from './serving.ts';
 
 /** The `:model` path parameter → a served model the caller may use: 404 unknown, 403 not allowed. */
 export function resolveModel(c: Context<AppEnv>, deps: AppDeps): ServedModel {

@@ -1,5 +1,5 @@
-import type { OutputSpec } from './registry/schema.ts';
-import type { OutputTensor } from './runtime/types.ts';
+import type { OutputSpec } from '../registry/schema.ts';
+import type { OutputTensor } from '../runtime/types.ts';
 
 export type Prediction = Record<string, unknown>;
 

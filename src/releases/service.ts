@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Principal } from './auth.ts';
-import { Problem } from './errors.ts';
-import type { JobStore } from './jobs/store.ts';
-import type { Manifest } from './registry/schema.ts';
-import { type RoutingState, routingFromManifest } from './routing.ts';
-import type { ModelService, ServedModel } from './serving.ts';
+import type { JobStore } from '../jobs/store.ts';
+import type { Principal } from '../platform/auth.ts';
+import { Problem } from '../platform/errors.ts';
+import type { Manifest } from '../registry/schema.ts';
+import { type RoutingState, routingFromManifest } from '../serving/routing.ts';
+import type { ModelService, ServedModel } from '../sync/service.ts';
 
 interface StoredRouting {
   routing: RoutingState;
