@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { stream } from 'hono/streaming';
-import { bulkManifest } from '../src/batch/execute.ts';
+import { bulkManifest } from '../src/batch/manifest.ts';
 import { type BatchRun, outputKey, shadowFileName, shadowOutputKey } from '../src/batch/runs.ts';
 import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';

@@ -2,7 +2,7 @@ import { Worker as ThreadWorker } from 'node:worker_threads';
 import { type Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { bulkManifest } from '../src/batch/execute.ts';
+import { bulkManifest } from '../src/batch/manifest.ts';
 import { outputKey, type RunStore } from '../src/batch/runs.ts';
 import { BATCH_QUEUE, type BatchJobData, type ScheduleService } from '../src/batch/schedules.ts';
 import type { LocalStorage } from '../src/batch/storage.ts';
