@@ -16,19 +16,19 @@ export function adminRoutes(deps: AppDeps) {
     if (!/^\d{1,4}$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 1000) {
       throw new Problem('invalid_request', 'limit must be 1-1000');
     }
-    const entries = await deps.admin.audit(after, Number(limitRaw));
+    const entries = await deps.audit.read(after, Number(limitRaw));
     const last = entries.at(-1);
     return c.json({ entries, ...(last ? { links: { next: `/v1/audit?after=${last.id}&limit=${limitRaw}` } } : {}) });
   });
 
-  app.get('/callbacks/dead-letters', admin, async (c) => c.json({ items: await deps.admin.deadLetters() }));
+  app.get('/callbacks/dead-letters', admin, async (c) => c.json({ items: await deps.deadLetters.list() }));
 
   app.post('/callbacks/dead-letters/:eventId/replay', admin, async (c) => {
     const eventId = c.req.param('eventId');
     if (!/^evt-[0-9a-f-]{36}-(released|rejected|failed)$/.test(eventId))
       throw new Problem('not_found', 'no such dead letter');
     const principal = c.get('principal')!;
-    const letter = await deps.admin.replay(eventId, principal);
+    const letter = await deps.deadLetters.replay(eventId, principal);
     return c.json({ replayed: letter }, 202);
   });
   return app;

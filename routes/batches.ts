@@ -2,11 +2,10 @@ import { Hono } from 'hono';
 import { stream } from 'hono/streaming';
 import { bulkManifest } from '../src/batch/manifest.ts';
 import { type BatchRun, outputKey, shadowFileName, shadowOutputKey } from '../src/batch/runs.ts';
-import type { AppDeps, AppEnv } from '../src/context.ts';
+import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
-import { resolveModel } from '../src/platform/model-lookup.ts';
 
 function progress(run: BatchRun): string {
   return `${run.state}: ${run.rowsDone} rows read, ${run.scored} scored, ${run.failed} failed`;

@@ -21,7 +21,7 @@ export function opsRoutes(deps: AppDeps) {
     });
     const redis = await Promise.race([deps.redisReady().catch(() => false), timeout]);
     clearTimeout(timer);
-    const models = deps.models.ready();
+    const models = deps.sync.ready();
     const checks = { redis: redis ? 'ok' : 'unreachable', models: models ? 'warm' : 'loading' };
     if (!redis || !models) throw new Problem('not_ready', 'a dependency is not ready', { extensions: { checks } });
     return c.json({ status: 'ready', checks });

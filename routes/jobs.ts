@@ -1,11 +1,10 @@
 import { Hono } from 'hono';
 import { releasedResult } from '../src/callbacks/payload.ts';
-import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
+import { type AppContext, type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import type { JobRecord } from '../src/jobs/store.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
-import { resolveModel } from '../src/platform/model-lookup.ts';
 
 /** The job as its submitter sees it: state and timestamps; the result only once released. */
 export function jobView(record: JobRecord, owner: unknown) {
@@ -73,12 +72,12 @@ export function jobRoutes(deps: AppDeps) {
 
   app.get('/jobs/:id', client, async (c) => {
     const record = await deps.jobs.ownJob(c.get('principal')!, c.req.param('id'));
-    return c.json(jobView(record, deps.models.get(record.model)?.manifest.owner));
+    return c.json(jobView(record, deps.catalog.get(record.model)?.manifest.owner));
   });
 
   app.delete('/jobs/:id', client, async (c) => {
     const record = await deps.jobs.cancel(c.get('principal')!, c.req.param('id'));
-    return c.json(jobView(record, deps.models.get(record.model)?.manifest.owner));
+    return c.json(jobView(record, deps.catalog.get(record.model)?.manifest.owner));
   });
   return app;
 }

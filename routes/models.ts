@@ -1,8 +1,8 @@
 import { Hono } from 'hono';
-import type { AppDeps, AppEnv } from '../src/context.ts';
+import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { requireRole } from '../src/platform/http.ts';
-import { resolveModel } from '../src/platform/model-lookup.ts';
-import type { ServedModel } from '../src/sync/service.ts';
+
+import type { CatalogModel } from '../src/serving/catalog.ts';
 
 /** The registry, as a client sees it: tiers, versions, owners, input schema and how to call each model. */
 export function modelRoutes(deps: AppDeps) {
@@ -11,40 +11,46 @@ export function modelRoutes(deps: AppDeps) {
 
   app.get('/', auth, (c) => {
     const principal = c.get('principal');
-    const visible = deps.models
+    const visible = deps.catalog
       .list()
       .filter(
         (m) => principal?.role !== 'client' || principal.models.has('*') || principal.models.has(m.manifest.name),
       );
-    return c.json({ models: visible.map(summary) });
+    return c.json({ models: visible.map((m) => summary(deps, m)) });
   });
 
-  app.get('/:model', auth, (c) => c.json(detail(resolveModel(c, deps))));
+  app.get('/:model', auth, (c) => c.json(detail(deps, resolveModel(c, deps))));
   return app;
 }
 
-function summary(m: ServedModel) {
+/** A sync model's serving state; models of the other tiers are served by their workers. */
+function stateOf(deps: AppDeps, m: CatalogModel) {
+  return m.tier === 'sync' ? deps.sync.status(m.name) : undefined;
+}
+
+function summary(deps: AppDeps, m: CatalogModel) {
   const { manifest } = m;
   return {
     name: manifest.name,
     title: manifest.title,
     owner: manifest.owner,
     tier: m.tier,
-    state: m.state,
+    state: stateOf(deps, m)?.state ?? 'warm',
     version: m.version,
     links: { self: `/v1/models/${manifest.name}`, ...endpointFor(m) },
   };
 }
 
-function detail(m: ServedModel) {
+function detail(deps: AppDeps, m: CatalogModel) {
   const { manifest } = m;
+  const status = stateOf(deps, m);
   return {
-    ...summary(m),
+    ...summary(deps, m),
     description: manifest.description,
     disclaimer: manifest.disclaimer,
     tierReasons: m.tierReasons,
-    ...(m.refusal ? { refusal: m.refusal } : {}),
-    ...(m.warmupP99Ms !== undefined ? { warmupP99Ms: Number(m.warmupP99Ms.toFixed(3)) } : {}),
+    ...(status?.refusal ? { refusal: status.refusal } : {}),
+    ...(status?.warmupP99Ms !== undefined ? { warmupP99Ms: Number(status.warmupP99Ms.toFixed(3)) } : {}),
     input: { kind: manifest.input, features: manifest.features },
     output: manifest.output,
     sync: manifest.sync,
@@ -59,7 +65,7 @@ function detail(m: ServedModel) {
   };
 }
 
-export function endpointFor(m: ServedModel): Record<string, string> {
+export function endpointFor(m: CatalogModel): Record<string, string> {
   const base = `/v1/models/${m.manifest.name}`;
   if (m.tier === 'sync') return { predict: `${base}/predict` };
   if (m.tier === 'async') return { jobs: `${base}/jobs` };

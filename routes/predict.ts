@@ -1,9 +1,9 @@
 import { Hono } from 'hono';
-import type { AppDeps, AppEnv } from '../src/context.ts';
+import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
-import { resolveModel } from '../src/platform/model-lookup.ts';
+
 import { acceptJob } from './jobs.ts';
 import { endpointFor } from './models.ts';
 
@@ -64,7 +64,7 @@ export function predictRoutes(deps: AppDeps) {
     }
 
     const subjectKey = parseSubjectKey(c.req.header(SUBJECT_HEADER));
-    const result = await deps.models.predict(model, instances, deadlineMs, subjectKey ? { subjectKey } : {});
+    const result = await deps.sync.predict(model, instances, deadlineMs, subjectKey ? { subjectKey } : {});
     const { predictions, version } = result;
     const requestId = c.get('requestId');
     c.set('requestIdSent', true);

@@ -1,9 +1,9 @@
 import { Hono } from 'hono';
-import type { AppDeps, AppEnv } from '../src/context.ts';
+import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
-import { resolveModel } from '../src/platform/model-lookup.ts';
+
 import { ManifestError } from '../src/registry/load.ts';
 
 /**
@@ -63,7 +63,14 @@ export function releaseRoutes(deps: AppDeps) {
       if (err instanceof ManifestError) throw new Problem('invalid_manifest', err.message);
       throw err;
     });
-    await deps.admin.recordReload(c.get('principal')!, models);
+    const principal = c.get('principal')!;
+    await deps.audit.append({
+      actor: principal.id,
+      role: principal.role,
+      action: 'manifests.reload',
+      target: 'models',
+      detail: models.join(','),
+    });
     return c.json({ reloaded: models });
   });
   return app;

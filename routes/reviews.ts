@@ -35,13 +35,13 @@ export function reviewRoutes(deps: AppDeps) {
 
   app.get('/', reviewer, async (c) => {
     const model = c.req.query('model');
-    if (model !== undefined && (!MODEL_NAME.test(model) || !deps.models.get(model))) {
+    if (model !== undefined && (!MODEL_NAME.test(model) || !deps.catalog.get(model))) {
       throw new Problem('model_not_found', 'no model by that name');
     }
     const limit = intParam(c.req.query('limit'), 'limit', 50, 1, 500);
     const offset = intParam(c.req.query('offset'), 'offset', 0, 0, 1_000_000);
-    const { items, total } = await deps.jobs.pending(model, offset, limit);
-    const now = deps.jobs.now();
+    const { items, total } = await deps.reviews.pending(model, offset, limit);
+    const now = deps.reviews.now();
     const next = offset + items.length < total ? offset + items.length : undefined;
     return c.json({
       items: items.map((r) => reviewSummary(r, now)),
@@ -57,9 +57,9 @@ export function reviewRoutes(deps: AppDeps) {
   });
 
   app.get('/:id', reviewer, async (c) => {
-    const r = await deps.jobs.reviewItem(c.req.param('id'));
+    const r = await deps.reviews.reviewItem(c.req.param('id'));
     return c.json({
-      ...reviewSummary(r, deps.jobs.now()),
+      ...reviewSummary(r, deps.reviews.now()),
       input: r.input,
       output: r.output,
       ...(r.decision ? { decision: { ...r.decision, at: new Date(r.decision.at).toISOString() } } : {}),
@@ -70,10 +70,10 @@ export function reviewRoutes(deps: AppDeps) {
   app.post('/:id/decision', reviewer, async (c) => {
     const body = asJsonObject(await readJson(c), '{"decision", "reason", "output"?}');
     const id = c.req.param('id');
-    const item = await deps.jobs.reviewItem(id);
-    const record = await deps.jobs.decide(c.get('principal')!, id, body, deps.models.get(item.model));
+    const item = await deps.reviews.reviewItem(id);
+    const record = await deps.reviews.decide(c.get('principal')!, id, body, deps.catalog.get(item.model));
     return c.json({
-      ...reviewSummary(record, deps.jobs.now()),
+      ...reviewSummary(record, deps.reviews.now()),
       decision: { ...record.decision, at: new Date(record.decision?.at ?? 0).toISOString() },
     });
   });

@@ -17,7 +17,7 @@ export function scheduleRoutes(deps: AppDeps) {
     if (!scheduleIdSchema.safeParse(id).success)
       throw new Problem('invalid_request', 'schedule ids are 1-63 of a-z, 0-9 and -');
     const { model: name, ...definition } = asJsonObject(await readJson(c), '(a schedule)');
-    const model = typeof name === 'string' ? deps.models.get(name) : undefined;
+    const model = typeof name === 'string' ? deps.catalog.get(name) : undefined;
     if (!model) throw new Problem('model_not_found', 'model must name a served model');
     if (model.manifest.input !== 'features')
       throw new Problem('wrong_tier', 'only feature models can be scored in batch');

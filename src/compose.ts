@@ -1,33 +1,38 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch.ts';
+import { callbackSender, createCallbackQueue, enqueueCallback } from '../workers/callbacks.ts';
 import { startWorkers, type WorkerKind } from '../workers/index.ts';
+import { createInferenceQueue, inferenceQueuePort } from '../workers/inference.ts';
 import { createApp } from './app.ts';
 import { RunStore } from './batch/runs.ts';
 import { ScheduleService, syncManifestSchedules } from './batch/schedules.ts';
 import { BatchService } from './batch/service.ts';
 import { LocalStorage } from './batch/storage.ts';
+import { DeadLetters } from './callbacks/dead-letters.ts';
+import { Outbox } from './callbacks/outbox.ts';
+import { DeadLetterService } from './callbacks/replay.ts';
 import type { AppDeps } from './context.ts';
-import { AdminService } from './jobs/admin.ts';
-import { createQueues } from './jobs/queues.ts';
+import { ReviewService } from './jobs/reviews.ts';
 import { JobService } from './jobs/service.ts';
 import { JobStore } from './jobs/store.ts';
+import { AuditLog } from './platform/audit.ts';
 import type { ApiKeyStore } from './platform/auth.ts';
 import type { Config } from './platform/config.ts';
 import { createMetrics, type Metrics, registerQueueGauges } from './platform/metrics.ts';
 import type { LoadedModel } from './registry/load.ts';
 import { ReleaseService } from './releases/service.ts';
 import { createRuntimeFactory } from './runtime/factory.ts';
+import { ModelCatalog } from './serving/catalog.ts';
+import { JobRunners, type RuntimeFactory } from './serving/runners.ts';
+import { Scorer } from './serving/scorer.ts';
 import { ShadowRecorder } from './serving/shadow.ts';
-import { ModelService, type RuntimeFactory } from './sync/service.ts';
+import { SyncRunners } from './sync/runners.ts';
+import { SyncService } from './sync/service.ts';
 
-export type GatewayConfig = Pick<
+export type ServicesConfig = Pick<
   Config,
   | 'redisPrefix'
-  | 'maxBodyBytes'
-  | 'openOpsEndpoints'
-  | 'accessLog'
-  | 'warmupRuns'
-  | 'warmupPolicy'
   | 'onnxThreads'
   | 'workerConcurrency'
   | 'callbacks'
@@ -35,97 +40,188 @@ export type GatewayConfig = Pick<
   | 'dataDir'
   | 'batchMissedAfterMs'
 > &
-  Partial<Pick<Config, 'workerLockMs'>> & { workers: readonly WorkerKind[] };
+  Partial<Pick<Config, 'workerLockMs'>>;
 
-export interface ComposeOptions {
-  config: GatewayConfig;
+export interface ServicesOptions {
+  config: ServicesConfig;
   logger: Logger;
   redisUrl: string;
   keys: ApiKeyStore;
   models: LoadedModel[];
   metrics?: Metrics;
+  /** tests: one factory for every tier (the real one makes remote calls with a request's or a job's budget) */
   runtimeFactory?: RuntimeFactory;
   now?: () => number;
   random?: () => number;
   /** how often routing changes made through other replicas are picked up */
   routingRefreshMs?: number;
-  /** re-reads the manifests (enables POST /v1/admin/reload and SIGHUP) */
-  reloadModels?: () => Promise<LoadedModel[]>;
 }
 
 /**
- * The composition root: connects Redis, warms the models, wires the services, the app and (optionally) the workers.
- * `main()` and the tests both build the gateway through it, so what is tested is what runs.
+ * The one composition root: config → Redis → catalog → stores, queues, scorer and services, with one ordered
+ * shutdown. The gateway adds the sync tier and the HTTP app (`composeGateway`); `workers/main.ts` adds workers.
  */
-export async function composeGateway(options: ComposeOptions) {
+export async function composeServices(options: ServicesOptions) {
   const { config, logger } = options;
+  const prefix = config.redisPrefix;
   const now = options.now ?? Date.now;
   const metrics = options.metrics ?? createMetrics();
-  const cloudFactory = options.runtimeFactory ? undefined : remoteAwareFactory(config.onnxThreads, metrics, logger);
-  const runtimeFactory = options.runtimeFactory ?? (cloudFactory as RuntimeFactory);
-  // workers run jobs: remote calls get the job's budget, not a bedside request's
-  const jobFactory = options.runtimeFactory
-    ? undefined
-    : remoteAwareFactory(config.onnxThreads, metrics, logger, 'job');
-
   // auto-pipelining sends the commands of concurrent requests in one write (many small writes were a hot spot)
   const redis = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableAutoPipelining: true });
   redis.on('error', (err) => logger.warn({ err: { message: err.message } }, 'redis connection error'));
   await redis.connect();
-  const store = new JobStore(redis, config.redisPrefix);
-  const queues = createQueues(redis, config.redisPrefix);
 
-  const workerModels = new Map(options.models.map((m) => [m.manifest.name, m]));
-  const shadow = new ShadowRecorder(redis, config.redisPrefix, metrics, logger);
-  const models = await ModelService.start(options.models, {
-    metrics,
+  const audit = new AuditLog(redis, prefix);
+  const outbox = new Outbox(redis, prefix);
+  const deadLetters = new DeadLetters(redis, prefix);
+  const store = new JobStore(redis, prefix, { audit, outbox });
+  const runs = new RunStore(redis, prefix);
+  const queues = {
+    inference: createInferenceQueue(redis, prefix, logger),
+    callbacks: createCallbackQueue(redis, prefix, logger),
+    batch: createBatchQueue(redis, prefix, logger),
+  };
+  const catalog = await ModelCatalog.open({
+    redis,
+    prefix,
+    models: options.models,
     logger,
-    runtimeFactory,
-    warmupRuns: config.warmupRuns,
-    warmupPolicy: config.warmupPolicy,
-    shadow,
     ...(options.random ? { random: options.random } : {}),
   });
-  const releases = new ReleaseService(redis, config.redisPrefix, models, store, logger);
-  await releases.follow(options.routingRefreshMs ?? 2000);
-  const runs = new RunStore(redis, config.redisPrefix);
-  const schedules = new ScheduleService(redis, config.redisPrefix, store);
-  const storage = new LocalStorage(config.dataDir);
-  const batches = new BatchService(runs, schedules.queue, storage, store);
-  await syncManifestSchedules(
-    schedules,
-    options.models.map((m) => m.manifest),
+  catalog.follow(options.routingRefreshMs ?? 1000);
+  const shadow = new ShadowRecorder(redis, prefix, metrics, logger);
+  // jobs (async and batch) have no one waiting at a bedside: remote calls get a job's budget
+  const jobFactory = options.runtimeFactory
+    ? undefined
+    : remoteAwareFactory(config.onnxThreads, metrics, logger, 'job');
+  const jobRunners = new JobRunners(options.runtimeFactory ?? (jobFactory as RuntimeFactory), 'async', (l, s, ok) =>
+    metrics.inferenceDuration.observe({ ...l, status: ok ? 'ok' : 'error' }, s),
   );
-  const jobs = new JobService({ store, queues, redis, callbacks: config.callbacks, metrics, now });
-  const admin = new AdminService(store, queues, config.callbacks);
+  const jobScorer = new Scorer({
+    catalog,
+    runners: jobRunners,
+    shadow,
+    metrics,
+    ...(options.random ? { random: options.random } : {}),
+  });
+  const callbacks = callbackSender(queues.callbacks, outbox, config.callbacks);
+  const storage = new LocalStorage(config.dataDir);
+  const services = {
+    redis,
+    metrics,
+    logger,
+    catalog,
+    shadow,
+    audit,
+    outbox,
+    deadLetters,
+    store,
+    runs,
+    queues,
+    storage,
+    jobScorer,
+    callbacks,
+    keys: options.keys,
+    jobs: new JobService({
+      store,
+      queue: inferenceQueuePort(queues.inference),
+      callbackHttpHosts: config.callbacks.httpHosts,
+      metrics,
+      now,
+    }),
+    reviews: new ReviewService({ store, callbacks, metrics, now }),
+    deadLetterService: new DeadLetterService(deadLetters, audit, (letter, replay) =>
+      enqueueCallback(queues.callbacks, config.callbacks, letter, replay),
+    ),
+    schedules: new ScheduleService(redis, prefix, schedulerPort(queues.batch), audit),
+    batches: new BatchService(runs, runQueuePort(queues.batch), storage, audit),
+    now,
+    random: options.random,
+    config,
+    redisUrl: options.redisUrl,
+    /** closes queues, runtimes and Redis (workers and the app are closed by whoever started them, first) */
+    async close() {
+      catalog.close();
+      await shadow.close();
+      await Promise.all(Object.values(queues).map((q) => q.close()));
+      await jobRunners.close();
+      await jobFactory?.close();
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
   registerQueueGauges(metrics, {
     jobCounts: async () => ({
       inference: await queues.inference.getJobCounts(),
       callbacks: await queues.callbacks.getJobCounts(),
-      batch: await schedules.queue.getJobCounts(),
+      batch: await queues.batch.getJobCounts(),
     }),
     backlog: () => store.pendingCount(),
     oldestHeldAt: () => store.oldestPending(),
     now,
   });
+  return services;
+}
 
+export type Services = Awaited<ReturnType<typeof composeServices>>;
+
+export type GatewayConfig = ServicesConfig &
+  Pick<Config, 'maxBodyBytes' | 'openOpsEndpoints' | 'accessLog' | 'warmupRuns' | 'warmupPolicy'> & {
+    workers: readonly WorkerKind[];
+  };
+
+export interface ComposeOptions extends ServicesOptions {
+  config: GatewayConfig;
+  /** re-reads the manifests (enables POST /v1/admin/reload and SIGHUP) */
+  reloadModels?: () => Promise<LoadedModel[]>;
+}
+
+/** The gateway: the services, the warm sync tier, the HTTP app and (optionally) workers in this process. */
+export async function composeGateway(options: ComposeOptions) {
+  const { config, logger } = options;
+  const services = await composeServices(options);
+  const { catalog, metrics, redis } = services;
+  const syncFactory = options.runtimeFactory ? undefined : remoteAwareFactory(config.onnxThreads, metrics, logger);
+  const runners = new SyncRunners({
+    factory: options.runtimeFactory ?? (syncFactory as RuntimeFactory),
+    metrics,
+    logger,
+    warmupRuns: config.warmupRuns,
+    warmupPolicy: config.warmupPolicy,
+  });
+  const scorer = new Scorer({
+    catalog,
+    runners,
+    shadow: services.shadow,
+    metrics,
+    ...(options.random ? { random: options.random } : {}),
+  });
+  const sync = new SyncService({ catalog, runners, scorer, metrics });
+  await sync.start();
+  await syncManifestSchedules(
+    services.schedules,
+    catalog.list().map((m) => m.manifest),
+  );
+  const releases = new ReleaseService(
+    catalog,
+    services.audit,
+    logger,
+    (model, version) => model.tier !== 'sync' || sync.versions(model.name).includes(version),
+  );
+  const reloadModels = options.reloadModels;
   const deps: AppDeps = {
-    models,
-    jobs,
-    admin,
-    batches,
-    schedules,
+    catalog,
+    sync,
+    jobs: services.jobs,
+    reviews: services.reviews,
+    deadLetters: services.deadLetterService,
+    audit: services.audit,
+    batches: services.batches,
+    schedules: services.schedules,
     releases,
-    shadow,
-    ...(options.reloadModels
+    shadow: services.shadow,
+    ...(reloadModels
       ? {
-          reload: async () => {
-            const loaded = await (options.reloadModels as () => Promise<LoadedModel[]>)();
-            await models.reload(loaded, await releases.overrides(loaded.map((m) => m.manifest)));
-            replaceModels(workerModels, loaded); // the in-process workers take them from their next job
-            await releases.refresh();
-            return models.list().map((m) => `${m.manifest.name}@${m.version}`);
-          },
+          reload: async () => (await catalog.replace(await reloadModels())).map((m) => `${m.name}@${m.version}`),
         }
       : {}),
     keys: options.keys,
@@ -139,58 +235,19 @@ export async function composeGateway(options: ComposeOptions) {
     },
   };
   const app = createApp(deps);
-  const workers =
-    config.workers.length > 0
-      ? startWorkers({
-          kinds: config.workers,
-          redisUrl: options.redisUrl,
-          prefix: config.redisPrefix,
-          store,
-          queues,
-          keys: options.keys,
-          models: workerModels,
-          runtimeFactory: options.runtimeFactory ?? (jobFactory as RuntimeFactory),
-          metrics,
-          logger,
-          callbacks: config.callbacks,
-          concurrency: config.workerConcurrency,
-          ...(config.workerLockMs !== undefined ? { lockMs: config.workerLockMs } : {}),
-          maintenanceIntervalMs: config.maintenanceIntervalMs,
-          batch: {
-            runs,
-            schedules,
-            storage,
-            metrics,
-            onnxThreads: config.onnxThreads,
-            missedAfterMs: config.batchMissedAfterMs,
-          },
-          now,
-          ...(options.random ? { random: options.random } : {}),
-          shadow,
-        })
-      : undefined;
-
+  const workers = config.workers.length > 0 ? startWorkers(config.workers, services) : undefined;
   return {
     app,
     deps,
-    store,
-    queues,
-    redis,
-    runs,
-    schedules,
+    services,
     workers,
     metrics,
-    /** closes workers, queues, models and Redis, in that order */
+    /** closes workers, the sync tier, then the services (queues, runtimes, Redis), in that order */
     async close() {
-      releases.close();
       await workers?.close();
-      await shadow.close();
-      await queues.close();
-      await schedules.close();
-      await models.close();
-      await cloudFactory?.close();
-      await jobFactory?.close();
-      await redis.quit().catch(() => redis.disconnect());
+      await sync.close();
+      await syncFactory?.close();
+      await services.close();
     },
   };
 }
@@ -223,10 +280,4 @@ export function remoteAwareFactory(
       }
     },
   });
-}
-
-/** Swaps a workers' model map to freshly loaded manifests, in place (the workers hold the map). */
-export function replaceModels(target: Map<string, LoadedModel>, loaded: readonly LoadedModel[]): void {
-  target.clear();
-  for (const m of loaded) target.set(m.manifest.name, m);
 }

@@ -2,19 +2,27 @@ import type { Context } from 'hono';
 import type { Logger } from 'pino';
 import type { ScheduleService } from './batch/schedules.ts';
 import type { BatchService } from './batch/service.ts';
-import type { AdminService } from './jobs/admin.ts';
+import type { DeadLetterService } from './callbacks/replay.ts';
+import type { ReviewService } from './jobs/reviews.ts';
 import type { JobService } from './jobs/service.ts';
-import type { ApiKeyStore, Principal } from './platform/auth.ts';
+import type { AuditLog } from './platform/audit.ts';
+import { type ApiKeyStore, assertModelAllowed, type Principal } from './platform/auth.ts';
+import { Problem } from './platform/errors.ts';
 import type { Metrics } from './platform/metrics.ts';
+import { MODEL_NAME } from './registry/schema.ts';
 import type { ReleaseService } from './releases/service.ts';
+import type { CatalogModel, ModelCatalog } from './serving/catalog.ts';
 import type { ShadowRecorder } from './serving/shadow.ts';
-import type { ModelService, ServedModel } from './sync/service.ts';
+import type { SyncService } from './sync/service.ts';
 
 /** Everything `createApp` needs, injected: no module reads the environment or opens a connection on import. */
 export interface AppDeps {
-  models: ModelService;
+  catalog: ModelCatalog;
+  sync: SyncService;
   jobs: JobService;
-  admin: AdminService;
+  reviews: ReviewService;
+  deadLetters: DeadLetterService;
+  audit: AuditLog;
   batches: BatchService;
   schedules: ScheduleService;
   releases: ReleaseService;
@@ -44,8 +52,19 @@ export interface AppEnv {
     requestIdSent: boolean | undefined;
     principal: Principal | undefined;
     /** set by routes that resolve a model, so the access log and metrics can label by it */
-    model: ServedModel | undefined;
+    model: CatalogModel | undefined;
   };
 }
 
 export type AppContext = Context<AppEnv>;
+
+/** The `:model` path parameter → a model the caller may use: 404 unknown, 403 not allowed. */
+export function resolveModel(c: AppContext, deps: AppDeps): CatalogModel {
+  const name = c.req.param('model') ?? '';
+  const model = MODEL_NAME.test(name) ? deps.catalog.get(name) : undefined;
+  if (!model) throw new Problem('model_not_found', 'no model by that name; GET /v1/models lists them');
+  const principal = c.get('principal');
+  if (principal) assertModelAllowed(principal, name);
+  c.set('model', model);
+  return model;
+}

@@ -58,7 +58,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
-  logger.info({ url, models: deps.models.list().map((m) => `${m.manifest.name}@${m.version}:${m.tier}`) }, 'listening');
+  logger.info({ url, models: deps.catalog.list().map((m) => `${m.name}@${m.version}:${m.tier}`) }, 'listening');
 
   let closing: Promise<void> | undefined;
   const shutdown = () => {

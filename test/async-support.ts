@@ -13,7 +13,7 @@ import { Webhook } from 'standardwebhooks';
 import YAML from 'yaml';
 import type { CloudEvent } from '../src/callbacks/event.ts';
 import { composeGateway, type Gateway, type GatewayConfig } from '../src/compose.ts';
-import type { AuditEntry } from '../src/jobs/store.ts';
+import type { AuditEntry } from '../src/platform/audit.ts';
 import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
 import { loadConfig } from '../src/platform/config.ts';
 import { createLogger } from '../src/platform/logger.ts';

@@ -137,14 +137,14 @@ describe('a worker process SIGKILLed mid-run', () => {
 
     // some chunks committed, far from all of them
     await waitFor(
-      async () => ((await gw.gateway.runs.get(runId))?.chunks ?? 0) >= 5,
+      async () => ((await gw.gateway.services.runs.get(runId))?.chunks ?? 0) >= 5,
       'the first worker to commit some chunks',
       30_000,
     );
     first.child.kill('SIGKILL');
     await first.exited;
     assert.equal(first.child.signalCode, 'SIGKILL');
-    const atCrash = await gw.gateway.runs.get(runId);
+    const atCrash = await gw.gateway.services.runs.get(runId);
     assert.equal(atCrash?.state, 'running');
     assert.ok((atCrash?.rowsDone ?? ROWS) < ROWS, `killed mid-run (${atCrash?.rowsDone} of ${ROWS} rows)`);
     assert.equal(atCrash?.rowsDone, (atCrash?.chunks ?? 0) * CHUNK, 'the checkpoint moves a whole chunk at a time');
@@ -160,7 +160,7 @@ describe('a worker process SIGKILLed mid-run', () => {
     assert.equal(final.body.error[0].count, bad);
     assert.equal(final.body.extension.rowsRead, ROWS);
     assert.equal(final.body.extension.chunks, ROWS / CHUNK, 'each chunk committed once');
-    const run = await gw.gateway.runs.get(runId);
+    const run = await gw.gateway.services.runs.get(runId);
     assert.equal(run?.startedAt, atCrash?.startedAt, 'the same run, resumed');
     assert.ok((run?.rowsDone ?? 0) > (atCrash?.rowsDone ?? 0));
 
@@ -206,7 +206,7 @@ describe('a scheduled slot triggered twice', () => {
       missed: 'skip',
     });
     assert.equal(put.status, 201, put.text);
-    const queue = gw.gateway.schedules.queue;
+    const queue = gw.gateway.services.queues.batch;
     const slot = Math.floor(Date.now() / 1000) * 1000;
     const jobId = `repeat:crash-slot:${slot}`;
     const runId = `crash-slot-${slot}`;
@@ -217,7 +217,7 @@ describe('a scheduled slot triggered twice', () => {
     };
 
     assert.equal(await fire(), 'completed');
-    const run = await gw.gateway.runs.get(runId);
+    const run = await gw.gateway.services.runs.get(runId);
     assert.equal(run?.state, 'completed');
     assert.equal(run?.scheduleId, 'crash-slot');
     assert.equal(run?.scored, 40);
@@ -227,7 +227,7 @@ describe('a scheduled slot triggered twice', () => {
 
     await (await queue.getJob(jobId))?.remove();
     assert.equal(await fire(), 'run completed', 'the second trigger finds the slot’s run done');
-    assert.deepEqual(await gw.gateway.runs.get(runId), run);
+    assert.deepEqual(await gw.gateway.services.runs.get(runId), run);
     assert.deepEqual(await readFile(file), bytes);
     assert.equal((await stat(file)).mtimeMs, mtime, 'the output was not written again');
 

@@ -356,14 +356,14 @@ describe('an on-demand NDJSON run', () => {
   });
 
   test('re-queueing a completed run does not score it again', async () => {
-    const queue = gw.gateway.schedules.queue;
-    const record = await gw.gateway.runs.get(runId);
+    const queue = gw.gateway.services.queues.batch;
+    const record = await gw.gateway.services.runs.get(runId);
     const output = await readFile(path.join(dataDir, 'batches', runId, 'output.ndjson'));
     await (await queue.getJob(`run-${runId}`))?.remove();
     const job = await queue.add('run', { runId }, { jobId: `run-${runId}` });
     await waitFor(async () => (await job.getState()) === 'completed', 'the re-queued job');
     assert.equal((await queue.getJob(`run-${runId}`))?.returnvalue, 'run completed');
-    assert.deepEqual(await gw.gateway.runs.get(runId), record);
+    assert.deepEqual(await gw.gateway.services.runs.get(runId), record);
     assert.deepEqual(await readFile(path.join(dataDir, 'batches', runId, 'output.ndjson')), output);
   });
 
@@ -559,7 +559,7 @@ describe('cancelling', () => {
     assert.equal(status.status, 202);
     assert.equal(status.headers.get('x-progress'), 'queued: 0 rows read, 0 scored, 0 failed');
     assert.match(status.headers.get('retry-after') ?? '', /^\d+$/);
-    assert.ok(await idle.gateway.schedules.queue.getJob(`run-${id}`));
+    assert.ok(await idle.gateway.services.queues.batch.getJob(`run-${id}`));
 
     const cancel = await idle.call('DELETE', `/v1/batches/${id}`, keys.client);
     assert.equal(cancel.status, 202, cancel.text);
@@ -567,7 +567,7 @@ describe('cancelling', () => {
     const gone = await idle.call('GET', `/v1/batches/${id}`, keys.client);
     assert.equal(gone.status, 410);
     assert.equal(gone.body.code, 'run_cancelled');
-    assert.equal(await idle.gateway.schedules.queue.getJob(`run-${id}`), undefined);
+    assert.equal(await idle.gateway.services.queues.batch.getJob(`run-${id}`), undefined);
     const again = await idle.call('DELETE', `/v1/batches/${id}`, keys.client);
     assert.equal(again.status, 409);
     assert.equal(again.body.code, 'invalid_state');
@@ -581,15 +581,18 @@ describe('cancelling', () => {
     const res = await submit(gw, 'news2', { input: { path: 'inputs/long.ndjson', format: 'ndjson' } });
     assert.equal(res.status, 202, res.text);
     const id = res.body.id;
-    await waitFor(async () => ((await gw.gateway.runs.get(id))?.rowsDone ?? 0) > 0, 'the run to commit a chunk');
+    await waitFor(
+      async () => ((await gw.gateway.services.runs.get(id))?.rowsDone ?? 0) > 0,
+      'the run to commit a chunk',
+    );
     const running = await gw.call('GET', `/v1/batches/${id}`, keys.client);
     assert.equal(running.status, 202, running.text);
     assert.match(running.headers.get('x-progress') ?? '', /^running: [1-9]\d* rows read, \d+ scored, 0 failed$/);
     assert.match(running.headers.get('retry-after') ?? '', /^\d+$/);
     const cancel = await gw.call('DELETE', `/v1/batches/${id}`, keys.client);
     assert.equal(cancel.status, 202, cancel.text);
-    await waitFor(() => queueIdle(gw.gateway.schedules.queue), 'the worker to let go of the run');
-    const run = await gw.gateway.runs.get(id);
+    await waitFor(() => queueIdle(gw.gateway.services.queues.batch), 'the worker to let go of the run');
+    const run = await gw.gateway.services.runs.get(id);
     assert.equal(run?.state, 'cancelled');
     assert.ok((run?.rowsDone ?? n) < n, `stopped early (${run?.rowsDone} of ${n})`);
     const lines = (await readFile(path.join(dataDir, 'batches', id, 'output.ndjson'), 'utf8')).split('\n');
@@ -602,7 +605,7 @@ describe('cancelling', () => {
 describe('a failed run', () => {
   test('its status is a problem body naming the failure, with the run', async () => {
     const id = randomUUID();
-    await gw.gateway.runs.create({
+    await gw.gateway.services.runs.create({
       id,
       model: 'retired-model',
       version: '1',
@@ -612,7 +615,7 @@ describe('a failed run', () => {
       state: 'queued',
       createdAt: Date.now(),
     });
-    const job = await gw.gateway.schedules.queue.add('run', { runId: id }, { jobId: `run-${id}` });
+    const job = await gw.gateway.services.queues.batch.add('run', { runId: id }, { jobId: `run-${id}` });
     await waitFor(async () => (await job.getState()) === 'completed', 'the worker to take the run');
     const res = await gw.call('GET', `/v1/batches/${id}`, keys.client);
     assert.equal(res.status, 500, res.text);

@@ -70,7 +70,7 @@ describe('delivery and retries', () => {
     const id = await releasedJob(receiver.url('/flaky'));
     const eventId = `evt-${id}-released`;
     await waitFor(() => receiver.events.has(eventId), 'the delivery after two failures');
-    await waitFor(() => queueIdle(gw.gateway.queues.callbacks), 'the callback queue to drain');
+    await waitFor(() => queueIdle(gw.gateway.services.queues.callbacks), 'the callback queue to drain');
     const raw = receiver.deliveriesFor(id);
     assert.deepEqual(
       raw.map((d) => [d.id, d.status]),
@@ -183,7 +183,7 @@ describe('dead letters and replay', () => {
       assert.equal(replay.status, 202, replay.text);
       assert.equal(replay.body.replayed.eventId, eventId);
       await waitFor(() => receiver.events.has(eventId), 'the replayed delivery');
-      await waitFor(() => queueIdle(gw.gateway.queues.callbacks), 'the callback queue to drain');
+      await waitFor(() => queueIdle(gw.gateway.services.queues.callbacks), 'the callback queue to drain');
       const raw = receiver.deliveriesFor(id);
       assert.equal(raw.length, 5);
       assert.ok(

@@ -135,8 +135,8 @@ describe('canary split, promotion and rollback', { timeout: 60_000 }, () => {
   test('the change made through replica A reaches replica B: same split, same subjects', async () => {
     await waitFor(
       () =>
-        JSON.stringify(b.gateway.deps.models.get(MODEL)?.routing) ===
-        JSON.stringify(a.gateway.deps.models.get(MODEL)?.routing),
+        JSON.stringify(b.gateway.deps.catalog.get(MODEL)?.routing) ===
+        JSON.stringify(a.gateway.deps.catalog.get(MODEL)?.routing),
       'replica B to follow the canary',
     );
     assert.deepEqual(await routing(b), { primary: '1', canary: { version: '2', weight: 30 } });
@@ -154,7 +154,10 @@ describe('canary split, promotion and rollback', { timeout: 60_000 }, () => {
     assert.deepEqual(res.body.routing, { primary: '1' });
     const wasV2 = subjects.filter((s) => bySubject.get(s) === '2').slice(0, 20);
     for (const s of wasV2) assert.equal(await versionFor(a, s), '1');
-    await waitFor(() => b.gateway.deps.models.get(MODEL)?.routing.canary === undefined, 'replica B to drop the canary');
+    await waitFor(
+      () => b.gateway.deps.catalog.get(MODEL)?.routing.canary === undefined,
+      'replica B to drop the canary',
+    );
     for (const s of wasV2) assert.equal(await versionFor(b, s), '1');
   });
 
@@ -168,7 +171,10 @@ describe('canary split, promotion and rollback', { timeout: 60_000 }, () => {
     assert.deepEqual(res.body.routing, { primary: '2' });
     for (const s of subjects.slice(0, 20)) assert.equal(await versionFor(a, s), '2');
     assert.equal(await versionFor(a), '2');
-    await waitFor(() => b.gateway.deps.models.get(MODEL)?.routing.primary === '2', 'replica B to follow the promotion');
+    await waitFor(
+      () => b.gateway.deps.catalog.get(MODEL)?.routing.primary === '2',
+      'replica B to follow the promotion',
+    );
     for (const s of subjects.slice(0, 20)) assert.equal(await versionFor(b, s), '2');
 
     const entry = (await allAudit(a, keys.admin)).find((e) => e.action === 'release.promote');
@@ -197,7 +203,7 @@ describe('canary split, promotion and rollback', { timeout: 60_000 }, () => {
     assert.equal(res.status, 200, res.text);
     assert.deepEqual(res.body.routing, { primary: '1' });
     for (const s of subjects.slice(0, 20)) assert.equal(await versionFor(a, s), '1');
-    await waitFor(() => b.gateway.deps.models.get(MODEL)?.routing.primary === '1', 'replica B to follow the rollback');
+    await waitFor(() => b.gateway.deps.catalog.get(MODEL)?.routing.primary === '1', 'replica B to follow the rollback');
     assert.equal(await versionFor(b, subjects[0]), '1');
     const entry = (await allAudit(a, keys.admin)).find((e) => e.action === 'release.rollback');
     assert.ok(entry, 'a release.rollback audit entry');

@@ -16,11 +16,12 @@ import { isDeepStrictEqual } from 'node:util';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import YAML from 'yaml';
-import { BATCH_QUEUE } from '../src/batch/schedules.ts';
-import { QUEUE_NAMES } from '../src/jobs/queues.ts';
 import { ApiKeyStore } from '../src/platform/auth.ts';
 import { loadConfig } from '../src/platform/config.ts';
+import { BATCH_QUEUE } from '../workers/batch.ts';
+import { CALLBACK_QUEUE } from '../workers/callbacks.ts';
 import { type WorkerKind, workerKinds } from '../workers/index.ts';
+import { INFERENCE_QUEUE } from '../workers/inference.ts';
 import { imageName, type JsonObject, type K8sObject, kustomize } from './deploy-kustomize.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -54,8 +55,8 @@ const OPERATOR_SECRET_KEYS: Record<string, string[]> = {
 
 /** The BullMQ queue each queue-driven worker kind takes its jobs from (maintenance has none). */
 const QUEUE_OF: Partial<Record<WorkerKind, string>> = {
-  inference: QUEUE_NAMES.inference,
-  callbacks: QUEUE_NAMES.callbacks,
+  inference: INFERENCE_QUEUE,
+  callbacks: CALLBACK_QUEUE,
   batch: BATCH_QUEUE,
 };
 
@@ -387,11 +388,11 @@ describe('k8s: workers', () => {
   it("BullMQ keeps a queue's waiting jobs in a Redis LIST <prefix>:<queue>:wait (what KEDA's redis scaler reads)", async () => {
     const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
     const prefix = `{triage-k8s-test-${randomBytes(4).toString('hex')}}`;
-    const queue = new Queue(QUEUE_NAMES.inference, { connection: redis, prefix });
+    const queue = new Queue(INFERENCE_QUEUE, { connection: redis, prefix });
     try {
       await queue.add('infer', { jobId: 'x' });
       await queue.add('infer', { jobId: 'y' });
-      const key = `${prefix}:${QUEUE_NAMES.inference}:wait`;
+      const key = `${prefix}:${INFERENCE_QUEUE}:wait`;
       assert.equal(await redis.type(key), 'list');
       assert.equal(await redis.llen(key), 2);
     } finally {

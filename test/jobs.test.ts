@@ -249,9 +249,15 @@ describe('idempotent submission', () => {
     assert.equal(again.body.created, false);
     assert.equal(again.body.state, 'awaiting_review', 'the existing job, not a new run');
 
-    const jobs = await gw.gateway.queues.inference.getJobs(['completed', 'waiting', 'active', 'delayed', 'failed']);
+    const jobs = await gw.gateway.services.queues.inference.getJobs([
+      'completed',
+      'waiting',
+      'active',
+      'delayed',
+      'failed',
+    ]);
     assert.equal(jobs.filter((j) => j.data.jobId === first.body.id).length, 1);
-    await waitFor(() => queueIdle(gw.gateway.queues.inference), 'the inference queue to drain');
+    await waitFor(() => queueIdle(gw.gateway.services.queues.inference), 'the inference queue to drain');
     const holds = (await allAudit(gw, keys.admin)).filter((e) => e.target === first.body.id && e.action === 'job.hold');
     assert.equal(holds.length, 1, 'ran once');
 
@@ -279,7 +285,7 @@ describe('idempotent submission', () => {
     assert.equal(replies.filter((r) => r.body.created === true).length, 1);
     const id = [...ids][0] as string;
     await waitForState(gw, keys.clientA, id, 'awaiting_review');
-    await waitFor(() => queueIdle(gw.gateway.queues.inference), 'the inference queue to drain');
+    await waitFor(() => queueIdle(gw.gateway.services.queues.inference), 'the inference queue to drain');
     const after = metricValue(await metrics(), 'triage_jobs_total', { model: 'note-triage', state: 'queued' });
     assert.equal(after, before + 1);
     const holds = (await allAudit(gw, keys.admin)).filter((e) => e.target === id && e.action === 'job.hold');
@@ -377,8 +383,8 @@ describe('cancel', () => {
     const worker = await buildGateway({ prefix: qPrefix, keys, workers: ['inference'], only: ['note-triage'] });
     try {
       await waitForState(worker, keys.clientA, sentinel.body.id, 'awaiting_review');
-      await waitFor(() => queueIdle(worker.gateway.queues.inference), 'the inference queue to drain');
-      const record = await worker.gateway.store.get(id);
+      await waitFor(() => queueIdle(worker.gateway.services.queues.inference), 'the inference queue to drain');
+      const record = await worker.gateway.services.store.get(id);
       assert.equal(record?.state, 'cancelled');
       assert.equal(record?.attempts, 0, 'never picked up');
       assert.equal(record?.output, undefined);
@@ -418,7 +424,7 @@ describe('cancel', () => {
 
 describe('bad input on the job endpoints: a 4xx problem, never a job', () => {
   test('table', async () => {
-    const countJobs = async () => (await gw.gateway.redis.keys(`${prefix}:job:*`)).length;
+    const countJobs = async () => (await gw.gateway.services.redis.keys(`${prefix}:job:*`)).length;
     const before = await countJobs();
     const b64 = (s: string) => Buffer.from(s).toString('base64');
     const doc = (attachment: Record<string, unknown>) => ({
@@ -634,7 +640,7 @@ describe('bad input on the job endpoints: a 4xx problem, never a job', () => {
         code: 'method_not_allowed',
       },
     ];
-    const batch = gw.gateway.deps.models.list().find((m) => m.tier === 'batch');
+    const batch = gw.gateway.deps.catalog.list().find((m) => m.tier === 'batch');
     assert.ok(batch, 'a bundled batch model (readmission)');
     cases.push(
       {
@@ -676,7 +682,7 @@ describe('metrics and logs after a flow', () => {
     atLeast(text1, 'triage_review_oldest_hold_age_seconds', {}, 0);
     assert.equal(await decide(id, { decision: 'approve', reason: 'ok' }).then((r) => r.status), 200);
     await waitFor(() => receiver.events.has(`evt-${id}-released`), 'the callback');
-    await waitFor(() => queueIdle(gw.gateway.queues.callbacks), 'the callback queue to drain');
+    await waitFor(() => queueIdle(gw.gateway.services.queues.callbacks), 'the callback queue to drain');
 
     const text = await metrics();
     for (const state of ['queued', 'awaiting_review', 'released', 'cancelled']) {
@@ -689,7 +695,7 @@ describe('metrics and logs after a flow', () => {
     atLeast(text, 'triage_review_decisions_total', { model: 'note-triage', outcome: 'approve' }, 1);
     atLeast(text, 'triage_callback_attempts_total', { outcome: 'delivered' }, 1);
     const backlog = metricValue(text, 'triage_review_backlog');
-    assert.equal(backlog, await gw.gateway.store.pendingCount());
+    assert.equal(backlog, await gw.gateway.services.store.pendingCount());
 
     const log = logs.lines.join('');
     assert.ok(logs.lines.length > 0, 'the logger captured something');

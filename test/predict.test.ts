@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import * as ort from 'onnxruntime-node';
 import YAML from 'yaml';
-import { NO_SCORE_ACTION } from '../src/sync/service.ts';
+import { NO_SCORE_ACTION } from '../src/serving/scorer.ts';
 import {
   buildTestApp,
   captureLogs,
@@ -254,7 +254,7 @@ describe('predict, registry and ops routes', () => {
       return ((await res.json()) as { models: Array<Record<string, unknown>> }).models;
     };
     // the registry may hold more models than these two: a key allowed `*` sees every one of them
-    const registry = t.deps.models.list().map((m) => m.manifest.name);
+    const registry = t.deps.catalog.list().map((m) => m.manifest.name);
     assert.ok(registry.includes('news2') && registry.includes('deterioration'));
     const all = await list(t.keys.client);
     assert.deepEqual(
@@ -341,7 +341,7 @@ describe('predict, registry and ops routes', () => {
   });
 
   it('refuses a sync call to every non-sync model of the registry with a pointer to its endpoint', async () => {
-    for (const m of t.deps.models.list().filter((x) => x.tier !== 'sync')) {
+    for (const m of t.deps.catalog.list().filter((x) => x.tier !== 'sync')) {
       const res = await predict(t.app, m.manifest.name, { instances: [{}] }, t.keys.client);
       assert.equal(res.status, 409, m.manifest.name);
       const body = await problemBody(res);
@@ -1083,9 +1083,7 @@ describe('overload: past maxConcurrency a request is refused at once', () => {
     control.hold();
     const first = predict(t.app, 'news2', { instances: [NEWS2] }, t.keys.client);
     const second = predict(t.app, 'news2', { instances: [{ ...NEWS2, pulse: 70 }] }, t.keys.client);
-    const served = t.deps.models.get('news2');
-    assert.ok(served);
-    await waitFor(() => served.inFlight === 2, 'two admitted requests');
+    await waitFor(() => t.deps.sync.status('news2')?.inFlight === 2, 'two admitted requests');
 
     const third = await predict(t.app, 'news2', { instances: [NEWS2] }, t.keys.client);
     assert.equal(third.status, 503);
@@ -1098,7 +1096,7 @@ describe('overload: past maxConcurrency a request is refused at once', () => {
     const bad = await predict(t.app, 'news2', { instances: [{ ...NEWS2, pulse: 'x' }] }, t.keys.client);
     assert.equal(bad.status, 400);
     // another model is not affected by news2's bound (its runs are held too, so only check admission)
-    assert.equal(t.deps.models.get('deterioration')?.inFlight, 0);
+    assert.equal(t.deps.sync.status('deterioration')?.inFlight, 0);
 
     const text = await t.deps.metrics.registry.metrics();
     assert.equal(metricValue(text, 'triage_shed_total', { model: 'news2' }), shedBefore + 1);
@@ -1110,7 +1108,7 @@ describe('overload: past maxConcurrency a request is refused at once', () => {
     assert.equal(r2.status, 200);
     assert.equal(((await r1.json()) as { predictions: Array<{ news2Total: number }> }).predictions[0]?.news2Total, 6);
     assert.equal(((await r2.json()) as { predictions: Array<{ news2Total: number }> }).predictions[0]?.news2Total, 5);
-    await waitFor(() => served.inFlight === 0, 'slots released');
+    await waitFor(() => t.deps.sync.status('news2')?.inFlight === 0, 'slots released');
     assert.equal((await predict(t.app, 'news2', { instances: [NEWS2] }, t.keys.client)).status, 200);
     assert.equal(
       metricValue(await t.deps.metrics.registry.metrics(), 'triage_inference_in_flight', { model: 'news2' }),
@@ -1127,7 +1125,7 @@ describe('deadlines: no score rather than a late one', () => {
   before(async () => {
     // the manifests' own budget (50 ms); runs are delayed only once armed (after warm-up)
     t = await buildTestApp({ runtimeFactory: control.factory() });
-    assert.equal(t.deps.models.get('news2')?.manifest.sync?.latencyBudgetMs, 50);
+    assert.equal(t.deps.catalog.get('news2')?.manifest.sync?.latencyBudgetMs, 50);
     control.armed = true;
   });
   after(async () => {
@@ -1161,16 +1159,16 @@ describe('deadlines: no score rather than a late one', () => {
 
   it('after a 504 the slot stays taken until the runtime is really done (capacity is not over-committed)', async () => {
     control.delayMs = 0;
-    const served = t.deps.models.get('news2');
-    await waitFor(() => served?.inFlight === 0, 'earlier tests’ runs to drain');
+    const served = () => t.deps.sync.status('news2');
+    await waitFor(() => served()?.inFlight === 0, 'earlier tests’ runs to drain');
     control.hold(); // the run starts and does not finish
     const started = control.nextRun();
     const answer = predict(t.app, 'news2', { instances: [NEWS2] }, t.keys.client);
     await started;
     await expectDeadline(await answer, 50);
-    assert.equal(served?.inFlight, 1, 'the caller has its 504, the runtime still works on the request');
+    assert.equal(served()?.inFlight, 1, 'the caller has its 504, the runtime still works on the request');
     control.release();
-    await waitFor(() => served?.inFlight === 0, 'the slot freed once the run ends');
+    await waitFor(() => served()?.inFlight === 0, 'the slot freed once the run ends');
   });
 
   it('the caller can shorten the deadline with x-request-timeout-ms', async () => {
@@ -1235,9 +1233,7 @@ describe('dynamic batching and queued deadlines (real runtime, counted and held)
       control.runs.length = 0;
       control.hold();
       const pending = requests.map((instances) => predict(t.app, model, { instances }, t.keys.client));
-      const served = t.deps.models.get(model);
-      assert.ok(served);
-      await waitFor(() => served.inFlight === 20, 'all 20 requests admitted');
+      await waitFor(() => t.deps.sync.status(model)?.inFlight === 20, 'all 20 requests admitted');
       control.release();
       const responses = await Promise.all(pending);
 
@@ -1280,8 +1276,10 @@ describe('dynamic batching and queued deadlines (real runtime, counted and held)
 
     control.release();
     assert.equal((await first).status, 200);
-    const served = t.deps.models.get('deterioration');
-    await waitFor(() => served?.inFlight === 0, 'the withdrawn request to release its slot');
+    await waitFor(
+      () => t.deps.sync.status('deterioration')?.inFlight === 0,
+      'the withdrawn request to release its slot',
+    );
     assert.deepEqual(control.runs, [{ model: 'deterioration', rows: 1 }]);
   });
 

@@ -369,11 +369,11 @@ describe('warm-up policy (real sessions, runs delayed during warm-up)', () => {
     });
     control.armed = false;
     try {
-      const news2 = t.deps.models.get('news2');
+      const news2 = t.deps.sync.status('news2');
       assert.equal(news2?.state, 'refused');
       assert.match(news2?.refusal ?? '', /^warm-up p99 \d+\.\d+ ms breaks the latency budget of 1 ms$/);
       assert.ok((news2?.warmupP99Ms ?? 0) >= 20);
-      assert.equal(t.deps.models.get('deterioration')?.state, 'warm');
+      assert.equal(t.deps.sync.status('deterioration')?.state, 'warm');
 
       const res = await predict(t.app, 'news2', { instances: [{}] }, t.keys.client);
       assert.equal(res.status, 503);
@@ -408,7 +408,7 @@ describe('warm-up policy (real sessions, runs delayed during warm-up)', () => {
         errors.map((e) => e.model),
         ['news2'],
       );
-      assert.equal(t.deps.models.ready(), true);
+      assert.equal(t.deps.sync.ready(), true);
       const ready = await t.app.request('/readyz');
       assert.equal(ready.status, 200);
     } finally {
@@ -428,9 +428,8 @@ describe('warm-up policy (real sessions, runs delayed during warm-up)', () => {
     });
     control.armed = false;
     try {
-      const news2 = t.deps.models.get('news2');
-      assert.equal(news2?.state, 'warm');
-      assert.ok(news2?.versions.get(news2.version)?.batcher, 'served despite the budget (policy warn)');
+      assert.equal(t.deps.sync.status('news2')?.state, 'warm');
+      assert.ok(t.deps.sync.versions('news2').includes('1'), 'served despite the budget (policy warn)');
       const warnings = logs.lines.map((l) => JSON.parse(l) as Doc).filter((e) => e.level === 40);
       assert.equal(warnings.length, 1);
       assert.equal(warnings[0]?.model, 'news2');

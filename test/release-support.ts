@@ -18,7 +18,7 @@ import { loadConfig } from '../src/platform/config.ts';
 import { createLogger } from '../src/platform/logger.ts';
 import { type LoadedModel, loadModels } from '../src/registry/load.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
-import { onnxRuntimeFactory, type RuntimeFactory } from '../src/sync/service.ts';
+import { onnxRuntimeFactory, type RuntimeFactory } from '../src/serving/runners.ts';
 import type { WorkerKind } from '../workers/index.ts';
 import {
   deletePrefix,

@@ -125,7 +125,7 @@ describe('manifest reload', { timeout: 90_000 }, () => {
     // 1. requests on v2 held inside the runtime: in flight across the whole reload
     faults.hold(MODEL, '2');
     const held = toV2.slice(0, HELD).map((s) => predict(s));
-    const model = () => gw.gateway.deps.models.get(MODEL);
+    const model = () => gw.gateway.deps.sync.status(MODEL);
     await waitFor(() => model()?.inFlight === HELD, 'the held requests to be in flight');
 
     // 2. the load: LOAD requests, LANES at a time, on subjects the split sends to v1, in three phases: the first
@@ -176,7 +176,7 @@ describe('manifest reload', { timeout: 90_000 }, () => {
     faults.open(MODEL, '1');
 
     // 4. the held requests, started on v2 (now removed), finish on v2
-    assert.equal(model()?.versions.has('2'), false);
+    assert.equal(gw.gateway.deps.sync.versions(MODEL).includes('2'), false);
     faults.open(MODEL, '2');
     for (const res of await Promise.all(held)) assertAnsweredBy(res, '2');
 
@@ -202,7 +202,7 @@ describe('manifest reload', { timeout: 90_000 }, () => {
   test('after the reload the new manifest rules: no canary, subjects once on v2 now on v1, v3 loaded', async () => {
     assert.deepEqual(await routing(), { primary: '1' });
     for (const s of toV2.slice(0, 10)) assertAnsweredBy(await predict(s), '1');
-    assert.deepEqual([...(gw.gateway.deps.models.get(MODEL)?.versions.keys() ?? [])].sort(), ['1', '3']);
+    assert.deepEqual(gw.gateway.deps.sync.versions(MODEL).sort(), ['1', '3']);
   });
 
   test('a routing change made through the API survives a reload that leaves the manifest routing alone', async () => {
@@ -219,7 +219,7 @@ describe('manifest reload', { timeout: 90_000 }, () => {
     const reloaded = await reload();
     assert.equal(reloaded.status, 200, reloaded.text);
     assert.deepEqual(await routing(), { primary: '1', canary: { version: '3', weight: 100 } });
-    assert.equal(gw.gateway.deps.models.get(MODEL)?.manifest.description, 'edited description, same routing');
+    assert.equal(gw.gateway.deps.catalog.get(MODEL)?.manifest.description, 'edited description, same routing');
   });
 
   test('a manifest release that changes the routing supersedes earlier API changes: promote v3, shadow v1 at 25%', async () => {

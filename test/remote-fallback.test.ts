@@ -29,7 +29,7 @@ import type { ModelRuntime } from '../src/runtime/types.ts';
 import { encodeInstances } from '../src/serving/features.ts';
 import { inputWidth } from '../src/serving/inputs.ts';
 import { type Prediction, shapePredictions } from '../src/serving/predictions.ts';
-import { NO_SCORE_ACTION } from '../src/sync/service.ts';
+import { NO_SCORE_ACTION } from '../src/serving/scorer.ts';
 import { SageMakerFake, type Scorer, TEST_CREDENTIALS } from './fakes/sagemaker-fake.ts';
 import { buildTestApp, MODELS_DIR, metricValue, predict, problemBody, sleep, type TestApp } from './support.ts';
 
@@ -209,11 +209,12 @@ before(async () => {
     onEvent: (event) => void events.push(event),
   });
   t = await buildTestApp({ modelsDir: tmp, runtimeFactory: factory });
-  const served = t.deps.models.get(MAIN);
+  const served = t.deps.catalog.get(MAIN);
   assert.ok(served);
   manifest = served.manifest;
   assert.equal(served.version, '3');
-  assert.equal(served.versions.get('3')?.runtime.kind, 'sagemaker');
+  assert.equal(served.manifest.versions.find((v) => v.version === '3')?.runtime.kind, 'sagemaker');
+  assert.ok(t.deps.sync.versions(MAIN).includes('3'));
   assert.equal(inputWidth(manifest), 7);
   const input = encodeInstances(manifest.features, PATIENTS);
   expected = shapePredictions(manifest.output, await v1.run(input, PATIENTS.length), PATIENTS.length);

@@ -57,8 +57,7 @@ async function callbacksSettled(gw: TestGateway): Promise<void> {
   await gw.gateway.workers?.maintenance?.sweep();
   await waitFor(
     async () =>
-      (await queueIdle(gw.gateway.queues.callbacks)) &&
-      (await gw.gateway.redis.scard(gw.gateway.store.outboxKey)) === 0,
+      (await queueIdle(gw.gateway.services.queues.callbacks)) && (await gw.gateway.services.outbox.size()) === 0,
     'callbacks to settle',
   );
 }
@@ -82,8 +81,8 @@ describe('nothing before approval; a decision applies once', () => {
     assert.equal(job.body.state, 'awaiting_review');
     assert.equal(job.body.result, undefined);
     assert.doesNotMatch(job.text, /predictions|probabilities|category/);
-    assert.equal(await gw.gateway.queues.callbacks.getJob(`cb-${id}-released`), undefined);
-    assert.equal(await gw.gateway.redis.sismember(gw.gateway.store.outboxKey, `${id}|released`), 0);
+    assert.equal(await gw.gateway.services.queues.callbacks.getJob(`cb-${id}-released`), undefined);
+    assert.equal(await gw.gateway.services.outbox.has(id, 'released'), false);
 
     const ok = await decide(gw, id, { decision: 'approve', reason: 'agreed' });
     assert.equal(ok.status, 200, ok.text);
@@ -167,7 +166,7 @@ describe('nothing before approval; a decision applies once', () => {
     assert.equal(ok.status, 200);
     await waitFor(() => receiver.events.has(`evt-${id}-released`), 'the callback');
     await callbacksSettled(gw);
-    const recordBefore = await gw.gateway.store.get(id);
+    const recordBefore = await gw.gateway.services.store.get(id);
     for (const body of [
       { decision: 'approve', reason: 'first' },
       { decision: 'reject', reason: 'changed my mind' },
@@ -178,7 +177,7 @@ describe('nothing before approval; a decision applies once', () => {
       assert.equal(again.body.code, 'already_decided');
     }
     await callbacksSettled(gw);
-    assert.deepEqual(await gw.gateway.store.get(id), recordBefore);
+    assert.deepEqual(await gw.gateway.services.store.get(id), recordBefore);
     assert.equal(receiver.deliveriesFor(id).length, 1);
     const audit = (await allAudit(gw, keys.admin)).filter((e) => e.target === id);
     assert.deepEqual(
@@ -643,7 +642,7 @@ describe('bad input on the review and admin endpoints: a 4xx problem, nothing ch
       assert.match(res.headers.get('content-type') ?? '', /^application\/problem\+json/, c.name);
       assert.equal(res.body.code, c.code, `${c.name}: ${res.text}`);
     }
-    const record = await gw.gateway.store.get(id);
+    const record = await gw.gateway.services.store.get(id);
     assert.equal(record?.state, 'awaiting_review');
     assert.equal(record?.decision, undefined);
     const audit = (await allAudit(gw, keys.admin)).map((e) => e.action);

@@ -10,8 +10,10 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { ScheduleService, syncManifestSchedules } from '../src/batch/schedules.ts';
-import { JobStore } from '../src/jobs/store.ts';
+import { AuditLog } from '../src/platform/audit.ts';
+import { createLogger } from '../src/platform/logger.ts';
 import { scheduleSchema } from '../src/registry/schema.ts';
+import { createBatchQueue, schedulerPort } from '../workers/batch.ts';
 import {
   buildGateway,
   captureLogger,
@@ -68,15 +70,15 @@ const yearly = (extra: Record<string, unknown> = {}) => ({
 });
 
 async function schedulerIds(g: TestGateway = gw): Promise<string[]> {
-  return (await g.gateway.schedules.queue.getJobSchedulers()).map((s) => s.key).sort();
+  return (await g.gateway.services.queues.batch.getJobSchedulers()).map((s) => s.key).sort();
 }
 
 /** The runs of a schedule (their ids are `<scheduleId>-<slot millis>`). */
 async function runsOf(scheduleId: string) {
-  const ids = await gw.gateway.runs.list(0, 1000);
+  const ids = await gw.gateway.services.runs.list(0, 1000);
   const runs = [];
   for (const id of ids.filter((i) => new RegExp(`^${scheduleId}-\\d+$`).test(i)))
-    runs.push(await gw.gateway.runs.get(id));
+    runs.push(await gw.gateway.services.runs.get(id));
   return runs.filter((r) => r !== undefined);
 }
 
@@ -108,7 +110,7 @@ describe('the admin API', () => {
       list.body.schedules.map((s: { id: string }) => s.id),
       ['hourly-news2'],
     );
-    const schedulers = await gw.gateway.schedules.queue.getJobSchedulers();
+    const schedulers = await gw.gateway.services.queues.batch.getJobSchedulers();
     assert.equal(schedulers.length, 1);
     assert.equal(schedulers[0]?.key, 'hourly-news2');
     assert.equal(schedulers[0]?.pattern, '0 0 1 1 *');
@@ -117,7 +119,7 @@ describe('the admin API', () => {
     const changed = await gw.call('PUT', '/v1/schedules/hourly-news2', keys.admin, yearly({ cron: '0 0 2 1 *' }));
     assert.equal(changed.status, 200, changed.text);
     assert.equal(changed.body.missed, 'skip', 'missed defaults to skip');
-    const moved = await gw.gateway.schedules.queue.getJobSchedulers();
+    const moved = await gw.gateway.services.queues.batch.getJobSchedulers();
     assert.deepEqual(
       moved.map((s) => [s.key, s.pattern]),
       [['hourly-news2', '0 0 2 1 *']],
@@ -230,7 +232,7 @@ describe('a per-second schedule', () => {
     );
     assert.equal((await gw.call('DELETE', '/v1/schedules/every-second', keys.admin)).status, 204);
     assert.deepEqual(await schedulerIds(), []);
-    const queue = gw.gateway.schedules.queue;
+    const queue = gw.gateway.services.queues.batch;
     // slots already queued finish (or find their schedule gone); nothing new is scheduled
     await waitFor(
       async () => (await queue.getJobs(['waiting', 'active', 'delayed', 'prioritized'])).length === 0,
@@ -276,7 +278,7 @@ describe('a slot missed while the workers were down', () => {
 
   /** Adds the job a job scheduler adds for a slot (`repeat:<scheduler id>:<slot millis>`) and waits for it. */
   async function fireSlot(scheduleId: string, slot: number): Promise<unknown> {
-    const queue = gw.gateway.schedules.queue;
+    const queue = gw.gateway.services.queues.batch;
     const job = await queue.add('scheduled-run', { scheduleId }, { jobId: `repeat:${scheduleId}:${slot}` });
     await waitFor(async () => (await job.getState()) === 'completed', `slot ${scheduleId}@${slot}`, 30_000);
     return (await queue.getJob(job.id as string))?.returnvalue;
@@ -286,7 +288,7 @@ describe('a slot missed while the workers were down', () => {
     assert.equal((await gw.call('PUT', '/v1/schedules/late-skip', keys.admin, yearly({ missed: 'skip' }))).status, 201);
     const slot = hourAgo();
     await fireSlot('late-skip', slot);
-    const run = await gw.gateway.runs.get(`late-skip-${slot}`);
+    const run = await gw.gateway.services.runs.get(`late-skip-${slot}`);
     assert.equal(run?.state, 'skipped');
     assert.equal(run?.scored, 0);
     await assert.rejects(access(path.join(dataDir, 'batches', `late-skip-${slot}`)), 'no output was written');
@@ -298,7 +300,7 @@ describe('a slot missed while the workers were down', () => {
 
     const onTime = Math.floor(Date.now() / 1000) * 1000;
     await fireSlot('late-skip', onTime);
-    assert.equal((await gw.gateway.runs.get(`late-skip-${onTime}`))?.state, 'completed');
+    assert.equal((await gw.gateway.services.runs.get(`late-skip-${onTime}`))?.state, 'completed');
     assert.equal((await gw.call('DELETE', '/v1/schedules/late-skip', keys.admin)).status, 204);
   });
 
@@ -307,7 +309,7 @@ describe('a slot missed while the workers were down', () => {
     assert.equal(put.status, 201);
     const slot = hourAgo();
     await fireSlot('late-catch', slot);
-    const run = await gw.gateway.runs.get(`late-catch-${slot}`);
+    const run = await gw.gateway.services.runs.get(`late-catch-${slot}`);
     assert.equal(run?.state, 'completed');
     assert.equal(run?.scored, SMALL_ROWS);
     assert.equal(run?.asOf, slot, 'scored as of the missed slot');
@@ -320,7 +322,7 @@ describe('a slot missed while the workers were down', () => {
   test('a slot of a schedule deleted meanwhile creates no run', async () => {
     const slot = hourAgo() + 1000;
     assert.equal(await fireSlot('late-catch', slot), 'schedule removed');
-    assert.equal(await gw.gateway.runs.get(`late-catch-${slot}`), undefined);
+    assert.equal(await gw.gateway.services.runs.get(`late-catch-${slot}`), undefined);
   });
 });
 
@@ -356,10 +358,10 @@ describe('manifest schedules and gateway replicas', () => {
   async function state(g: TestGateway) {
     const list = await g.call('GET', '/v1/schedules', keys.admin);
     assert.equal(list.status, 200);
-    const delayed = await g.gateway.schedules.queue.getDelayed();
+    const delayed = await g.gateway.services.queues.batch.getDelayed();
     return {
       schedules: list.body.schedules.map((s: Record<string, unknown>) => ({ ...s, updatedAt: undefined })),
-      schedulers: (await g.gateway.schedules.queue.getJobSchedulers()).map((s) => [s.key, s.pattern, s.tz]),
+      schedulers: (await g.gateway.services.queues.batch.getJobSchedulers()).map((s) => [s.key, s.pattern, s.tz]),
       next: delayed.map((j) => j.id),
     };
   }
@@ -384,11 +386,20 @@ describe('manifest schedules and gateway replicas', () => {
   test('eight replicas syncing at the same moment still make one scheduler, one record, one next slot', async () => {
     const stressPrefix = makePrefix('schedules-stress');
     const connections = Array.from({ length: 8 }, () => new Redis(REDIS_URL, { maxRetriesPerRequest: 1 }));
-    const services = connections.map((r) => new ScheduleService(r, stressPrefix, new JobStore(r, stressPrefix)));
+    const queues = connections.map((r) => createBatchQueue(r, stressPrefix, createLogger('silent')));
+    const services = connections.map(
+      (r, i) =>
+        new ScheduleService(
+          r,
+          stressPrefix,
+          schedulerPort(queues[i] as (typeof queues)[0]),
+          new AuditLog(r, stressPrefix),
+        ),
+    );
     try {
       const manifests = [{ name: 'news2', schedules: [scheduleSchema.parse(schedule)] }];
       await Promise.all(services.map((s) => syncManifestSchedules(s, manifests)));
-      const queue = services[0]?.queue as (typeof services)[0]['queue'];
+      const queue = queues[0] as (typeof queues)[0];
       assert.deepEqual(
         (await queue.getJobSchedulers()).map((s) => s.key),
         ['news2-nightly'],
@@ -396,7 +407,7 @@ describe('manifest schedules and gateway replicas', () => {
       assert.equal((await services[0]?.list())?.length, 1);
       assert.equal((await queue.getDelayed()).length, 1);
     } finally {
-      await Promise.all(services.map((s) => s.close()));
+      await Promise.all(queues.map((q) => q.close()));
       for (const r of connections) r.disconnect();
       await deletePrefix(stressPrefix);
     }
@@ -405,7 +416,7 @@ describe('manifest schedules and gateway replicas', () => {
   test('a scheduler lost while its record stayed (a crash between the two writes) is back after a restart', async () => {
     const first = await replica(scheduledModels);
     const before = await state(first);
-    await first.gateway.schedules.queue.removeJobScheduler('news2-nightly');
+    await first.gateway.services.queues.batch.removeJobScheduler('news2-nightly');
     assert.deepEqual(await schedulerIds(first), []);
     await first.close();
     const again = await replica(scheduledModels);

@@ -44,7 +44,7 @@ before(async () => {
 
 /** The bundled manifest must be what these tests assume: v1 primary, v2 shadowing every request. */
 function assertBundledRouting(gw: ReleaseGateway) {
-  const m = gw.gateway.deps.models.get(MODEL);
+  const m = gw.gateway.deps.catalog.get(MODEL);
   assert.ok(m);
   assert.deepEqual(m.routing, { primary: '1', shadow: { versions: ['2'], sampleRate: 1 } });
 }
@@ -382,7 +382,7 @@ describe('a shadow that hangs', { timeout: 60_000 }, () => {
       async () => metricValue(await gw.metrics(), 'triage_shadow_dropped_total', { model: MODEL }) === N - CAP,
       `${N - CAP} dropped mirrors`,
     );
-    assert.equal(gw.gateway.deps.models.get(MODEL)?.inFlight, 0, 'no primary slot is held by the shadow');
+    assert.equal(gw.gateway.deps.sync.status(MODEL)?.inFlight, 0, 'no primary slot is held by the shadow');
     // still held: nothing recorded yet
     assert.equal(await pairsMetric(gw), 0);
 

@@ -20,7 +20,7 @@ import { createLogger } from '../src/platform/logger.ts';
 import { loadModels } from '../src/registry/load.ts';
 import type { Manifest } from '../src/registry/schema.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
-import { onnxRuntimeFactory, type RuntimeFactory } from '../src/sync/service.ts';
+import { onnxRuntimeFactory, type RuntimeFactory } from '../src/serving/runners.ts';
 
 export const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));
 export const REDIS_URL = process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379';
@@ -108,7 +108,7 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestAp
     keys,
     async close() {
       // runs held or delayed by a test runtime finish before their sessions are released
-      await waitFor(() => deps.models.list().every((m) => m.inFlight === 0), 'in-flight requests to finish');
+      await waitFor(() => deps.sync.inFlight() === 0, 'in-flight requests to finish');
       await gateway.close();
       await deleteRedisPrefix(redisPrefix);
     },

@@ -188,8 +188,7 @@ async function callbacksSettled(): Promise<void> {
   await front.gateway.workers?.maintenance?.sweep();
   await waitFor(
     async () =>
-      (await queueIdle(front.gateway.queues.callbacks)) &&
-      (await front.gateway.redis.scard(front.gateway.store.outboxKey)) === 0,
+      (await queueIdle(front.gateway.services.queues.callbacks)) && (await front.gateway.services.outbox.size()) === 0,
     'callbacks to settle',
   );
 }
@@ -197,9 +196,9 @@ async function callbacksSettled(): Promise<void> {
 describe('a worker process killed mid-job', () => {
   test('killed right after marking the job running: another worker recovers it, it finishes once', async () => {
     const { id, logs } = await crashMidJob('startedAt');
-    const record = await front.gateway.store.get(id);
+    const record = await front.gateway.services.store.get(id);
     assert.equal(record?.state, 'running', 'the crash left the job running');
-    const bull = await front.gateway.queues.inference.getJob(id);
+    const bull = await front.gateway.services.queues.inference.getJob(id);
     assert.equal(await bull?.getState(), 'active', 'BullMQ still holds it as active (locked by the dead worker)');
     assert.equal(receiver.deliveriesFor(id).length, 0);
 
@@ -207,8 +206,8 @@ describe('a worker process killed mid-job', () => {
     try {
       const job = await waitForState(front, keys.clientA, id, 'released', 20_000);
       assert.equal(job.result.output.predictions[0].category, 'urgent-follow-up');
-      await waitFor(() => queueIdle(front.gateway.queues.inference), 'the inference queue to drain');
-      const recovered = await front.gateway.queues.inference.getJob(id);
+      await waitFor(() => queueIdle(front.gateway.services.queues.inference), 'the inference queue to drain');
+      const recovered = await front.gateway.services.queues.inference.getJob(id);
       assert.equal(await recovered?.getState(), 'completed');
       assert.equal(recovered?.stalledCounter, 1, 'recovered through the stalled-job check');
       assert.equal(recovered?.returnvalue, 'released');
@@ -232,19 +231,23 @@ describe('a worker process killed mid-job', () => {
 
   test('killed after releasing but before queueing the callback: the release stands, the callback goes once', async () => {
     const { id } = await crashMidJob('releasedAt');
-    const record = await front.gateway.store.get(id);
+    const record = await front.gateway.services.store.get(id);
     assert.equal(record?.state, 'released', 'the release was recorded before the crash');
-    assert.equal(await front.gateway.redis.sismember(front.gateway.store.outboxKey, `${id}|released`), 1);
-    assert.equal(await front.gateway.queues.callbacks.getJob(`cb-${id}-released`), undefined, 'not queued yet');
+    assert.equal(await front.gateway.services.outbox.has(id, 'released'), true);
+    assert.equal(
+      await front.gateway.services.queues.callbacks.getJob(`cb-${id}-released`),
+      undefined,
+      'not queued yet',
+    );
 
     const second = await buildGateway({ prefix, keys, modelsDir, workers: ['inference'], lockMs: LOCK_MS });
     try {
       await waitFor(
-        async () => (await (await front.gateway.queues.inference.getJob(id))?.getState()) === 'completed',
+        async () => (await (await front.gateway.services.queues.inference.getJob(id))?.getState()) === 'completed',
         'the stalled job to be re-run',
         20_000,
       );
-      const rerun = await front.gateway.queues.inference.getJob(id);
+      const rerun = await front.gateway.services.queues.inference.getJob(id);
       assert.equal(rerun?.stalledCounter, 1);
       assert.equal(rerun?.returnvalue, 'already released', 'the re-run did not score or release again');
     } finally {
@@ -260,7 +263,11 @@ describe('a worker process killed mid-job', () => {
       audit.map((e) => e.action),
       ['job.release'],
     );
-    assert.equal((await front.gateway.store.get(id))?.updatedAt, record?.updatedAt, 'released once, not again');
+    assert.equal(
+      (await front.gateway.services.store.get(id))?.updatedAt,
+      record?.updatedAt,
+      'released once, not again',
+    );
   });
 
   test('a job that kills every worker that takes it (3 times) ends failed, with one failed callback', async () => {
@@ -268,8 +275,8 @@ describe('a worker process killed mid-job', () => {
     // each new worker process recovers the stalled job through its own stalled-job check, takes it, and dies too
     await crashMidJob('startedAt', id);
     await crashMidJob('startedAt', id);
-    assert.equal((await front.gateway.queues.inference.getJob(id))?.stalledCounter, 2);
-    assert.equal((await front.gateway.store.get(id))?.state, 'running');
+    assert.equal((await front.gateway.services.queues.inference.getJob(id))?.stalledCounter, 2);
+    assert.equal((await front.gateway.services.store.get(id))?.state, 'running');
 
     const last = await buildGateway({ prefix, keys, modelsDir, workers: ['inference'], lockMs: LOCK_MS });
     try {
@@ -278,7 +285,7 @@ describe('a worker process killed mid-job', () => {
       assert.equal(job.state, 'failed');
       assert.match(job.error, /stalled/);
       assert.equal(job.result, undefined);
-      assert.equal(await (await front.gateway.queues.inference.getJob(id))?.getState(), 'failed');
+      assert.equal(await (await front.gateway.services.queues.inference.getJob(id))?.getState(), 'failed');
     } finally {
       await last.close();
     }

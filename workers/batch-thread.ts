@@ -1,6 +1,7 @@
 /**
  * Runs one batch run off the main thread, so scoring a whole file never blocks the gateway's event loop. Its own
- * Redis connection and ONNX session (intra-op threads bounded); reports each committed chunk to the parent.
+ * Redis connection and runtimes (intra-op threads bounded), and the one scorer over a catalog fixed at the routing
+ * the parent chose for the run; reports each committed chunk to the parent.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Redis } from 'ioredis';
@@ -9,6 +10,10 @@ import { RunStore } from '../src/batch/runs.ts';
 import { LocalStorage } from '../src/batch/storage.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
 import { createRuntimeFactory } from '../src/runtime/factory.ts';
+import { ModelCatalog } from '../src/serving/catalog.ts';
+import type { RoutingState } from '../src/serving/routing.ts';
+import { JobRunners } from '../src/serving/runners.ts';
+import { Scorer } from '../src/serving/scorer.ts';
 
 export interface BatchThreadInput {
   module: string;
@@ -17,8 +22,10 @@ export interface BatchThreadInput {
   prefix: string;
   dataDir: string;
   model: LoadedModel;
-  version: string;
+  /** the routing in force when the run started: its shadows score beside it */
+  routing: RoutingState;
   onnxThreads: number;
+  chunkTimeoutMs: number;
 }
 
 export type BatchThreadMessage =
@@ -38,31 +45,22 @@ try {
   // the same factory as the gateway: ONNX in-process, or a cloud endpoint behind timeouts, retries and a breaker
   // (bounded by the model's async timeout, as a batch has no caller waiting on one row)
   const factory = createRuntimeFactory({ onnxThreads: input.onnxThreads, caller: 'job' });
-  const versionOf = (id: string) => {
-    const v = input.model.manifest.versions.find((x) => x.version === id);
-    if (!v) throw new Error(`version ${id} is not in the manifest`);
-    return v;
-  };
-  const runtime = await factory(input.model, versionOf(input.version));
-  const shadows = await Promise.all(
-    (input.model.manifest.routing.shadow?.versions ?? [])
-      .filter((v) => v !== input.version)
-      .map(async (version) => ({ version, runtime: await factory(input.model, versionOf(version)) })),
-  );
+  const name = input.model.manifest.name;
+  const catalog = ModelCatalog.fixed([input.model], { [name]: input.routing });
+  const runners = new JobRunners(factory, 'batch');
   try {
     const outcome = await executeRun({
       run,
-      model: input.model,
+      model: catalog.get(name) as NonNullable<ReturnType<ModelCatalog['get']>>,
+      scorer: new Scorer({ catalog, runners }),
       storage: new LocalStorage(input.dataDir),
-      runtime,
       runs,
-      shadows,
+      chunkTimeoutMs: input.chunkTimeoutMs,
       onChunk: (scored, failed) => port.postMessage({ type: 'chunk', scored, failed } satisfies BatchThreadMessage),
     });
     port.postMessage({ type: 'done', outcome } satisfies BatchThreadMessage);
   } finally {
-    await runtime.close();
-    await Promise.all(shadows.map((sh) => sh.runtime.close()));
+    await runners.close();
     await factory.close();
   }
 } catch (err) {

@@ -1,14 +1,73 @@
+/**
+ * The batch queue: on-demand runs and scheduled slots (BullMQ job schedulers), each scored in a worker thread.
+ */
 import { Worker as ThreadWorker } from 'node:worker_threads';
-import { type Job, Worker } from 'bullmq';
+import { type Job, type Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { bulkManifest } from '../src/batch/manifest.ts';
 import { outputKey, type RunStore } from '../src/batch/runs.ts';
-import { BATCH_QUEUE, type BatchJobData, type ScheduleService } from '../src/batch/schedules.ts';
+import type { Scheduler, ScheduleService } from '../src/batch/schedules.ts';
+import type { RunQueue } from '../src/batch/service.ts';
 import type { LocalStorage } from '../src/batch/storage.ts';
 import type { BatchMetrics } from '../src/platform/metrics.ts';
-import type { LoadedModel } from '../src/registry/load.ts';
+import { createQueue, jobOptions, type RetryPolicy } from '../src/platform/queue.ts';
+import type { ModelCatalog } from '../src/serving/catalog.ts';
 import type { BatchThreadInput, BatchThreadMessage } from './batch-thread.ts';
+
+export const BATCH_QUEUE = 'batch';
+
+export interface BatchJobData {
+  /** an on-demand run */
+  runId?: string;
+  /** a scheduled slot: the run id derives from the schedule and the slot time */
+  scheduleId?: string;
+}
+
+/** Runs and slots alike: a failed attempt is tried again a few times, seconds apart. */
+const BATCH_RETRY: RetryPolicy = {
+  attempts: 3,
+  backoffMs: 5000,
+  keepCompletedSeconds: 7 * 24 * 3600,
+  keepFailedSeconds: 30 * 24 * 3600,
+};
+
+/** How long one chunk may take to score: a batch has no caller waiting, only a stuck runtime to give up on. */
+const CHUNK_TIMEOUT_MS = 10 * 60_000;
+
+export function createBatchQueue(connection: Redis, prefix: string, logger: Logger): Queue<BatchJobData> {
+  return createQueue<BatchJobData>(BATCH_QUEUE, connection, prefix, logger);
+}
+
+export function runQueuePort(queue: Queue<BatchJobData>): RunQueue {
+  return {
+    async enqueue(runId) {
+      await queue.add('run', { runId }, jobOptions(BATCH_RETRY, `run-${runId}`));
+    },
+    async remove(runId) {
+      await queue.remove(`run-${runId}`).catch(() => 0);
+    },
+  };
+}
+
+/** BullMQ job schedulers fire each slot once however many workers listen. */
+export function schedulerPort(queue: Queue<BatchJobData>): Scheduler {
+  return {
+    async upsert(s) {
+      await queue.upsertJobScheduler(
+        s.id,
+        { pattern: s.cron, tz: s.timezone },
+        { name: 'scheduled-run', data: { scheduleId: s.id }, opts: jobOptions(BATCH_RETRY) },
+      );
+    },
+    async exists(id) {
+      return Boolean(await queue.getJobScheduler(id));
+    },
+    async remove(id) {
+      await queue.removeJobScheduler(id);
+    },
+  };
+}
 
 export interface BatchWorkerDeps {
   redisUrl: string;
@@ -16,7 +75,7 @@ export interface BatchWorkerDeps {
   runs: RunStore;
   schedules: ScheduleService;
   storage: LocalStorage;
-  models: ReadonlyMap<string, LoadedModel>;
+  catalog: ModelCatalog;
   metrics: BatchMetrics;
   logger: Logger;
   onnxThreads: number;
@@ -54,121 +113,119 @@ function runInThread(input: Omit<BatchThreadInput, 'module'>, onChunk: (scored: 
   });
 }
 
+/** The run a job stands for: an on-demand run's id, or a scheduled slot's run (created once, with the version in force). */
+async function runIdFor(job: Job<BatchJobData>, deps: BatchWorkerDeps): Promise<string | undefined> {
+  if (job.data.runId) return job.data.runId;
+  const scheduleId = job.data.scheduleId as string;
+  const schedule = await deps.schedules.get(scheduleId);
+  if (!schedule) return undefined;
+  const slot = Number(String(job.id).split(':').pop());
+  const slotTime = Number.isFinite(slot) ? slot : job.timestamp;
+  const runId = `${scheduleId}-${slotTime}`;
+  // the routing in force now, read fresh: a promotion made through the API on any replica is honoured
+  const model = await deps.catalog.fresh(schedule.model);
+  const late = deps.now() - slotTime > deps.missedAfterMs;
+  await deps.runs.create({
+    id: runId,
+    model: schedule.model,
+    version: model?.version ?? 'unknown',
+    requestedBy: `schedule:${scheduleId}`,
+    scheduleId,
+    input: schedule.input,
+    asOf: slotTime,
+    state: late && schedule.missed === 'skip' ? 'skipped' : 'queued',
+    createdAt: deps.now(),
+    ...(late && schedule.missed === 'skip' ? { error: 'slot missed while the workers were down (missed: skip)' } : {}),
+  });
+  return runId;
+}
+
 /**
- * The batch worker: turns a queued run or a scheduled slot into a run, and scores it in a worker thread. Exactly once:
- * a slot's run id is derived from the slot, so a re-triggered slot finds its run; a run interrupted by a crash is
- * picked up again (BullMQ stalled-job recovery) and resumes from its last committed chunk.
+ * Turns a queued run or a scheduled slot into a run, and scores it in a worker thread. Exactly once: a slot's run id
+ * is derived from the slot, so a re-triggered slot finds its run; a run interrupted by a crash is picked up again
+ * (BullMQ stalled-job recovery) and resumes from its last committed chunk.
  */
-export function startBatchWorker(deps: BatchWorkerDeps) {
+export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps): Promise<string> {
   const { runs, logger, metrics } = deps;
-
-  const runIdFor = async (job: Job<BatchJobData>): Promise<string | undefined> => {
-    if (job.data.runId) return job.data.runId;
-    const scheduleId = job.data.scheduleId as string;
-    const schedule = await deps.schedules.get(scheduleId);
-    if (!schedule) return undefined;
-    const slot = Number(String(job.id).split(':').pop());
-    const slotTime = Number.isFinite(slot) ? slot : job.timestamp;
-    const runId = `${scheduleId}-${slotTime}`;
-    const model = deps.models.get(schedule.model);
-    const late = deps.now() - slotTime > deps.missedAfterMs;
-    await runs.create({
-      id: runId,
-      model: schedule.model,
-      version: model?.primary.version ?? 'unknown',
-      requestedBy: `schedule:${scheduleId}`,
-      scheduleId,
-      input: schedule.input,
-      asOf: slotTime,
-      state: late && schedule.missed === 'skip' ? 'skipped' : 'queued',
-      createdAt: deps.now(),
-      ...(late && schedule.missed === 'skip'
-        ? { error: 'slot missed while the workers were down (missed: skip)' }
-        : {}),
+  const runId = await runIdFor(job, deps);
+  if (!runId) return 'schedule removed';
+  const run = await runs.get(runId);
+  if (
+    !run ||
+    run.state === 'completed' ||
+    run.state === 'cancelled' ||
+    run.state === 'skipped' ||
+    run.state === 'failed'
+  ) {
+    return `run ${run?.state ?? 'gone'}`;
+  }
+  const model = await deps.catalog.fresh(run.model);
+  if (!model) {
+    await runs.transition(runId, ['queued', 'running'], 'failed', {
+      error: 'the model is no longer served',
+      finishedAt: deps.now(),
     });
-    return runId;
-  };
-
-  const process = async (job: Job<BatchJobData>) => {
-    const runId = await runIdFor(job);
-    if (!runId) return 'schedule removed';
-    const run = await runs.get(runId);
-    if (
-      !run ||
-      run.state === 'completed' ||
-      run.state === 'cancelled' ||
-      run.state === 'skipped' ||
-      run.state === 'failed'
-    ) {
-      return `run ${run?.state ?? 'gone'}`;
-    }
-    const model = deps.models.get(run.model);
-    if (!model) {
+    return 'failed';
+  }
+  await runs.transition(runId, ['queued', 'running'], 'running', run.startedAt ? {} : { startedAt: deps.now() });
+  const started = deps.now();
+  try {
+    const outcome = await runInThread(
+      {
+        runId,
+        redisUrl: deps.redisUrl,
+        prefix: deps.prefix,
+        dataDir: deps.storage.root,
+        model: model.loaded,
+        routing: model.routing,
+        onnxThreads: deps.onnxThreads,
+        chunkTimeoutMs: CHUNK_TIMEOUT_MS,
+      },
+      (scored, failed) => {
+        metrics.batchRows.inc({ model: run.model, outcome: 'scored' }, scored);
+        metrics.batchRows.inc({ model: run.model, outcome: 'failed' }, failed);
+      },
+    );
+    const seconds = (deps.now() - started) / 1000;
+    metrics.batchRunDuration.observe({ model: run.model, outcome }, seconds);
+    if (outcome === 'cancelled') return 'cancelled';
+    const finished = await runs.get(runId);
+    if (!finished) return 'gone';
+    finished.finishedAt = deps.now();
+    await deps.storage.writeWhole(
+      outputKey(runId, 'manifest.json'),
+      JSON.stringify(
+        bulkManifest(finished, run.scheduleId ? `schedule:${run.scheduleId}` : `/v1/models/${run.model}/batches`),
+        null,
+        2,
+      ),
+    );
+    await runs.transition(runId, ['running'], 'completed', { finishedAt: finished.finishedAt });
+    if (run.scheduleId) metrics.batchLastSuccess.set({ schedule: run.scheduleId }, finished.finishedAt / 1000);
+    logger.info(
+      { runId, model: run.model, scored: finished.scored, failed: finished.failed, seconds },
+      'batch run completed',
+    );
+    return 'completed';
+  } catch (err) {
+    const message = (err as Error).message;
+    const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    logger.warn({ runId, model: run.model, attempt: job.attemptsMade + 1, error: message }, 'batch run attempt failed');
+    if (finalAttempt) {
       await runs.transition(runId, ['queued', 'running'], 'failed', {
-        error: 'the model is no longer served',
+        error: message.slice(0, 500),
         finishedAt: deps.now(),
       });
-      return 'failed';
+      metrics.batchRunDuration.observe({ model: run.model, outcome: 'failed' }, (deps.now() - started) / 1000);
     }
-    await runs.transition(runId, ['queued', 'running'], 'running', run.startedAt ? {} : { startedAt: deps.now() });
-    const started = deps.now();
-    try {
-      const outcome = await runInThread(
-        {
-          runId,
-          redisUrl: deps.redisUrl,
-          prefix: deps.prefix,
-          dataDir: deps.storage.root,
-          model,
-          version: run.version,
-          onnxThreads: deps.onnxThreads,
-        },
-        (scored, failed) => {
-          metrics.batchRows.inc({ model: run.model, outcome: 'scored' }, scored);
-          metrics.batchRows.inc({ model: run.model, outcome: 'failed' }, failed);
-        },
-      );
-      const seconds = (deps.now() - started) / 1000;
-      metrics.batchRunDuration.observe({ model: run.model, outcome }, seconds);
-      if (outcome === 'cancelled') return 'cancelled';
-      const finished = await runs.get(runId);
-      if (!finished) return 'gone';
-      finished.finishedAt = deps.now();
-      await deps.storage.writeWhole(
-        outputKey(runId, 'manifest.json'),
-        JSON.stringify(
-          bulkManifest(finished, run.scheduleId ? `schedule:${run.scheduleId}` : `/v1/models/${run.model}/batches`),
-          null,
-          2,
-        ),
-      );
-      await runs.transition(runId, ['running'], 'completed', { finishedAt: finished.finishedAt });
-      if (run.scheduleId) metrics.batchLastSuccess.set({ schedule: run.scheduleId }, finished.finishedAt / 1000);
-      logger.info(
-        { runId, model: run.model, scored: finished.scored, failed: finished.failed, seconds },
-        'batch run completed',
-      );
-      return 'completed';
-    } catch (err) {
-      const message = (err as Error).message;
-      const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-      logger.warn(
-        { runId, model: run.model, attempt: job.attemptsMade + 1, error: message },
-        'batch run attempt failed',
-      );
-      if (finalAttempt) {
-        await runs.transition(runId, ['queued', 'running'], 'failed', {
-          error: message.slice(0, 500),
-          finishedAt: deps.now(),
-        });
-        metrics.batchRunDuration.observe({ model: run.model, outcome: 'failed' }, (deps.now() - started) / 1000);
-      }
-      throw err;
-    }
-  };
+    throw err;
+  }
+}
 
+export function startBatchWorker(deps: BatchWorkerDeps) {
+  const { logger } = deps;
   const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
-  const worker = new Worker<BatchJobData>(BATCH_QUEUE, process, {
+  const worker = new Worker<BatchJobData>(BATCH_QUEUE, (job) => execBatchJob(job, deps), {
     connection,
     prefix: deps.prefix,
     concurrency: 1,

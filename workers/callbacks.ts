@@ -1,84 +1,127 @@
-import { type Job, UnrecoverableError, Worker } from 'bullmq';
+/**
+ * The callbacks queue: signed CloudEvents delivered to callback URLs, retried with exponential backoff and jitter
+ * with the same event id every time; after the last attempt the event goes to the dead letters, from which an admin
+ * replays it.
+ */
+import { type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { DeadLetters } from '../src/callbacks/dead-letters.ts';
 import { DeliveryError, postEvent } from '../src/callbacks/deliver.ts';
 import { signedHeaders } from '../src/callbacks/event.ts';
+import type { CallbackEvent, CallbackSender, Outbox } from '../src/callbacks/outbox.ts';
 import { jobEvent } from '../src/callbacks/payload.ts';
 import { hostOf, namedExactly } from '../src/callbacks/url-policy.ts';
-import { type CallbackJobData, type CallbackPolicy, QUEUE_NAMES } from '../src/jobs/queues.ts';
-import type { DeadLetter, JobStore } from '../src/jobs/store.ts';
+import type { JobStore } from '../src/jobs/store.ts';
 import type { ApiKeyStore } from '../src/platform/auth.ts';
+import type { CallbackPolicy } from '../src/platform/config.ts';
 import type { JobMetrics } from '../src/platform/metrics.ts';
+import { createQueue, jobOptions } from '../src/platform/queue.ts';
 
-export interface CallbackWorkerDeps {
-  redisUrl: string;
-  prefix: string;
+export const CALLBACK_QUEUE = 'callbacks';
+
+export interface CallbackJobData {
+  jobId: string;
+  event: CallbackEvent;
+  /** the CloudEvent / webhook id: the same on every retry and replay, so receivers can de-duplicate */
+  eventId: string;
+}
+
+export function createCallbackQueue(connection: Redis, prefix: string, logger: Logger): Queue<CallbackJobData> {
+  return createQueue<CallbackJobData>(CALLBACK_QUEUE, connection, prefix, logger);
+}
+
+/** Exponential backoff with jitter over hours; kept a while for inspection. A replay gets a job id of its own. */
+function callbackJobOptions(policy: CallbackPolicy, jobId: string, event: CallbackEvent, replay?: number) {
+  const id = replay === undefined ? `cb-${jobId}-${event}` : `cb-${jobId}-${event}-r${replay}`;
+  return jobOptions(
+    {
+      attempts: policy.attempts,
+      backoffMs: policy.backoffMs,
+      jitter: 0.5,
+      keepCompletedSeconds: 7 * 24 * 3600,
+      keepFailedSeconds: 30 * 24 * 3600,
+    },
+    id,
+  );
+}
+
+export function enqueueCallback(
+  queue: Queue<CallbackJobData>,
+  policy: CallbackPolicy,
+  data: CallbackJobData,
+  replay?: number,
+): Promise<unknown> {
+  return queue.add('deliver', data, callbackJobOptions(policy, data.jobId, data.event, replay));
+}
+
+/** Queues the callback a transition recorded in the outbox, then clears the outbox entry. */
+export function callbackSender(queue: Queue<CallbackJobData>, outbox: Outbox, policy: CallbackPolicy): CallbackSender {
+  return {
+    async send(jobId, event) {
+      await enqueueCallback(queue, policy, { jobId, event, eventId: `evt-${jobId}-${event}` });
+      await outbox.clear(jobId, event);
+    },
+  };
+}
+
+export interface CallbackJobDeps {
   store: JobStore;
+  deadLetters: DeadLetters;
   keys: ApiKeyStore;
   metrics: JobMetrics;
   logger: Logger;
   policy: CallbackPolicy;
-  concurrency: number;
 }
 
-/**
- * Delivers signed CloudEvents to callback URLs. Retries with exponential backoff and jitter (BullMQ), with the same
- * event id every time; after the last attempt the event goes to the dead-letter list, from which an admin replays it.
- */
-export function startCallbackWorker(deps: CallbackWorkerDeps) {
+export async function execCallbackJob(job: Job<CallbackJobData>, deps: CallbackJobDeps): Promise<string> {
   const { store, metrics, logger } = deps;
-  const process = async (job: Job<CallbackJobData>) => {
-    const { jobId, event, eventId } = job.data;
-    const record = await store.get(jobId);
-    if (!record?.callbackUrl) return 'no callback';
-    const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-    const deadLetter = async (error: string) => {
-      const letter: DeadLetter = {
-        jobId,
-        event,
-        eventId,
-        error,
-        attempts: job.attemptsMade + 1,
-        failedAt: new Date().toISOString(),
-      };
-      await store.redis.hset(store.deadLettersKey, eventId, JSON.stringify(letter));
-      metrics.callbackDeadLetters.inc();
-      logger.warn({ jobId, eventId, event, error }, 'callback dead-lettered');
-    };
-    const secret = deps.keys.callbackSecret(record.client);
-    if (!secret) {
-      await deadLetter('no callback secret configured for this client');
-      throw new UnrecoverableError('no callback secret');
-    }
-    const url = new URL(record.callbackUrl);
-    const at = new Date();
-    const body = JSON.stringify(jobEvent(record, event, eventId, at));
-    try {
-      await postEvent(url, body, signedHeaders(secret, eventId, at, body), {
-        timeoutMs: deps.policy.timeoutMs,
-        allowInternal: namedExactly(hostOf(url), deps.keys.callbackHostsOf(record.client)),
-      });
-      metrics.callbackAttempts.inc({ outcome: 'delivered' });
-      return 'delivered';
-    } catch (err) {
-      metrics.callbackAttempts.inc({ outcome: 'failed' });
-      const message = (err as Error).message;
-      const retryable = !(err instanceof DeliveryError) || err.retryable;
-      logger.info({ jobId, eventId, attempt: job.attemptsMade + 1, error: message }, 'callback attempt failed');
-      if (!retryable || finalAttempt) {
-        await deadLetter(message);
-        throw new UnrecoverableError(message);
-      }
-      throw err;
-    }
+  const { jobId, event, eventId } = job.data;
+  const record = await store.get(jobId);
+  if (!record?.callbackUrl) return 'no callback';
+  const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+  const deadLetter = async (error: string) => {
+    const attempts = job.attemptsMade + 1;
+    await deps.deadLetters.put({ jobId, event, eventId, error, attempts, failedAt: new Date().toISOString() });
+    metrics.callbackDeadLetters.inc();
+    logger.warn({ jobId, eventId, event, error }, 'callback dead-lettered');
   };
+  const secret = deps.keys.callbackSecret(record.client);
+  if (!secret) {
+    await deadLetter('no callback secret configured for this client');
+    throw new UnrecoverableError('no callback secret');
+  }
+  const url = new URL(record.callbackUrl);
+  const at = new Date();
+  const body = JSON.stringify(jobEvent(record, event, eventId, at));
+  try {
+    await postEvent(url, body, signedHeaders(secret, eventId, at, body), {
+      timeoutMs: deps.policy.timeoutMs,
+      allowInternal: namedExactly(hostOf(url), deps.keys.callbackHostsOf(record.client)),
+    });
+    metrics.callbackAttempts.inc({ outcome: 'delivered' });
+    return 'delivered';
+  } catch (err) {
+    metrics.callbackAttempts.inc({ outcome: 'failed' });
+    const message = (err as Error).message;
+    const retryable = !(err instanceof DeliveryError) || err.retryable;
+    logger.info({ jobId, eventId, attempt: job.attemptsMade + 1, error: message }, 'callback attempt failed');
+    if (!retryable || finalAttempt) {
+      await deadLetter(message);
+      throw new UnrecoverableError(message);
+    }
+    throw err;
+  }
+}
+
+export function startCallbackWorker(deps: CallbackJobDeps & { redisUrl: string; prefix: string; concurrency: number }) {
   const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
-  const worker = new Worker<CallbackJobData>(QUEUE_NAMES.callbacks, process, {
+  const worker = new Worker<CallbackJobData>(CALLBACK_QUEUE, (job) => execCallbackJob(job, deps), {
     connection,
     prefix: deps.prefix,
     concurrency: deps.concurrency,
   });
-  worker.on('error', (err) => logger.warn({ err: { message: err.message } }, 'callback worker error'));
+  worker.on('error', (err) => deps.logger.warn({ err: { message: err.message } }, 'callback worker error'));
   return {
     worker,
     async close() {

@@ -1,14 +1,4 @@
-import type { Logger } from 'pino';
-import type { RunStore } from '../src/batch/runs.ts';
-import type { ScheduleService } from '../src/batch/schedules.ts';
-import type { LocalStorage } from '../src/batch/storage.ts';
-import type { CallbackPolicy, Queues } from '../src/jobs/queues.ts';
-import type { JobStore } from '../src/jobs/store.ts';
-import type { ApiKeyStore } from '../src/platform/auth.ts';
-import type { BatchMetrics, JobMetrics } from '../src/platform/metrics.ts';
-import type { LoadedModel } from '../src/registry/load.ts';
-import type { ShadowRecorder } from '../src/serving/shadow.ts';
-import type { RuntimeFactory } from '../src/sync/service.ts';
+import type { Services } from '../src/compose.ts';
 import { startBatchWorker } from './batch.ts';
 import { startCallbackWorker } from './callbacks.ts';
 import { startInferenceWorker } from './inference.ts';
@@ -17,74 +7,71 @@ import { startMaintenance } from './maintenance.ts';
 export const workerKinds = ['inference', 'callbacks', 'maintenance', 'batch'] as const;
 export type WorkerKind = (typeof workerKinds)[number];
 
-export interface WorkersDeps {
-  kinds: readonly WorkerKind[];
-  redisUrl: string;
-  prefix: string;
-  store: JobStore;
-  queues: Queues;
-  keys: ApiKeyStore;
-  /** the models by name; the caller may swap its entries (a manifest reload), and workers see them from the next job */
-  models: Map<string, LoadedModel>;
-  runtimeFactory: RuntimeFactory;
-  metrics: JobMetrics;
-  logger: Logger;
-  callbacks: CallbackPolicy;
-  concurrency: number;
-  /** inference job lock (and stalled-job check interval); default 30 s */
-  lockMs?: number;
-  maintenanceIntervalMs: number;
-  /** the batch tier; required when `kinds` includes batch */
-  batch?: {
-    runs: RunStore;
-    schedules: ScheduleService;
-    storage: LocalStorage;
-    metrics: BatchMetrics;
-    onnxThreads: number;
-    missedAfterMs: number;
-  };
-  now: () => number;
-  random?: () => number;
-  shadow?: ShadowRecorder;
-}
-
 /** Starts the chosen workers in this process (all of them in the single-machine default); `close` stops them. */
-export function startWorkers(deps: WorkersDeps) {
+export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
+  const { config, logger, metrics } = s;
+  const connection = { redisUrl: s.redisUrl, prefix: config.redisPrefix };
   const closers: Array<() => Promise<void>> = [];
-  if (deps.kinds.includes('inference')) {
+  if (kinds.includes('inference')) {
     const w = startInferenceWorker({
-      ...deps,
-      models: deps.models,
+      ...connection,
+      store: s.store,
+      catalog: s.catalog,
+      scorer: s.jobScorer,
+      callbacks: s.callbacks,
+      metrics,
+      logger,
+      now: s.now,
+      ...(s.random ? { random: s.random } : {}),
+      concurrency: config.workerConcurrency,
+      ...(config.workerLockMs !== undefined ? { lockMs: config.workerLockMs } : {}),
     });
     closers.push(w.close);
   }
-  if (deps.kinds.includes('callbacks')) {
-    const w = startCallbackWorker({ ...deps, policy: deps.callbacks });
+  if (kinds.includes('callbacks')) {
+    const w = startCallbackWorker({
+      ...connection,
+      store: s.store,
+      deadLetters: s.deadLetters,
+      keys: s.keys,
+      metrics,
+      logger,
+      policy: config.callbacks,
+      concurrency: config.workerConcurrency,
+    });
     closers.push(w.close);
   }
-  if (deps.kinds.includes('batch')) {
-    if (!deps.batch) throw new Error('the batch worker needs its batch dependencies');
+  if (kinds.includes('batch')) {
     const w = startBatchWorker({
-      ...deps.batch,
-      redisUrl: deps.redisUrl,
-      prefix: deps.prefix,
-      models: deps.models,
-      logger: deps.logger,
-      lockDurationMs: deps.lockMs ?? 30_000,
-      now: deps.now,
+      ...connection,
+      runs: s.runs,
+      schedules: s.schedules,
+      storage: s.storage,
+      catalog: s.catalog,
+      metrics,
+      logger,
+      onnxThreads: config.onnxThreads,
+      missedAfterMs: config.batchMissedAfterMs,
+      lockDurationMs: config.workerLockMs ?? 30_000,
+      now: s.now,
     });
     closers.push(w.close);
   }
   let maintenance: ReturnType<typeof startMaintenance> | undefined;
-  if (deps.kinds.includes('maintenance')) {
+  if (kinds.includes('maintenance')) {
     maintenance = startMaintenance({
-      ...deps,
-      manifests: [...deps.models.values()].map((m) => m.manifest),
-      intervalMs: deps.maintenanceIntervalMs,
+      store: s.store,
+      outbox: s.outbox,
+      callbacks: s.callbacks,
+      catalog: s.catalog,
+      metrics,
+      logger,
+      intervalMs: config.maintenanceIntervalMs,
+      now: s.now,
     });
     closers.push(maintenance.close);
   }
-  deps.logger.info({ workers: deps.kinds }, 'workers started');
+  logger.info({ workers: kinds }, 'workers started');
   return {
     maintenance,
     async close() {

@@ -3,19 +3,12 @@
  * kinds in TRIAGE_WORKERS). The gateway then runs with TRIAGE_WORKERS=none, and workers scale per queue.
  */
 import { createServer } from 'node:http';
-import { Redis } from 'ioredis';
-import { RunStore } from '../src/batch/runs.ts';
-import { ScheduleService } from '../src/batch/schedules.ts';
-import { LocalStorage } from '../src/batch/storage.ts';
-import { remoteAwareFactory, replaceModels } from '../src/compose.ts';
-import { createQueues } from '../src/jobs/queues.ts';
-import { JobStore } from '../src/jobs/store.ts';
+import { composeServices } from '../src/compose.ts';
 import { ApiKeyStore } from '../src/platform/auth.ts';
 import { ConfigError, loadConfig } from '../src/platform/config.ts';
 import { createLogger } from '../src/platform/logger.ts';
 import { createMetrics } from '../src/platform/metrics.ts';
 import { loadModels } from '../src/registry/load.ts';
-import { ShadowRecorder } from '../src/serving/shadow.ts';
 import { startWorkers, type WorkerKind, workerKinds } from './index.ts';
 
 async function main() {
@@ -40,47 +33,22 @@ async function main() {
   const redisUrl = config.redisUrl ?? 'redis://127.0.0.1:6379';
   // without configured keys there are no client callback secrets to sign with: callbacks dead-letter, visibly
   const keys = config.apiKeys ? ApiKeyStore.parse(config.apiKeys) : new ApiKeyStore([]);
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
-  const store = new JobStore(redis, config.redisPrefix);
-  const queues = createQueues(redis, config.redisPrefix);
-  const models = new Map((await loadModels(config.modelsDir, config.syncCeilingMs)).map((m) => [m.manifest.name, m]));
-  const metrics = createMetrics({ defaultMetrics: true });
-  const schedules = new ScheduleService(redis, config.redisPrefix, store);
-  const shadow = new ShadowRecorder(redis, config.redisPrefix, metrics, logger);
-  const runtimeFactory = remoteAwareFactory(config.onnxThreads, metrics, logger, 'job');
-  const workers = startWorkers({
-    kinds,
-    redisUrl,
-    prefix: config.redisPrefix,
-    store,
-    queues,
-    keys,
-    models,
-    runtimeFactory,
-    metrics,
-    batch: {
-      runs: new RunStore(redis, config.redisPrefix),
-      schedules,
-      storage: new LocalStorage(config.dataDir),
-      metrics,
-      onnxThreads: config.onnxThreads,
-      missedAfterMs: config.batchMissedAfterMs,
-    },
+  const services = await composeServices({
+    config,
     logger,
-    callbacks: config.callbacks,
-    concurrency: config.workerConcurrency,
-    lockMs: config.workerLockMs,
-    maintenanceIntervalMs: config.maintenanceIntervalMs,
-    now: Date.now,
-    shadow,
+    redisUrl,
+    keys,
+    models: await loadModels(config.modelsDir, config.syncCeilingMs),
+    metrics: createMetrics({ defaultMetrics: true }),
   });
+  const workers = startWorkers(kinds, services);
   // the counters recorded here (jobs, callbacks, batch rows, last schedule success) exist only in this process
   const ops =
     config.workerMetricsPort > 0
       ? createServer((req, res) => {
           if (req.method === 'GET' && req.url === '/metrics') {
-            metrics.registry.metrics().then(
-              (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
+            services.metrics.registry.metrics().then(
+              (body) => res.writeHead(200, { 'content-type': services.metrics.registry.contentType }).end(body),
               () => res.writeHead(500).end(),
             );
           } else if (req.method === 'GET' && req.url === '/healthz') {
@@ -96,25 +64,25 @@ async function main() {
       : undefined;
   // SIGHUP: re-read the manifests; jobs from the next one on use them (a broken manifest keeps the previous ones)
   process.on('SIGHUP', () => {
-    loadModels(config.modelsDir, config.syncCeilingMs).then(
-      (loaded) => {
-        replaceModels(models, loaded);
-        logger.info({ models: loaded.map((m) => `${m.manifest.name}@${m.primary.version}`) }, 'manifests reloaded');
-      },
-      (err) =>
-        logger.error({ err: { message: (err as Error).message } }, 'manifest reload failed: keeping the previous ones'),
-    );
+    loadModels(config.modelsDir, config.syncCeilingMs)
+      .then((loaded) => services.catalog.replace(loaded))
+      .then(
+        (models) => {
+          logger.info({ models: models.map((m) => `${m.name}@${m.version}`) }, 'manifests reloaded');
+        },
+        (err) =>
+          logger.error(
+            { err: { message: (err as Error).message } },
+            'manifest reload failed: keeping the previous ones',
+          ),
+      );
   });
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, async () => {
       logger.info('stopping workers: finishing active jobs');
       ops?.close();
       await workers.close();
-      await shadow.close();
-      await runtimeFactory.close();
-      await queues.close();
-      await schedules.close();
-      await redis.quit().catch(() => redis.disconnect());
+      await services.close();
       process.exit(0);
     });
   }

@@ -1,19 +1,19 @@
-import type { LoadedModel } from '../registry/load.ts';
-import type { ModelRuntime } from '../runtime/types.ts';
+import type { CatalogModel } from '../serving/catalog.ts';
 import { encodeRow } from '../serving/features.ts';
-import { shapePredictions } from '../serving/predictions.ts';
+import type { Scorer } from '../serving/scorer.ts';
 import { type InputRow, readCsv, readFhirObservations, readNdjson } from './readers.ts';
 import { type BatchRun, outputKey, type RunStore, shadowOutputKey } from './runs.ts';
 import type { BatchStorage } from './storage.ts';
 
 export interface ExecuteContext {
   run: BatchRun;
-  model: LoadedModel;
+  /** the model with the routing its run was started under */
+  model: CatalogModel;
+  scorer: Scorer;
   storage: BatchStorage;
-  runtime: ModelRuntime;
   runs: RunStore;
-  /** shadow versions: each scores the same rows, written beside the primary's output, never instead of it */
-  shadows?: Array<{ version: string; runtime: ModelRuntime }>;
+  /** how long one chunk may take to score */
+  chunkTimeoutMs: number;
   /** called after each committed chunk with the rows it scored and failed */
   onChunk?: (scored: number, failed: number) => void;
 }
@@ -55,18 +55,21 @@ function rowsOf(ctx: ExecuteContext, stream: Parameters<typeof readNdjson>[0]): 
  * (or the error file) exactly once. A bad row never fails the run.
  */
 export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'cancelled'> {
-  const { run, model, storage, runtime, runs } = ctx;
+  const { run, model, storage, runs, scorer } = ctx;
   const { manifest } = model;
   const width = manifest.features.length;
   const chunkSize = manifest.batch?.chunkSize ?? 1024;
   const output = await storage.openAppend(outputKey(run.id, 'output.ndjson'), run.outputBytes);
   const errors = await storage.openAppend(outputKey(run.id, 'errors.ndjson'), run.errorBytes);
   const shadowBytes: Record<string, number> = { ...run.shadowBytes };
-  const shadows = await Promise.all(
-    (ctx.shadows ?? []).map(async (s) => ({
-      ...s,
-      file: await storage.openAppend(shadowOutputKey(run.id, s.version), shadowBytes[s.version] ?? 0),
-    })),
+  // shadow versions score the same rows, written beside the primary's output, never instead of it
+  const shadowVersions = (model.routing.shadow?.versions ?? []).filter((v) => v !== run.version);
+  const shadowFiles = new Map(
+    await Promise.all(
+      shadowVersions.map(
+        async (v) => [v, await storage.openAppend(shadowOutputKey(run.id, v), shadowBytes[v] ?? 0)] as const,
+      ),
+    ),
   );
   const checkpoint = {
     rowsDone: run.rowsDone,
@@ -96,26 +99,32 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
     }
     let outputText = '';
     if (valid.length > 0) {
-      const tensors = await runtime.run(input.subarray(0, valid.length * width), valid.length);
-      const predictions = shapePredictions(manifest.output, tensors, valid.length, model.corpus);
+      const rows = { data: input.subarray(0, valid.length * width), rows: valid.length };
+      const { predictions } = await scorer.score({
+        model,
+        input: rows,
+        tier: 'batch',
+        version: run.version,
+        deadlineMs: ctx.chunkTimeoutMs,
+        mirror: false,
+      });
       valid.forEach((id, i) => {
         outputText += `${JSON.stringify({ id, model: manifest.name, version: run.version, prediction: predictions[i] })}\n`;
       });
-    }
-    for (const shadow of shadows) {
-      if (valid.length === 0) break;
       // a failing shadow fails nothing: its chunk is recorded as an error line in its own file
-      let text = '';
-      try {
-        const tensors = await shadow.runtime.run(input.subarray(0, valid.length * width), valid.length);
-        const predictions = shapePredictions(manifest.output, tensors, valid.length, model.corpus);
-        valid.forEach((id, i) => {
-          text += `${JSON.stringify({ id, model: manifest.name, version: shadow.version, shadow: true, prediction: predictions[i] })}\n`;
-        });
-      } catch (err) {
-        text = `${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${(err as Error).message}` })}\n`;
+      for (const shadow of await scorer.shadowScores(model, shadowVersions, rows, ctx.chunkTimeoutMs)) {
+        let text = '';
+        if (shadow.predictions) {
+          valid.forEach((id, i) => {
+            text += `${JSON.stringify({ id, model: manifest.name, version: shadow.version, shadow: true, prediction: shadow.predictions[i] })}\n`;
+          });
+        } else {
+          text = `${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${shadow.error}` })}\n`;
+        }
+        shadowBytes[shadow.version] = await (
+          shadowFiles.get(shadow.version) as Awaited<ReturnType<BatchStorage['openAppend']>>
+        ).append(text);
       }
-      shadowBytes[shadow.version] = await shadow.file.append(text);
     }
     if (outputText) checkpoint.outputBytes = await output.append(outputText);
     if (errorText) checkpoint.errorBytes = await errors.append(errorText);
@@ -137,7 +146,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
       if (chunk.length >= chunkSize) {
         await commit(chunk);
         chunk = [];
-        if ((await runs.redis.hget(runs.key(run.id), 'state')) === 'cancelled') {
+        if ((await runs.state(run.id)) === 'cancelled') {
           stream.destroy();
           return 'cancelled';
         }
@@ -148,6 +157,6 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   } finally {
     await output.close();
     await errors.close();
-    await Promise.all(shadows.map((s) => s.file.close()));
+    await Promise.all([...shadowFiles.values()].map((f) => f.close()));
   }
 }

@@ -64,19 +64,24 @@ return 0
 
 /** Batch run records in Redis: created once (a slot re-triggered finds its run), checkpointed per chunk. */
 export class RunStore {
-  readonly redis: Redis;
-  readonly prefix: string;
+  readonly #redis: Redis;
+  readonly #prefix: string;
 
   constructor(redis: Redis, prefix: string) {
-    this.redis = redis;
-    this.prefix = prefix;
+    this.#redis = redis;
+    this.#prefix = prefix;
   }
 
-  key(id: string): string {
-    return `${this.prefix}:batch:${id}`;
+  #key(id: string): string {
+    return `${this.#prefix}:batch:${id}`;
   }
-  get indexKey(): string {
-    return `${this.prefix}:batches`;
+  get #indexKey(): string {
+    return `${this.#prefix}:batches`;
+  }
+
+  /** The run's state alone (a running run checks it between chunks: cancelled?). */
+  async state(id: string): Promise<RunState | undefined> {
+    return ((await this.#redis.hget(this.#key(id), 'state')) ?? undefined) as RunState | undefined;
   }
 
   /** Creates the run unless one with this id exists; true when this call created it. */
@@ -102,11 +107,11 @@ export class RunStore {
       ...(run.scheduleId ? { scheduleId: run.scheduleId } : {}),
       ...(run.error ? { error: run.error } : {}),
     };
-    const created = (await this.redis.eval(
+    const created = (await this.#redis.eval(
       CREATE,
       2,
-      this.key(run.id),
-      this.indexKey,
+      this.#key(run.id),
+      this.#indexKey,
       run.id,
       String(run.createdAt),
       ...Object.entries(fields).flat(),
@@ -115,7 +120,7 @@ export class RunStore {
   }
 
   async get(id: string): Promise<BatchRun | undefined> {
-    const h = await this.redis.hgetall(this.key(id));
+    const h = await this.#redis.hgetall(this.#key(id));
     if (!h.id || !h.model) return undefined;
     const n = (v: string | undefined) => (v === undefined ? undefined : Number(v));
     return {
@@ -143,7 +148,7 @@ export class RunStore {
   }
 
   async update(id: string, fields: Record<string, string | number>): Promise<void> {
-    await this.redis.hset(this.key(id), Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, String(v)])));
+    await this.#redis.hset(this.#key(id), Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, String(v)])));
   }
 
   /** Moves the state only from one of `from`; true when it moved. */
@@ -154,10 +159,10 @@ export class RunStore {
     fields: Record<string, string | number> = {},
   ): Promise<boolean> {
     const flat = Object.entries(fields).flatMap(([k, v]) => [k, String(v)]);
-    return ((await this.redis.eval(TRANSITION, 1, this.key(id), from.join(','), to, ...flat)) as number) === 1;
+    return ((await this.#redis.eval(TRANSITION, 1, this.#key(id), from.join(','), to, ...flat)) as number) === 1;
   }
 
   async list(offset: number, limit: number): Promise<string[]> {
-    return this.redis.zrevrange(this.indexKey, offset, offset + limit - 1);
+    return this.#redis.zrevrange(this.#indexKey, offset, offset + limit - 1);
   }
 }

@@ -1,17 +1,14 @@
-import { Queue } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
 import type { Redis } from 'ioredis';
-import type { JobStore } from '../jobs/store.ts';
+import type { AuditLog } from '../platform/audit.ts';
 import { Problem } from '../platform/errors.ts';
 import { type Schedule, scheduleSchema } from '../registry/schema.ts';
 
-export const BATCH_QUEUE = 'batch';
-
-export interface BatchJobData {
-  /** an on-demand run */
-  runId?: string;
-  /** a scheduled slot: the run id derives from the schedule and the slot time */
-  scheduleId?: string;
+/** Fires a schedule's slots (the batch queue module implements it with BullMQ job schedulers). */
+export interface Scheduler {
+  upsert(schedule: Schedule): Promise<void>;
+  exists(id: string): Promise<boolean>;
+  remove(id: string): Promise<void>;
 }
 
 export interface StoredSchedule extends Schedule {
@@ -41,16 +38,16 @@ export function validateCron(cron: string, timezone: string): void {
  * once however many workers listen.
  */
 export class ScheduleService {
-  readonly queue: Queue<BatchJobData>;
   readonly #redis: Redis;
   readonly #key: string;
-  readonly #store: JobStore;
+  readonly #scheduler: Scheduler;
+  readonly #audit: AuditLog;
 
-  constructor(redis: Redis, prefix: string, store: JobStore) {
+  constructor(redis: Redis, prefix: string, scheduler: Scheduler, audit: AuditLog) {
     this.#redis = redis;
     this.#key = `${prefix}:schedules`;
-    this.#store = store;
-    this.queue = new Queue<BatchJobData>(BATCH_QUEUE, { connection: redis, prefix });
+    this.#scheduler = scheduler;
+    this.#audit = audit;
   }
 
   async list(): Promise<StoredSchedule[]> {
@@ -91,23 +88,10 @@ export class ScheduleService {
       JSON.stringify({ ...previous, updatedAt: '', updatedBy: '' }) ===
         JSON.stringify({ ...schedule, updatedAt: '', updatedBy: '' });
     // unchanged, and its job scheduler is there (a crash between the two writes below must not drop it for good)
-    if (unchanged && (await this.queue.getJobScheduler(s.id))) return { schedule: previous, created: false };
+    if (unchanged && (await this.#scheduler.exists(s.id))) return { schedule: previous, created: false };
     await this.#redis.hset(this.#key, s.id, JSON.stringify(schedule));
-    await this.queue.upsertJobScheduler(
-      s.id,
-      { pattern: s.cron, tz: s.timezone },
-      {
-        name: 'scheduled-run',
-        data: { scheduleId: s.id },
-        opts: {
-          attempts: 3,
-          backoff: { type: 'exponential', delay: 5000 },
-          removeOnComplete: { age: 7 * 24 * 3600 },
-          removeOnFail: { age: 30 * 24 * 3600 },
-        },
-      },
-    );
-    await this.#store.appendAudit({
+    await this.#scheduler.upsert(s);
+    await this.#audit.append({
       actor: actor.id,
       role: actor.role,
       action: previous ? 'schedule.update' : 'schedule.create',
@@ -121,9 +105,9 @@ export class ScheduleService {
   async remove(id: string, actor: { id: string; role: string }): Promise<boolean> {
     const previous = await this.get(id);
     if (!previous) return false;
-    await this.queue.removeJobScheduler(id);
+    await this.#scheduler.remove(id);
     await this.#redis.hdel(this.#key, id);
-    await this.#store.appendAudit({
+    await this.#audit.append({
       actor: actor.id,
       role: actor.role,
       action: 'schedule.delete',
@@ -131,10 +115,6 @@ export class ScheduleService {
       model: previous.model,
     });
     return true;
-  }
-
-  async close(): Promise<void> {
-    await this.queue.close();
   }
 }
 

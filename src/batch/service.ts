@@ -1,12 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { Queue } from 'bullmq';
-import type { JobStore } from '../jobs/store.ts';
+import type { AuditLog } from '../platform/audit.ts';
 import type { Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import { batchFormats } from '../registry/schema.ts';
-import type { ServedModel } from '../sync/service.ts';
+import type { CatalogModel } from '../serving/catalog.ts';
 import type { BatchFormat, BatchRun, RunStore } from './runs.ts';
-import type { BatchJobData } from './schedules.ts';
 import { type LocalStorage, StorageError } from './storage.ts';
 
 /** Refuses an input whose first line does not look like its declared format (a CSV sent as NDJSON, …). */
@@ -44,14 +42,21 @@ export function storageProblem(err: unknown): never {
   throw err;
 }
 
+/** Where accepted runs wait for the batch worker (the batch queue module implements it). */
+export interface RunQueue {
+  enqueue(runId: string): Promise<void>;
+  /** withdraws a run no worker has taken yet */
+  remove(runId: string): Promise<void>;
+}
+
 /** On-demand batch runs: validated, recorded, queued; visible to their requester and admins. */
 export class BatchService {
   readonly #runs: RunStore;
-  readonly #queue: Queue<BatchJobData>;
+  readonly #queue: RunQueue;
   readonly #storage: LocalStorage;
-  readonly #audit: JobStore;
+  readonly #audit: AuditLog;
 
-  constructor(runs: RunStore, queue: Queue<BatchJobData>, storage: LocalStorage, audit: JobStore) {
+  constructor(runs: RunStore, queue: RunQueue, storage: LocalStorage, audit: AuditLog) {
     this.#runs = runs;
     this.#queue = queue;
     this.#storage = storage;
@@ -80,7 +85,11 @@ export class BatchService {
     return { path: i.path, format };
   }
 
-  async submit(principal: Principal, model: ServedModel, body: { input?: unknown; asOf?: unknown }): Promise<BatchRun> {
+  async submit(
+    principal: Principal,
+    model: CatalogModel,
+    body: { input?: unknown; asOf?: unknown },
+  ): Promise<BatchRun> {
     if (model.manifest.input !== 'features') {
       throw new Problem(
         'wrong_tier',
@@ -110,18 +119,8 @@ export class BatchService {
       state: 'queued',
       createdAt: Date.now(),
     });
-    await this.#queue.add(
-      'run',
-      { runId: id },
-      {
-        jobId: `run-${id}`,
-        attempts: 3,
-        backoff: { type: 'exponential', delay: 5000 },
-        removeOnComplete: { age: 7 * 24 * 3600 },
-        removeOnFail: { age: 30 * 24 * 3600 },
-      },
-    );
-    await this.#audit.appendAudit({
+    await this.#queue.enqueue(id);
+    await this.#audit.append({
       actor: principal.id,
       role: principal.role,
       action: 'batch.submit',
@@ -153,8 +152,8 @@ export class BatchService {
     }
     const moved = await this.#runs.transition(id, ['queued', 'running'], 'cancelled', { finishedAt: Date.now() });
     if (!moved) throw new Problem('invalid_state', `the run is ${run.state} and can no longer be cancelled`);
-    await this.#queue.remove(`run-${id}`).catch(() => 0);
-    await this.#audit.appendAudit({
+    await this.#queue.remove(id);
+    await this.#audit.append({
       actor: principal.id,
       role: principal.role,
       action: 'batch.cancel',

@@ -1,5 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { type CallbackEvent, Outbox } from '../callbacks/outbox.ts';
+import { type AuditEntry, AuditLog } from '../platform/audit.ts';
 
 /**
  * Async job records and their state machine, in Redis (the gateway keeps no state of its own). Every transition is
@@ -19,9 +21,6 @@ export const jobStates = [
   'cancelled',
 ] as const;
 export type JobState = (typeof jobStates)[number];
-
-/** What a callback announces; one event per job at most, its id stable across retries. */
-export type CallbackEvent = 'released' | 'rejected' | 'failed';
 
 export interface JobRecord {
   id: string;
@@ -44,39 +43,17 @@ export interface JobRecord {
   attempts: number;
 }
 
-/** A callback that exhausted its attempts: kept for an admin to see and replay with the same event id. */
-export interface DeadLetter {
-  jobId: string;
-  event: CallbackEvent;
-  eventId: string;
-  error: string;
-  attempts: number;
-  failedAt: string;
-}
-
-export interface AuditEntry {
-  at: string;
-  actor: string;
-  role: string;
-  action: string;
-  target: string;
-  model?: string;
-  version?: string;
-  reason?: string;
-  detail?: string;
-}
-
 const TRANSITION = `
 -- KEYS: job, pending reviews, callback outbox, audit stream, the model's pending reviews
 -- ARGV: allowed states (comma list), new state, now, pending op (add|rem|none), outbox member or '', audit json or '',
---       then field/value pairs (a field named '+name' is incremented by its value)
+--       audit stream length cap, then field/value pairs (a field named '+name' is incremented by its value)
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, ''} end
 local allowed = false
 for s in string.gmatch(ARGV[1], '[^,]+') do if s == state then allowed = true end end
 if not allowed then return {0, state} end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updatedAt', ARGV[3])
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   if string.sub(ARGV[i], 1, 1) == '+' then
     redis.call('HINCRBY', KEYS[1], string.sub(ARGV[i], 2), tonumber(ARGV[i + 1]))
   else
@@ -93,7 +70,7 @@ if ARGV[4] == 'rem' then
   redis.call('ZREM', KEYS[5], id)
 end
 if ARGV[5] ~= '' then redis.call('SADD', KEYS[3], ARGV[5]) end
-if ARGV[6] ~= '' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000000', '*', 'entry', ARGV[6]) end
+if ARGV[6] ~= '' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'entry', ARGV[6]) end
 return {1, state}
 `;
 
@@ -123,13 +100,21 @@ export interface TransitionResult {
 }
 
 export class JobStore {
-  readonly redis: Redis;
-  readonly prefix: string;
+  readonly #redis: Redis;
+  readonly #prefix: string;
+  readonly #audit: AuditLog;
+  readonly #outbox: Outbox;
   readonly #idempotencyTtlSeconds: number;
 
-  constructor(redis: Redis, prefix: string, options: { idempotencyTtlSeconds?: number } = {}) {
-    this.redis = redis;
-    this.prefix = prefix;
+  constructor(
+    redis: Redis,
+    prefix: string,
+    options: { audit: AuditLog; outbox: Outbox; idempotencyTtlSeconds?: number },
+  ) {
+    this.#redis = redis;
+    this.#prefix = prefix;
+    this.#audit = options.audit;
+    this.#outbox = options.outbox;
     this.#idempotencyTtlSeconds = options.idempotencyTtlSeconds ?? 7 * 24 * 3600;
     if (!('triageTransition' in redis)) {
       redis.defineCommand('triageTransition', { numberOfKeys: 5, lua: TRANSITION });
@@ -138,24 +123,14 @@ export class JobStore {
     }
   }
 
-  key(...parts: string[]): string {
-    return [this.prefix, ...parts].join(':');
+  #key(...parts: string[]): string {
+    return [this.#prefix, ...parts].join(':');
   }
-  get pendingReviewsKey(): string {
-    return this.key('reviews', 'pending');
+  get #pendingReviewsKey(): string {
+    return this.#key('reviews', 'pending');
   }
-  pendingKeyFor(model: string): string {
-    return this.key('reviews', 'pending', model);
-  }
-  get outboxKey(): string {
-    return this.key('callbacks', 'outbox');
-  }
-  /** callbacks that exhausted their attempts, by event id (a hash of DeadLetter JSON) */
-  get deadLettersKey(): string {
-    return this.key('callbacks', 'dead');
-  }
-  get auditKey(): string {
-    return this.key('audit');
+  #pendingKeyFor(model: string): string {
+    return this.#key('reviews', 'pending', model);
   }
 
   /**
@@ -175,7 +150,7 @@ export class JobStore {
     const requestHash = createHash('sha256')
       .update(JSON.stringify([input.model, input.payload, input.callbackUrl ?? null]))
       .digest('hex');
-    const idemKey = this.key('idem', input.client, input.idempotencyKey ?? `auto-${id}`);
+    const idemKey = this.#key('idem', input.client, input.idempotencyKey ?? `auto-${id}`);
     const fields = [
       'id',
       id,
@@ -201,23 +176,23 @@ export class JobStore {
       '0',
       ...(input.callbackUrl ? ['callbackUrl', input.callbackUrl] : []),
     ];
-    const [created, jobId] = (await (this.redis as unknown as TriageCommands).triageCreate(
+    const [created, jobId] = (await (this.#redis as unknown as TriageCommands).triageCreate(
       idemKey,
-      this.key('job', id),
+      this.#key('job', id),
       id,
       requestHash,
       String(this.#idempotencyTtlSeconds),
       ...fields,
     )) as [number, string];
     if (created === 1) return { id: jobId, created: true, sameRequest: true };
-    const existingHash = await this.redis.hget(this.key('job', jobId), 'requestHash');
+    const existingHash = await this.#redis.hget(this.#key('job', jobId), 'requestHash');
     return { id: jobId, created: false, sameRequest: existingHash === requestHash };
   }
 
   /** A worker takes the job: the record as it is now running, or the state that kept it from running. */
   async claim(id: string, now: number): Promise<{ record?: JobRecord; state: JobState | '' }> {
-    const [ok, result] = (await (this.redis as unknown as TriageCommands).triageClaim(
-      this.key('job', id),
+    const [ok, result] = (await (this.#redis as unknown as TriageCommands).triageClaim(
+      this.#key('job', id),
       String(now),
     )) as [number, string | string[]];
     if (ok !== 1) return { state: result as JobState | '' };
@@ -228,7 +203,7 @@ export class JobStore {
   }
 
   async get(id: string): Promise<JobRecord | undefined> {
-    const h = await this.redis.hgetall(this.key('job', id));
+    const h = await this.#redis.hgetall(this.#key('job', id));
     if (!h.id) return undefined;
     return parseRecord(h);
   }
@@ -252,16 +227,17 @@ export class JobStore {
       to,
       String(options.now),
       options.pending ?? 'none',
-      options.callback ? `${id}|${options.callback}` : '',
-      options.audit ? JSON.stringify({ at: new Date(options.now).toISOString(), ...options.audit }) : '',
+      options.callback ? Outbox.member(id, options.callback) : '',
+      options.audit ? AuditLog.encode(options.audit, options.now) : '',
+      AuditLog.maxEntries,
     ];
     for (const [k, v] of Object.entries(options.fields ?? {})) args.push(k, v);
-    const [ok, previous] = (await (this.redis as unknown as TriageCommands).triageTransition(
-      this.key('job', id),
-      this.pendingReviewsKey,
-      this.outboxKey,
-      this.auditKey,
-      this.pendingKeyFor(model),
+    const [ok, previous] = (await (this.#redis as unknown as TriageCommands).triageTransition(
+      this.#key('job', id),
+      this.#pendingReviewsKey,
+      this.#outbox.setKey,
+      this.#audit.streamKey,
+      this.#pendingKeyFor(model),
       ...args,
     )) as [number, string];
     return { ok: ok === 1, previous: previous as JobState | '' };
@@ -269,14 +245,14 @@ export class JobStore {
 
   /** Marks a hold escalated once; true only for the call that flagged it. */
   async escalate(id: string): Promise<boolean> {
-    const key = this.key('job', id);
-    const [[, state], [, set]] = (await this.redis
+    const key = this.#key('job', id);
+    const [[, state], [, set]] = (await this.#redis
       .multi()
       .hget(key, 'state')
       .hsetnx(key, 'escalatedAt', String(Date.now()))
       .exec()) as [[null, string | null], [null, number]];
     if (state !== 'awaiting_review') return false;
-    if (set === 1) await this.redis.hset(key, 'escalated', '1');
+    if (set === 1) await this.#redis.hset(key, 'escalated', '1');
     return set === 1;
   }
 
@@ -286,39 +262,25 @@ export class JobStore {
     offset: number,
     limit: number,
   ): Promise<Array<{ id: string; heldAt: number }>> {
-    const key = model ? this.pendingKeyFor(model) : this.pendingReviewsKey;
-    const flat = await this.redis.zrange(key, String(offset), String(offset + limit - 1), 'WITHSCORES');
+    const key = model ? this.#pendingKeyFor(model) : this.#pendingReviewsKey;
+    const flat = await this.#redis.zrange(key, String(offset), String(offset + limit - 1), 'WITHSCORES');
     const out: Array<{ id: string; heldAt: number }> = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i] as string, heldAt: Number(flat[i + 1]) });
     return out;
   }
 
   async pendingCount(model?: string): Promise<number> {
-    return this.redis.zcard(model ? this.pendingKeyFor(model) : this.pendingReviewsKey);
+    return this.#redis.zcard(model ? this.#pendingKeyFor(model) : this.#pendingReviewsKey);
   }
 
   async oldestPending(): Promise<number | undefined> {
-    const [, score] = await this.redis.zrange(this.pendingReviewsKey, '0', '0', 'WITHSCORES');
+    const [, score] = await this.#redis.zrange(this.#pendingReviewsKey, '0', '0', 'WITHSCORES');
     return score === undefined ? undefined : Number(score);
   }
 
-  async appendAudit(entry: Omit<AuditEntry, 'at'>, now = Date.now()): Promise<void> {
-    await this.redis.xadd(
-      this.auditKey,
-      'MAXLEN',
-      '~',
-      '1000000',
-      '*',
-      'entry',
-      JSON.stringify({ at: new Date(now).toISOString(), ...entry }),
-    );
-  }
-
-  /** Audit entries, oldest first, after the stream id `after` (exclusive). */
-  async readAudit(after: string | undefined, limit: number): Promise<Array<{ id: string } & AuditEntry>> {
-    const start = after ? `(${after}` : '-';
-    const rows = await this.redis.xrange(this.auditKey, start, '+', 'COUNT', limit);
-    return rows.map(([id, fields]) => ({ id, ...(JSON.parse(fields[1] as string) as AuditEntry) }));
+  /** Holds of a model waiting since before `cutoff` (epoch ms): the escalation sweep's candidates. */
+  async overdue(model: string, cutoff: number): Promise<string[]> {
+    return this.#redis.zrangebyscore(this.#pendingKeyFor(model), '-inf', String(cutoff));
   }
 }
 

@@ -54,6 +54,16 @@ const envSchema = z.object({
   TRIAGE_MAINTENANCE_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
 });
 
+/** How callbacks are delivered. */
+export interface CallbackPolicy {
+  attempts: number;
+  /** first retry delay; doubles each attempt, with jitter */
+  backoffMs: number;
+  timeoutMs: number;
+  /** hosts allowed over plain http (e.g. loopback in development) */
+  httpHosts: readonly string[];
+}
+
 export type Config = {
   env: 'development' | 'production';
   host: string;
@@ -77,7 +87,7 @@ export type Config = {
   workerConcurrency: number;
   /** how long an inference job's lock lasts without renewal: a crashed worker's job is recovered after about this */
   workerLockMs: number;
-  callbacks: { attempts: number; backoffMs: number; timeoutMs: number; httpHosts: string[] };
+  callbacks: CallbackPolicy;
   maintenanceIntervalMs: number;
   /** batch inputs and outputs live here */
   dataDir: string;

@@ -122,7 +122,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       buckets: latencyBuckets,
       registers: [registry],
     }),
-    canaryRequests: new Counter({
+    routedRequests: new Counter({
       name: 'triage_routed_requests_total',
       help: 'Sync requests by the version that answered and why (primary, canary, fallback)',
       labelNames: ['model', 'version', 'route'] as const,

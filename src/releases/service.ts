@@ -1,95 +1,35 @@
-import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { JobStore } from '../jobs/store.ts';
+import type { AuditLog } from '../platform/audit.ts';
 import type { Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
-import type { Manifest } from '../registry/schema.ts';
-import { type RoutingState, routingFromManifest } from '../serving/routing.ts';
-import type { ModelService, ServedModel } from '../sync/service.ts';
+import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
+import type { RoutingState } from '../serving/routing.ts';
 
-interface StoredRouting {
-  routing: RoutingState;
-  /** the manifest routing this change was made against: a new manifest release supersedes it */
-  basedOn: string;
-  by: string;
-  at: string;
-}
-
-export function manifestRoutingHash(m: Manifest): string {
-  return createHash('sha256').update(JSON.stringify(m.routing)).digest('hex').slice(0, 16);
-}
-
-/** The Redis hash of routing changes made through the API, one field per model. */
-function routingKey(prefix: string): string {
-  return `${prefix}:routing`;
-}
-
-/** A stored change, if it was made against this manifest's routing (a newer manifest release supersedes it). */
-function storedFor(raw: string, manifest: Manifest): RoutingState | undefined {
-  const stored = JSON.parse(raw) as StoredRouting;
-  return stored.basedOn === manifestRoutingHash(manifest) ? stored.routing : undefined;
-}
+/** Whether this process can serve a version now (the sync tier: is it warm); jobs load versions on use. */
+export type Servable = (model: CatalogModel, version: string) => boolean;
 
 /**
  * Releases without redeploying: promote, roll back, canary weights and shadows. Every change checks the target's
- * release evidence, is audited (who, when, why), is stored in Redis so every replica applies it (each polls), and
- * lasts until the next manifest release changes the model's routing.
+ * release evidence, is audited (who, when, why), and goes through the catalog, which stores it for every replica
+ * and worker; it lasts until the next manifest release changes the model's routing.
  */
 export class ReleaseService {
-  readonly #redis: Redis;
-  readonly #key: string;
-  readonly #models: ModelService;
-  readonly #audit: JobStore;
+  readonly #catalog: ModelCatalog;
+  readonly #audit: AuditLog;
   readonly #logger: Logger;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #servable: Servable;
 
-  constructor(redis: Redis, prefix: string, models: ModelService, audit: JobStore, logger: Logger) {
-    this.#redis = redis;
-    this.#key = routingKey(prefix);
-    this.#models = models;
+  constructor(catalog: ModelCatalog, audit: AuditLog, logger: Logger, servable: Servable = () => true) {
+    this.#catalog = catalog;
     this.#audit = audit;
     this.#logger = logger;
+    this.#servable = servable;
   }
 
-  /** Applies the stored routing now and then every `everyMs`, so changes made through any replica arrive here. */
-  async follow(everyMs: number): Promise<void> {
-    await this.refresh();
-    this.#timer = setInterval(() => {
-      this.refresh().catch((err) =>
-        this.#logger.warn({ err: { message: (err as Error).message } }, 'routing refresh failed'),
-      );
-    }, everyMs);
-    this.#timer.unref();
-  }
-
-  async refresh(): Promise<void> {
-    for (const [name, raw] of Object.entries(await this.#redis.hgetall(this.#key))) {
-      const model = this.#models.get(name);
-      const routing = model && storedFor(raw, model.manifest);
-      if (routing && JSON.stringify(model.routing) !== JSON.stringify(routing)) this.#models.setRouting(name, routing);
-    }
-  }
-
-  /**
-   * Stored overrides still valid for these manifests (used when manifests reload): a change made against another
-   * manifest routing is superseded by the manifest release, as `refresh` treats it.
-   */
-  async overrides(manifests: readonly Manifest[]): Promise<Map<string, RoutingState>> {
-    const byName = new Map(manifests.map((m) => [m.name, m]));
-    const out = new Map<string, RoutingState>();
-    for (const [name, raw] of Object.entries(await this.#redis.hgetall(this.#key))) {
-      const manifest = byName.get(name);
-      const routing = manifest && storedFor(raw, manifest);
-      if (routing) out.set(name, routing);
-    }
-    return out;
-  }
-
-  #evidenceOf(model: ServedModel, version: string, purpose: string) {
+  #evidenceOf(model: CatalogModel, version: string, purpose: string) {
     const v = model.manifest.versions.find((x) => x.version === version);
     if (!v) throw new Problem('invalid_request', `model "${model.manifest.name}" has no version "${version}"`);
-    if (!model.versions.has(version)) throw new Problem('invalid_state', `version "${version}" is not loaded`);
+    if (!this.#servable(model, version)) throw new Problem('invalid_state', `version "${version}" is not loaded`);
     if (purpose !== 'shadow' && !v.evidence) {
       throw new Problem('evidence_required', `version "${version}" has no release evidence: it cannot be ${purpose}`);
     }
@@ -98,7 +38,7 @@ export class ReleaseService {
 
   async #apply(
     principal: Principal,
-    model: ServedModel,
+    model: CatalogModel,
     routing: RoutingState,
     action: string,
     reason: unknown,
@@ -107,15 +47,8 @@ export class ReleaseService {
     if (typeof reason !== 'string' || reason.trim().length === 0 || reason.length > 2000) {
       throw new Problem('invalid_request', 'reason is required (1-2000 characters)');
     }
-    const stored: StoredRouting = {
-      routing,
-      basedOn: manifestRoutingHash(model.manifest),
-      by: principal.id,
-      at: new Date().toISOString(),
-    };
-    await this.#redis.hset(this.#key, model.manifest.name, JSON.stringify(stored));
-    this.#models.setRouting(model.manifest.name, routing);
-    await this.#audit.appendAudit({
+    await this.#catalog.setRouting(model.name, routing, principal.id);
+    await this.#audit.append({
       actor: principal.id,
       role: principal.role,
       action,
@@ -129,7 +62,7 @@ export class ReleaseService {
     return routing;
   }
 
-  async promote(principal: Principal, model: ServedModel, version: unknown, reason: unknown) {
+  async promote(principal: Principal, model: CatalogModel, version: unknown, reason: unknown) {
     if (typeof version !== 'string') throw new Problem('invalid_request', 'version is required');
     const v = this.#evidenceOf(model, version, 'primary');
     if (v.evidence && v.evidence.approvedThreshold !== model.manifest.output.threshold) {
@@ -156,7 +89,7 @@ export class ReleaseService {
     );
   }
 
-  async rollback(principal: Principal, model: ServedModel, reason: unknown) {
+  async rollback(principal: Principal, model: CatalogModel, reason: unknown) {
     const current = model.manifest.versions.find((x) => x.version === model.routing.primary);
     const target = current?.evidence?.rollbackTarget;
     if (!target) throw new Problem('invalid_state', `version "${model.routing.primary}" declares no rollback target`);
@@ -174,7 +107,7 @@ export class ReleaseService {
 
   async setCanary(
     principal: Principal,
-    model: ServedModel,
+    model: CatalogModel,
     body: { version?: unknown; weight?: unknown; reason?: unknown },
   ) {
     const weight = body.weight;
@@ -199,7 +132,7 @@ export class ReleaseService {
 
   async setShadow(
     principal: Principal,
-    model: ServedModel,
+    model: CatalogModel,
     body: { versions?: unknown; sampleRate?: unknown; reason?: unknown },
   ) {
     const { versions, sampleRate } = body;
@@ -224,35 +157,5 @@ export class ReleaseService {
       body.reason,
       `shadows ${versions.join(',')} at ${sampleRate}`,
     );
-  }
-
-  close(): void {
-    clearInterval(this.#timer);
-  }
-}
-
-/**
- * The routing in force for a model as processes without a ModelService (workers) see it: a change made through the
- * API, while it still applies to this manifest, else the manifest's. Cached briefly: workers read it per job.
- */
-export class RoutingReader {
-  readonly #redis: Redis;
-  readonly #key: string;
-  readonly #ttlMs: number;
-  #cache = new Map<string, { at: number; routing: RoutingState }>();
-
-  constructor(redis: Redis, prefix: string, ttlMs = 2000) {
-    this.#redis = redis;
-    this.#key = routingKey(prefix);
-    this.#ttlMs = ttlMs;
-  }
-
-  async get(manifest: Manifest): Promise<RoutingState> {
-    const cached = this.#cache.get(manifest.name);
-    if (cached && Date.now() - cached.at < this.#ttlMs) return cached.routing;
-    const raw = await this.#redis.hget(this.#key, manifest.name).catch(() => null);
-    const routing = (raw && storedFor(raw, manifest)) || routingFromManifest(manifest);
-    this.#cache.set(manifest.name, { at: Date.now(), routing });
-    return routing;
   }
 }

@@ -1,0 +1,146 @@
+import type { CallbackEvent, CallbackSender } from '../callbacks/outbox.ts';
+import type { Principal } from '../platform/auth.ts';
+import { Problem } from '../platform/errors.ts';
+import { onlyFields } from '../platform/json-body.ts';
+import type { JobMetrics } from '../platform/metrics.ts';
+import type { CatalogModel } from '../serving/catalog.ts';
+import type { JobRecord, JobStore } from './store.ts';
+
+const MAX_REASON = 2000;
+
+export interface ReviewServiceDeps {
+  store: JobStore;
+  callbacks: CallbackSender;
+  metrics: JobMetrics;
+  now: () => number;
+}
+
+/**
+ * The clinician review desk: what waits for review, one hold, and decisions applied exactly once. Results under
+ * review are never shown to the submitter or called back before a clinician approves them.
+ */
+export class ReviewService {
+  readonly #d: ReviewServiceDeps;
+
+  constructor(deps: ReviewServiceDeps) {
+    this.#d = deps;
+  }
+
+  /** The service clock (injectable): review ages agree with escalation and the hold-age gauge. */
+  now(): number {
+    return this.#d.now();
+  }
+
+  async reviewItem(id: string): Promise<JobRecord> {
+    const record = /^[0-9a-f-]{36}$/.test(id) ? await this.#d.store.get(id) : undefined;
+    if (!record || record.heldAt === undefined) throw new Problem('not_found', 'no such review');
+    return record;
+  }
+
+  async pending(
+    model: string | undefined,
+    offset: number,
+    limit: number,
+  ): Promise<{ items: JobRecord[]; total: number }> {
+    const ids = await this.#d.store.pendingReviews(model, offset, limit);
+    const records = await Promise.all(ids.map(({ id }) => this.#d.store.get(id)));
+    return {
+      items: records.filter((r): r is JobRecord => r !== undefined),
+      total: await this.#d.store.pendingCount(model),
+    };
+  }
+
+  /**
+   * Applies a clinician's decision exactly once: the state check and the change are one atomic step, so of two
+   * reviewers deciding at the same moment one succeeds and the other gets a 409, and a retry changes nothing.
+   */
+  async decide(
+    principal: Principal,
+    id: string,
+    body: { decision?: unknown; reason?: unknown; output?: unknown },
+    model: CatalogModel | undefined,
+  ): Promise<JobRecord> {
+    const record = await this.reviewItem(id);
+    const { decision, reason } = body;
+    if (decision !== 'approve' && decision !== 'reject' && decision !== 'amend') {
+      throw new Problem('invalid_request', 'decision must be "approve", "reject" or "amend"');
+    }
+    if (typeof reason !== 'string' || reason.trim().length === 0 || reason.length > MAX_REASON) {
+      throw new Problem('invalid_request', `reason is required (1-${MAX_REASON} characters)`);
+    }
+    onlyFields(body, ['decision', 'reason', 'output']);
+    if (decision !== 'amend' && body.output !== undefined) {
+      throw new Problem('invalid_request', 'output is only allowed with decision "amend"');
+    }
+    const amended = decision === 'amend' ? validateAmendment(model, body.output) : undefined;
+    const now = this.#d.now();
+    const released = decision !== 'reject';
+    const event: CallbackEvent = released ? 'released' : 'rejected';
+    const result = await this.#d.store.transition(
+      id,
+      record.model,
+      ['awaiting_review'],
+      released ? 'released' : 'rejected',
+      {
+        now,
+        pending: 'rem',
+        fields: {
+          decisionOutcome: decision,
+          decisionBy: principal.id,
+          decisionReason: reason,
+          decisionAt: String(now),
+          ...(amended !== undefined ? { amendedOutput: JSON.stringify(amended) } : {}),
+        },
+        ...(record.callbackUrl ? { callback: event } : {}),
+        audit: {
+          actor: principal.id,
+          role: principal.role,
+          action: `review.${decision}`,
+          target: id,
+          model: record.model,
+          version: record.version,
+          reason,
+        },
+      },
+    );
+    if (!result.ok) {
+      if (result.previous === 'released' || result.previous === 'rejected') {
+        throw new Problem('already_decided', `this review was already decided (${result.previous})`);
+      }
+      throw new Problem('invalid_state', `the job is ${result.previous}, not awaiting review`);
+    }
+    this.#d.metrics.decisions.inc({ model: record.model, outcome: decision });
+    if (decision === 'amend') this.#d.metrics.overrides.inc({ model: record.model });
+    this.#d.metrics.jobs.inc({ model: record.model, state: released ? 'released' : 'rejected' });
+    if (record.callbackUrl) await this.#d.callbacks.send(id, event);
+    return (await this.#d.store.get(id)) as JobRecord;
+  }
+}
+
+/** An amended output must have the model's output shape: a known category, or matches from the corpus. */
+function validateAmendment(model: CatalogModel | undefined, output: unknown): unknown {
+  const refuse = (detail: string): never => {
+    throw new Problem('invalid_request', `output: ${detail}`);
+  };
+  if (typeof output !== 'object' || output === null || Array.isArray(output)) {
+    return refuse('an amended output object is required');
+  }
+  if (JSON.stringify(output).length > 64 * 1024) refuse('too large');
+  const spec = model?.manifest.output;
+  if (spec?.kind === 'classification') {
+    const category = (output as { category?: unknown }).category;
+    if (typeof category !== 'string' || !spec.labels.includes(category)) {
+      refuse(`category must be one of ${spec.labels.join(', ')}`);
+    }
+    return { category };
+  }
+  if (spec?.kind === 'retrieval') {
+    const matches = (output as { matches?: unknown }).matches;
+    const known = new Set(model?.corpus?.map((e) => e.id));
+    if (!Array.isArray(matches) || matches.some((m) => typeof m?.id !== 'string' || !known.has(m.id))) {
+      refuse('matches must be an array of {id} from the reference corpus');
+    }
+    return { matches: (matches as Array<{ id: string }>).map((m) => ({ id: m.id })) };
+  }
+  return output;
+}

@@ -1,0 +1,265 @@
+import { Problem } from '../platform/errors.ts';
+import type { Metrics } from '../platform/metrics.ts';
+import type { Tier } from '../registry/schema.ts';
+import { BatchCancelled } from '../runtime/batcher.ts';
+import type { OutputTensor } from '../runtime/types.ts';
+import type { CatalogModel, ModelCatalog } from './catalog.ts';
+import { type Prediction, shapePredictions } from './predictions.ts';
+import type { RoutingState } from './routing.ts';
+import type { Runner, Runners } from './runners.ts';
+import { comparable, type ShadowRecorder } from './shadow.ts';
+
+export const NO_SCORE_ACTION = 'no score: follow the standard protocol';
+/** Shadow runs in flight per model beyond which sampled mirrors are dropped (and counted), never queued. */
+export const MAX_SHADOW_IN_FLIGHT = 256;
+
+/** Rows encoded as the model's input tensor. */
+export interface EncodedInput {
+  data: Float32Array;
+  rows: number;
+}
+
+export interface ScoreRequest {
+  model: CatalogModel;
+  input: EncodedInput;
+  tier: Tier;
+  /** how long the caller waits: past it, no score (a 504 for a bedside caller, a retry for a job) */
+  deadlineMs: number;
+  /** a version fixed earlier (a job or a run records its version when accepted); else the catalog chooses */
+  version?: string;
+  /** a patient or encounter key: the canary split is sticky per subject */
+  subjectKey?: string;
+  /** called once the runtime no longer holds the work, whatever the caller saw (frees a concurrency slot) */
+  onIdle?: () => void;
+  /** mirror sampled traffic to the routing's shadows after the answer (default true) */
+  mirror?: boolean;
+}
+
+export interface ScoreResult {
+  predictions: Prediction[];
+  /** the version that answered */
+  version: string;
+  /** set when a declared fallback answered because the routed version failed */
+  fallback?: { from: string; reason: string };
+}
+
+export type ShadowOutcome = { version: string; ms: number } & (
+  | { predictions: Prediction[]; error?: undefined }
+  | { error: string; predictions?: undefined }
+);
+
+type ScorerMetrics = Pick<Metrics, 'fallbacks' | 'shadowDropped' | 'routedRequests'>;
+
+/**
+ * The one place a model scores, for every tier: version choice through the catalog, the runtime call bounded by the
+ * caller's deadline, the declared fallback, output shaping, and the bounded shadow mirror after the answer.
+ */
+export class Scorer {
+  readonly #catalog: ModelCatalog;
+  readonly #runners: Runners;
+  readonly #shadow: ShadowRecorder | undefined;
+  readonly #metrics: ScorerMetrics | undefined;
+  readonly #random: () => number;
+  #shadowInFlight = new Map<string, number>();
+
+  constructor(options: {
+    catalog: ModelCatalog;
+    runners: Runners;
+    shadow?: ShadowRecorder;
+    metrics?: ScorerMetrics;
+    random?: () => number;
+  }) {
+    this.#catalog = options.catalog;
+    this.#runners = options.runners;
+    this.#shadow = options.shadow;
+    this.#metrics = options.metrics;
+    this.#random = options.random ?? Math.random;
+  }
+
+  async score(req: ScoreRequest): Promise<ScoreResult> {
+    const { model, input } = req;
+    const started = performance.now();
+    const deadlineAt = Date.now() + req.deadlineMs;
+    const chosen = req.version ?? this.#catalog.chooseVersion(model, req.subjectKey);
+    let onIdle = req.onIdle;
+    let result: ScoreResult;
+    try {
+      // a canary named by a routing change that a reload no longer loads falls back to the primary
+      const runner =
+        (await this.#runners.get(model, chosen)) ??
+        (req.version === undefined ? await this.#runners.get(model, model.version) : undefined);
+      if (!runner) throw new Problem('not_ready', `model "${model.name}" version "${chosen}" is not served here`);
+      const fallbackVersion = runner.spec.fallback;
+      const fallback = fallbackVersion === undefined ? undefined : await this.#runners.get(model, fallbackVersion);
+      // a remote version with a fallback must give up early enough for the fallback to answer within the deadline
+      const reserveMs =
+        fallback && runner.spec.runtime.kind !== 'onnx' ? fallbackReserveMs(fallback, req.deadlineMs) : 0;
+      const idle = onIdle;
+      onIdle = undefined; // from here the runtime's work frees the slot
+      try {
+        const outputs = await run(runner, input, deadlineAt - reserveMs, req.deadlineMs - reserveMs, idle);
+        result = { predictions: this.#shape(model, outputs, input.rows), version: runner.spec.version };
+      } catch (err) {
+        const reason = err instanceof Problem ? err.code : 'error';
+        if (!fallback || (reason !== 'upstream_failed' && reason !== 'deadline_exceeded')) throw err;
+        if (Date.now() >= deadlineAt) throw err;
+        this.#metrics?.fallbacks.inc({ model: model.name, version: chosen, reason });
+        const outputs = await run(fallback, input, deadlineAt, deadlineAt - Date.now(), undefined);
+        result = {
+          predictions: this.#shape(model, outputs, input.rows),
+          version: fallback.spec.version,
+          fallback: { from: chosen, reason },
+        };
+      }
+    } finally {
+      onIdle?.(); // the work never reached a runtime
+    }
+    if (req.version === undefined) {
+      const route = result.fallback ? 'fallback' : chosen === model.version ? 'primary' : 'canary';
+      this.#metrics?.routedRequests.inc({ model: model.name, version: result.version, route });
+    }
+    const shadow = model.routing.shadow;
+    if (req.mirror !== false && shadow && this.#shadow && this.#random() < shadow.sampleRate) {
+      const primaryMs = performance.now() - started;
+      const answered = result;
+      // after the answer, off the caller's path: setImmediate lets the response go out first
+      setImmediate(() => void this.#mirror(model, shadow, input, answered, primaryMs, req.deadlineMs));
+    }
+    return result;
+  }
+
+  /** Scores the same rows with each shadow version, one after another: outputs or errors, never thrown. */
+  async shadowScores(
+    model: CatalogModel,
+    versions: readonly string[],
+    input: EncodedInput,
+    deadlineMs: number,
+  ): Promise<ShadowOutcome[]> {
+    const out: ShadowOutcome[] = [];
+    for (const version of versions) out.push(await this.#shadowRun(model, version, input, deadlineMs));
+    return out;
+  }
+
+  async #shadowRun(model: CatalogModel, version: string, input: EncodedInput, deadlineMs: number) {
+    const started = performance.now();
+    try {
+      const runner = await this.#runners.get(model, version);
+      if (!runner) throw new Error(`version ${version} is not served here`);
+      const outputs = await run(runner, input, Date.now() + deadlineMs, deadlineMs, undefined);
+      return { version, predictions: this.#shape(model, outputs, input.rows), ms: performance.now() - started };
+    } catch (err) {
+      return { version, error: (err as Error).message, ms: performance.now() - started };
+    }
+  }
+
+  /** Shadows see the same input after the primary answered; bounded per model, their failures fail nothing. */
+  async #mirror(
+    model: CatalogModel,
+    shadow: NonNullable<RoutingState['shadow']>,
+    input: EncodedInput,
+    primary: ScoreResult,
+    primaryMs: number,
+    deadlineMs: number,
+  ): Promise<void> {
+    const recorder = this.#shadow as ShadowRecorder;
+    const primaryComparable = primary.predictions.map((p) => comparable(model.manifest.output, p));
+    for (const version of shadow.versions) {
+      if (version === primary.version) continue;
+      const inFlight = this.#shadowInFlight.get(model.name) ?? 0;
+      if (inFlight >= MAX_SHADOW_IN_FLIGHT) {
+        this.#metrics?.shadowDropped.inc({ model: model.name });
+        continue;
+      }
+      this.#shadowInFlight.set(model.name, inFlight + 1);
+      const outcome = await this.#shadowRun(model, version, input, deadlineMs);
+      this.#shadowInFlight.set(model.name, (this.#shadowInFlight.get(model.name) ?? 1) - 1);
+      recorder.record({
+        model: model.name,
+        primaryVersion: primary.version,
+        shadowVersion: version,
+        primary: primaryComparable,
+        primaryMs,
+        shadowMs: outcome.ms,
+        ...(outcome.predictions
+          ? { shadow: outcome.predictions.map((p) => comparable(model.manifest.output, p)) }
+          : { error: outcome.error }),
+      });
+    }
+  }
+
+  #shape(model: CatalogModel, outputs: Record<string, OutputTensor>, rows: number): Prediction[] {
+    return shapePredictions(model.manifest.output, outputs, rows, model.corpus);
+  }
+}
+
+/**
+ * Runs one version within the deadline: past it the caller gets a deadline Problem at once, never a late score, and
+ * work not yet started is withdrawn. `onIdle` fires when the runtime is done with the work (or it was withdrawn):
+ * a deadline answered early does not free capacity the runtime is still using.
+ */
+async function run(
+  runner: Runner,
+  input: EncodedInput,
+  deadlineAt: number,
+  deadlineMs: number,
+  onIdle: (() => void) | undefined,
+): Promise<Record<string, OutputTensor>> {
+  const submission = runner.submit(input.data, input.rows, deadlineAt);
+  if (onIdle) submission.result.then(onIdle, onIdle);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => {
+        submission.cancel();
+        reject(
+          new Problem('deadline_exceeded', `no score within ${deadlineMs} ms`, {
+            extensions: { action: NO_SCORE_ACTION, deadlineMs },
+          }),
+        );
+      },
+      Math.max(0, deadlineMs),
+    );
+  });
+  try {
+    return await Promise.race([submission.result, deadline]);
+  } catch (err) {
+    throw asProblem(err);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A runtime's failure as the caller sees it: a timeout is a deadline miss, a remote failure a 502, else a 500. */
+function asProblem(err: unknown): Problem {
+  if (err instanceof Problem) return err;
+  if (err instanceof BatchCancelled) {
+    return new Problem('deadline_exceeded', 'no score within the deadline', {
+      extensions: { action: NO_SCORE_ACTION },
+    });
+  }
+  const e = err as { name?: string; kind?: string };
+  if (e?.name === 'RemoteError') {
+    if (e.kind === 'timeout') {
+      return new Problem('deadline_exceeded', 'the remote model did not answer in time', {
+        extensions: { action: NO_SCORE_ACTION },
+      });
+    }
+    return new Problem('upstream_failed', `the remote model failed (${e.kind})`, {
+      extensions: { action: NO_SCORE_ACTION, upstream: e.kind },
+    });
+  }
+  return new Problem('inference_failed', 'the model failed to score this request', {
+    extensions: { action: NO_SCORE_ACTION },
+    cause: err,
+  });
+}
+
+/**
+ * The part of a request's deadline kept back from a remote version for its in-process fallback, so a slow endpoint
+ * (whose timeout defaults to the whole budget, or a caller's shorter deadline) still leaves the fallback time to
+ * answer: a fifth of the deadline, at least 10 ms and twice the fallback's warm-up p99, at most half the deadline.
+ */
+function fallbackReserveMs(fallback: Runner, deadlineMs: number): number {
+  const wanted = Math.max(10, Math.ceil(2 * (fallback.warmupP99Ms ?? 0)), Math.ceil(deadlineMs / 5));
+  return Math.min(wanted, Math.floor(deadlineMs / 2));
+}
