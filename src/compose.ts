@@ -19,9 +19,10 @@ import { JobStore } from './jobs/store.ts';
 import { AuditLog } from './platform/audit.ts';
 import type { ApiKeyStore } from './platform/auth.ts';
 import type { Config } from './platform/config.ts';
-import { createMetrics, type Metrics, registerQueueGauges } from './platform/metrics.ts';
+import { createMetrics, type Metrics, registerBreakerGauge, registerQueueGauges } from './platform/metrics.ts';
 import type { LoadedModel } from './registry/load.ts';
 import { ReleaseService } from './releases/service.ts';
+import { BreakerRegistry } from './runtime/breakers.ts';
 import { createRuntimeFactory } from './runtime/factory.ts';
 import { ModelCatalog } from './serving/catalog.ts';
 import { JobRunners, type RuntimeFactory } from './serving/runners.ts';
@@ -90,10 +91,13 @@ export async function composeServices(options: ServicesOptions) {
   });
   catalog.follow(options.routingRefreshMs ?? 1000);
   const shadow = new ShadowRecorder(redis, prefix, metrics, logger);
+  // one breaker per remote endpoint for the whole process: bedside requests and jobs see the same endpoint health
+  const breakers = new BreakerRegistry();
+  registerBreakerGauge(metrics, () => breakers.states());
   // jobs (async and batch) have no one waiting at a bedside: remote calls get a job's budget
   const jobFactory = options.runtimeFactory
     ? undefined
-    : remoteAwareFactory(config.onnxThreads, metrics, logger, 'job');
+    : remoteAwareFactory({ onnxThreads: config.onnxThreads, metrics, logger, breakers, caller: 'job' });
   const jobRunners = new JobRunners(options.runtimeFactory ?? (jobFactory as RuntimeFactory), 'async', (l, s, ok) =>
     metrics.inferenceDuration.observe({ ...l, status: ok ? 'ok' : 'error' }, s),
   );
@@ -110,6 +114,7 @@ export async function composeServices(options: ServicesOptions) {
     redis,
     metrics,
     logger,
+    breakers,
     catalog,
     shadow,
     audit,
@@ -180,7 +185,9 @@ export async function composeGateway(options: ComposeOptions) {
   const { config, logger } = options;
   const services = await composeServices(options);
   const { catalog, metrics, redis } = services;
-  const syncFactory = options.runtimeFactory ? undefined : remoteAwareFactory(config.onnxThreads, metrics, logger);
+  const syncFactory = options.runtimeFactory
+    ? undefined
+    : remoteAwareFactory({ onnxThreads: config.onnxThreads, metrics, logger, breakers: services.breakers });
   const runners = new SyncRunners({
     factory: options.runtimeFactory ?? (syncFactory as RuntimeFactory),
     metrics,
@@ -255,15 +262,18 @@ export async function composeGateway(options: ComposeOptions) {
 export type Gateway = Awaited<ReturnType<typeof composeGateway>>;
 
 /** The runtime factory of a real process: ONNX in-process, SageMaker and Vertex AI behind resilience, with metrics. */
-export function remoteAwareFactory(
-  onnxThreads: number,
-  metrics: Metrics,
-  logger: Logger,
-  caller: 'request' | 'job' = 'request',
-) {
+export function remoteAwareFactory(o: {
+  onnxThreads: number;
+  metrics: Metrics;
+  logger: Logger;
+  breakers: BreakerRegistry;
+  caller?: 'request' | 'job';
+}) {
+  const { metrics, logger } = o;
   return createRuntimeFactory({
-    onnxThreads,
-    caller,
+    onnxThreads: o.onnxThreads,
+    caller: o.caller ?? 'request',
+    breakers: o.breakers,
     onEvent: (event) => {
       metrics.remoteEvents.inc({ model: event.model, version: event.version, event: event.type });
       if (event.type === 'breaker' || event.type === 'give_up') {

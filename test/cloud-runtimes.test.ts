@@ -9,16 +9,11 @@ import { fileURLToPath } from 'node:url';
 import type { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { type LoadedModel, loadModels } from '../src/registry/load.ts';
 import { type ModelVersion, versionSchema } from '../src/registry/schema.ts';
+import { decodePredictions, float32ToNumber } from '../src/runtime/codec.ts';
 import { createRuntimeFactory, resiliencePolicyFor } from '../src/runtime/factory.ts';
 import { createOnnxRuntime } from '../src/runtime/onnx.ts';
 import { RemoteError, withResilience } from '../src/runtime/resilience.ts';
-import {
-  createSageMakerClient,
-  createSageMakerRuntime,
-  decodePredictions,
-  float32ToNumber,
-  type SageMakerSpec,
-} from '../src/runtime/sagemaker.ts';
+import { createSageMakerClient, createSageMakerRuntime, type SageMakerSpec } from '../src/runtime/sagemaker.ts';
 import type { ModelRuntime } from '../src/runtime/types.ts';
 import { createVertexRuntime, type PredictionServiceClient, type VertexSpec } from '../src/runtime/vertex.ts';
 import { encodeInstances } from '../src/serving/features.ts';
@@ -412,7 +407,10 @@ describe('runtime factory', () => {
         news2,
         version('c', { kind: 'vertex', endpoint: VERTEX_ENDPOINT, apiEndpoint: `127.0.0.1:${vx.port}` }),
       );
-      const d = await factory(news2, news2.primary);
+      const d = await factory(
+        news2,
+        news2.manifest.versions.find((v) => v.version === news2.manifest.routing.primary) as ModelVersion,
+      );
       runtimes.push(a, b, c, d);
       assert.deepEqual([a.kind, b.kind, c.kind, d.kind], ['sagemaker', 'sagemaker', 'vertex', 'onnx']);
       assert.deepEqual(

@@ -243,7 +243,7 @@ describe('readmission manifest and build', () => {
   test('the registry loads it as a batch model because it only has schedules', async () => {
     const loaded = await loadModel(MODEL_DIR.replace(/\/$/, ''), MODELS_DIR, 5_000);
     assert.deepEqual(loaded.classification, { tier: 'batch', reasons: ['only has schedules'] });
-    assert.equal(loaded.primary.version, '1');
+    assert.equal(loaded.manifest.routing.primary, '1');
     assert.deepEqual([...loaded.artifacts.keys()], ['1']);
   });
 

@@ -72,7 +72,7 @@ describe('loadModels', () => {
     const models = await modelsCopy({ news2: 'news2', deterioration: 'deterioration' });
     const loaded = await loadModels(models, SYNC_CEILING_MS);
     assert.deepEqual(
-      loaded.map((m) => [m.manifest.name, m.classification.tier, m.primary.version, m.file]),
+      loaded.map((m) => [m.manifest.name, m.classification.tier, m.manifest.routing.primary, m.file]),
       [
         ['deterioration', 'sync', '1', path.join('models', 'deterioration', 'model.yaml')],
         ['news2', 'sync', '1', path.join('models', 'news2', 'model.yaml')],
@@ -162,7 +162,7 @@ describe('loadModels', () => {
       delete m.versions[1].evidence;
     });
     const [loaded] = await loadModels(models, SYNC_CEILING_MS);
-    assert.equal(loaded?.primary.version, '1');
+    assert.equal(loaded?.manifest.routing.primary, '1');
     await editManifest(models, 'deterioration', (m) => {
       m.routing.primary = '2';
       delete m.routing.shadow; // v2 shadows v1 in the bundled manifest

@@ -1,6 +1,6 @@
 /**
- * A worker process on its own: `node --import tsx workers/main.ts [inference,callbacks,maintenance]` (default: the
- * kinds in TRIAGE_WORKERS). The gateway then runs with TRIAGE_WORKERS=none, and workers scale per queue.
+ * A worker process on its own: `node --import tsx workers/main.ts [inference,callbacks,maintenance,batch]` (default:
+ * the kinds in TRIAGE_WORKERS). The gateway then runs with TRIAGE_WORKERS=none, and workers scale per queue.
  */
 import { createServer } from 'node:http';
 import { composeServices } from '../src/compose.ts';

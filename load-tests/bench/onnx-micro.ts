@@ -32,8 +32,8 @@ export async function measureSessionRun(options: {
   warmupRuns: number;
 }): Promise<SessionRunStats[]> {
   const loaded = await loadModel(path.join(options.modelsDir, options.model), options.modelsDir, 60_000);
-  const artifact = loaded.artifacts.get(loaded.primary.version);
-  if (!artifact) throw new Error(`${options.model}: no artifact for version ${loaded.primary.version}`);
+  const artifact = loaded.artifacts.get(loaded.manifest.routing.primary);
+  if (!artifact) throw new Error(`${options.model}: no artifact for version ${loaded.manifest.routing.primary}`);
   const width = loaded.manifest.features.length;
   const session = await ort.InferenceSession.create(artifact, {
     intraOpNumThreads: 1,
@@ -60,7 +60,7 @@ export async function measureSessionRun(options: {
       const mean = samples.reduce((a, b) => a + b, 0) / samples.length;
       stats.push({
         model: options.model,
-        version: loaded.primary.version,
+        version: loaded.manifest.routing.primary,
         batch,
         runs: options.runs,
         meanUs: mean,

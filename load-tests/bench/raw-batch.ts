@@ -23,7 +23,7 @@ if (!modelsDir || !inputPath || !outputPath) throw new Error('set RAW_MODELS_DIR
 
 const loaded = await loadModel(path.join(modelsDir, modelName), modelsDir, 60_000);
 const { manifest } = loaded;
-const version = loaded.primary.version;
+const version = loaded.manifest.routing.primary;
 const artifact = loaded.artifacts.get(version) as string;
 const features = manifest.features;
 const width = features.length;

@@ -18,7 +18,6 @@ export interface BatchRun {
   createdAt: number;
   startedAt?: number;
   finishedAt?: number;
-  inputBytes?: number;
   error?: string;
   // checkpoint
   rowsDone: number;
@@ -135,7 +134,6 @@ export class RunStore {
       createdAt: Number(h.createdAt),
       startedAt: n(h.startedAt),
       finishedAt: n(h.finishedAt),
-      inputBytes: n(h.inputBytes),
       ...(h.error ? { error: h.error } : {}),
       rowsDone: Number(h.rowsDone ?? 0),
       scored: Number(h.scored ?? 0),

@@ -214,6 +214,20 @@ export function registerQueueGauges(
   });
 }
 
+/** The circuit breaker of every remote endpoint, read at scrape time: 1 in the state it is in. */
+export function registerBreakerGauge(metrics: Metrics, states: () => Record<string, string>): void {
+  new Gauge({
+    name: 'triage_remote_breaker_state',
+    help: 'Circuit breaker state per remote endpoint (closed, open, half_open, isolated): 1 for the current state',
+    labelNames: ['endpoint', 'state'] as const,
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      for (const [endpoint, state] of Object.entries(states())) this.set({ endpoint, state }, 1);
+    },
+  });
+}
+
 /**
  * Memoises a metric's labelled children: prom-client otherwise hashes the label object on every call, which shows on
  * the predict hot path. Label values must be bounded (model names, versions, routes), as they are everywhere here.

@@ -18,7 +18,6 @@ export interface LoadedModel {
   dir: string;
   /** the manifest file, relative to the models dir, for messages */
   file: string;
-  primary: ModelVersion;
   /** absolute path of each version's verified artifact */
   artifacts: Map<string, string>;
   /** the reference corpus of a retrieval model, in the order its model indexes it */
@@ -166,7 +165,7 @@ export async function loadModel(dir: string, rootForMessages: string, syncCeilin
     corpus = parsedCorpus.data;
   }
 
-  return { manifest: m, classification, dir, file, primary: primary, artifacts, ...(corpus ? { corpus } : {}) };
+  return { manifest: m, classification, dir, file, artifacts, ...(corpus ? { corpus } : {}) };
 }
 
 /** Loads every model folder under `modelsDir`; all errors are collected so one start shows them all. */

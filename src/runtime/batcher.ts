@@ -28,7 +28,8 @@ export interface Submission {
 /**
  * Dynamic batching: requests for the same model that arrive while the runtime is busy, or within `maxWaitMs`, share
  * one run of up to `maxRows` rows. onnxruntime-node's run is a native call of nearly constant cost for small
- * batches, so coalescing is what buys throughput under load. Runs are serial per model.
+ * batches, so coalescing is what buys throughput under load. An in-process version runs one batch at a time (its run
+ * occupies the thread anyway); a remote version keeps `maxConcurrentRuns` calls in flight.
  */
 export class DynamicBatcher {
   readonly #runtime: ModelRuntime;

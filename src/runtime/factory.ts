@@ -12,7 +12,7 @@ import type { PredictionServiceClient, VertexSpec } from './vertex.ts';
 export type RuntimeFactoryFn = (model: LoadedModel, version: ModelVersion) => Promise<ModelRuntime>;
 
 export interface CloudRuntimeFactory extends RuntimeFactoryFn {
-  /** the breakers of every remote endpoint this factory has wrapped (states for health reports) */
+  /** the breakers of every remote endpoint this factory has wrapped (their states are a metric) */
   readonly breakers: BreakerRegistry;
   /** destroys the cached cloud clients (runtimes' close() leaves shared clients alone) */
   close(): Promise<void>;

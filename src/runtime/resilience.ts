@@ -1,9 +1,5 @@
 import {
   BrokenCircuitError,
-  type CircuitBreakerPolicy,
-  CircuitState,
-  ConsecutiveBreaker,
-  circuitBreaker,
   ExponentialBackoff,
   handleWhen,
   type IBackoff,
@@ -13,50 +9,12 @@ import {
   TimeoutStrategy,
   timeout,
 } from 'cockatiel';
+import { BreakerRegistry } from './breakers.ts';
+import { RemoteError, type RemoteErrorKind } from './remote-error.ts';
 import type { ModelRuntime, OutputTensor, RunOptions } from './types.ts';
 
-/**
- * How a remote call failed, as the gateway acts on it:
- * - `throttled`: the endpoint refused for load (429, ThrottlingException, RESOURCE_EXHAUSTED): retried with backoff
- * - `transient`: 5xx, connection refused/reset, UNAVAILABLE, INTERNAL: retried with backoff
- * - `rejected`: the endpoint refused this request (4xx validation, bad signature): never retried
- * - `malformed`: the endpoint answered, but not with scores we can read: never retried
- * - `timeout`: no answer within the call's budget (serving: 504 deadline_exceeded)
- * - `unavailable`: the endpoint's circuit breaker is open: failed fast without calling it
- */
-export type RemoteErrorKind = 'throttled' | 'transient' | 'rejected' | 'malformed' | 'timeout' | 'unavailable';
-
-const RETRYABLE: ReadonlySet<RemoteErrorKind> = new Set(['throttled', 'transient']);
-
-/**
- * The one error a remote runtime throws. The message names the endpoint and the upstream status, never the
- * upstream's own text (which could echo the request); that is kept in `cause` for logs.
- */
-export class RemoteError extends Error {
-  override readonly name = 'RemoteError';
-  readonly kind: RemoteErrorKind;
-  readonly retryable: boolean;
-  /** the endpoint, as the runtime names it (e.g. `sagemaker:eu-west-2/news2-v2`) */
-  readonly endpoint: string | undefined;
-  /** what the upstream said: an HTTP status, an AWS error type, a gRPC status name */
-  readonly upstream: string | undefined;
-
-  constructor(
-    kind: RemoteErrorKind,
-    message: string,
-    options: { endpoint?: string; upstream?: string; cause?: unknown } = {},
-  ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.kind = kind;
-    this.retryable = RETRYABLE.has(kind);
-    this.endpoint = options.endpoint;
-    this.upstream = options.upstream;
-  }
-}
-
-export function isRemoteError(err: unknown): err is RemoteError {
-  return err instanceof RemoteError;
-}
+export type { RemoteErrorKind } from './remote-error.ts';
+export { BreakerRegistry, RemoteError };
 
 /** The version's `resilience` section with its timeout resolved (see factory.ts for the defaults). */
 export interface ResiliencePolicy {
@@ -89,52 +47,6 @@ export interface ResilienceOptions {
   onEvent?: (event: ResilienceEvent) => void;
   /** where breakers live; share one registry so every runtime of an endpoint shares its breaker */
   breakers?: BreakerRegistry;
-}
-
-/** A failure that says something about the endpoint's health: it counts toward opening the breaker. */
-function countsAgainstEndpoint(err: unknown): boolean {
-  return err instanceof RemoteError && err.kind !== 'rejected' && err.kind !== 'unavailable';
-}
-
-/** Circuit breakers by endpoint name, so runtimes of the same endpoint (a reload, a shadow) share one. */
-export class BreakerRegistry {
-  readonly #breakers = new Map<string, CircuitBreakerPolicy>();
-
-  get(
-    name: string,
-    policy: Pick<ResiliencePolicy, 'breakerThreshold' | 'breakerHalfOpenAfterMs'>,
-  ): CircuitBreakerPolicy {
-    const key = `${name}\u0000${policy.breakerThreshold}\u0000${policy.breakerHalfOpenAfterMs}`;
-    let breaker = this.#breakers.get(key);
-    if (!breaker) {
-      breaker = circuitBreaker(handleWhen(countsAgainstEndpoint), {
-        halfOpenAfter: policy.breakerHalfOpenAfterMs,
-        breaker: new ConsecutiveBreaker(policy.breakerThreshold),
-      });
-      this.#breakers.set(key, breaker);
-    }
-    return breaker;
-  }
-
-  /** `closed`, `open`, `half_open` (or `isolated`) of every breaker, for health reports */
-  states(): Record<string, string> {
-    const out: Record<string, string> = {};
-    for (const [key, breaker] of this.#breakers) out[key.split('\u0000')[0] as string] = stateName(breaker.state);
-    return out;
-  }
-}
-
-function stateName(state: CircuitState): string {
-  switch (state) {
-    case CircuitState.Closed:
-      return 'closed';
-    case CircuitState.Open:
-      return 'open';
-    case CircuitState.HalfOpen:
-      return 'half_open';
-    default:
-      return 'isolated';
-  }
 }
 
 /** Shortest attempt worth starting: with less time left, the call gives up instead. */

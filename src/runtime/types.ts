@@ -13,7 +13,7 @@ export interface RunOptions {
 }
 
 /**
- * What every runtime (in-process ONNX today; SageMaker and Vertex AI later) offers the gateway: score `rows` rows of
+ * What every runtime (in-process ONNX, SageMaker, Vertex AI) offers the gateway: score `rows` rows of
  * features laid out row-major in `input`, return the named output tensors with the batch as their first dimension.
  */
 export interface ModelRuntime {

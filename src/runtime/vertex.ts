@@ -1,8 +1,8 @@
 import { helpers, type protos, v1 } from '@google-cloud/aiplatform';
 import type { Manifest, RuntimeSpec } from '../registry/schema.ts';
 import { inputWidth } from '../serving/inputs.ts';
+import { decodePredictions, inputRows } from './codec.ts';
 import { RemoteError, type RemoteErrorKind } from './resilience.ts';
-import { decodePredictions, inputRows } from './sagemaker.ts';
 import type { ModelRuntime, RunOptions } from './types.ts';
 
 export type VertexSpec = Extract<RuntimeSpec, { kind: 'vertex' }>;

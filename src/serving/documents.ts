@@ -46,9 +46,6 @@ export function hashDocument(text: string, out: Float32Array): Float32Array {
   return out;
 }
 
-/** The document input of a job: `{text}` or `{document: DocumentReference}`. */
-export type DocumentInput = { text: string } | { document: unknown };
-
 /**
  * Extracts the note text; refuses (400) anything else. A DocumentReference must carry a text attachment inline
  * (`content[0].attachment.data`, base64): Triage never fetches an attachment `url` (no server-side requests on
