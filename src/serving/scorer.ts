@@ -50,6 +50,24 @@ export type ShadowOutcome = { version: string; ms: number } & (
 
 type ScorerMetrics = Pick<Metrics, 'fallbacks' | 'shadowDropped' | 'routedRequests'>;
 
+/** What one scoring produced, for observers (monitoring taps): aggregates only may leave the process. */
+export interface ScoreEvent {
+  model: CatalogModel;
+  tier: Tier;
+  input: EncodedInput;
+  result: ScoreResult;
+  /** time in the scorer, ms */
+  ms: number;
+}
+
+/**
+ * Sees every successful scoring on every tier, on the caller's path: it must be cheap (count and aggregate in
+ * memory, flush elsewhere) and must not throw.
+ */
+export interface ScoreObserver {
+  onScore(event: ScoreEvent): void;
+}
+
 /**
  * The one place a model scores, for every tier: version choice through the catalog, the runtime call bounded by the
  * caller's deadline, the declared fallback, output shaping, and the bounded shadow mirror after the answer.
@@ -60,6 +78,7 @@ export class Scorer {
   readonly #shadow: ShadowRecorder | undefined;
   readonly #metrics: ScorerMetrics | undefined;
   readonly #random: () => number;
+  readonly #observers: readonly ScoreObserver[];
   #shadowInFlight = new Map<string, number>();
 
   constructor(options: {
@@ -68,7 +87,9 @@ export class Scorer {
     shadow?: ShadowRecorder;
     metrics?: ScorerMetrics;
     random?: () => number;
+    observers?: readonly ScoreObserver[];
   }) {
+    this.#observers = options.observers ?? [];
     this.#catalog = options.catalog;
     this.#runners = options.runners;
     this.#shadow = options.shadow;
@@ -113,6 +134,10 @@ export class Scorer {
       }
     } finally {
       onIdle?.(); // the work never reached a runtime
+    }
+    if (this.#observers.length > 0) {
+      const event = { model, tier: req.tier, input, result, ms: performance.now() - started };
+      for (const observer of this.#observers) observer.onScore(event);
     }
     if (req.version === undefined) {
       const route = result.fallback ? 'fallback' : chosen === model.version ? 'primary' : 'canary';
