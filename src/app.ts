@@ -16,6 +16,7 @@ import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './platform/errors.ts';
 import { problemResponse } from './platform/http.ts';
 import { labelled } from './platform/metrics.ts';
+import { isRedisUnavailable } from './platform/redis.ts';
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -83,6 +84,15 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (err instanceof Problem) return problemResponse(c, err);
     if (err instanceof HTTPException && err.status < 500) {
       return problemResponse(c, new Problem('invalid_request', err.message));
+    }
+    if (isRedisUnavailable(err)) {
+      // nothing was accepted: the caller retries, and the gateway recovers by itself when Redis is back
+      return problemResponse(
+        c,
+        new Problem('dependency_unavailable', 'Redis is unavailable: nothing was recorded; retry shortly', {
+          headers: { 'retry-after': '1' },
+        }),
+      );
     }
     logger.error(
       { requestId: c.get('requestId'), err: { type: (err as Error).name, message: (err as Error).message } },

@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch.ts';
 import { callbackSender, createCallbackQueue, enqueueCallback } from '../workers/callbacks.ts';
@@ -20,6 +19,7 @@ import { AuditLog } from './platform/audit.ts';
 import type { ApiKeyStore } from './platform/auth.ts';
 import type { Config } from './platform/config.ts';
 import { createMetrics, type Metrics, registerBreakerGauge, registerQueueGauges } from './platform/metrics.ts';
+import { connectRedis } from './platform/redis.ts';
 import type { LoadedModel } from './registry/load.ts';
 import { ReleaseService } from './releases/service.ts';
 import { BreakerRegistry } from './runtime/breakers.ts';
@@ -67,10 +67,7 @@ export async function composeServices(options: ServicesOptions) {
   const prefix = config.redisPrefix;
   const now = options.now ?? Date.now;
   const metrics = options.metrics ?? createMetrics();
-  // auto-pipelining sends the commands of concurrent requests in one write (many small writes were a hot spot)
-  const redis = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableAutoPipelining: true });
-  redis.on('error', (err) => logger.warn({ err: { message: err.message } }, 'redis connection error'));
-  await redis.connect();
+  const redis = await connectRedis(options.redisUrl, logger);
 
   const audit = new AuditLog(redis, prefix);
   const outbox = new Outbox(redis, prefix);

@@ -32,6 +32,7 @@ export const problemCodes = {
   // 5xx that are explicit refusals, never crashes
   overloaded: { status: 503, title: 'The model is at capacity: retry shortly' },
   not_ready: { status: 503, title: 'The gateway is not ready' },
+  dependency_unavailable: { status: 503, title: 'A shared dependency (Redis) is unavailable: retry shortly' },
   deadline_exceeded: { status: 504, title: 'No score: the model did not answer in time' },
   inference_failed: { status: 500, title: 'The model failed to score this request' },
   upstream_failed: { status: 502, title: 'The remote model endpoint failed' },

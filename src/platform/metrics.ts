@@ -190,8 +190,10 @@ export function registerQueueGauges(
     registers: [metrics.registry],
     async collect() {
       this.reset();
-      for (const [queue, counts] of Object.entries(await source.jobCounts())) {
-        for (const [state, n] of Object.entries(counts)) this.set({ queue, state }, n);
+      // Redis away: these series are absent from this scrape (absent() alerts on them), the rest is still served
+      const counts = await source.jobCounts().catch(() => ({}));
+      for (const [queue, byState] of Object.entries(counts)) {
+        for (const [state, n] of Object.entries(byState)) this.set({ queue, state }, n);
       }
     },
   });
@@ -200,7 +202,9 @@ export function registerQueueGauges(
     help: 'Results waiting for clinician review',
     registers: [metrics.registry],
     async collect() {
-      this.set(await source.backlog());
+      this.reset();
+      const backlog = await source.backlog().catch(() => undefined);
+      if (backlog !== undefined) this.set(backlog);
     },
   });
   new Gauge({
@@ -208,8 +212,12 @@ export function registerQueueGauges(
     help: 'Age of the oldest result waiting for review (0 when none)',
     registers: [metrics.registry],
     async collect() {
-      const oldest = await source.oldestHeldAt();
-      this.set(oldest === undefined ? 0 : Math.max(0, (source.now() - oldest) / 1000));
+      this.reset();
+      const oldest = await source.oldestHeldAt().then(
+        (at) => ({ at }),
+        () => undefined,
+      );
+      if (oldest) this.set(oldest.at === undefined ? 0 : Math.max(0, (source.now() - oldest.at) / 1000));
     },
   });
 }
