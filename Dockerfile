@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
-# Triage: one image for the gateway and every worker kind; the command picks which.
-#   gateway:  node --import tsx src/server.ts                (the default CMD, the same as `npm start`)
-#   worker:   node --import tsx workers/main.ts <kind>        (inference | callbacks | maintenance | batch)
+# Triage: one image for the gateway and every worker kind; the command picks which. It runs the compiled JavaScript
+# (`npm run build`: tsc emits dist/) and carries no TypeScript toolchain (no tsc, no tsx).
+#   gateway:  node dist/src/server.js                (the default CMD, what `npm start` runs after building)
+#   worker:   node dist/workers/main.js <kind>        (inference | callbacks | maintenance | batch)
 #
 # Build:  docker build -t triage:dev .
 # Run:    docker run --read-only --tmpfs /tmp -v triage-data:/data -p 8080:8080 \
@@ -11,6 +12,21 @@
 # A worker container has no HTTP server: run it with --no-healthcheck (Kubernetes ignores HEALTHCHECK anyway).
 
 ARG NODE_IMAGE=node:22-slim
+
+# ---- build: the TypeScript compiler emits dist/ (the only stage with dev packages) ----------------------------------
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+ENV ONNXRUNTIME_NODE_INSTALL=skip \
+    NPM_CONFIG_AUDIT=false \
+    NPM_CONFIG_FUND=false \
+    NPM_CONFIG_UPDATE_NOTIFIER=false
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+COPY routes ./routes
+COPY workers ./workers
+RUN npm run build
 
 # ---- dependencies: production packages only ------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS deps
@@ -40,21 +56,17 @@ RUN groupadd --system --gid 10001 triage \
  && mkdir -p /data \
  && chown 10001:10001 /data
 
-# TSX_DISABLE_CACHE: tsx would otherwise cache transpiled files under /tmp, which a read-only root filesystem refuses.
 # TRIAGE_DATA_DIR: the only place the process writes (batch outputs); everything else is read-only.
 ENV NODE_ENV=production \
     ONNXRUNTIME_NODE_INSTALL=skip \
-    TSX_DISABLE_CACHE=1 \
     TRIAGE_ENV=production \
     TRIAGE_PORT=8080 \
     TRIAGE_MODELS_DIR=models \
     TRIAGE_DATA_DIR=/data
 
 COPY --from=deps /app/node_modules ./node_modules
-COPY package.json package-lock.json tsconfig.json ./
-COPY src ./src
-COPY routes ./routes
-COPY workers ./workers
+COPY --from=build /app/dist ./dist
+COPY package.json ./
 COPY models ./models
 
 VOLUME ["/data"]
@@ -70,4 +82,4 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.TRIAGE_PORT || 8080) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
-CMD ["node", "--import", "tsx", "src/server.ts"]
+CMD ["node", "dist/src/server.js"]

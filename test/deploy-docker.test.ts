@@ -1,12 +1,15 @@
 /**
  * The Dockerfile without a container engine: its instructions are parsed and checked against what the code needs
- * (every top-level folder the entry points import, production dependencies only, the onnxruntime install switch,
- * non-root, health check, stop signal), and the image's file set is staged in a temporary folder (exactly the COPY
- * lines, minus .dockerignore) and started from there with the image's environment and command: the gateway must come
- * up, pass the image's own HEALTHCHECK command and drain on SIGTERM; the worker entry must load every worker module.
+ * (the build stage gets every top-level folder the entry points import, production dependencies only at run time,
+ * no TypeScript toolchain in the image, the onnxruntime install switch, non-root, health check, stop signal), and the
+ * image is staged in temporary folders: the build stage's files (exactly its COPY lines, minus .dockerignore) are
+ * built with its own RUN command, and the runtime stage gets its COPY lines plus the build's dist/ and a node_modules
+ * holding only the production packages. Started from there with the image's environment and command, the gateway must
+ * come up, pass the image's own HEALTHCHECK command, score a batch run in its worker thread (compiled, without tsx)
+ * and drain on SIGTERM; the worker entry must load every worker module.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   cpSync,
@@ -145,7 +148,7 @@ function filesUnder(rel: string): string[] {
 // ---- import graph ----------------------------------------------------------------------------------------------------
 
 /** Every file reachable from the entry points through relative imports (and `new URL('./x', import.meta.url)`). */
-function importGraph(entries: string[]): { files: Set<string>; packages: Set<string> } {
+function importGraph(entries: string[], root = ROOT): { files: Set<string>; packages: Set<string> } {
   const files = new Set<string>();
   const packages = new Set<string>();
   const queue = [...entries];
@@ -153,17 +156,20 @@ function importGraph(entries: string[]): { files: Set<string>; packages: Set<str
     const rel = queue.pop() as string;
     if (files.has(rel)) continue;
     files.add(rel);
-    const source = readFileSync(path.join(ROOT, rel), 'utf8');
+    const source = readFileSync(path.join(root, rel), 'utf8');
     const specifiers = [
       ...source.matchAll(/^\s*(?:import|export)\s[^'"]*?from\s*['"]([^'"]+)['"]/gm),
       ...source.matchAll(/^\s*import\s*['"]([^'"]+)['"]/gm),
       ...source.matchAll(/\bimport\(\s*['"]([^'"]+)['"]\s*\)/g),
-      ...source.matchAll(/new URL\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*,\s*import\.meta\.url\s*\)/g),
+      // new URL('./x', import.meta.url), also with a choice of paths: new URL(a ? './x.ts' : './x.js', import.meta.url)
+      ...[...source.matchAll(/new URL\(([^;]*?),\s*import\.meta\.url\s*\)/g)].flatMap((m) => [
+        ...(m[1] as string).matchAll(/['"](\.{1,2}\/[^'"]+)['"]/g),
+      ]),
     ].map((m) => m[1] as string);
     for (const spec of specifiers) {
       if (spec.startsWith('.')) {
         const target = path.posix.normalize(path.posix.join(path.posix.dirname(rel), spec));
-        if (existsSync(path.join(ROOT, target)) && statSync(path.join(ROOT, target)).isFile()) queue.push(target);
+        if (existsSync(path.join(root, target)) && statSync(path.join(root, target)).isFile()) queue.push(target);
       } else if (!spec.startsWith('node:') && !builtinModules.includes(spec.split('/')[0] as string)) {
         const parts = spec.split('/');
         packages.add(spec.startsWith('@') ? `${parts[0]}/${parts[1]}` : (parts[0] as string));
@@ -177,16 +183,33 @@ function importGraph(entries: string[]): { files: Set<string>; packages: Set<str
 
 const dockerfile = parseDockerfile(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'));
 const runtime = dockerfile.stages.at(-1) as Stage;
-const deps = dockerfile.stages.find((s) => s.instructions.some((i) => i.op === 'RUN' && /npm ci/.test(i.args)));
+const deps = dockerfile.stages.find((s) =>
+  s.instructions.some((i) => i.op === 'RUN' && /npm ci\b.*--omit=dev/.test(i.args)),
+);
+const build = dockerfile.stages.find((s) => s.instructions.some((i) => i.op === 'RUN' && /npm run build/.test(i.args)));
 const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
   scripts: Record<string, string>;
   dependencies: Record<string, string>;
+  devDependencies: Record<string, string>;
+};
+const lock = JSON.parse(readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8')) as {
+  packages: Record<string, { dev?: boolean; devOptional?: boolean }>;
+};
+/** What `npm ci --omit=dev` installs: the lock's packages not marked dev. */
+const isProduction = (name: string) => {
+  const entry = lock.packages[`node_modules/${name}`];
+  return entry !== undefined && !entry.dev && !entry.devOptional;
 };
 const ignored = dockerignore(readFileSync(path.join(ROOT, '.dockerignore'), 'utf8'));
-/** What the runtime stage copies from the build context (paths relative to the repo). */
-const copiedFromContext = copies(runtime)
-  .filter((c) => !c.from)
-  .flatMap((c) => c.sources);
+/** What a stage copies from the build context (paths relative to the repo). */
+const fromContext = (stage: Stage | undefined) =>
+  copies(stage as Stage)
+    .filter((c) => !c.from)
+    .flatMap((c) => c.sources);
+const copiedFromContext = fromContext(runtime);
+/** The gateway's command without the build: `npm start` once its prestart (the build) has run. */
+const START = ['node', 'dist/src/server.js'];
+const WORKER = ['node', 'dist/workers/main.js'];
 
 describe('Dockerfile', () => {
   it('is multi-stage on a current Node LTS slim image', () => {
@@ -212,35 +235,47 @@ describe('Dockerfile', () => {
     assert.ok(copies(runtime).some((c) => c.from === deps.name && c.sources.some((s) => s.endsWith('node_modules'))));
   });
 
-  it('copies every top-level folder the entry points import, the models, and what tsx needs', () => {
+  it('builds in its own stage: every top-level folder the entry points import, compiled by `npm run build`', () => {
+    assert.ok(build, 'a stage runs npm run build');
+    assert.notEqual(build, runtime);
     const { files } = importGraph(ENTRY_POINTS);
     const topLevel = new Set([...files].map((f) => f.split('/')[0] as string));
-    for (const dir of [...topLevel, 'models']) assert.ok(copiedFromContext.includes(dir), `COPY ${dir}`);
-    for (const file of ['package.json', 'package-lock.json', 'tsconfig.json']) {
-      assert.ok(copiedFromContext.includes(file), `COPY ${file}`);
+    const sources = fromContext(build);
+    for (const dir of topLevel) assert.ok(sources.includes(dir), `the build stage copies ${dir}`);
+    for (const file of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json']) {
+      assert.ok(sources.includes(file), `the build stage copies ${file}`);
     }
-    // and nothing the tests or the benchmark need
-    for (const dir of ['test', 'load-tests', 'k8s', 'bench-results']) assert.ok(!copiedFromContext.includes(dir));
-    assert.equal(envOf(runtime).TRIAGE_MODELS_DIR ?? 'models', 'models');
+    assert.equal(envOf(build).ONNXRUNTIME_NODE_INSTALL, 'skip', 'its npm ci skips the GPU download too');
+    assert.ok(pkg.scripts.build?.includes('tsconfig.build.json'), 'npm run build compiles with tsconfig.build.json');
+    // every entry point, and the batch worker's thread module (loaded by URL, not imported), is compiled
+    const tsconfig = JSON.parse(readFileSync(path.join(ROOT, 'tsconfig.build.json'), 'utf8')) as { files: string[] };
+    const threads = [...files].filter((f) => f.endsWith('.ts') && f.startsWith('workers/batch-thread'));
+    assert.deepEqual(threads, ['workers/batch-thread.ts'], 'the batch thread module is found through its URL');
+    for (const file of threads) assert.ok(tsconfig.files.includes(file), `tsconfig.build.json compiles ${file}`);
   });
 
-  it('every package the entry points import is installed by npm ci --omit=dev (per package-lock.json)', () => {
-    const { packages } = importGraph(ENTRY_POINTS);
-    assert.ok(packages.size > 5, `found the imports: ${[...packages].join(', ')}`);
-    const lock = JSON.parse(readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8')) as {
-      packages: Record<string, { dev?: boolean; devOptional?: boolean }>;
-    };
-    for (const p of packages) {
-      const entry = lock.packages[`node_modules/${p}`];
-      assert.ok(entry, `${p} is imported at run time but not in package-lock.json`);
-      assert.ok(!entry.dev && !entry.devOptional, `${p} is imported at run time: move it to dependencies`);
+  it('runs the compiled build: dist/ from the build stage, the models, no sources and no TypeScript toolchain', () => {
+    assert.ok(
+      copies(runtime).some((c) => c.from === build?.name && c.sources.includes('/app/dist')),
+      'COPY --from=build /app/dist',
+    );
+    assert.ok(copiedFromContext.includes('models'), 'COPY models');
+    assert.ok(copiedFromContext.includes('package.json'), 'COPY package.json ("type": "module" for dist/)');
+    for (const dir of ['src', 'routes', 'workers', 'tsconfig.json', 'test', 'load-tests', 'k8s', 'bench-results']) {
+      assert.ok(!copiedFromContext.includes(dir), `the runtime stage does not copy ${dir}`);
     }
-    assert.ok('tsx' in pkg.dependencies, 'the image runs node --import tsx: tsx is a production dependency');
+    for (const tool of ['typescript', 'tsx', 'esbuild']) {
+      assert.ok(!isProduction(tool), `${tool} is a dev package: npm ci --omit=dev leaves it out of the image`);
+    }
+    assert.ok('tsx' in pkg.devDependencies && 'typescript' in pkg.devDependencies);
+    assert.equal(envOf(runtime).TRIAGE_MODELS_DIR ?? 'models', 'models');
   });
 
   it('runs `npm start`, as a non-root numeric user, PID 1 handling SIGTERM, with a health check on /healthz', () => {
     const cmd = runtime.instructions.find((i) => i.op === 'CMD') as Instruction;
-    assert.deepEqual(execForm(cmd.args), pkg.scripts.start?.split(' '), 'CMD (exec form) = npm start');
+    assert.deepEqual(execForm(cmd.args), START, 'CMD (exec form): node on the compiled gateway');
+    assert.deepEqual(pkg.scripts.start?.split(' '), START, 'npm start runs the same, ');
+    assert.equal(pkg.scripts.prestart, 'npm run build', 'after building (a fresh clone has no dist/)');
     assert.equal(
       runtime.instructions.find((i) => i.op === 'ENTRYPOINT'),
       undefined,
@@ -258,11 +293,10 @@ describe('Dockerfile', () => {
     assert.match(health.args, /--start-period=\d+s/);
   });
 
-  it('writes only to /data: a VOLUME, TRIAGE_DATA_DIR, and no tsx cache on the read-only root', () => {
+  it('writes only to /data: a VOLUME and TRIAGE_DATA_DIR', () => {
     const env = envOf(runtime);
     assert.equal(env.TRIAGE_DATA_DIR, '/data');
     assert.ok(runtime.instructions.some((i) => i.op === 'VOLUME' && i.args.includes('/data')));
-    assert.equal(env.TSX_DISABLE_CACHE, '1', 'tsx would cache under /tmp');
     assert.equal(env.TRIAGE_ENV, 'production', 'refuses to start without API keys');
   });
 
@@ -278,20 +312,26 @@ describe('Dockerfile', () => {
     ]) {
       assert.ok(ignored(p), `${p} is ignored`);
     }
-    for (const source of copiedFromContext) {
+    for (const source of [...copiedFromContext, ...fromContext(build)]) {
       for (const file of filesUnder(source)) assert.ok(!ignored(file), `${file} is copied but .dockerignore drops it`);
     }
+    assert.ok(ignored('dist/src/server.js'), 'a local dist/ stays out: the build stage compiles its own');
   });
 
-  it('every command of the k8s manifests is a script the image contains', () => {
+  it('every command of the k8s manifests is the compiled gateway or worker entry', () => {
+    let seen = 0;
     for (const o of kustomize(path.join(ROOT, 'k8s/base'))) {
       const spec = (o.spec ?? {}) as { template?: { spec?: { containers?: Array<{ command?: string[] }> } } };
       for (const c of spec.template?.spec?.containers ?? []) {
         if (c.command?.[0] !== 'node') continue;
-        const script = c.command.at(-1) as string;
-        assert.ok(copiedFromContext.includes(script.split('/')[0] as string), `${script} is in the image`);
+        seen++;
+        assert.ok(
+          [START, WORKER].some((entry) => entry.join(' ') === c.command?.join(' ')),
+          `${c.command.join(' ')} is ${START.join(' ')} or ${WORKER.join(' ')}`,
+        );
       }
     }
+    assert.ok(seen >= 5, 'the gateway and the four worker kinds');
   });
 });
 
@@ -321,18 +361,40 @@ describe('the image’s files, started the way the image starts them', () => {
   let env: NodeJS.ProcessEnv;
   const prefix = `{triage-image-${randomBytes(4).toString('hex')}}`;
 
+  let buildDir: string;
+
+  /** The files a stage copies from the context, as the image would have them. */
+  function stageContext(dir: string, sources: string[]) {
+    for (const source of sources) {
+      for (const file of filesUnder(source).filter((f) => !ignored(f))) {
+        mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+        cpSync(path.join(ROOT, file), path.join(dir, file));
+      }
+    }
+  }
+
   before(() => {
+    // the build stage: its context files, all packages (npm ci), and its own RUN command
+    buildDir = mkdtempSync(path.join(tmpdir(), 'triage-image-build-'));
+    stageContext(buildDir, fromContext(build));
+    symlinkSync(path.join(ROOT, 'node_modules'), path.join(buildDir, 'node_modules'), 'dir');
+    const run = (build as Stage).instructions.filter((i) => i.op === 'RUN' && !/npm ci/.test(i.args));
+    for (const r of run) execSync(r.args, { cwd: buildDir, stdio: 'pipe', env: { PATH: process.env.PATH } });
+
     stage = mkdtempSync(path.join(tmpdir(), 'triage-image-'));
     data = path.join(stage, '.data');
     mkdirSync(data);
-    for (const source of copiedFromContext) {
-      for (const file of filesUnder(source).filter((f) => !ignored(f))) {
-        mkdirSync(path.dirname(path.join(stage, file)), { recursive: true });
-        cpSync(path.join(ROOT, file), path.join(stage, file));
-      }
+    stageContext(stage, copiedFromContext);
+    cpSync(path.join(buildDir, 'dist'), path.join(stage, 'dist'), { recursive: true });
+    // the deps stage's node_modules: production packages only (what npm ci --omit=dev installs), so the compiled app
+    // cannot lean on tsx, typescript or any other dev package. Each is a link into the repo's node_modules.
+    const modules = path.join(stage, 'node_modules');
+    for (const key of Object.keys(lock.packages)) {
+      const name = key.startsWith('node_modules/') ? key.slice('node_modules/'.length) : '';
+      if (!name || name.includes('/node_modules/') || !isProduction(name)) continue;
+      mkdirSync(path.dirname(path.join(modules, name)), { recursive: true });
+      symlinkSync(path.join(ROOT, 'node_modules', name), path.join(modules, name), 'dir');
     }
-    // the deps stage's node_modules (here with dev packages too: the import check above covers --omit=dev)
-    symlinkSync(path.join(ROOT, 'node_modules'), path.join(stage, 'node_modules'), 'dir');
     env = {
       PATH: process.env.PATH,
       ...envOf(runtime),
@@ -349,11 +411,35 @@ describe('the image’s files, started the way the image starts them', () => {
   });
   after(async () => {
     rmSync(stage, { recursive: true, force: true });
+    rmSync(buildDir, { recursive: true, force: true });
     await deleteRedisPrefix(prefix);
   });
 
+  it('every package the compiled entry points import is installed by npm ci --omit=dev (per package-lock.json)', () => {
+    // lazily imported modules too (the SageMaker and Vertex runtimes), which a start alone would not load
+    const { files, packages } = importGraph([`${START[1]}`, `${WORKER[1]}`], stage);
+    assert.ok(files.has('dist/src/runtime/sagemaker.js') && files.has('dist/workers/batch-thread.js'));
+    assert.ok(packages.size > 5, `found the imports: ${[...packages].join(', ')}`);
+    for (const p of packages) {
+      assert.ok(lock.packages[`node_modules/${p}`], `${p} is imported at run time but not in package-lock.json`);
+      assert.ok(isProduction(p), `${p} is imported at run time: move it to dependencies`);
+    }
+  });
+
+  it('holds no TypeScript: no .ts source, no tsx, no typescript', () => {
+    const staged = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+        e.isSymbolicLink() ? [] : e.isDirectory() ? staged(path.join(dir, e.name)) : [path.join(dir, e.name)],
+      );
+    const sources = staged(stage).filter((f) => f.endsWith('.ts') && !f.includes(`${path.sep}models${path.sep}`));
+    assert.deepEqual(sources, [], 'the runtime needs no TypeScript source');
+    for (const tool of ['tsx', 'typescript', 'esbuild']) assert.ok(!existsSync(path.join(stage, 'node_modules', tool)));
+    assert.ok(existsSync(path.join(stage, 'dist/workers/batch-thread.js')), 'the batch thread module is compiled');
+  });
+
   it('the worker entry loads every worker module (and refuses an unknown kind with 64)', () => {
-    const r = spawnSync('node', ['--import', 'tsx', 'workers/main.ts', 'no-such-kind'], {
+    const [node, ...args] = WORKER as [string, ...string[]];
+    const r = spawnSync(node, [...args, 'no-such-kind'], {
       cwd: stage,
       env,
       encoding: 'utf8',
@@ -361,6 +447,63 @@ describe('the image’s files, started the way the image starts them', () => {
     });
     assert.equal(r.status, 64, r.stderr);
     assert.match(r.stderr, /choose from inference, callbacks, maintenance/);
+  });
+
+  it('a batch run scores in its worker thread from the compiled build (no tsx to register)', async () => {
+    const port = await freePort();
+    mkdirSync(path.join(data, 'inputs'), { recursive: true });
+    cpSync(path.join(ROOT, 'models/readmission/sample-discharges.ndjson'), path.join(data, 'inputs/discharges.ndjson'));
+    const [command, ...args] = START as [string, ...string[]];
+    const child = spawn(command, args, {
+      cwd: stage,
+      env: { ...env, TRIAGE_PORT: String(port), TRIAGE_WORKERS: 'batch', TRIAGE_SHUTDOWN_GRACE_MS: '2000' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout?.on('data', (d) => {
+      output += d;
+    });
+    child.stderr?.on('data', (d) => {
+      output += d;
+    });
+    const headers = {
+      authorization: 'Bearer trg_client_dev-only-not-a-secret',
+      'content-type': 'application/json',
+    };
+    try {
+      const deadline = Date.now() + 60_000;
+      let ready = false;
+      while (!ready && Date.now() < deadline && child.exitCode === null) {
+        ready = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+          (r) => r.ok,
+          () => false,
+        );
+        if (!ready) await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(ready, `the gateway came up:\n${output}`);
+      const submitted = await fetch(`http://127.0.0.1:${port}/v1/models/readmission/batches`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ input: { path: 'inputs/discharges.ndjson', format: 'ndjson' } }),
+      });
+      assert.equal(submitted.status, 202, await submitted.text());
+      const status = `http://127.0.0.1:${port}${submitted.headers.get('content-location')}`;
+      let res = await fetch(status, { headers });
+      while (res.status === 202 && Date.now() < deadline) {
+        await res.arrayBuffer();
+        await new Promise((r) => setTimeout(r, 200));
+        res = await fetch(status, { headers });
+      }
+      const body = (await res.json()) as { output?: Array<{ count: number }>; error?: Array<{ count: number }> };
+      assert.equal(res.status, 200, `${JSON.stringify(body)}\n${output}`);
+      const rows = (files?: Array<{ count: number }>) => (files ?? []).reduce((n, f) => n + f.count, 0);
+      assert.ok(rows(body.output) > 0, 'rows scored');
+      assert.equal(rows(body.output) + rows(body.error), 200, 'every row of the sample lands once');
+      child.kill('SIGTERM');
+      assert.equal(await exited(child), 0, `exit 0:\n${output}`);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
   });
 
   it('the gateway starts from CMD, passes the HEALTHCHECK command, is ready, and exits 0 on SIGTERM', async () => {

@@ -97,7 +97,7 @@ function selects(selector: Record<string, string> | undefined, labels: Record<st
   return Object.entries(selector).every(([k, v]) => labels?.[k] === v);
 }
 
-/** The image's containers: those running Triage (node --import tsx …), not Redis. */
+/** The image's containers: those running Triage (node dist/…), not Redis. */
 function triageContainers(objects: K8sObject[]): Array<{ workload: Obj; container: Obj }> {
   return workloads(objects).flatMap((w) =>
     containersOf(w)
@@ -321,11 +321,11 @@ describe('k8s: the gateway', () => {
 
 describe('k8s: workers', () => {
   for (const target of Object.keys(TARGETS) as Target[]) {
-    it(`${target}: one Deployment per worker kind of workers/index.ts, each running workers/main.ts <kind>`, () => {
+    it(`${target}: one Deployment per worker kind of workers/index.ts, each running dist/workers/main.js <kind>`, () => {
       const objects = render(target);
       const byKind = new Map<string, Obj[]>();
       for (const { workload, container } of triageContainers(objects)) {
-        if (container.command.at(-1) !== 'workers/main.ts') continue;
+        if (container.command.at(-1) !== 'dist/workers/main.js') continue;
         assert.equal(container.args?.length, 1, `${id(workload)}: one kind argument`);
         const kind = container.args[0] as string;
         assert.ok((workerKinds as readonly string[]).includes(kind), `${id(workload)}: "${kind}" is a worker kind`);
@@ -542,13 +542,15 @@ describe('k8s: commands and config', () => {
   const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
 
   for (const target of Object.keys(TARGETS) as Target[]) {
-    it(`${target}: each command is node --import tsx <a script in the repo>; the gateway's is \`npm start\``, () => {
+    it(`${target}: each command is node <the compiled form of an entry point>; the gateway's is \`npm start\``, () => {
       const objects = render(target);
       for (const { workload, container } of triageContainers(objects)) {
-        const [node, flag, loader, script, ...rest] = container.command as string[];
-        assert.deepEqual([node, flag, loader], ['node', '--import', 'tsx'], `${id(workload)}`);
+        const [node, script, ...rest] = container.command as string[];
+        assert.equal(node, 'node', `${id(workload)}: no loader (the image has no tsx)`);
         assert.equal(rest.length, 0);
-        assert.ok(script && existsSync(path.join(ROOT, script)), `${id(workload)}: ${script} exists in the repo`);
+        const m = /^dist\/(.+)\.js$/.exec(script ?? '');
+        assert.ok(m, `${id(workload)}: ${script} is compiled output under dist/`);
+        assert.ok(existsSync(path.join(ROOT, `${m[1]}.ts`)), `${id(workload)}: ${m[1]}.ts exists in the repo`);
       }
       const g = gateway(objects);
       assert.equal((podSpec(g).containers[0] as Obj).command.join(' '), pkg.scripts.start);

@@ -85,8 +85,11 @@ export interface BatchWorkerDeps {
   now: () => number;
 }
 
-const THREAD_ENTRY = new URL('./batch-thread-entry.mjs', import.meta.url);
-const THREAD_MODULE = new URL('./batch-thread.ts', import.meta.url).href;
+// Run from the sources (tests, tsx), a worker thread on Node 20 does not inherit tsx's loader: it starts at an entry
+// that registers tsx. The compiled build (dist/, what production runs) has no tsx: the thread runs its JavaScript.
+const FROM_SOURCES = import.meta.url.endsWith('.ts');
+const THREAD_MODULE = new URL(FROM_SOURCES ? './batch-thread.ts' : './batch-thread.js', import.meta.url).href;
+const THREAD_ENTRY = FROM_SOURCES ? new URL('./batch-thread-entry.mjs', import.meta.url) : new URL(THREAD_MODULE);
 
 /** Runs one batch run in a worker thread; resolves with its outcome. */
 function runInThread(input: Omit<BatchThreadInput, 'module'>, onChunk: (scored: number, failed: number) => void) {
