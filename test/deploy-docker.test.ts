@@ -274,7 +274,7 @@ describe('Dockerfile', () => {
   it('runs `npm start`, as a non-root numeric user, PID 1 handling SIGTERM, with a health check on /healthz', () => {
     const cmd = runtime.instructions.find((i) => i.op === 'CMD') as Instruction;
     assert.deepEqual(execForm(cmd.args), START, 'CMD (exec form): node on the compiled gateway');
-    assert.deepEqual(pkg.scripts.start?.split(' '), START, 'npm start runs the same, ');
+    assert.deepEqual(pkg.scripts.start?.split(' '), START, 'npm start runs the same command');
     assert.equal(pkg.scripts.prestart, 'npm run build', 'after building (a fresh clone has no dist/)');
     assert.equal(
       runtime.instructions.find((i) => i.op === 'ENTRYPOINT'),

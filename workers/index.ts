@@ -3,6 +3,7 @@ import { startBatchWorker } from './batch.ts';
 import { startCallbackWorker } from './callbacks.ts';
 import { startInferenceWorker } from './inference.ts';
 import { startMaintenance } from './maintenance.ts';
+import type { RunningWorker } from './ops.ts';
 
 export const workerKinds = ['inference', 'callbacks', 'maintenance', 'batch'] as const;
 export type WorkerKind = (typeof workerKinds)[number];
@@ -12,6 +13,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
   const { config, logger, metrics } = s;
   const connection = { redisUrl: s.redisUrl, prefix: config.redisPrefix };
   const closers: Array<() => Promise<void>> = [];
+  const running: RunningWorker[] = [];
   if (kinds.includes('inference')) {
     const w = startInferenceWorker({
       ...connection,
@@ -27,6 +29,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       ...(config.workerLockMs !== undefined ? { lockMs: config.workerLockMs } : {}),
     });
     closers.push(w.close);
+    running.push(w.worker);
   }
   if (kinds.includes('callbacks')) {
     const w = startCallbackWorker({
@@ -40,6 +43,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       concurrency: config.workerConcurrency,
     });
     closers.push(w.close);
+    running.push(w.worker);
   }
   if (kinds.includes('batch')) {
     const w = startBatchWorker({
@@ -56,6 +60,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       now: s.now,
     });
     closers.push(w.close);
+    running.push(w.worker);
   }
   let maintenance: ReturnType<typeof startMaintenance> | undefined;
   if (kinds.includes('maintenance')) {
@@ -74,6 +79,8 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
   logger.info({ workers: kinds }, 'workers started');
   return {
     maintenance,
+    /** the BullMQ workers started here (what a worker process's /healthz checks) */
+    workers: running as readonly RunningWorker[],
     async close() {
       await Promise.all(closers.map((c) => c()));
     },

@@ -2,7 +2,6 @@
  * A worker process on its own: `node --import tsx workers/main.ts [inference,callbacks,maintenance,batch]` (default:
  * the kinds in TRIAGE_WORKERS). The gateway then runs with TRIAGE_WORKERS=none, and workers scale per queue.
  */
-import { createServer } from 'node:http';
 import { composeServices } from '../src/compose.ts';
 import { ApiKeyStore } from '../src/platform/auth.ts';
 import { ConfigError, loadConfig } from '../src/platform/config.ts';
@@ -10,6 +9,7 @@ import { createLogger } from '../src/platform/logger.ts';
 import { createMetrics } from '../src/platform/metrics.ts';
 import { loadModels } from '../src/registry/load.ts';
 import { startWorkers, type WorkerKind, workerKinds } from './index.ts';
+import { startOpsServer, workerHealth } from './ops.ts';
 
 async function main() {
   let config: ReturnType<typeof loadConfig>;
@@ -45,22 +45,13 @@ async function main() {
   // the counters recorded here (jobs, callbacks, batch rows, last schedule success) exist only in this process
   const ops =
     config.workerMetricsPort > 0
-      ? createServer((req, res) => {
-          if (req.method === 'GET' && req.url === '/metrics') {
-            services.metrics.registry.metrics().then(
-              (body) => res.writeHead(200, { 'content-type': services.metrics.registry.contentType }).end(body),
-              () => res.writeHead(500).end(),
-            );
-          } else if (req.method === 'GET' && req.url === '/healthz') {
-            res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
-          } else {
-            res.writeHead(404).end();
-          }
+      ? startOpsServer({
+          host: config.host,
+          port: config.workerMetricsPort,
+          registry: services.metrics.registry,
+          health: () => workerHealth(services.redis, workers.workers),
+          logger,
         })
-          .on('error', (err: NodeJS.ErrnoException) =>
-            logger.warn({ port: config.workerMetricsPort, code: err.code }, 'worker /metrics not served'),
-          )
-          .listen(config.workerMetricsPort, config.host)
       : undefined;
   // SIGHUP: re-read the manifests; jobs from the next one on use them (a broken manifest keeps the previous ones)
   process.on('SIGHUP', () => {

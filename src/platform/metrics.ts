@@ -1,12 +1,25 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
+const UNLINTABLE_DEFAULT_METRICS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
+
 /**
  * The app's own Prometheus registry (never the global one, so tests can build many apps). Labels carry only
  * bounded, non-patient values: model names from the registry, versions, tiers, route patterns, status codes.
  */
 export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
-  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'triage_process_' });
+  if (options.defaultMetrics) {
+    // the stock names (process_cpu_seconds_total, nodejs_eventloop_lag_seconds, …), unprefixed: what Node.js
+    // dashboards and alerts query
+    collectDefaultMetrics({ register: registry });
+    // except three gauges named like counters (promtool flags "_total" on a gauge); their per-type breakdowns
+    // (nodejs_active_handles{type}, …) stay, and sum() over them is the total
+    for (const name of UNLINTABLE_DEFAULT_METRICS) registry.removeSingleMetric(name);
+  }
 
   const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
   return {
