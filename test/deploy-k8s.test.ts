@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -68,6 +68,39 @@ const DEV_KEYS = {
 } as const;
 
 const WORKLOAD_KINDS = ['Deployment', 'StatefulSet'];
+
+/** The pods that score, and so call a cloud runtime when a version is served by SageMaker or Vertex AI. */
+const SCORING_WORKER_KINDS: readonly WorkerKind[] = ['inference', 'batch'];
+
+/** Targets whose scoring pods may reach the cloud runtimes (443 out): prod, where cloud versions are expected. */
+const CLOUD_TARGETS: readonly Target[] = ['prod'];
+
+/** Whether a bundled model (models/, which the image carries) has a version served by SageMaker or Vertex AI. */
+function bundledCloudVersions(): string[] {
+  const dir = path.join(ROOT, 'models');
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && existsSync(path.join(dir, d.name, 'model.yaml')))
+    .flatMap((d) => {
+      const manifest = YAML.parse(readFileSync(path.join(dir, d.name, 'model.yaml'), 'utf8')) as {
+        versions?: Array<{ version: string; runtime?: { kind?: string } }>;
+      };
+      return (manifest.versions ?? [])
+        .filter((v) => v.runtime?.kind === 'sagemaker' || v.runtime?.kind === 'vertex')
+        .map((v) => `${d.name}@${v.version}`);
+    });
+}
+
+/**
+ * The labels a Prometheus Operator's serviceMonitorSelector / podMonitorSelector matches: kube-prometheus-stack's
+ * default (release=<Helm release>, installed as kube-prometheus-stack). k8s/README.md says how to change it.
+ */
+const MONITOR_SELECTOR = { release: 'kube-prometheus-stack' };
+
+/** CPU quantity → cores. */
+function cores(quantity: string | number): number {
+  const q = String(quantity);
+  return q.endsWith('m') ? Number(q.slice(0, -1)) / 1000 : Number(q);
+}
 
 // ---- helpers ---------------------------------------------------------------------------------------------------------
 
@@ -284,6 +317,21 @@ describe('k8s: the gateway', () => {
       assert.equal(w.spec.strategy?.rollingUpdate?.maxUnavailable, 0, 'rolling updates keep every ready gateway');
     });
 
+    it(`${target}: the HPA's CPU target is reachable by one event loop (request × target ≤ 0.8 core)`, () => {
+      const objects = render(target);
+      const w = gateway(objects);
+      const hpa = ofKind(objects, 'HorizontalPodAutoscaler').find(
+        (h) => h.spec.scaleTargetRef.name === w.metadata.name,
+      ) as Obj;
+      const metric = (hpa.spec.metrics as Obj[]).find((m) => m.resource?.name === 'cpu') as Obj;
+      assert.equal(metric.resource.target.type, 'Utilization');
+      const request = cores((podSpec(w).containers[0] as Obj).resources.requests.cpu);
+      const at = (request * metric.resource.target.averageUtilization) / 100;
+      // a saturated gateway (one event loop, onnxruntime on one intra-op thread) uses about one core: a target above
+      // that never fires, and one near it fires only once the gateway already sheds
+      assert.ok(at <= 0.8, `scales out at ${at} cores of a ${request}-core request: one gateway never gets there`);
+    });
+
     it(`${target}: a Service, an HPA on CPU, a PodDisruptionBudget and a ServiceMonitor on /metrics`, () => {
       const objects = render(target);
       const w = gateway(objects);
@@ -321,6 +369,29 @@ describe('k8s: the gateway', () => {
 
 describe('k8s: workers', () => {
   for (const target of Object.keys(TARGETS) as Target[]) {
+    it(`${target}: each worker has startup and liveness probes on /healthz at TRIAGE_WORKER_METRICS_PORT`, () => {
+      const objects = render(target);
+      for (const { workload, container } of triageContainers(objects)) {
+        if (workerKindOf(workload) === undefined) continue;
+        const port = Number(containerEnv(objects, container).TRIAGE_WORKER_METRICS_PORT ?? 9464);
+        const named = (container.ports ?? []).find((p: Obj) => p.containerPort === port);
+        assert.ok(named, `${id(workload)}: a container port ${port}`);
+        for (const probe of ['startupProbe', 'livenessProbe']) {
+          const p = container[probe];
+          assert.equal(p?.httpGet?.path, '/healthz', `${id(workload)}: ${probe} on /healthz`);
+          assert.ok(p.httpGet.port === port || p.httpGet.port === named.name, `${id(workload)}: ${probe} port`);
+          // /healthz waits up to 1 s for Redis's PING (workers/ops.ts): the probe must wait longer
+          assert.ok((p.timeoutSeconds ?? 1) > 1, `${id(workload)}: ${probe} timeoutSeconds > 1`);
+        }
+        const startup = container.startupProbe;
+        assert.ok(
+          (startup.periodSeconds ?? 10) * (startup.failureThreshold ?? 3) >= 60,
+          `${id(workload)}: the startup probe allows a minute or more to load the models`,
+        );
+        assert.equal(container.readinessProbe, undefined, `${id(workload)}: takes no traffic, so no readiness`);
+      }
+    });
+
     it(`${target}: one Deployment per worker kind of workers/index.ts, each running dist/workers/main.js <kind>`, () => {
       const objects = render(target);
       const byKind = new Map<string, Obj[]>();
@@ -606,7 +677,7 @@ describe('k8s: commands and config', () => {
 
 describe('k8s: network policy', () => {
   for (const target of Object.keys(TARGETS) as Target[]) {
-    it(`${target}: default deny; DNS and Redis for every Triage pod; the gateway port in; callbacks out on 443`, () => {
+    it(`${target}: default deny; DNS and Redis for every Triage pod; the gateway port in; 443 out for callbacks and, where cloud versions are, for the scoring pods`, () => {
       const objects = render(target);
       const policies = ofKind(objects, 'NetworkPolicy');
       const applying = (labels: Record<string, string>, type: 'Ingress' | 'Egress') =>
@@ -628,10 +699,13 @@ describe('k8s: network policy', () => {
         const ports = egressPorts(labels);
         assert.ok(ports.includes(53), `${id(workload)}: DNS`);
         assert.ok(ports.includes(6379), `${id(workload)}: Redis`);
+        const kind = workerKindOf(workload) as WorkerKind | undefined;
+        const scores = workload === gateway(objects) || (kind !== undefined && SCORING_WORKER_KINDS.includes(kind));
+        const cloud = CLOUD_TARGETS.includes(target) || bundledCloudVersions().length > 0;
         assert.equal(
           ports.includes(443),
-          workerKindOf(workload) === 'callbacks',
-          `${id(workload)}: 443 only for callbacks`,
+          kind === 'callbacks' || (scores && cloud),
+          `${id(workload)}: 443 out ${kind === 'callbacks' ? 'for callbacks' : scores && cloud ? 'to the cloud runtimes' : 'for nobody else'}`,
         );
         const ingress = applying(labels, 'Ingress').flatMap((p) => p.spec.ingress ?? []);
         if (workload === gateway(objects)) {
@@ -650,6 +724,34 @@ describe('k8s: network policy', () => {
       }
     });
   }
+});
+
+describe('k8s: monitoring', () => {
+  for (const target of Object.keys(TARGETS) as Target[]) {
+    it(`${target}: the ServiceMonitor and the PodMonitor carry the labels a Prometheus Operator selects`, () => {
+      const objects = render(target);
+      const monitors = [...ofKind(objects, 'ServiceMonitor'), ...ofKind(objects, 'PodMonitor')];
+      assert.deepEqual(monitors.map((m) => m.kind).sort(), ['PodMonitor', 'ServiceMonitor']);
+      for (const m of monitors) {
+        assert.ok(
+          selects(MONITOR_SELECTOR, m.metadata.labels),
+          `${id(m)}: labelled ${JSON.stringify(MONITOR_SELECTOR)}`,
+        );
+      }
+      const pm = ofKind(objects, 'PodMonitor')[0] as Obj;
+      const workers = workloads(objects).filter((w) => workerKindOf(w) !== undefined);
+      for (const w of workers) {
+        assert.ok(selects(pm.spec.selector.matchLabels, w.spec.template.metadata.labels), `${id(pm)} selects ${id(w)}`);
+        const ports = containersOf(w).flatMap((c) => (c.ports ?? []).map((p: Obj) => p.name));
+        assert.ok(ports.includes(pm.spec.podMetricsEndpoints[0].port), `${id(w)} names the PodMonitor's port`);
+      }
+    });
+  }
+
+  it('k8s/README.md says which label selects the monitors', () => {
+    const readme = readFileSync(path.join(ROOT, 'k8s/README.md'), 'utf8');
+    for (const [k, v] of Object.entries(MONITOR_SELECTOR)) assert.ok(readme.includes(`${k}: ${v}`), `${k}: ${v}`);
+  });
 });
 
 describe('k8s: dev overlay', () => {
