@@ -17,6 +17,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import { Parser } from 'acorn';
 import YAML from 'yaml';
 import { hashKey } from '../src/platform/auth.ts';
 import { deleteRedisPrefix } from './support.ts';
@@ -206,13 +207,113 @@ function newState(request: K6State['request'] = () => ({ status: 0, body: '', he
 type Options = {
   scenarios: Record<string, Record<string, unknown>>;
   thresholds: Record<string, Array<string | { threshold: string }>>;
+  summaryTrendStats?: string[];
 };
+
+/**
+ * What k6 0.46 parses. Until 0.53 k6 ran every ES module through its bundled Babel 6, whose parser knows ES2017 and
+ * nothing later: optional chaining, ??, object rest/spread, optional catch binding, numeric separators, class fields
+ * are syntax errors there (and the script fails to load). acorn at ecmaVersion 2017 refuses the same.
+ */
+const K6_046_ECMA_VERSION = 2017;
+
+function parseForK6(source: string, file: string) {
+  try {
+    Parser.parse(source, { ecmaVersion: K6_046_ECMA_VERSION, sourceType: 'module', locations: true });
+  } catch (err) {
+    assert.fail(`${file}: k6 0.46 cannot parse it: ${(err as Error).message} (ES2017 at most, see lib.js)`);
+  }
+}
+
+/** k6 duration → seconds (the scripts' own conversion is checked against this). */
+function durationSeconds(d: string): number {
+  const unit: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600 };
+  return [...d.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)].reduce(
+    (t, m) => t + Number(m[1]) * (unit[m[2] as string] ?? 0),
+    0,
+  );
+}
 
 // ---- the static checks ---------------------------------------------------------------------------------------------
 
 const MODELS = readdirSync(path.join(ROOT, 'models'), { withFileTypes: true })
   .filter((d) => d.isDirectory())
   .map((d) => d.name);
+
+describe('k6 scripts: what k6 0.46 accepts', () => {
+  const files = readdirSync(K6_DIR).filter((f) => f.endsWith('.js'));
+
+  it('the check refuses the syntax k6 0.46 does not parse, and accepts what it does', () => {
+    for (const late of [
+      'const a = o?.b;',
+      'const a = o ?? 1;',
+      'const a = { ...o };',
+      'const { a, ...rest } = o;',
+      'try {} catch {}',
+      'const a = 1_000;',
+      'class A { b = 1; }',
+      'a ||= 1;',
+    ]) {
+      assert.throws(() => parseForK6(late, 'snippet'), /k6 0\.46 cannot parse/, late);
+    }
+    for (const fine of [
+      "import http from 'k6/http'; export default function () {}",
+      'const f = async () => { await g(); };',
+      'const a = [...b]; const { c, d } = e; const p = 2 ** 3;',
+      'const s = tag`text`;',
+      'class A { m() {} }',
+    ]) {
+      parseForK6(fine, 'snippet');
+    }
+  });
+
+  for (const file of files) {
+    it(`${file}: parses as k6 0.46 parses it (ES2017 at most)`, () => {
+      parseForK6(readFileSync(path.join(K6_DIR, file), 'utf8'), file);
+    });
+  }
+
+  for (const script of SCRIPTS) {
+    it(`${script}: the end-of-test summary shows p99 (summaryTrendStats)`, async () => {
+      const { summaryTrendStats } = (await loadScript(script, {}, newState())).options as Options;
+      assert.ok(Array.isArray(summaryTrendStats), 'options.summaryTrendStats');
+      assert.ok(summaryTrendStats.includes('p(99)'), 'p(99) in the summary');
+      for (const stat of summaryTrendStats) {
+        assert.match(stat, /^(avg|min|med|max|count|p\(\d{1,2}(\.\d+)?\))$/, `${stat}: a stat k6 knows`);
+      }
+    });
+  }
+
+  it('overload.js: an SRE sets the peak rate and how long it is held; recovery starts after it', async () => {
+    const { scenarios } = (
+      await loadScript('overload.js', { OVERLOAD_RATE: '800', DURATION: '5m', RAMP: '20s' }, newState())
+    ).options as Options;
+    const overload = scenarios.overload as { stages: Array<{ target: number; duration: string }> };
+    assert.deepEqual(overload.stages, [
+      { target: 800, duration: '20s' },
+      { target: 800, duration: '5m' },
+    ]);
+    const recovery = scenarios.recovery as { startTime: string };
+    assert.ok(durationSeconds(recovery.startTime) >= 20 + 300, `recovery starts after the peak: ${recovery.startTime}`);
+    await assert.rejects(loadScript('overload.js', { DURATION: 'five minutes' }, newState()), /DURATION/);
+  });
+
+  it('mixed.js: batch runs score throughout the sync window, not once at its start', async () => {
+    for (const env of [{}, { DURATION: '10m', BATCH_START: '30s' }]) {
+      const { scenarios } = (await loadScript('mixed.js', env, newState())).options as Options;
+      const window = (s: Record<string, unknown>) => {
+        const start = durationSeconds(String(s.startTime ?? '0s'));
+        return { start, end: start + durationSeconds(String(s.duration)) };
+      };
+      const sync = window(scenarios.news2 as Record<string, unknown>);
+      const batch = scenarios.batch as Record<string, unknown>;
+      assert.equal(batch.executor, 'constant-vus', 'runs back to back, for a duration');
+      const b = window(batch);
+      assert.ok(b.start > sync.start && b.start < sync.start + 60, 'starts once the sync traffic is steady');
+      assert.ok(b.end >= sync.end - 1, `runs until the sync traffic ends (${b.end} s vs ${sync.end} s)`);
+    }
+  });
+});
 
 describe('k6 scripts: options', () => {
   for (const script of SCRIPTS) {

@@ -21,6 +21,7 @@ import {
   params,
   preflight,
   REVIEWER_KEY,
+  SUMMARY_TREND_STATS,
   waitForJob,
 } from './lib.js';
 
@@ -58,6 +59,7 @@ if (CALLBACK_URL && RECEIVER_URL) {
 }
 
 export const options = {
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     notes: {
       executor: 'constant-arrival-rate',

@@ -1,5 +1,6 @@
 // Shared by the k6 scripts: configuration from the environment, request helpers, and inputs for the bundled models.
-// k6 runs these files (not Node): no Node APIs here, and plain ES2015+ syntax.
+// k6 runs these files (not Node): no Node APIs here, and only syntax k6 0.46 parses, i.e. ES2017 at most: no optional
+// chaining (?.), no ?? and no object spread ({...x}), which k6 accepts only from 0.53 (test/k6-scripts.test.ts checks).
 import { check, fail, sleep } from 'k6';
 import http from 'k6/http';
 
@@ -24,6 +25,22 @@ export function envDuration(name, fallback) {
   return raw;
 }
 
+/** A k6 duration in seconds (to place one scenario after another: startTime is a duration too). */
+export function seconds(duration) {
+  const unit = { ms: 0.001, s: 1, m: 60, h: 3600 };
+  let total = 0;
+  const re = /(\d+)(ms|s|m|h)/g;
+  let m = re.exec(duration);
+  while (m !== null) {
+    total += Number(m[1]) * unit[m[2]];
+    m = re.exec(duration);
+  }
+  return total;
+}
+
+/** The end-of-test summary's trend columns: p99 too (k6 shows up to p(95) by default), as the thresholds use it. */
+export const SUMMARY_TREND_STATS = ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)'];
+
 /** Request parameters: the API key, JSON, and tags (endpoint `name` keeps URLs with ids out of the metrics' tags). */
 export function params(key, tags, extra) {
   const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
@@ -42,7 +59,7 @@ export function expecting(...statuses) {
  * producing a wall of failed thresholds.
  */
 export function preflight(options) {
-  const needReviewer = options?.reviewer === true;
+  const needReviewer = options !== undefined && options.reviewer === true;
   if (!CLIENT_KEY) fail('CLIENT_KEY is not set: a client API key (see load-tests/k6/README.md)');
   if (needReviewer && !REVIEWER_KEY) fail('REVIEWER_KEY is not set: a reviewer API key');
   const ready = http.get(`${BASE_URL}/readyz`, { tags: { name: 'preflight' } });

@@ -1,22 +1,34 @@
 // Overload: an arrival rate past capacity, then a low rate. The gateway must shed with 503 + Retry-After (not queue),
 // keep the latency of the requests it accepts bounded, and recover once the load drops.
-//   k6 run -e BASE_URL=… -e CLIENT_KEY=… load-tests/k6/overload.js
+//   k6 run -e BASE_URL=… -e CLIENT_KEY=… -e OVERLOAD_RATE=20000 -e DURATION=5m load-tests/k6/overload.js
 // Aim it at a fixed number of gateways (pause the HPA, or port-forward to one pod): an autoscaler catching up
 // measures the autoscaler, not the shedding.
-// env: OVERLOAD_RATE (requests/s at the peak, default 15000: above one gateway's capacity, see README), RAMP_S (30),
-//      HOLD_S (60), RECOVERY_RATE (20), RECOVERY_S (60), MAX_VUS (1500: in-flight requests must exceed the model's
+// env: OVERLOAD_RATE (requests/s at the peak, default 15000: above one gateway's capacity, see README), DURATION
+//      (how long the peak is held, a k6 duration, default 1m), RAMP (the climb to the peak, default 30s),
+//      RECOVERY_RATE (20), RECOVERY_DURATION (1m), MAX_VUS (1500: in-flight requests must exceed the model's
 //      maxConcurrency of 256 for the gateway to shed).
 import { check } from 'k6';
 import exec from 'k6/execution';
 import http from 'k6/http';
 import { Counter, Rate } from 'k6/metrics';
-import { BASE_URL, CLIENT_KEY, envNumber, expecting, news2Instance, params, preflight } from './lib.js';
+import {
+  BASE_URL,
+  CLIENT_KEY,
+  envDuration,
+  envNumber,
+  expecting,
+  news2Instance,
+  params,
+  preflight,
+  SUMMARY_TREND_STATS,
+  seconds,
+} from './lib.js';
 
 const PEAK = envNumber('OVERLOAD_RATE', 15000);
-const RAMP_S = envNumber('RAMP_S', 30);
-const HOLD_S = envNumber('HOLD_S', 60);
+const RAMP = envDuration('RAMP', '30s');
+const HOLD = envDuration('DURATION', '1m');
 const RECOVERY_RATE = envNumber('RECOVERY_RATE', 20);
-const RECOVERY_S = envNumber('RECOVERY_S', 60);
+const RECOVERY = envDuration('RECOVERY_DURATION', '1m');
 const MAX_VUS = envNumber('MAX_VUS', 1500);
 /** after the peak: let in-flight requests finish before the recovery window is judged */
 const SETTLE_S = 10;
@@ -27,6 +39,7 @@ const unexpected = new Rate('overload_unexpected_response');
 const recovered = new Rate('recovery_ok');
 
 export const options = {
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     overload: {
       executor: 'ramping-arrival-rate',
@@ -36,18 +49,18 @@ export const options = {
       preAllocatedVUs: Math.min(200, MAX_VUS),
       maxVUs: MAX_VUS,
       stages: [
-        { target: PEAK, duration: `${RAMP_S}s` },
-        { target: PEAK, duration: `${HOLD_S}s` },
+        { target: PEAK, duration: RAMP },
+        { target: PEAK, duration: HOLD },
       ],
       gracefulStop: `${SETTLE_S}s`,
     },
     recovery: {
       executor: 'constant-arrival-rate',
       exec: 'recovery',
-      startTime: `${RAMP_S + HOLD_S + SETTLE_S}s`,
+      startTime: `${Math.ceil(seconds(RAMP) + seconds(HOLD)) + SETTLE_S}s`,
       rate: RECOVERY_RATE,
       timeUnit: '1s',
-      duration: `${RECOVERY_S}s`,
+      duration: RECOVERY,
       preAllocatedVUs: 10,
       maxVUs: 50,
     },

@@ -5,7 +5,15 @@
 // under 0.1 % errors (any non-2xx: a 503 shed or a 504 deadline is a failure here, where load is below capacity).
 
 import exec from 'k6/execution';
-import { deteriorationInstance, envDuration, envNumber, news2Instance, predict, preflight } from './lib.js';
+import {
+  deteriorationInstance,
+  envDuration,
+  envNumber,
+  news2Instance,
+  predict,
+  preflight,
+  SUMMARY_TREND_STATS,
+} from './lib.js';
 
 const RATE = envNumber('SYNC_RATE', 50);
 const DURATION = envDuration('DURATION', '2m');
@@ -24,6 +32,7 @@ function bedside(model, exec_) {
 }
 
 export const options = {
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     news2: bedside('news2', 'news2'),
     deterioration: bedside('deterioration', 'deterioration'),
