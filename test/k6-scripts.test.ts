@@ -299,7 +299,7 @@ describe('k6 scripts: what k6 0.46 accepts', () => {
   });
 
   it('mixed.js: batch runs score throughout the sync window, not once at its start', async () => {
-    for (const env of [{}, { DURATION: '10m', BATCH_START: '30s' }]) {
+    for (const env of [{}, { DURATION: '10m', BATCH_START: '30s' }] as Array<Record<string, string>>) {
       const { scenarios } = (await loadScript('mixed.js', env, newState())).options as Options;
       const window = (s: Record<string, unknown>) => {
         const start = durationSeconds(String(s.startTime ?? '0s'));
