@@ -1,4 +1,5 @@
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
 import { Problem } from '../platform/errors.ts';
 
 /**
@@ -10,41 +11,28 @@ import { Problem } from '../platform/errors.ts';
 
 const MAX_URL_LENGTH = 2048;
 
-const internal = new BlockList();
-for (const [net, bits] of [
-  ['0.0.0.0', 8],
-  ['10.0.0.0', 8],
-  ['100.64.0.0', 10],
-  ['127.0.0.0', 8],
-  ['169.254.0.0', 16],
-  ['172.16.0.0', 12],
-  ['192.0.0.0', 24],
-  ['192.168.0.0', 16],
-  ['198.18.0.0', 15],
-  ['224.0.0.0', 4],
-  ['240.0.0.0', 4],
-] as const) {
-  internal.addSubnet(net, bits, 'ipv4');
-}
-for (const [net, bits] of [
-  ['::', 128],
-  ['::1', 128],
-  ['fc00::', 7],
-  ['fe80::', 10],
-  ['ff00::', 8],
-] as const) {
-  internal.addSubnet(net, bits, 'ipv6');
-}
-
+/**
+ * Only global unicast addresses are external. Classified by ipaddr.js's registry of special ranges rather than a list
+ * of our own, so an IPv6 spelling of an internal IPv4 address (NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo, SIIT
+ * `::ffff:0:0/96`, site-local `fec0::/10`) is refused with the rest. IPv4-mapped addresses are judged by the IPv4
+ * address they carry; the deprecated IPv4-compatible form (`::a.b.c.d`, `::7f00:1`), which ipaddr.js counts as
+ * unicast, is refused outright: no public host is reached that way.
+ */
 export function isInternalAddress(address: string): boolean {
-  const family = isIP(address);
-  if (family === 0) return false;
-  if (family === 6) {
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-    if (mapped) return internal.check(mapped[1] as string, 'ipv4');
-    return internal.check(address, 'ipv6');
+  // node:net's parser is the strict one (no `127.1` or octal shorthands); ipaddr.js only classifies
+  if (isIP(address) === 0) return false;
+  let parsed: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    parsed = ipaddr.parse(address);
+  } catch {
+    return true;
   }
-  return internal.check(address, 'ipv4');
+  if (parsed.kind() === 'ipv6') {
+    const v6 = parsed as ipaddr.IPv6;
+    if (v6.isIPv4MappedAddress()) return v6.toIPv4Address().range() !== 'unicast';
+    if (v6.parts.slice(0, 6).every((p) => p === 0)) return true;
+  }
+  return parsed.range() !== 'unicast';
 }
 
 /** URL host without IPv6 brackets, lower-case. */
