@@ -5,6 +5,7 @@ import { composeGateway } from './compose.ts';
 import { ensureRedis } from './devtools/local-redis.ts';
 import { ApiKeyStore } from './platform/auth.ts';
 import { type Config, ConfigError, loadConfig } from './platform/config.ts';
+import { announceDevelopmentKeys } from './platform/dev-keys.ts';
 import { createLogger } from './platform/logger.ts';
 import { createMetrics } from './platform/metrics.ts';
 import { loadModels, ManifestError } from './registry/load.ts';
@@ -17,25 +18,23 @@ export interface RunningGateway {
   reload(): Promise<string[]>;
 }
 
-function keysFor(config: Config): ApiKeyStore {
+async function keysFor(config: Config, logger: Logger): Promise<ApiKeyStore> {
   if (config.apiKeys) return ApiKeyStore.parse(config.apiKeys);
   const { store, keys, callbackSecret } = ApiKeyStore.generateDevelopmentKeys();
-  // printed once to the terminal, never to the JSON log stream
-  process.stderr.write(
-    [
-      '',
-      'Triage development mode: no TRIAGE_API_KEYS configured, so the gateway listens on loopback only.',
-      'These keys work until the process stops (send them as "Authorization: Bearer <key>"):',
-      ...Object.entries(keys).map(([role, key]) => `  ${role.padEnd(9)} ${key}`),
-      `Callbacks of the client key go to loopback hosts only and are signed with ${callbackSecret}`,
-      '',
-    ].join('\n'),
-  );
+  const banner = [
+    '',
+    'Triage development mode: no TRIAGE_API_KEYS configured, so the gateway listens on loopback only.',
+    'These keys work until the process stops (send them as "Authorization: Bearer <key>"):',
+    ...Object.entries(keys).map(([role, key]) => `  ${role.padEnd(9)} ${key}`),
+    `Callbacks of the client key go to loopback hosts only and are signed with ${callbackSecret}`,
+    '',
+  ].join('\n');
+  await announceDevelopmentKeys(banner, { stream: process.stderr }, logger);
   return store;
 }
 
 export async function startGateway(config: Config, logger: Logger): Promise<RunningGateway> {
-  const keys = keysFor(config);
+  const keys = await keysFor(config, logger);
   const localRedis = config.env === 'development' ? await ensureRedis(config.redisUrl) : undefined;
   const redisUrl = localRedis?.url ?? config.redisUrl ?? 'redis://127.0.0.1:6379';
   const loaded = await loadModels(config.modelsDir, config.syncCeilingMs);
