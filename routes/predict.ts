@@ -3,7 +3,7 @@ import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
-
+import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
 import { acceptJob } from './jobs.ts';
 import { endpointFor } from './models.ts';
 
@@ -83,8 +83,8 @@ export function predictRoutes(deps: AppDeps) {
       {
         status: 200,
         headers: {
+          ...SECURE_HEADERS,
           'content-type': 'application/json',
-          'cache-control': 'no-store',
           'x-request-id': requestId,
           'x-model-name': manifest.name,
           'x-model-version': version,

@@ -17,6 +17,7 @@ import { Problem } from './platform/errors.ts';
 import { problemResponse } from './platform/http.ts';
 import { labelled } from './platform/metrics.ts';
 import { isRedisUnavailable } from './platform/redis.ts';
+import { secureResponseHeaders } from './platform/secure-headers.ts';
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -57,6 +58,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       );
     }
   });
+  app.use('*', secureResponseHeaders());
   app.use(
     '*',
     methodNotAllowed({

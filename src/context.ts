@@ -48,7 +48,7 @@ export interface AppEnv {
     requestId: string;
     /** the request body limit, for readJson */
     maxBodyBytes: number;
-    /** set by handlers that wrote x-request-id themselves */
+    /** set by handlers that wrote x-request-id and SECURE_HEADERS themselves (the fast path): middleware leaves them */
     requestIdSent: boolean | undefined;
     principal: Principal | undefined;
     /** set by routes that resolve a model, so the access log and metrics can label by it */

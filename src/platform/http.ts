@@ -2,6 +2,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import type { AppDeps, AppEnv } from '../context.ts';
 import { assertRole, keyFromHeaders, type Role } from './auth.ts';
 import { Problem } from './errors.ts';
+import { SECURE_HEADERS } from './secure-headers.ts';
 
 /** Renders a Problem as RFC 9457 problem+json. */
 export function problemResponse(c: Context<AppEnv>, problem: Problem): Response {
@@ -10,9 +11,9 @@ export function problemResponse(c: Context<AppEnv>, problem: Problem): Response 
   return new Response(JSON.stringify({ ...body, requestId: c.get('requestId') }), {
     status: problem.status,
     headers: {
+      ...SECURE_HEADERS,
       'content-type': 'application/problem+json',
       'x-request-id': c.get('requestId') ?? '',
-      'cache-control': 'no-store',
       ...problem.headers,
     },
   });

@@ -1,0 +1,51 @@
+import type { MiddlewareHandler } from 'hono';
+import { secureHeaders } from 'hono/secure-headers';
+import type { AppEnv } from '../context.ts';
+
+/**
+ * Response headers for an API that answers with patient data. Nothing here is meant for a browser to render or a
+ * cache to keep: `no-store` because a job, review or audit page left in a shared proxy or disk cache is a disclosure;
+ * `nosniff` and a `default-src 'none'` policy so a body can never be run as script or framed.
+ */
+const options: NonNullable<Parameters<typeof secureHeaders>[0]> = {
+  xFrameOptions: 'DENY',
+  contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] },
+  crossOriginEmbedderPolicy: false,
+};
+
+/**
+ * The same headers as a plain record, for the responses built on @hono/node-server's fast path (predict, problems):
+ * touching `c.res.headers` there would turn each into a full WHATWG Response. The secure-headers test checks that
+ * this record and what the middleware sets never drift apart.
+ */
+export const SECURE_HEADERS: Readonly<Record<string, string>> = {
+  'cache-control': 'no-store',
+  'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-resource-policy': 'same-origin',
+  'origin-agent-cluster': '?1',
+  'referrer-policy': 'no-referrer',
+  'strict-transport-security': 'max-age=15552000; includeSubDomains',
+  'x-content-type-options': 'nosniff',
+  'x-dns-prefetch-control': 'off',
+  'x-download-options': 'noopen',
+  'x-frame-options': 'DENY',
+  'x-permitted-cross-domain-policies': 'none',
+  'x-xss-protection': '0',
+};
+
+/**
+ * Hono's secure-headers middleware on every response, plus `no-store` unless a handler chose its own caching.
+ * Responses that carry SECURE_HEADERS themselves say so through `requestIdSent` and are left untouched.
+ */
+export function secureResponseHeaders(): MiddlewareHandler<AppEnv> {
+  const hono = secureHeaders(options);
+  const done = async () => {};
+  return async (c, next) => {
+    await next();
+    if (c.get('requestIdSent')) return;
+    // run after the handler, against the response it produced: a no-op `next` makes it only set headers
+    await hono(c, done);
+    if (!c.res.headers.has('cache-control')) c.res.headers.set('cache-control', 'no-store');
+  };
+}
