@@ -1,8 +1,11 @@
 import { Hono } from 'hono';
 import { stream } from 'hono/streaming';
+import { displayInputPath } from '../src/batch/data-areas.ts';
 import { bulkManifest } from '../src/batch/manifest.ts';
 import { type BatchRun, outputKey, shadowFileName, shadowOutputKey } from '../src/batch/runs.ts';
+import { StorageError } from '../src/batch/storage.ts';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
+import type { Principal } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
@@ -11,13 +14,13 @@ function progress(run: BatchRun): string {
   return `${run.state}: ${run.rowsDone} rows read, ${run.scored} scored, ${run.failed} failed`;
 }
 
-function runView(run: BatchRun) {
+function viewOf(run: BatchRun, principal?: Principal) {
   return {
     id: run.id,
     model: run.model,
     version: run.version,
     state: run.state,
-    input: run.input,
+    input: { ...run.input, path: displayInputPath(principal, run.input.path) },
     ...(run.scheduleId ? { scheduleId: run.scheduleId } : {}),
     createdAt: new Date(run.createdAt).toISOString(),
     rowsRead: run.rowsDone,
@@ -42,11 +45,13 @@ export function batchRoutes(deps: AppDeps) {
     const run = await deps.batches.submit(c.get('principal')!, model, body);
     c.header('content-location', `/v1/batches/${run.id}`);
     c.header('location', `/v1/batches/${run.id}`);
-    return c.json(runView(run), 202);
+    return c.json(viewOf(run, c.get('principal')), 202);
   });
 
   app.get('/batches/:id', client, async (c) => {
-    const run = await deps.batches.visible(c.get('principal')!, c.req.param('id'));
+    const principal = c.get('principal');
+    const run = await deps.batches.visible(principal!, c.req.param('id'));
+    const runView = (r: BatchRun) => viewOf(r, principal);
     if (run.state === 'queued' || run.state === 'running') {
       c.header('x-progress', progress(run));
       c.header('retry-after', '2');
@@ -71,7 +76,7 @@ export function batchRoutes(deps: AppDeps) {
 
   app.delete('/batches/:id', client, async (c) => {
     const run = await deps.batches.cancel(c.get('principal')!, c.req.param('id'));
-    return c.json(runView(run), 202);
+    return c.json(viewOf(run, c.get('principal')), 202);
   });
 
   app.get('/batches/:id/files/:file', client, async (c) => {
@@ -81,10 +86,17 @@ export function batchRoutes(deps: AppDeps) {
     if (run.state !== 'completed' || (file !== 'output.ndjson' && file !== 'errors.ndjson' && !shadowVersion)) {
       throw new Problem('not_found', 'no such file');
     }
-    const key = shadowVersion ? shadowOutputKey(run.id, shadowVersion) : outputKey(run.id, file as 'output.ndjson');
-    const source = deps.batches.storage.createReadStream(key);
+    const key = shadowVersion ? shadowOutputKey(run, shadowVersion) : outputKey(run, file as 'output.ndjson');
+    // opened before the response starts, so a missing or tampered-with file is a 404, not an empty 200
+    const source = await deps.batches.storage.openOutput(key).catch((err) => {
+      if (err instanceof StorageError) throw new Problem('not_found', 'no such file');
+      throw err;
+    });
     c.header('content-type', 'application/fhir+ndjson');
     return stream(c, async (s) => {
+      s.onAbort(() => {
+        source.destroy();
+      });
       for await (const chunk of source) await s.write(chunk as Uint8Array);
     });
   });

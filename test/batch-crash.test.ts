@@ -106,8 +106,10 @@ before(async () => {
     if (i % BAD === 0) row.respirationRate = 500;
     lines.push(JSON.stringify(row));
   }
+  // big: the client's own input (its data area); small: the operator's, read by a schedule
+  await mkdir(path.join(dataDir, 'clients', 'batch-client', 'inputs'), { recursive: true });
+  await writeFile(path.join(dataDir, 'clients', 'batch-client', 'inputs', 'big.ndjson'), `${lines.join('\n')}\n`);
   await mkdir(path.join(dataDir, 'inputs'), { recursive: true });
-  await writeFile(path.join(dataDir, 'inputs', 'big.ndjson'), `${lines.join('\n')}\n`);
   await writeFile(
     path.join(dataDir, 'inputs', 'small.ndjson'),
     `${Array.from({ length: 40 }, (_, i) => JSON.stringify({ id: `s-${i}`, ...news2Row(i) })).join('\n')}\n`,
@@ -204,6 +206,7 @@ describe('a scheduled slot triggered twice', () => {
       timezone: 'UTC',
       input: { path: 'inputs/small.ndjson', format: 'ndjson' },
       missed: 'skip',
+      readers: ['batch-client'],
     });
     assert.equal(put.status, 201, put.text);
     const queue = gw.gateway.services.queues.batch;
@@ -221,7 +224,7 @@ describe('a scheduled slot triggered twice', () => {
     assert.equal(run?.state, 'completed');
     assert.equal(run?.scheduleId, 'crash-slot');
     assert.equal(run?.scored, 40);
-    const file = path.join(dataDir, 'batches', runId, 'output.ndjson');
+    const file = path.join(dataDir, run?.dir ?? '', 'output.ndjson');
     const bytes = await readFile(file);
     const mtime = (await stat(file)).mtimeMs;
 

@@ -141,8 +141,18 @@ function mixedCsv(n: number): { text: string; expected: Expected } {
   return { text: `${lines.join('\r\n')}\r\n`, expected };
 }
 
+/** The client key's own input area (batch inputs are named relative to it). */
+const area = () => path.join(dataDir, 'clients', 'batch-client');
+
+/** The folder a run writes to (its id and a random part). */
+async function runFolder(id: string): Promise<string> {
+  const run = await gw.gateway.services.runs.get(id);
+  assert.ok(run, `run ${id}`);
+  return path.join(dataDir, run.dir);
+}
+
 async function writeInput(name: string, text: string): Promise<void> {
-  const file = path.join(dataDir, 'inputs', name);
+  const file = path.join(area(), 'inputs', name);
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(file, text);
 }
@@ -169,8 +179,8 @@ before(async () => {
   outsideDir = await tempDir('outside');
   await writeInput('mixed.ndjson', mixed.text);
   await writeInput('mixed.csv', csv.text);
-  await mkdir(path.join(dataDir, 'inputs'), { recursive: true });
-  await copyFile(SYNTHEA_OBSERVATIONS, path.join(dataDir, 'inputs', 'vitals.ndjson'));
+  await mkdir(path.join(area(), 'inputs'), { recursive: true });
+  await copyFile(SYNTHEA_OBSERVATIONS, path.join(area(), 'inputs', 'vitals.ndjson'));
   gw = await buildGateway({ prefix, keys, modelsDir, dataDir, workers: ['batch'], logger: logs.logger });
   idle = await buildGateway({ prefix: idlePrefix, keys, modelsDir, dataDir, workers: [], logger: logs.logger });
 });
@@ -300,7 +310,7 @@ describe('an on-demand NDJSON run', () => {
     assert.ok(final.body.extension.chunks >= Math.ceil(mixed.expected.outcome.size / 64));
 
     // the manifest is also written beside the files, with the same counts
-    const onDisk = JSON.parse(await readFile(path.join(dataDir, 'batches', runId, 'manifest.json'), 'utf8'));
+    const onDisk = JSON.parse(await readFile(path.join(await runFolder(runId), 'manifest.json'), 'utf8'));
     assert.equal(onDisk.output[0].count, scored);
     assert.equal(onDisk.error[0].count, failed);
   });
@@ -358,13 +368,13 @@ describe('an on-demand NDJSON run', () => {
   test('re-queueing a completed run does not score it again', async () => {
     const queue = gw.gateway.services.queues.batch;
     const record = await gw.gateway.services.runs.get(runId);
-    const output = await readFile(path.join(dataDir, 'batches', runId, 'output.ndjson'));
+    const output = await readFile(path.join(await runFolder(runId), 'output.ndjson'));
     await (await queue.getJob(`run-${runId}`))?.remove();
     const job = await queue.add('run', { runId }, { jobId: `run-${runId}` });
     await waitFor(async () => (await job.getState()) === 'completed', 'the re-queued job');
     assert.equal((await queue.getJob(`run-${runId}`))?.returnvalue, 'run completed');
     assert.deepEqual(await gw.gateway.services.runs.get(runId), record);
-    assert.deepEqual(await readFile(path.join(dataDir, 'batches', runId, 'output.ndjson')), output);
+    assert.deepEqual(await readFile(path.join(await runFolder(runId), 'output.ndjson')), output);
   });
 
   test('the run is visible to its requester and admins only; its files too', async () => {
@@ -494,7 +504,7 @@ describe('FHIR NDJSON: the Synthea vital signs', () => {
     const storage = new LocalStorage(dataDir);
     const rows = [];
     for await (const row of readFhirObservations(
-      await storage.openRead('inputs/vitals.ndjson'),
+      await storage.openRead('clients/batch-client/inputs/vitals.ndjson'),
       model?.manifest.features ?? [],
       { asOf, lookbackHours: LOOKBACK_HOURS },
     )) {
@@ -595,7 +605,7 @@ describe('cancelling', () => {
     const run = await gw.gateway.services.runs.get(id);
     assert.equal(run?.state, 'cancelled');
     assert.ok((run?.rowsDone ?? n) < n, `stopped early (${run?.rowsDone} of ${n})`);
-    const lines = (await readFile(path.join(dataDir, 'batches', id, 'output.ndjson'), 'utf8')).split('\n');
+    const lines = (await readFile(path.join(await runFolder(id), 'output.ndjson'), 'utf8')).split('\n');
     assert.equal(lines.length - 1, run?.scored, 'the output holds exactly the committed rows');
     assert.equal((await gw.call('GET', `/v1/batches/${id}`, keys.client)).status, 410);
     assert.equal((await gw.call('GET', `/v1/batches/${id}/files/output.ndjson`, keys.client)).status, 404);
@@ -610,7 +620,7 @@ describe('a failed run', () => {
       model: 'retired-model',
       version: '1',
       requestedBy: 'api:batch-client',
-      input: { path: 'inputs/mixed.ndjson', format: 'ndjson' },
+      input: { path: 'clients/batch-client/inputs/mixed.ndjson', format: 'ndjson' },
       asOf: Date.now(),
       state: 'queued',
       createdAt: Date.now(),
@@ -633,7 +643,7 @@ describe('bad input: every refusal is a 4xx problem+json with its code', () => {
   let fifoMade = false;
 
   before(async () => {
-    const inputs = path.join(dataDir, 'inputs');
+    const inputs = path.join(area(), 'inputs');
     await writeInput('ok.ndjson', `${JSON.stringify({ id: 'a', ...news2Row(1) })}\n`);
     await writeInput('empty.ndjson', '');
     await writeInput('blank.ndjson', '\n  \n\n');
@@ -696,20 +706,22 @@ describe('bad input: every refusal is a 4xx problem+json with its code', () => {
     { name: 'empty path', body: input(''), status: 400, code: 'invalid_request' },
     { name: 'unknown format', body: input('inputs/ok.ndjson', 'parquet'), status: 400, code: 'invalid_request' },
     { name: 'missing format', body: { input: { path: 'inputs/ok.ndjson' } }, status: 400, code: 'invalid_request' },
-    { name: '../etc/passwd', body: input('../etc/passwd'), status: 400, code: 'invalid_input_file' },
-    { name: 'inputs/../../x', body: input('inputs/../../x.ndjson'), status: 400, code: 'invalid_input_file' },
-    { name: '/etc/passwd', body: input('/etc/passwd'), status: 400, code: 'invalid_input_file' },
-    { name: 'a NUL byte', body: input('inputs/ok.ndjson\u0000.csv'), status: 400, code: 'invalid_input_file' },
-    { name: 'a symlink out', body: input('inputs/escape.ndjson'), status: 400, code: 'invalid_input_file' },
+    { name: '../etc/passwd', body: input('../etc/passwd'), status: 404, code: 'not_found' },
+    { name: 'inputs/../../x', body: input('inputs/../../x.ndjson'), status: 404, code: 'not_found' },
+    { name: '/etc/passwd', body: input('/etc/passwd'), status: 404, code: 'not_found' },
+    { name: 'a NUL byte', body: input('inputs/ok.ndjson\u0000.csv'), status: 404, code: 'not_found' },
+    { name: 'a symlink out', body: input('inputs/escape.ndjson'), status: 404, code: 'not_found' },
     {
       name: 'a symlinked dir out',
       body: input('inputs/escape-dir/secret.ndjson'),
-      status: 400,
-      code: 'invalid_input_file',
+      status: 404,
+      code: 'not_found',
     },
-    { name: 'a path that does not exist', body: input('inputs/nope.ndjson'), status: 400, code: 'invalid_input_file' },
+    { name: 'a path that does not exist', body: input('inputs/nope.ndjson'), status: 404, code: 'not_found' },
     { name: 'a directory', body: input('inputs/folder'), status: 400, code: 'invalid_input_file' },
-    { name: 'the data dir itself', body: input('.'), status: 400, code: 'invalid_input_file' },
+    { name: 'its own data area itself', body: input('.'), status: 400, code: 'invalid_input_file' },
+    { name: 'another client’s area', body: input('../batch-other/inputs/ok.ndjson'), status: 404, code: 'not_found' },
+    { name: 'a shared area not granted', body: input('shared/outreach/ok.ndjson'), status: 404, code: 'not_found' },
     { name: 'CSV declared ndjson', body: input('inputs/table.csv'), status: 400, code: 'invalid_input_file' },
     { name: 'NDJSON declared csv', body: input('inputs/ok.ndjson', 'csv'), status: 400, code: 'invalid_input_file' },
     {

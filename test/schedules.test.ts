@@ -66,6 +66,8 @@ const yearly = (extra: Record<string, unknown> = {}) => ({
   cron: '0 0 1 1 *',
   timezone: 'UTC',
   input: { path: 'inputs/small.ndjson', format: 'ndjson' },
+  // who may read its runs besides admins (allowing the model is not enough: a schedule scores a population)
+  readers: ['batch-client'],
   ...extra,
 });
 
@@ -95,6 +97,7 @@ describe('the admin API', () => {
         timezone: 'UTC',
         input: { path: 'inputs/small.ndjson', format: 'ndjson' },
         missed: 'catch-up',
+        readers: ['batch-client'],
         source: 'api',
         updatedAt: undefined,
         updatedBy: 'batch-admin',
@@ -163,14 +166,26 @@ describe('the admin API', () => {
     {
       name: 'an input outside the data dir',
       body: yearly({ input: { path: '../etc/passwd', format: 'ndjson' } }),
-      status: 400,
-      code: 'invalid_input_file',
+      status: 404,
+      code: 'not_found',
     },
     {
       name: 'an input that does not exist',
       body: yearly({ input: { path: 'inputs/none.ndjson', format: 'ndjson' } }),
+      status: 404,
+      code: 'not_found',
+    },
+    {
+      name: 'a run’s output as input',
+      body: yearly({ input: { path: 'batches/x/output.ndjson', format: 'ndjson' } }),
+      status: 404,
+      code: 'not_found',
+    },
+    {
+      name: 'readers not key ids',
+      body: yearly({ readers: ['not a key id'] }),
       status: 400,
-      code: 'invalid_input_file',
+      code: 'invalid_request',
     },
     {
       name: 'an input of the wrong format',
@@ -262,8 +277,11 @@ describe('a per-second schedule', () => {
       output.map((r) => r.id),
       Array.from({ length: SMALL_ROWS }, (_, i) => `sched-row-${i}`),
     );
-    // a scheduled run is visible to clients of its model, not to others
+    // a scheduled run is visible to the schedule's readers only, not to every client allowed its model
     assert.equal((await gw.call('GET', `/v1/batches/${done.id}`, keys.deteriorationOnly)).status, 404);
+    for (const url of [`/v1/batches/${done.id}`, `/v1/batches/${done.id}/files/output.ndjson`]) {
+      assert.equal((await gw.call('GET', url, keys.other)).status, 404, url);
+    }
 
     // its last success, per schedule, in the metrics
     const metrics = (await gw.call('GET', '/metrics', undefined)).text;
@@ -291,7 +309,7 @@ describe('a slot missed while the workers were down', () => {
     const run = await gw.gateway.services.runs.get(`late-skip-${slot}`);
     assert.equal(run?.state, 'skipped');
     assert.equal(run?.scored, 0);
-    await assert.rejects(access(path.join(dataDir, 'batches', `late-skip-${slot}`)), 'no output was written');
+    await assert.rejects(access(path.join(dataDir, run?.dir ?? 'batches/none')), 'no output was written');
     const status = await gw.call('GET', `/v1/batches/late-skip-${slot}`, keys.client);
     assert.equal(status.status, 200, status.text);
     assert.equal(status.body.state, 'skipped');

@@ -568,8 +568,10 @@ describe('async jobs and batch runs mirror too', { timeout: 60_000 }, () => {
     const ids = instances.map((_, i) => `row-${i}`);
     const lines = instances.map((v, i) => JSON.stringify({ id: ids[i], ...v }));
     lines.splice(5, 0, JSON.stringify({ id: 'bad-row', ...instances[0], pulse: 999 })); // out of range: not scored
-    await mkdir(path.join(dataDir, 'inputs'), { recursive: true });
-    await writeFile(path.join(dataDir, 'inputs', 'rows.ndjson'), `${lines.join('\n')}\n`);
+    // the client key's own data area
+    const area = path.join(dataDir, 'clients', 'release-client', 'inputs');
+    await mkdir(area, { recursive: true });
+    await writeFile(path.join(area, 'rows.ndjson'), `${lines.join('\n')}\n`);
     const res = await gw.call('POST', `/v1/models/${MODEL}/batches`, keys.client, {
       input: { path: 'inputs/rows.ndjson', format: 'ndjson' },
     });

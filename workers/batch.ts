@@ -134,6 +134,7 @@ async function runIdFor(job: Job<BatchJobData>, deps: BatchWorkerDeps): Promise<
     version: model?.version ?? 'unknown',
     requestedBy: `schedule:${scheduleId}`,
     scheduleId,
+    ...(schedule.readers ? { readers: schedule.readers } : {}),
     input: schedule.input,
     asOf: slotTime,
     state: late && schedule.missed === 'skip' ? 'skipped' : 'queued',
@@ -173,6 +174,8 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
   await runs.transition(runId, ['queued', 'running'], 'running', run.startedAt ? {} : { startedAt: deps.now() });
   const started = deps.now();
   try {
+    // first start: the run's folder is made here, exclusively (a resumed run reopens its own)
+    if (!run.startedAt) await deps.storage.createDir(run.dir);
     const outcome = await runInThread(
       {
         runId,
@@ -196,7 +199,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
     if (!finished) return 'gone';
     finished.finishedAt = deps.now();
     await deps.storage.writeWhole(
-      outputKey(runId, 'manifest.json'),
+      outputKey(finished, 'manifest.json'),
       JSON.stringify(
         bulkManifest(finished, run.scheduleId ? `schedule:${run.scheduleId}` : `/v1/models/${run.model}/batches`),
         null,

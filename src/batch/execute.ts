@@ -59,15 +59,15 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   const { manifest } = model;
   const width = manifest.features.length;
   const chunkSize = manifest.batch?.chunkSize ?? 1024;
-  const output = await storage.openAppend(outputKey(run.id, 'output.ndjson'), run.outputBytes);
-  const errors = await storage.openAppend(outputKey(run.id, 'errors.ndjson'), run.errorBytes);
+  const output = await storage.openAppend(outputKey(run, 'output.ndjson'), run.outputBytes);
+  const errors = await storage.openAppend(outputKey(run, 'errors.ndjson'), run.errorBytes);
   const shadowBytes: Record<string, number> = { ...run.shadowBytes };
   // shadow versions score the same rows, written beside the primary's output, never instead of it
   const shadowVersions = (model.routing.shadow?.versions ?? []).filter((v) => v !== run.version);
   const shadowFiles = new Map(
     await Promise.all(
       shadowVersions.map(
-        async (v) => [v, await storage.openAppend(shadowOutputKey(run.id, v), shadowBytes[v] ?? 0)] as const,
+        async (v) => [v, await storage.openAppend(shadowOutputKey(run, v), shadowBytes[v] ?? 0)] as const,
       ),
     ),
   );

@@ -1,5 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { batchFormats } from '../registry/schema.ts';
+import { RUNS_DIR } from './storage.ts';
 
 export type BatchFormat = (typeof batchFormats)[number];
 export type RunState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'skipped';
@@ -12,6 +14,13 @@ export interface BatchRun {
   /** `api:<key id>` for on-demand runs, `schedule:<id>` for scheduled ones */
   requestedBy: string;
   scheduleId?: string;
+  /**
+   * the run's folder under the data directory: its id and 128 random bits, so a scheduled run's folder cannot be
+   * predicted from its schedule and slot (and prepared with links by whoever can write to the data volume)
+   */
+  dir: string;
+  /** client key ids that may read a scheduled run (the schedule's `readers`); admins always may */
+  readers?: string[];
   input: { path: string; format: BatchFormat };
   asOf: number;
   state: RunState;
@@ -34,12 +43,18 @@ export function shadowFileName(version: string): string {
   return `output.shadow-${version}.ndjson`;
 }
 
-export function shadowOutputKey(runId: string, version: string): string {
-  return `batches/${runId}/${shadowFileName(version)}`;
+type RunFolder = Pick<BatchRun, 'dir'>;
+
+export function shadowOutputKey(run: RunFolder, version: string): string {
+  return `${run.dir}/${shadowFileName(version)}`;
 }
 
-export function outputKey(runId: string, file: 'output.ndjson' | 'errors.ndjson' | 'manifest.json'): string {
-  return `batches/${runId}/${file}`;
+export function outputKey(run: RunFolder, file: 'output.ndjson' | 'errors.ndjson' | 'manifest.json'): string {
+  return `${run.dir}/${file}`;
+}
+
+function newRunDir(id: string): string {
+  return `${RUNS_DIR}/${id}.${randomBytes(16).toString('hex')}`;
 }
 
 const CREATE = `
@@ -85,13 +100,19 @@ export class RunStore {
 
   /** Creates the run unless one with this id exists; true when this call created it. */
   async create(
-    run: Omit<BatchRun, 'rowsDone' | 'scored' | 'failed' | 'outputBytes' | 'errorBytes' | 'chunks' | 'shadowBytes'>,
+    run: Omit<
+      BatchRun,
+      'rowsDone' | 'scored' | 'failed' | 'outputBytes' | 'errorBytes' | 'chunks' | 'shadowBytes' | 'dir'
+    >,
   ): Promise<boolean> {
     const fields: Record<string, string> = {
       id: run.id,
       model: run.model,
       version: run.version,
       requestedBy: run.requestedBy,
+      // set only by the call that creates the record: a re-triggered slot finds the folder of its first run
+      dir: newRunDir(run.id),
+      ...(run.readers ? { readers: JSON.stringify(run.readers) } : {}),
       inputPath: run.input.path,
       inputFormat: run.input.format,
       asOf: String(run.asOf),
@@ -128,6 +149,9 @@ export class RunStore {
       version: h.version as string,
       requestedBy: h.requestedBy as string,
       ...(h.scheduleId ? { scheduleId: h.scheduleId } : {}),
+      // runs recorded before folders were randomised keep their old folder
+      dir: h.dir ?? `${RUNS_DIR}/${h.id}`,
+      ...(h.readers ? { readers: JSON.parse(h.readers) as string[] } : {}),
       input: { path: h.inputPath as string, format: h.inputFormat as BatchFormat },
       asOf: Number(h.asOf),
       state: h.state as RunState,

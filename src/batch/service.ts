@@ -4,6 +4,7 @@ import type { Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import { batchFormats } from '../registry/schema.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
+import { inClientArea, mayReadRun } from './data-areas.ts';
 import type { BatchFormat, BatchRun, RunStore } from './runs.ts';
 import { type LocalStorage, StorageError } from './storage.ts';
 
@@ -34,9 +35,9 @@ export async function sniffFormat(storage: LocalStorage, path: string, format: B
 
 export function storageProblem(err: unknown): never {
   if (err instanceof StorageError) {
-    if (err.reason === 'outside')
-      throw new Problem('invalid_input_file', 'input.path must stay inside the data directory');
-    if (err.reason === 'not_found') throw new Problem('invalid_input_file', 'input.path does not exist');
+    // the same answer for missing and forbidden: a 404 must not reveal what exists outside the caller's areas
+    if (err.reason === 'outside' || err.reason === 'not_found')
+      throw new Problem('not_found', 'no such input file in your data area');
     throw new Problem('invalid_input_file', 'input.path cannot be read');
   }
   throw err;
@@ -96,7 +97,7 @@ export class BatchService {
         `"${model.manifest.name}" takes documents: use /v1/models/${model.manifest.name}/jobs`,
       );
     }
-    const input = await this.checkInput(body.input);
+    const input = await this.checkInput(inClientArea(principal, body.input));
     let asOf = Date.now();
     if (body.asOf !== undefined) {
       if (
@@ -132,15 +133,10 @@ export class BatchService {
     return (await this.#runs.get(id)) as BatchRun;
   }
 
-  /** A run its caller may see: their own, a scheduled run of a model they may call, or any for admins. */
+  /** A run its caller may see (see mayReadRun); 404 otherwise, as for a run that does not exist. */
   async visible(principal: Principal, id: string): Promise<BatchRun> {
     const run = /^[A-Za-z0-9-]{1,140}$/.test(id) ? await this.#runs.get(id) : undefined;
-    const allowed =
-      run &&
-      (principal.role === 'admin' ||
-        run.requestedBy === `api:${principal.id}` ||
-        (run.scheduleId !== undefined && (principal.models.has('*') || principal.models.has(run.model))));
-    if (!run || !allowed) throw new Problem('not_found', 'no such batch run');
+    if (!run || !mayReadRun(principal, run)) throw new Problem('not_found', 'no such batch run');
     return run;
   }
 

@@ -1,5 +1,6 @@
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, realpath, rename, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { type FileHandle, lstat, mkdir, open, realpath, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 
@@ -24,24 +25,49 @@ export interface AppendHandle {
   close(): Promise<void>;
 }
 
+/**
+ * A refusal. Its message never names the key: keys are client-chosen paths that often name a ward or a patient, and
+ * these messages end up in run records and logs.
+ */
 export class StorageError extends Error {
   override name = 'StorageError';
-  readonly reason: 'outside' | 'not_found' | 'unreadable';
+  readonly reason: 'outside' | 'not_found' | 'unreadable' | 'exists';
   constructor(reason: StorageError['reason'], message: string) {
     super(message);
     this.reason = reason;
   }
 }
 
-/** The local filesystem under one root (the data directory). No key may reach outside it, symlinks included. */
+/** Where runs write; never an input (see `openRead`). */
+export const RUNS_DIR = 'batches';
+
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
+
+function failure(err: unknown, what: string): StorageError {
+  if (err instanceof StorageError) return err;
+  const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+  // ELOOP: the last component is a symlink (O_NOFOLLOW); ENOTDIR: a component is not a directory
+  if (code === 'ELOOP') return new StorageError('outside', `${what}: a symbolic link is not followed`);
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new StorageError('not_found', `${what}: no such file (${code})`);
+  if (code === 'EEXIST') return new StorageError('exists', `${what}: it exists already`);
+  return new StorageError('unreadable', `${what}: ${code}`);
+}
+
+/**
+ * The local filesystem under one root (the data directory). No key reaches outside it, symlinks included: every
+ * directory on the way must be a real directory (its realpath is its own path), and the file itself is opened with
+ * O_NOFOLLOW, then checked through its open handle (a regular file), so what is read or written is what was checked.
+ * Files and directories it creates are the service user's only (0600, 0700): outputs carry patient data.
+ */
 export class LocalStorage implements BatchStorage {
   readonly root: string;
+  #realRoot: Promise<string> | undefined;
 
   constructor(root: string) {
     this.root = path.resolve(root);
   }
 
-  /** Resolves a key under the root; refuses absolute keys, `..` and NUL bytes. */
+  /** Resolves a key under the root lexically; refuses absolute keys, `..` and NUL bytes. */
   resolve(key: string): string {
     if (key.includes('\0') || path.isAbsolute(key) || key.split(/[\\/]/).includes('..')) {
       throw new StorageError('outside', 'the path must be relative to the data directory, without ".."');
@@ -53,40 +79,104 @@ export class LocalStorage implements BatchStorage {
     return full;
   }
 
-  async #existing(key: string): Promise<string> {
-    const full = this.resolve(key);
-    let real: string;
-    try {
-      real = await realpath(full);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new StorageError(code === 'ENOENT' ? 'not_found' : 'unreadable', `cannot open ${key} (${code})`);
-    }
-    const root = await realpath(this.root);
-    if (real !== root && !real.startsWith(root + path.sep)) {
-      throw new StorageError('outside', 'the path leads outside the data directory');
-    }
-    const s = await stat(real);
-    if (!s.isFile()) throw new StorageError('unreadable', `${key} is not a file`);
-    return real;
+  /** The key's absolute path under the root's real path, with every directory on the way checked. */
+  async #checked(key: string): Promise<string> {
+    const relative = path.relative(this.root, this.resolve(key));
+    // the root may itself sit behind a link (/tmp on some systems): the operator chose it, so it is resolved once
+    this.#realRoot ??= realpath(this.root);
+    const root = await this.#realRoot.catch((err) => {
+      this.#realRoot = undefined;
+      throw failure(err, 'the data directory');
+    });
+    const full = path.join(root, relative);
+    const dir = path.dirname(full);
+    const real = await realpath(dir).catch((err) => {
+      throw failure(err, 'the folder');
+    });
+    if (real !== dir) throw new StorageError('outside', 'a folder on the way is a symbolic link');
+    return full;
   }
 
-  async openRead(key: string): Promise<Readable> {
-    const real = await this.#existing(key);
-    const handle = await open(real, 'r').catch((err: NodeJS.ErrnoException) => {
-      throw new StorageError('unreadable', `cannot read ${key} (${err.code})`);
+  /** Opens without following a link at the last component, and checks the opened file is a regular file. */
+  async #open(key: string, flags: number, mode?: number): Promise<FileHandle> {
+    const full = await this.#checked(key);
+    const handle = await open(full, flags | O_NOFOLLOW, mode).catch((err) => {
+      throw failure(err, 'cannot open the file');
     });
+    try {
+      if (!(await handle.stat()).isFile()) throw new StorageError('unreadable', 'not a regular file');
+      // a folder swapped for a link between the check and the open would show here
+      if ((await realpath(path.dirname(full))) !== path.dirname(full)) {
+        throw new StorageError('outside', 'a folder on the way is a symbolic link');
+      }
+      return handle;
+    } catch (err) {
+      await handle.close();
+      throw failure(err, 'cannot open the file');
+    }
+  }
+
+  /** Creates the folders of a key one by one, each a real directory (an existing link is refused, never followed). */
+  async #ensureDir(key: string): Promise<void> {
+    const parts = path
+      .relative(this.root, path.dirname(this.resolve(key)))
+      .split(path.sep)
+      .filter(Boolean);
+    for (let i = 1; i <= parts.length; i++) {
+      const dir = path.join(this.root, ...parts.slice(0, i));
+      await mkdir(dir, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw failure(err, 'cannot create the folder');
+      });
+      const s = await lstat(dir);
+      if (!s.isDirectory()) throw new StorageError('outside', 'a folder on the way is not a directory');
+    }
+  }
+
+  /** An input. Never a run's output: run folders are not inputs, whoever asks. */
+  async openRead(key: string): Promise<Readable> {
+    if (this.isRunOutput(key)) {
+      throw new StorageError('outside', 'run outputs are not inputs');
+    }
+    return this.#stream(key);
+  }
+
+  /** A file a run wrote, for download. */
+  async openOutput(key: string): Promise<Readable> {
+    if (!this.isRunOutput(key)) throw new StorageError('outside', 'not a run output');
+    return this.#stream(key);
+  }
+
+  isRunOutput(key: string): boolean {
+    return this.resolve(key).startsWith(path.join(this.root, RUNS_DIR) + path.sep);
+  }
+
+  async #stream(key: string): Promise<Readable> {
+    // O_NONBLOCK: opening a FIFO must not hang until a writer appears (it is then refused as not a regular file)
+    const handle = await this.#open(key, O_RDONLY | O_NONBLOCK);
     return handle.createReadStream({ highWaterMark: 256 * 1024 });
   }
 
   async size(key: string): Promise<number> {
-    return (await stat(await this.#existing(key))).size;
+    const handle = await this.#open(key, O_RDONLY | O_NONBLOCK);
+    try {
+      return (await handle.stat()).size;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Creates a run's folder; fails if anything is there already (nobody can have prepared it for us). */
+  async createDir(key: string): Promise<void> {
+    await this.#ensureDir(key);
+    const full = await this.#checked(key);
+    await mkdir(full, { mode: 0o700 }).catch((err) => {
+      throw failure(err, 'cannot create the run folder');
+    });
   }
 
   async openAppend(key: string, length: number): Promise<AppendHandle> {
-    const full = this.resolve(key);
-    await mkdir(path.dirname(full), { recursive: true });
-    const handle = await open(full, 'a+');
+    await this.#ensureDir(key);
+    const handle = await this.#open(key, O_WRONLY | O_CREAT | O_APPEND, 0o600);
     await handle.truncate(length);
     let size = length;
     return {
@@ -102,18 +192,31 @@ export class LocalStorage implements BatchStorage {
   }
 
   async writeWhole(key: string, body: string): Promise<void> {
-    const full = this.resolve(key);
-    await mkdir(path.dirname(full), { recursive: true });
-    await writeFile(`${full}.tmp`, body);
-    await rename(`${full}.tmp`, full);
+    await this.#ensureDir(key);
+    const full = await this.#checked(key);
+    // a fresh name opened exclusively, then renamed over the key: rename replaces a link, it never writes through one
+    const temp = `${full}.${randomBytes(8).toString('hex')}.tmp`;
+    const handle = await open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600).catch((err) => {
+      throw failure(err, 'cannot write the file');
+    });
+    try {
+      await handle.writeFile(body);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, full).catch(async (err) => {
+      await unlink(temp).catch(() => {});
+      throw failure(err, 'cannot write the file');
+    });
   }
 
   async readWhole(key: string): Promise<string> {
-    return readFile(await this.#existing(key), 'utf8');
-  }
-
-  /** For downloads: a stream of a file written by a run. */
-  createReadStream(key: string): Readable {
-    return createReadStream(this.resolve(key));
+    const handle = await this.#open(key, O_RDONLY | O_NONBLOCK);
+    try {
+      return await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
   }
 }

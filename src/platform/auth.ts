@@ -15,6 +15,8 @@ export interface Principal {
   models: ReadonlySet<string>;
   /** hosts its async callbacks may go to (exact names, or `*.example.org`) */
   callbackHosts: readonly string[];
+  /** shared data areas (`shared/<name>`) this key may read batch inputs from, beside its own `clients/<id>` */
+  dataAreas?: readonly string[];
 }
 
 const keyEntrySchema = z
@@ -25,6 +27,7 @@ const keyEntrySchema = z
     sha256: z.string().regex(/^[a-f0-9]{64}$/, 'must be the 64-hex-digit sha256 of the key'),
     models: z.array(z.string().min(1)).default(['*']),
     callbackHosts: z.array(z.string().min(1)).default([]),
+    dataAreas: z.array(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'an area name under shared/')).default([]),
     /** Standard Webhooks secret (`whsec_` + base64) signing this client's callbacks */
     callbackSecret: z
       .string()
@@ -57,6 +60,7 @@ export class ApiKeyStore {
         role: e.role,
         models: new Set(e.models ?? ['*']),
         callbackHosts: e.callbackHosts ?? [],
+        dataAreas: e.dataAreas ?? [],
       });
       if (e.callbackSecret) this.#callbackSecrets.set(e.id, e.callbackSecret);
     }

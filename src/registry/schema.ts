@@ -190,6 +190,11 @@ export const scheduleSchema = z
     input: z.object({ path: z.string().min(1).max(1024), format: z.enum(batchFormats) }).strict(),
     /** a slot missed while everything was down: skip it, or run once to catch up */
     missed: z.enum(['skip', 'catch-up']).default('skip'),
+    /** client key ids that may read this schedule's runs and their files (admins always may) */
+    readers: z
+      .array(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'a key id'))
+      .max(100)
+      .optional(),
   })
   .strict();
 export type Schedule = z.infer<typeof scheduleSchema>;
