@@ -3,6 +3,14 @@ import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { requireRole } from '../src/platform/http.ts';
 
+const MAX_U64 = 2n ** 64n - 1n;
+
+/** A Redis stream id: two unsigned 64-bit numbers (Redis refuses anything larger, and that refusal was a 500). */
+function isStreamId(id: string): boolean {
+  const m = /^(\d{1,20})-(\d{1,20})$/.exec(id);
+  return m !== null && BigInt(m[1] as string) <= MAX_U64 && BigInt(m[2] as string) <= MAX_U64;
+}
+
 /** Admin only: the audit trail (who, when, what, why) and the callback dead-letter list with replay. */
 export function adminRoutes(deps: AppDeps) {
   const app = new Hono<AppEnv>();
@@ -10,13 +18,15 @@ export function adminRoutes(deps: AppDeps) {
 
   app.get('/audit', admin, async (c) => {
     const after = c.req.query('after');
-    if (after !== undefined && !/^\d{1,20}-\d{1,20}$/.test(after))
+    if (after !== undefined && !isStreamId(after))
       throw new Problem('invalid_request', 'after must be an audit entry id');
     const limitRaw = c.req.query('limit') ?? '100';
     if (!/^\d{1,4}$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 1000) {
       throw new Problem('invalid_request', 'limit must be 1-1000');
     }
-    const entries = await deps.audit.read(after, Number(limitRaw));
+    // nothing can follow the largest id (and Redis refuses an exclusive range that starts past it)
+    const last64 = `${MAX_U64}-${MAX_U64}`;
+    const entries = after === last64 ? [] : await deps.audit.read(after, Number(limitRaw));
     const last = entries.at(-1);
     return c.json({ entries, ...(last ? { links: { next: `/v1/audit?after=${last.id}&limit=${limitRaw}` } } : {}) });
   });

@@ -2,6 +2,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import type { AppDeps, AppEnv } from '../context.ts';
 import { assertRole, keyFromHeaders, type Role } from './auth.ts';
 import { Problem } from './errors.ts';
+import { assertJsonDepth } from './json-body.ts';
 import { SECURE_HEADERS } from './secure-headers.ts';
 
 /** Renders a Problem as RFC 9457 problem+json. */
@@ -68,6 +69,7 @@ export async function readJson(c: Context<AppEnv>): Promise<unknown> {
   } else {
     text = await readCapped(c.req.raw.body, max, tooLarge);
   }
+  assertJsonDepth(text);
   try {
     return JSON.parse(text);
   } catch {

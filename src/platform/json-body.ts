@@ -20,3 +20,31 @@ export function onlyFields(body: Record<string, unknown>, allowed: readonly stri
     }
   }
 }
+
+/** Deeper than any request Triage takes (a FHIR DocumentReference nests about 8 levels); far from the stack's limit. */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Refuses JSON nested deeper than `maxDepth` before it is parsed: a body 10,000 levels deep parses, then overflows
+ * the stack wherever it is next walked or serialised (a 500 far from the door). One pass over the text, skipping
+ * string contents; the text is not yet known to be valid JSON, so this only counts brackets.
+ */
+export function assertJsonDepth(text: string, maxDepth = MAX_JSON_DEPTH): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (inString) {
+      if (ch === 0x5c) i++; // backslash: skip the escaped character
+      else if (ch === 0x22) inString = false;
+    } else if (ch === 0x22) {
+      inString = true;
+    } else if (ch === 0x7b || ch === 0x5b) {
+      if (++depth > maxDepth) {
+        throw new Problem('invalid_request', `the body is nested deeper than ${maxDepth} levels`);
+      }
+    } else if (ch === 0x7d || ch === 0x5d) {
+      depth--;
+    }
+  }
+}
