@@ -19,7 +19,11 @@ import { labelled } from './platform/metrics.ts';
 import { isRedisUnavailable } from './platform/redis.ts';
 import { secureResponseHeaders } from './platform/secure-headers.ts';
 
-const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/**
+ * A caller's request id is taken only as a UUID: anything freer is where integrations put an MRN or an encounter
+ * number, and the request id goes into every log line. Otherwise the gateway makes its own.
+ */
+const SAFE_REQUEST_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Builds the HTTP app from its dependencies. Pure: no I/O happens until a request arrives. */
 export function createApp(deps: AppDeps): Hono<AppEnv> {
@@ -30,7 +34,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use('*', async (c, next) => {
     const started = performance.now();
     const incoming = c.req.header('x-request-id');
-    const requestId = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    const requestId = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming.toLowerCase() : randomUUID();
     c.set('requestId', requestId);
     c.set('maxBodyBytes', deps.options.maxBodyBytes);
     await next();

@@ -227,13 +227,14 @@ describe('predict, registry and ops routes', () => {
     assert.deepEqual(Object.keys(p ?? {}).sort(), ['aboveThreshold', 'deteriorationRisk', 'verdict']);
   });
 
-  it('echoes a safe incoming x-request-id and replaces an unsafe one', async () => {
-    const safe = 'ehr-42.req:7_A';
+  it('echoes an incoming x-request-id that is a UUID and replaces anything else', async () => {
+    const safe = '0b5e1a6c-3f4d-4e2a-9c1b-7d8e9f0a1b2c';
     let res = await predict(t.app, 'news2', { instances: [NEWS2] }, t.keys.client, { 'x-request-id': safe });
     assert.equal(res.headers.get('x-request-id'), safe);
     assert.equal(((await res.json()) as { requestId: string }).requestId, safe);
 
-    for (const unsafe of ['has spaces', '<script>', 'x'.repeat(129), 'a/b']) {
+    // free-form ids are where integrations put patient identifiers, and the request id is in every log line
+    for (const unsafe of ['has spaces', '<script>', 'x'.repeat(129), 'a/b', 'ehr-42.req:7_A', 'MRN-99887766']) {
       res = await predict(t.app, 'news2', { instances: [NEWS2] }, t.keys.client, { 'x-request-id': unsafe });
       const id = res.headers.get('x-request-id');
       assert.match(id ?? '', UUID, `unsafe ${JSON.stringify(unsafe)} must be replaced`);

@@ -69,6 +69,8 @@ export const NEWS2 = {
 
 export interface Tour {
   gateway: Gateway;
+  /** its Redis key prefix */
+  prefix: string;
   dataDir: string;
   keys: Record<'client' | 'reviewer' | 'admin', string>;
   /** seeded ids: a job held for review, a completed batch run */
@@ -143,6 +145,7 @@ export async function startTour(name: string, logger: Logger = createLogger('sil
   );
   return {
     gateway,
+    prefix,
     dataDir,
     keys,
     seeded: { job: job.body.id, run: run.body.id },

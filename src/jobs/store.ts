@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { type CallbackEvent, Outbox } from '../callbacks/outbox.ts';
 import { type AuditEntry, AuditLog } from '../platform/audit.ts';
+import { hashedKeyPart } from '../platform/key-names.ts';
 import { CLAIM, CREATE, TRANSITION } from './store-scripts.ts';
 
 /**
@@ -101,7 +102,8 @@ export class JobStore {
     const requestHash = createHash('sha256')
       .update(JSON.stringify([input.model, input.payload, input.callbackUrl ?? null]))
       .digest('hex');
-    const idemKey = this.#key('idem', input.client, input.idempotencyKey ?? `auto-${id}`);
+    const idem = input.idempotencyKey === undefined ? `auto-${id}` : hashedKeyPart('idem', input.idempotencyKey);
+    const idemKey = this.#key('idem', input.client, idem);
     const fields = [
       'id',
       id,
