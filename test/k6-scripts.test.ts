@@ -528,7 +528,8 @@ describe('k6 scripts: run against a real gateway', () => {
     })).find((x) => x.y.tier === 'batch');
     assert.ok(batch, 'a batch-tier model in models/');
     batchModel = batch.m;
-    mkdirSync(path.join(work, 'data/inputs'), { recursive: true });
+    // the k6 client's own data area: batch inputs are named relative to it
+    mkdirSync(path.join(work, 'data/clients/k6-client/inputs'), { recursive: true });
     const rows = [0, 1, 2, 3, 4].map((i) =>
       Object.fromEntries(
         (batch.y.features as Array<{ name: string; type: string; min?: number; max?: number; values?: string[] }>).map(
@@ -543,7 +544,7 @@ describe('k6 scripts: run against a real gateway', () => {
         ),
       ),
     );
-    writeFileSync(path.join(work, 'data/inputs/k6.ndjson'), `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
+    writeFileSync(path.join(work, 'data/clients/k6-client/inputs/k6.ndjson'), `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
 
     const [gatewayPort, receiverPort] = [await freePort(), await freePort()];
     const common = { PATH: process.env.PATH ?? '', TSX_DISABLE_CACHE: '1' };

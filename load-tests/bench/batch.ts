@@ -229,9 +229,12 @@ export const batchSection: Section = {
       const small = 'bench-1x.ndjson';
       const large = `bench-${factor}x.ndjson`;
       const started = Date.now();
-      await writeRows(path.join(dataDir, small), loaded.manifest.features, rows);
-      await repeatFile(path.join(dataDir, small), path.join(dataDir, large), factor);
-      const mib = (f: string) => statSync(path.join(dataDir, f)).size / 2 ** 20;
+      // the bench client's own data area: inputs are named relative to it
+      const area = path.join(dataDir, 'clients', 'bench-client');
+      mkdirSync(area, { recursive: true });
+      await writeRows(path.join(area, small), loaded.manifest.features, rows);
+      await repeatFile(path.join(area, small), path.join(area, large), factor);
+      const mib = (f: string) => statSync(path.join(area, f)).size / 2 ** 20;
       ctx.log(
         `inputs: ${rows} rows of ${model} features (${fmt(mib(small), 1)} MiB) and ${factor}× (${fmt(mib(large), 0)} MiB) ` +
           `written in ${fmt((Date.now() - started) / 1000, 1)} s; chunk size ${chunkSize}` +
@@ -246,7 +249,7 @@ export const batchSection: Section = {
         {
           RAW_MODELS_DIR: ctx.modelsDir,
           RAW_MODEL: model,
-          RAW_INPUT: path.join(dataDir, small),
+          RAW_INPUT: path.join(dataDir, 'clients', 'bench-client', small),
           RAW_OUTPUT: path.join(dataDir, 'raw-output.ndjson'),
           RAW_THREADS: '1',
         },
