@@ -544,7 +544,10 @@ describe('k6 scripts: run against a real gateway', () => {
         ),
       ),
     );
-    writeFileSync(path.join(work, 'data/clients/k6-client/inputs/k6.ndjson'), `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
+    writeFileSync(
+      path.join(work, 'data/clients/k6-client/inputs/k6.ndjson'),
+      `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`,
+    );
 
     const [gatewayPort, receiverPort] = [await freePort(), await freePort()];
     const common = { PATH: process.env.PATH ?? '', TSX_DISABLE_CACHE: '1' };
