@@ -20,6 +20,8 @@ import type { ApiKeyStore } from './platform/auth.ts';
 import type { Config } from './platform/config.ts';
 import { createMetrics, type Metrics, registerBreakerGauge, registerQueueGauges } from './platform/metrics.ts';
 import { connectRedis } from './platform/redis.ts';
+import type { TokenVerifier } from './platform/oidc.ts';
+import { RateLimiter, type RateLimitSettings } from './platform/rate-limit.ts';
 import type { LoadedModel } from './registry/load.ts';
 import { ReleaseService } from './releases/service.ts';
 import { BreakerRegistry } from './runtime/breakers.ts';
@@ -175,6 +177,9 @@ export interface ComposeOptions extends ServicesOptions {
   config: GatewayConfig;
   /** re-reads the manifests (enables POST /v1/admin/reload and SIGHUP) */
   reloadModels?: () => Promise<LoadedModel[]>;
+  /** bearer tokens beside the keys; and per-client rate limits (none when absent) */
+  tokens?: TokenVerifier;
+  rateLimits?: RateLimitSettings;
 }
 
 /** The gateway: the services, the warm sync tier, the HTTP app and (optionally) workers in this process. */
@@ -229,6 +234,17 @@ export async function composeGateway(options: ComposeOptions) {
         }
       : {}),
     keys: options.keys,
+    ...(options.tokens ? { tokens: options.tokens } : {}),
+    ...(options.rateLimits
+      ? {
+          limiter: new RateLimiter({
+            redis,
+            prefix: config.redisPrefix,
+            settings: options.rateLimits,
+            now: options.now ?? Date.now,
+          }),
+        }
+      : {}),
     metrics,
     logger,
     redisReady: async () => (await redis.ping()) === 'PONG',

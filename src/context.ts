@@ -9,6 +9,8 @@ import type { AuditLog } from './platform/audit.ts';
 import { type ApiKeyStore, assertModelAllowed, type Principal } from './platform/auth.ts';
 import { Problem } from './platform/errors.ts';
 import type { Metrics } from './platform/metrics.ts';
+import type { TokenVerifier } from './platform/oidc.ts';
+import type { RateLimiter } from './platform/rate-limit.ts';
 import { MODEL_NAME } from './registry/schema.ts';
 import type { ReleaseService } from './releases/service.ts';
 import type { CatalogModel, ModelCatalog } from './serving/catalog.ts';
@@ -30,6 +32,10 @@ export interface AppDeps {
   /** re-reads the manifests and swaps them in; returns the served `name@version`s */
   reload?: () => Promise<string[]>;
   keys: ApiKeyStore;
+  /** bearer tokens (OpenID Connect / SMART on FHIR) beside API keys, when issuers are configured */
+  tokens?: TokenVerifier;
+  /** per-client limits and failed-authentication throttling, when configured */
+  limiter?: RateLimiter;
   metrics: Metrics;
   logger: Logger;
   /** readiness probes of the shared state: resolves true when Redis answers */

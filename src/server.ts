@@ -8,6 +8,7 @@ import { type Config, ConfigError, loadConfig } from './platform/config.ts';
 import { announceDevelopmentKeys } from './platform/dev-keys.ts';
 import { createLogger } from './platform/logger.ts';
 import { createMetrics } from './platform/metrics.ts';
+import { TokenVerifier } from './platform/oidc.ts';
 import { loadModels, ManifestError } from './registry/load.ts';
 
 export interface RunningGateway {
@@ -20,6 +21,7 @@ export interface RunningGateway {
 
 async function keysFor(config: Config, logger: Logger): Promise<ApiKeyStore> {
   if (config.apiKeys) return ApiKeyStore.parse(config.apiKeys);
+  if (config.oidcIssuers) return new ApiKeyStore([]); // tokens only
   const { store, keys, callbackSecret } = ApiKeyStore.generateDevelopmentKeys();
   const banner = [
     '',
@@ -35,6 +37,7 @@ async function keysFor(config: Config, logger: Logger): Promise<ApiKeyStore> {
 
 export async function startGateway(config: Config, logger: Logger): Promise<RunningGateway> {
   const keys = await keysFor(config, logger);
+  const tokens = config.oidcIssuers ? TokenVerifier.parse(config.oidcIssuers) : undefined;
   const localRedis = config.env === 'development' ? await ensureRedis(config.redisUrl) : undefined;
   const redisUrl = localRedis?.url ?? config.redisUrl ?? 'redis://127.0.0.1:6379';
   const loaded = await loadModels(config.modelsDir, config.syncCeilingMs);
@@ -43,6 +46,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     logger,
     redisUrl,
     keys,
+    ...(tokens ? { tokens } : {}),
+    rateLimits: config.rateLimits,
     models: loaded,
     metrics: createMetrics({ defaultMetrics: true }),
     reloadModels: () => loadModels(config.modelsDir, config.syncCeilingMs),

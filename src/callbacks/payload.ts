@@ -24,7 +24,18 @@ export function jobEvent(
       statusUrl: `/v1/jobs/${record.id}`,
       ...(event === 'released' && record.state === 'released' ? { result: releasedResult(record) } : {}),
       ...(record.decision
-        ? { decision: { outcome: record.decision.outcome, at: new Date(record.decision.at).toISOString() } }
+        ? {
+            decision: {
+              outcome: record.decision.outcome,
+              at: new Date(record.decision.at).toISOString(),
+              // who decided: the reviewer's key id, or the named person behind a bearer token
+              by: {
+                id: record.decision.by,
+                ...(record.decision.bySubject !== undefined ? { subject: record.decision.bySubject } : {}),
+                ...(record.decision.byName !== undefined ? { name: record.decision.byName } : {}),
+              },
+            },
+          }
         : {}),
       ...(event === 'failed' ? { error: record.error ?? 'failed' } : {}),
     },

@@ -1,5 +1,5 @@
 import type { CallbackEvent, CallbackSender } from '../callbacks/outbox.ts';
-import type { Principal } from '../platform/auth.ts';
+import { actorOf, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import { onlyFields } from '../platform/json-body.ts';
 import type { JobMetrics } from '../platform/metrics.ts';
@@ -87,14 +87,15 @@ export class ReviewService {
         fields: {
           decisionOutcome: decision,
           decisionBy: principal.id,
+          ...(principal.subject !== undefined ? { decisionBySubject: principal.subject } : {}),
+          ...(principal.name !== undefined ? { decisionByName: principal.name } : {}),
           decisionReason: reason,
           decisionAt: String(now),
           ...(amended !== undefined ? { amendedOutput: JSON.stringify(amended) } : {}),
         },
         ...(record.callbackUrl ? { callback: event } : {}),
         audit: {
-          actor: principal.id,
-          role: principal.role,
+          ...actorOf(principal),
           action: `review.${decision}`,
           target: id,
           model: record.model,

@@ -40,7 +40,15 @@ export interface JobRecord {
   heldAt?: number;
   holdReason?: string;
   escalated: boolean;
-  decision?: { outcome: 'approve' | 'reject' | 'amend'; by: string; reason: string; at: number };
+  decision?: {
+    outcome: 'approve' | 'reject' | 'amend';
+    by: string;
+    /** the named person behind a bearer token */
+    bySubject?: string;
+    byName?: string;
+    reason: string;
+    at: number;
+  };
   error?: string;
   attempts: number;
 }
@@ -268,6 +276,8 @@ function parseRecord(h: Record<string, string>): JobRecord {
       ? {
           outcome: h.decisionOutcome as 'approve' | 'reject' | 'amend',
           by: h.decisionBy as string,
+          ...(h.decisionBySubject !== undefined ? { bySubject: h.decisionBySubject } : {}),
+          ...(h.decisionByName !== undefined ? { byName: h.decisionByName } : {}),
           reason: h.decisionReason ?? '',
           at: Number(h.decisionAt),
         }

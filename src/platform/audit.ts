@@ -4,6 +4,9 @@ import type { Redis } from 'ioredis';
 export interface AuditEntry {
   at: string;
   actor: string;
+  /** the named person behind a bearer token */
+  actorSubject?: string;
+  actorName?: string;
   role: string;
   action: string;
   target: string;

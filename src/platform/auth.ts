@@ -3,12 +3,16 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './config.ts';
 import { Problem } from './errors.ts';
+import { type RateLimits, rateLimitsSchema } from './rate-limit.ts';
 
 export const roles = ['client', 'reviewer', 'admin'] as const;
 export type Role = (typeof roles)[number];
 
 export interface Principal {
-  /** the key's name: appears in logs and audit records; never the key itself */
+  /**
+   * The key's name, or `<issuer id>:<subject>` for a bearer token: appears in logs and audit records, owns jobs;
+   * never the key or token itself
+   */
   id: string;
   role: Role;
   /** models a client may call; `*` = all */
@@ -17,6 +21,23 @@ export interface Principal {
   callbackHosts: readonly string[];
   /** shared data areas (`shared/<name>`) this key may read batch inputs from, beside its own `clients/<id>` */
   dataAreas?: readonly string[];
+  /** how the caller proved who it is (absent: an API key) */
+  via?: 'api-key' | 'token';
+  /** the person a token names: the issuer's subject and their display name, recorded on what they decide */
+  subject?: string;
+  name?: string;
+  /** this client's rate limits where they differ from the defaults */
+  limits?: RateLimits;
+}
+
+/** Who did something, for audit entries: the principal's id and role, and the named person behind a token. */
+export function actorOf(p: Principal): { actor: string; role: Role; actorSubject?: string; actorName?: string } {
+  return {
+    actor: p.id,
+    role: p.role,
+    ...(p.subject !== undefined ? { actorSubject: p.subject } : {}),
+    ...(p.name !== undefined ? { actorName: p.name } : {}),
+  };
 }
 
 const keyEntrySchema = z
@@ -33,6 +54,8 @@ const keyEntrySchema = z
       .string()
       .regex(/^whsec_[A-Za-z0-9+/]{24,}={0,2}$/, 'must be whsec_ followed by a base64 secret of at least 18 bytes')
       .optional(),
+    /** this key's limits per endpoint class, over the TRIAGE_RATE_LIMIT_* defaults */
+    rateLimits: rateLimitsSchema.optional(),
   })
   .strict();
 type KeyEntry = z.input<typeof keyEntrySchema>;
@@ -61,6 +84,8 @@ export class ApiKeyStore {
         models: new Set(e.models ?? ['*']),
         callbackHosts: e.callbackHosts ?? [],
         dataAreas: e.dataAreas ?? [],
+        via: 'api-key',
+        ...(e.rateLimits ? { limits: rateLimitsSchema.parse(e.rateLimits) } : {}),
       });
       if (e.callbackSecret) this.#callbackSecrets.set(e.id, e.callbackSecret);
     }
@@ -90,7 +115,8 @@ export class ApiKeyStore {
       const issue = parsed.error.issues[0];
       throw new ConfigError(`TRIAGE_API_KEYS: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
     }
-    return new ApiKeyStore(parsed.data.keys);
+    // the checked input, not the parsed output: the constructor applies defaults and parses rates itself
+    return new ApiKeyStore((doc as { keys: KeyEntry[] }).keys);
   }
 
   /** Development mode: one fresh key per role, returned in clear once so they can be printed. */
@@ -141,5 +167,5 @@ export function assertRole(principal: Principal, allowed: readonly Role[]): void
 
 export function assertModelAllowed(principal: Principal, model: string): void {
   if (principal.role === 'admin' || principal.models.has('*') || principal.models.has(model)) return;
-  throw new Problem('forbidden', `this key may not call model "${model}"`);
+  throw new Problem('forbidden', `this ${principal.via === 'token' ? 'token' : 'key'} may not call model "${model}"`);
 }

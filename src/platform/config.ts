@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { z } from 'zod';
+import { type RateLimitSettings, rateSchema } from './rate-limit.ts';
 
 /**
  * Environment → typed config, parsed once at start. Any `TRIAGE_X` may instead be given as `TRIAGE_X_FILE`, a path
@@ -21,6 +23,21 @@ const envSchema = z.object({
   TRIAGE_REDIS_PREFIX: z.string().min(1).default('{triage}'),
   TRIAGE_MODELS_DIR: z.string().min(1).default('models'),
   TRIAGE_API_KEYS: z.string().min(1).optional(),
+  TRIAGE_OIDC_ISSUERS: z.string().min(1).optional(),
+  TRIAGE_RATE_LIMIT_PREDICT: rateSchema.prefault('100/1s'),
+  TRIAGE_RATE_LIMIT_SUBMIT: rateSchema.prefault('10/1s'),
+  TRIAGE_RATE_LIMIT_DEFAULT: rateSchema.prefault('50/1s'),
+  TRIAGE_AUTH_FAILURE_LIMIT: rateSchema.prefault('20/1m'),
+  TRIAGE_TRUSTED_PROXIES: z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((p) => p.trim())
+        .filter(Boolean),
+    )
+    .refine((list) => list.every(isCidr), 'must be a comma list of IP addresses or CIDRs (10.0.0.0/8, fd00::/8)'),
   TRIAGE_OPEN_OPS_ENDPOINTS: bool.default(true),
   TRIAGE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   TRIAGE_ACCESS_LOG: bool.default(true),
@@ -73,6 +90,9 @@ export type Config = {
   modelsDir: string;
   /** raw API key config (YAML or JSON); undefined = none configured */
   apiKeys: string | undefined;
+  /** raw OpenID Connect issuer config (YAML or JSON); undefined = bearer tokens are not accepted */
+  oidcIssuers: string | undefined;
+  rateLimits: RateLimitSettings;
   openOpsEndpoints: boolean;
   logLevel: z.infer<typeof envSchema>['TRIAGE_LOG_LEVEL'];
   accessLog: boolean;
@@ -128,9 +148,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`${name}: ${issue?.message ?? 'invalid'}`);
   }
   const e = parsed.data;
-  const devMode = e.TRIAGE_ENV === 'development' && e.TRIAGE_API_KEYS === undefined;
-  if (e.TRIAGE_ENV === 'production' && e.TRIAGE_API_KEYS === undefined) {
-    throw new ConfigError('TRIAGE_API_KEYS: production needs API keys (set TRIAGE_API_KEYS or TRIAGE_API_KEYS_FILE)');
+  const noCredentials = e.TRIAGE_API_KEYS === undefined && e.TRIAGE_OIDC_ISSUERS === undefined;
+  const devMode = e.TRIAGE_ENV === 'development' && noCredentials;
+  if (e.TRIAGE_ENV === 'production' && noCredentials) {
+    throw new ConfigError(
+      'TRIAGE_API_KEYS: production needs API keys or token issuers (set TRIAGE_API_KEYS or TRIAGE_OIDC_ISSUERS)',
+    );
   }
   if (devMode && e.TRIAGE_HOST !== undefined && !isLoopback(e.TRIAGE_HOST)) {
     throw new ConfigError(
@@ -145,6 +168,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     redisPrefix: e.TRIAGE_REDIS_PREFIX,
     modelsDir: e.TRIAGE_MODELS_DIR,
     apiKeys: e.TRIAGE_API_KEYS,
+    oidcIssuers: e.TRIAGE_OIDC_ISSUERS,
+    rateLimits: {
+      classes: {
+        predict: e.TRIAGE_RATE_LIMIT_PREDICT,
+        submit: e.TRIAGE_RATE_LIMIT_SUBMIT,
+        default: e.TRIAGE_RATE_LIMIT_DEFAULT,
+      },
+      authFailures: e.TRIAGE_AUTH_FAILURE_LIMIT,
+      trustedProxies: e.TRIAGE_TRUSTED_PROXIES,
+    },
     openOpsEndpoints: e.TRIAGE_OPEN_OPS_ENDPOINTS,
     logLevel: e.TRIAGE_LOG_LEVEL,
     accessLog: e.TRIAGE_ACCESS_LOG,
@@ -177,6 +210,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workerMetricsPort: e.TRIAGE_WORKER_METRICS_PORT,
     batchMissedAfterMs: e.TRIAGE_BATCH_MISSED_AFTER_MS,
   };
+}
+
+function isCidr(text: string): boolean {
+  const [address = '', bits, extra] = text.split('/');
+  const family = isIP(address);
+  if (family === 0 || extra !== undefined) return false;
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
 }
 
 export function isLoopback(host: string): boolean {

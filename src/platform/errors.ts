@@ -12,8 +12,8 @@ export const problemCodes = {
   invalid_callback_url: { status: 400, title: 'The callback URL is not allowed' },
   invalid_input_file: { status: 400, title: 'The batch input file cannot be used' },
   // 401/403
-  unauthenticated: { status: 401, title: 'A valid API key is required' },
-  forbidden: { status: 403, title: 'This API key may not do this' },
+  unauthenticated: { status: 401, title: 'A valid API key or bearer token is required' },
+  forbidden: { status: 403, title: 'This API key or token may not do this' },
   // 404/405
   not_found: { status: 404, title: 'No such resource' },
   run_cancelled: { status: 410, title: 'The batch run was cancelled' },
@@ -29,10 +29,13 @@ export const problemCodes = {
   invalid_manifest: { status: 409, title: 'The manifests on disk are invalid: the previous ones keep serving' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
+  // 429
+  rate_limited: { status: 429, title: 'Too many requests: slow down' },
   // 5xx that are explicit refusals, never crashes
   overloaded: { status: 503, title: 'The model is at capacity: retry shortly' },
   not_ready: { status: 503, title: 'The gateway is not ready' },
   dependency_unavailable: { status: 503, title: 'A shared dependency (Redis) is unavailable: retry shortly' },
+  identity_provider_unavailable: { status: 503, title: "The token issuer's keys cannot be fetched: retry shortly" },
   deadline_exceeded: { status: 504, title: 'No score: the model did not answer in time' },
   inference_failed: { status: 500, title: 'The model failed to score this request' },
   upstream_failed: { status: 502, title: 'The remote model endpoint failed' },

@@ -1,9 +1,10 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import type { AppDeps, AppEnv } from '../context.ts';
-import { assertRole, keyFromHeaders, type Role } from './auth.ts';
+import { assertRole, keyFromHeaders, type Principal, type Role } from './auth.ts';
 import { Problem } from './errors.ts';
 import { assertJsonDepth } from './json-body.ts';
 import { SECURE_HEADERS } from './secure-headers.ts';
+import { endpointClass, rateLimitHeaders, refusal } from './rate-limit.ts';
 
 /** Renders a Problem as RFC 9457 problem+json. */
 export function problemResponse(c: Context<AppEnv>, problem: Problem): Response {
@@ -20,24 +21,54 @@ export function problemResponse(c: Context<AppEnv>, problem: Problem): Response 
   });
 }
 
-/** 401 without a valid key, 403 when the key's role is not among `roles` (admins pass). */
+/**
+ * 401 without a valid key or token, 403 when its role is not among `roles` (admins pass), 429 past the client's rate
+ * limit, or from an address with too many failed authentications (refused before its credential is even looked at).
+ */
 export function requireRole(deps: AppDeps, ...roles: Role[]): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const key = keyFromHeaders(c.req.header('authorization'), c.req.header('x-api-key'));
-    const principal = deps.keys.authenticate(key);
-    if (!principal) {
-      throw new Problem(
-        'unauthenticated',
-        key ? 'the API key is not valid' : 'send the API key as "Authorization: Bearer <key>"',
-        {
-          headers: { 'www-authenticate': 'Bearer realm="triage"' },
-        },
-      );
+    const limiter = deps.limiter;
+    const address = limiter?.addressOf(c);
+    if (limiter && address) limiter.assertNotBlocked(address);
+    const credential = keyFromHeaders(c.req.header('authorization'), c.req.header('x-api-key'));
+    let principal: Principal;
+    try {
+      principal = await identify(deps, credential);
+    } catch (err) {
+      // only presented credentials count: a request without one costs nothing to refuse
+      if (limiter && address && credential && err instanceof Problem && err.code === 'unauthenticated') {
+        throw (await limiter.authFailed(address)) ?? err;
+      }
+      throw err;
+    }
+    if (limiter) {
+      const cls = endpointClass(c.req.method, c.req.path, c.req.header('prefer'));
+      const taken = limiter.take(principal, cls);
+      const decision = taken instanceof Promise ? await taken : taken;
+      if (decision && !decision.allowed) throw refusal(decision, `over the ${cls} limit of this client: slow down`);
+      // predict answers build their own response on the fast path: the fields would be lost there, so only the
+      // other classes carry them on success (every 429 carries them)
+      if (decision && cls !== 'predict')
+        for (const [k, v] of Object.entries(rateLimitHeaders(decision))) c.header(k, v);
     }
     assertRole(principal, roles);
     c.set('principal', principal);
     await next();
   };
+}
+
+async function identify(deps: AppDeps, credential: string | undefined): Promise<Principal> {
+  if (!credential) {
+    throw new Problem('unauthenticated', 'send an API key or bearer token as "Authorization: Bearer <credential>"', {
+      headers: { 'www-authenticate': 'Bearer realm="triage"' },
+    });
+  }
+  const byKey = deps.keys.authenticate(credential);
+  if (byKey) return byKey;
+  if (deps.tokens?.accepts(credential)) return deps.tokens.verify(credential);
+  throw new Problem('unauthenticated', 'the API key is not valid', {
+    headers: { 'www-authenticate': 'Bearer realm="triage"' },
+  });
 }
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { AuditLog } from '../platform/audit.ts';
-import type { Principal } from '../platform/auth.ts';
+import { actorOf, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
 import type { RoutingState } from '../serving/routing.ts';
@@ -49,8 +49,7 @@ export class ReleaseService {
     }
     await this.#catalog.setRouting(model.name, routing, principal.id);
     await this.#audit.append({
-      actor: principal.id,
-      role: principal.role,
+      ...actorOf(principal),
       action,
       target: model.manifest.name,
       model: model.manifest.name,
