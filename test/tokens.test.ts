@@ -188,7 +188,7 @@ describe('bearer tokens (OpenID Connect / SMART on FHIR)', { timeout: 90_000 }, 
     assert.equal(entry?.actorName, 'Dr Ada Lovelace');
     assert.equal(entry?.actorSubject, 'practitioner-0042');
     await waitFor(() => receiver.eventsFor(id).length > 0, 'the callback');
-    const event = receiver.eventsFor(id)[0] as { data: { decision: { by: unknown } } };
+    const event = receiver.eventsFor(id)[0] as unknown as { data: { decision: { by: unknown } } };
     assert.deepEqual(event.data.decision.by, {
       id: 'sso:practitioner-0042',
       subject: 'practitioner-0042',
