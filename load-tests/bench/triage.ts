@@ -62,6 +62,10 @@ export async function startTriage(ctx: BenchContext, options: TriageOptions): Pr
     // own keyspace: on a shared Redis the bench neither picks up nor leaves behind anybody's jobs
     TRIAGE_REDIS_PREFIX: prefix,
     ...(ctx.redisUrl ? { TRIAGE_REDIS_URL: ctx.redisUrl } : {}),
+    // limits that never refuse: the bench measures throughput, and the limiter stays on the measured path
+    TRIAGE_RATE_LIMIT_PREDICT: '1000000/1s',
+    TRIAGE_RATE_LIMIT_SUBMIT: '1000000/1s',
+    TRIAGE_RATE_LIMIT_DEFAULT: '1000000/1s',
     ...options.env,
   });
   const nodeArgs = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir] : [];

@@ -134,6 +134,7 @@ export class RateLimiter {
   readonly #redis: Redis & TakeCommand;
   readonly #prefix: string;
   readonly #now: () => number;
+  readonly #predict = new Map<string, { tokens: number; at: number }>();
   readonly #local = new Map<string, { tokens: number; at: number }>();
   /** source addresses refused for failed authentication, until (ms): no Redis call while they stay refused */
   readonly #blocked = new Map<string, number>();
@@ -169,20 +170,28 @@ export class RateLimiter {
   }
 
   #take(id: string, cls: LimitClass, rate: NonNullable<Rate>): Decision {
-    const key = `${cls}\u0000${id}`;
+    const key = cls === 'predict' ? id : `${cls}\u0000${id}`;
+    const buckets = cls === 'predict' ? this.#predict : this.#local;
     const now = this.#now();
-    const next = step(this.#local.get(key), now, rate.limit, rate.windowSeconds * 1000);
-    if (!this.#local.has(key) && this.#local.size >= MAX_LOCAL_BUCKETS) this.#sweep(now, rate);
-    this.#local.set(key, { tokens: next.tokens, at: next.at });
+    const bucket = buckets.get(key);
+    const next = step(bucket, now, rate.limit, rate.windowSeconds * 1000);
+    if (bucket) {
+      // in place: the predict path allocates as little as it can
+      bucket.tokens = next.tokens;
+      bucket.at = next.at;
+    } else {
+      if (buckets.size >= MAX_LOCAL_BUCKETS) this.#sweep(buckets, now, rate);
+      buckets.set(key, { tokens: next.tokens, at: next.at });
+    }
     return decide(cls, rate, next.allowed, next.tokens);
   }
 
   /** Forgets buckets that have refilled: an absent bucket is a full one. */
-  #sweep(now: number, rate: NonNullable<Rate>): void {
-    for (const [key, b] of this.#local) {
-      if (b.tokens + ((now - b.at) * rate.limit) / (rate.windowSeconds * 1000) >= rate.limit) this.#local.delete(key);
+  #sweep(buckets: Map<string, { tokens: number; at: number }>, now: number, rate: NonNullable<Rate>): void {
+    for (const [key, b] of buckets) {
+      if (b.tokens + ((now - b.at) * rate.limit) / (rate.windowSeconds * 1000) >= rate.limit) buckets.delete(key);
     }
-    if (this.#local.size >= MAX_LOCAL_BUCKETS) this.#local.clear();
+    if (buckets.size >= MAX_LOCAL_BUCKETS) buckets.clear();
   }
 
   async #shared(name: string, policy: string, rate: NonNullable<Rate>): Promise<Decision> {
