@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
 import { ConfigError, loadConfig } from '../src/platform/config.ts';
-import type { RateLimitSettings } from '../src/platform/rate-limit.ts';
+import { RateLimiter, type RateLimitSettings } from '../src/platform/rate-limit.ts';
 import { NEWS2_INSTANCE } from './async-support.ts';
 import { manualClock, type ServedGateway, serveGateway } from './security-support.ts';
 import { deletePrefix, makePrefix } from './support.ts';
@@ -145,6 +146,19 @@ describe('rate limits', { timeout: 90_000 }, () => {
     }
     // a sees 127.0.0.1 too (no header): the shared count is already spent
     assert.equal((await a.call('GET', '/v1/models', 'wrong-key')).status, 429);
+  });
+});
+
+describe('without Redis the limiter fails open', () => {
+  test('a shared step Redis cannot answer lets the request through (401 stays 401, not 500)', async () => {
+    const redis = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false });
+    redis.on('error', () => {});
+    const limiter = new RateLimiter({ redis, prefix: '{unreachable}', settings: settings([]) });
+    const principal = { id: 'x', role: 'client' as const, models: new Set(['*']), callbackHosts: [] };
+    assert.equal(await limiter.authFailed('203.0.113.1'), undefined);
+    assert.equal(await limiter.take(principal, 'submit'), undefined);
+    assert.equal((limiter.take(principal, 'predict') as { allowed: boolean }).allowed, true, 'predict needs no Redis');
+    redis.disconnect();
   });
 });
 

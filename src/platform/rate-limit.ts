@@ -161,7 +161,7 @@ export class RateLimiter {
   }
 
   /** Takes one request from the client's bucket; undefined when the class is unlimited for it. */
-  take(principal: Principal, cls: LimitClass): Decision | Promise<Decision> | undefined {
+  take(principal: Principal, cls: LimitClass): Decision | Promise<Decision | undefined> | undefined {
     const rate = this.rateOf(principal, cls);
     if (!rate) return undefined;
     return cls === 'submit'
@@ -194,14 +194,22 @@ export class RateLimiter {
     if (buckets.size >= MAX_LOCAL_BUCKETS) buckets.clear();
   }
 
-  async #shared(name: string, policy: string, rate: NonNullable<Rate>): Promise<Decision> {
-    const [allowed, tokens] = await this.#redis.triageRateTake(
-      `${this.#prefix}:ratelimit:${name}`,
-      this.#now(),
-      rate.limit,
-      rate.windowSeconds * 1000,
-    );
-    return decide(policy, rate, allowed === 1, Number(tokens));
+  /**
+   * A shared bucket step; undefined when Redis cannot answer. The limiter fails open: a Redis outage is answered by
+   * what needs Redis for real (a submission), and must not turn a 401 into a 500.
+   */
+  async #shared(name: string, policy: string, rate: NonNullable<Rate>): Promise<Decision | undefined> {
+    try {
+      const [allowed, tokens] = await this.#redis.triageRateTake(
+        `${this.#prefix}:ratelimit:${name}`,
+        this.#now(),
+        rate.limit,
+        rate.windowSeconds * 1000,
+      );
+      return decide(policy, rate, allowed === 1, Number(tokens));
+    } catch {
+      return undefined;
+    }
   }
 
   /** Throws 429 while `address` is refused for failed authentication (checked before any credential is). */
@@ -225,7 +233,7 @@ export class RateLimiter {
     const rate = this.#settings.authFailures;
     if (!rate) return undefined;
     const d = await this.#shared(`auth:${address}`, 'auth-failures', rate);
-    if (d.allowed) return undefined;
+    if (!d || d.allowed) return undefined;
     if (this.#blocked.size >= MAX_LOCAL_BUCKETS) this.#blocked.clear();
     this.#blocked.set(address, this.#now() + d.retryAfterSeconds * 1000);
     return refusal(d, 'too many failed authentications from this address: wait before trying again');
