@@ -153,7 +153,11 @@ describe('bearer tokens (OpenID Connect / SMART on FHIR)', { timeout: 90_000 }, 
     assert.equal(down.status, 503);
     assert.equal(down.body.code, 'identity_provider_unavailable');
     assert.ok(down.headers.get('retry-after'));
+    const fetchesWhileDown = other.discoveryFetches;
     other.down = false;
+    assert.equal((await gw.call('GET', '/v1/reviews', t)).status, 503, 'not asked again before Retry-After');
+    assert.equal(other.discoveryFetches, fetchesWhileDown);
+    clock.advance(5000);
     assert.equal((await gw.call('GET', '/v1/reviews', t)).status, 200);
   });
 

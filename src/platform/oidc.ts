@@ -59,9 +59,12 @@ const MODEL_SCOPE = 'triage:model:';
 const rank: Record<Role, number> = { client: 1, reviewer: 2, admin: 3 };
 
 type Jwks = ReturnType<typeof createRemoteJWKSet>;
+/** an issuer, its key set once fetched, and until when an unreachable issuer is not asked again */
+type IssuerEntry = { config: IssuerConfig; jwks?: Promise<Jwks>; unreachableUntil?: number };
+const UNREACHABLE_RETRY_MS = 5000;
 
 export class TokenVerifier {
-  readonly #byIssuer = new Map<string, { config: IssuerConfig; jwks?: Promise<Jwks> }>();
+  readonly #byIssuer = new Map<string, IssuerEntry>();
   readonly #now: () => number;
   readonly #fetchTimeoutMs: number;
 
@@ -108,6 +111,8 @@ export class TokenVerifier {
     const entry = iss === undefined ? undefined : this.#byIssuer.get(iss);
     if (!entry) throw invalidToken('the token was not issued by a trusted issuer');
     const { config } = entry;
+    // an issuer that just failed is not asked again by every request meanwhile
+    if (entry.unreachableUntil !== undefined && this.#now() < entry.unreachableUntil) throw unavailable();
     let payload: JWTPayload;
     try {
       entry.jwks ??= this.#keysOf(config);
@@ -145,7 +150,7 @@ export class TokenVerifier {
     });
   }
 
-  #explain(err: unknown, entry: { jwks?: Promise<Jwks> }): Problem {
+  #explain(err: unknown, entry: IssuerEntry): Problem {
     if (err instanceof errors.JWTExpired) return invalidToken('the token has expired');
     if (err instanceof errors.JWTClaimValidationFailed)
       return invalidToken(`the token's ${err.claim} claim is not accepted`);
@@ -160,10 +165,15 @@ export class TokenVerifier {
     // the issuer's keys could not be had (network, timeout, a broken document): not the caller's fault, and the next
     // request tries again
     entry.jwks = undefined;
-    return new Problem('identity_provider_unavailable', 'the token issuer cannot be reached to check the signature', {
-      headers: { 'retry-after': '5' },
-    });
+    entry.unreachableUntil = this.#now() + UNREACHABLE_RETRY_MS;
+    return unavailable();
   }
+}
+
+function unavailable(): Problem {
+  return new Problem('identity_provider_unavailable', 'the token issuer cannot be reached to check the signature', {
+    headers: { 'retry-after': String(UNREACHABLE_RETRY_MS / 1000) },
+  });
 }
 
 function invalidToken(description: string): Problem {
