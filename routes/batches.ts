@@ -1,11 +1,13 @@
 import { Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
 import { stream } from 'hono/streaming';
 import { displayInputPath } from '../src/batch/data-areas.ts';
-import { bulkManifest } from '../src/batch/manifest.ts';
+import { bulkManifest, expiresAt } from '../src/batch/manifest.ts';
 import { type BatchRun, outputKey, shadowFileName, shadowOutputKey } from '../src/batch/runs.ts';
 import { StorageError } from '../src/batch/storage.ts';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import type { Principal } from '../src/platform/auth.ts';
+import { outcomeResponse } from '../src/fhir/operation-outcome.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
@@ -30,21 +32,35 @@ function viewOf(run: BatchRun, principal?: Principal) {
   };
 }
 
+/** A run whose files are past their retention (the manifest's Expires) is gone, like a deleted one. */
+function expired(run: BatchRun): boolean {
+  const expires = expiresAt(run);
+  return expires !== undefined && Date.now() > expires;
+}
+
 /**
- * Batch runs in the FHIR Bulk Data pattern: `POST …/batches` → 202 + Content-Location; the status URL answers 202
- * with X-Progress while it runs, 200 with the completion manifest when done; `DELETE` cancels.
+ * Batch runs in the FHIR Bulk Data pattern: `POST …/batches` → 202 + an absolute Content-Location; the status URL
+ * answers 202 with X-Progress while it runs, 200 with the completion manifest (and Expires) when done; `DELETE`
+ * cancels, and the run is then 404. Every error here is an OperationOutcome, as Bulk Data clients expect.
  */
 export function batchRoutes(deps: AppDeps) {
   const app = new Hono<AppEnv>();
   const client = requireRole(deps, 'client');
+  app.onError((err, c) => {
+    if (err instanceof Problem) return outcomeResponse(c, err);
+    if (err instanceof HTTPException && err.status < 500)
+      return outcomeResponse(c, new Problem('invalid_request', err.message));
+    throw err; // the app's handler logs it and answers 500
+  });
 
   app.post('/models/:model/batches', client, async (c) => {
     const model = resolveModel(c, deps);
     const body = asJsonObject(await readJson(c), '{"input": {"path", "format"}, "asOf"?}');
     onlyFields(body, ['input', 'asOf']);
     const run = await deps.batches.submit(c.get('principal')!, model, body);
-    c.header('content-location', `/v1/batches/${run.id}`);
-    c.header('location', `/v1/batches/${run.id}`);
+    const status = new URL(`/v1/batches/${run.id}`, c.req.url).href;
+    c.header('content-location', status);
+    c.header('location', status);
     return c.json(viewOf(run, c.get('principal')), 202);
   });
 
@@ -57,7 +73,10 @@ export function batchRoutes(deps: AppDeps) {
       c.header('retry-after', '2');
       return c.json(runView(run), 202);
     }
+    if (run.state === 'cancelled' || expired(run))
+      throw new Problem('not_found', 'this run was deleted or has expired');
     if (run.state === 'completed') {
+      c.header('expires', new Date(expiresAt(run) as number).toUTCString());
       const request = run.scheduleId ? `schedule:${run.scheduleId}` : `/v1/models/${run.model}/batches`;
       const manifest = bulkManifest(run, request);
       // Bulk Data clients expect absolute file URLs
@@ -69,7 +88,6 @@ export function batchRoutes(deps: AppDeps) {
         error: manifest.error.map(absolute),
       });
     }
-    if (run.state === 'cancelled') throw new Problem('run_cancelled', 'this run was cancelled');
     if (run.state === 'skipped') return c.json({ ...runView(run), reason: run.error });
     throw new Problem('run_failed', run.error ?? 'the run failed', { extensions: { run: runView(run) } });
   });
@@ -83,7 +101,11 @@ export function batchRoutes(deps: AppDeps) {
     const run = await deps.batches.visible(c.get('principal')!, c.req.param('id'));
     const file = c.req.param('file');
     const shadowVersion = Object.keys(run.shadowBytes).find((v) => shadowFileName(v) === file);
-    if (run.state !== 'completed' || (file !== 'output.ndjson' && file !== 'errors.ndjson' && !shadowVersion)) {
+    if (
+      run.state !== 'completed' ||
+      expired(run) ||
+      (file !== 'output.ndjson' && file !== 'errors.ndjson' && !shadowVersion)
+    ) {
       throw new Problem('not_found', 'no such file');
     }
     const key = shadowVersion ? shadowOutputKey(run, shadowVersion) : outputKey(run, file as 'output.ndjson');

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
-import { type InputRow, readCsv, readFhirObservations, readNdjson } from '../src/batch/readers.ts';
+import { type InputRow, readCsv, readFhir, readNdjson } from '../src/batch/readers.ts';
 import { type Feature, featureSchema } from '../src/registry/schema.ts';
 
 /** A stream of `text` cut into pieces of `size` characters (so lines straddle chunk boundaries). */
@@ -26,7 +26,7 @@ const features: Feature[] = [
   { name: 'pulse', type: 'integer', unit: 'beats/min', loinc: '8867-4', min: 20, max: 250 },
   { name: 'systolicBP', type: 'integer', unit: 'mmHg', loinc: '8480-6', min: 40, max: 300 },
   { name: 'temperature', type: 'number', unit: 'Cel', loinc: '8310-5', min: 25, max: 45 },
-  { name: 'spo2', type: 'integer', unit: '%', loinc: ['59408-5', '2708-6'], min: 50, max: 100 },
+  { name: 'spo2', type: 'integer', unit: '%', loinc: '59408-5', min: 50, max: 100 },
   { name: 'onOxygen', type: 'boolean', required: false, default: false },
   { name: 'consciousness', type: 'enum', values: ['alert', 'voice'], required: false, default: 'alert' },
 ].map((f) => featureSchema.parse(f));
@@ -157,7 +157,14 @@ describe('readCsv', () => {
   });
 });
 
-describe('readFhirObservations', () => {
+/** Rows of a FHIR input read with `names` of the features above (each one's legacy `loinc` mapping). */
+async function fhirRows(text: string, names: string[], window: { asOf: number; lookbackHours: number }, size = 7) {
+  const picked = features.filter((f) => names.includes(f.name));
+  const rows = await collect(readFhir([{ name: 'in.ndjson', stream: streamOf(text, size) }], picked, window));
+  return rows.map((r) => (r.error ? { id: r.id, error: r.error } : { id: r.id, values: r.values }));
+}
+
+describe('readFhir', () => {
   const asOf = Date.parse('2020-03-04T00:00:00Z');
   const window = { asOf, lookbackHours: 24 };
   const hoursBefore = (h: number) => new Date(asOf - h * 3600_000).toISOString();
@@ -189,6 +196,7 @@ describe('readFhirObservations', () => {
     });
     return JSON.stringify({
       resourceType: 'Observation',
+      status: 'final',
       code: { coding: [{ system: 'http://loinc.org', code: '85354-9' }] },
       subject: { reference: patient },
       effectiveDateTime: at,
@@ -205,22 +213,22 @@ describe('readFhirObservations', () => {
       obs('Patient/a', '8867-4', 160, hoursBefore(30)), // before the window: outside
       obs('Patient/b', '8867-4', 66, hoursBefore(0)), // exactly at asOf: inside
     ];
-    const rows = await collect(readFhirObservations(streamOf(lines.join('\n'), 64), features, window));
+    const rows = await fhirRows(lines.join('\n'), ['pulse'], window, 64);
     assert.deepEqual(rows, [
       { id: 'Patient/a', values: { pulse: 91 } },
       { id: 'Patient/b', values: { pulse: 66 } },
     ]);
   });
 
-  test('components (blood-pressure panel), several codes of one feature, units, rounding, other resources', async () => {
+  test('components (blood-pressure panel), several codes of one feature, units converted, rounding', async () => {
     const lines = [
       JSON.stringify({ resourceType: 'Patient', id: 'z' }),
       bp('Patient/c', 131.6, 80, hoursBefore(2)),
       bp('Patient/c', 150, 90, hoursBefore(10)),
-      obs('Patient/c', '2708-6', 93.4, hoursBefore(6), '%'),
+      obs('Patient/c', '2708-6', 93.4, hoursBefore(6), '%'), // arterial SaO2 alone: not SpO2
       obs('Patient/c', ['59408-5', '2708-6'], 95.5, hoursBefore(3), '%'), // the latest of either code
       obs('Patient/c', '8310-5', 37.26, hoursBefore(4), 'Cel'),
-      obs('Patient/c', '8310-5', 99.1, hoursBefore(1), '[degF]'), // another unit: not used
+      obs('Patient/c', '8310-5', 99.1, hoursBefore(1), '[degF]'), // the latest, converted: 37.2777… Cel
       obs('Patient/c', '8867-4', 87.5, hoursBefore(3)), // integer feature: rounded
       JSON.stringify({
         resourceType: 'Observation',
@@ -229,16 +237,28 @@ describe('readFhirObservations', () => {
         effectiveDateTime: hoursBefore(0),
         valueQuantity: { value: 200, code: '/min' },
       }),
-      obs('Patient/d', '29463-7', 70, hoursBefore(1), 'kg'), // a code no feature uses: no row for d
+      obs('Patient/d', '29463-7', 70, hoursBefore(1), 'kg'), // a code no feature uses: d has no data
     ];
-    const rows = await collect(readFhirObservations(streamOf(lines.join('\n'), 50), features, window));
-    assert.deepEqual(rows, [{ id: 'Patient/c', values: { systolicBP: 132, spo2: 96, temperature: 37.26, pulse: 88 } }]);
+    const rows = await fhirRows(lines.join('\n'), ['systolicBP', 'spo2', 'temperature', 'pulse'], window, 50);
+    const noData = /^no data: no usable Observation of this model's features in the 24 h look-back window/;
+    assert.deepEqual(rows[0], {
+      id: 'Patient/c',
+      values: { systolicBP: 132, spo2: 96, temperature: 37.2777777778, pulse: 88 },
+    });
+    assert.deepEqual(
+      rows.slice(1).map((r) => [r.id, noData.test(r.error ?? '')]),
+      [
+        ['Patient/d', true],
+        ['Patient/z', true],
+      ],
+    );
   });
 
   test('effectivePeriod.end, then issued, stand in for effectiveDateTime', async () => {
     const base = (value: number, extra: Record<string, unknown>) =>
       JSON.stringify({
         resourceType: 'Observation',
+        status: 'final',
         code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
         subject: { reference: 'Patient/e' },
         valueQuantity: { value, code: '/min' },
@@ -249,7 +269,7 @@ describe('readFhirObservations', () => {
       base(72, { issued: hoursBefore(3) }),
       base(73, { effectivePeriod: { start: hoursBefore(2), end: hoursBefore(-2) } }), // ends after asOf
     ];
-    const rows = await collect(readFhirObservations(streamOf(lines.join('\n')), features, window));
+    const rows = await fhirRows(lines.join('\n'), ['pulse'], window);
     assert.deepEqual(rows, [{ id: 'Patient/e', values: { pulse: 71 } }]);
   });
 
@@ -263,7 +283,7 @@ describe('readFhirObservations', () => {
       obs('Patient/m', '8867-4', 71, hoursBefore(1)),
       obs('Patient/a', '8867-4', 72, hoursBefore(1)),
     ];
-    const rows = await collect(readFhirObservations(streamOf(lines.join('\n')), features, window));
+    const rows = await fhirRows(lines.join('\n'), ['pulse'], window);
     assert.deepEqual(
       rows.map((r) => [r.id, r.error === undefined ? r.values : 'bad']),
       [

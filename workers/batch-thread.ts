@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Redis } from 'ioredis';
 import { executeRun } from '../src/batch/execute.ts';
+import { InputFileError } from '../src/batch/readers.ts';
 import { RunStore } from '../src/batch/runs.ts';
 import { LocalStorage } from '../src/batch/storage.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
@@ -31,7 +32,7 @@ export interface BatchThreadInput {
 export type BatchThreadMessage =
   | { type: 'chunk'; scored: number; failed: number }
   | { type: 'done'; outcome: 'completed' | 'cancelled' }
-  | { type: 'error'; message: string };
+  | { type: 'error'; message: string; permanent?: boolean };
 
 const input = workerData as BatchThreadInput;
 const port = parentPort;
@@ -64,7 +65,9 @@ try {
     await factory.close();
   }
 } catch (err) {
-  port.postMessage({ type: 'error', message: (err as Error).message } satisfies BatchThreadMessage);
+  // a malformed input fails the same way on every attempt: the parent fails the run at once
+  const permanent = err instanceof InputFileError;
+  port.postMessage({ type: 'error', message: (err as Error).message, permanent } satisfies BatchThreadMessage);
 } finally {
   redis.disconnect();
 }

@@ -2,7 +2,7 @@
  * The batch queue: on-demand runs and scheduled slots (BullMQ job schedulers), each scored in a worker thread.
  */
 import { Worker as ThreadWorker } from 'node:worker_threads';
-import { type Job, type Queue, Worker } from 'bullmq';
+import { type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { bulkManifest } from '../src/batch/manifest.ts';
@@ -103,7 +103,7 @@ function runInThread(input: Omit<BatchThreadInput, 'module'>, onChunk: (scored: 
         resolve(m.outcome);
       } else {
         settled = true;
-        reject(new Error(m.message));
+        reject(m.permanent ? new UnrecoverableError(m.message) : new Error(m.message));
       }
     });
     thread.on('error', (err) => {
@@ -215,7 +215,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
     return 'completed';
   } catch (err) {
     const message = (err as Error).message;
-    const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    const finalAttempt = err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     logger.warn({ runId, model: run.model, attempt: job.attemptsMade + 1, error: message }, 'batch run attempt failed');
     if (finalAttempt) {
       await runs.transition(runId, ['queued', 'running'], 'failed', {

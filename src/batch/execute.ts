@@ -1,7 +1,8 @@
+import { riskAssessment } from '../fhir/risk-assessment.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { encodeRow } from '../serving/features.ts';
 import type { Scorer } from '../serving/scorer.ts';
-import { type InputRow, readCsv, readFhirObservations, readNdjson } from './readers.ts';
+import { type InputRow, readCsv, readFhirInput, readNdjson } from './readers.ts';
 import { type BatchRun, outputKey, type RunStore, shadowOutputKey } from './runs.ts';
 import type { BatchStorage } from './storage.ts';
 
@@ -19,13 +20,13 @@ export interface ExecuteContext {
 }
 
 /** One error-file line: a FHIR OperationOutcome naming the row and what is wrong with it (never its values). */
-function outcome(id: string, diagnostics: string, expression?: string[]): string {
+function outcome(id: string, diagnostics: string, expression?: string[], code = 'invalid'): string {
   return `${JSON.stringify({
     resourceType: 'OperationOutcome',
     issue: [
       {
         severity: 'error',
-        code: 'invalid',
+        code,
         diagnostics: `row ${id}: ${diagnostics}`,
         ...(expression ? { expression } : {}),
       },
@@ -41,7 +42,7 @@ function rowsOf(ctx: ExecuteContext, stream: Parameters<typeof readNdjson>[0]): 
     case 'csv':
       return readCsv(stream, model.manifest.features);
     case 'fhir-ndjson':
-      return readFhirObservations(stream, model.manifest.features, {
+      return readFhirInput(ctx.storage, run.input.path, stream, model.manifest.features, {
         asOf: run.asOf,
         lookbackHours: model.manifest.batch?.lookbackHours ?? 72,
       });
@@ -75,6 +76,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
     rowsDone: run.rowsDone,
     scored: run.scored,
     failed: run.failed,
+    insufficient: run.insufficient,
     outputBytes: run.outputBytes,
     errorBytes: run.errorBytes,
     chunks: run.chunks,
@@ -83,15 +85,20 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   const commit = async (chunk: InputRow[]): Promise<void> => {
     const input = new Float32Array(chunk.length * width);
     const valid: string[] = [];
+    const validRows: InputRow[] = [];
     let errorText = '';
+    let insufficient = 0;
     for (const row of chunk) {
       if (row.error) {
-        errorText += outcome(row.id, row.error);
+        // a patient without the data to score is `incomplete`, counted apart from rows that are wrong
+        errorText += outcome(row.id, row.error, undefined, row.insufficient ? 'incomplete' : 'invalid');
+        if (row.insufficient) insufficient++;
         continue;
       }
       const problems = encodeRow(manifest.features, row.values, input, valid.length * width, '');
       if (!problems) {
         valid.push(row.id);
+        validRows.push(row);
       } else {
         const fields = problems.map((e) => e.pointer.split('/').pop() ?? '');
         errorText += outcome(row.id, problems.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; '), fields);
@@ -109,7 +116,19 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
         mirror: false,
       });
       valid.forEach((id, i) => {
-        outputText += `${JSON.stringify({ id, model: manifest.name, version: run.version, prediction: predictions[i] })}\n`;
+        const prediction = predictions[i] as Record<string, unknown>;
+        const line =
+          run.input.format === 'fhir-ndjson'
+            ? riskAssessment({
+                runId: run.id,
+                manifest,
+                version: run.version,
+                asOf: run.asOf,
+                row: validRows[i] as InputRow,
+                prediction,
+              })
+            : { id, model: manifest.name, version: run.version, prediction };
+        outputText += `${JSON.stringify(line)}\n`;
       });
       // a failing shadow fails nothing: its chunk is recorded as an error line in its own file
       for (const shadow of await scorer.shadowScores(model, shadowVersions, rows, ctx.chunkTimeoutMs)) {
@@ -130,7 +149,8 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
     if (errorText) checkpoint.errorBytes = await errors.append(errorText);
     checkpoint.rowsDone += chunk.length;
     checkpoint.scored += valid.length;
-    checkpoint.failed += chunk.length - valid.length;
+    checkpoint.failed += chunk.length - valid.length - insufficient;
+    checkpoint.insufficient += insufficient;
     checkpoint.chunks += 1;
     await runs.update(run.id, { ...checkpoint, shadowBytes: JSON.stringify(shadowBytes), updatedAt: Date.now() });
     ctx.onChunk?.(valid.length, chunk.length - valid.length);

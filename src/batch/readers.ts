@@ -1,12 +1,15 @@
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
+import { FhirAggregator, type PatientRow } from '../fhir/observations.ts';
 import type { Feature } from '../registry/schema.ts';
+import { type BatchStorage, StorageError } from './storage.ts';
 
-/** One input row: its id and raw feature values, or why it cannot be read. */
-export interface InputRow {
-  id: string;
-  values?: Record<string, unknown>;
-  error?: string;
+/** One input row: its id and raw feature values, or why it cannot be read (FHIR rows say more: PatientRow). */
+export type InputRow = PatientRow;
+
+/** An input that no retry can mend (a malformed CSV header): the run fails at once. */
+export class InputFileError extends Error {
+  override name = 'InputFileError';
 }
 
 const MAX_LINE = 1024 * 1024;
@@ -60,7 +63,7 @@ export async function* readCsv(stream: Readable, features: readonly Feature[]): 
     const fallback = `line-${line}`;
     const record = content.length > MAX_LINE ? undefined : splitCsvLine(content);
     if (!header) {
-      if (!record) throw new Error(`the CSV header (line ${line}) cannot be parsed`);
+      if (!record) throw new InputFileError(`the CSV header (line ${line}) cannot be parsed`);
       header = record;
       continue;
     }
@@ -129,103 +132,63 @@ function typeCell(cell: string, feature: Feature | undefined): unknown {
   return cell;
 }
 
-/** UCUM codes accepted for the units our manifests use; an Observation in another unit is not used. */
-const UCUM: Record<string, readonly string[]> = {
-  'breaths/min': ['/min'],
-  'beats/min': ['/min'],
-  mmHg: ['mm[Hg]'],
-  '%': ['%'],
-  Cel: ['Cel'],
-  years: ['a'],
-  'g/dL': ['g/dL'],
-  'mmol/L': ['mmol/L'],
-};
-
-interface Observed {
-  at: number;
-  value: number;
-}
-
-function loincCodes(feature: Feature): string[] {
-  if (feature.type !== 'number' && feature.type !== 'integer') return [];
-  if (!feature.loinc) return [];
-  return Array.isArray(feature.loinc) ? feature.loinc : [feature.loinc];
-}
-
 /**
- * FHIR NDJSON (the Bulk Data export shape): Observations grouped per patient into the model's features by their
- * LOINC codes (components too, e.g. blood pressure panels), keeping each feature's latest value in the look-back
- * window ending at `asOf`. Only the per-patient aggregate is held in memory, never the file. Rows come out sorted by
- * patient, so a resumed run sees them in the same order.
+ * FHIR NDJSON (the Bulk Data export shape): Observations and Patients read into one row per patient (see
+ * src/fhir/observations.ts), from the input and, as an export delivers them, its sibling `Patient.ndjson`. Every
+ * patient seen gets a row: scored, or an error naming what is missing. Rows come out sorted by patient.
  */
-export async function* readFhirObservations(
-  stream: Readable,
+export async function* readFhir(
+  files: ReadonlyArray<{ name: string; stream: Readable }>,
   features: readonly Feature[],
   window: { asOf: number; lookbackHours: number },
 ): AsyncGenerator<InputRow> {
-  const byCode = new Map<string, Feature[]>();
-  for (const f of features) for (const code of loincCodes(f)) byCode.set(code, [...(byCode.get(code) ?? []), f]);
-  const from = window.asOf - window.lookbackHours * 3600_000;
-  const patients = new Map<string, Map<string, Observed>>();
+  const aggregate = new FhirAggregator(features, window);
   const errors: InputRow[] = [];
-  const integers = new Set(features.filter((f) => f.type === 'integer').map((f) => f.name));
-
-  const take = (patient: string, codings: unknown, quantity: unknown, at: number) => {
-    const q = quantity as { value?: unknown; code?: unknown; unit?: unknown } | undefined;
-    if (typeof q?.value !== 'number' || !Number.isFinite(q.value)) return;
-    for (const coding of Array.isArray(codings) ? codings : []) {
-      const c = coding as { system?: unknown; code?: unknown };
-      if (c.system !== 'http://loinc.org' || typeof c.code !== 'string') continue;
-      for (const f of byCode.get(c.code) ?? []) {
-        // a value in another unit is not used (no silent 10x errors): unknown units must match exactly
-        const accepted =
-          f.type === 'number' || f.type === 'integer'
-            ? (UCUM[f.unit ?? ''] ?? (f.unit ? [f.unit] : undefined))
-            : undefined;
-        if (accepted && !accepted.includes(String(q.code ?? q.unit))) continue;
-        let slot = patients.get(patient);
-        if (!slot) {
-          slot = new Map();
-          patients.set(patient, slot);
-        }
-        const prev = slot.get(f.name);
-        if (!prev || at > prev.at) slot.set(f.name, { at, value: q.value });
+  for (const [i, file] of files.entries()) {
+    let line = 0;
+    for await (const text of createInterface({ input: file.stream, crlfDelay: Number.POSITIVE_INFINITY })) {
+      line++;
+      if (text.trim() === '') continue;
+      const id = i === 0 ? `line-${line}` : `${file.name}:line-${line}`;
+      let r: unknown;
+      try {
+        r = JSON.parse(text);
+      } catch {
+        errors.push({ id, error: 'not valid JSON' });
+        continue;
       }
-    }
-  };
-
-  let line = 0;
-  for await (const text of createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY })) {
-    line++;
-    if (text.trim() === '') continue;
-    let r: Record<string, unknown>;
-    try {
-      r = JSON.parse(text);
-    } catch {
-      errors.push({ id: `line-${line}`, error: 'not valid JSON' });
-      continue;
-    }
-    if (r?.resourceType !== 'Observation') continue;
-    const patient = (r.subject as { reference?: unknown } | undefined)?.reference;
-    const when = r.effectiveDateTime ?? (r.effectivePeriod as { end?: unknown } | undefined)?.end ?? r.issued;
-    const at = typeof when === 'string' ? Date.parse(when) : Number.NaN;
-    if (typeof patient !== 'string' || Number.isNaN(at)) {
-      errors.push({ id: `line-${line}`, error: 'Observation without subject.reference or effective time' });
-      continue;
-    }
-    if (at <= from || at > window.asOf) continue;
-    take(patient, (r.code as { coding?: unknown } | undefined)?.coding, r.valueQuantity, at);
-    for (const component of Array.isArray(r.component) ? r.component : []) {
-      take(patient, component?.code?.coding, component?.valueQuantity, at);
+      if (typeof r !== 'object' || r === null || Array.isArray(r)) {
+        errors.push({ id, error: 'not a JSON object' });
+        continue;
+      }
+      const problem = aggregate.add(r as Record<string, unknown>);
+      if (problem) errors.push({ id, error: problem });
     }
   }
   yield* errors;
-  for (const patient of [...patients.keys()].sort()) {
-    const values: Record<string, unknown> = {};
-    for (const [name, o] of patients.get(patient) ?? []) {
-      // integer features are charted as whole numbers: round the measurement to chart precision
-      values[name] = integers.has(name) ? Math.round(o.value) : o.value;
+  yield* aggregate.rows();
+}
+
+/** A FHIR input with its sibling `Patient.ndjson`, when the export has one (Patient resources may also be inline). */
+export async function* readFhirInput(
+  storage: BatchStorage,
+  path: string,
+  input: Readable,
+  features: readonly Feature[],
+  window: { asOf: number; lookbackHours: number },
+): AsyncGenerator<InputRow> {
+  const files = [{ name: path, stream: input }];
+  const sibling = path.replace(/[^/]*$/, 'Patient.ndjson');
+  if (sibling !== path) {
+    try {
+      files.push({ name: 'Patient.ndjson', stream: await storage.openRead(sibling) });
+    } catch (err) {
+      if (!(err instanceof StorageError && err.reason === 'not_found')) throw err;
     }
-    yield { id: patient, values };
+  }
+  try {
+    yield* readFhir(files, features, window);
+  } finally {
+    for (const f of files.slice(1)) f.stream.destroy();
   }
 }

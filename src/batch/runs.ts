@@ -32,6 +32,8 @@ export interface BatchRun {
   rowsDone: number;
   scored: number;
   failed: number;
+  /** patients without the data to score (FHIR runs): in the error file, counted apart from failed rows */
+  insufficient: number;
   outputBytes: number;
   errorBytes: number;
   chunks: number;
@@ -102,7 +104,7 @@ export class RunStore {
   async create(
     run: Omit<
       BatchRun,
-      'rowsDone' | 'scored' | 'failed' | 'outputBytes' | 'errorBytes' | 'chunks' | 'shadowBytes' | 'dir'
+      'rowsDone' | 'scored' | 'failed' | 'insufficient' | 'outputBytes' | 'errorBytes' | 'chunks' | 'shadowBytes' | 'dir'
     >,
   ): Promise<boolean> {
     const fields: Record<string, string> = {
@@ -121,6 +123,7 @@ export class RunStore {
       rowsDone: '0',
       scored: '0',
       failed: '0',
+      insufficient: '0',
       outputBytes: '0',
       errorBytes: '0',
       chunks: '0',
@@ -162,6 +165,7 @@ export class RunStore {
       rowsDone: Number(h.rowsDone ?? 0),
       scored: Number(h.scored ?? 0),
       failed: Number(h.failed ?? 0),
+      insufficient: Number(h.insufficient ?? 0),
       outputBytes: Number(h.outputBytes ?? 0),
       errorBytes: Number(h.errorBytes ?? 0),
       chunks: Number(h.chunks ?? 0),

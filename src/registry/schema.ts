@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { checkFhirMapping, fhirMappingSchema } from './fhir-mapping.ts';
 
 /**
  * The model manifest (`models/<name>/model.yaml`). Field names are the contract with model owners: change them
@@ -28,6 +29,8 @@ const featureBase = {
   name: z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, 'must be an identifier (letters, digits, _)'),
   description: z.string().optional(),
   required: z.boolean().default(true),
+  /** how the feature is read from FHIR resources (src/registry/fhir-mapping.ts) */
+  fhir: fhirMappingSchema.optional(),
 };
 
 export const featureSchema = z
@@ -43,6 +46,7 @@ export const featureSchema = z
     }),
   ])
   .superRefine((f, ctx) => {
+    checkFhirMapping(f, ctx);
     if ((f.type === 'number' || f.type === 'integer') && f.min > f.max) {
       ctx.addIssue({ code: 'custom', message: `min (${f.min}) is greater than max (${f.max})`, path: ['min'] });
     }
