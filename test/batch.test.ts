@@ -563,7 +563,7 @@ describe('FHIR NDJSON: the Synthea vital signs', () => {
       }
       const predictions = (await predictAll('deterioration', candidates)) as Array<{ deteriorationRisk: number }>;
       const row = output.find((r) => (r.subject as { reference: string }).reference === toPatient(patient));
-      const risk = (row?.prediction as Array<{ probabilityDecimal: number }>)[0]?.probabilityDecimal;
+      const risk = (row?.prediction as Array<{ probabilityDecimal: number }> | undefined)?.[0]?.probabilityDecimal;
       assert.ok(
         predictions.some((p) => p.deteriorationRisk === risk),
         `${patient}: ${risk} is one of ${JSON.stringify(predictions)}`,
