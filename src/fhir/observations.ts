@@ -146,7 +146,8 @@ export class FhirAggregator {
 
   #row(id: string, p: PatientData): PatientRow {
     const subject = `Patient/${id}`;
-    if (p.readings.size === 0) {
+    // readings that were there but unusable (status, unit, answer) are reported per feature below, not as no data
+    if (p.readings.size === 0 && p.notes.size === 0) {
       return {
         id: subject,
         insufficient: true,
