@@ -9,6 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
+import { RETENTION_MS } from '../src/batch/manifest.ts';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
 import { BATCH_QUEUE } from '../workers/batch.ts';
 import {
@@ -89,7 +90,7 @@ let gw: TestGateway;
 let idle: TestGateway; // no worker: its runs stay queued
 
 before(async () => {
-  modelsDir = await tempModels({ news2: null });
+  modelsDir = await tempModels({ news2: null, deterioration: null });
   dataDir = await tempDir('fhir-data');
   const exportDir = path.join(dataDir, 'export');
   await mkdir(exportDir, { recursive: true });
@@ -225,6 +226,74 @@ describe('a FHIR batch run of news2 over the Synthea export', () => {
     for (const f of [...final.body.output, ...final.body.error]) assert.match(f.url, /^http:\/\//);
     const expires = Date.parse(final.headers.get('expires') ?? '');
     assert.ok(expires > Date.now() + 6 * 24 * 3600_000, `Expires ${final.headers.get('expires')}`);
+  });
+});
+
+describe('a FHIR batch run of deterioration: age from the sibling Patient.ndjson, a probability out', () => {
+  test("the two complete patients get /predict's risk on the same values, as probabilityDecimal", async () => {
+    const res = await gw.call('POST', '/v1/models/deterioration/batches', keys.client, {
+      input: { path: 'export/Observation.ndjson', format: 'fhir-ndjson' },
+      asOf: AS_OF,
+    });
+    assert.equal(res.status, 202, res.text);
+    const { final } = await waitForRun(gw, keys.client, res.body.id);
+    assert.equal(final.status, 200, final.text);
+    assert.deepEqual(final.body.extension.outcomes, { scored: 2, insufficient: 5, failed: 0 });
+    const output = await download(gw, keys.client, final.body.output[0].url);
+    for (const r of output) assert.deepEqual(fhirErrors(r), [], JSON.stringify(r));
+    // ages at 11 March 2020 from birthDate 1979-01-20 and 1969-05-21; the rest as worked out for news2 above
+    const instances = [
+      { age: 41, respirationRate: 28, spo2: 79, systolicBP: 118, pulse: 79, temperature: 40.725, onOxygen: true },
+      { age: 50, respirationRate: 27, spo2: 86, systolicBP: 102, pulse: 148, temperature: 38.5, onOxygen: false },
+    ];
+    const predicted = await gw.call('POST', '/v1/models/deterioration/predict', keys.client, { instances });
+    assert.equal(predicted.status, 200, predicted.text);
+    const risks = output.map((r) => [
+      (r.subject as { reference: string }).reference,
+      (r.prediction as Array<{ probabilityDecimal: number }>)[0]?.probabilityDecimal,
+    ]);
+    assert.deepEqual(risks, [
+      [`Patient/${P_FEVER}`, predicted.body.predictions[0].deteriorationRisk],
+      [`Patient/${P_SEPSIS}`, predicted.body.predictions[1].deteriorationRisk],
+    ]);
+    for (const r of output)
+      assert.ok(
+        (r.basis as Array<{ reference: string }>).some(
+          (b) => b.reference === (r.subject as { reference: string }).reference,
+        ),
+      );
+  });
+});
+
+describe('Bulk Data manifests', () => {
+  test('a run that scored nobody lists no output file; every patient is in the error file', async () => {
+    const res = await gw.call('POST', '/v1/models/news2/batches', keys.client, {
+      input: { path: 'export/Observation.ndjson', format: 'fhir-ndjson' },
+      asOf: '2010-01-01T00:00:00.000Z',
+    });
+    assert.equal(res.status, 202, res.text);
+    const { final } = await waitForRun(gw, keys.client, res.body.id);
+    assert.equal(final.status, 200, final.text);
+    assert.deepEqual(final.body.output, []);
+    assert.deepEqual(final.body.extension.outcomes, { scored: 0, insufficient: 7, failed: 0 });
+    assert.equal(final.body.error[0].count, 7);
+  });
+
+  test('past its Expires, a run and its files are gone (404)', async () => {
+    const res = await gw.call('POST', '/v1/models/news2/batches', keys.client, {
+      input: { path: 'export/Observation.ndjson', format: 'fhir-ndjson' },
+      asOf: AS_OF,
+    });
+    const { final } = await waitForRun(gw, keys.client, res.body.id);
+    assert.equal(final.status, 200, final.text);
+    const file = final.body.output[0].url;
+    assert.equal((await gw.call('GET', file, keys.client)).status, 200);
+    // as if finished just over the retention ago
+    await gw.gateway.services.runs.update(res.body.id, { finishedAt: Date.now() - RETENTION_MS - 1000 });
+    const gone = await gw.call('GET', `/v1/batches/${res.body.id}`, keys.client);
+    assert.equal(gone.status, 404);
+    assert.equal(outcomeCode(gone.body), 'not_found');
+    assert.equal((await gw.call('GET', file, keys.client)).status, 404);
   });
 });
 
