@@ -1,114 +1,42 @@
 /**
  * A FHIR batch run end to end over the real Synthea export (vital-sign Observations + the sibling Patient.ndjson),
- * with the ACVPU and oxygen Observations Synthea lacks made here: every patient with complete data is scored with
- * the hand-worked NEWS2, every other patient gets a row naming what is missing, and what comes out is valid FHIR R4.
+ * with the ACVPU and oxygen Observations Synthea lacks made here (test/fhir-support.ts): every patient with complete
+ * data is scored with the hand-worked NEWS2, every other patient gets a row naming what is missing, and what comes
+ * out is valid FHIR R4.
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { Queue } from 'bullmq';
-import { RETENTION_MS } from '../src/batch/manifest.ts';
-import { outcomeCode } from '../src/fhir/operation-outcome.ts';
-import { BATCH_QUEUE } from '../workers/batch.ts';
 import {
   buildGateway,
   deletePrefix,
   download,
   makeKeys,
   makePrefix,
-  REDIS_URL,
   removeDir,
-  SYNTHEA_OBSERVATIONS,
   type TestGateway,
   tempDir,
   tempModels,
   waitForRun,
 } from './batch-support.ts';
 import { fhirErrors } from './fhir-schema.ts';
+import { AS_OF, P_FEVER, P_NO_VITALS, P_SEPSIS, P_TEMP_ONLY, writeExport } from './fhir-support.ts';
 
 const keys = makeKeys();
 const prefix = makePrefix('fhir-batch');
-const idlePrefix = makePrefix('fhir-batch-idle');
-const SYNTHEA_PATIENTS = fileURLToPath(new URL('../../shared/data/synthea/Patient.ndjson', import.meta.url));
-const AS_OF = '2020-03-11T00:00:00.000Z'; // news2's default 72 h look-back: 8-11 March 2020
-
-// two Synthea COVID-19 admissions with every charted vital sign in the window (ids as the export spells them)
-const P_FEVER = '2fcbe29d-94f0-ec20-dcf3-740c45bc08ba'; // 9 March: RR 27.669, SpO2 78.98, SBP 118, HR 79.026, T 40.725
-const P_SEPSIS = 'a8376487-72d8-ac29-a654-91f3622cc7a4'; // 10 March: RR 26.562, SpO2 86.23, SBP 102, HR 148.25, T 41.132
-const P_TEMP_ONLY = 'a8327210-6158-2be1-fb72-553a78a0ff37'; // only a temperature in the window
-const P_NO_VITALS = 'made-here-no-vitals'; // a Patient of the export with no Observation at all
-
-const LOINC = 'http://loinc.org';
-const SCT = 'http://snomed.info/sct';
-function obs(id: string, subject: string, at: string, code: string, value: Record<string, unknown>, status = 'final') {
-  return JSON.stringify({
-    resourceType: 'Observation',
-    id,
-    status,
-    code: { coding: [{ system: LOINC, code }] },
-    subject: { reference: subject },
-    effectiveDateTime: at,
-    ...value,
-  });
-}
-const qty = (value: number, code: string) => ({
-  valueQuantity: { value, unit: code, system: 'http://unitsofmeasure.org', code },
-});
-const answer = (code: string) => ({ valueCodeableConcept: { coding: [{ system: SCT, code }] } });
-
-// written the way real feeds write them: three spellings of the subject reference, a unit to convert, an
-// entered-in-error reading, and an arterial blood gas SaO2 that is not SpO2
-const ADDED = [
-  obs('acvpu-fever', `Patient/${P_FEVER}`, '2020-03-09T10:39:34+01:00', '67775-7', answer('248234008')), // alert
-  obs('o2-fever', `urn:uuid:${P_FEVER}`, '2020-03-09T10:40:00+01:00', '3151-8', qty(2, 'L/min')), // on oxygen
-  obs(
-    'acvpu-sepsis',
-    `https://ehr.example.org/fhir/Patient/${P_SEPSIS}`,
-    '2020-03-10T19:10:02+01:00',
-    '67775-7',
-    answer('130987000'),
-  ), // new confusion
-  obs(
-    'acvpu-error',
-    `Patient/${P_SEPSIS}`,
-    '2020-03-10T20:00:00+01:00',
-    '67775-7',
-    answer('422768004'),
-    'entered-in-error',
-  ),
-  obs('fio2-sepsis', `Patient/${P_SEPSIS}/_history/3`, '2020-03-10T19:10:02+01:00', '3150-0', qty(21, '%')), // air
-  obs('temp-degf', `Patient/${P_SEPSIS}`, '2020-03-10T20:00:00+01:00', '8310-5', qty(101.3, '[degF]')), // 38.5 Cel
-  obs('sao2-abg', `Patient/${P_SEPSIS}`, '2020-03-10T21:00:00+01:00', '2708-6', qty(99, '%')), // arterial: not SpO2
-  obs('acvpu-temp-only', `Patient/${P_TEMP_ONLY}`, '2020-03-09T08:15:54+01:00', '67775-7', answer('248234008')),
-];
-
 let dataDir: string;
 let modelsDir: string;
 let gw: TestGateway;
-let idle: TestGateway; // no worker: its runs stay queued
 
 before(async () => {
   modelsDir = await tempModels({ news2: null, deterioration: null });
   dataDir = await tempDir('fhir-data');
-  const exportDir = path.join(dataDir, 'export');
-  await mkdir(exportDir, { recursive: true });
-  const observations = await readFile(SYNTHEA_OBSERVATIONS, 'utf8');
-  await writeFile(path.join(exportDir, 'Observation.ndjson'), `${observations.trimEnd()}\n${ADDED.join('\n')}\n`);
-  await copyFile(SYNTHEA_PATIENTS, path.join(exportDir, 'Patient.ndjson'));
-  const extra = { resourceType: 'Patient', id: P_NO_VITALS, birthDate: '1950-02-03' };
-  await writeFile(path.join(exportDir, 'Patient.ndjson'), `${JSON.stringify(extra)}\n`, { flag: 'a' });
-  await writeFile(path.join(dataDir, 'bad-header.csv'), 'id,"pulse\n1,70\n');
+  await writeExport(dataDir);
   gw = await buildGateway({ prefix, keys, modelsDir, dataDir, workers: ['batch'] });
-  idle = await buildGateway({ prefix: idlePrefix, keys, modelsDir, dataDir, workers: [] });
 });
 
 after(async () => {
   await gw?.close();
-  await idle?.close();
   await deletePrefix(prefix);
-  await deletePrefix(idlePrefix);
   await removeDir(dataDir);
   await removeDir(modelsDir);
 });
@@ -262,83 +190,5 @@ describe('a FHIR batch run of deterioration: age from the sibling Patient.ndjson
           (b) => b.reference === (r.subject as { reference: string }).reference,
         ),
       );
-  });
-});
-
-describe('Bulk Data manifests', () => {
-  test('a run that scored nobody lists no output file; every patient is in the error file', async () => {
-    const res = await gw.call('POST', '/v1/models/news2/batches', keys.client, {
-      input: { path: 'export/Observation.ndjson', format: 'fhir-ndjson' },
-      asOf: '2010-01-01T00:00:00.000Z',
-    });
-    assert.equal(res.status, 202, res.text);
-    const { final } = await waitForRun(gw, keys.client, res.body.id);
-    assert.equal(final.status, 200, final.text);
-    assert.deepEqual(final.body.output, []);
-    assert.deepEqual(final.body.extension.outcomes, { scored: 0, insufficient: 7, failed: 0 });
-    assert.equal(final.body.error[0].count, 7);
-  });
-
-  test('past its Expires, a run and its files are gone (404)', async () => {
-    const res = await gw.call('POST', '/v1/models/news2/batches', keys.client, {
-      input: { path: 'export/Observation.ndjson', format: 'fhir-ndjson' },
-      asOf: AS_OF,
-    });
-    const { final } = await waitForRun(gw, keys.client, res.body.id);
-    assert.equal(final.status, 200, final.text);
-    const file = final.body.output[0].url;
-    assert.equal((await gw.call('GET', file, keys.client)).status, 200);
-    // as if finished just over the retention ago
-    await gw.gateway.services.runs.update(res.body.id, { finishedAt: Date.now() - RETENTION_MS - 1000 });
-    const gone = await gw.call('GET', `/v1/batches/${res.body.id}`, keys.client);
-    assert.equal(gone.status, 404);
-    assert.equal(outcomeCode(gone.body), 'not_found');
-    assert.equal((await gw.call('GET', file, keys.client)).status, 404);
-  });
-});
-
-describe('Bulk Data errors', () => {
-  test('a kick-off error is an OperationOutcome', async () => {
-    const res = await gw.call('POST', '/v1/models/news2/batches', keys.client, {
-      input: { path: 'nope.ndjson', format: 'fhir-ndjson' },
-    });
-    assert.equal(res.status, 400);
-    assert.equal(res.body.resourceType, 'OperationOutcome');
-    assert.equal(outcomeCode(res.body), 'invalid_input_file');
-    assert.deepEqual(fhirErrors(res.body), []);
-  });
-
-  test('a malformed CSV header fails the run at once (one attempt), with an OperationOutcome', async () => {
-    const res = await gw.call('POST', '/v1/models/news2/batches', keys.client, {
-      input: { path: 'bad-header.csv', format: 'csv' },
-    });
-    assert.equal(res.status, 202, res.text);
-    const { final } = await waitForRun(gw, keys.client, res.body.id);
-    assert.equal(final.status, 500);
-    assert.equal(outcomeCode(final.body), 'run_failed');
-    assert.match(final.body.issue[0].diagnostics, /CSV header/);
-    assert.deepEqual(fhirErrors(final.body), []);
-    const queue = new Queue(BATCH_QUEUE, { connection: { url: REDIS_URL }, prefix });
-    try {
-      const job = await queue.getJob(`run-${res.body.id}`);
-      assert.equal(job?.attemptsMade, 1, 'not retried');
-      assert.equal(await job?.getState(), 'failed');
-    } finally {
-      await queue.close();
-    }
-  });
-
-  test('a deleted run is 404 with an OperationOutcome, not 410', async () => {
-    const res = await idle.call('POST', '/v1/models/news2/batches', keys.client, {
-      input: { path: 'export/Observation.ndjson', format: 'fhir-ndjson' },
-      asOf: AS_OF,
-    });
-    assert.equal(res.status, 202, res.text);
-    assert.equal((await idle.call('DELETE', `/v1/batches/${res.body.id}`, keys.client)).status, 202);
-    const gone = await idle.call('GET', `/v1/batches/${res.body.id}`, keys.client);
-    assert.equal(gone.status, 404);
-    assert.equal(gone.headers.get('content-type'), 'application/fhir+json');
-    assert.equal(outcomeCode(gone.body), 'not_found');
-    assert.deepEqual(fhirErrors(gone.body), []);
   });
 });
