@@ -27,6 +27,7 @@ function viewOf(run: BatchRun, principal?: Principal) {
     createdAt: new Date(run.createdAt).toISOString(),
     rowsRead: run.rowsDone,
     scored: run.scored,
+    insufficient: run.insufficient,
     failed: run.failed,
     links: { self: `/v1/batches/${run.id}` },
   };
