@@ -104,7 +104,15 @@ export class RunStore {
   async create(
     run: Omit<
       BatchRun,
-      'rowsDone' | 'scored' | 'failed' | 'insufficient' | 'outputBytes' | 'errorBytes' | 'chunks' | 'shadowBytes' | 'dir'
+      | 'rowsDone'
+      | 'scored'
+      | 'failed'
+      | 'insufficient'
+      | 'outputBytes'
+      | 'errorBytes'
+      | 'chunks'
+      | 'shadowBytes'
+      | 'dir'
     >,
   ): Promise<boolean> {
     const fields: Record<string, string> = {

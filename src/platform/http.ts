@@ -3,8 +3,8 @@ import type { AppDeps, AppEnv } from '../context.ts';
 import { assertRole, keyFromHeaders, type Principal, type Role } from './auth.ts';
 import { Problem } from './errors.ts';
 import { assertJsonDepth } from './json-body.ts';
-import { SECURE_HEADERS } from './secure-headers.ts';
 import { endpointClass, rateLimitHeaders, refusal } from './rate-limit.ts';
+import { SECURE_HEADERS } from './secure-headers.ts';
 
 /** Renders a Problem as RFC 9457 problem+json. */
 export function problemResponse(c: Context<AppEnv>, problem: Problem): Response {
