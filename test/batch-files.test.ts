@@ -2,11 +2,13 @@
  * Issue 10, items 1 and 2: batch files never leave the data directory, symlinks included, and each client reads only
  * its own data area (and the shared areas an operator granted it). Real files, real symlinks, the real batch worker.
  */
+
 import assert from 'node:assert/strict';
 import { lstat, mkdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { LocalStorage, StorageError } from '../src/batch/storage.ts';
+import { outcomeCode } from '../src/fhir/operation-outcome.ts';
 import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
 import {
   buildGateway,
@@ -160,13 +162,14 @@ describe('runs: folders nobody can predict, downloads that do not follow links',
     await symlink(victim, path.join(folder, 'errors.ndjson'));
     const linked = await gw.call('GET', url('errors.ndjson'), keys.client);
     assert.equal(linked.status, 404, linked.text);
-    assert.equal(linked.body.code, 'not_found');
+    assert.equal(outcomeCode(linked.body), 'not_found');
     assert.ok(!linked.text.includes('root:x'));
 
     await rm(path.join(folder, 'output.ndjson'));
     const missing = await gw.call('GET', url('output.ndjson'), keys.client);
     assert.equal(missing.status, 404, missing.text);
-    assert.match(missing.headers.get('content-type') ?? '', /^application\/problem\+json/);
+    assert.match(missing.headers.get('content-type') ?? '', /^application\/fhir\+json/);
+    assert.equal(outcomeCode(missing.body), 'not_found');
     assert.ok(!logs.lines.join('').includes(dataDir), 'no absolute path reached the log');
   });
 });
@@ -196,8 +199,9 @@ describe('data areas per client', () => {
     ]) {
       const res = await submit(keys.other, p);
       assert.equal(res.status, 404, `${p}: ${res.text}`);
-      assert.equal(res.body.code, 'not_found', p);
-      assert.equal(res.body.detail, 'no such input file in your data area', p);
+      // the batch endpoints answer as the FHIR Bulk Data IG says: an OperationOutcome carrying the stable code
+      assert.equal(outcomeCode(res.body), 'not_found', p);
+      assert.equal(res.body.issue[0].diagnostics, 'no such input file in your data area', p);
     }
   });
 

@@ -37,7 +37,7 @@ before(async () => {
   modelsDir = await tempModels({ news2: null, deterioration: null });
   dataDir = await tempDir('fhir-data');
   await writeExport(dataDir);
-  await writeFile(path.join(dataDir, 'bad-header.csv'), 'id,"pulse\n1,70\n');
+  await writeFile(path.join(dataDir, 'clients', 'batch-client', 'bad-header.csv'), 'id,"pulse\n1,70\n');
   gw = await buildGateway({ prefix, keys, modelsDir, dataDir, workers: ['batch'] });
   idle = await buildGateway({ prefix: idlePrefix, keys, modelsDir, dataDir, workers: [] });
 });
@@ -86,12 +86,19 @@ describe('Bulk Data manifests', () => {
 describe('Bulk Data errors', () => {
   test('a kick-off error is an OperationOutcome', async () => {
     const res = await gw.call('POST', '/v1/models/news2/batches', keys.client, {
-      input: { path: 'nope.ndjson', format: 'fhir-ndjson' },
+      input: { path: 'export/Observation.ndjson', format: 'parquet' },
     });
     assert.equal(res.status, 400);
     assert.equal(res.body.resourceType, 'OperationOutcome');
-    assert.equal(outcomeCode(res.body), 'invalid_input_file');
+    assert.equal(outcomeCode(res.body), 'invalid_request');
     assert.deepEqual(fhirErrors(res.body), []);
+    // a file that is not in the caller's data area is a 404, the same as one that does not exist
+    const missing = await gw.call('POST', '/v1/models/news2/batches', keys.client, {
+      input: { path: 'nope.ndjson', format: 'fhir-ndjson' },
+    });
+    assert.equal(missing.status, 404);
+    assert.equal(outcomeCode(missing.body), 'not_found');
+    assert.deepEqual(fhirErrors(missing.body), []);
   });
 
   test('a malformed CSV header fails the run at once (one attempt), with an OperationOutcome', async () => {

@@ -451,8 +451,10 @@ describe('the image’s files, started the way the image starts them', () => {
 
   it('a batch run scores in its worker thread from the compiled build (no tsx to register)', async () => {
     const port = await freePort();
-    mkdirSync(path.join(data, 'inputs'), { recursive: true });
-    cpSync(path.join(ROOT, 'models/readmission/sample-discharges.ndjson'), path.join(data, 'inputs/discharges.ndjson'));
+    // the dev client key's data area (k8s/overlays/dev/dev-api-keys.yaml: id dev-client)
+    const area = path.join(data, 'clients', 'dev-client', 'inputs');
+    mkdirSync(area, { recursive: true });
+    cpSync(path.join(ROOT, 'models/readmission/sample-discharges.ndjson'), path.join(area, 'discharges.ndjson'));
     const [command, ...args] = START as [string, ...string[]];
     const child = spawn(command, args, {
       cwd: stage,
@@ -487,7 +489,7 @@ describe('the image’s files, started the way the image starts them', () => {
         body: JSON.stringify({ input: { path: 'inputs/discharges.ndjson', format: 'ndjson' } }),
       });
       assert.equal(submitted.status, 202, await submitted.text());
-      const status = `http://127.0.0.1:${port}${submitted.headers.get('content-location')}`;
+      const status = submitted.headers.get('content-location') as string; // absolute, as the Bulk Data IG says
       let res = await fetch(status, { headers });
       while (res.status === 202 && Date.now() < deadline) {
         await res.arrayBuffer();

@@ -61,9 +61,12 @@ const ADDED = [
   obs('acvpu-temp-only', `Patient/${P_TEMP_ONLY}`, '2020-03-09T08:15:54+01:00', '67775-7', answer('248234008')),
 ];
 
-/** Writes export/Observation.ndjson and export/Patient.ndjson (plus a Patient with no vitals) under `dataDir`. */
+/**
+ * Writes export/Observation.ndjson and export/Patient.ndjson (plus a Patient with no vitals) in the data area of the
+ * test client key (`clients/batch-client/` under `dataDir`), where its `input.path`s resolve.
+ */
 export async function writeExport(dataDir: string): Promise<void> {
-  const exportDir = path.join(dataDir, 'export');
+  const exportDir = path.join(dataDir, 'clients', 'batch-client', 'export');
   await mkdir(exportDir, { recursive: true });
   const observations = await readFile(SYNTHEA_OBSERVATIONS, 'utf8');
   await writeFile(path.join(exportDir, 'Observation.ndjson'), `${observations.trimEnd()}\n${ADDED.join('\n')}\n`);

@@ -4,10 +4,12 @@
  * workers score, hold and fail what was accepted; then every log line, at debug level, is scanned for them. Also:
  * idempotency keys reach Redis key names only hashed, and a failed batch run is logged by run id, not input path.
  */
+
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
+import { outcomeCode } from '../src/fhir/operation-outcome.ts';
 import { captureLogger } from './batch-support.ts';
 import { REDIS_URL, waitFor } from './support.ts';
 import { ENDPOINTS, NEWS2, startTour, type Tour } from './tour-support.ts';
@@ -123,8 +125,9 @@ describe('seeded identifiers never reach the log', () => {
     const failed = logs.lines.filter((l) => l.includes(id));
     assert.ok(failed.length > 0, 'the failure is logged, by run id');
     const status = await tour.call('GET', `/v1/batches/${id}`, tour.keys.client);
-    assert.equal(status.body.code, 'run_failed');
-    assert.ok(!status.body.detail.includes(ID.mrn), `the run's error names no path: ${status.body.detail}`);
+    assert.equal(outcomeCode(status.body), 'run_failed');
+    const detail = String(status.body.issue?.[0]?.diagnostics);
+    assert.ok(!detail.includes(ID.mrn), `the run's error names no path: ${detail}`);
   });
 
   test('the scan: none of the identifiers, in any log line', () => {
