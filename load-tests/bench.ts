@@ -104,6 +104,10 @@ async function main(): Promise<number> {
     log: (line = '') => console.log(line),
   };
 
+  // Triage runs as production runs it: the compiled build (npm run build), not TypeScript through tsx
+  const build = spawnSync('npm', ['run', '--silent', 'build'], { cwd: repoRoot, encoding: 'utf8' });
+  if (build.status !== 0) throw new Error(`npm run build failed:\n${build.stdout}${build.stderr}`);
+
   const commit = git(['rev-parse', '--short', 'HEAD']);
   const dirty = (git(['status', '--porcelain']) ?? '') !== '';
   ctx.log(

@@ -20,6 +20,7 @@ import type { ApiKeyStore } from './platform/auth.ts';
 import type { Config } from './platform/config.ts';
 import { createMetrics, type Metrics, registerBreakerGauge, registerQueueGauges } from './platform/metrics.ts';
 import type { TokenVerifier } from './platform/oidc.ts';
+import { Pressure } from './platform/pressure.ts';
 import { RateLimiter, type RateLimitSettings } from './platform/rate-limit.ts';
 import { connectRedis } from './platform/redis.ts';
 import type { LoadedModel } from './registry/load.ts';
@@ -58,6 +59,8 @@ export interface ServicesOptions {
   random?: () => number;
   /** how often routing changes made through other replicas are picked up */
   routingRefreshMs?: number;
+  /** the gateway's event-loop pressure: in its process, deferrable work yields to bedside traffic */
+  pressure?: Pressure;
 }
 
 /**
@@ -105,6 +108,7 @@ export async function composeServices(options: ServicesOptions) {
     runners: jobRunners,
     shadow,
     metrics,
+    ...(options.pressure ? { pressure: options.pressure } : {}),
     ...(options.random ? { random: options.random } : {}),
   });
   const callbacks = callbackSender(queues.callbacks, outbox, config.callbacks);
@@ -114,6 +118,7 @@ export async function composeServices(options: ServicesOptions) {
     metrics,
     logger,
     breakers,
+    pressure: options.pressure,
     catalog,
     shadow,
     audit,
@@ -169,7 +174,10 @@ export async function composeServices(options: ServicesOptions) {
 export type Services = Awaited<ReturnType<typeof composeServices>>;
 
 export type GatewayConfig = ServicesConfig &
-  Pick<Config, 'maxBodyBytes' | 'openOpsEndpoints' | 'accessLog' | 'warmupRuns' | 'warmupPolicy'> & {
+  Pick<
+    Config,
+    'maxBodyBytes' | 'openOpsEndpoints' | 'accessLog' | 'warmupRuns' | 'warmupPolicy' | 'pressureThresholdMs'
+  > & {
     workers: readonly WorkerKind[];
   };
 
@@ -185,8 +193,10 @@ export interface ComposeOptions extends ServicesOptions {
 /** The gateway: the services, the warm sync tier, the HTTP app and (optionally) workers in this process. */
 export async function composeGateway(options: ComposeOptions) {
   const { config, logger } = options;
-  const services = await composeServices(options);
-  const { catalog, metrics, redis } = services;
+  const metrics = options.metrics ?? createMetrics();
+  const pressure = new Pressure({ thresholdMs: config.pressureThresholdMs, registry: metrics.registry });
+  const services = await composeServices({ ...options, metrics, pressure });
+  const { catalog, redis } = services;
   const syncFactory = options.runtimeFactory
     ? undefined
     : remoteAwareFactory({ onnxThreads: config.onnxThreads, metrics, logger, breakers: services.breakers });
@@ -202,6 +212,7 @@ export async function composeGateway(options: ComposeOptions) {
     runners,
     shadow: services.shadow,
     metrics,
+    pressure,
     ...(options.random ? { random: options.random } : {}),
   });
   const sync = new SyncService({ catalog, runners, scorer, metrics });
@@ -265,6 +276,7 @@ export async function composeGateway(options: ComposeOptions) {
     /** closes workers, the sync tier, then the services (queues, runtimes, Redis), in that order */
     async close() {
       await workers?.close();
+      pressure.close();
       await sync.close();
       await syncFactory?.close();
       await services.close();

@@ -3,12 +3,15 @@
  * Redis connection and runtimes (intra-op threads bounded), and the one scorer over a catalog fixed at the routing
  * the parent chose for the run; reports each committed chunk to the parent.
  */
+
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Redis } from 'ioredis';
 import { executeRun } from '../src/batch/execute.ts';
 import { InputFileError } from '../src/batch/readers.ts';
 import { RunStore } from '../src/batch/runs.ts';
 import { LocalStorage } from '../src/batch/storage.ts';
+import { pressureReader } from '../src/platform/pressure.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
 import { createRuntimeFactory } from '../src/runtime/factory.ts';
 import { ModelCatalog } from '../src/serving/catalog.ts';
@@ -27,14 +30,28 @@ export interface BatchThreadInput {
   routing: RoutingState;
   onnxThreads: number;
   chunkTimeoutMs: number;
+  /** the parent's event-loop pressure (see src/platform/pressure.ts): chunks wait while it is over the threshold */
+  pressure?: { buffer: SharedArrayBuffer; thresholdMs: number };
 }
 
 export type BatchThreadMessage =
-  | { type: 'chunk'; scored: number; failed: number }
+  | { type: 'chunk'; scored: number; failed: number; pausedMs: number }
   | { type: 'done'; outcome: 'completed' | 'cancelled' }
   | { type: 'error'; message: string; permanent?: boolean };
 
 const input = workerData as BatchThreadInput;
+/** how long, ms, the chunk being committed waited for bedside traffic */
+let pausedMs = 0;
+
+/** Waits while the gateway's event loop is under pressure, at most a second per chunk so a run always progresses. */
+function yieldToBedside(pressure: NonNullable<BatchThreadInput['pressure']>): () => Promise<void> {
+  const delayMs = pressureReader(pressure.buffer);
+  return async () => {
+    const started = performance.now();
+    while (delayMs() > pressure.thresholdMs && performance.now() - started < 1000) await sleep(20);
+    pausedMs += performance.now() - started;
+  };
+}
 const port = parentPort;
 if (!port) throw new Error('batch-thread must run in a worker thread');
 
@@ -57,7 +74,11 @@ try {
       storage: new LocalStorage(input.dataDir),
       runs,
       chunkTimeoutMs: input.chunkTimeoutMs,
-      onChunk: (scored, failed) => port.postMessage({ type: 'chunk', scored, failed } satisfies BatchThreadMessage),
+      onChunk: (scored, failed) => {
+        port.postMessage({ type: 'chunk', scored, failed, pausedMs } satisfies BatchThreadMessage);
+        pausedMs = 0;
+      },
+      ...(input.pressure ? { beforeChunk: yieldToBedside(input.pressure) } : {}),
     });
     port.postMessage({ type: 'done', outcome } satisfies BatchThreadMessage);
   } finally {

@@ -11,6 +11,7 @@ import type { Scheduler, ScheduleService } from '../src/batch/schedules.ts';
 import type { RunQueue } from '../src/batch/service.ts';
 import type { LocalStorage } from '../src/batch/storage.ts';
 import type { BatchMetrics } from '../src/platform/metrics.ts';
+import type { Pressure } from '../src/platform/pressure.ts';
 import { createQueue, jobOptions, type RetryPolicy } from '../src/platform/queue.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
 import type { BatchThreadInput, BatchThreadMessage } from './batch-thread.ts';
@@ -83,6 +84,8 @@ export interface BatchWorkerDeps {
   missedAfterMs: number;
   lockDurationMs: number;
   now: () => number;
+  /** in the gateway's process: chunks yield while its event loop is under pressure */
+  pressure?: Pressure;
 }
 
 // Run from the sources (tests, tsx), a worker thread on Node 20 does not inherit tsx's loader: it starts at an entry
@@ -92,12 +95,15 @@ const THREAD_MODULE = new URL(FROM_SOURCES ? './batch-thread.ts' : './batch-thre
 const THREAD_ENTRY = FROM_SOURCES ? new URL('./batch-thread-entry.mjs', import.meta.url) : new URL(THREAD_MODULE);
 
 /** Runs one batch run in a worker thread; resolves with its outcome. */
-function runInThread(input: Omit<BatchThreadInput, 'module'>, onChunk: (scored: number, failed: number) => void) {
+function runInThread(
+  input: Omit<BatchThreadInput, 'module'>,
+  onChunk: (scored: number, failed: number, pausedMs: number) => void,
+) {
   return new Promise<'completed' | 'cancelled'>((resolve, reject) => {
     const thread = new ThreadWorker(THREAD_ENTRY, { workerData: { ...input, module: THREAD_MODULE } });
     let settled = false;
     thread.on('message', (m: BatchThreadMessage) => {
-      if (m.type === 'chunk') onChunk(m.scored, m.failed);
+      if (m.type === 'chunk') onChunk(m.scored, m.failed, m.pausedMs);
       else if (m.type === 'done') {
         settled = true;
         resolve(m.outcome);
@@ -186,10 +192,14 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
         routing: model.routing,
         onnxThreads: deps.onnxThreads,
         chunkTimeoutMs: CHUNK_TIMEOUT_MS,
+        ...(deps.pressure
+          ? { pressure: { buffer: deps.pressure.buffer, thresholdMs: deps.pressure.thresholdMs } }
+          : {}),
       },
-      (scored, failed) => {
+      (scored, failed, pausedMs) => {
         metrics.batchRows.inc({ model: run.model, outcome: 'scored' }, scored);
         metrics.batchRows.inc({ model: run.model, outcome: 'failed' }, failed);
+        if (pausedMs > 0) metrics.batchYield.inc({ model: run.model }, pausedMs / 1000);
       },
     );
     const seconds = (deps.now() - started) / 1000;

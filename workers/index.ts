@@ -28,6 +28,11 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       concurrency: config.workerConcurrency,
       ...(config.workerLockMs !== undefined ? { lockMs: config.workerLockMs } : {}),
     });
+    // in the gateway's process, async jobs wait while bedside traffic needs the event loop (a job's budget is minutes)
+    s.pressure?.onChange((busy) => {
+      const change = busy ? w.worker.pause(true) : Promise.resolve(w.worker.resume());
+      change.catch((err: Error) => logger.warn({ err: { message: err.message } }, 'inference worker pause failed'));
+    });
     closers.push(w.close);
     running.push(w.worker);
   }
@@ -58,6 +63,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       missedAfterMs: config.batchMissedAfterMs,
       lockDurationMs: config.workerLockMs ?? 30_000,
       now: s.now,
+      ...(s.pressure ? { pressure: s.pressure } : {}),
     });
     closers.push(w.close);
     running.push(w.worker);

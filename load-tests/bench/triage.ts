@@ -31,7 +31,7 @@ export interface TriageOptions {
   adminKey?: boolean;
 }
 
-/** Starts `node --import tsx src/server.ts` in production mode on a free loopback port and waits for /readyz. */
+/** Starts `node dist/src/server.js` (built by the harness) in production mode on a free port and waits for /readyz. */
 export async function startTriage(ctx: BenchContext, options: TriageOptions): Promise<TriageProcess> {
   const port = await freePort();
   const clientKey = `trg_bench_${randomBytes(24).toString('hex')}`;
@@ -72,7 +72,7 @@ export async function startTriage(ctx: BenchContext, options: TriageOptions): Pr
   const child = ctx.children.spawn(
     options.name,
     process.execPath,
-    [...nodeArgs, '--import', 'tsx', path.join(ctx.repoRoot, 'src', 'server.ts')],
+    [...nodeArgs, path.join(ctx.repoRoot, 'dist', 'src', 'server.js')],
     { cwd: ctx.repoRoot, env },
   );
   const url = `http://127.0.0.1:${port}`;

@@ -17,6 +17,8 @@ export interface ExecuteContext {
   chunkTimeoutMs: number;
   /** called after each committed chunk with the rows it scored and failed */
   onChunk?: (scored: number, failed: number) => void;
+  /** awaited before each chunk: a run yields here while bedside traffic needs the machine */
+  beforeChunk?: () => Promise<void>;
 }
 
 /** One error-file line: a FHIR OperationOutcome naming the row and what is wrong with it (never its values). */
@@ -164,6 +166,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
       if (index++ < run.rowsDone) continue; // committed before a restart
       chunk.push(row);
       if (chunk.length >= chunkSize) {
+        await ctx.beforeChunk?.();
         await commit(chunk);
         chunk = [];
         if ((await runs.state(run.id)) === 'cancelled') {

@@ -68,6 +68,7 @@ const envSchema = z.object({
   TRIAGE_DATA_DIR: z.string().min(1).default('data'),
   TRIAGE_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   TRIAGE_BATCH_MISSED_AFTER_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
+  TRIAGE_PRESSURE_THRESHOLD_MS: z.coerce.number().min(1).max(10_000).default(20),
   TRIAGE_MAINTENANCE_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
 });
 
@@ -114,6 +115,8 @@ export type Config = {
   /** a standalone worker process serves /metrics and /healthz here (0: not at all) */
   workerMetricsPort: number;
   batchMissedAfterMs: number;
+  /** event-loop delay p99 (ms) above which shadows, batch chunks and in-process async work yield to bedside traffic */
+  pressureThresholdMs: number;
 };
 
 export class ConfigError extends Error {
@@ -209,6 +212,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: e.TRIAGE_DATA_DIR,
     workerMetricsPort: e.TRIAGE_WORKER_METRICS_PORT,
     batchMissedAfterMs: e.TRIAGE_BATCH_MISSED_AFTER_MS,
+    pressureThresholdMs: e.TRIAGE_PRESSURE_THRESHOLD_MS,
   };
 }
 

@@ -53,8 +53,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     }),
     shed: new Counter({
       name: 'triage_shed_total',
-      help: 'Requests refused at once with 503 because the model was at its concurrency bound',
-      labelNames: ['model'] as const,
+      help: 'Requests refused at once with 503: the model at its concurrency bound, or a wait that would break the deadline',
+      labelNames: ['model', 'reason'] as const,
       registers: [registry],
     }),
     deadlineExceeded: new Counter({
@@ -124,8 +124,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     }),
     shadowDropped: new Counter({
       name: 'triage_shadow_dropped_total',
-      help: 'Sampled shadow runs skipped because the shadow was saturated',
-      labelNames: ['model'] as const,
+      help: 'Sampled shadow runs skipped: the shadow saturated, or the event loop under pressure (bedside first)',
+      labelNames: ['model', 'reason'] as const,
       registers: [registry],
     }),
     shadowLatency: new Histogram({
@@ -151,6 +151,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       name: 'triage_fallback_total',
       help: 'Requests answered by a declared fallback version because the remote version failed',
       labelNames: ['model', 'version', 'reason'] as const,
+      registers: [registry],
+    }),
+    batchYield: new Counter({
+      name: 'triage_batch_yield_seconds_total',
+      help: 'Time batch chunks waited for bedside traffic (the event loop under pressure) before scoring',
+      labelNames: ['model'] as const,
       registers: [registry],
     }),
     batchRows: new Counter({
@@ -181,7 +187,7 @@ export type JobMetrics = Pick<
   Metrics,
   'jobs' | 'decisions' | 'overrides' | 'escalations' | 'callbackAttempts' | 'callbackDeadLetters' | 'registry'
 >;
-export type BatchMetrics = Pick<Metrics, 'batchRows' | 'batchRunDuration' | 'batchLastSuccess'>;
+export type BatchMetrics = Pick<Metrics, 'batchRows' | 'batchRunDuration' | 'batchLastSuccess' | 'batchYield'>;
 
 /**
  * Gauges read from Redis at scrape time: queue depth per queue and state, the review backlog and the age of the

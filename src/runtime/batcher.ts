@@ -11,6 +11,8 @@ interface Entry {
   /** epoch ms: a remote runtime bounds its timeout and retries by the earliest deadline of the batch */
   deadline: number | undefined;
   cancelled: boolean;
+  /** still waiting in the queue (counted in the pending rows) */
+  queued: boolean;
   resolve: (out: Record<string, OutputTensor>) => void;
   reject: (err: unknown) => void;
 }
@@ -41,6 +43,10 @@ export class DynamicBatcher {
   #active = 0;
   readonly #maxConcurrentRuns: number;
   #scheduled = false;
+  /** rows waiting in the queue, withdrawn ones not counted */
+  #pendingRows = 0;
+  /** recent run duration, ms (moving average) */
+  #runMs = 0;
 
   constructor(
     runtime: ModelRuntime,
@@ -64,22 +70,38 @@ export class DynamicBatcher {
   submit(input: Float32Array, rows: number, deadline?: number): Submission {
     let entry!: Entry;
     const result = new Promise<Record<string, OutputTensor>>((resolve, reject) => {
-      entry = { input, rows, deadline, cancelled: false, resolve, reject };
+      entry = { input, rows, deadline, cancelled: false, queued: true, resolve, reject };
     });
     this.#queue.push(entry);
-    this.#schedule(this.#queuedRows() >= this.#maxRows);
+    this.#pendingRows += rows;
+    this.#schedule(this.#pendingRows >= this.#maxRows);
     return {
       result,
       cancel: () => {
+        if (entry.cancelled) return;
         entry.cancelled = true;
+        if (entry.queued) this.#pendingRows -= entry.rows;
       },
     };
   }
 
-  #queuedRows(): number {
-    let n = 0;
-    for (const e of this.#queue) n += e.rows;
-    return n;
+  /**
+   * About how long, in ms, before `rows` more rows would be scored: the runs needed to clear what waits (in batches
+   * of `maxRows`, `maxConcurrentRuns` at a time) and its own, behind the runs in progress, at the recent run
+   * duration. What admission compares with a request's deadline. 0 when nothing is ahead of it (a request that would
+   * run at once is never refused on an estimate) and until a run has been timed.
+   */
+  expectedWaitMs(rows: number): number {
+    if (this.#runMs === 0 || (this.#pendingRows === 0 && this.#active < this.#maxConcurrentRuns)) return 0;
+    const runsAhead =
+      Math.ceil((this.#pendingRows + rows) / this.#maxRows) + (this.#active >= this.#maxConcurrentRuns ? 1 : 0);
+    return (runsAhead * this.#runMs) / this.#maxConcurrentRuns + (this.#scheduled ? 0 : this.#maxWaitMs);
+  }
+
+  #take(entry: Entry): void {
+    this.#queue.shift();
+    if (!entry.cancelled) this.#pendingRows -= entry.rows;
+    entry.queued = false;
   }
 
   #schedule(now: boolean): void {
@@ -97,12 +119,12 @@ export class DynamicBatcher {
     while (this.#queue.length > 0) {
       const next = this.#queue[0] as Entry;
       if (next.cancelled) {
-        this.#queue.shift();
+        this.#take(next);
         next.reject(new BatchCancelled('withdrawn before it ran'));
         continue;
       }
       if (batch.length > 0 && rows + next.rows > this.#maxRows) break;
-      this.#queue.shift();
+      this.#take(next);
       batch.push(next);
       rows += next.rows;
     }
@@ -116,7 +138,10 @@ export class DynamicBatcher {
     try {
       const input = batch.length === 1 ? (batch[0] as Entry).input : this.#concat(batch, rows);
       const outputs = await this.#runtime.run(input, rows, deadline !== undefined ? { deadline } : undefined);
-      this.#observer?.onRun(rows, (performance.now() - started) / 1000, true);
+      const ms = performance.now() - started;
+      // a moving average: recent runs count most, one slow run does not shut the door
+      this.#runMs = this.#runMs === 0 ? ms : 0.8 * this.#runMs + 0.2 * ms;
+      this.#observer?.onRun(rows, ms / 1000, true);
       let offset = 0;
       for (const entry of batch) {
         entry.resolve(batch.length === 1 ? outputs : slice(outputs, offset, entry.rows, rows));
@@ -127,7 +152,7 @@ export class DynamicBatcher {
       for (const entry of batch) entry.reject(err);
     } finally {
       this.#active--;
-      if (this.#queue.length > 0) this.#schedule(this.#queuedRows() >= this.#maxRows);
+      if (this.#queue.length > 0) this.#schedule(this.#pendingRows >= this.#maxRows);
     }
   }
 

@@ -16,6 +16,8 @@ export interface Runner {
   readonly warmupP99Ms?: number;
   /** hands rows to the runtime; `deadlineAt` (epoch ms) bounds remote calls */
   submit(input: Float32Array, rows: number, deadlineAt: number): Submission;
+  /** about how long before `rows` more rows would be scored (a batching runner knows its queue) */
+  expectedWaitMs?(rows: number): number;
 }
 
 /** Where the scorer finds a version's runner. A process's tiers keep their own (sync: warm; jobs: made on use). */

@@ -79,6 +79,7 @@ export class Scorer {
   readonly #metrics: ScorerMetrics | undefined;
   readonly #random: () => number;
   readonly #observers: readonly ScoreObserver[];
+  readonly #pressure: { readonly busy: boolean } | undefined;
   #shadowInFlight = new Map<string, number>();
 
   constructor(options: {
@@ -88,7 +89,10 @@ export class Scorer {
     metrics?: ScorerMetrics;
     random?: () => number;
     observers?: readonly ScoreObserver[];
+    /** while busy, sampled shadow mirrors are dropped (and counted): bedside answers come first */
+    pressure?: { readonly busy: boolean };
   }) {
+    this.#pressure = options.pressure;
     this.#observers = options.observers ?? [];
     this.#catalog = options.catalog;
     this.#runners = options.runners;
@@ -107,11 +111,21 @@ export class Scorer {
     try {
       // a canary named by a routing change that a reload no longer loads falls back to the primary
       const runner =
-        (await this.#runners.get(model, chosen)) ??
-        (req.version === undefined ? await this.#runners.get(model, model.version) : undefined);
+        (await this.#runner(model, chosen)) ??
+        (req.version === undefined ? await this.#runner(model, model.version) : undefined);
       if (!runner) throw new Problem('not_ready', `model "${model.name}" version "${chosen}" is not served here`);
+      // admission on queueing delay: a request that would wait past its deadline is refused now, with time to go
+      // elsewhere, rather than queued to time out; the requests already admitted keep their budget
+      const waitMs = runner.expectedWaitMs?.(input.rows) ?? 0;
+      if (waitMs > req.deadlineMs) {
+        throw new Problem(
+          'overloaded',
+          `model "${model.name}" would only start scoring after about ${Math.ceil(waitMs)} ms, past the ${req.deadlineMs} ms deadline`,
+          { headers: { 'retry-after': '1' }, extensions: { action: NO_SCORE_ACTION, reason: 'queue_delay' } },
+        );
+      }
       const fallbackVersion = runner.spec.fallback;
-      const fallback = fallbackVersion === undefined ? undefined : await this.#runners.get(model, fallbackVersion);
+      const fallback = fallbackVersion === undefined ? undefined : await this.#runner(model, fallbackVersion);
       // a remote version with a fallback must give up early enough for the fallback to answer within the deadline
       const reserveMs =
         fallback && runner.spec.runtime.kind !== 'onnx' ? fallbackReserveMs(fallback, req.deadlineMs) : 0;
@@ -145,6 +159,10 @@ export class Scorer {
     }
     const shadow = model.routing.shadow;
     if (req.mirror !== false && shadow && this.#shadow && this.#random() < shadow.sampleRate) {
+      if (this.#pressure?.busy) {
+        this.#metrics?.shadowDropped.inc({ model: model.name, reason: 'pressure' }, shadow.versions.length);
+        return result;
+      }
       const primaryMs = performance.now() - started;
       const answered = result;
       // after the answer, off the caller's path: setImmediate lets the response go out first
@@ -192,7 +210,7 @@ export class Scorer {
       if (version === primary.version) continue;
       const inFlight = this.#shadowInFlight.get(model.name) ?? 0;
       if (inFlight >= MAX_SHADOW_IN_FLIGHT) {
-        this.#metrics?.shadowDropped.inc({ model: model.name });
+        this.#metrics?.shadowDropped.inc({ model: model.name, reason: 'saturated' });
         continue;
       }
       this.#shadowInFlight.set(model.name, inFlight + 1);
@@ -212,6 +230,11 @@ export class Scorer {
     }
   }
 
+  /** A runner, without a microtask when the tier has it at hand (the sync tier's are warm, not promised). */
+  #runner(model: CatalogModel, version: string): Runner | Promise<Runner | undefined> | undefined {
+    return this.#runners.get(model, version);
+  }
+
   #shape(model: CatalogModel, outputs: Record<string, OutputTensor>, rows: number): Prediction[] {
     return shapePredictions(model.manifest.output, outputs, rows, model.corpus);
   }
@@ -222,7 +245,7 @@ export class Scorer {
  * work not yet started is withdrawn. `onIdle` fires when the runtime is done with the work (or it was withdrawn):
  * a deadline answered early does not free capacity the runtime is still using.
  */
-async function run(
+function run(
   runner: Runner,
   input: EncodedInput,
   deadlineAt: number,
@@ -231,9 +254,9 @@ async function run(
 ): Promise<Record<string, OutputTensor>> {
   const submission = runner.submit(input.data, input.rows, deadlineAt);
   if (onIdle) submission.result.then(onIdle, onIdle);
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
+  // one promise and one timer per call (no race of three promises): this is the bedside hot path
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
       () => {
         submission.cancel();
         reject(
@@ -244,14 +267,17 @@ async function run(
       },
       Math.max(0, deadlineMs),
     );
+    submission.result.then(
+      (outputs) => {
+        clearTimeout(timer);
+        resolve(outputs);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(asProblem(err));
+      },
+    );
   });
-  try {
-    return await Promise.race([submission.result, deadline]);
-  } catch (err) {
-    throw asProblem(err);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** A runtime's failure as the caller sees it: a timeout is a deadline miss, a remote failure a 502, else a 500. */

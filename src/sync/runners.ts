@@ -139,6 +139,7 @@ export class SyncRunners implements Runners {
       key,
       ...(warmupP99Ms !== undefined ? { warmupP99Ms } : {}),
       submit: (input, rows, deadlineAt) => batcher.submit(input, rows, deadlineAt),
+      expectedWaitMs: (rows) => batcher.expectedWaitMs(rows),
     };
   }
 

@@ -80,7 +80,7 @@ export class SyncService {
     const data = encodeInstances(model.manifest.features, instances);
     const counter = this.#counter(name);
     if (counter.n >= sync.maxConcurrency) {
-      this.#metrics.shed.inc({ model: name });
+      this.#metrics.shed.inc({ model: name, reason: 'concurrency' });
       throw new Problem('overloaded', `model "${name}" is at its concurrency bound (${sync.maxConcurrency})`, {
         headers: { 'retry-after': '1' },
       });
@@ -108,6 +108,8 @@ export class SyncService {
       // counted once, for the 504 the caller gets (not for a primary miss the fallback answered in time)
       if (err instanceof Problem && err.code === 'deadline_exceeded')
         this.#metrics.deadlineExceeded.inc({ model: name });
+      if (err instanceof Problem && err.code === 'overloaded')
+        this.#metrics.shed.inc({ model: name, reason: 'queue_delay' });
       throw err;
     }
   }

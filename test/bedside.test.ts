@@ -1,0 +1,77 @@
+/**
+ * Bedside first: while the gateway's event loop is under pressure, work that can wait yields. A noisy neighbour in
+ * the gateway's own process blocks its event loop in slices (as a burst of traffic would); sampled shadow mirrors are
+ * then dropped and counted with reason "pressure" while the bedside answer still comes, and mirroring resumes once the
+ * pressure is gone.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { buildTestApp, metricValue, predict, type TestApp, waitFor } from './support.ts';
+
+const DETERIORATION = {
+  respirationRate: 24,
+  spo2: 92,
+  systolicBP: 100,
+  pulse: 118,
+  temperature: 38.6,
+  age: 81,
+  onOxygen: false,
+};
+
+let t: TestApp;
+
+before(async () => {
+  // budgets no busy machine breaks: this test is about what yields, not about speed
+  t = await buildTestApp({ sync: { '*': { latencyBudgetMs: 5000 } } });
+});
+
+after(async () => {
+  await t?.close();
+});
+
+const metric = async (name: string, labels: Record<string, string>) =>
+  metricValue(await t.deps.metrics.registry.metrics(), name, labels) ?? 0;
+
+/** Blocks the event loop for `sliceMs` out of every few ms, until stopped: delay far above the threshold. */
+function noisyNeighbour(sliceMs: number): () => void {
+  const timer = setInterval(() => {
+    const until = performance.now() + sliceMs;
+    while (performance.now() < until) {
+      // busy: the event loop is held, as a burst of synchronous work holds it
+    }
+  }, 5);
+  return () => clearInterval(timer);
+}
+
+describe('under pressure, shadows yield to the bedside answer', () => {
+  it('drops sampled mirrors (reason pressure) while busy, mirrors again once calm', async () => {
+    const stop = noisyNeighbour(60);
+    try {
+      await waitFor(
+        async () => (await metric('triage_under_pressure', {})) === 1,
+        'the pressure to be seen',
+        30_000,
+        20,
+      );
+      const before = await metric('triage_shadow_dropped_total', { model: 'deterioration', reason: 'pressure' });
+      const res = await predict(t.app, 'deterioration', { instances: [DETERIORATION] }, t.keys.client);
+      assert.equal(res.status, 200, 'the bedside answer comes');
+      const after = await metric('triage_shadow_dropped_total', { model: 'deterioration', reason: 'pressure' });
+      assert.equal(after, before + 1, 'the mirror to version 2 was dropped and counted');
+    } finally {
+      stop();
+    }
+    await waitFor(async () => (await metric('triage_under_pressure', {})) === 0, 'the pressure to pass', 30_000, 20);
+    const dropped = await metric('triage_shadow_dropped_total', { model: 'deterioration', reason: 'pressure' });
+    const pairs = await metric('triage_shadow_pairs_total', { model: 'deterioration', version: '2' });
+    assert.equal((await predict(t.app, 'deterioration', { instances: [DETERIORATION] }, t.keys.client)).status, 200);
+    assert.equal(await metric('triage_shadow_dropped_total', { model: 'deterioration', reason: 'pressure' }), dropped);
+    // the pair is recorded once the shadow has scored and the recorder has flushed (once a second)
+    await waitFor(
+      async () => (await metric('triage_shadow_pairs_total', { model: 'deterioration', version: '2' })) > pairs,
+      'the shadow pair to be recorded',
+      30_000,
+      50,
+    );
+  });
+});
