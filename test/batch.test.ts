@@ -373,6 +373,10 @@ describe('an on-demand NDJSON run', () => {
     assert.equal(failed - (before.failed ?? 0), mixed.expected.outcome.size - mixed.expected.rows.size);
     const runs = metricValue(m, 'triage_batch_run_duration_seconds_count', { model: 'news2', outcome: 'completed' });
     assert.equal((runs ?? 0) - (before.runs ?? 0), 1);
+    // every tier visible: the run's queue wait, and the inference of its chunks on the batch tier
+    assert.ok((metricValue(m, 'triage_job_queue_wait_seconds_count', { model: 'news2', tier: 'batch' }) ?? 0) >= 1);
+    const chunks = metricValue(m, 'triage_inference_duration_seconds_count', { model: 'news2', tier: 'batch' });
+    assert.ok((chunks ?? 0) >= 1, 'chunk scoring is observed as inference on the batch tier');
   });
 
   test('re-queueing a completed run does not score it again', async () => {

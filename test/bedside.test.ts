@@ -22,7 +22,7 @@ let t: TestApp;
 
 before(async () => {
   // budgets no busy machine breaks: this test is about what yields, not about speed
-  t = await buildTestApp({ sync: { '*': { latencyBudgetMs: 5000 } } });
+  t = await buildTestApp({ sync: { '*': { latencyBudgetMs: 5000 } }, pressureThresholdMs: 200 });
 });
 
 after(async () => {
@@ -45,7 +45,7 @@ function noisyNeighbour(sliceMs: number): () => void {
 
 describe('under pressure, shadows yield to the bedside answer', () => {
   it('drops sampled mirrors (reason pressure) while busy, mirrors again once calm', async () => {
-    const stop = noisyNeighbour(60);
+    const stop = noisyNeighbour(400);
     try {
       await waitFor(
         async () => (await metric('triage_under_pressure', {})) === 1,

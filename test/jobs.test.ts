@@ -286,8 +286,14 @@ describe('idempotent submission', () => {
     const id = [...ids][0] as string;
     await waitForState(gw, keys.clientA, id, 'awaiting_review');
     await waitFor(() => queueIdle(gw.gateway.services.queues.inference), 'the inference queue to drain');
-    const after = metricValue(await metrics(), 'triage_jobs_total', { model: 'note-triage', state: 'queued' });
+    const m = await metrics();
+    const after = metricValue(m, 'triage_jobs_total', { model: 'note-triage', state: 'queued' });
     assert.equal(after, before + 1);
+    // the async tier is visible: queue wait, job duration by outcome, inference on the async tier
+    const labels = { model: 'note-triage', tier: 'async' };
+    assert.ok((metricValue(m, 'triage_job_queue_wait_seconds_count', labels) ?? 0) >= 1);
+    assert.ok((metricValue(m, 'triage_job_duration_seconds_count', { ...labels, outcome: 'held' }) ?? 0) >= 1);
+    assert.ok((metricValue(m, 'triage_inference_duration_seconds_count', labels) ?? 0) >= 1);
     const holds = (await allAudit(gw, keys.admin)).filter((e) => e.target === id && e.action === 'job.hold');
     assert.equal(holds.length, 1);
   });

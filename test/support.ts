@@ -25,6 +25,8 @@ import { onnxRuntimeFactory, type RuntimeFactory } from '../src/serving/runners.
 export const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));
 export const REDIS_URL = process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379';
 export const SYNC_CEILING_MS = 5_000;
+/** a pressure threshold no busy test machine reaches (see src/platform/pressure.ts) */
+export const PRESSURE_OFF_MS = 10_000;
 
 export type SyncSettings = NonNullable<Manifest['sync']>;
 
@@ -49,6 +51,8 @@ export interface TestAppOptions {
   warmupRuns?: number;
   warmupPolicy?: 'refuse' | 'warn';
   redisReady?: () => Promise<boolean>;
+  /** the event-loop pressure threshold (ms); by default one no busy test machine reaches */
+  pressureThresholdMs?: number;
   /** another Redis URL than TRIAGE_REDIS_URL (e.g. a proxy in front of it) */
   redisUrl?: string;
 }
@@ -83,6 +87,8 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestAp
   // the same composition root as main(), without workers: what is tested is what runs
   const config: GatewayConfig = {
     ...loadConfig({}),
+    // a busy test machine is not bedside pressure: only the bedside tests lower it (deferred work must not yield here)
+    pressureThresholdMs: options.pressureThresholdMs ?? PRESSURE_OFF_MS,
     // a namespace of its own: nothing these tests do touches other tests' queues, schedules or records
     redisPrefix,
     workers: [],

@@ -13,7 +13,16 @@ import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
 import { loadConfig } from '../src/platform/config.ts';
 import { createLogger } from '../src/platform/logger.ts';
 import { loadModels } from '../src/registry/load.ts';
-import { deletePrefix, httpCall, MODELS_DIR, makePrefix, REDIS_URL, removeDir, waitFor } from './support.ts';
+import {
+  deletePrefix,
+  httpCall,
+  MODELS_DIR,
+  makePrefix,
+  PRESSURE_OFF_MS,
+  REDIS_URL,
+  removeDir,
+  waitFor,
+} from './support.ts';
 
 export interface Endpoint {
   method: string;
@@ -111,6 +120,8 @@ export async function startTour(name: string, logger: Logger = createLogger('sil
   );
   const config: GatewayConfig = {
     ...loadConfig({}),
+    // a busy test machine is not bedside pressure: only the bedside tests lower it (deferred work must not yield here)
+    pressureThresholdMs: PRESSURE_OFF_MS,
     redisPrefix: prefix,
     workers: ['inference', 'batch'],
     warmupRuns: 2,

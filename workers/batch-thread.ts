@@ -35,13 +35,14 @@ export interface BatchThreadInput {
 }
 
 export type BatchThreadMessage =
-  | { type: 'chunk'; scored: number; failed: number; pausedMs: number }
+  | { type: 'chunk'; scored: number; failed: number; pausedMs: number; scoringMs: number }
   | { type: 'done'; outcome: 'completed' | 'cancelled' }
   | { type: 'error'; message: string; permanent?: boolean };
 
 const input = workerData as BatchThreadInput;
-/** how long, ms, the chunk being committed waited for bedside traffic */
+/** how long, ms, the chunk being committed waited for bedside traffic, and how long it took to score */
 let pausedMs = 0;
+let scoringMs = 0;
 
 /** Waits while the gateway's event loop is under pressure, at most a second per chunk so a run always progresses. */
 function yieldToBedside(pressure: NonNullable<BatchThreadInput['pressure']>): () => Promise<void> {
@@ -70,13 +71,15 @@ try {
     const outcome = await executeRun({
       run,
       model: catalog.get(name) as NonNullable<ReturnType<ModelCatalog['get']>>,
-      scorer: new Scorer({ catalog, runners }),
+      // the scorer's observer times each chunk's scoring: the parent reports it as inference on the batch tier
+      scorer: new Scorer({ catalog, runners, observers: [{ onScore: (e) => void (scoringMs += e.ms) }] }),
       storage: new LocalStorage(input.dataDir),
       runs,
       chunkTimeoutMs: input.chunkTimeoutMs,
       onChunk: (scored, failed) => {
-        port.postMessage({ type: 'chunk', scored, failed, pausedMs } satisfies BatchThreadMessage);
+        port.postMessage({ type: 'chunk', scored, failed, pausedMs, scoringMs } satisfies BatchThreadMessage);
         pausedMs = 0;
+        scoringMs = 0;
       },
       ...(input.pressure ? { beforeChunk: yieldToBedside(input.pressure) } : {}),
     });

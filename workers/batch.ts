@@ -97,13 +97,13 @@ const THREAD_ENTRY = FROM_SOURCES ? new URL('./batch-thread-entry.mjs', import.m
 /** Runs one batch run in a worker thread; resolves with its outcome. */
 function runInThread(
   input: Omit<BatchThreadInput, 'module'>,
-  onChunk: (scored: number, failed: number, pausedMs: number) => void,
+  onChunk: (chunk: Extract<BatchThreadMessage, { type: 'chunk' }>) => void,
 ) {
   return new Promise<'completed' | 'cancelled'>((resolve, reject) => {
     const thread = new ThreadWorker(THREAD_ENTRY, { workerData: { ...input, module: THREAD_MODULE } });
     let settled = false;
     thread.on('message', (m: BatchThreadMessage) => {
-      if (m.type === 'chunk') onChunk(m.scored, m.failed, m.pausedMs);
+      if (m.type === 'chunk') onChunk(m);
       else if (m.type === 'done') {
         settled = true;
         resolve(m.outcome);
@@ -181,7 +181,10 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
   const started = deps.now();
   try {
     // first start: the run's folder is made here, exclusively (a resumed run reopens its own)
-    if (!run.startedAt) await deps.storage.createDir(run.dir);
+    if (!run.startedAt) {
+      await deps.storage.createDir(run.dir);
+      metrics.jobQueueWait.observe({ model: run.model, tier: 'batch' }, Math.max(0, started - run.createdAt) / 1000);
+    }
     const outcome = await runInThread(
       {
         runId,
@@ -196,10 +199,14 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
           ? { pressure: { buffer: deps.pressure.buffer, thresholdMs: deps.pressure.thresholdMs } }
           : {}),
       },
-      (scored, failed, pausedMs) => {
+      ({ scored, failed, pausedMs, scoringMs }) => {
         metrics.batchRows.inc({ model: run.model, outcome: 'scored' }, scored);
         metrics.batchRows.inc({ model: run.model, outcome: 'failed' }, failed);
         if (pausedMs > 0) metrics.batchYield.inc({ model: run.model }, pausedMs / 1000);
+        if (scored > 0) {
+          const labels = { model: run.model, version: run.version, tier: 'batch', status: 'ok' };
+          metrics.inferenceDuration.observe(labels, scoringMs / 1000);
+        }
       },
     );
     const seconds = (deps.now() - started) / 1000;

@@ -94,6 +94,11 @@ export async function execInferenceJob(job: Job<InferenceJobData>, deps: Inferen
   const claim = await store.claim(id, now());
   if (!claim.record) return claim.state ? `already ${claim.state}` : 'gone';
   const record = claim.record;
+  const started = now();
+  const labels = { model: record.model, tier: 'async' };
+  if (record.attempts === 1) deps.metrics.jobQueueWait.observe(labels, Math.max(0, started - record.createdAt) / 1000);
+  const took = (outcome: string) =>
+    deps.metrics.jobDuration.observe({ ...labels, outcome }, Math.max(0, now() - started) / 1000);
   // the routing in force now (shadows changed through the API included); the version is the one recorded at submit
   const model = await deps.catalog.fresh(record.model);
   if (!model?.manifest.versions.some((v) => v.version === record.version)) {
@@ -132,9 +137,12 @@ export async function execInferenceJob(job: Job<InferenceJobData>, deps: Inferen
     );
     if (finalAttempt) await failJob(deps, record, 'the model failed to score this job');
     else await store.transition(id, record.model, ['running'], 'queued', { now: now() });
+    took('failed');
     throw err;
   }
-  return settle(deps, record, model.manifest, predictions);
+  const outcome = await settle(deps, record, model.manifest, predictions);
+  took(outcome.split(':')[0] as string);
+  return outcome;
 }
 
 /** Holds the result for review, or releases it, as the model's review policy says. */

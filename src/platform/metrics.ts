@@ -38,6 +38,20 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       buckets: latencyBuckets,
       registers: [registry],
     }),
+    jobQueueWait: new Histogram({
+      name: 'triage_job_queue_wait_seconds',
+      help: 'Time from acceptance to the first start of an async job or a batch run',
+      labelNames: ['model', 'tier'] as const,
+      buckets: [0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600],
+      registers: [registry],
+    }),
+    jobDuration: new Histogram({
+      name: 'triage_job_duration_seconds',
+      help: 'Time an async job attempt took, from its start to its result held, released or failed',
+      labelNames: ['model', 'tier', 'outcome'] as const,
+      buckets: [0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300],
+      registers: [registry],
+    }),
     inferenceBatchSize: new Histogram({
       name: 'triage_inference_batch_rows',
       help: 'Rows per model run after dynamic batching',
@@ -185,9 +199,20 @@ export type Metrics = ReturnType<typeof createMetrics>;
 /** The async tier's counters (a subset of Metrics, so workers and routes need no more). */
 export type JobMetrics = Pick<
   Metrics,
-  'jobs' | 'decisions' | 'overrides' | 'escalations' | 'callbackAttempts' | 'callbackDeadLetters' | 'registry'
+  | 'jobs'
+  | 'decisions'
+  | 'overrides'
+  | 'escalations'
+  | 'callbackAttempts'
+  | 'callbackDeadLetters'
+  | 'registry'
+  | 'jobQueueWait'
+  | 'jobDuration'
 >;
-export type BatchMetrics = Pick<Metrics, 'batchRows' | 'batchRunDuration' | 'batchLastSuccess' | 'batchYield'>;
+export type BatchMetrics = Pick<
+  Metrics,
+  'batchRows' | 'batchRunDuration' | 'batchLastSuccess' | 'batchYield' | 'jobQueueWait' | 'inferenceDuration'
+>;
 
 /**
  * Gauges read from Redis at scrape time: queue depth per queue and state, the review backlog and the age of the
