@@ -26,7 +26,7 @@ import { connectRedis } from './platform/redis.ts';
 import type { LoadedModel } from './registry/load.ts';
 import { ReleaseService } from './releases/service.ts';
 import { BreakerRegistry } from './runtime/breakers.ts';
-import { createRuntimeFactory } from './runtime/factory.ts';
+import { observedRuntimeFactory } from './runtime/observed.ts';
 import { ModelCatalog } from './serving/catalog.ts';
 import { JobRunners, type RuntimeFactory } from './serving/runners.ts';
 import { Scorer } from './serving/scorer.ts';
@@ -99,7 +99,7 @@ export async function composeServices(options: ServicesOptions) {
   // jobs (async and batch) have no one waiting at a bedside: remote calls get a job's budget
   const jobFactory = options.runtimeFactory
     ? undefined
-    : remoteAwareFactory({ onnxThreads: config.onnxThreads, metrics, logger, breakers, caller: 'job' });
+    : observedRuntimeFactory({ onnxThreads: config.onnxThreads, metrics, logger, breakers, caller: 'job' });
   const jobRunners = new JobRunners(options.runtimeFactory ?? (jobFactory as RuntimeFactory), 'async', (l, s, ok) =>
     metrics.inferenceDuration.observe({ ...l, status: ok ? 'ok' : 'error' }, s),
   );
@@ -199,7 +199,7 @@ export async function composeGateway(options: ComposeOptions) {
   const { catalog, redis } = services;
   const syncFactory = options.runtimeFactory
     ? undefined
-    : remoteAwareFactory({ onnxThreads: config.onnxThreads, metrics, logger, breakers: services.breakers });
+    : observedRuntimeFactory({ onnxThreads: config.onnxThreads, metrics, logger, breakers: services.breakers });
   const runners = new SyncRunners({
     factory: options.runtimeFactory ?? (syncFactory as RuntimeFactory),
     metrics,
@@ -285,34 +285,3 @@ export async function composeGateway(options: ComposeOptions) {
 }
 
 export type Gateway = Awaited<ReturnType<typeof composeGateway>>;
-
-/** The runtime factory of a real process: ONNX in-process, SageMaker and Vertex AI behind resilience, with metrics. */
-export function remoteAwareFactory(o: {
-  onnxThreads: number;
-  metrics: Metrics;
-  logger: Logger;
-  breakers: BreakerRegistry;
-  caller?: 'request' | 'job';
-}) {
-  const { metrics, logger } = o;
-  return createRuntimeFactory({
-    onnxThreads: o.onnxThreads,
-    caller: o.caller ?? 'request',
-    breakers: o.breakers,
-    onEvent: (event) => {
-      metrics.remoteEvents.inc({ model: event.model, version: event.version, event: event.type });
-      if (event.type === 'breaker' || event.type === 'give_up') {
-        logger.warn(
-          {
-            model: event.model,
-            version: event.version,
-            endpoint: event.name,
-            event: event.type,
-            ...('state' in event ? { state: event.state } : {}),
-          },
-          'remote endpoint',
-        );
-      }
-    },
-  });
-}

@@ -1,23 +1,17 @@
 import { Problem } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { Tier } from '../registry/schema.ts';
-import { BatchCancelled } from '../runtime/batcher.ts';
 import type { OutputTensor } from '../runtime/types.ts';
 import type { CatalogModel, ModelCatalog } from './catalog.ts';
+import { type EncodedInput, fallbackReserveMs, NO_SCORE_ACTION, run } from './deadline.ts';
 import { type Prediction, shapePredictions } from './predictions.ts';
 import type { RoutingState } from './routing.ts';
 import type { Runner, Runners } from './runners.ts';
 import { comparable, type ShadowRecorder } from './shadow.ts';
 
-export const NO_SCORE_ACTION = 'no score: follow the standard protocol';
+export { type EncodedInput, NO_SCORE_ACTION };
 /** Shadow runs in flight per model beyond which sampled mirrors are dropped (and counted), never queued. */
 export const MAX_SHADOW_IN_FLIGHT = 256;
-
-/** Rows encoded as the model's input tensor. */
-export interface EncodedInput {
-  data: Float32Array;
-  rows: number;
-}
 
 export interface ScoreRequest {
   model: CatalogModel;
@@ -238,79 +232,4 @@ export class Scorer {
   #shape(model: CatalogModel, outputs: Record<string, OutputTensor>, rows: number): Prediction[] {
     return shapePredictions(model.manifest.output, outputs, rows, model.corpus);
   }
-}
-
-/**
- * Runs one version within the deadline: past it the caller gets a deadline Problem at once, never a late score, and
- * work not yet started is withdrawn. `onIdle` fires when the runtime is done with the work (or it was withdrawn):
- * a deadline answered early does not free capacity the runtime is still using.
- */
-function run(
-  runner: Runner,
-  input: EncodedInput,
-  deadlineAt: number,
-  deadlineMs: number,
-  onIdle: (() => void) | undefined,
-): Promise<Record<string, OutputTensor>> {
-  const submission = runner.submit(input.data, input.rows, deadlineAt);
-  if (onIdle) submission.result.then(onIdle, onIdle);
-  // one promise and one timer per call (no race of three promises): this is the bedside hot path
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => {
-        submission.cancel();
-        reject(
-          new Problem('deadline_exceeded', `no score within ${deadlineMs} ms`, {
-            extensions: { action: NO_SCORE_ACTION, deadlineMs },
-          }),
-        );
-      },
-      Math.max(0, deadlineMs),
-    );
-    submission.result.then(
-      (outputs) => {
-        clearTimeout(timer);
-        resolve(outputs);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        reject(asProblem(err));
-      },
-    );
-  });
-}
-
-/** A runtime's failure as the caller sees it: a timeout is a deadline miss, a remote failure a 502, else a 500. */
-function asProblem(err: unknown): Problem {
-  if (err instanceof Problem) return err;
-  if (err instanceof BatchCancelled) {
-    return new Problem('deadline_exceeded', 'no score within the deadline', {
-      extensions: { action: NO_SCORE_ACTION },
-    });
-  }
-  const e = err as { name?: string; kind?: string };
-  if (e?.name === 'RemoteError') {
-    if (e.kind === 'timeout') {
-      return new Problem('deadline_exceeded', 'the remote model did not answer in time', {
-        extensions: { action: NO_SCORE_ACTION },
-      });
-    }
-    return new Problem('upstream_failed', `the remote model failed (${e.kind})`, {
-      extensions: { action: NO_SCORE_ACTION, upstream: e.kind },
-    });
-  }
-  return new Problem('inference_failed', 'the model failed to score this request', {
-    extensions: { action: NO_SCORE_ACTION },
-    cause: err,
-  });
-}
-
-/**
- * The part of a request's deadline kept back from a remote version for its in-process fallback, so a slow endpoint
- * (whose timeout defaults to the whole budget, or a caller's shorter deadline) still leaves the fallback time to
- * answer: a fifth of the deadline, at least 10 ms and twice the fallback's warm-up p99, at most half the deadline.
- */
-function fallbackReserveMs(fallback: Runner, deadlineMs: number): number {
-  const wanted = Math.max(10, Math.ceil(2 * (fallback.warmupP99Ms ?? 0)), Math.ceil(deadlineMs / 5));
-  return Math.min(wanted, Math.floor(deadlineMs / 2));
 }
