@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
 /** How long a command may wait for Redis before the caller gets a 503 instead of a hang. */
-export const REDIS_COMMAND_TIMEOUT_MS = 1000;
+export const REDIS_COMMAND_TIMEOUT_MS = 500;
 
 /**
  * The shared connection of a process's services. It fails fast while Redis is away (no offline queue, one retry,
