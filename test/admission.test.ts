@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { buildTestApp, metricValue, predict, RuntimeControl, type TestApp } from './support.ts';
+import { buildGateway, metricValue, predict, RuntimeControl, type TestGateway } from './support/index.ts';
 
 const NEWS2 = {
   respirationRate: 22,
@@ -21,11 +21,11 @@ const RUN_MS = 200;
 const BUDGET_MS = 1000;
 const REQUESTS = 12;
 
-let t: TestApp;
+let t: TestGateway;
 const control = new RuntimeControl();
 
 before(async () => {
-  t = await buildTestApp({
+  t = await buildGateway({
     runtimeFactory: control.factory(),
     sync: { news2: { maxBatchSize: 1, maxBatchWaitMs: 0, latencyBudgetMs: BUDGET_MS, maxConcurrency: 64 } },
     warmupPolicy: 'warn',

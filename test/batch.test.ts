@@ -16,7 +16,7 @@ import { outcomeCode } from '../src/fhir/operation-outcome.ts';
 import { loadModels } from '../src/registry/load.ts';
 import {
   buildGateway,
-  captureLogger,
+  captureLogs,
   deletePrefix,
   download,
   makeKeys,
@@ -33,12 +33,12 @@ import {
   tempModels,
   waitFor,
   waitForRun,
-} from './batch-support.ts';
+} from './support/index.ts';
 
 const keys = makeKeys();
 const prefix = makePrefix('batch');
 const idlePrefix = makePrefix('batch-idle');
-const logs = captureLogger('debug');
+const logs = captureLogs('debug');
 const tag = randomBytes(4).toString('hex');
 /** a value no log line or metric may ever show */
 const SECRET = `SECRET-${tag}-value`;
@@ -638,8 +638,8 @@ describe('a failed run', () => {
       id,
       model: 'retired-model',
       version: '1',
-      requestedBy: 'api:batch-client',
-      input: { path: 'clients/batch-client/inputs/mixed.ndjson', format: 'ndjson' },
+      requestedBy: 'api:client',
+      input: { path: 'clients/client/inputs/mixed.ndjson', format: 'ndjson' },
       asOf: Date.now(),
       state: 'queued',
       createdAt: Date.now(),

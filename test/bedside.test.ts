@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { buildTestApp, metricValue, predict, type TestApp, waitFor } from './support.ts';
+import { buildGateway, metricValue, predict, type TestGateway, waitFor } from './support/index.ts';
 
 const DETERIORATION = {
   respirationRate: 24,
@@ -18,11 +18,11 @@ const DETERIORATION = {
   onOxygen: false,
 };
 
-let t: TestApp;
+let t: TestGateway;
 
 before(async () => {
   // budgets no busy machine breaks: this test is about what yields, not about speed
-  t = await buildTestApp({ sync: { '*': { latencyBudgetMs: 5000 } }, pressureThresholdMs: 200 });
+  t = await buildGateway({ sync: { '*': { latencyBudgetMs: 5000 } }, pressureThresholdMs: 200 });
 });
 
 after(async () => {

@@ -11,6 +11,7 @@ import { DeliveryError, postEvent } from '../src/callbacks/deliver.ts';
 import { checkCallbackUrl, isInternalAddress, namedExactly } from '../src/callbacks/url-policy.ts';
 import { Problem } from '../src/platform/errors.ts';
 import {
+  ASYNC_WORKERS,
   allAudit,
   buildGateway,
   deletePrefix,
@@ -24,14 +25,20 @@ import {
   type TestGateway,
   waitFor,
   waitForState,
-} from './async-support.ts';
+} from './support/index.ts';
 
 const keys = makeKeys();
 const prefix = makePrefix('callbacks');
 let gw: TestGateway;
 
 before(async () => {
-  gw = await buildGateway({ prefix, keys, only: ['news2', 'note-triage'], attempts: 4, backoffMs: 50 });
+  gw = await buildGateway({
+    workers: ASYNC_WORKERS,
+    prefix,
+    keys,
+    only: ['news2', 'note-triage'],
+    callbacks: { attempts: 4, backoffMs: 50 },
+  });
 });
 after(async () => {
   await gw?.close();
@@ -39,7 +46,7 @@ after(async () => {
 });
 
 /** a news2 job: released at once (no review), so its callback goes out straight away */
-async function releasedJob(callbackUrl: string, key = keys.clientA): Promise<string> {
+async function releasedJob(callbackUrl: string, key = keys.client): Promise<string> {
   const res = await gw.call('POST', '/v1/models/news2/jobs', key, {
     input: { instances: [NEWS2_INSTANCE] },
     callbackUrl,
@@ -58,7 +65,7 @@ const attempts = (text: string, outcome: string) =>
 describe('delivery and retries', () => {
   let receiver: Receiver;
   before(async () => {
-    receiver = await Receiver.start(keys.secrets.a);
+    receiver = await Receiver.start(keys.secrets.client);
   });
   after(async () => {
     await receiver?.close();
@@ -105,12 +112,12 @@ describe('delivery and retries', () => {
       'webhook-timestamp': d.headers['webhook-timestamp']!,
       'webhook-signature': d.headers['webhook-signature']!,
     };
-    assert.doesNotThrow(() => new Webhook(keys.secrets.a).verify(d.body, headers));
-    assert.throws(() => new Webhook(keys.secrets.b).verify(d.body, headers), /signature/i);
-    assert.throws(() => new Webhook(keys.secrets.a).verify(d.body.replace('released', 'rejected'), headers));
-    assert.throws(() => new Webhook(keys.secrets.a).verify(d.body, { ...headers, 'webhook-id': 'evt-other' }));
+    assert.doesNotThrow(() => new Webhook(keys.secrets.client).verify(d.body, headers));
+    assert.throws(() => new Webhook(keys.secrets.other).verify(d.body, headers), /signature/i);
+    assert.throws(() => new Webhook(keys.secrets.client).verify(d.body.replace('released', 'rejected'), headers));
+    assert.throws(() => new Webhook(keys.secrets.client).verify(d.body, { ...headers, 'webhook-id': 'evt-other' }));
     assert.throws(() =>
-      new Webhook(keys.secrets.a).verify(d.body, {
+      new Webhook(keys.secrets.client).verify(d.body, {
         ...headers,
         'webhook-timestamp': String(Number(headers['webhook-timestamp']) - 3600),
       }),
@@ -118,19 +125,19 @@ describe('delivery and retries', () => {
   });
 
   test("each client's callbacks are signed with its own secret", async () => {
-    const forB = await Receiver.start(keys.secrets.b);
+    const forB = await Receiver.start(keys.secrets.other);
     try {
-      const id = await releasedJob(forB.url('/b'), keys.clientB);
+      const id = await releasedJob(forB.url('/b'), keys.other);
       await waitFor(() => forB.events.has(`evt-${id}-released`), "client B's callback, verified with B's secret");
       const d = forB.deliveriesFor(id)[0]!;
-      assert.throws(() => new Webhook(keys.secrets.a).verify(d.body, d.headers));
+      assert.throws(() => new Webhook(keys.secrets.client).verify(d.body, d.headers));
     } finally {
       await forB.close();
     }
   });
 
   test('a receiver that rejects the signature (wrong secret) never records the event', async () => {
-    const wrong = await Receiver.start(keys.secrets.b);
+    const wrong = await Receiver.start(keys.secrets.other);
     try {
       const id = await releasedJob(wrong.url('/wrong'));
       await waitFor(
@@ -151,7 +158,7 @@ describe('delivery and retries', () => {
 
 describe('dead letters and replay', () => {
   test('a receiver that never comes back: dead-lettered after `attempts`; replayed with the same event id', async () => {
-    const receiver = await Receiver.start(keys.secrets.a);
+    const receiver = await Receiver.start(keys.secrets.client);
     try {
       const deadBefore = metricValue(await scrape(), 'triage_callback_dead_letters_total') ?? 0;
       receiver.down = true;
@@ -173,7 +180,7 @@ describe('dead letters and replay', () => {
         'every attempt had the same id and failed',
       );
       assert.equal(metricValue(await scrape(), 'triage_callback_dead_letters_total'), deadBefore + 1);
-      assert.equal((await gw.call('GET', `/v1/jobs/${id}`, keys.clientA)).body.state, 'released');
+      assert.equal((await gw.call('GET', `/v1/jobs/${id}`, keys.client)).body.state, 'released');
 
       const reviewer = await gw.call('GET', '/v1/callbacks/dead-letters', keys.reviewer);
       assert.equal(reviewer.status, 403);
@@ -203,7 +210,7 @@ describe('dead letters and replay', () => {
       const audit = (await allAudit(gw, keys.admin)).filter((e) => e.target === eventId);
       assert.deepEqual(
         audit.map((e) => [e.action, e.actor]),
-        [['callback.replay', 'admin-1']],
+        [['callback.replay', 'admin']],
       );
     } finally {
       await receiver.close();
@@ -216,14 +223,14 @@ describe('the failed event', () => {
     const p = makePrefix('failed');
     const front = await buildGateway({ prefix: p, keys, workers: ['callbacks'], only: ['note-triage'] });
     const worker = await buildGateway({ prefix: p, keys, workers: ['inference'], only: ['news2'] });
-    const receiver = await Receiver.start(keys.secrets.a);
+    const receiver = await Receiver.start(keys.secrets.client);
     try {
-      const res = await front.call('POST', '/v1/models/note-triage/jobs', keys.clientA, {
+      const res = await front.call('POST', '/v1/models/note-triage/jobs', keys.client, {
         input: { text: NOTES.urgent },
         callbackUrl: receiver.url('/failed'),
       });
       assert.equal(res.status, 202, res.text);
-      const job = await waitForState(front, keys.clientA, res.body.id, 'failed');
+      const job = await waitForState(front, keys.client, res.body.id, 'failed');
       assert.equal(job.error, 'the model is no longer served');
       assert.equal(job.result, undefined);
       const eventId = `evt-${res.body.id}-failed`;
@@ -250,21 +257,21 @@ describe('the failed event', () => {
 describe('SSRF guards', () => {
   test('submission refuses callback URLs outside the policy (400 invalid_callback_url)', async () => {
     const refused: Array<[string, string, unknown]> = [
-      ['client A', keys.clientA, 'http://hooks.example.org/cb'],
-      ['client A', keys.clientA, 'https://hooks.example.org/cb'],
-      ['client A', keys.clientA, 'http://169.254.169.254/latest/meta-data/'],
-      ['client A', keys.clientA, 'http://10.0.0.5/cb'],
-      ['client A', keys.clientA, 'http://user:pw@127.0.0.1/cb'],
-      ['client A', keys.clientA, 'http://user@localhost/cb'],
-      ['client A', keys.clientA, 'ftp://127.0.0.1/cb'],
-      ['client A', keys.clientA, 'file:///etc/passwd'],
-      ['client A', keys.clientA, 'javascript:alert(1)'],
-      ['client A', keys.clientA, '/relative/path'],
-      ['client A', keys.clientA, ''],
-      ['client A', keys.clientA, 42],
-      ['client A', keys.clientA, { url: 'http://127.0.0.1/' }],
-      ['client A', keys.clientA, `http://127.0.0.1/${'a'.repeat(2100)}`],
-      ['client B (allowlist 127.0.0.1 only)', keys.clientB, 'http://localhost/cb'],
+      ['client A', keys.client, 'http://hooks.example.org/cb'],
+      ['client A', keys.client, 'https://hooks.example.org/cb'],
+      ['client A', keys.client, 'http://169.254.169.254/latest/meta-data/'],
+      ['client A', keys.client, 'http://10.0.0.5/cb'],
+      ['client A', keys.client, 'http://user:pw@127.0.0.1/cb'],
+      ['client A', keys.client, 'http://user@localhost/cb'],
+      ['client A', keys.client, 'ftp://127.0.0.1/cb'],
+      ['client A', keys.client, 'file:///etc/passwd'],
+      ['client A', keys.client, 'javascript:alert(1)'],
+      ['client A', keys.client, '/relative/path'],
+      ['client A', keys.client, ''],
+      ['client A', keys.client, 42],
+      ['client A', keys.client, { url: 'http://127.0.0.1/' }],
+      ['client A', keys.client, `http://127.0.0.1/${'a'.repeat(2100)}`],
+      ['client B (allowlist 127.0.0.1 only)', keys.other, 'http://localhost/cb'],
       ['wildcard', keys.wildcard, 'http://hooks.example.org/cb'],
       ['wildcard', keys.wildcard, 'https://example.org/cb'],
       ['wildcard', keys.wildcard, 'https://hooks.example.org.evil.test/cb'],
@@ -289,8 +296,8 @@ describe('SSRF guards', () => {
     for (const [key, callbackUrl] of [
       [keys.wildcard, 'https://hooks.example.org/cb'],
       [keys.wildcard, 'https://a.b.example.org:8443/cb?x=1'],
-      [keys.clientA, 'http://127.0.0.1:9/cb'],
-      [keys.clientA, 'http://localhost:9/cb'],
+      [keys.client, 'http://127.0.0.1:9/cb'],
+      [keys.client, 'http://localhost:9/cb'],
     ] as const) {
       const res = await gw.call('POST', '/v1/models/news2/jobs', key, {
         input: { instances: [NEWS2_INSTANCE] },
@@ -385,7 +392,7 @@ describe('SSRF guards', () => {
   });
 
   test('delivery refuses a name that resolves to an internal address unless the allowlist names it exactly', async () => {
-    const receiver = await Receiver.start(keys.secrets.a);
+    const receiver = await Receiver.start(keys.secrets.client);
     try {
       const send = (url: string, allowInternal: boolean) =>
         postEvent(new URL(url), '{}', { 'webhook-id': 'evt-guard' }, { timeoutMs: 2000, allowInternal });

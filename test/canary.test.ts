@@ -14,13 +14,13 @@ import {
   makeKeys,
   makePrefix,
   pool,
-  type ReleaseGateway,
   removeDir,
   scoreOnnx,
+  type TestGateway,
   tempModels,
   type Vitals,
   waitFor,
-} from './release-support.ts';
+} from './support/index.ts';
 
 const keys = makeKeys();
 const VITALS: Vitals = {
@@ -39,17 +39,19 @@ describe('canary split, promotion and rollback', { timeout: 60_000 }, () => {
   const prefix = makePrefix('canary');
   let modelsDir: string;
   /** replica A: where the changes are made */
-  let a: ReleaseGateway;
+  let a: TestGateway;
   /** replica B: the same Redis prefix, polling the routing every 25 ms */
-  let b: ReleaseGateway;
+  let b: TestGateway;
   /** replica A's random draws: real randomness, except where a test pins them */
   let draw: () => number = Math.random;
   let scores: { v1: number; v2: number };
 
   before(async () => {
     // no shadows here: only the answering version matters
-    modelsDir = await tempModels((m) => {
-      delete m.routing.shadow;
+    modelsDir = await tempModels({
+      [MODEL]: (m) => {
+        delete m.routing.shadow;
+      },
     });
     a = await buildGateway({ prefix, keys, modelsDir, random: () => draw() });
     b = await buildGateway({ prefix, keys, modelsDir, routingRefreshMs: 25 });
@@ -67,8 +69,13 @@ describe('canary split, promotion and rollback', { timeout: 60_000 }, () => {
   });
 
   /** The answering version for a subject, checked against the score that version computes. */
-  async function versionFor(gw: ReleaseGateway, subject?: string): Promise<string> {
-    const res = await gw.predict(keys.client, [VITALS], subject !== undefined ? { 'x-subject-key': subject } : {});
+  async function versionFor(gw: TestGateway, subject?: string): Promise<string> {
+    const res = await gw.predict(
+      MODEL,
+      keys.client,
+      [VITALS],
+      subject !== undefined ? { 'x-subject-key': subject } : {},
+    );
     assert.equal(res.status, 200, res.text);
     assert.equal(res.headers.get('x-model-version'), res.body.version);
     const score = res.body.predictions[0].deteriorationRisk;
@@ -76,7 +83,7 @@ describe('canary split, promotion and rollback', { timeout: 60_000 }, () => {
     return res.body.version;
   }
 
-  async function routing(gw: ReleaseGateway) {
+  async function routing(gw: TestGateway) {
     const res = await gw.call('GET', routingUrl, keys.admin);
     assert.equal(res.status, 200, res.text);
     return res.body.routing;
@@ -415,12 +422,14 @@ describe('canary split, promotion and rollback', { timeout: 60_000 }, () => {
 describe('release evidence', { timeout: 60_000 }, () => {
   const prefix = makePrefix('canary-evidence');
   let modelsDir: string;
-  let gw: ReleaseGateway;
+  let gw: TestGateway;
 
   before(async () => {
     // v2 without release evidence: it may shadow, never answer
-    modelsDir = await tempModels((m) => {
-      delete m.versions[1].evidence;
+    modelsDir = await tempModels({
+      [MODEL]: (m) => {
+        delete m.versions[1].evidence;
+      },
     });
     gw = await buildGateway({ prefix, keys, modelsDir });
   });
@@ -446,7 +455,7 @@ describe('release evidence', { timeout: 60_000 }, () => {
 
     const routing = await gw.call('GET', routingUrl, keys.admin);
     assert.deepEqual(routing.body.routing, { primary: '1', shadow: { versions: ['2'], sampleRate: 1 } });
-    const res = await gw.predict(keys.client, [VITALS], { 'x-subject-key': 'patient-1' });
+    const res = await gw.predict(MODEL, keys.client, [VITALS], { 'x-subject-key': 'patient-1' });
     assert.equal(res.body.version, '1');
     assert.deepEqual(
       (await allAudit(gw, keys.admin)).filter((e) => e.action?.startsWith('release.')),

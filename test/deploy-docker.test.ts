@@ -29,7 +29,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { kustomize } from './deploy-kustomize.ts';
-import { deleteRedisPrefix } from './support.ts';
+import { deletePrefix } from './support/index.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const REDIS_URL = process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379';
@@ -412,7 +412,7 @@ describe('the image’s files, started the way the image starts them', () => {
   after(async () => {
     rmSync(stage, { recursive: true, force: true });
     rmSync(buildDir, { recursive: true, force: true });
-    await deleteRedisPrefix(prefix);
+    await deletePrefix(prefix);
   });
 
   it('every package the compiled entry points import is installed by npm ci --omit=dev (per package-lock.json)', () => {

@@ -8,9 +8,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
+  ASYNC_WORKERS,
   allAudit,
   buildGateway,
-  captureLogger,
+  captureLogs,
   deletePrefix,
   makeKeys,
   makePrefix,
@@ -22,19 +23,19 @@ import {
   type TestGateway,
   waitFor,
   waitForState,
-} from './async-support.ts';
+} from './support/index.ts';
 
 const keys = makeKeys();
 const prefix = makePrefix('jobs');
-const logs = captureLogger('debug');
+const logs = captureLogs('debug');
 /** every note text this file submits: none may appear in logs or metrics */
 const submitted: string[] = [];
 let gw: TestGateway;
 let receiver: Receiver;
 
 before(async () => {
-  receiver = await Receiver.start(keys.secrets.a);
-  gw = await buildGateway({ prefix, keys, logger: logs.logger });
+  receiver = await Receiver.start(keys.secrets.client);
+  gw = await buildGateway({ workers: ASYNC_WORKERS, prefix, keys, logger: logs.logger });
 });
 after(async () => {
   await gw?.close();
@@ -47,13 +48,13 @@ function note(text: string): { text: string } {
   return { text };
 }
 
-const submit = (body: unknown, key = keys.clientA, headers: Record<string, string> = {}, model = 'note-triage') =>
+const submit = (body: unknown, key = keys.client, headers: Record<string, string> = {}, model = 'note-triage') =>
   gw.call('POST', `/v1/models/${model}/jobs`, key, body, headers);
 
 async function heldJob(text: string, extra: Record<string, unknown> = {}): Promise<string> {
   const res = await submit({ input: note(text), ...extra });
   assert.equal(res.status, 202, res.text);
-  await waitForState(gw, keys.clientA, res.body.id, 'awaiting_review');
+  await waitForState(gw, keys.client, res.body.id, 'awaiting_review');
   return res.body.id;
 }
 
@@ -78,7 +79,7 @@ describe('whole path', () => {
     assert.ok(['queued', 'running', 'awaiting_review'].includes(res.body.state), res.body.state);
     assert.equal(res.body.result, undefined);
 
-    const held = await waitForState(gw, keys.clientA, id, 'awaiting_review');
+    const held = await waitForState(gw, keys.client, id, 'awaiting_review');
     for (const hidden of ['result', 'output', 'holdReason', 'input', 'amendedOutput', 'decision']) {
       assert.equal(held[hidden], undefined, `a held job must not show ${hidden}`);
     }
@@ -104,7 +105,7 @@ describe('whole path', () => {
     assert.equal(decided.status, 200, decided.text);
     assert.equal(decided.body.state, 'released');
     assert.equal(decided.body.decision.outcome, 'approve');
-    assert.equal(decided.body.decision.by, 'reviewer-1');
+    assert.equal(decided.body.decision.by, 'reviewer');
     assert.equal(decided.body.decision.reason, 'agree: urgent cardiology review');
 
     const eventId = `evt-${id}-released`;
@@ -123,7 +124,7 @@ describe('whole path', () => {
     assert.equal(event.data.jobId, id);
     assert.equal(event.data.state, 'released');
 
-    const released = await gw.call('GET', `/v1/jobs/${id}`, keys.clientA);
+    const released = await gw.call('GET', `/v1/jobs/${id}`, keys.client);
     assert.equal(released.body.state, 'released');
     assert.deepEqual(released.body.result, { output: detail.body.output, amended: false, reviewed: true });
     assert.deepEqual(event.data.result, released.body.result);
@@ -133,7 +134,7 @@ describe('whole path', () => {
       audit.map((e) => [e.action, e.actor]),
       [
         ['job.hold', 'system'],
-        ['review.approve', 'reviewer-1'],
+        ['review.approve', 'reviewer'],
       ],
     );
     assert.equal(audit[1]?.reason, 'agree: urgent cardiology review');
@@ -150,7 +151,7 @@ describe('whole path', () => {
     assert.equal(event.data.state, 'rejected');
     assert.equal(event.data.result, undefined);
     assert.doesNotMatch(JSON.stringify(event), /predictions|probabilities/);
-    const job = await gw.call('GET', `/v1/jobs/${id}`, keys.clientA);
+    const job = await gw.call('GET', `/v1/jobs/${id}`, keys.client);
     assert.equal(job.body.state, 'rejected');
     assert.equal(job.body.result, undefined);
     assert.doesNotMatch(job.text, /predictions|probabilities/);
@@ -168,7 +169,7 @@ describe('whole path', () => {
     }
     const missing = await decide(id, { decision: 'amend', reason: 'reclassify' });
     assert.equal(missing.status, 400);
-    assert.equal((await gw.call('GET', `/v1/jobs/${id}`, keys.clientA)).body.state, 'awaiting_review');
+    assert.equal((await gw.call('GET', `/v1/jobs/${id}`, keys.client)).body.state, 'awaiting_review');
 
     const res = await decide(id, {
       decision: 'amend',
@@ -177,7 +178,7 @@ describe('whole path', () => {
     });
     assert.equal(res.status, 200, res.text);
     assert.equal(res.body.state, 'released');
-    const job = await gw.call('GET', `/v1/jobs/${id}`, keys.clientA);
+    const job = await gw.call('GET', `/v1/jobs/${id}`, keys.client);
     assert.deepEqual(job.body.result, { output: { category: 'routine-follow-up' }, amended: true, reviewed: true });
     await waitFor(() => receiver.events.has(`evt-${id}-released`), 'the amended release callback');
     assert.deepEqual(receiver.events.get(`evt-${id}-released`)?.data.result, job.body.result);
@@ -199,7 +200,7 @@ describe('whole path', () => {
     };
     const res = await submit({ input: { document } });
     assert.equal(res.status, 202, res.text);
-    await waitForState(gw, keys.clientA, res.body.id, 'awaiting_review');
+    await waitForState(gw, keys.client, res.body.id, 'awaiting_review');
     const plain = await heldJob(NOTES.none);
     const [fromDoc, fromText] = await Promise.all(
       [res.body.id, plain].map((id) => gw.call('GET', `/v1/reviews/${id}`, keys.reviewer)),
@@ -210,21 +211,21 @@ describe('whole path', () => {
   });
 
   test('POST …/predict with Prefer: respond-async on news2 → 202 job, released (no review) with predictions', async () => {
-    const sync = await gw.call('POST', '/v1/models/news2/predict', keys.clientA, {
+    const sync = await gw.call('POST', '/v1/models/news2/predict', keys.client, {
       instances: [{ ...NEWS2_INSTANCE, pulse: 135, respirationRate: 26 }],
     });
     assert.equal(sync.status, 200, sync.text);
     const res = await gw.call(
       'POST',
       '/v1/models/news2/predict',
-      keys.clientA,
+      keys.client,
       { instances: [{ ...NEWS2_INSTANCE, pulse: 135, respirationRate: 26 }], callbackUrl: receiver.url('/n') },
       { prefer: 'respond-async' },
     );
     assert.equal(res.status, 202, res.text);
     const id = res.body.id;
     assert.equal(res.headers.get('location'), `/v1/jobs/${id}`);
-    const job = await waitForState(gw, keys.clientA, id, 'released');
+    const job = await waitForState(gw, keys.client, id, 'released');
     assert.equal(job.result.reviewed, false);
     assert.equal(job.result.amended, false);
     assert.deepEqual(job.result.output.predictions, sync.body.predictions);
@@ -242,7 +243,7 @@ describe('idempotent submission', () => {
     const first = await submit(body);
     assert.equal(first.status, 202, first.text);
     assert.equal(first.body.created, true);
-    await waitForState(gw, keys.clientA, first.body.id, 'awaiting_review');
+    await waitForState(gw, keys.client, first.body.id, 'awaiting_review');
     const again = await submit(body);
     assert.equal(again.status, 202, again.text);
     assert.equal(again.body.id, first.body.id);
@@ -267,10 +268,10 @@ describe('idempotent submission', () => {
     assert.equal(conflict.body.jobId, first.body.id);
     const otherCallback = await submit({ ...body, callbackUrl: receiver.url('/x') });
     assert.equal(otherCallback.status, 409);
-    const otherModel = await submit(body, keys.clientA, {}, 'similar-cases');
+    const otherModel = await submit(body, keys.client, {}, 'similar-cases');
     assert.equal(otherModel.status, 409);
     // keys are per client: client B may use the same key for its own job
-    const otherClient = await submit(body, keys.clientB);
+    const otherClient = await submit(body, keys.other);
     assert.equal(otherClient.status, 202);
     assert.notEqual(otherClient.body.id, first.body.id);
   });
@@ -284,7 +285,7 @@ describe('idempotent submission', () => {
     assert.equal(ids.size, 1);
     assert.equal(replies.filter((r) => r.body.created === true).length, 1);
     const id = [...ids][0] as string;
-    await waitForState(gw, keys.clientA, id, 'awaiting_review');
+    await waitForState(gw, keys.client, id, 'awaiting_review');
     await waitFor(() => queueIdle(gw.gateway.services.queues.inference), 'the inference queue to drain');
     const m = await metrics();
     const after = metricValue(m, 'triage_jobs_total', { model: 'note-triage', state: 'queued' });
@@ -301,15 +302,15 @@ describe('idempotent submission', () => {
   test('the Idempotency-Key header works like the body field', async () => {
     const key = `hdr-${randomUUID()}`;
     const input = note(NOTES.routine);
-    const a = await submit({ input }, keys.clientA, { 'idempotency-key': key });
+    const a = await submit({ input }, keys.client, { 'idempotency-key': key });
     const b = await submit({ input, idempotencyKey: key });
-    const c = await submit({ input, idempotencyKey: key }, keys.clientA, { 'idempotency-key': key });
+    const c = await submit({ input, idempotencyKey: key }, keys.client, { 'idempotency-key': key });
     for (const r of [a, b, c]) assert.equal(r.status, 202, r.text);
     assert.equal(a.body.created, true);
     assert.equal(b.body.id, a.body.id);
     assert.equal(c.body.id, a.body.id);
     assert.equal(b.body.created, false);
-    const differ = await submit({ input, idempotencyKey: 'other' }, keys.clientA, { 'idempotency-key': key });
+    const differ = await submit({ input, idempotencyKey: 'other' }, keys.client, { 'idempotency-key': key });
     assert.equal(differ.status, 400);
   });
 });
@@ -317,17 +318,17 @@ describe('idempotent submission', () => {
 describe('ownership and roles', () => {
   test("client B cannot see or cancel client A's job (404, as if unknown)", async () => {
     const id = await heldJob(NOTES.urgent);
-    const get = await gw.call('GET', `/v1/jobs/${id}`, keys.clientB);
+    const get = await gw.call('GET', `/v1/jobs/${id}`, keys.other);
     assert.equal(get.status, 404);
     assert.equal(get.body.code, 'not_found');
-    const del = await gw.call('DELETE', `/v1/jobs/${id}`, keys.clientB);
+    const del = await gw.call('DELETE', `/v1/jobs/${id}`, keys.other);
     assert.equal(del.status, 404);
-    const unknown = await gw.call('GET', `/v1/jobs/${randomUUID()}`, keys.clientB);
+    const unknown = await gw.call('GET', `/v1/jobs/${randomUUID()}`, keys.other);
     assert.deepEqual(
       { status: unknown.status, code: unknown.body.code, detail: unknown.body.detail },
       { status: get.status, code: get.body.code, detail: get.body.detail },
     );
-    const mine = await gw.call('GET', `/v1/jobs/${id}`, keys.clientA);
+    const mine = await gw.call('GET', `/v1/jobs/${id}`, keys.client);
     assert.equal(mine.body.state, 'awaiting_review', 'B did not cancel it');
     const asAdmin = await gw.call('GET', `/v1/jobs/${id}`, keys.admin);
     assert.equal(asAdmin.status, 200);
@@ -336,15 +337,15 @@ describe('ownership and roles', () => {
   test('review and admin routes check roles', async () => {
     const id = await heldJob(NOTES.routine);
     const checks: Array<[string, string, string | undefined, unknown, number]> = [
-      ['GET', '/v1/reviews', keys.clientA, undefined, 403],
-      ['GET', `/v1/reviews/${id}`, keys.clientA, undefined, 403],
-      ['POST', `/v1/reviews/${id}/decision`, keys.clientA, { decision: 'approve', reason: 'self-approval' }, 403],
+      ['GET', '/v1/reviews', keys.client, undefined, 403],
+      ['GET', `/v1/reviews/${id}`, keys.client, undefined, 403],
+      ['POST', `/v1/reviews/${id}/decision`, keys.client, { decision: 'approve', reason: 'self-approval' }, 403],
       ['GET', '/v1/reviews', undefined, undefined, 401],
       ['GET', '/v1/reviews', 'not-a-key', undefined, 401],
       ['GET', '/v1/audit', keys.reviewer, undefined, 403],
-      ['GET', '/v1/audit', keys.clientA, undefined, 403],
+      ['GET', '/v1/audit', keys.client, undefined, 403],
       ['GET', '/v1/callbacks/dead-letters', keys.reviewer, undefined, 403],
-      ['POST', `/v1/callbacks/dead-letters/evt-${id}-released/replay`, keys.clientA, undefined, 403],
+      ['POST', `/v1/callbacks/dead-letters/evt-${id}-released/replay`, keys.client, undefined, 403],
       ['POST', '/v1/models/note-triage/jobs', keys.reviewer, { input: { text: 'x' } }, 403],
       ['GET', '/v1/reviews', keys.reviewer, undefined, 200],
       ['GET', '/v1/reviews', keys.admin, undefined, 200],
@@ -354,7 +355,7 @@ describe('ownership and roles', () => {
       const res = await gw.call(method, url, key, body);
       assert.equal(res.status, status, `${method} ${url}: ${res.text}`);
     }
-    assert.equal((await gw.call('GET', `/v1/jobs/${id}`, keys.clientA)).body.state, 'awaiting_review');
+    assert.equal((await gw.call('GET', `/v1/jobs/${id}`, keys.client)).body.state, 'awaiting_review');
   });
 });
 
@@ -371,24 +372,24 @@ describe('cancel', () => {
   });
 
   test('a queued job cancelled never runs, even once a worker starts', async () => {
-    const res = await queued.call('POST', '/v1/models/note-triage/jobs', keys.clientA, { input: note(NOTES.urgent) });
+    const res = await queued.call('POST', '/v1/models/note-triage/jobs', keys.client, { input: note(NOTES.urgent) });
     assert.equal(res.status, 202);
     const id = res.body.id;
-    assert.equal((await queued.call('GET', `/v1/jobs/${id}`, keys.clientA)).body.state, 'queued');
-    const del = await queued.call('DELETE', `/v1/jobs/${id}`, keys.clientA);
+    assert.equal((await queued.call('GET', `/v1/jobs/${id}`, keys.client)).body.state, 'queued');
+    const del = await queued.call('DELETE', `/v1/jobs/${id}`, keys.client);
     assert.equal(del.status, 200, del.text);
     assert.equal(del.body.state, 'cancelled');
-    const again = await queued.call('DELETE', `/v1/jobs/${id}`, keys.clientA);
+    const again = await queued.call('DELETE', `/v1/jobs/${id}`, keys.client);
     assert.equal(again.status, 409);
     assert.equal(again.body.code, 'invalid_state');
 
     // a job queued after it: once the worker has held this one, it has been past the cancelled one
-    const sentinel = await queued.call('POST', '/v1/models/note-triage/jobs', keys.clientA, {
+    const sentinel = await queued.call('POST', '/v1/models/note-triage/jobs', keys.client, {
       input: note(NOTES.none),
     });
     const worker = await buildGateway({ prefix: qPrefix, keys, workers: ['inference'], only: ['note-triage'] });
     try {
-      await waitForState(worker, keys.clientA, sentinel.body.id, 'awaiting_review');
+      await waitForState(worker, keys.client, sentinel.body.id, 'awaiting_review');
       await waitFor(() => queueIdle(worker.gateway.services.queues.inference), 'the inference queue to drain');
       const record = await worker.gateway.services.store.get(id);
       assert.equal(record?.state, 'cancelled');
@@ -400,7 +401,7 @@ describe('cancel', () => {
         audit.map((e) => e.action),
         ['job.cancel'],
       );
-      assert.equal(audit[0]?.actor, 'client-a');
+      assert.equal(audit[0]?.actor, 'client');
     } finally {
       await worker.close();
     }
@@ -408,7 +409,7 @@ describe('cancel', () => {
 
   test('cancelling a held job removes it from the review queue; a released job cannot be cancelled', async () => {
     const id = await heldJob(NOTES.routine);
-    const del = await gw.call('DELETE', `/v1/jobs/${id}`, keys.clientA);
+    const del = await gw.call('DELETE', `/v1/jobs/${id}`, keys.client);
     assert.equal(del.status, 200, del.text);
     assert.equal(del.body.state, 'cancelled');
     const list = await gw.call('GET', '/v1/reviews?limit=500', keys.reviewer);
@@ -416,15 +417,15 @@ describe('cancel', () => {
     const late = await decide(id, { decision: 'approve', reason: 'too late' });
     assert.equal(late.status, 409);
     assert.equal(late.body.code, 'invalid_state');
-    assert.equal((await gw.call('GET', `/v1/jobs/${id}`, keys.clientA)).body.state, 'cancelled');
+    assert.equal((await gw.call('GET', `/v1/jobs/${id}`, keys.client)).body.state, 'cancelled');
 
-    const news2 = await submit({ input: { instances: [NEWS2_INSTANCE] } }, keys.clientA, {}, 'news2');
+    const news2 = await submit({ input: { instances: [NEWS2_INSTANCE] } }, keys.client, {}, 'news2');
     assert.equal(news2.status, 202, news2.text);
-    await waitForState(gw, keys.clientA, news2.body.id, 'released');
-    const refused = await gw.call('DELETE', `/v1/jobs/${news2.body.id}`, keys.clientA);
+    await waitForState(gw, keys.client, news2.body.id, 'released');
+    const refused = await gw.call('DELETE', `/v1/jobs/${news2.body.id}`, keys.client);
     assert.equal(refused.status, 409);
     assert.equal(refused.body.code, 'invalid_state');
-    assert.equal((await gw.call('GET', `/v1/jobs/${news2.body.id}`, keys.clientA)).body.state, 'released');
+    assert.equal((await gw.call('GET', `/v1/jobs/${news2.body.id}`, keys.client)).body.state, 'released');
   });
 });
 
@@ -666,7 +667,7 @@ describe('bad input on the job endpoints: a 4xx problem, never a job', () => {
       },
     );
     for (const c of cases) {
-      const res = await gw.call(c.method ?? 'POST', c.url ?? jobs, keys.clientA, c.body, c.headers);
+      const res = await gw.call(c.method ?? 'POST', c.url ?? jobs, keys.client, c.body, c.headers);
       assert.equal(res.status, c.status, `${c.name}: ${res.text}`);
       assert.match(res.headers.get('content-type') ?? '', /^application\/problem\+json/, c.name);
       assert.equal(res.body.code, c.code, `${c.name}: ${res.text}`);
@@ -710,7 +711,7 @@ describe('metrics and logs after a flow', () => {
       assert.ok(!text.includes(s), `input text in /metrics: ${s.slice(0, 40)}`);
       assert.ok(!log.includes(s), `input text in the logs: ${s.slice(0, 40)}`);
     }
-    for (const secret of [keys.clientA, keys.reviewer, keys.admin, keys.secrets.a]) {
+    for (const secret of [keys.client, keys.reviewer, keys.admin, keys.secrets.client]) {
       assert.ok(!log.includes(secret) && !text.includes(secret), 'a key or callback secret leaked');
     }
   });

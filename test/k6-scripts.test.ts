@@ -20,7 +20,7 @@ import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_thread
 import { Parser } from 'acorn';
 import YAML from 'yaml';
 import { hashKey } from '../src/platform/auth.ts';
-import { deleteRedisPrefix } from './support.ts';
+import { deletePrefix } from './support/index.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const K6_DIR = path.join(ROOT, 'load-tests/k6');
@@ -605,7 +605,7 @@ describe('k6 scripts: run against a real gateway', () => {
     for (const child of children) child.kill('SIGTERM');
     await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : null)));
     rmSync(work, { recursive: true, force: true });
-    await deleteRedisPrefix(prefix);
+    await deletePrefix(prefix);
   });
 
   /** Loads the script, runs setup and each named function once, as k6 would, and returns what they recorded. */

@@ -12,7 +12,7 @@ import { classifyTier } from '../src/registry/classify.ts';
 import { loadModels, ManifestError } from '../src/registry/load.ts';
 import { type Manifest, manifestSchema } from '../src/registry/schema.ts';
 import {
-  buildTestApp,
+  buildGateway,
   captureLogs,
   MODELS_DIR,
   metricValue,
@@ -20,7 +20,7 @@ import {
   problemBody,
   RuntimeControl,
   SYNC_CEILING_MS,
-} from './support.ts';
+} from './support/index.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: manifests are edited as free-form YAML documents
 type Doc = Record<string, any>;
@@ -361,10 +361,11 @@ describe('warm-up policy (real sessions, runs delayed during warm-up)', () => {
     // every warm-up run takes ≥ 20 ms; news2's budget is set to 1 ms, deterioration's left far above it
     const control = new RuntimeControl({ armed: true, delayMs: 20 });
     const logs = captureLogs('info');
-    const t = await buildTestApp({
+    const t = await buildGateway({
       runtimeFactory: control.factory(),
-      sync: { '*': { latencyBudgetMs: 5_000 }, news2: { latencyBudgetMs: 1 } },
+      sync: { news2: { latencyBudgetMs: 1 } },
       warmupRuns: 2,
+      warmupPolicy: 'refuse',
       logger: logs.logger,
     });
     control.armed = false;
@@ -419,9 +420,9 @@ describe('warm-up policy (real sessions, runs delayed during warm-up)', () => {
   it('warn: the model is served anyway, with a warning', async () => {
     const control = new RuntimeControl({ armed: true, delayMs: 20 });
     const logs = captureLogs('info');
-    const t = await buildTestApp({
+    const t = await buildGateway({
       runtimeFactory: control.factory(),
-      sync: { '*': { latencyBudgetMs: 5_000 }, news2: { latencyBudgetMs: 1 } },
+      sync: { news2: { latencyBudgetMs: 1 } },
       warmupRuns: 2,
       warmupPolicy: 'warn',
       logger: logs.logger,

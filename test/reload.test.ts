@@ -19,15 +19,15 @@ import {
   makeKeys,
   makePrefix,
   pool,
-  type ReleaseGateway,
   type Reply,
   removeDir,
   scoreOnnx,
+  type TestGateway,
   tempModels,
   VersionFaults,
   type Vitals,
   waitFor,
-} from './release-support.ts';
+} from './support/index.ts';
 
 function gate() {
   let open!: () => void;
@@ -58,7 +58,7 @@ describe('manifest reload', { timeout: 90_000 }, () => {
   const prefix = makePrefix('reload');
   const faults = new VersionFaults();
   let modelsDir: string;
-  let gw: ReleaseGateway;
+  let gw: TestGateway;
   let scores: { v1: number; v2: number };
   /** subjects the canary split of the first manifest sends to v1 and to v2 */
   const toV1: string[] = [];
@@ -66,12 +66,14 @@ describe('manifest reload', { timeout: 90_000 }, () => {
   let successfulReloads = 0;
 
   before(async () => {
-    modelsDir = await tempModels((m) => {
-      delete m.routing.shadow;
-      m.routing.canary = { version: '2', weight: 50 };
-      m.sync.latencyBudgetMs = 5000;
-      m.decisionWindowMs = 5000;
-      m.sync.maxConcurrency = MAX_CONCURRENCY;
+    modelsDir = await tempModels({
+      [MODEL]: (m) => {
+        delete m.routing.shadow;
+        m.routing.canary = { version: '2', weight: 50 };
+        m.sync.latencyBudgetMs = 5000;
+        m.decisionWindowMs = 5000;
+        m.sync.maxConcurrency = MAX_CONCURRENCY;
+      },
     });
     gw = await buildGateway({ prefix, keys, modelsDir, faults, reload: true });
     const [v1] = await scoreOnnx('1', [VITALS]);
@@ -86,7 +88,7 @@ describe('manifest reload', { timeout: 90_000 }, () => {
   });
 
   function predict(subject: string): Promise<Reply> {
-    return gw.predict(keys.client, [VITALS], { 'x-subject-key': subject });
+    return gw.predict(MODEL, keys.client, [VITALS], { 'x-subject-key': subject });
   }
 
   /** the answer came from `version`: the header, the body and the score agree */
@@ -145,7 +147,7 @@ describe('manifest reload', { timeout: 90_000 }, () => {
     //    swap; its runtime creation is held, so the reload stays in progress while the second third is answered
     await mkdir(path.join(modelsDir, MODEL, '3'));
     await copyFile(path.join(modelsDir, MODEL, '2', 'model.onnx'), path.join(modelsDir, MODEL, '3', 'model.onnx'));
-    await editManifest(modelsDir, (m) => {
+    await editManifest(modelsDir, MODEL, (m) => {
       delete m.routing.canary;
       const v2 = m.versions.find((v: { version: string }) => v.version === '2');
       m.versions = m.versions.filter((v: { version: string }) => v.version !== '2');
@@ -213,7 +215,7 @@ describe('manifest reload', { timeout: 90_000 }, () => {
     });
     assert.equal(res.status, 200, res.text);
     assertAnsweredBy(await predict('anyone'), '3');
-    await editManifest(modelsDir, (m) => {
+    await editManifest(modelsDir, MODEL, (m) => {
       m.description = 'edited description, same routing';
     });
     const reloaded = await reload();
@@ -223,7 +225,7 @@ describe('manifest reload', { timeout: 90_000 }, () => {
   });
 
   test('a manifest release that changes the routing supersedes earlier API changes: promote v3, shadow v1 at 25%', async () => {
-    await editManifest(modelsDir, (m) => {
+    await editManifest(modelsDir, MODEL, (m) => {
       m.routing = { primary: '3', shadow: { versions: ['1'], sampleRate: 0.25 } };
     });
     const reloaded = await reload();
@@ -283,11 +285,13 @@ describe('manifest reload', { timeout: 90_000 }, () => {
 describe('a reload reaches the in-process workers', { timeout: 60_000 }, () => {
   const prefix = makePrefix('reload-workers');
   let modelsDir: string;
-  let gw: ReleaseGateway;
+  let gw: TestGateway;
 
   before(async () => {
-    modelsDir = await tempModels((m) => {
-      delete m.routing.shadow;
+    modelsDir = await tempModels({
+      [MODEL]: (m) => {
+        delete m.routing.shadow;
+      },
     });
     gw = await buildGateway({ prefix, keys, modelsDir, reload: true, workers: ['inference'] });
   });
@@ -302,7 +306,7 @@ describe('a reload reaches the in-process workers', { timeout: 60_000 }, () => {
     // v3 (v2's weights under a new id) becomes primary: jobs submitted after the reload carry version 3
     await mkdir(path.join(modelsDir, MODEL, '3'));
     await copyFile(path.join(modelsDir, MODEL, '2', 'model.onnx'), path.join(modelsDir, MODEL, '3', 'model.onnx'));
-    await editManifest(modelsDir, (m) => {
+    await editManifest(modelsDir, MODEL, (m) => {
       const v2 = m.versions.find((v: { version: string }) => v.version === '2');
       m.versions.push({
         ...v2,
@@ -314,7 +318,7 @@ describe('a reload reaches the in-process workers', { timeout: 60_000 }, () => {
     });
     const reloaded = await gw.call('POST', '/v1/admin/reload', keys.admin);
     assert.equal(reloaded.status, 200, reloaded.text);
-    const submitted = await gw.predict(keys.client, [VITALS], { prefer: 'respond-async' });
+    const submitted = await gw.predict(MODEL, keys.client, [VITALS], { prefer: 'respond-async' });
     assert.equal(submitted.status, 202, submitted.text);
     let job: { state?: string; version?: string; error?: string } = {};
     await waitFor(async () => {

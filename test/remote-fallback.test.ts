@@ -31,7 +31,15 @@ import { inputWidth } from '../src/serving/inputs.ts';
 import { type Prediction, shapePredictions } from '../src/serving/predictions.ts';
 import { NO_SCORE_ACTION } from '../src/serving/scorer.ts';
 import { SageMakerFake, type Scorer, TEST_CREDENTIALS } from './fakes/sagemaker-fake.ts';
-import { buildTestApp, MODELS_DIR, metricValue, predict, problemBody, sleep, type TestApp } from './support.ts';
+import {
+  buildGateway,
+  MODELS_DIR,
+  metricValue,
+  predict,
+  problemBody,
+  sleep,
+  type TestGateway,
+} from './support/index.ts';
 
 /** "never hangs": far above any deadline used here, far below a stuck test */
 const SETTLES_WITHIN_MS = 2_000;
@@ -52,7 +60,7 @@ const PATIENTS = [
 ];
 
 let tmp: string;
-let t: TestApp;
+let t: TestGateway;
 let factory: CloudRuntimeFactory;
 let v1: ModelRuntime;
 let manifest: Manifest;
@@ -208,7 +216,8 @@ before(async () => {
     backoff: { backoffInitialMs: 5, backoffMaxMs: 10 },
     onEvent: (event) => void events.push(event),
   });
-  t = await buildTestApp({ modelsDir: tmp, runtimeFactory: factory });
+  // about deadlines: the variants' own budgets (BUDGET_MS)
+  t = await buildGateway({ modelsDir: tmp, runtimeFactory: factory, realBudgets: true });
   const served = t.deps.catalog.get(MAIN);
   assert.ok(served);
   manifest = served.manifest;

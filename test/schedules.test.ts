@@ -16,7 +16,7 @@ import { scheduleSchema } from '../src/registry/schema.ts';
 import { createBatchQueue, schedulerPort } from '../workers/batch.ts';
 import {
   buildGateway,
-  captureLogger,
+  captureLogs,
   deletePrefix,
   download,
   makeKeys,
@@ -30,11 +30,11 @@ import {
   tempModels,
   waitFor,
   waitForRun,
-} from './batch-support.ts';
+} from './support/index.ts';
 
 const keys = makeKeys();
 const prefix = makePrefix('schedules');
-const logs = captureLogger('debug');
+const logs = captureLogs('debug');
 const SMALL_ROWS = 20;
 
 let modelsDir: string;

@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { hashKey } from '../src/platform/auth.ts';
 import { loadConfig } from '../src/platform/config.ts';
 import { type RunningGateway, startGateway } from '../src/server.ts';
-import { captureLogs, deleteRedisPrefix, MODELS_DIR, REDIS_URL } from './support.ts';
+import { captureLogs, deletePrefix, MODELS_DIR, REDIS_URL } from './support/index.ts';
 
 const PREFIX = `{triage-smoke-${process.pid}}`;
 const KEY = `trg_smoke_${Date.now().toString(36)}_0123456789`;
@@ -56,7 +56,7 @@ describe('gateway over real HTTP', () => {
   });
   after(async () => {
     await gateway?.shutdown();
-    await deleteRedisPrefix(PREFIX);
+    await deletePrefix(PREFIX);
   });
 
   it('listens on the configured loopback host with a free port, without a development banner', () => {

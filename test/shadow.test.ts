@@ -19,7 +19,6 @@ import {
   makePrefix,
   metricValue,
   pool,
-  type ReleaseGateway,
   removeDir,
   round6,
   type Scored,
@@ -27,12 +26,13 @@ import {
   searchGrid,
   shadowStorage,
   sleep,
+  type TestGateway,
   tempModels,
   VersionFaults,
   type Vitals,
   waitFor,
   withoutRequestId,
-} from './release-support.ts';
+} from './support/index.ts';
 
 const keys = makeKeys();
 const THRESHOLD = 0.3;
@@ -43,13 +43,13 @@ before(async () => {
 });
 
 /** The bundled manifest must be what these tests assume: v1 primary, v2 shadowing every request. */
-function assertBundledRouting(gw: ReleaseGateway) {
+function assertBundledRouting(gw: TestGateway) {
   const m = gw.gateway.deps.catalog.get(MODEL);
   assert.ok(m);
   assert.deepEqual(m.routing, { primary: '1', shadow: { versions: ['2'], sampleRate: 1 } });
 }
 
-async function pairsMetric(gw: ReleaseGateway): Promise<number> {
+async function pairsMetric(gw: TestGateway): Promise<number> {
   const text = await gw.metrics();
   return (
     (metricValue(text, 'triage_shadow_pairs_total', { model: MODEL, version: '2', agreement: 'agree' }) ?? 0) +
@@ -57,7 +57,7 @@ async function pairsMetric(gw: ReleaseGateway): Promise<number> {
   );
 }
 
-async function report(gw: ReleaseGateway) {
+async function report(gw: TestGateway) {
   await gw.gateway.deps.shadow.flush();
   const res = await gw.call('GET', `/v1/models/${MODEL}/shadow`, keys.client);
   assert.equal(res.status, 200, res.text);
@@ -70,7 +70,7 @@ function rows(n: number): Vitals[] {
   return Array.from({ length: n }, (_, i) => (candidates[(i * 37) % candidates.length] as Scored).vitals);
 }
 
-function putShadow(gw: ReleaseGateway, body: Record<string, unknown>) {
+function putShadow(gw: TestGateway, body: Record<string, unknown>) {
   return gw.call('PUT', `/v1/models/${MODEL}/routing/shadow`, keys.admin, body);
 }
 
@@ -79,12 +79,12 @@ function putShadow(gw: ReleaseGateway, body: Record<string, unknown>) {
 describe('pairs are recorded and reported', { timeout: 60_000 }, () => {
   const prefix = makePrefix('shadow-report');
   let modelsDir: string;
-  let gw: ReleaseGateway;
+  let gw: TestGateway;
   /** the requests sent: single rows and one of several instances */
   let requests: Scored[][];
 
   before(async () => {
-    modelsDir = await tempModels();
+    modelsDir = await tempModels({ [MODEL]: null });
     gw = await buildGateway({ prefix, keys, modelsDir });
     assertBundledRouting(gw);
     const pick = (list: Scored[], n: number) => {
@@ -128,6 +128,7 @@ describe('pairs are recorded and reported', { timeout: 60_000 }, () => {
   test('report: pairs, agreement rate, mean |Δscore|, disagreements by direction, errors, latency percentiles', async () => {
     for (const request of requests) {
       const res = await gw.predict(
+        MODEL,
         keys.client,
         request.map((s) => s.vitals),
       );
@@ -181,6 +182,7 @@ describe('pairs are recorded and reported', { timeout: 60_000 }, () => {
     const send = () =>
       pool(requests.length, 4, (i) =>
         gw.predict(
+          MODEL,
           keys.client,
           (requests[i] as Scored[]).map((s) => s.vitals),
         ),
@@ -216,7 +218,7 @@ describe('pairs are recorded and reported', { timeout: 60_000 }, () => {
       onOxygen: true,
     };
     const before = await pairsMetric(gw);
-    const res = await gw.predict(keys.client, [distinctive, { ...distinctive, pulse: 136 }], {
+    const res = await gw.predict(MODEL, keys.client, [distinctive, { ...distinctive, pulse: 136 }], {
       'x-subject-key': 'patient-8675309',
     });
     assert.equal(res.status, 200, res.text);
@@ -295,10 +297,10 @@ describe('a shadow that throws', { timeout: 60_000 }, () => {
   const prefix = makePrefix('shadow-throws');
   const faults = new VersionFaults();
   let modelsDir: string;
-  let gw: ReleaseGateway;
+  let gw: TestGateway;
 
   before(async () => {
-    modelsDir = await tempModels();
+    modelsDir = await tempModels({ [MODEL]: null });
     gw = await buildGateway({ prefix, keys, modelsDir, faults });
     assertBundledRouting(gw);
   });
@@ -313,7 +315,7 @@ describe('a shadow that throws', { timeout: 60_000 }, () => {
     const instances = rows(20);
     const expected = await scoreOnnx('1', instances);
     faults.fail(MODEL, '2');
-    const failing = await pool(20, 8, (i) => gw.predict(keys.client, [instances[i]]));
+    const failing = await pool(20, 8, (i) => gw.predict(MODEL, keys.client, [instances[i]]));
     for (const [i, res] of failing.entries()) {
       assert.equal(res.status, 200, res.text);
       assert.equal(res.body.version, '1');
@@ -333,7 +335,7 @@ describe('a shadow that throws', { timeout: 60_000 }, () => {
     // the same requests with the shadow removed: byte for byte the same answers (request ids aside)
     const removed = await putShadow(gw, { versions: [], reason: 'baseline without shadows' });
     assert.equal(removed.status, 200, removed.text);
-    const baseline = await pool(20, 8, (i) => gw.predict(keys.client, [instances[i]]));
+    const baseline = await pool(20, 8, (i) => gw.predict(MODEL, keys.client, [instances[i]]));
     for (const [i, res] of baseline.entries()) {
       assert.equal(res.status, 200, res.text);
       assert.deepEqual(withoutRequestId(failing[i]?.body), withoutRequestId(res.body));
@@ -350,11 +352,11 @@ describe('a shadow that hangs', { timeout: 60_000 }, () => {
   const CAP = 256;
   const N = 300;
   let modelsDir: string;
-  let gw: ReleaseGateway;
+  let gw: TestGateway;
 
   before(async () => {
     // the latency budget (2 s, see tempModels): a primary that waited on the hung shadow would get a 504 at it
-    modelsDir = await tempModels();
+    modelsDir = await tempModels({ [MODEL]: null });
     gw = await buildGateway({ prefix, keys, modelsDir, faults });
     assertBundledRouting(gw);
   });
@@ -369,7 +371,7 @@ describe('a shadow that hangs', { timeout: 60_000 }, () => {
     const instances = rows(N);
     const expected = await scoreOnnx('1', instances);
     faults.hold(MODEL, '2'); // every v2 run waits until the end of the test
-    const replies = await pool(N, 16, (i) => gw.predict(keys.client, [instances[i]]));
+    const replies = await pool(N, 16, (i) => gw.predict(MODEL, keys.client, [instances[i]]));
     // every answer came back while the shadow was still held: none of them waited on it
     assert.ok(faults.faultedRuns(MODEL, '2') >= 1, 'the shadow reached the gate');
     for (const [i, res] of replies.entries()) {
@@ -401,13 +403,13 @@ describe('a shadow that hangs', { timeout: 60_000 }, () => {
 describe('the sample rate', { timeout: 60_000 }, () => {
   const prefix = makePrefix('shadow-rate');
   let modelsDir: string;
-  let gw: ReleaseGateway;
+  let gw: TestGateway;
   /** the next draws of the injected random; `draws` counts them */
   let draw: () => number = () => 0.5;
   let draws = 0;
 
   before(async () => {
-    modelsDir = await tempModels();
+    modelsDir = await tempModels({ [MODEL]: null });
     gw = await buildGateway({
       prefix,
       keys,
@@ -430,7 +432,7 @@ describe('the sample rate', { timeout: 60_000 }, () => {
     const [score] = await scoreOnnx('1', [marker]);
     await putShadow(gw, { versions: ['2'], sampleRate: 1, reason: 'barrier' });
     draw = () => 0.999999;
-    const res = await gw.predict(keys.client, [marker]);
+    const res = await gw.predict(MODEL, keys.client, [marker]);
     assert.equal(res.status, 200, res.text);
     // mirrors run in order through the shadow's batcher: once the marker's pair is in, every earlier one is too
     await waitFor(async () => {
@@ -449,7 +451,7 @@ describe('the sample rate', { timeout: 60_000 }, () => {
     draw = () => cycle[i++ % cycle.length] as number;
     draws = 0;
     const instances = rows(20);
-    for (const row of instances) assert.equal((await gw.predict(keys.client, [row])).status, 200);
+    for (const row of instances) assert.equal((await gw.predict(MODEL, keys.client, [row])).status, 200);
     assert.equal(draws, 20, 'one draw per request');
     await barrier({
       age: 33,
@@ -475,7 +477,7 @@ describe('the sample rate', { timeout: 60_000 }, () => {
     const res = await putShadow(gw, { versions: ['2'], sampleRate: 0, reason: 'sample nothing' });
     assert.equal(res.status, 200, res.text);
     draw = () => 0;
-    for (const row of rows(20)) assert.equal((await gw.predict(keys.client, [row])).status, 200);
+    for (const row of rows(20)) assert.equal((await gw.predict(MODEL, keys.client, [row])).status, 200);
     await barrier({
       age: 34,
       respirationRate: 13,
@@ -495,10 +497,10 @@ describe('async jobs and batch runs mirror too', { timeout: 60_000 }, () => {
   const prefix = makePrefix('shadow-tiers');
   let modelsDir: string;
   let dataDir: string;
-  let gw: ReleaseGateway;
+  let gw: TestGateway;
 
   before(async () => {
-    modelsDir = await tempModels();
+    modelsDir = await tempModels({ [MODEL]: null });
     dataDir = await mkdtemp(path.join(tmpdir(), 'triage-shadow-data-'));
     gw = await buildGateway({ prefix, keys, modelsDir, dataDir, workers: ['inference', 'batch'] });
   });
@@ -513,7 +515,7 @@ describe('async jobs and batch runs mirror too', { timeout: 60_000 }, () => {
   test('Prefer: respond-async → the job is released with the primary output; a pair per instance is recorded', async () => {
     const instances = rows(3);
     const [v1, v2] = [await scoreOnnx('1', instances), await scoreOnnx('2', instances)];
-    const res = await gw.predict(keys.client, instances, { prefer: 'respond-async' });
+    const res = await gw.predict(MODEL, keys.client, instances, { prefer: 'respond-async' });
     assert.equal(res.status, 202, res.text);
     let job: Record<string, unknown> & { state?: string; result?: { output: { predictions: unknown[] } } } = {};
     await waitFor(async () => {
@@ -544,7 +546,7 @@ describe('async jobs and batch runs mirror too', { timeout: 60_000 }, () => {
       ((await report(gw)).shadows.find((x: { version: string }) => x.version === '2')?.pairs as number | undefined) ??
       0;
     const runJob = async () => {
-      const res = await gw.predict(keys.client, rows(2), { prefer: 'respond-async' });
+      const res = await gw.predict(MODEL, keys.client, rows(2), { prefer: 'respond-async' });
       assert.equal(res.status, 202, res.text);
       await waitFor(
         async () => (await gw.call('GET', `/v1/jobs/${res.body.id}`, keys.client)).body?.state === 'released',

@@ -27,7 +27,7 @@ import {
   tempModels,
   waitFor,
   waitForState,
-} from './async-support.ts';
+} from './support/index.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const REDIS = new URL(process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379');
@@ -124,7 +124,7 @@ before(async () => {
       m.review = { policy: 'never' };
     },
   });
-  receiver = await Receiver.start(keys.secrets.a);
+  receiver = await Receiver.start(keys.secrets.client);
   front = await buildGateway({ prefix, keys, modelsDir, workers: ['callbacks', 'maintenance'] });
 });
 after(async () => {
@@ -164,7 +164,7 @@ async function crashMidJob(marker: string, existing?: string): Promise<{ id: str
     assert.equal(worker.child.exitCode, null, `the worker process exited: ${worker.output.join('')}`);
     let id = existing;
     if (!id) {
-      const res = await front.call('POST', '/v1/models/note-triage/jobs', keys.clientA, {
+      const res = await front.call('POST', '/v1/models/note-triage/jobs', keys.client, {
         input: { text: NOTES.urgent },
         callbackUrl: receiver.url('/crash'),
       });
@@ -202,9 +202,9 @@ describe('a worker process killed mid-job', () => {
     assert.equal(await bull?.getState(), 'active', 'BullMQ still holds it as active (locked by the dead worker)');
     assert.equal(receiver.deliveriesFor(id).length, 0);
 
-    const second = await buildGateway({ prefix, keys, modelsDir, workers: ['inference'], lockMs: LOCK_MS });
+    const second = await buildGateway({ prefix, keys, modelsDir, workers: ['inference'], workerLockMs: LOCK_MS });
     try {
-      const job = await waitForState(front, keys.clientA, id, 'released', 20_000);
+      const job = await waitForState(front, keys.client, id, 'released', 20_000);
       assert.equal(job.result.output.predictions[0].category, 'urgent-follow-up');
       await waitFor(() => queueIdle(front.gateway.services.queues.inference), 'the inference queue to drain');
       const recovered = await front.gateway.services.queues.inference.getJob(id);
@@ -240,7 +240,7 @@ describe('a worker process killed mid-job', () => {
       'not queued yet',
     );
 
-    const second = await buildGateway({ prefix, keys, modelsDir, workers: ['inference'], lockMs: LOCK_MS });
+    const second = await buildGateway({ prefix, keys, modelsDir, workers: ['inference'], workerLockMs: LOCK_MS });
     try {
       await waitFor(
         async () => (await (await front.gateway.services.queues.inference.getJob(id))?.getState()) === 'completed',
@@ -278,10 +278,10 @@ describe('a worker process killed mid-job', () => {
     assert.equal((await front.gateway.services.queues.inference.getJob(id))?.stalledCounter, 2);
     assert.equal((await front.gateway.services.store.get(id))?.state, 'running');
 
-    const last = await buildGateway({ prefix, keys, modelsDir, workers: ['inference'], lockMs: LOCK_MS });
+    const last = await buildGateway({ prefix, keys, modelsDir, workers: ['inference'], workerLockMs: LOCK_MS });
     try {
       // the third stall exceeds maxStalledCount: BullMQ fails the job without running it; the record must say so
-      const job = await waitForState(front, keys.clientA, id, ['failed', 'released'], 20_000);
+      const job = await waitForState(front, keys.client, id, ['failed', 'released'], 20_000);
       assert.equal(job.state, 'failed');
       assert.match(job.error, /stalled/);
       assert.equal(job.result, undefined);

@@ -1,0 +1,37 @@
+/** Inputs the bundled models score predictably, and where shared data sets live. */
+import { fileURLToPath } from 'node:url';
+
+export const SYNTHEA_OBSERVATIONS = fileURLToPath(
+  new URL('../../../shared/data/synthea/vital-sign-observations.ndjson', import.meta.url),
+);
+
+/** Clinical notes the demonstration model classifies confidently. */
+export const NOTES = {
+  urgent: 'Patient reports central chest pain radiating to the left arm, troponin raised. Urgent cardiology review.',
+  routine: 'Hypertension well controlled and stable on amlodipine. Repeat bloods in 3 months and review in clinic.',
+  none: 'Chest X-ray normal. Bloods unremarkable. No concerns, discharged.',
+};
+
+/** A valid NEWS2 instance (scores 0). */
+export const NEWS2_INSTANCE = {
+  respirationRate: 16,
+  spo2: 97,
+  onOxygen: false,
+  systolicBP: 120,
+  pulse: 70,
+  consciousness: 'alert',
+  temperature: 37,
+};
+
+/** A valid, varied NEWS2 row (deterministic in `i`). */
+export function news2Row(i: number): Record<string, unknown> {
+  return {
+    respirationRate: 8 + (i % 20),
+    spo2: 88 + (i % 13),
+    onOxygen: i % 7 === 0,
+    systolicBP: 85 + ((i * 7) % 150),
+    pulse: 40 + ((i * 3) % 100),
+    consciousness: i % 11 === 0 ? 'voice' : 'alert',
+    temperature: Math.round((34.5 + (i % 50) / 10) * 10) / 10,
+  };
+}

@@ -1,0 +1,49 @@
+/** Waiting for events, never for time: bounded polling of a condition, and a clock tests move themselves. */
+
+/** A plain delay: for a stand-in that must be slow (a model run, an endpoint), never to wait for something. */
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `condition` every `everyMs`; throws (naming `what`) rather than hangs if it is still false after `timeoutMs`. */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what: string | (() => string),
+  timeoutMs = 10_000,
+  everyMs = 2,
+): Promise<void> {
+  // performance.now(): a test may mock Date
+  const started = performance.now();
+  while (!(await condition())) {
+    if (performance.now() - started > timeoutMs) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
+    }
+    await sleep(everyMs);
+  }
+}
+
+/** Strictly increasing milliseconds near wall time (so holds order deterministically), plus a settable offset. */
+export class TestClock {
+  #last = 0;
+  offsetMs = 0;
+  readonly now = (): number => {
+    const t = Math.max(Date.now() + this.offsetMs, this.#last + 1);
+    this.#last = t;
+    return t;
+  };
+  advance(ms: number): void {
+    this.offsetMs += ms;
+  }
+}
+
+/** Runs `fn(i)` for i in [0, n) with at most `concurrency` at a time; results in order. */
+export async function pool<T>(n: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<T[]> {
+  const out = new Array<T>(n);
+  let next = 0;
+  const lane = async () => {
+    while (next < n) {
+      const i = next++;
+      out[i] = await fn(i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane));
+  return out;
+}
