@@ -3,13 +3,16 @@
  * the fake) against the wire-protocol fake, the real ONNX fallback, requests through app.request().
  *
  * Models, copied from models/deterioration into a temp dir (manifests edited with the yaml package):
- * - `deterioration`: v3 on SageMaker (`deterioration-prod`), resilience {timeoutMs 40, retries 1, breakerThreshold 3,
- *   breakerHalfOpenAfterMs 500}, fallback "1", primary "3"; the shadow section is dropped (v2 stays a version);
- * - `deterioration-nofallback`: the same remote v3 (its own endpoint, timeoutMs 150) without a fallback;
+ * - `deterioration`: v3 on SageMaker (`deterioration-prod`), resilience {timeoutMs 1000, retries 1, breakerThreshold
+ *   3, breakerHalfOpenAfterMs 300}, fallback "1", primary "3"; the shadow section is dropped (v2 stays a version);
+ * - `deterioration-nofallback`: the same remote v3 (its own endpoint, timeoutMs 2000) without a fallback;
  * - `deterioration-defaulttimeout`: remote v3 with fallback "1" but no `timeoutMs` (the timeout is the whole budget);
  * - `deterioration-shadowed`: onnx v1 primary, remote v3 shadowing every request.
- * Every copy's sync latency budget is 250 ms instead of 50 ms: the remote timeout (40 ms) is what is tested, and the
- * headroom keeps the fallback-in-time assertions true on a loaded test machine (only "never hangs" is timed).
+ * Every copy's sync latency budget is 4 s instead of 50 ms: the remote timeout and the fallback are what is tested,
+ * and every margin (an attempt, a fallback run) is a second or more, so the assertions hold on a machine whose cores
+ * are busy. A slow fault holds the reply far longer (SLOW_MS), so "never hangs" is clear. The tests about the open
+ * window stop the breakers' clock (a mocked Date; cockatiel reads Date.now()) and move it themselves, so the window
+ * lasts exactly as long as they say; elsewhere the short half-open delay only lets `recover` close a breaker soon.
  * Each model has its own fake (faults are per fake) and endpoint name (breakers are per endpoint).
  * The fakes score with the real deterioration v1 ONNX, so a remote answer equals v1's in-process answer.
  * Time bounds are generous upper bounds that only prove "never hangs", not performance.
@@ -18,7 +21,7 @@ import assert from 'node:assert/strict';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, mock, test } from 'node:test';
 import YAML from 'yaml';
 import type { Manifest } from '../src/registry/schema.ts';
 import { type CloudRuntimeFactory, createRuntimeFactory } from '../src/runtime/factory.ts';
@@ -37,21 +40,23 @@ import {
   metricValue,
   predict,
   problemBody,
-  sleep,
   type TestGateway,
+  waitFor,
 } from './support/index.ts';
 
 /** "never hangs": far above any deadline used here, far below a stuck test */
-const SETTLES_WITHIN_MS = 2_000;
+const SETTLES_WITHIN_MS = 8_000;
+/** a slow fault: far beyond every deadline here */
+const SLOW_MS = 30_000;
 const REGION = 'eu-west-2';
-const RESILIENCE = { timeoutMs: 40, retries: 1, breakerThreshold: 3, breakerHalfOpenAfterMs: 500 };
+const RESILIENCE = { timeoutMs: 1_000, retries: 1, breakerThreshold: 3, breakerHalfOpenAfterMs: 300 };
 /** without a fallback, a failed attempt is the answer: room for an attempt on a loaded machine, and a retry */
-const NO_FALLBACK_RESILIENCE = { ...RESILIENCE, timeoutMs: 150 };
+const NO_FALLBACK_RESILIENCE = { ...RESILIENCE, timeoutMs: 2_000 };
 const MAIN = 'deterioration';
 const NO_FALLBACK = 'deterioration-nofallback';
 const SHADOWED = 'deterioration-shadowed';
 const DEFAULT_TIMEOUT = 'deterioration-defaulttimeout';
-const BUDGET_MS = 250;
+const BUDGET_MS = 4_000;
 
 const PATIENTS = [
   { age: 45, respirationRate: 14, spo2: 98, systolicBP: 125, pulse: 72, temperature: 36.8, onOxygen: false },
@@ -167,14 +172,16 @@ async function recover(model: string): Promise<void> {
   const fake = fakes[model] as SageMakerFake;
   fake.queue.length = 0;
   fake.fault = { mode: 'ok' };
-  const until = Date.now() + 5_000;
-  while (Date.now() < until) {
-    const { res } = await call(model);
-    const body = (await res.json()) as Record<string, unknown>;
-    if (res.status === 200 && body.version === '3' && factory.breakers.states()[endpointOf(model)] === 'closed') return;
-    await sleep(50);
-  }
-  throw new Error(`${model}: the remote version did not recover`);
+  await waitFor(
+    async () => {
+      const { res } = await call(model);
+      const body = (await res.json()) as Record<string, unknown>;
+      return res.status === 200 && body.version === '3' && factory.breakers.states()[endpointOf(model)] === 'closed';
+    },
+    `${model}: the remote version to recover`,
+    RESILIENCE.breakerHalfOpenAfterMs + SETTLES_WITHIN_MS,
+    50,
+  );
 }
 
 before(async () => {
@@ -308,7 +315,7 @@ describe('a remote primary with an ONNX fallback', () => {
     const counted = await fallbacks('deadline_exceeded');
     const misses = await deadlineMisses(MAIN);
     const before = fake.count;
-    fake.fault = { mode: 'slow', ms: 5_000 };
+    fake.fault = { mode: 'slow', ms: SLOW_MS };
     const { ms } = await expectFallback();
     assert.equal(await deadlineMisses(MAIN), misses, 'answered in time: not a 504');
     assert.ok(ms < SETTLES_WITHIN_MS, `answered in ${ms.toFixed(0)} ms`);
@@ -325,28 +332,35 @@ describe('a remote primary with an ONNX fallback', () => {
     const endpoint = endpointOf(MAIN);
     assert.equal(factory.breakers.states()[endpoint], 'closed');
     const seen = events.length;
-    await fake.refuseConnections();
+    // the breaker's clock (cockatiel reads Date.now()) stands still until the test moves it: the open window lasts
+    // exactly as long as the test says, however slow the machine
+    mock.timers.enable({ apis: ['Date'], now: Date.now() });
     try {
-      // breakerThreshold (3) consecutive connection failures; a request makes at most 2 attempts
+      await fake.refuseConnections();
+      try {
+        // breakerThreshold (3) consecutive connection failures; a request makes at most 2 attempts
+        for (let i = 0; i < 3; i++) await expectFallback();
+        assert.equal(factory.breakers.states()[endpoint], 'open');
+        assert.ok(events.slice(seen).some((e) => e.type === 'breaker' && e.state === 'open' && e.name === endpoint));
+      } finally {
+        await fake.acceptConnections();
+      }
+      // the endpoint is back, but the breaker is open: nothing reaches it until the half-open delay has passed
+      const before = fake.count;
+      mock.timers.tick(RESILIENCE.breakerHalfOpenAfterMs - 1);
       for (let i = 0; i < 3; i++) await expectFallback();
-      assert.equal(factory.breakers.states()[endpoint], 'open');
-      assert.ok(events.slice(seen).some((e) => e.type === 'breaker' && e.state === 'open' && e.name === endpoint));
-    } finally {
-      await fake.acceptConnections();
-    }
-    // the endpoint is back, but the breaker is open: nothing reaches it until the half-open delay has passed
-    const before = fake.count;
-    const opened = Date.now();
-    for (let i = 0; i < 3; i++) await expectFallback();
-    assert.ok(Date.now() - opened < RESILIENCE.breakerHalfOpenAfterMs, 'still inside the open window');
-    assert.equal(fake.count, before, 'an open breaker fails fast without calling the endpoint');
-    assert.ok(events.slice(seen).some((e) => e.type === 'short_circuit' && e.name === endpoint));
+      assert.equal(factory.breakers.states()[endpoint], 'open', 'still inside the open window');
+      assert.equal(fake.count, before, 'an open breaker fails fast without calling the endpoint');
+      assert.ok(events.slice(seen).some((e) => e.type === 'short_circuit' && e.name === endpoint));
 
-    await sleep(RESILIENCE.breakerHalfOpenAfterMs + 100);
-    await expectRemote();
-    assert.equal(fake.count, before + 1, 'the half-open probe went to the endpoint');
-    assert.equal(factory.breakers.states()[endpoint], 'closed');
-    assert.ok(events.slice(seen).some((e) => e.type === 'breaker' && e.state === 'closed' && e.name === endpoint));
+      mock.timers.tick(2);
+      await expectRemote();
+      assert.equal(fake.count, before + 1, 'the half-open probe went to the endpoint');
+      assert.equal(factory.breakers.states()[endpoint], 'closed');
+      assert.ok(events.slice(seen).some((e) => e.type === 'breaker' && e.state === 'closed' && e.name === endpoint));
+    } finally {
+      mock.timers.reset();
+    }
   });
 
   test('malformed replies → fallback, never retried', async () => {
@@ -365,8 +379,8 @@ describe('a remote primary with a fallback and no timeoutMs (the timeout default
 
   test('a slow endpoint still leaves the fallback time to answer within the budget, or a shorter caller deadline', async () => {
     const fake = fakes[DEFAULT_TIMEOUT] as SageMakerFake;
-    fake.fault = { mode: 'slow', ms: 5_000 };
-    for (const headers of [{}, { 'x-request-timeout-ms': '120' }] as Array<Record<string, string>>) {
+    fake.fault = { mode: 'slow', ms: SLOW_MS };
+    for (const headers of [{}, { 'x-request-timeout-ms': '1000' }] as Array<Record<string, string>>) {
       const before = fake.count;
       const { res, ms } = await call(DEFAULT_TIMEOUT, headers);
       const body = (await res.json()) as Record<string, unknown>;
@@ -406,7 +420,7 @@ describe('a remote primary without a fallback', () => {
   test('fake slower than the deadline → 504 deadline_exceeded, "no score: follow the standard protocol"', async () => {
     const fake = fakes[NO_FALLBACK] as SageMakerFake;
     const misses = await deadlineMisses(NO_FALLBACK);
-    fake.fault = { mode: 'slow', ms: 5_000 };
+    fake.fault = { mode: 'slow', ms: SLOW_MS };
     await expectProblem(504, 'deadline_exceeded');
     assert.equal(await deadlineMisses(NO_FALLBACK), misses + 1, 'a 504 is counted as a deadline miss');
   });
@@ -436,12 +450,19 @@ describe('a remote primary without a fallback', () => {
   test('open breaker → 502 upstream_failed at once, the endpoint not called', async () => {
     const fake = fakes[NO_FALLBACK] as SageMakerFake;
     fake.fault = { mode: 'malformed', shape: 'not-json' };
-    for (let i = 0; i < RESILIENCE.breakerThreshold; i++) await expectProblem(502, 'upstream_failed');
-    assert.equal(factory.breakers.states()[endpointOf(NO_FALLBACK)], 'open');
-    const before = fake.count;
-    const body = await expectProblem(502, 'upstream_failed');
-    assert.equal(body.upstream, 'unavailable');
-    assert.equal(fake.count, before);
+    // the breaker's clock stands still: it is open for the whole test, however slow the machine
+    mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    try {
+      for (let i = 0; i < RESILIENCE.breakerThreshold; i++) await expectProblem(502, 'upstream_failed');
+      assert.equal(factory.breakers.states()[endpointOf(NO_FALLBACK)], 'open');
+      const before = fake.count;
+      mock.timers.tick(RESILIENCE.breakerHalfOpenAfterMs - 1);
+      const body = await expectProblem(502, 'upstream_failed');
+      assert.equal(body.upstream, 'unavailable');
+      assert.equal(fake.count, before);
+    } finally {
+      mock.timers.reset();
+    }
   });
 });
 
@@ -459,8 +480,7 @@ describe('a remote shadow that fails', () => {
       assert.equal('fallback' in body, false);
       assert.deepEqual(body.predictions, expected);
     }
-    const until = Date.now() + SETTLES_WITHIN_MS;
-    while ((await errors()) < before + n && Date.now() < until) await sleep(10);
+    await waitFor(async () => (await errors()) >= before + n, 'the shadow errors to be counted', SETTLES_WITHIN_MS);
     assert.equal(await errors(), before + n);
     assert.ok(fake.count >= 1, 'the shadow called the endpoint');
     await t.deps.shadow.flush();

@@ -100,7 +100,7 @@ describe('the admin API', () => {
         readers: ['batch-client'],
         source: 'api',
         updatedAt: undefined,
-        updatedBy: 'batch-admin',
+        updatedBy: 'admin',
       },
     );
     const again = await gw.call('PUT', '/v1/schedules/hourly-news2', keys.admin, yearly({ missed: 'catch-up' }));
