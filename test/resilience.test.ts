@@ -6,8 +6,7 @@
  * Time bounds here are generous upper bounds that only prove "never hangs", not performance.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, mock, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
 import { type LoadedModel, loadModels } from '../src/registry/load.ts';
@@ -127,7 +126,16 @@ async function vertexCloud(): Promise<Cloud> {
       fake.fault = { mode: 'ok' };
     },
     refuse: () => fake.refuseConnections(),
-    accept: () => fake.acceptConnections(),
+    async accept() {
+      await fake.acceptConnections();
+      // the gRPC channel reconnects after its own backoff: wait for the channel to be ready, not for time to pass
+      const stub = (await client.predictionServiceStub) as unknown as {
+        waitForReady(deadline: number, callback: (err?: Error) => void): void;
+      };
+      await new Promise<void>((resolve, reject) =>
+        stub.waitForReady(Date.now() + SETTLES_WITHIN_MS, (err) => (err ? reject(err) : resolve())),
+      );
+    },
     runtime: (policy, events) =>
       withResilience(
         createVertexRuntime(spec, model.manifest, { client }),
@@ -165,6 +173,20 @@ async function expectRemoteError(
 }
 
 const deadline = (ms: number) => ({ deadline: Date.now() + ms });
+
+/**
+ * Runs `fn` with Date stopped (timers still run): a breaker (cockatiel reads Date.now()) stays open exactly until the
+ * test moves the clock with `mock.timers.tick`, however slow the machine. Deadlines are reckoned from the same clock,
+ * and enforced by real timers.
+ */
+async function withStoppedClock(fn: () => Promise<void>): Promise<void> {
+  mock.timers.enable({ apis: ['Date'], now: Date.now() });
+  try {
+    await fn();
+  } finally {
+    mock.timers.reset();
+  }
+}
 
 for (const make of [sagemakerCloud, vertexCloud]) {
   describe(make === sagemakerCloud ? 'SageMaker faults' : 'Vertex AI faults', () => {
@@ -278,7 +300,9 @@ for (const make of [sagemakerCloud, vertexCloud]) {
         const events: ResilienceEvent[] = [];
         const before = cloud.count();
         const { error, ms } = await expectRemoteError(
-          cloud.runtime({ retries: 10, backoffInitialMs: 200, backoffMaxMs: 400 }, events).run(input, 2, deadline(500)),
+          cloud
+            .runtime({ retries: 10, backoffInitialMs: 200, backoffMaxMs: 400 }, events)
+            .run(input, 2, deadline(2_000)),
           'throttled',
         );
         const attempts = cloud.count() - before;
@@ -287,7 +311,7 @@ for (const make of [sagemakerCloud, vertexCloud]) {
           events.some((e) => e.type === 'give_up' && e.reason === 'deadline'),
           'gave up for the deadline, not for the retry count',
         );
-        assert.ok(ms < 500, `the last failure is reported before the deadline (${ms} ms)`);
+        assert.ok(ms < 2_000, `the last failure is reported before the deadline (${ms} ms)`);
         assert.match(error.message, /throttled/);
       } finally {
         cloud.ok();
@@ -345,75 +369,81 @@ for (const make of [sagemakerCloud, vertexCloud]) {
       }
     });
 
-    test('connection refused → transient → breaker open → fails fast → half-open probe closes it', async () => {
-      cloud.ok();
-      const events: ResilienceEvent[] = [];
-      const runtime = cloud.runtime({ retries: 1, breakerThreshold: 4, breakerHalfOpenAfterMs: 400 }, events);
-      await runtime.run(input, 2, deadline(5_000)); // a warm connection, then the port goes away
-      await cloud.refuse();
-      try {
-        // 2 calls × 2 attempts = 4 consecutive failures
-        for (let i = 0; i < 2; i++) {
-          const { ms } = await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'transient');
-          assert.ok(ms < SETTLES_WITHIN_MS, `settled after ${ms} ms`);
+    test('connection refused → transient → breaker open → fails fast → half-open probe closes it', () =>
+      withStoppedClock(async () => {
+        cloud.ok();
+        const events: ResilienceEvent[] = [];
+        const runtime = cloud.runtime({ retries: 1, breakerThreshold: 4, breakerHalfOpenAfterMs: 400 }, events);
+        await runtime.run(input, 2, deadline(5_000)); // a warm connection, then the port goes away
+        await cloud.refuse();
+        try {
+          // 2 calls × 2 attempts = 4 consecutive failures
+          for (let i = 0; i < 2; i++) {
+            const { ms } = await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'transient');
+            assert.ok(ms < SETTLES_WITHIN_MS, `settled after ${ms} ms`);
+          }
+          await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'unavailable');
+        } finally {
+          await cloud.accept();
         }
-        await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'unavailable');
-      } finally {
-        await cloud.accept();
-      }
-      // the endpoint is back, but the breaker is open: still no call reaches it
-      const before = cloud.count();
-      await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'unavailable');
-      assert.equal(cloud.count(), before, 'failed fast without calling the endpoint');
-
-      await sleep(450);
-      const out = await runtime.run(input, 2, deadline(5_000));
-      assert.equal(out.probability?.dims[0], 2);
-      assert.equal(cloud.count() - before, 1, 'one probe');
-      await runtime.run(input, 2, deadline(5_000));
-      assert.equal(cloud.count() - before, 2, 'closed again: calls flow');
-      const states = events.flatMap((e) => (e.type === 'breaker' ? [e.state] : []));
-      assert.deepEqual(states, ['open', 'half_open', 'closed']);
-    });
-
-    test('half-open lets exactly one probe through; a failed probe reopens the breaker', async () => {
-      cloud.fail('5xx');
-      try {
-        const runtime = cloud.runtime({ retries: 0, breakerThreshold: 2, breakerHalfOpenAfterMs: 300 });
-        for (let i = 0; i < 2; i++) await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'transient');
-        await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'unavailable');
-        await sleep(350);
+        // the endpoint is back, but the breaker is open: still no call reaches it
         const before = cloud.count();
-        const results = await Promise.allSettled([1, 2, 3, 4].map(() => runtime.run(input, 2, deadline(5_000))));
-        assert.equal(cloud.count() - before, 1, 'one probe reached the endpoint');
-        const kinds = results.map((r) => (r.status === 'rejected' ? (r.reason as RemoteError).kind : 'ok')).sort();
-        assert.deepEqual(kinds, ['transient', 'unavailable', 'unavailable', 'unavailable']);
         await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'unavailable');
-        assert.equal(cloud.count() - before, 1);
-      } finally {
-        cloud.ok();
-      }
-    });
+        assert.equal(cloud.count(), before, 'failed fast without calling the endpoint');
+        mock.timers.tick(399);
+        await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'unavailable');
+        assert.equal(cloud.count(), before, 'still open 1 ms before the half-open delay');
 
-    test('callers waiting on a slow half-open probe still settle by their own deadlines', async () => {
-      cloud.fail('5xx');
-      try {
-        const runtime = cloud.runtime({ retries: 0, breakerThreshold: 1, breakerHalfOpenAfterMs: 200 });
-        await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'transient');
-        await sleep(250);
-        cloud.fail('slow', undefined, 5_000);
-        const probe = runtime.run(input, 2, deadline(600));
-        const waiters = [1, 2, 3].map(() => runtime.run(input, 2, deadline(150)));
-        for (const waiter of waiters) {
-          const { ms } = await expectRemoteError(waiter, 'timeout');
-          assert.ok(ms < SETTLES_WITHIN_MS, `waiter settled after ${ms} ms`);
+        mock.timers.tick(2);
+        const out = await runtime.run(input, 2, deadline(5_000));
+        assert.equal(out.probability?.dims[0], 2);
+        assert.equal(cloud.count() - before, 1, 'one probe');
+        await runtime.run(input, 2, deadline(5_000));
+        assert.equal(cloud.count() - before, 2, 'closed again: calls flow');
+        const states = events.flatMap((e) => (e.type === 'breaker' ? [e.state] : []));
+        assert.deepEqual(states, ['open', 'half_open', 'closed']);
+      }));
+
+    test('half-open lets exactly one probe through; a failed probe reopens the breaker', () =>
+      withStoppedClock(async () => {
+        cloud.fail('5xx');
+        try {
+          const runtime = cloud.runtime({ retries: 0, breakerThreshold: 2, breakerHalfOpenAfterMs: 300 });
+          for (let i = 0; i < 2; i++) await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'transient');
+          await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'unavailable');
+          mock.timers.tick(301);
+          const before = cloud.count();
+          const results = await Promise.allSettled([1, 2, 3, 4].map(() => runtime.run(input, 2, deadline(5_000))));
+          assert.equal(cloud.count() - before, 1, 'one probe reached the endpoint');
+          const kinds = results.map((r) => (r.status === 'rejected' ? (r.reason as RemoteError).kind : 'ok')).sort();
+          assert.deepEqual(kinds, ['transient', 'unavailable', 'unavailable', 'unavailable']);
+          await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'unavailable');
+          assert.equal(cloud.count() - before, 1);
+        } finally {
+          cloud.ok();
         }
-        const { ms } = await expectRemoteError(probe, 'timeout');
-        assert.ok(ms < SETTLES_WITHIN_MS, `probe settled after ${ms} ms`);
-      } finally {
-        cloud.ok();
-      }
-    });
+      }));
+
+    test('callers waiting on a slow half-open probe still settle by their own deadlines', () =>
+      withStoppedClock(async () => {
+        cloud.fail('5xx');
+        try {
+          const runtime = cloud.runtime({ retries: 0, breakerThreshold: 1, breakerHalfOpenAfterMs: 200 });
+          await expectRemoteError(runtime.run(input, 2, deadline(5_000)), 'transient');
+          mock.timers.tick(201);
+          cloud.fail('slow', undefined, 5_000);
+          const probe = runtime.run(input, 2, deadline(600));
+          const waiters = [1, 2, 3].map(() => runtime.run(input, 2, deadline(150)));
+          for (const waiter of waiters) {
+            const { ms } = await expectRemoteError(waiter, 'timeout');
+            assert.ok(ms < SETTLES_WITHIN_MS, `waiter settled after ${ms} ms`);
+          }
+          const { ms } = await expectRemoteError(probe, 'timeout');
+          assert.ok(ms < SETTLES_WITHIN_MS, `probe settled after ${ms} ms`);
+        } finally {
+          cloud.ok();
+        }
+      }));
   });
 }
 
