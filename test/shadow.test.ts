@@ -25,7 +25,6 @@ import {
   scoreOnnx,
   searchGrid,
   shadowStorage,
-  sleep,
   type TestGateway,
   tempModels,
   VersionFaults,
@@ -348,14 +347,14 @@ describe('a shadow that throws', { timeout: 60_000 }, () => {
 describe('a shadow that hangs', { timeout: 60_000 }, () => {
   const prefix = makePrefix('shadow-hangs');
   const faults = new VersionFaults();
-  /** the in-flight cap of shadow runs per model (MAX_SHADOW_IN_FLIGHT in src/serving.ts) */
+  /** the in-flight cap of shadow runs per model (MAX_SHADOW_IN_FLIGHT in src/serving/scorer.ts) */
   const CAP = 256;
   const N = 300;
   let modelsDir: string;
   let gw: TestGateway;
 
   before(async () => {
-    // the latency budget (2 s, see tempModels): a primary that waited on the hung shadow would get a 504 at it
+    // the latency budget (GENEROUS_BUDGET_MS): a primary that waited on the hung shadow would get a 504 at it
     modelsDir = await tempModels({ [MODEL]: null });
     gw = await buildGateway({ prefix, keys, modelsDir, faults });
     assertBundledRouting(gw);
@@ -553,16 +552,17 @@ describe('async jobs and batch runs mirror too', { timeout: 60_000 }, () => {
         'the job to be released',
       );
     };
+    // no waiting between a change and the next job: a worker reads the routing in force when it takes the job
     assert.equal((await putShadow(gw, { versions: [], reason: 'pause the v2 evaluation' })).status, 200);
-    await sleep(2_100); // the workers' routing cache
     const before = await pairsOf();
-    await runJob();
-    await sleep(300);
-    assert.equal(await pairsOf(), before, 'no pair while the shadow is off');
+    await runJob(); // shadow off: its rows must never be mirrored
     assert.equal((await putShadow(gw, { versions: ['2'], sampleRate: 1, reason: 'resume' })).status, 200);
-    await sleep(2_100);
     await runJob();
-    await waitFor(async () => (await pairsOf()) === before + 2, 'the pairs of the job once the shadow is back');
+    // a mirror of the first job would have been started before the second job was even submitted, so once the
+    // second job's pairs are recorded, the first job's would be too: exactly two pairs means none came from it
+    await waitFor(async () => (await pairsOf()) >= before + 2, 'the pairs of the job once the shadow is back');
+    await gw.deps.shadow.flush();
+    assert.equal(await pairsOf(), before + 2, 'no pair while the shadow is off, two once it is back');
   });
 
   test('a batch run writes output.shadow-2.ndjson beside the output: one line per scored row, same ids', async () => {
