@@ -29,7 +29,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { kustomize } from './deploy-kustomize.ts';
-import { deletePrefix } from './support/index.ts';
+import { deletePrefix, waitFor } from './support/index.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const REDIS_URL = process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379';
@@ -527,16 +527,18 @@ describe('the image’s files, started the way the image starts them', () => {
       output += d;
     });
     try {
-      const deadline = Date.now() + 60_000;
-      let healthy = false;
-      while (!healthy && Date.now() < deadline && child.exitCode === null) {
-        healthy = await fetch(`http://127.0.0.1:${port}/healthz`).then(
-          (r) => r.ok,
-          () => false,
-        );
-        if (!healthy) await new Promise((r) => setTimeout(r, 200));
-      }
-      assert.ok(healthy, `the gateway came up:\n${output}`);
+      await waitFor(
+        async () => {
+          assert.equal(child.exitCode, null, `the gateway exited:\n${output}`);
+          return fetch(`http://127.0.0.1:${port}/healthz`).then(
+            (r) => r.ok,
+            () => false,
+          );
+        },
+        () => `the gateway to come up:\n${output}`,
+        60_000,
+        200,
+      );
       const health = runtime.instructions.find((i) => i.op === 'HEALTHCHECK') as Instruction;
       const [probe, ...probeArgs] = execForm(health.args.slice(health.args.indexOf('CMD') + 3).trim()) as [
         string,

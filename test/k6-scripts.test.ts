@@ -20,7 +20,7 @@ import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_thread
 import { Parser } from 'acorn';
 import YAML from 'yaml';
 import { hashKey } from '../src/platform/auth.ts';
-import { deletePrefix } from './support/index.ts';
+import { deletePrefix, waitFor } from './support/index.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const K6_DIR = path.join(ROOT, 'load-tests/k6');
@@ -471,22 +471,20 @@ function syncHttp(): { request: K6State['request']; close: () => Promise<number>
   };
 }
 
-function waitFor(url: string, child: ChildProcess, output: () => string): Promise<void> {
-  return (async () => {
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
+/** Waits until `url` answers 2xx (the child still running), polled with the shared waitFor. */
+async function waitUntilUp(url: string, child: ChildProcess, output: () => string): Promise<void> {
+  await waitFor(
+    async () => {
       assert.equal(child.exitCode, null, `exited:\n${output()}`);
-      if (
-        await fetch(url).then(
-          (r) => r.ok,
-          () => false,
-        )
-      )
-        return;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    assert.fail(`${url} did not come up:\n${output()}`);
-  })();
+      return fetch(url).then(
+        (r) => r.ok,
+        () => false,
+      );
+    },
+    () => `${url} to come up:\n${output()}`,
+    60_000,
+    200,
+  );
 }
 
 describe('k6 scripts: run against a real gateway', () => {
@@ -583,8 +581,8 @@ describe('k6 scripts: run against a real gateway', () => {
         logs += d;
       });
     }
-    await waitFor(`http://127.0.0.1:${receiverPort}/stats`, receiver, () => logs);
-    await waitFor(`http://127.0.0.1:${gatewayPort}/readyz`, gateway, () => logs);
+    await waitUntilUp(`http://127.0.0.1:${receiverPort}/stats`, receiver, () => logs);
+    await waitUntilUp(`http://127.0.0.1:${gatewayPort}/readyz`, gateway, () => logs);
     env = {
       BASE_URL: `http://127.0.0.1:${gatewayPort}/`,
       CLIENT_KEY: keys.client,
