@@ -20,7 +20,7 @@ import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_thread
 import { Parser } from 'acorn';
 import YAML from 'yaml';
 import { hashKey } from '../src/platform/auth.ts';
-import { deletePrefix, waitFor } from './support/index.ts';
+import { deletePrefix, generousModels, removeDir, waitFor } from './support/index.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const K6_DIR = path.join(ROOT, 'load-tests/k6');
@@ -498,6 +498,7 @@ describe('k6 scripts: run against a real gateway', () => {
   let env: Record<string, string>;
   let http: ReturnType<typeof syncHttp>;
   let batchModel: string;
+  let modelsDir: string;
   let logs = '';
   const prefix = `{triage-k6-${randomBytes(4).toString('hex')}}`;
 
@@ -547,6 +548,8 @@ describe('k6 scripts: run against a real gateway', () => {
       `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`,
     );
 
+    // the bundled models with generous budgets: these tests check the scripts' flows, not deadlines
+    modelsDir = await generousModels();
     const [gatewayPort, receiverPort] = [await freePort(), await freePort()];
     const common = { PATH: process.env.PATH ?? '', TSX_DISABLE_CACHE: '1' };
     const gateway = spawn('node', ['--import', 'tsx', 'src/server.ts'], {
@@ -560,6 +563,7 @@ describe('k6 scripts: run against a real gateway', () => {
         TRIAGE_REDIS_URL: REDIS_URL,
         TRIAGE_REDIS_PREFIX: prefix,
         TRIAGE_DATA_DIR: path.join(work, 'data'),
+        TRIAGE_MODELS_DIR: modelsDir,
         TRIAGE_CALLBACK_HTTP_HOSTS: '127.0.0.1',
         TRIAGE_WARMUP_RUNS: '5',
         TRIAGE_LOG_LEVEL: 'warn',
@@ -603,6 +607,7 @@ describe('k6 scripts: run against a real gateway', () => {
     for (const child of children) child.kill('SIGTERM');
     await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : null)));
     rmSync(work, { recursive: true, force: true });
+    await removeDir(modelsDir);
     await deletePrefix(prefix);
   });
 

@@ -106,7 +106,7 @@ describe('nothing before approval; a decision applies once', () => {
       assert.equal(r.status, 202, r.text);
       ids.push(r.body.id);
     }
-    await Promise.all(ids.map((id) => waitForState(gw, keys.client, id, 'awaiting_review', 20_000)));
+    await Promise.all(ids.map((id) => waitForState(gw, keys.client, id, 'awaiting_review', 60_000)));
 
     const winners = new Map<string, 'approve' | 'reject'>();
     await Promise.all(
@@ -133,7 +133,7 @@ describe('nothing before approval; a decision applies once', () => {
       assert.equal(job.body.result !== undefined, winners.get(id) === 'approve');
     }
     const expectedEvent = (id: string) => `evt-${id}-${winners.get(id) === 'approve' ? 'released' : 'rejected'}`;
-    await waitFor(() => ids.every((id) => receiver.events.has(expectedEvent(id))), 'one callback per job', 20_000);
+    await waitFor(() => ids.every((id) => receiver.events.has(expectedEvent(id))), 'one callback per job', 60_000);
     await callbacksSettled(gw);
     for (const id of ids) {
       const deliveries = receiver.deliveriesFor(id);

@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { hashKey } from '../src/platform/auth.ts';
 import { loadConfig } from '../src/platform/config.ts';
 import { type RunningGateway, startGateway } from '../src/server.ts';
-import { captureLogs, deletePrefix, MODELS_DIR, REDIS_URL } from './support/index.ts';
+import { captureLogs, deletePrefix, generousModels, REDIS_URL, removeDir } from './support/index.ts';
 
 const PREFIX = `{triage-smoke-${process.pid}}`;
 const KEY = `trg_smoke_${Date.now().toString(36)}_0123456789`;
@@ -27,7 +27,10 @@ describe('gateway over real HTTP', () => {
   let gateway: RunningGateway;
   let stderr = '';
   const logs = captureLogs('info');
+  /** the bundled models with generous budgets: this test is about serving and draining, not deadlines */
+  let modelsDir: string;
   before(async () => {
+    modelsDir = await generousModels();
     const config = loadConfig({
       TRIAGE_ENV: 'production',
       TRIAGE_API_KEYS: `keys:\n  - id: smoke\n    role: client\n    sha256: ${hashKey(KEY)}\n`,
@@ -35,7 +38,7 @@ describe('gateway over real HTTP', () => {
       TRIAGE_PORT: '0',
       TRIAGE_REDIS_URL: REDIS_URL,
       TRIAGE_REDIS_PREFIX: PREFIX,
-      TRIAGE_MODELS_DIR: MODELS_DIR,
+      TRIAGE_MODELS_DIR: modelsDir,
       TRIAGE_WARMUP_RUNS: '5',
       TRIAGE_WORKERS: 'none',
       TRIAGE_MAX_BODY_BYTES: '2048',
@@ -57,6 +60,7 @@ describe('gateway over real HTTP', () => {
   after(async () => {
     await gateway?.shutdown();
     await deletePrefix(PREFIX);
+    await removeDir(modelsDir);
   });
 
   it('listens on the configured loopback host with a free port, without a development banner', () => {

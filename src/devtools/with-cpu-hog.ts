@@ -38,8 +38,17 @@ async function stopHogs(): Promise<void> {
 }
 
 const started = performance.now();
-const child = spawn(command, args, { stdio: 'inherit' });
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => child.kill(signal));
+// its own process group, so a signal reaches the whole tree (npm does not always pass one on)
+const child = spawn(command, args, { stdio: 'inherit', detached: true });
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    try {
+      process.kill(-(child.pid as number), signal);
+    } catch {
+      child.kill(signal);
+    }
+  });
+}
 child.on('exit', async (code, signal) => {
   await stopHogs();
   console.error(`with-cpu-hog: the command ended after ${((performance.now() - started) / 1000).toFixed(1)} s`);

@@ -18,15 +18,12 @@ import type { RuntimeFactory } from '../../src/serving/runners.ts';
 import type { WorkerKind } from '../../workers/index.ts';
 import { httpCall, type Reply } from './http.ts';
 import { makeKeys, type TestKeys } from './keys.ts';
-import { MODELS_DIR, SYNC_CEILING_MS } from './models.ts';
+import { GENEROUS_BUDGET_MS, MODELS_DIR, SYNC_CEILING_MS } from './models.ts';
 import { deletePrefix, makePrefix, REDIS_URL } from './redis.ts';
 import type { VersionFaults } from './runtimes.ts';
 import { waitFor } from './wait.ts';
 
 export type SyncSettings = NonNullable<Manifest['sync']>;
-
-/** The latency budget of every sync model in tests that are not about deadlines. */
-export const GENEROUS_BUDGET_MS = 10_000;
 
 /** a pressure threshold no busy test machine reaches (see src/platform/pressure.ts) */
 export const PRESSURE_OFF_MS = 10_000;

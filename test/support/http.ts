@@ -1,7 +1,7 @@
 /** Talking to a test gateway: requests through `app.request()`, and readers of what comes back. */
 import type { Hono } from 'hono';
 import type { AppEnv } from '../../src/context.ts';
-import { waitFor } from './wait.ts';
+import { WAIT_TIMEOUT_MS, waitFor } from './wait.ts';
 
 export interface Reply {
   status: number;
@@ -105,7 +105,7 @@ export async function waitForState(
   key: string,
   id: string,
   states: string | string[],
-  timeoutMs = 10_000,
+  timeoutMs = WAIT_TIMEOUT_MS,
 ): Promise<Reply['body']> {
   const wanted = Array.isArray(states) ? states : [states];
   let last: Reply | undefined;

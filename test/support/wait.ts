@@ -3,11 +3,14 @@
 /** A plain delay: for a stand-in that must be slow (a model run, an endpoint), never to wait for something. */
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** How long a wait may take before it counts as a hang: far beyond what any event takes, even on busy cores. */
+export const WAIT_TIMEOUT_MS = 30_000;
+
 /** Polls `condition` every `everyMs`; throws (naming `what`) rather than hangs if it is still false after `timeoutMs`. */
 export async function waitFor(
   condition: () => boolean | Promise<boolean>,
   what: string | (() => string),
-  timeoutMs = 10_000,
+  timeoutMs = WAIT_TIMEOUT_MS,
   everyMs = 2,
 ): Promise<void> {
   // performance.now(): a test may mock Date
