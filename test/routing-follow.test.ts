@@ -25,7 +25,7 @@ import {
   tempModels,
   waitFor,
   waitForRun,
-} from './batch-support.ts';
+} from './support/index.ts';
 
 const keys = makeKeys();
 const prefix = makePrefix('routing-follow');
