@@ -108,8 +108,8 @@ before(async () => {
     lines.push(JSON.stringify(row));
   }
   // big: the client's own input (its data area); small: the operator's, read by a schedule
-  await mkdir(path.join(dataDir, 'clients', 'batch-client', 'inputs'), { recursive: true });
-  await writeFile(path.join(dataDir, 'clients', 'batch-client', 'inputs', 'big.ndjson'), `${lines.join('\n')}\n`);
+  await mkdir(path.join(dataDir, 'clients', 'client', 'inputs'), { recursive: true });
+  await writeFile(path.join(dataDir, 'clients', 'client', 'inputs', 'big.ndjson'), `${lines.join('\n')}\n`);
   await mkdir(path.join(dataDir, 'inputs'), { recursive: true });
   await writeFile(
     path.join(dataDir, 'inputs', 'small.ndjson'),
@@ -208,7 +208,7 @@ describe('a scheduled slot triggered twice', () => {
       timezone: 'UTC',
       input: { path: 'inputs/small.ndjson', format: 'ndjson' },
       missed: 'skip',
-      readers: ['batch-client'],
+      readers: ['client'],
     });
     assert.equal(put.status, 201, put.text);
     const queue = gw.gateway.services.queues.batch;

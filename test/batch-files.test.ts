@@ -12,7 +12,7 @@ import { outcomeCode } from '../src/fhir/operation-outcome.ts';
 import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
 import {
   buildGateway,
-  captureLogger,
+  captureLogs,
   deletePrefix,
   makeKeys,
   makePrefix,
@@ -23,7 +23,7 @@ import {
   tempModels,
   waitFor,
   waitForRun,
-} from './batch-support.ts';
+} from './support/index.ts';
 
 const base = makeKeys();
 /** batch-client and batch-other as usual, plus a client granted the shared area `outreach` */
@@ -38,7 +38,7 @@ const keys = {
   ]),
 };
 const prefix = makePrefix('batch-files');
-const logs = captureLogger('debug');
+const logs = captureLogs('debug');
 const ROWS = `${[0, 1, 2].map((i) => JSON.stringify({ id: `r-${i}`, ...news2Row(i) })).join('\n')}\n`;
 const VICTIM_TEXT = 'root:x:0:0:not yours\n';
 

@@ -143,7 +143,7 @@ function mixedCsv(n: number): { text: string; expected: Expected } {
 }
 
 /** The client key's own input area (batch inputs are named relative to it). */
-const area = () => path.join(dataDir, 'clients', 'batch-client');
+const area = () => path.join(dataDir, 'clients', 'client');
 
 /** The folder a run writes to (its id and a random part). */
 async function runFolder(id: string): Promise<string> {
@@ -517,7 +517,7 @@ describe('FHIR NDJSON: the Synthea vital signs', () => {
     const storage = new LocalStorage(dataDir);
     const rows = [];
     for await (const row of readFhir(
-      [{ name: 'vitals.ndjson', stream: await storage.openRead('clients/batch-client/inputs/vitals.ndjson') }],
+      [{ name: 'vitals.ndjson', stream: await storage.openRead('clients/client/inputs/vitals.ndjson') }],
       model?.manifest.features ?? [],
       { asOf, lookbackHours: LOOKBACK_HOURS },
     )) {
@@ -739,7 +739,7 @@ describe('bad input: every refusal is a 4xx OperationOutcome with its code', () 
     { name: 'a path that does not exist', body: input('inputs/nope.ndjson'), status: 404, code: 'not_found' },
     { name: 'a directory', body: input('inputs/folder'), status: 400, code: 'invalid_input_file' },
     { name: 'its own data area itself', body: input('.'), status: 400, code: 'invalid_input_file' },
-    { name: 'another client’s area', body: input('../batch-other/inputs/ok.ndjson'), status: 404, code: 'not_found' },
+    { name: 'another client’s area', body: input('../other-client/inputs/ok.ndjson'), status: 404, code: 'not_found' },
     { name: 'a shared area not granted', body: input('shared/outreach/ok.ndjson'), status: 404, code: 'not_found' },
     { name: 'CSV declared ndjson', body: input('inputs/table.csv'), status: 400, code: 'invalid_input_file' },
     { name: 'NDJSON declared csv', body: input('inputs/ok.ndjson', 'csv'), status: 400, code: 'invalid_input_file' },

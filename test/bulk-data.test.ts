@@ -10,6 +10,8 @@ import { Queue } from 'bullmq';
 import { RETENTION_MS } from '../src/batch/manifest.ts';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
 import { BATCH_QUEUE } from '../workers/batch.ts';
+import { fhirErrors } from './fhir-schema.ts';
+import { AS_OF, writeExport } from './fhir-support.ts';
 import {
   buildGateway,
   deletePrefix,
@@ -21,9 +23,7 @@ import {
   tempDir,
   tempModels,
   waitForRun,
-} from './batch-support.ts';
-import { fhirErrors } from './fhir-schema.ts';
-import { AS_OF, writeExport } from './fhir-support.ts';
+} from './support/index.ts';
 
 const keys = makeKeys();
 const prefix = makePrefix('bulk-data');

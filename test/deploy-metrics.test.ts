@@ -18,7 +18,7 @@ import { type RunningGateway, startGateway } from '../src/server.ts';
 import { CALLBACK_QUEUE } from '../workers/callbacks.ts';
 import { INFERENCE_QUEUE } from '../workers/inference.ts';
 import { workerHealth } from '../workers/ops.ts';
-import { captureLogs, deleteRedisPrefix, MODELS_DIR, REDIS_URL } from './support.ts';
+import { captureLogs, deletePrefix, generousModels, MODELS_DIR, REDIS_URL, removeDir } from './support/index.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const KEY = `trg_metrics_${Date.now().toString(36)}_0123456789`;
@@ -83,7 +83,10 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
 describe('the gateway’s /metrics, read by promtool', () => {
   const prefix = `{triage-metrics-${process.pid}}`;
   let gateway: RunningGateway;
+  /** the bundled models with generous budgets: this test reads /metrics, it is not about deadlines */
+  let modelsDir: string;
   before(async () => {
+    modelsDir = await generousModels();
     const config = loadConfig({
       TRIAGE_ENV: 'production',
       TRIAGE_API_KEYS: `keys:\n  - id: metrics\n    role: client\n    sha256: ${hashKey(KEY)}\n`,
@@ -91,7 +94,7 @@ describe('the gateway’s /metrics, read by promtool', () => {
       TRIAGE_PORT: '0',
       TRIAGE_REDIS_URL: REDIS_URL,
       TRIAGE_REDIS_PREFIX: prefix,
-      TRIAGE_MODELS_DIR: MODELS_DIR,
+      TRIAGE_MODELS_DIR: modelsDir,
       TRIAGE_WARMUP_RUNS: '5',
       // the in-process workers too: their job, callback and batch series are on this /metrics as well
       TRIAGE_WORKERS: 'all',
@@ -101,7 +104,8 @@ describe('the gateway’s /metrics, read by promtool', () => {
   });
   after(async () => {
     await gateway?.shutdown();
-    await deleteRedisPrefix(prefix);
+    await deletePrefix(prefix);
+    await removeDir(modelsDir);
   });
 
   it('is promtool-clean with labelled series in it, and carries the stock Node.js process metrics', async () => {
@@ -207,7 +211,7 @@ describe('workerHealth', () => {
     } finally {
       await a.close();
       await b.close();
-      await deleteRedisPrefix(prefix);
+      await deletePrefix(prefix);
       await connection.quit();
     }
   });

@@ -12,8 +12,7 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { announceDevelopmentKeys } from '../src/platform/dev-keys.ts';
-import { captureLogger } from './batch-support.ts';
-import { deletePrefix, MODELS_DIR, makePrefix, REDIS_URL } from './support.ts';
+import { captureLogs, deletePrefix, MODELS_DIR, makePrefix, REDIS_URL } from './support/index.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 let dir: string;
@@ -25,7 +24,7 @@ after(() => rm(dir, { recursive: true, force: true }));
 describe('development keys banner', () => {
   test('a terminal gets the banner and no file is written', async () => {
     let written = '';
-    const { logger, lines } = captureLogger();
+    const { logger, lines } = captureLogs();
     const out = await announceDevelopmentKeys(
       'trg_client_x\n',
       { stream: { isTTY: true, write: (t: string) => (written += t) }, dir },
@@ -38,7 +37,7 @@ describe('development keys banner', () => {
 
   test('anything else: a 0600 file in a 0700 directory, and the log names the file, not the keys', async () => {
     let written = '';
-    const { logger, lines } = captureLogger();
+    const { logger, lines } = captureLogs();
     const out = await announceDevelopmentKeys(
       'trg_client_secret\n',
       { stream: { isTTY: false, write: (t: string) => (written += t) }, dir },

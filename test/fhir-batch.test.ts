@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { fhirErrors } from './fhir-schema.ts';
+import { AS_OF, P_FEVER, P_NO_VITALS, P_SEPSIS, P_TEMP_ONLY, writeExport } from './fhir-support.ts';
 import {
   buildGateway,
   deletePrefix,
@@ -17,9 +19,7 @@ import {
   tempDir,
   tempModels,
   waitForRun,
-} from './batch-support.ts';
-import { fhirErrors } from './fhir-schema.ts';
-import { AS_OF, P_FEVER, P_NO_VITALS, P_SEPSIS, P_TEMP_ONLY, writeExport } from './fhir-support.ts';
+} from './support/index.ts';
 
 const keys = makeKeys();
 const prefix = makePrefix('fhir-batch');

@@ -8,7 +8,7 @@ import { FhirAggregator, type PatientRow } from '../src/fhir/observations.ts';
 import { ageAt, patientId } from '../src/fhir/references.ts';
 import { loadModels } from '../src/registry/load.ts';
 import { type Feature, featureSchema } from '../src/registry/schema.ts';
-import { MODELS_DIR } from './support.ts';
+import { MODELS_DIR } from './support/index.ts';
 
 const L = 'http://loinc.org|';
 const SCT = 'http://snomed.info/sct|';

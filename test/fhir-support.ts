@@ -6,7 +6,7 @@
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SYNTHEA_OBSERVATIONS } from './batch-support.ts';
+import { SYNTHEA_OBSERVATIONS } from './support/index.ts';
 
 const SYNTHEA_PATIENTS = fileURLToPath(new URL('../../shared/data/synthea/Patient.ndjson', import.meta.url));
 export const AS_OF = '2020-03-11T00:00:00.000Z'; // news2's default 72 h look-back: 8-11 March 2020

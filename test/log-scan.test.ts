@@ -10,8 +10,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
-import { captureLogger } from './batch-support.ts';
-import { REDIS_URL, waitFor } from './support.ts';
+import { captureLogs, REDIS_URL, waitFor } from './support/index.ts';
 import { ENDPOINTS, NEWS2, startTour, type Tour } from './tour-support.ts';
 
 const digits = (n: number) => Array.from(randomBytes(n), (b) => String(b % 10)).join('');
@@ -28,7 +27,7 @@ const ALL = Object.values(ID).join(' ');
 const PATH_ID = encodeURIComponent(`${ID.mrn}`);
 const UNSAFE_PATH = `inputs/ward-7/${ID.name}-${ID.mrn}.ndjson`;
 
-const logs = captureLogger('debug');
+const logs = captureLogs('debug');
 let tour: Tour;
 before(async () => {
   tour = await startTour('log-scan', logs.logger);
@@ -114,8 +113,8 @@ describe('seeded identifiers never reach the log', () => {
       id,
       model: 'news2',
       version: '1',
-      requestedBy: 'api:tour-client',
-      input: { path: `clients/tour-client/${UNSAFE_PATH}`, format: 'ndjson' },
+      requestedBy: 'api:client',
+      input: { path: `clients/client/${UNSAFE_PATH}`, format: 'ndjson' },
       asOf: Date.now(),
       state: 'queued',
       createdAt: Date.now(),
@@ -150,7 +149,7 @@ describe('seeded identifiers never reach the log', () => {
         cursor = next;
         names.push(...batch);
       } while (cursor !== '0');
-      const ours = names.filter((n) => n.includes('tour-client'));
+      const ours = names.filter((n) => n.includes(':idem:client:'));
       assert.ok(ours.length > 0, 'the submissions made idempotency records');
       for (const n of names) assert.ok(!n.includes(ID.mrn), `a Redis key name carries the idempotency key: ${n}`);
     } finally {

@@ -10,9 +10,8 @@ import { Redis } from 'ioredis';
 import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
 import { ConfigError, loadConfig } from '../src/platform/config.ts';
 import { RateLimiter, type RateLimitSettings } from '../src/platform/rate-limit.ts';
-import { NEWS2_INSTANCE } from './async-support.ts';
-import { manualClock, type ServedGateway, serveGateway } from './security-support.ts';
-import { deletePrefix, makePrefix } from './support.ts';
+import { manualClock } from './security-support.ts';
+import { buildGateway, deletePrefix, makePrefix, NEWS2_INSTANCE, type TestGateway } from './support/index.ts';
 
 const secret = (name: string) => `trg_${name}_${randomBytes(16).toString('hex')}`;
 const KEYS = { plain: secret('plain'), fast: secret('fast'), reader: secret('reader'), submitter: secret('sub') };
@@ -35,17 +34,17 @@ const settings = (trustedProxies: string[]): RateLimitSettings => ({
 describe('rate limits', { timeout: 90_000 }, () => {
   const prefix = makePrefix('ratelimit');
   const clock = manualClock();
-  let a: ServedGateway; // trusts 127.0.0.1 as a proxy: X-Forwarded-For names the client
-  let b: ServedGateway; // trusts no proxy
-  const predict = (gw: ServedGateway, key: string) =>
+  let a: TestGateway; // trusts 127.0.0.1 as a proxy: X-Forwarded-For names the client
+  let b: TestGateway; // trusts no proxy
+  const predict = (gw: TestGateway, key: string) =>
     gw.call('POST', '/v1/models/news2/predict', key, { instances: [NEWS2_INSTANCE] });
-  const submit = (gw: ServedGateway, key: string) =>
+  const submit = (gw: TestGateway, key: string) =>
     gw.call('POST', '/v1/models/note-triage/jobs', key, { input: { text: 'Routine review in clinic.' } });
 
   before(async () => {
-    const common = { prefix, keys: store, now: clock.now, only: ['news2', 'note-triage'] };
-    a = await serveGateway({ ...common, rateLimits: settings(['127.0.0.1']) });
-    b = await serveGateway({ ...common, rateLimits: settings([]) });
+    const common = { prefix, keyStore: store, now: clock.now, only: ['news2', 'note-triage'], listen: true };
+    a = await buildGateway({ ...common, rateLimits: settings(['127.0.0.1']) });
+    b = await buildGateway({ ...common, rateLimits: settings([]) });
   });
   after(async () => {
     await a?.close();

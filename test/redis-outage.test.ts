@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { buildTestApp, httpCall, REDIS_URL, type TestApp, waitFor } from './support.ts';
+import { buildGateway, httpCall, REDIS_URL, type TestGateway, waitFor } from './support/index.ts';
 
 /** A proxy to the real Redis that can drop its connections (down) or hold requests (silent: Redis hung). */
 function redisProxy() {
@@ -62,13 +62,13 @@ const NEWS2 = {
 };
 
 let proxy: ReturnType<typeof redisProxy>;
-let t: TestApp;
+let t: TestGateway;
 
 before(async () => {
   proxy = redisProxy();
   await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
   const { port } = proxy.server.address() as net.AddressInfo;
-  t = await buildTestApp({ redisUrl: `redis://127.0.0.1:${port}`, sync: { '*': { latencyBudgetMs: 2000 } } });
+  t = await buildGateway({ redisUrl: `redis://127.0.0.1:${port}`, sync: { '*': { latencyBudgetMs: 2000 } } });
 });
 
 after(async () => {

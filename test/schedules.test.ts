@@ -67,7 +67,7 @@ const yearly = (extra: Record<string, unknown> = {}) => ({
   timezone: 'UTC',
   input: { path: 'inputs/small.ndjson', format: 'ndjson' },
   // who may read its runs besides admins (allowing the model is not enough: a schedule scores a population)
-  readers: ['batch-client'],
+  readers: ['client'],
   ...extra,
 });
 
@@ -97,7 +97,7 @@ describe('the admin API', () => {
         timezone: 'UTC',
         input: { path: 'inputs/small.ndjson', format: 'ndjson' },
         missed: 'catch-up',
-        readers: ['batch-client'],
+        readers: ['client'],
         source: 'api',
         updatedAt: undefined,
         updatedBy: 'admin',

@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
 import {
-  type AsyncKeys,
   buildGateway,
   deletePrefix,
   makeKeys,
@@ -15,21 +14,22 @@ import {
   NOTES,
   type Reply,
   type TestGateway,
+  type TestKeys,
   waitForState,
-} from './async-support.ts';
+} from './support/index.ts';
 
 const prefix = makePrefix('secure-headers');
-let keys: AsyncKeys;
+let keys: TestKeys;
 let gw: TestGateway;
 let jobId: string;
 
 before(async () => {
   keys = makeKeys();
   gw = await buildGateway({ prefix, keys, workers: ['inference'], only: ['news2', 'note-triage'] });
-  const res = await gw.call('POST', '/v1/models/note-triage/jobs', keys.clientA, { input: { text: NOTES.urgent } });
+  const res = await gw.call('POST', '/v1/models/note-triage/jobs', keys.client, { input: { text: NOTES.urgent } });
   assert.equal(res.status, 202, res.text);
   jobId = res.body.id;
-  await waitForState(gw, keys.clientA, jobId, 'awaiting_review');
+  await waitForState(gw, keys.client, jobId, 'awaiting_review');
 });
 after(async () => {
   await gw?.close();
@@ -45,11 +45,11 @@ function assertSecure(res: Reply, what: string): void {
 describe('secure response headers', () => {
   test('patient data: a job, a review, the review queue, the audit trail, a prediction', async () => {
     const calls: Array<[string, string, string, unknown?]> = [
-      ['GET', `/v1/jobs/${jobId}`, keys.clientA],
+      ['GET', `/v1/jobs/${jobId}`, keys.client],
       ['GET', `/v1/reviews/${jobId}`, keys.reviewer],
       ['GET', '/v1/reviews', keys.reviewer],
       ['GET', '/v1/audit', keys.admin],
-      ['POST', '/v1/models/news2/predict', keys.clientA, { instances: [NEWS2_INSTANCE] }],
+      ['POST', '/v1/models/news2/predict', keys.client, { instances: [NEWS2_INSTANCE] }],
     ];
     for (const [method, url, key, body] of calls) {
       const res = await gw.call(method, url, key, body);
@@ -60,14 +60,14 @@ describe('secure response headers', () => {
 
   test('problems, 404s, 405s and the ops endpoints carry them too', async () => {
     const calls: Array<[string, string, string | undefined]> = [
-      ['GET', '/v1/jobs/00000000-0000-4000-8000-000000000000', keys.clientA],
+      ['GET', '/v1/jobs/00000000-0000-4000-8000-000000000000', keys.client],
       ['GET', '/v1/jobs/x', undefined],
-      ['PATCH', '/v1/models', keys.clientA],
+      ['PATCH', '/v1/models', keys.client],
       ['GET', '/nowhere', undefined],
       ['GET', '/healthz', undefined],
       ['GET', '/readyz', undefined],
       ['GET', '/metrics', undefined],
-      ['GET', '/v1/models/news2', keys.clientA],
+      ['GET', '/v1/models/news2', keys.client],
     ];
     for (const [method, url, key] of calls) assertSecure(await gw.call(method, url, key), `${method} ${url}`);
   });

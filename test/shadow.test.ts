@@ -571,7 +571,7 @@ describe('async jobs and batch runs mirror too', { timeout: 60_000 }, () => {
     const lines = instances.map((v, i) => JSON.stringify({ id: ids[i], ...v }));
     lines.splice(5, 0, JSON.stringify({ id: 'bad-row', ...instances[0], pulse: 999 })); // out of range: not scored
     // the client key's own data area
-    const area = path.join(dataDir, 'clients', 'release-client', 'inputs');
+    const area = path.join(dataDir, 'clients', 'client', 'inputs');
     await mkdir(area, { recursive: true });
     await writeFile(path.join(area, 'rows.ndjson'), `${lines.join('\n')}\n`);
     const res = await gw.call('POST', `/v1/models/${MODEL}/batches`, keys.client, {

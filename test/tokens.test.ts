@@ -6,9 +6,20 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { TokenVerifier } from '../src/platform/oidc.ts';
-import { allAudit, captureLogger, makeKeys, NEWS2_INSTANCE, NOTES, Receiver, waitFor } from './async-support.ts';
-import { Issuer, makeSigner, manualClock, type ServedGateway, type Signer, serveGateway } from './security-support.ts';
-import { deletePrefix, makePrefix } from './support.ts';
+import { Issuer, makeSigner, manualClock, type Signer } from './security-support.ts';
+import {
+  allAudit,
+  buildGateway,
+  captureLogs,
+  deletePrefix,
+  makeKeys,
+  makePrefix,
+  NEWS2_INSTANCE,
+  NOTES,
+  Receiver,
+  type TestGateway,
+  waitFor,
+} from './support/index.ts';
 
 const AUDIENCE = 'triage-test';
 
@@ -16,12 +27,12 @@ describe('bearer tokens (OpenID Connect / SMART on FHIR)', { timeout: 90_000 }, 
   const prefix = makePrefix('tokens');
   const keys = makeKeys();
   const clock = manualClock(Date.UTC(2026, 0, 1));
-  const logs = captureLogger('info');
+  const logs = captureLogs('info');
   let issuer: Issuer;
   let other: Issuer; // a second trusted issuer, down at first
   let rsa: Signer;
   let ec: Signer;
-  let gw: ServedGateway;
+  let gw: TestGateway;
   let receiver: Receiver;
 
   const seconds = () => Math.floor(clock.now() / 1000);
@@ -51,10 +62,11 @@ describe('bearer tokens (OpenID Connect / SMART on FHIR)', { timeout: 90_000 }, 
       })),
       { now: clock.now, fetchTimeoutMs: 2000 },
     );
-    receiver = await Receiver.start(keys.secrets.a);
-    gw = await serveGateway({
+    receiver = await Receiver.start(keys.secrets.client);
+    gw = await buildGateway({
+      listen: true,
       prefix,
-      keys: keys.store,
+      keys,
       tokens,
       workers: ['inference', 'callbacks'],
       only: ['news2', 'note-triage', 'deterioration'],
@@ -162,14 +174,14 @@ describe('bearer tokens (OpenID Connect / SMART on FHIR)', { timeout: 90_000 }, 
   });
 
   test('the person behind a token is recorded on the decision, in the audit and in the callback event', async () => {
-    const submitted = await gw.call('POST', '/v1/models/note-triage/jobs', keys.clientA, {
+    const submitted = await gw.call('POST', '/v1/models/note-triage/jobs', keys.client, {
       input: { text: NOTES.urgent },
       callbackUrl: receiver.url(),
     });
     assert.equal(submitted.status, 202);
     const id = submitted.body.id as string;
     await waitFor(
-      async () => (await gw.call('GET', `/v1/jobs/${id}`, keys.clientA)).body?.state === 'awaiting_review',
+      async () => (await gw.call('GET', `/v1/jobs/${id}`, keys.client)).body?.state === 'awaiting_review',
       'hold',
     );
     const reviewer = await token(rsa.kid === issuer.keys[0]?.kid ? rsa : ec, {

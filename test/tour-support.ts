@@ -3,26 +3,21 @@
  * the real composition root with the inference and batch workers, keys of every role, a data directory with one
  * client input, and seeded records to point the id parameters at (a job held for review, a completed batch run).
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { composeGateway, type Gateway, type GatewayConfig } from '../src/compose.ts';
-import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
-import { loadConfig } from '../src/platform/config.ts';
+import type { Gateway } from '../src/compose.ts';
 import { createLogger } from '../src/platform/logger.ts';
-import { loadModels } from '../src/registry/load.ts';
 import {
+  buildGateway,
   deletePrefix,
-  httpCall,
-  MODELS_DIR,
   makePrefix,
-  PRESSURE_OFF_MS,
-  REDIS_URL,
+  NEWS2_INSTANCE,
   removeDir,
+  type TestGateway,
+  tempDir,
   waitFor,
-} from './support.ts';
+} from './support/index.ts';
 
 export interface Endpoint {
   method: string;
@@ -66,15 +61,8 @@ export const ENDPOINTS: readonly Endpoint[] = [
   { method: 'POST', path: '/v1/admin/reload', role: 'admin', body: true },
 ];
 
-export const NEWS2 = {
-  respirationRate: 16,
-  spo2: 97,
-  onOxygen: false,
-  systolicBP: 120,
-  pulse: 70,
-  consciousness: 'alert',
-  temperature: 37,
-};
+/** A valid NEWS2 instance. */
+export const NEWS2 = NEWS2_INSTANCE;
 
 export interface Tour {
   gateway: Gateway;
@@ -84,58 +72,27 @@ export interface Tour {
   keys: Record<'client' | 'reviewer' | 'admin', string>;
   /** seeded ids: a job held for review, a completed batch run */
   seeded: { job: string; run: string };
-  call: (
-    method: string,
-    url: string,
-    key: string | undefined,
-    body?: unknown,
-    headers?: Record<string, string>,
-  ) => ReturnType<typeof httpCall>;
+  call: TestGateway['call'];
   close(): Promise<void>;
 }
 
 export async function startTour(name: string, logger: Logger = createLogger('silent')): Promise<Tour> {
-  const key = (role: string) => `trg_${role}_${randomBytes(16).toString('hex')}`;
-  const keys = { client: key('client'), reviewer: key('reviewer'), admin: key('admin') };
-  const store = new ApiKeyStore([
-    {
-      id: 'tour-client',
-      role: 'client',
-      sha256: hashKey(keys.client),
-      callbackHosts: ['127.0.0.1'],
-      callbackSecret: `whsec_${randomBytes(24).toString('base64')}`,
-    },
-    { id: 'tour-reviewer', role: 'reviewer', sha256: hashKey(keys.reviewer) },
-    { id: 'tour-admin', role: 'admin', sha256: hashKey(keys.admin) },
-  ]);
-  const prefix = makePrefix(name);
-  const dataDir = await mkdtemp(path.join(tmpdir(), 'triage-tour-'));
-  await mkdir(path.join(dataDir, 'clients/tour-client/inputs'), { recursive: true });
+  const dataDir = await tempDir('tour');
+  await mkdir(path.join(dataDir, 'clients/client/inputs'), { recursive: true });
   await writeFile(
-    path.join(dataDir, 'clients/tour-client/inputs/rows.ndjson'),
+    path.join(dataDir, 'clients/client/inputs/rows.ndjson'),
     `${[0, 1].map((i) => JSON.stringify({ id: `row-${i}`, ...NEWS2 })).join('\n')}\n`,
   );
-  const models = (await loadModels(MODELS_DIR, 5000)).filter((m) =>
-    ['news2', 'deterioration', 'note-triage', 'readmission'].includes(m.manifest.name),
-  );
-  const config: GatewayConfig = {
-    ...loadConfig({}),
-    // a busy test machine is not bedside pressure: only the bedside tests lower it (deferred work must not yield here)
-    pressureThresholdMs: PRESSURE_OFF_MS,
-    redisPrefix: prefix,
+  const gw = await buildGateway({
+    prefix: makePrefix(name),
     workers: ['inference', 'batch'],
+    only: ['news2', 'deterioration', 'note-triage', 'readmission'],
     warmupRuns: 2,
-    warmupPolicy: 'warn',
-    accessLog: true,
-    openOpsEndpoints: true,
-    onnxThreads: 1,
-    maintenanceIntervalMs: 3_600_000,
     dataDir,
     maxBodyBytes: 256 * 1024,
-  };
-  const gateway = await composeGateway({ config, logger, redisUrl: REDIS_URL, keys: store, models });
-  const call: Tour['call'] = (method, url, k, body, headers = {}) =>
-    httpCall(gateway.app, method, url, k, body, headers);
+    logger,
+  });
+  const { gateway, keys, prefix, call } = gw;
 
   const job = await call('POST', '/v1/models/note-triage/jobs', keys.client, {
     input: { text: 'Crushing chest pain, troponin raised.' },
@@ -162,7 +119,7 @@ export async function startTour(name: string, logger: Logger = createLogger('sil
     seeded: { job: job.body.id, run: run.body.id },
     call,
     async close() {
-      await gateway.close();
+      await gw.close();
       await deletePrefix(prefix);
       await removeDir(dataDir);
     },

@@ -7,11 +7,16 @@
  * model gets GENEROUS_BUDGET_MS, so a machine whose cores are busy still answers in time. `sync` overrides any field
  * of the sync sections on top of that.
  */
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { composeGateway, type Gateway, type GatewayConfig } from '../../src/compose.ts';
+import type { ApiKeyStore } from '../../src/platform/auth.ts';
 import type { CallbackPolicy } from '../../src/platform/config.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import { createLogger } from '../../src/platform/logger.ts';
+import type { TokenVerifier } from '../../src/platform/oidc.ts';
+import type { RateLimitSettings } from '../../src/platform/rate-limit.ts';
 import { type LoadedModel, loadModels } from '../../src/registry/load.ts';
 import type { Manifest } from '../../src/registry/schema.ts';
 import type { RuntimeFactory } from '../../src/serving/runners.ts';
@@ -36,6 +41,14 @@ export interface GatewayOptions {
   prefix?: string;
   /** default: a fresh makeKeys() */
   keys?: TestKeys;
+  /** the API keys the gateway knows, when a test names its own (default: `keys.store`) */
+  keyStore?: ApiKeyStore;
+  /** bearer tokens beside the keys */
+  tokens?: TokenVerifier;
+  /** per-client rate limits (none when absent) */
+  rateLimits?: RateLimitSettings;
+  /** serve the app on a real socket on 127.0.0.1 (real peer addresses): `url` is set and `call` goes through it */
+  listen?: boolean;
   /** workers run in this process (default none) */
   workers?: WorkerKind[];
   /** default: the bundled models */
@@ -81,6 +94,8 @@ export interface TestGateway {
   deps: Gateway['deps'];
   keys: TestKeys;
   prefix: string;
+  /** http://127.0.0.1:<port> with `listen`, else '' */
+  url: string;
   call(
     method: string,
     url: string,
@@ -141,8 +156,10 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
     config,
     logger: options.logger ?? createLogger('silent'),
     redisUrl: options.redisUrl ?? REDIS_URL,
-    keys: keys.store,
+    keys: options.keyStore ?? keys.store,
     models: await load(options),
+    ...(options.tokens ? { tokens: options.tokens } : {}),
+    ...(options.rateLimits ? { rateLimits: options.rateLimits } : {}),
     // default: the factory main() uses (ONNX in process, cloud versions behind resilience)
     ...(factory ? { runtimeFactory: factory } : {}),
     ...(options.now ? { now: options.now } : {}),
@@ -152,14 +169,19 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
   });
   const { app, deps } = gateway;
   if (options.redisReady) deps.redisReady = options.redisReady;
-  const call: TestGateway['call'] = (method, url, key, body, headers = {}) =>
-    httpCall(app, method, url, key, body, headers);
+  const server = options.listen ? serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }) : undefined;
+  if (server) await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  const url = server ? `http://127.0.0.1:${(server.address() as AddressInfo).port}` : '';
+  const client = server ? { request: (path: string, init: RequestInit) => fetch(`${url}${path}`, init) } : app;
+  const call: TestGateway['call'] = (method, path, key, body, headers = {}) =>
+    httpCall(client, method, path, key, body, headers);
   return {
     gateway,
     app,
     deps,
     keys,
     prefix,
+    url,
     call,
     predict: (model, key, instances, headers = {}) =>
       call('POST', `/v1/models/${model}/predict`, key, { instances }, headers),
@@ -170,6 +192,10 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
     },
     async close() {
       options.faults?.openAll();
+      if (server) {
+        if ('closeAllConnections' in server) server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
       // runs held or delayed by a test runtime finish before their sessions are released
       await waitFor(() => deps.sync.inFlight() === 0, 'in-flight requests to finish');
       await gateway.close();
