@@ -37,7 +37,7 @@ before(async () => {
   modelsDir = await tempModels({ news2: null, deterioration: null });
   dataDir = await tempDir('fhir-data');
   await writeExport(dataDir);
-  await writeFile(path.join(dataDir, 'clients', 'batch-client', 'bad-header.csv'), 'id,"pulse\n1,70\n');
+  await writeFile(path.join(dataDir, 'clients', 'client', 'bad-header.csv'), 'id,"pulse\n1,70\n');
   gw = await buildGateway({ prefix, keys, modelsDir, dataDir, workers: ['batch'] });
   idle = await buildGateway({ prefix: idlePrefix, keys, modelsDir, dataDir, workers: [] });
 });

@@ -63,10 +63,10 @@ const ADDED = [
 
 /**
  * Writes export/Observation.ndjson and export/Patient.ndjson (plus a Patient with no vitals) in the data area of the
- * test client key (`clients/batch-client/` under `dataDir`), where its `input.path`s resolve.
+ * test client key (`clients/client/` under `dataDir`), where its `input.path`s resolve.
  */
 export async function writeExport(dataDir: string): Promise<void> {
-  const exportDir = path.join(dataDir, 'clients', 'batch-client', 'export');
+  const exportDir = path.join(dataDir, 'clients', 'client', 'export');
   await mkdir(exportDir, { recursive: true });
   const observations = await readFile(SYNTHEA_OBSERVATIONS, 'utf8');
   await writeFile(path.join(exportDir, 'Observation.ndjson'), `${observations.trimEnd()}\n${ADDED.join('\n')}\n`);
