@@ -475,16 +475,18 @@ describe('the image’s files, started the way the image starts them', () => {
       'content-type': 'application/json',
     };
     try {
-      const deadline = Date.now() + 60_000;
-      let ready = false;
-      while (!ready && Date.now() < deadline && child.exitCode === null) {
-        ready = await fetch(`http://127.0.0.1:${port}/readyz`).then(
-          (r) => r.ok,
-          () => false,
-        );
-        if (!ready) await new Promise((r) => setTimeout(r, 200));
-      }
-      assert.ok(ready, `the gateway came up:\n${output}`);
+      await waitFor(
+        async () => {
+          assert.equal(child.exitCode, null, `the gateway exited:\n${output}`);
+          return fetch(`http://127.0.0.1:${port}/readyz`).then(
+            (r) => r.ok,
+            () => false,
+          );
+        },
+        () => `the gateway to be ready:\n${output}`,
+        60_000,
+        200,
+      );
       const submitted = await fetch(`http://127.0.0.1:${port}/v1/models/readmission/batches`, {
         method: 'POST',
         headers,
@@ -493,11 +495,17 @@ describe('the image’s files, started the way the image starts them', () => {
       assert.equal(submitted.status, 202, await submitted.text());
       const status = submitted.headers.get('content-location') as string; // absolute, as the Bulk Data IG says
       let res = await fetch(status, { headers });
-      while (res.status === 202 && Date.now() < deadline) {
-        await res.arrayBuffer();
-        await new Promise((r) => setTimeout(r, 200));
-        res = await fetch(status, { headers });
-      }
+      await waitFor(
+        async () => {
+          if (res.status !== 202) return true;
+          await res.arrayBuffer();
+          res = await fetch(status, { headers });
+          return res.status !== 202;
+        },
+        'the batch run to finish',
+        60_000,
+        200,
+      );
       const body = (await res.json()) as { output?: Array<{ count: number }>; error?: Array<{ count: number }> };
       assert.equal(res.status, 200, `${JSON.stringify(body)}\n${output}`);
       const rows = (files?: Array<{ count: number }>) => (files ?? []).reduce((n, f) => n + f.count, 0);

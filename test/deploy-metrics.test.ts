@@ -18,7 +18,15 @@ import { type RunningGateway, startGateway } from '../src/server.ts';
 import { CALLBACK_QUEUE } from '../workers/callbacks.ts';
 import { INFERENCE_QUEUE } from '../workers/inference.ts';
 import { workerHealth } from '../workers/ops.ts';
-import { captureLogs, deletePrefix, generousModels, MODELS_DIR, REDIS_URL, removeDir } from './support/index.ts';
+import {
+  captureLogs,
+  deletePrefix,
+  generousModels,
+  MODELS_DIR,
+  REDIS_URL,
+  removeDir,
+  waitFor,
+} from './support/index.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const KEY = `trg_metrics_${Date.now().toString(36)}_0123456789`;
@@ -70,14 +78,19 @@ function freePort(): Promise<number> {
   });
 }
 
+/** The first value `fn` gives (a failure counts as none yet), polled with the shared waitFor. */
 async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  let value: T | undefined;
+  await waitFor(
+    async () => {
+      value = await fn().catch(() => undefined);
+      return value !== undefined;
+    },
+    what,
+    timeoutMs,
+    100,
+  );
+  return value as T;
 }
 
 describe('the gateway’s /metrics, read by promtool', () => {
