@@ -24,7 +24,7 @@ after(() => rm(dir, { recursive: true, force: true }));
 describe('development keys banner', () => {
   test('a terminal gets the banner and no file is written', async () => {
     let written = '';
-    const { logger, lines } = captureLogs();
+    const { logger, lines } = captureLogs('debug');
     const out = await announceDevelopmentKeys(
       'trg_client_x\n',
       { stream: { isTTY: true, write: (t: string) => (written += t) }, dir },
@@ -37,7 +37,7 @@ describe('development keys banner', () => {
 
   test('anything else: a 0600 file in a 0700 directory, and the log names the file, not the keys', async () => {
     let written = '';
-    const { logger, lines } = captureLogs();
+    const { logger, lines } = captureLogs('debug');
     const out = await announceDevelopmentKeys(
       'trg_client_secret\n',
       { stream: { isTTY: false, write: (t: string) => (written += t) }, dir },

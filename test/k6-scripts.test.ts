@@ -62,7 +62,9 @@ const STUBS: Record<string, string> = {
       }
       return all;
     }
-    export function sleep() {}
+    // k6's sleep really waits (a poll loop without it would hammer the gateway into its rate limits on a slow machine)
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    export function sleep(seconds) { Atomics.wait(pause, 0, 0, Math.max(0, seconds * 1000)); }
     export function fail(message) { throw new Error('k6 fail: ' + message); }
     export function group(_name, fn) { return fn(); }
     export default { check, sleep, fail, group };`,
@@ -594,6 +596,7 @@ describe('k6 scripts: run against a real gateway', () => {
       CALLBACK_URL: `http://127.0.0.1:${receiverPort}/hook`,
       RECEIVER_URL: `http://127.0.0.1:${receiverPort}`,
       POLL_MS: '50',
+      BATCH_POLL_MS: '50',
       JOB_TIMEOUT_S: '30',
       BATCH_MODEL: batchModel,
       BATCH_INPUT: 'inputs/k6.ndjson',
