@@ -1257,13 +1257,15 @@ describe('dynamic batching and queued deadlines (real runtime, counted and held)
     const entered = control.nextRun();
     const first = predict(t.app, 'deterioration', { instances: [DETERIORATION] }, t.keys.client);
     await entered; // the runtime is busy with the first request: the next one queues behind it
+    // a deadline admission lets in (the runs so far were short, so the expected wait is well within it), and which
+    // then passes while the held run keeps it queued
     const queued = await predict(
       t.app,
       'deterioration',
       { instances: [{ ...DETERIORATION, pulse: 120 }] },
       t.keys.client,
       {
-        'x-request-timeout-ms': '5',
+        'x-request-timeout-ms': '1500',
       },
     );
     assert.equal(queued.status, 504);
