@@ -24,6 +24,7 @@ const envSchema = z.object({
   TRIAGE_MODELS_DIR: z.string().min(1).default('models'),
   TRIAGE_API_KEYS: z.string().min(1).optional(),
   TRIAGE_OIDC_ISSUERS: z.string().min(1).optional(),
+  TRIAGE_FHIR_SERVERS: z.string().min(1).optional(),
   TRIAGE_RATE_LIMIT_PREDICT: rateSchema.prefault('100/1s'),
   TRIAGE_RATE_LIMIT_SUBMIT: rateSchema.prefault('10/1s'),
   TRIAGE_RATE_LIMIT_DEFAULT: rateSchema.prefault('50/1s'),
@@ -93,6 +94,8 @@ export type Config = {
   apiKeys: string | undefined;
   /** raw OpenID Connect issuer config (YAML or JSON); undefined = bearer tokens are not accepted */
   oidcIssuers: string | undefined;
+  /** raw FHIR servers config for Bulk Data export inputs (src/ingress/fhir-servers.ts); undefined = none */
+  fhirServers: string | undefined;
   rateLimits: RateLimitSettings;
   openOpsEndpoints: boolean;
   logLevel: z.infer<typeof envSchema>['TRIAGE_LOG_LEVEL'];
@@ -172,6 +175,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     modelsDir: e.TRIAGE_MODELS_DIR,
     apiKeys: e.TRIAGE_API_KEYS,
     oidcIssuers: e.TRIAGE_OIDC_ISSUERS,
+    fhirServers: e.TRIAGE_FHIR_SERVERS,
     rateLimits: {
       classes: {
         predict: e.TRIAGE_RATE_LIMIT_PREDICT,
