@@ -45,7 +45,7 @@ export type ServicesConfig = Pick<
   | 'dataDir'
   | 'batchMissedAfterMs'
 > &
-  Partial<Pick<Config, 'workerLockMs' | 'fhirServers'>>;
+  Partial<Pick<Config, 'workerLockMs' | 'fhirServers' | 'hl7'>>;
 
 export interface ServicesOptions {
   config: ServicesConfig;
@@ -267,6 +267,7 @@ export async function composeGateway(options: ComposeOptions) {
       maxBodyBytes: config.maxBodyBytes,
       openOpsEndpoints: config.openOpsEndpoints,
       accessLog: config.accessLog,
+      hl7Models: config.hl7?.models ?? [],
     },
   };
   const app = createApp(deps);

@@ -21,6 +21,7 @@ export async function buildIngressGateway(options: {
   modelsDir: string;
   dataDir: string;
   fhirServers: unknown;
+  hl7Models?: string[];
   logger?: Logger;
 }): Promise<TestGateway> {
   const config: GatewayConfig = {
@@ -33,6 +34,7 @@ export async function buildIngressGateway(options: {
     maintenanceIntervalMs: 3_600_000,
     dataDir: options.dataDir,
     fhirServers: JSON.stringify(options.fhirServers),
+    hl7: { models: options.hl7Models ?? ['news2'], mllpPort: undefined, mllpHost: '127.0.0.1' },
   };
   const gateway = await composeGateway({
     config,
