@@ -306,6 +306,14 @@ describe('each failure fails the run with an OperationOutcome naming the step', 
     assert.deepEqual(await readdir(path.join(dataDir, 'ingress')), [], 'nothing staged is left behind');
   });
 
+  test('a file cut short: the patients it lost are not silently dropped, the run fails at the download', async () => {
+    ehr.faults.filesCutShort = true;
+    const { diagnostics, kickoffs } = await failedRun({ fhirServer: 'ehr' });
+    ehr.faults.filesCutShort = false;
+    assert.match(diagnostics, /step "download" failed: a \w+ file held \d+ resources, the manifest says \d+/);
+    assert.equal(kickoffs, 1, 'the retries polled the same export');
+  });
+
   test('the token endpoint refusing the client', async () => {
     ehr.faults.tokenError = 'invalid_client';
     ehr.revokeTokens();

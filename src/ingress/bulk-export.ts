@@ -164,6 +164,14 @@ export class BulkExports {
       if (!READ_TYPES.has(file.type)) continue;
       const fileKey = `${dir}/${file.type}.${String(i).padStart(4, '0')}.ndjson`;
       const { bytes, lines } = await this.#download(client, file.url, manifest.requiresAccessToken, storage, fileKey);
+      // a file cut short (a dropped connection the server ended cleanly) must not lose patients silently
+      if (typeof file.count === 'number' && file.count !== lines) {
+        throw new IngressError(
+          'download',
+          `a ${file.type} file held ${lines} resources, the manifest says ${file.count}`,
+          false,
+        );
+      }
       files.push(fileKey);
       read.push({ type: file.type, count: lines, bytes });
     }
@@ -195,10 +203,12 @@ export class BulkExports {
     let pending = '';
     let bytes = 0;
     let lines = 0;
+    let last = 10;
     try {
       for await (const chunk of body) {
         bytes += chunk.byteLength;
         for (const b of chunk) if (b === 10) lines++;
+        if (chunk.byteLength > 0) last = chunk[chunk.byteLength - 1] as number;
         pending += decoder.decode(chunk, { stream: true });
         if (pending.length >= FLUSH_BYTES) {
           await out.append(pending);
@@ -214,7 +224,7 @@ export class BulkExports {
       if (pending) await out.append(pending.endsWith('\n') ? pending : `${pending}\n`);
       await out.close();
     }
-    return { bytes, lines };
+    return { bytes, lines: last === 10 ? lines : lines + 1 }; // a last line without its newline counts too
   }
 
   async #since(request: ExportInput, scheduleId: string | undefined): Promise<string | undefined> {
@@ -230,8 +240,14 @@ export class BulkExports {
   async finished(run: BatchRun, completed: boolean, storage: LocalStorage): Promise<void> {
     if (!isExportPath(run.input.path)) return;
     const key = this.#runKey(run.id);
-    const dir = await this.#redis.hget(key, 'stagingDir');
+    const [dir, statusUrl, files] = await this.#redis.hmget(key, 'stagingDir', 'statusUrl', 'files');
     if (dir) await rm(storage.resolve(dir), { recursive: true, force: true });
+    // an export given up before it was all fetched: the server may drop its files now (staged ones were released)
+    if (statusUrl && !files && run.source) {
+      await this.#client(run.source.request.fhirServer)
+        .release(statusUrl)
+        .catch(() => {});
+    }
     const time = run.source?.transactionTime;
     if (completed && run.scheduleId && time) {
       // a later slot finishing first must not move _since backwards

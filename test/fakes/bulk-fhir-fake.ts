@@ -39,6 +39,8 @@ export interface Faults {
   exportError?: boolean;
   /** file URLs answer 404, as after their expiry */
   filesExpired?: boolean;
+  /** files end cleanly after half their lines (the manifest still counts them all) */
+  filesCutShort?: boolean;
   requiresAccessToken: boolean;
   tokenExpiresIn: number;
   /** the token endpoint refuses the client */
@@ -210,10 +212,11 @@ export async function startBulkFake(options: BulkFakeOptions): Promise<BulkFake>
     if (fake.faults.requiresAccessToken && !ok) return send(res, 401, outcome('login'));
     if (!job || !lines || fake.faults.filesExpired) return send(res, 404, outcome('not-found'));
     res.writeHead(200, { 'content-type': 'application/fhir+ndjson' });
+    const total = fake.faults.filesCutShort ? Math.floor(lines.length / 2) : lines.length;
     // written in pieces, as a large file arrives
     let i = 0;
     const pump = () => {
-      while (i < lines.length) {
+      while (i < total) {
         if (!res.write(`${lines[i++]}\n`)) return void res.once('drain', pump);
       }
       res.end();
