@@ -86,6 +86,24 @@ describe('a run resumed after its worker died mid-export', () => {
     await removeDir(dataDir);
   });
 
+  test("the token goes to the server's own origin only: a file URL elsewhere never receives it", async () => {
+    const elsewhere = await startBulkFake({ auth: 'bearer', staticToken: TOKEN, files: {} });
+    try {
+      const server = parseFhirServers(
+        JSON.stringify({ servers: [{ id: 'lab', baseUrl: fake.baseUrl, auth: { kind: 'bearer', token: TOKEN } }] }),
+      ).get('lab');
+      assert.ok(server);
+      const client = new BulkClient(server, new TokenSource(server));
+      await assert.rejects(client.download(`${elsewhere.baseUrl}/files/0a/Patient-0.ndjson`, true), /step "download"/);
+      assert.deepEqual(elsewhere.fileRequests, [{ name: 'Patient-0.ndjson', authorized: false }]);
+      // the server's own file URLs do get it
+      await assert.rejects(client.download(`${fake.baseUrl}/files/0a/Patient-0.ndjson`, true), /expired or is gone/);
+      assert.equal(fake.fileRequests.at(-1)?.authorized, true);
+    } finally {
+      await elsewhere.close();
+    }
+  });
+
   test('polls the status URL it had, asks for no second export, and stages the files', async () => {
     const servers = parseFhirServers(
       JSON.stringify({
