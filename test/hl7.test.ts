@@ -181,6 +181,20 @@ describe('broken messages over HTTP (POST /v1/hl7)', () => {
     ['not an ORU^R01', () => message([msh.replace('ORU^R01', 'ADT^A01'), pid]), 'AR', '200', /ADT\\S\\A01/],
     ['no PID', () => message([msh, ...vitals()]), 'AE', '101', /no PID/],
     [
+      'two patients in one message',
+      () => message([msh, pid, ...vitals(), pid.replace('555-44-4444', '555-44-5555'), ...vitals()]),
+      'AR',
+      '100',
+      /more than one PID/,
+    ],
+    [
+      'an OBX without a time, under an order without one',
+      () => message([msh, pid, ...vitals({ 1: obx(1, 'NM', '9279-1', '22', '/min').replace(/\|[^|]*$/, '|') })]),
+      'AE',
+      '101',
+      /OBX 1: no observation time/,
+    ],
+    [
       'unknown codes',
       () => message([msh, pid, ...vitals({ 1: obx(1, 'NM', '99999-9', '22', '/min') })]),
       'AE',

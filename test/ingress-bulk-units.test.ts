@@ -3,7 +3,8 @@
  * whose worker died while its export ran resumes polling the same status URL instead of asking for a second export.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { access, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { RunStore } from '../src/batch/runs.ts';
@@ -149,5 +150,24 @@ describe('a run resumed after its worker died mid-export', () => {
     const again = await new BulkExports(servers, redis, prefix).stage(run, runs, storage);
     assert.deepEqual(again, files);
     assert.equal(fake.polls.length, 3);
+  });
+
+  test('a staging folder is never removed through a link', async () => {
+    const linked = await tempDir('ingress-linked');
+    try {
+      await mkdir(path.join(linked, 'victim'));
+      await writeFile(path.join(linked, 'victim', 'keep.txt'), 'x');
+      const root = await tempDir('ingress-root');
+      await symlink(linked, path.join(root, 'ingress'));
+      const exports = new BulkExports(new Map(), redis, prefix);
+      const { input, source } = exportRunInput(exportInputSchema.parse({ fhirServer: 'lab' }));
+      await redis.hset(`${prefix}:ingress:export:linked`, { stagingDir: 'ingress/victim' });
+      const run = { id: 'linked', input, source, dir: 'batches/linked.x' } as Parameters<typeof exports.finished>[0];
+      await assert.rejects(exports.finished(run, false, new LocalStorage(root)), /not a directory/);
+      await access(path.join(linked, 'victim', 'keep.txt'));
+      await removeDir(root);
+    } finally {
+      await removeDir(linked);
+    }
   });
 });

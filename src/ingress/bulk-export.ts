@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import type { BatchRun, RunStore } from '../batch/runs.ts';
@@ -20,6 +20,14 @@ import { IngressError, TokenSource } from './smart-token.ts';
 const STAGING_DIR = 'ingress';
 const READ_TYPES = new Set(['Patient', 'Observation']);
 const FLUSH_BYTES = 1024 * 1024;
+
+/** Removes a staging folder, never through a link: the staging root must be a real directory (rm would follow it). */
+async function removeStaging(storage: LocalStorage, dir: string): Promise<void> {
+  const root = await lstat(storage.resolve(STAGING_DIR)).catch(() => undefined);
+  if (!root) return;
+  if (!root.isDirectory()) throw new IngressError('configuration', 'the staging folder is not a directory', true);
+  await rm(storage.resolve(dir), { recursive: true, force: true });
+}
 
 /** A run input and its export source, from a request body's or a schedule's `input` naming a FHIR server. */
 export function exportRunInput(request: ExportInput): { input: BatchRun['input']; source: ExportSource } {
@@ -155,7 +163,7 @@ export class BulkExports {
     }
 
     const dir = `${STAGING_DIR}/${run.dir.split('/').pop()}`;
-    await rm(storage.resolve(dir), { recursive: true, force: true }); // a half-staged attempt before a crash
+    await removeStaging(storage, dir); // a half-staged attempt before a crash
     await storage.createDir(dir);
     await this.#redis.hset(key, 'stagingDir', dir); // so a run that fails mid-download still has its folder removed
     const files: string[] = [];
@@ -241,7 +249,7 @@ export class BulkExports {
     if (!isExportPath(run.input.path)) return;
     const key = this.#runKey(run.id);
     const [dir, statusUrl, files] = await this.#redis.hmget(key, 'stagingDir', 'statusUrl', 'files');
-    if (dir) await rm(storage.resolve(dir), { recursive: true, force: true });
+    if (dir) await removeStaging(storage, dir);
     // an export given up before it was all fetched: the server may drop its files now (staged ones were released)
     if (statusUrl && !files && run.source) {
       await this.#client(run.source.request.fhirServer)

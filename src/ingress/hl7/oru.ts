@@ -91,8 +91,11 @@ export function oruResources(message: Hl7Message): {
   resources: Array<Record<string, unknown>>;
   notes: string[];
 } {
-  const pid = message.getSegment('PID');
+  const pids = message.getAllSegments('PID');
+  const pid = pids[0];
   if (!pid) throw new Hl7Refusal('AE', '101', 'the message has no PID segment: no patient to score');
+  // one score per message: several patients' results must not be read as one patient's
+  if (pids.length > 1) throw new Hl7Refusal('AR', '100', 'more than one PID: send one ORU^R01 per patient');
   // PID-3: the first identifier (CX.1); an empty one cannot be tied to a patient
   const patientId = pid.getComponent(3, 1) || pid.getComponent(2, 1);
   if (!patientId) throw new Hl7Refusal('AE', '101', 'PID-3 (patient identifier) is empty');
@@ -103,9 +106,13 @@ export function oruResources(message: Hl7Message): {
     { resourceType: 'Patient', id: patientId, ...(birthDate ? { birthDate } : {}) },
   ];
   const notes: string[] = [];
-  const obrTime = hl7Time(message.getSegment('OBR')?.getComponent(7, 1) ?? '');
-  for (const [i, obx] of message.getAllSegments('OBX').entries()) {
-    const n = obx.getField(1)?.toString() || String(i + 1);
+  // an OBX without its own time takes its order's (the OBR before it), never another order's
+  let obrTime: string | undefined;
+  let i = 0;
+  for (const obx of message.segments) {
+    if (obx.name === 'OBR') obrTime = hl7Time(obx.getComponent(7, 1));
+    if (obx.name !== 'OBX') continue;
+    const n = obx.getField(1)?.toString() || String(++i);
     const codes = codings(obx, 3);
     if (codes.length === 0) {
       notes.push(`OBX ${n}: no observation identifier`);
