@@ -74,7 +74,17 @@ try {
       run,
       model: catalog.get(name) as NonNullable<ReturnType<ModelCatalog['get']>>,
       // the scorer's observer times each chunk's scoring: the parent reports it as inference on the batch tier
-      scorer: new Scorer({ catalog, runners, observers: [{ onScore: (e) => void (scoringMs += e.ms) }] }),
+      scorer: new Scorer({
+        catalog,
+        runners,
+        observers: [
+          {
+            onScore: (e) => {
+              scoringMs += e.ms;
+            },
+          },
+        ],
+      }),
       storage: new LocalStorage(input.dataDir),
       runs,
       chunkTimeoutMs: input.chunkTimeoutMs,
