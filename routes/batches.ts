@@ -24,6 +24,8 @@ function viewOf(run: BatchRun, principal?: Principal) {
     state: run.state,
     input: { ...run.input, path: displayInputPath(principal, run.input.path) },
     ...(run.scheduleId ? { scheduleId: run.scheduleId } : {}),
+    // a FHIR server's export: its state and the server's X-Progress while it runs
+    ...(run.source ? { source: run.source } : {}),
     createdAt: new Date(run.createdAt).toISOString(),
     rowsRead: run.rowsDone,
     scored: run.scored,

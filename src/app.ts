@@ -6,6 +6,7 @@ import { routePath } from 'hono/route';
 import { adminRoutes } from '../routes/admin.ts';
 import { batchRoutes } from '../routes/batches.ts';
 import { opsRoutes } from '../routes/health.ts';
+import { hl7Routes } from '../routes/hl7.ts';
 import { jobRoutes } from '../routes/jobs.ts';
 import { modelRoutes } from '../routes/models.ts';
 import { predictRoutes } from '../routes/predict.ts';
@@ -83,6 +84,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v1', adminRoutes(deps));
   app.route('/v1', batchRoutes(deps));
   app.route('/v1/schedules', scheduleRoutes(deps));
+  app.route('/v1', hl7Routes(deps, deps.options.hl7Models ?? []));
   app.route('/v1', releaseRoutes(deps));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));

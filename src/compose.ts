@@ -12,6 +12,7 @@ import { DeadLetters } from './callbacks/dead-letters.ts';
 import { Outbox } from './callbacks/outbox.ts';
 import { DeadLetterService } from './callbacks/replay.ts';
 import type { AppDeps } from './context.ts';
+import { BulkExports } from './ingress/bulk-export.ts';
 import { ReviewService } from './jobs/reviews.ts';
 import { JobService } from './jobs/service.ts';
 import { JobStore } from './jobs/store.ts';
@@ -44,7 +45,7 @@ export type ServicesConfig = Pick<
   | 'dataDir'
   | 'batchMissedAfterMs'
 > &
-  Partial<Pick<Config, 'workerLockMs'>>;
+  Partial<Pick<Config, 'workerLockMs' | 'fhirServers' | 'hl7'>>;
 
 export interface ServicesOptions {
   config: ServicesConfig;
@@ -72,6 +73,7 @@ export async function composeServices(options: ServicesOptions) {
   const prefix = config.redisPrefix;
   const now = options.now ?? Date.now;
   const metrics = options.metrics ?? createMetrics();
+  const fhirServers = BulkExports.servers(config.fhirServers); // checked before anything is connected
   const redis = await connectRedis(options.redisUrl, logger);
 
   const audit = new AuditLog(redis, prefix);
@@ -113,6 +115,7 @@ export async function composeServices(options: ServicesOptions) {
   });
   const callbacks = callbackSender(queues.callbacks, outbox, config.callbacks);
   const storage = new LocalStorage(config.dataDir);
+  const bulkExports = new BulkExports(fhirServers, redis, prefix, now);
   const services = {
     redis,
     metrics,
@@ -128,6 +131,7 @@ export async function composeServices(options: ServicesOptions) {
     runs,
     queues,
     storage,
+    bulkExports,
     jobScorer,
     callbacks,
     keys: options.keys,
@@ -143,7 +147,7 @@ export async function composeServices(options: ServicesOptions) {
       enqueueCallback(queues.callbacks, config.callbacks, letter, replay),
     ),
     schedules: new ScheduleService(redis, prefix, schedulerPort(queues.batch), audit),
-    batches: new BatchService(runs, runQueuePort(queues.batch), storage, audit),
+    batches: new BatchService(runs, runQueuePort(queues.batch), storage, audit, bulkExports),
     now,
     random: options.random,
     config,
@@ -263,6 +267,7 @@ export async function composeGateway(options: ComposeOptions) {
       maxBodyBytes: config.maxBodyBytes,
       openOpsEndpoints: config.openOpsEndpoints,
       accessLog: config.accessLog,
+      hl7Models: config.hl7?.models ?? [],
     },
   };
   const app = createApp(deps);

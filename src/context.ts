@@ -45,6 +45,8 @@ export interface AppDeps {
     /** health and metrics without an API key (inside a cluster) */
     openOpsEndpoints: boolean;
     accessLog: boolean;
+    /** the models HL7v2 messages may be scored by (POST /v1/hl7, MLLP) */
+    hl7Models?: readonly string[];
   };
 }
 

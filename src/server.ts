@@ -3,6 +3,8 @@ import { serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { composeGateway } from './compose.ts';
 import { ensureRedis } from './devtools/local-redis.ts';
+import { Hl7Door } from './ingress/hl7/door.ts';
+import { startMllp } from './ingress/hl7/mllp.ts';
 import { ApiKeyStore } from './platform/auth.ts';
 import { type Config, ConfigError, loadConfig } from './platform/config.ts';
 import { announceDevelopmentKeys } from './platform/dev-keys.ts';
@@ -63,6 +65,11 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
   logger.info({ url, models: deps.catalog.list().map((m) => `${m.name}@${m.version}:${m.tier}`) }, 'listening');
+  // HL7v2 over MLLP beside HTTP: the same door as POST /v1/hl7 (src/ingress/hl7/)
+  const { mllpPort, mllpHost, models: hl7Models } = config.hl7;
+  const door = new Hl7Door({ catalog: deps.catalog, sync: deps.sync, models: hl7Models, logger });
+  const mllp = mllpPort === undefined ? undefined : await startMllp({ host: mllpHost, port: mllpPort, door, logger });
+  if (mllp) logger.info({ host: mllpHost, port: mllp.port, models: hl7Models }, 'mllp listening');
 
   let closing: Promise<void> | undefined;
   const shutdown = () => {
@@ -81,6 +88,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
         logger.warn('grace period over: closing the remaining connections');
         if ('closeAllConnections' in server) server.closeAllConnections();
       }
+      await mllp?.close();
       await gateway.close();
       await localRedis?.stop();
       logger.info('stopped');

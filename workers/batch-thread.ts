@@ -32,6 +32,8 @@ export interface BatchThreadInput {
   chunkTimeoutMs: number;
   /** the parent's event-loop pressure (see src/platform/pressure.ts): chunks wait while it is over the threshold */
   pressure?: { buffer: SharedArrayBuffer; thresholdMs: number };
+  /** a FHIR export's staged files (src/ingress/), read instead of the run's input path */
+  exportFiles?: string[];
 }
 
 export type BatchThreadMessage =
@@ -86,6 +88,7 @@ try {
       storage: new LocalStorage(input.dataDir),
       runs,
       chunkTimeoutMs: input.chunkTimeoutMs,
+      ...(input.exportFiles ? { exportFiles: input.exportFiles } : {}),
       onChunk: (scored, failed) => {
         port.postMessage({ type: 'chunk', scored, failed, pausedMs, scoringMs } satisfies BatchThreadMessage);
         pausedMs = 0;

@@ -10,6 +10,8 @@ import { outputKey, type RunStore } from '../src/batch/runs.ts';
 import type { Scheduler, ScheduleService } from '../src/batch/schedules.ts';
 import type { RunQueue } from '../src/batch/service.ts';
 import type { LocalStorage } from '../src/batch/storage.ts';
+import { type BulkExports, exportRunInput } from '../src/ingress/bulk-export.ts';
+import { IngressError } from '../src/ingress/smart-token.ts';
 import type { BatchMetrics } from '../src/platform/metrics.ts';
 import type { Pressure } from '../src/platform/pressure.ts';
 import { createQueue, jobOptions, type RetryPolicy } from '../src/platform/queue.ts';
@@ -86,6 +88,8 @@ export interface BatchWorkerDeps {
   now: () => number;
   /** in the gateway's process: chunks yield while its event loop is under pressure */
   pressure?: Pressure;
+  /** FHIR servers' Bulk Data exports as inputs (src/ingress/) */
+  bulkExports?: BulkExports;
 }
 
 // Run from the sources (tests, tsx), a worker thread on Node 20 does not inherit tsx's loader: it starts at an entry
@@ -141,7 +145,7 @@ async function runIdFor(job: Job<BatchJobData>, deps: BatchWorkerDeps): Promise<
     requestedBy: `schedule:${scheduleId}`,
     scheduleId,
     ...(schedule.readers ? { readers: schedule.readers } : {}),
-    input: schedule.input,
+    ...('path' in schedule.input ? { input: schedule.input } : exportRunInput(schedule.input)),
     asOf: slotTime,
     state: late && schedule.missed === 'skip' ? 'skipped' : 'queued',
     createdAt: deps.now(),
@@ -185,6 +189,9 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
       await deps.storage.createDir(run.dir);
       metrics.jobQueueWait.observe({ model: run.model, tier: 'batch' }, Math.max(0, started - run.createdAt) / 1000);
     }
+    // a FHIR server's export: kicked off, awaited and staged before a row is scored (src/ingress/bulk-export.ts)
+    const staged = run.source && deps.bulkExports ? await deps.bulkExports.stage(run, runs, deps.storage) : undefined;
+    if (staged === 'cancelled') return 'cancelled';
     const outcome = await runInThread(
       {
         runId,
@@ -198,6 +205,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
         ...(deps.pressure
           ? { pressure: { buffer: deps.pressure.buffer, thresholdMs: deps.pressure.thresholdMs } }
           : {}),
+        ...(staged ? { exportFiles: staged } : {}),
       },
       ({ scored, failed, pausedMs, scoringMs }) => {
         metrics.batchRows.inc({ model: run.model, outcome: 'scored' }, scored);
@@ -211,9 +219,13 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
     );
     const seconds = (deps.now() - started) / 1000;
     metrics.batchRunDuration.observe({ model: run.model, outcome }, seconds);
-    if (outcome === 'cancelled') return 'cancelled';
+    if (outcome === 'cancelled') {
+      await deps.bulkExports?.finished(run, false, deps.storage);
+      return 'cancelled';
+    }
     const finished = await runs.get(runId);
     if (!finished) return 'gone';
+    await deps.bulkExports?.finished(finished, true, deps.storage);
     finished.finishedAt = deps.now();
     await deps.storage.writeWhole(
       outputKey(finished, 'manifest.json'),
@@ -232,16 +244,21 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
     return 'completed';
   } catch (err) {
     const message = (err as Error).message;
-    const finalAttempt = err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    const finalAttempt =
+      err instanceof UnrecoverableError ||
+      (err instanceof IngressError && err.permanent) ||
+      job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     logger.warn({ runId, model: run.model, attempt: job.attemptsMade + 1, error: message }, 'batch run attempt failed');
     if (finalAttempt) {
+      await deps.bulkExports?.finished(run, false, deps.storage).catch(() => {});
       await runs.transition(runId, ['queued', 'running'], 'failed', {
         error: message.slice(0, 500),
         finishedAt: deps.now(),
       });
       metrics.batchRunDuration.observe({ model: run.model, outcome: 'failed' }, (deps.now() - started) / 1000);
     }
-    throw err;
+    // an export that cannot succeed (a 4xx kick-off, a failed export, an expired file) is not attempted again
+    throw err instanceof IngressError && err.permanent ? new UnrecoverableError(message) : err;
   }
 }
 

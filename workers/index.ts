@@ -56,6 +56,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       runs: s.runs,
       schedules: s.schedules,
       storage: s.storage,
+      bulkExports: s.bulkExports,
       catalog: s.catalog,
       metrics,
       logger,

@@ -1,4 +1,6 @@
+import { Readable } from 'node:stream';
 import { riskAssessment } from '../fhir/risk-assessment.ts';
+import { readStagedExport } from '../ingress/staged-export.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { encodeRow } from '../serving/features.ts';
 import type { Scorer } from '../serving/scorer.ts';
@@ -15,6 +17,8 @@ export interface ExecuteContext {
   runs: RunStore;
   /** how long one chunk may take to score */
   chunkTimeoutMs: number;
+  /** the staged files of a FHIR server's export, read instead of `run.input.path` */
+  exportFiles?: string[];
   /** called after each committed chunk with the rows it scored and failed */
   onChunk?: (scored: number, failed: number) => void;
   /** awaited before each chunk: a run yields here while bedside traffic needs the machine */
@@ -38,6 +42,10 @@ function outcome(id: string, diagnostics: string, expression?: string[], code = 
 
 function rowsOf(ctx: ExecuteContext, stream: Parameters<typeof readNdjson>[0]): AsyncGenerator<InputRow> {
   const { run, model } = ctx;
+  if (ctx.exportFiles) {
+    const window = { asOf: run.asOf, lookbackHours: model.manifest.batch?.lookbackHours ?? 72 };
+    return readStagedExport(ctx.storage, ctx.exportFiles, model.manifest.features, window);
+  }
   switch (run.input.format) {
     case 'ndjson':
       return readNdjson(stream);
@@ -159,7 +167,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   };
 
   try {
-    const stream = await storage.openRead(run.input.path);
+    const stream = ctx.exportFiles ? Readable.from([]) : await storage.openRead(run.input.path);
     let index = 0;
     let chunk: InputRow[] = [];
     for await (const row of rowsOf(ctx, stream)) {

@@ -47,6 +47,8 @@ export function bulkManifest(run: BatchRun, request: string) {
       asOf: new Date(run.asOf).toISOString(),
       // per patient on FHIR runs: scored, without the data to score, and failed (invalid values, unreadable lines)
       outcomes: { scored: run.scored, insufficient: run.insufficient, failed: run.failed },
+      // which FHIR server export fed the run (its request, transactionTime and files)
+      ...(run.source ? { source: run.source } : {}),
       ...(run.finishedAt && run.startedAt ? { durationMs: run.finishedAt - run.startedAt } : {}),
     },
   };

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import type { ExportSource } from '../ingress/export-request.ts';
 import type { batchFormats } from '../registry/schema.ts';
 import { RUNS_DIR } from './storage.ts';
 
@@ -22,6 +23,8 @@ export interface BatchRun {
   /** client key ids that may read a scheduled run (the schedule's `readers`); admins always may */
   readers?: string[];
   input: { path: string; format: BatchFormat };
+  /** the FHIR server export that feeds the run, when it is not a file */
+  source?: ExportSource;
   asOf: number;
   state: RunState;
   createdAt: number;
@@ -136,6 +139,7 @@ export class RunStore {
       errorBytes: '0',
       chunks: '0',
       ...(run.scheduleId ? { scheduleId: run.scheduleId } : {}),
+      ...(run.source ? { source: JSON.stringify(run.source) } : {}),
       ...(run.error ? { error: run.error } : {}),
     };
     const created = (await this.#redis.eval(
@@ -164,6 +168,7 @@ export class RunStore {
       dir: h.dir ?? `${RUNS_DIR}/${h.id}`,
       ...(h.readers ? { readers: JSON.parse(h.readers) as string[] } : {}),
       input: { path: h.inputPath as string, format: h.inputFormat as BatchFormat },
+      ...(h.source ? { source: JSON.parse(h.source) as ExportSource } : {}),
       asOf: Number(h.asOf),
       state: h.state as RunState,
       createdAt: Number(h.createdAt),

@@ -97,7 +97,7 @@ export class ScheduleService {
       action: previous ? 'schedule.update' : 'schedule.create',
       target: s.id,
       model,
-      detail: `${s.cron} ${s.timezone} ${s.input.format}:${s.input.path} missed=${s.missed}`,
+      detail: `${s.cron} ${s.timezone} ${'path' in s.input ? `${s.input.format}:${s.input.path}` : `fhir-export:${s.input.fhirServer}`} missed=${s.missed}`,
     });
     return { schedule, created: !previous };
   }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { type BulkExports, isExportInput } from '../ingress/bulk-export.ts';
 import type { AuditLog } from '../platform/audit.ts';
 import type { Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
@@ -56,12 +57,14 @@ export class BatchService {
   readonly #queue: RunQueue;
   readonly #storage: LocalStorage;
   readonly #audit: AuditLog;
+  readonly #exports: BulkExports | undefined;
 
-  constructor(runs: RunStore, queue: RunQueue, storage: LocalStorage, audit: AuditLog) {
+  constructor(runs: RunStore, queue: RunQueue, storage: LocalStorage, audit: AuditLog, exports?: BulkExports) {
     this.#runs = runs;
     this.#queue = queue;
     this.#storage = storage;
     this.#audit = audit;
+    this.#exports = exports;
   }
 
   get storage(): LocalStorage {
@@ -70,6 +73,7 @@ export class BatchService {
 
   /** Checks an input reference: a safe path in the data directory, readable, of the declared format. */
   async checkInput(input: unknown): Promise<{ path: string; format: BatchFormat }> {
+    if (isExportInput(input) && this.#exports) return this.#exports.checkScheduleInput(input);
     const i = input as { path?: unknown; format?: unknown } | null;
     if (typeof i !== 'object' || i === null || Array.isArray(i))
       throw new Problem('invalid_request', 'input must be {"path", "format"}');
@@ -97,7 +101,10 @@ export class BatchService {
         `"${model.manifest.name}" takes documents: use /v1/models/${model.manifest.name}/jobs`,
       );
     }
-    const input = await this.checkInput(inClientArea(principal, body.input));
+    // a FHIR server's export instead of a file (src/ingress/): checked against the configured servers
+    const fromServer =
+      isExportInput(body.input) && this.#exports ? this.#exports.checkRequest(principal, body.input) : undefined;
+    const input = fromServer?.input ?? (await this.checkInput(inClientArea(principal, body.input)));
     let asOf = Date.now();
     if (body.asOf !== undefined) {
       if (
@@ -116,6 +123,7 @@ export class BatchService {
       version: model.version,
       requestedBy: `api:${principal.id}`,
       input,
+      ...(fromServer ? { source: fromServer.source } : {}),
       asOf,
       state: 'queued',
       createdAt: Date.now(),

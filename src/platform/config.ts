@@ -24,6 +24,13 @@ const envSchema = z.object({
   TRIAGE_MODELS_DIR: z.string().min(1).default('models'),
   TRIAGE_API_KEYS: z.string().min(1).optional(),
   TRIAGE_OIDC_ISSUERS: z.string().min(1).optional(),
+  TRIAGE_FHIR_SERVERS: z.string().min(1).optional(),
+  TRIAGE_HL7_MODELS: z
+    .string()
+    .regex(/^([a-z0-9][a-z0-9-]*(,[a-z0-9][a-z0-9-]*)*)?$/, 'must be a comma list of model names')
+    .default(''),
+  TRIAGE_HL7_MLLP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  TRIAGE_HL7_MLLP_HOST: z.string().min(1).default('127.0.0.1'),
   TRIAGE_RATE_LIMIT_PREDICT: rateSchema.prefault('100/1s'),
   TRIAGE_RATE_LIMIT_SUBMIT: rateSchema.prefault('10/1s'),
   TRIAGE_RATE_LIMIT_DEFAULT: rateSchema.prefault('50/1s'),
@@ -93,6 +100,10 @@ export type Config = {
   apiKeys: string | undefined;
   /** raw OpenID Connect issuer config (YAML or JSON); undefined = bearer tokens are not accepted */
   oidcIssuers: string | undefined;
+  /** raw FHIR servers config for Bulk Data export inputs (src/ingress/fhir-servers.ts); undefined = none */
+  fhirServers: string | undefined;
+  /** the HL7v2 door (src/ingress/hl7/): the sync models it scores, and the MLLP listener (no port: none) */
+  hl7: { models: string[]; mllpPort: number | undefined; mllpHost: string };
   rateLimits: RateLimitSettings;
   openOpsEndpoints: boolean;
   logLevel: z.infer<typeof envSchema>['TRIAGE_LOG_LEVEL'];
@@ -172,6 +183,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     modelsDir: e.TRIAGE_MODELS_DIR,
     apiKeys: e.TRIAGE_API_KEYS,
     oidcIssuers: e.TRIAGE_OIDC_ISSUERS,
+    fhirServers: e.TRIAGE_FHIR_SERVERS,
+    hl7: {
+      models: e.TRIAGE_HL7_MODELS.split(',').filter(Boolean),
+      mllpPort: e.TRIAGE_HL7_MLLP_PORT,
+      mllpHost: e.TRIAGE_HL7_MLLP_HOST,
+    },
     rateLimits: {
       classes: {
         predict: e.TRIAGE_RATE_LIMIT_PREDICT,

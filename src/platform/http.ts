@@ -108,7 +108,7 @@ export async function readJson(c: Context<AppEnv>): Promise<unknown> {
   }
 }
 
-async function readCapped(
+export async function readCapped(
   body: ReadableStream<Uint8Array> | null,
   max: number,
   tooLarge: () => Problem,

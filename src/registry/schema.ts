@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { exportInputSchema } from '../ingress/export-request.ts';
 import { checkFhirMapping, fhirMappingSchema } from './fhir-mapping.ts';
 
 /**
@@ -191,7 +192,10 @@ export const scheduleSchema = z
     id: scheduleIdSchema,
     cron: z.string().min(1).max(120),
     timezone: z.string().min(1).max(64).default('UTC'),
-    input: z.object({ path: z.string().min(1).max(1024), format: z.enum(batchFormats) }).strict(),
+    input: z.union([
+      z.object({ path: z.string().min(1).max(1024), format: z.enum(batchFormats) }).strict(),
+      exportInputSchema, // a FHIR server's Bulk Data export (src/ingress/)
+    ]),
     /** a slot missed while everything was down: skip it, or run once to catch up */
     missed: z.enum(['skip', 'catch-up']).default('skip'),
     /** client key ids that may read this schedule's runs and their files (admins always may) */

@@ -86,6 +86,8 @@ export interface GatewayOptions {
   redisReady?: () => Promise<boolean>;
   /** another Redis URL than TRIAGE_REDIS_URL (e.g. a proxy in front of it) */
   redisUrl?: string;
+  /** any other configuration (FHIR servers, HL7 …), applied last */
+  config?: Partial<GatewayConfig>;
 }
 
 export interface TestGateway {
@@ -151,6 +153,7 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
     ...(options.dataDir !== undefined ? { dataDir: options.dataDir } : {}),
     ...(options.missedAfterMs !== undefined ? { batchMissedAfterMs: options.missedAfterMs } : {}),
     ...(options.workerLockMs !== undefined ? { workerLockMs: options.workerLockMs } : {}),
+    ...options.config,
   };
   const gateway = await composeGateway({
     config,
