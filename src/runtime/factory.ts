@@ -1,4 +1,6 @@
 import type { SageMakerRuntimeClient } from '@aws-sdk/client-sagemaker-runtime';
+import type { Logger } from 'pino';
+import type { Metrics } from '../platform/metrics.ts';
 import type { LoadedModel } from '../registry/load.ts';
 import type { ModelVersion } from '../registry/schema.ts';
 import { inputWidth } from '../serving/inputs.ts';
