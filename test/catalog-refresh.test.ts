@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { Redis } from 'ioredis';
 import { loadModels } from '../src/registry/load.ts';
 import { ModelCatalog } from '../src/serving/catalog.ts';
-import { deletePrefix, MODELS_DIR, makePrefix, REDIS_URL } from './support.ts';
+import { deletePrefix, MODELS_DIR, makePrefix, REDIS_URL } from './support/index.ts';
 
 test('a refresh overlapping a routing change made here does not undo it', async () => {
   const prefix = makePrefix('catalog-refresh');

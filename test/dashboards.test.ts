@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
-import { buildTestApp, type TestApp } from './support.ts';
+import { buildGateway, type TestGateway } from './support/index.ts';
 
 const run = promisify(execFile);
 const DIR = fileURLToPath(new URL('../k8s/monitoring/', import.meta.url));
@@ -23,11 +23,11 @@ interface Panel {
 }
 
 describe('Grafana dashboards', () => {
-  let app: TestApp;
+  let app: TestGateway;
   let dashboards: Array<{ file: string; panels: Panel[] }>;
 
   before(async () => {
-    app = await buildTestApp();
+    app = await buildGateway();
     const files = (await readdir(path.join(DIR, 'dashboards'))).filter((f) => f.endsWith('.json'));
     dashboards = await Promise.all(
       files.map(async (file) => ({
