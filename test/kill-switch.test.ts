@@ -6,14 +6,11 @@
  * falls while suspended is skipped and recorded, and a run in progress pauses at its checkpoint; everything audited.
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdir } from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, describe, mock, test } from 'node:test';
 import { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { NO_SCORE_ACTION } from '../src/serving/scorer.ts';
 import { startWorkers } from '../workers/index.ts';
-import * as batch from './batch-support.ts';
 import {
   allAudit,
   buildGateway,
@@ -21,12 +18,16 @@ import {
   MODEL,
   makeKeys,
   makePrefix,
-  type ReleaseGateway,
+  placeDischarges,
+  REDIS_URL,
   removeDir,
+  type TestGateway,
+  tempDir,
   tempModels,
   type Vitals,
   waitFor,
-} from './release-support.ts';
+  waitForRun,
+} from './support/index.ts';
 
 const VITALS: Vitals = {
   age: 71,
@@ -42,13 +43,15 @@ describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () =
   const keys = makeKeys();
   const prefix = makePrefix('kill-switch');
   let modelsDir: string;
-  let a: ReleaseGateway;
-  let b: ReleaseGateway;
+  let a: TestGateway;
+  let b: TestGateway;
   let draw = Math.random;
 
   before(async () => {
-    modelsDir = await tempModels((m) => {
-      delete m.routing.shadow;
+    modelsDir = await tempModels({
+      [MODEL]: (m) => {
+        delete m.routing.shadow;
+      },
     });
     a = await buildGateway({ prefix, keys, modelsDir, random: () => draw() });
     // replica B follows at the default interval (one second)
@@ -81,7 +84,7 @@ describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () =
       assert.equal(res.headers.get('content-type'), 'application/problem+json');
       assert.equal(res.body.code, code);
     }
-    assert.equal((await a.predict(keys.client, [VITALS])).status, 200);
+    assert.equal((await a.predict(MODEL, keys.client, [VITALS])).status, 200);
   });
 
   test('a suspended version answers 503 model_suspended at once here, and on replica B within a second', async () => {
@@ -95,9 +98,9 @@ describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () =
     });
     assert.equal(res.status, 201, res.text);
     assert.equal(res.body.suspension.version, '1');
-    assert.equal(res.body.suspension.by, 'release-reviewer');
+    assert.equal(res.body.suspension.by, 'reviewer');
 
-    const refused = await a.predict(keys.client, [VITALS]);
+    const refused = await a.predict(MODEL, keys.client, [VITALS]);
     assert.equal(refused.status, 503, refused.text);
     assert.equal(refused.headers.get('content-type'), 'application/problem+json');
     assert.equal(refused.body.code, 'model_suspended');
@@ -106,10 +109,10 @@ describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () =
     assert.match(refused.body.detail, /INC-77/);
 
     mock.timers.tick(999);
-    assert.equal((await b.predict(keys.client, [VITALS])).status, 200, 'B has not polled yet');
+    assert.equal((await b.predict(MODEL, keys.client, [VITALS])).status, 200, 'B has not polled yet');
     mock.timers.tick(1);
     await waitFor(() => b.gateway.services.catalog.suspension(MODEL, '1') !== undefined, 'B to apply the tick');
-    const onB = await b.predict(keys.client, [VITALS]);
+    const onB = await b.predict(MODEL, keys.client, [VITALS]);
     assert.equal(onB.status, 503, onB.text);
     assert.equal(onB.body.code, 'model_suspended');
     mock.timers.reset();
@@ -136,11 +139,11 @@ describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () =
     });
     assert.equal(canary.status, 200, canary.text);
     draw = () => 0.1; // below the weight: the canary's share
-    const v2 = await a.predict(keys.client, [VITALS]);
+    const v2 = await a.predict(MODEL, keys.client, [VITALS]);
     assert.equal(v2.status, 200, v2.text);
     assert.equal(v2.body.version, '2');
     draw = () => 0.9;
-    assert.equal((await a.predict(keys.client, [VITALS])).status, 503, 'the primary (1) is suspended');
+    assert.equal((await a.predict(MODEL, keys.client, [VITALS])).status, 503, 'the primary (1) is suspended');
 
     assert.equal(
       (await a.call('POST', `${url}/resume`, keys.admin, { version: '1', reason: 'INC-77 closed' })).status,
@@ -151,7 +154,7 @@ describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () =
       201,
     );
     draw = () => 0.1;
-    const back = await a.predict(keys.client, [VITALS]);
+    const back = await a.predict(MODEL, keys.client, [VITALS]);
     assert.equal(back.status, 200, back.text);
     assert.equal(back.body.version, '1', 'the canary share went to the primary');
     draw = Math.random;
@@ -165,7 +168,7 @@ describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () =
     assert.equal(res.body.suspension.version, undefined);
     await waitFor(() => a.gateway.services.catalog.suspension(MODEL, '2') !== undefined, 'A to follow');
     for (const gw of [a, b]) {
-      const r = await gw.predict(keys.client, [VITALS]);
+      const r = await gw.predict(MODEL, keys.client, [VITALS]);
       assert.equal(r.status, 503, r.text);
       assert.match(r.body.detail, /model "deterioration" is suspended: INC-80/);
     }
@@ -173,15 +176,15 @@ describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () =
     assert.equal(resumed.status, 200, resumed.text);
     assert.equal(resumed.body.resumed.reason, 'INC-80: lab feed outage');
     await waitFor(() => b.gateway.services.catalog.suspension(MODEL, '1') === undefined, 'B to follow the resume');
-    for (const gw of [a, b]) assert.equal((await gw.predict(keys.client, [VITALS])).status, 200);
+    for (const gw of [a, b]) assert.equal((await gw.predict(MODEL, keys.client, [VITALS])).status, 200);
 
     const audit = (await allAudit(a, keys.admin)).filter((e) => e.action?.startsWith('model.'));
     assert.deepEqual(
       audit.map((e) => [e.action, e.actor, e.target, e.reason]),
       [
-        ['model.suspend', 'release-reviewer', 'deterioration@1', 'INC-77: scores drifting high on ward 4'],
+        ['model.suspend', 'reviewer', 'deterioration@1', 'INC-77: scores drifting high on ward 4'],
         ['model.resume', keys.adminId, 'deterioration@1', 'INC-77 closed'],
-        ['model.suspend', 'release-reviewer', 'deterioration@2', 'INC-78: canary'],
+        ['model.suspend', 'reviewer', 'deterioration@2', 'INC-78: canary'],
         ['model.resume', keys.adminId, 'deterioration@2', 'INC-78 closed'],
         ['model.suspend', keys.adminId, 'deterioration', 'INC-80: lab feed outage'],
         ['model.resume', keys.adminId, 'deterioration', 'INC-80: feed restored'],
@@ -192,7 +195,7 @@ describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () =
   test('a manifest reload does not lift a suspension', async () => {
     await a.call('POST', `${url}/suspend`, keys.admin, { version: '1', reason: 'INC-81' });
     await a.gateway.services.catalog.replace(a.gateway.services.catalog.list().map((m) => m.loaded));
-    assert.equal((await a.predict(keys.client, [VITALS])).status, 503);
+    assert.equal((await a.predict(MODEL, keys.client, [VITALS])).status, 503);
     await a.call('POST', `${url}/resume`, keys.admin, { version: '1', reason: 'INC-81 closed' });
   });
 });
@@ -200,30 +203,23 @@ describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () =
 describe('kill switch on the job tiers: async jobs wait, batch slots are skipped, runs pause', {
   timeout: 120_000,
 }, () => {
-  const keys = batch.makeKeys();
-  const prefix = batch.makePrefix('kill-switch-jobs');
+  const keys = makeKeys();
+  const prefix = makePrefix('kill-switch-jobs');
   let dataDir: string;
-  let gw: batch.TestGateway;
+  let gw: TestGateway;
   let workers: { close(): Promise<void> };
   const queueEvents: QueueEvents[] = [];
   const deferred = new Set<string>();
   const connections: Redis[] = [];
 
   before(async () => {
-    dataDir = await batch.tempDir('kill-switch');
-    // the client's data area (on-demand runs) and the data directory itself (schedules, the operator's)
-    for (const dir of ['inputs', 'clients/batch-client/inputs']) {
-      await mkdir(path.join(dataDir, dir), { recursive: true });
-      await copyFile(
-        path.join(batch.MODELS_DIR, 'readmission', 'sample-discharges.ndjson'),
-        path.join(dataDir, dir, 'discharges.ndjson'),
-      );
-    }
-    gw = await batch.buildGateway({ prefix, keys, modelsDir: batch.MODELS_DIR, dataDir, workers: [] });
+    dataDir = await tempDir('kill-switch');
+    await placeDischarges(dataDir);
+    gw = await buildGateway({ prefix, keys, dataDir });
     const s = gw.gateway.services;
     // every job a worker deferred (moved to delayed), seen as BullMQ's own events: no polling for a short state
     for (const queue of ['inference', 'batch']) {
-      const connection = new Redis(batch.REDIS_URL, { maxRetriesPerRequest: null });
+      const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
       connections.push(connection);
       const events = new QueueEvents(queue, { connection, prefix });
       events.on('delayed', ({ jobId }) => void deferred.add(jobId));
@@ -239,8 +235,8 @@ describe('kill switch on the job tiers: async jobs wait, batch slots are skipped
     await Promise.all(queueEvents.map((e) => e.close()));
     for (const c of connections) c.disconnect(); // BullMQ leaves a connection it was given open
     await gw?.close();
-    await batch.deletePrefix(prefix);
-    await batch.removeDir(dataDir);
+    await deletePrefix(prefix);
+    await removeDir(dataDir);
   });
 
   const suspend = async (model: string, reason: string) => {
@@ -313,7 +309,7 @@ describe('kill switch on the job tiers: async jobs wait, batch slots are skipped
     assert.equal(paused?.state, 'queued');
     assert.equal(paused?.scored, 0);
     await resume('readmission');
-    const { final } = await batch.waitForRun(gw, keys.client, runId, 60_000);
+    const { final } = await waitForRun(gw, keys.client, runId, 60_000);
     assert.equal(final.status, 200, final.text);
   });
 });

@@ -6,7 +6,7 @@
  * add to the same windows; the buckets hold counts only; and with monitoring off nothing is recorded.
  */
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -16,17 +16,23 @@ import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { loadModels, ManifestError } from '../src/registry/load.ts';
 import { ModelCatalog } from '../src/serving/catalog.ts';
 import { startWorkers } from '../workers/index.ts';
-import * as batch from './batch-support.ts';
 import {
   buildGateway,
   deletePrefix,
+  MODEL,
+  MODELS_DIR,
   makeKeys,
   makePrefix,
-  type ReleaseGateway,
+  metricValue,
+  placeDischarges,
+  REDIS_URL,
   removeDir,
+  type TestGateway,
+  tempDir,
   tempModels,
-} from './release-support.ts';
-import { MODELS_DIR, metricValue, REDIS_URL, tempModels as tempModelsOf, waitFor } from './support.ts';
+  waitFor,
+  waitForRun,
+} from './support/index.ts';
 
 const DETERIORATION = ['age', 'respirationRate', 'spo2', 'systolicBP', 'pulse', 'temperature', 'onOxygen'];
 const vitals = (rows: number, seed: number) =>
@@ -46,7 +52,7 @@ describe('PSI', () => {
   });
 
   test('a reference profile that does not fit its manifest stops the load, naming the file', async () => {
-    const dir = await tempModelsOf({ deterioration: null });
+    const dir = await tempModels({ deterioration: null });
     try {
       await writeFile(
         path.join(dir, 'deterioration', '1', 'reference-profile.json'),
@@ -97,12 +103,14 @@ describe('monitoring on the sync tier, two replicas', { timeout: 60_000 }, () =>
   const keys = makeKeys();
   const prefix = makePrefix('monitoring');
   let modelsDir: string;
-  let a: ReleaseGateway;
-  let b: ReleaseGateway;
+  let a: TestGateway;
+  let b: TestGateway;
 
   before(async () => {
-    modelsDir = await tempModels((m) => {
-      delete m.routing.shadow;
+    modelsDir = await tempModels({
+      [MODEL]: (m) => {
+        delete m.routing.shadow;
+      },
     });
     a = await buildGateway({ prefix, keys, modelsDir });
     b = await buildGateway({ prefix, keys, modelsDir });
@@ -124,9 +132,9 @@ describe('monitoring on the sync tier, two replicas', { timeout: 60_000 }, () =>
   };
   let above = 0;
   let rows = 0;
-  const send = async (gw: ReleaseGateway, instances: Record<string, unknown>[]) => {
+  const send = async (gw: TestGateway, instances: Record<string, unknown>[]) => {
     for (let i = 0; i < instances.length; i += 50) {
-      const res = await gw.predict(keys.client, instances.slice(i, i + 50));
+      const res = await gw.predict(MODEL, keys.client, instances.slice(i, i + 50));
       assert.equal(res.status, 200, res.text);
       for (const p of res.body.predictions) if (p.aboveThreshold) above++;
       rows += res.body.predictions.length;
@@ -207,31 +215,24 @@ describe('monitoring on the sync tier, two replicas', { timeout: 60_000 }, () =>
 });
 
 describe('monitoring on the job tiers: assumed data, overrides per version, batch rows', { timeout: 120_000 }, () => {
-  const keys = batch.makeKeys();
-  const prefix = batch.makePrefix('monitoring-jobs');
+  const keys = makeKeys();
+  const prefix = makePrefix('monitoring-jobs');
   let dataDir: string;
-  let gw: batch.TestGateway;
+  let gw: TestGateway;
   let workers: { close(): Promise<void> };
 
   before(async () => {
-    dataDir = await batch.tempDir('monitoring');
-    // the client's data area (on-demand runs) and the data directory itself (schedules, the operator's)
-    for (const dir of ['inputs', 'clients/batch-client/inputs']) {
-      await mkdir(path.join(dataDir, dir), { recursive: true });
-      await copyFile(
-        path.join(MODELS_DIR, 'readmission', 'sample-discharges.ndjson'),
-        path.join(dataDir, dir, 'discharges.ndjson'),
-      );
-    }
-    gw = await batch.buildGateway({ prefix, keys, modelsDir: MODELS_DIR, dataDir, workers: [] });
+    dataDir = await tempDir('monitoring');
+    await placeDischarges(dataDir);
+    gw = await buildGateway({ prefix, keys, dataDir });
     workers = startWorkers(['inference', 'batch'], gw.gateway.services);
   });
 
   after(async () => {
     await workers?.close();
     await gw?.close();
-    await batch.deletePrefix(prefix);
-    await batch.removeDir(dataDir);
+    await deletePrefix(prefix);
+    await removeDir(dataDir);
   });
 
   const report = async (model: string, version = '1') => {
@@ -294,7 +295,7 @@ describe('monitoring on the job tiers: assumed data, overrides per version, batc
     });
     assert.equal(submitted.status, 202, submitted.text);
     const runId = String(submitted.headers.get('content-location')).split('/').pop() as string;
-    const { final } = await batch.waitForRun(gw, keys.client, runId, 60_000);
+    const { final } = await waitForRun(gw, keys.client, runId, 60_000);
     assert.equal(final.status, 200, final.text);
     const run = await gw.gateway.services.runs.get(runId);
     const { hour } = await report('readmission');
@@ -313,10 +314,10 @@ describe('monitoring off', { timeout: 30_000 }, () => {
   test('TRIAGE_MONITORING=off: nothing recorded, the report says so', async () => {
     const keys = makeKeys();
     const prefix = makePrefix('monitoring-off');
-    const modelsDir = await tempModels();
+    const modelsDir = await tempModels({ [MODEL]: null });
     const gw = await buildGateway({ prefix, keys, modelsDir, monitoring: false });
     try {
-      assert.equal((await gw.predict(keys.client, vitals(5, 1))).status, 200);
+      assert.equal((await gw.predict(MODEL, keys.client, vitals(5, 1))).status, 200);
       const res = await gw.call('GET', '/v1/models/deterioration/monitoring', keys.client);
       assert.equal(res.body.recording, false);
       assert.equal(res.body.versions[0].windows.hour.rows, 0);

@@ -5,25 +5,29 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { copyFile, mkdir } from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { outcomeMetrics } from '../src/outcomes/metrics.ts';
 import { startWorkers } from '../workers/index.ts';
-import * as batch from './batch-support.ts';
 import {
   allAudit,
   buildGateway,
   deletePrefix,
+  download,
   MODEL,
   makeKeys,
   makePrefix,
   metricValue,
-  type ReleaseGateway,
+  news2Row,
+  placeDischarges,
+  type Reply,
   removeDir,
+  type TestGateway,
+  tempDir,
   tempModels,
   type Vitals,
-} from './release-support.ts';
+  waitFor,
+  waitForRun,
+} from './support/index.ts';
 
 const HOUR = 3_600_000;
 
@@ -74,11 +78,13 @@ describe('POST /v1/outcomes on the sync tier', { timeout: 60_000 }, () => {
   const keys = makeKeys();
   const prefix = makePrefix('outcomes');
   let modelsDir: string;
-  let gw: ReleaseGateway;
+  let gw: TestGateway;
 
   before(async () => {
-    modelsDir = await tempModels((m) => {
-      delete m.routing.shadow;
+    modelsDir = await tempModels({
+      [MODEL]: (m) => {
+        delete m.routing.shadow;
+      },
     });
     gw = await buildGateway({ prefix, keys, modelsDir });
   });
@@ -104,7 +110,7 @@ describe('POST /v1/outcomes on the sync tier', { timeout: 60_000 }, () => {
   test('outcomes by request id join to the version and score answered; the figures follow', async () => {
     for (let i = 0; i < 30; i++) {
       const requestId = randomUUID();
-      const res = await gw.predict(keys.client, [vitals(i)], { 'x-request-id': requestId });
+      const res = await gw.predict(MODEL, keys.client, [vitals(i)], { 'x-request-id': requestId });
       assert.equal(res.status, 200, res.text);
       scored.push({ requestId, score: res.body.predictions[0].deteriorationRisk });
     }
@@ -163,13 +169,13 @@ describe('POST /v1/outcomes on the sync tier', { timeout: 60_000 }, () => {
     assert.equal(again.status, 400, 'in the future');
     const audit = (await allAudit(gw, keys.admin)).filter((e) => e.action === 'outcome.record');
     assert.equal(audit.length, 30);
-    assert.ok(audit.every((e) => e.actor === 'release-client' && e.model === MODEL));
+    assert.ok(audit.every((e) => e.actor === 'client' && e.model === MODEL));
     assert.deepEqual(audit.map((e) => e.target).sort(), scored.map((s) => `outcome:request:${s.requestId}#0`).sort());
   });
 
   test('a multi-instance request joins by index; replays are idempotent; conflicts and bad bodies are refused', async () => {
     const requestId = randomUUID();
-    const res = await gw.predict(keys.client, [vitals(1), vitals(2)], { 'x-request-id': requestId });
+    const res = await gw.predict(MODEL, keys.client, [vitals(1), vitals(2)], { 'x-request-id': requestId });
     assert.equal(res.status, 200, res.text);
     const at = observedAt();
     const body = { requestId, index: 1, outcome: true, observedAt: at };
@@ -198,41 +204,34 @@ describe('POST /v1/outcomes on the sync tier', { timeout: 60_000 }, () => {
 });
 
 describe('outcomes of jobs and batch rows', { timeout: 120_000 }, () => {
-  const keys = batch.makeKeys();
-  const prefix = batch.makePrefix('outcomes-jobs');
+  const keys = makeKeys();
+  const prefix = makePrefix('outcomes-jobs');
   let dataDir: string;
-  let gw: batch.TestGateway;
+  let gw: TestGateway;
   let workers: { close(): Promise<void> };
 
   before(async () => {
-    dataDir = await batch.tempDir('outcomes');
-    // the client's data area (on-demand runs) and the data directory itself (schedules, the operator's)
-    for (const dir of ['inputs', 'clients/batch-client/inputs']) {
-      await mkdir(path.join(dataDir, dir), { recursive: true });
-      await copyFile(
-        path.join(batch.MODELS_DIR, 'readmission', 'sample-discharges.ndjson'),
-        path.join(dataDir, dir, 'discharges.ndjson'),
-      );
-    }
-    gw = await batch.buildGateway({ prefix, keys, modelsDir: batch.MODELS_DIR, dataDir, workers: [] });
+    dataDir = await tempDir('outcomes');
+    await placeDischarges(dataDir);
+    gw = await buildGateway({ prefix, keys, dataDir });
     workers = startWorkers(['inference', 'batch'], gw.gateway.services);
   });
 
   after(async () => {
     await workers?.close();
     await gw?.close();
-    await batch.deletePrefix(prefix);
-    await batch.removeDir(dataDir);
+    await deletePrefix(prefix);
+    await removeDir(dataDir);
   });
 
   test('by job id and by batch row, joined to the score the job and the output file hold', async () => {
     const job = await gw.call('POST', '/v1/models/news2/jobs', keys.client, {
-      input: { instances: [batch.news2Row(3)] },
+      input: { instances: [news2Row(3)] },
     });
     assert.equal(job.status, 202, job.text);
     const id = job.body.id as string;
-    let view: batch.Reply | undefined;
-    await batch.waitFor(async () => {
+    let view: Reply | undefined;
+    await waitFor(async () => {
       view = await gw.call('GET', `/v1/jobs/${id}`, keys.client);
       return view.body.state === 'released';
     }, 'the job to be released');
@@ -248,9 +247,9 @@ describe('outcomes of jobs and batch rows', { timeout: 120_000 }, () => {
       input: { path: 'inputs/discharges.ndjson', format: 'ndjson' },
     });
     const runId = String(submitted.headers.get('content-location')).split('/').pop() as string;
-    const { final } = await batch.waitForRun(gw, keys.client, runId, 60_000);
+    const { final } = await waitForRun(gw, keys.client, runId, 60_000);
     assert.equal(final.status, 200, final.text);
-    const rows = await batch.download(gw, keys.client, final.body.output[0].url);
+    const rows = await download(gw, keys.client, final.body.output[0].url);
     const row = rows[0] as { id: string; prediction: Record<string, number> };
     const res = await gw.call('POST', '/v1/outcomes', keys.reviewer, {
       batch: { runId, rowId: row.id },

@@ -5,24 +5,27 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { copyFile, mkdir } from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SILENT_ACTION } from '../src/serving/scorer.ts';
 import { startWorkers } from '../workers/index.ts';
-import * as batch from './batch-support.ts';
 import {
   allAudit,
   buildGateway,
   deletePrefix,
+  download,
   MODEL,
   makeKeys,
   makePrefix,
-  type ReleaseGateway,
+  placeDischarges,
+  type Reply,
   removeDir,
+  type TestGateway,
+  tempDir,
   tempModels,
   type Vitals,
-} from './release-support.ts';
+  waitFor,
+  waitForRun,
+} from './support/index.ts';
 
 const VITALS: Vitals = {
   age: 71,
@@ -38,12 +41,14 @@ describe('silent deployment on the sync tier', { timeout: 60_000 }, () => {
   const keys = makeKeys();
   const prefix = makePrefix('silent');
   let modelsDir: string;
-  let gw: ReleaseGateway;
+  let gw: TestGateway;
 
   before(async () => {
-    modelsDir = await tempModels((m) => {
-      delete m.routing.shadow;
-      delete m.versions[1].evidence; // version 2 has no release evidence yet: it may run silent, never be shown
+    modelsDir = await tempModels({
+      [MODEL]: (m) => {
+        delete m.routing.shadow;
+        delete m.versions[1].evidence; // version 2 has no release evidence yet: it may run silent, never be shown
+      },
     });
     gw = await buildGateway({ prefix, keys, modelsDir });
   });
@@ -61,7 +66,7 @@ describe('silent deployment on the sync tier', { timeout: 60_000 }, () => {
     assert.equal(set.status, 200, set.text);
     assert.deepEqual(set.body.routing, { primary: '2', silent: true });
     const requestId = randomUUID();
-    const res = await gw.predict(keys.client, [VITALS, VITALS], { 'x-request-id': requestId });
+    const res = await gw.predict(MODEL, keys.client, [VITALS, VITALS], { 'x-request-id': requestId });
     assert.equal(res.status, 200, res.text);
     assert.equal(res.body.version, '2');
     assert.equal(res.body.silent, true);
@@ -91,14 +96,14 @@ describe('silent deployment on the sync tier', { timeout: 60_000 }, () => {
     const refused = await gw.call('POST', `${routing}/promote`, keys.admin, { version: '2', reason: 'CR-8' });
     assert.equal(refused.status, 409, refused.text);
     assert.equal(refused.body.code, 'evidence_required');
-    assert.equal((await gw.predict(keys.client, [VITALS])).body.silent, true, 'still silent');
+    assert.equal((await gw.predict(MODEL, keys.client, [VITALS])).body.silent, true, 'still silent');
     const promoted = await gw.call('POST', `${routing}/promote`, keys.admin, {
       version: '1',
       reason: 'CR-9: back to v1',
     });
     assert.equal(promoted.status, 200, promoted.text);
     assert.deepEqual(promoted.body.routing, { primary: '1' });
-    const res = await gw.predict(keys.client, [VITALS]);
+    const res = await gw.predict(MODEL, keys.client, [VITALS]);
     assert.equal(res.body.silent, undefined);
     assert.equal(typeof res.body.predictions[0].deteriorationRisk, 'number');
     const audit = (await allAudit(gw, keys.admin)).filter((e) => e.action === 'release.silent');
@@ -108,31 +113,24 @@ describe('silent deployment on the sync tier', { timeout: 60_000 }, () => {
 });
 
 describe('silent deployment on the job tiers', { timeout: 120_000 }, () => {
-  const keys = batch.makeKeys();
-  const prefix = batch.makePrefix('silent-jobs');
+  const keys = makeKeys();
+  const prefix = makePrefix('silent-jobs');
   let dataDir: string;
-  let gw: batch.TestGateway;
+  let gw: TestGateway;
   let workers: { close(): Promise<void> };
 
   before(async () => {
-    dataDir = await batch.tempDir('silent');
-    // the client's data area (on-demand runs) and the data directory itself (schedules, the operator's)
-    for (const dir of ['inputs', 'clients/batch-client/inputs']) {
-      await mkdir(path.join(dataDir, dir), { recursive: true });
-      await copyFile(
-        path.join(batch.MODELS_DIR, 'readmission', 'sample-discharges.ndjson'),
-        path.join(dataDir, dir, 'discharges.ndjson'),
-      );
-    }
-    gw = await batch.buildGateway({ prefix, keys, modelsDir: batch.MODELS_DIR, dataDir, workers: [] });
+    dataDir = await tempDir('silent');
+    await placeDischarges(dataDir);
+    gw = await buildGateway({ prefix, keys, dataDir });
     workers = startWorkers(['inference', 'batch'], gw.gateway.services);
   });
 
   after(async () => {
     await workers?.close();
     await gw?.close();
-    await batch.deletePrefix(prefix);
-    await batch.removeDir(dataDir);
+    await deletePrefix(prefix);
+    await removeDir(dataDir);
   });
 
   const silent = async (model: string) => {
@@ -147,8 +145,8 @@ describe('silent deployment on the job tiers', { timeout: 120_000 }, () => {
     await silent('note-triage');
     const res = await gw.call('POST', '/v1/models/note-triage/jobs', keys.client, { input: { text: 'Chest pain.' } });
     assert.equal(res.status, 202, res.text);
-    let view: batch.Reply | undefined;
-    await batch.waitFor(async () => {
+    let view: Reply | undefined;
+    await waitFor(async () => {
       view = await gw.call('GET', `/v1/jobs/${res.body.id}`, keys.client);
       return view.body.state === 'released';
     }, 'the job to be released');
@@ -162,9 +160,9 @@ describe('silent deployment on the job tiers', { timeout: 120_000 }, () => {
       input: { path: 'inputs/discharges.ndjson', format: 'ndjson' },
     });
     const runId = String(submitted.headers.get('content-location')).split('/').pop() as string;
-    const { final } = await batch.waitForRun(gw, keys.client, runId, 60_000);
+    const { final } = await waitForRun(gw, keys.client, runId, 60_000);
     assert.equal(final.status, 200, final.text);
-    const rows = await batch.download(gw, keys.client, final.body.output[0].url);
+    const rows = await download(gw, keys.client, final.body.output[0].url);
     assert.ok(rows.length > 100);
     assert.ok(rows.every((r) => r.silent === true && r.prediction === undefined));
     await gw.gateway.services.monitoring.recorder?.flush();

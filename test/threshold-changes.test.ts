@@ -15,13 +15,13 @@ import {
   editManifest,
   MODEL,
   makePrefix,
-  type ReleaseGateway,
   removeDir,
   scoreOnnx,
+  type TestGateway,
   tempModels,
   type Vitals,
   waitFor,
-} from './release-support.ts';
+} from './support/index.ts';
 
 const key = (who: string) => `trg_${who}_${randomBytes(16).toString('hex')}`;
 const k = { client: key('c'), lead: key('lead'), approver1: key('ap1'), approver2: key('ap2'), admin: key('adm') };
@@ -43,17 +43,19 @@ const EVIDENCE = 'https://evidence.example.org/deterioration/threshold-review-20
 describe('governed threshold changes, two replicas', { timeout: 60_000 }, () => {
   const prefix = makePrefix('threshold');
   let modelsDir: string;
-  let a: ReleaseGateway;
-  let b: ReleaseGateway;
+  let a: TestGateway;
+  let b: TestGateway;
   /** a patient scored between 0.25 and 0.3 by version 1: no escalation at 0.3, escalation at 0.25 */
   let borderline: Vitals;
 
   before(async () => {
-    modelsDir = await tempModels((m) => {
-      delete m.routing.shadow;
+    modelsDir = await tempModels({
+      [MODEL]: (m) => {
+        delete m.routing.shadow;
+      },
     });
-    a = await buildGateway({ prefix, keys, modelsDir, reload: true });
-    b = await buildGateway({ prefix, keys, modelsDir, routingRefreshMs: 25, reload: true });
+    a = await buildGateway({ prefix, keyStore: keys.store, modelsDir, reload: true });
+    b = await buildGateway({ prefix, keyStore: keys.store, modelsDir, routingRefreshMs: 25, reload: true });
     const rows: Vitals[] = [];
     for (const respirationRate of [16, 18, 20, 22, 24, 26])
       for (const pulse of [80, 95, 110, 125])
@@ -73,8 +75,8 @@ describe('governed threshold changes, two replicas', { timeout: 60_000 }, () => 
   });
 
   const url = `/v1/models/${MODEL}/threshold-changes`;
-  const verdict = async (gw: ReleaseGateway) => {
-    const res = await gw.predict(keys.client, [borderline]);
+  const verdict = async (gw: TestGateway) => {
+    const res = await gw.predict(MODEL, keys.client, [borderline]);
     assert.equal(res.status, 200, res.text);
     return { threshold: res.body.threshold, above: res.body.predictions[0].aboveThreshold };
   };
@@ -144,7 +146,7 @@ describe('governed threshold changes, two replicas', { timeout: 60_000 }, () => 
   });
 
   test('a reload that changes a threshold without an approved request is refused and audited with its diff', async () => {
-    await editManifest(modelsDir, (m) => {
+    await editManifest(modelsDir, MODEL, (m) => {
       m.output.threshold = 0.2;
       for (const v of m.versions) v.evidence.approvedThreshold = 0.2;
       v0(m).evidence.approvedBy = 'someone else entirely';
@@ -162,7 +164,7 @@ describe('governed threshold changes, two replicas', { timeout: 60_000 }, () => 
   });
 
   test('the manifest released at the approved threshold reloads, audited with the diff; no change says so', async () => {
-    await editManifest(modelsDir, (m) => {
+    await editManifest(modelsDir, MODEL, (m) => {
       m.output.threshold = 0.25;
       for (const v of m.versions) v.evidence.approvedThreshold = 0.25;
       v0(m).evidence.approvedBy = 'Clinical AI Platform model review board (demo)';
