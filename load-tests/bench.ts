@@ -6,12 +6,14 @@
  * Exit status: 0 when every section ran cleanly, even if a performance goal was missed (goals are informational);
  * 1 when a server failed to start, a child died, or a load run saw errors (non-2xx, socket errors).
  *
- * env: BENCH_SECTIONS (sync,async,batch,shadow,sagemaker), BENCH_DURATION (s per target, default 10), BENCH_WARMUP (s, default 2),
+ * env: BENCH_SECTIONS (sync,taps,async,batch,shadow,sagemaker), BENCH_DURATION (s per target, default 10), BENCH_WARMUP (s, default 2),
  * BENCH_CONNECTIONS (default 32), BENCH_LOADGEN (wrk | autocannon; default wrk when on PATH), BENCH_WRK_THREADS (1),
- * BENCH_ONNX_RUNS (2000), BENCH_ACCESS_LOG=0 (skip the extra Triage run with access logs on at info level), BENCH_CPU_PROF=1 (profile
+ * BENCH_ONNX_RUNS (2000), BENCH_MONITORING_OFF=0 (skip the Triage with TRIAGE_MONITORING=off measured beside the default one),
+ * BENCH_ACCESS_LOG=0 (skip the extra Triage run with access logs on at info level), BENCH_CPU_PROF=1 (profile
  * the Triage child, print its top self-time functions; slows it down).
  *
- * Sections: sync (sync.ts), async (async.ts: jobs vs raw BullMQ), batch (batch.ts: batch runs vs raw onnxruntime, RSS,
+ * Sections: sync (sync.ts: with monitoring on and off), taps (taps.ts: the accountability taps per scoring), async
+ * (async.ts: jobs vs raw BullMQ), batch (batch.ts: batch runs vs raw onnxruntime, RSS,
  * sync p99 during a run), shadow (shadow.ts: 100% shadow mirroring on vs off), sagemaker (sagemaker.ts: predict on a
  * SageMaker-fake-backed version vs the SDK calling the fake directly).
  *   async:  BENCH_ASYNC_JOBS (2000), BENCH_ASYNC_SUBMITTERS (= BENCH_CONNECTIONS), BENCH_ASYNC_CONCURRENCY (worker
@@ -19,6 +21,7 @@
  *   batch:  BENCH_BATCH_MODEL (news2), BENCH_BATCH_ROWS (200000), BENCH_BATCH_RSS_FACTOR (10), BENCH_BATCH_LOAD_SEC (5),
  *           BENCH_BATCH_LOAD_WARMUP (min(BENCH_WARMUP, 2)), BENCH_BATCH_LOAD_ROUNDS (2), BENCH_BATCH_POLL_MS (50),
  *           BENCH_BATCH_TIMEOUT_SEC (600)
+ *   taps:   BENCH_TAP_CALLS (100000)
  *   shadow: BENCH_SHADOW_ROUNDS (2), BENCH_SHADOW_DURATION (BENCH_DURATION / rounds), BENCH_SHADOW_WARMUP (BENCH_WARMUP)
  *   sagemaker: BENCH_SAGEMAKER_DURATION (min(8, BENCH_DURATION)), BENCH_SAGEMAKER_WARMUP (BENCH_WARMUP)
  * All sections with defaults take about 3.5-4 minutes on 2 cores.
@@ -38,8 +41,9 @@ import { pickLoadGenerator } from './bench/load.ts';
 import { sagemakerSection } from './bench/sagemaker.ts';
 import { shadowSection } from './bench/shadow.ts';
 import { syncSection } from './bench/sync.ts';
+import { tapsSection } from './bench/taps.ts';
 
-const sections: Section[] = [syncSection, asyncSection, batchSection, shadowSection, sagemakerSection];
+const sections: Section[] = [syncSection, tapsSection, asyncSection, batchSection, shadowSection, sagemakerSection];
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 

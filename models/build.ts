@@ -15,6 +15,7 @@ import YAML from 'yaml';
 import { buildDeteriorationModel } from './deterioration/graph.ts';
 import { buildNews2Model, type News2Chart } from './news2/graph.ts';
 import { buildNoteTriageModel } from './note-triage/graph.ts';
+import { buildProfiles } from './profiles.ts';
 import { buildReadmissionModel } from './readmission/graph.ts';
 import { buildSimilarCasesModel, checkCorpus } from './similar-cases/graph.ts';
 
@@ -101,7 +102,7 @@ export function buildAll(): Artifact[] {
   });
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const artifacts = buildAll();
   for (const a of artifacts) {
     mkdirSync(dirname(a.file), { recursive: true });
@@ -117,9 +118,11 @@ function main(): void {
     }
     writeFileSync(path, doc.toString({ lineWidth: 120 }));
   }
+  // reference profiles last: they load the manifests, which must carry the new sha256s
+  for (const file of await buildProfiles(MODELS_DIR)) console.log(`${relative(MODELS_DIR, file)}  reference profile`);
   if (existsSync(SHARED_CHART) && readFileSync(SHARED_CHART, 'utf8') !== readFileSync(CHART, 'utf8')) {
     console.warn(`note: ${relative(process.cwd(), CHART)} differs from ${SHARED_CHART}; the build used the copy`);
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) main();
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) await main();

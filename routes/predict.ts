@@ -4,6 +4,7 @@ import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
 import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
+import { SILENT_ACTION } from '../src/serving/scorer.ts';
 import { acceptJob } from './jobs.ts';
 import { endpointFor } from './models.ts';
 
@@ -64,7 +65,10 @@ export function predictRoutes(deps: AppDeps) {
     }
 
     const subjectKey = parseSubjectKey(c.req.header(SUBJECT_HEADER));
-    const result = await deps.sync.predict(model, instances, deadlineMs, subjectKey ? { subjectKey } : {});
+    const result = await deps.sync.predict(model, instances, deadlineMs, {
+      requestId: c.get('requestId'),
+      ...(subjectKey ? { subjectKey } : {}),
+    });
     const { predictions, version } = result;
     const requestId = c.get('requestId');
     c.set('requestIdSent', true);
@@ -78,6 +82,7 @@ export function predictRoutes(deps: AppDeps) {
         requestId,
         threshold: manifest.output.threshold,
         ...(result.fallback ? { fallback: true, fallbackFrom: result.fallback.from } : {}),
+        ...(result.silent ? { silent: true, action: SILENT_ACTION } : {}),
         predictions,
       }),
       {

@@ -4,8 +4,6 @@ import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
 
-import { ManifestError } from '../src/registry/load.ts';
-
 /**
  * Releases: the routing of a model (primary, canary split, shadows), changed by admins with a reason and audited; the
  * shadow comparison report; and a manifest reload.
@@ -40,6 +38,13 @@ export function releaseRoutes(deps: AppDeps) {
     return c.json({ routing: await deps.releases.setCanary(c.get('principal')!, model, body) });
   });
 
+  app.put('/models/:model/routing/silent', admin, async (c) => {
+    const model = resolveModel(c, deps);
+    const body = asJsonObject(await readJson(c));
+    onlyFields(body, ['version', 'reason']);
+    return c.json({ routing: await deps.releases.setSilent(c.get('principal')!, model, body) });
+  });
+
   app.put('/models/:model/routing/shadow', admin, async (c) => {
     const model = resolveModel(c, deps);
     const body = asJsonObject(await readJson(c));
@@ -58,20 +63,9 @@ export function releaseRoutes(deps: AppDeps) {
 
   app.post('/admin/reload', admin, async (c) => {
     if (!deps.reload) throw new Problem('not_found', 'manifest reload is not available in this process');
-    // a manifest that does not load is the operator's to fix: refused with the loader's message, nothing swapped
-    const models = await deps.reload().catch((err: unknown) => {
-      if (err instanceof ManifestError) throw new Problem('invalid_manifest', err.message);
-      throw err;
-    });
+    // refused (bad manifests, an unapproved threshold change) or applied, it is audited with what changed
     const principal = c.get('principal')!;
-    await deps.audit.append({
-      actor: principal.id,
-      role: principal.role,
-      action: 'manifests.reload',
-      target: 'models',
-      detail: models.join(','),
-    });
-    return c.json({ reloaded: models });
+    return c.json({ reloaded: await deps.reload({ id: principal.id, role: principal.role }) });
   });
   return app;
 }

@@ -9,10 +9,14 @@ import { opsRoutes } from '../routes/health.ts';
 import { hl7Routes } from '../routes/hl7.ts';
 import { jobRoutes } from '../routes/jobs.ts';
 import { modelRoutes } from '../routes/models.ts';
+import { monitoringRoutes } from '../routes/monitoring.ts';
+import { outcomeRoutes } from '../routes/outcomes.ts';
 import { predictRoutes } from '../routes/predict.ts';
 import { releaseRoutes } from '../routes/releases.ts';
 import { reviewRoutes } from '../routes/reviews.ts';
 import { scheduleRoutes } from '../routes/schedules.ts';
+import { suspensionRoutes } from '../routes/suspensions.ts';
+import { thresholdChangeRoutes } from '../routes/threshold-changes.ts';
 import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './platform/errors.ts';
 import { problemResponse } from './platform/http.ts';
@@ -86,6 +90,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v1/schedules', scheduleRoutes(deps));
   app.route('/v1', hl7Routes(deps, deps.options.hl7Models ?? []));
   app.route('/v1', releaseRoutes(deps));
+  app.route('/v1', suspensionRoutes(deps));
+  app.route('/v1', monitoringRoutes(deps));
+  app.route('/v1', thresholdChangeRoutes(deps));
+  app.route('/v1', outcomeRoutes(deps));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
   app.onError((err, c) => {

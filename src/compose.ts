@@ -3,6 +3,7 @@ import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch.
 import { callbackSender, createCallbackQueue, enqueueCallback } from '../workers/callbacks.ts';
 import { startWorkers, type WorkerKind } from '../workers/index.ts';
 import { createInferenceQueue, inferenceQueuePort } from '../workers/inference.ts';
+import { composeAccountability } from './accountability.ts';
 import { createApp } from './app.ts';
 import { RunStore } from './batch/runs.ts';
 import { ScheduleService, syncManifestSchedules } from './batch/schedules.ts';
@@ -25,6 +26,8 @@ import { Pressure } from './platform/pressure.ts';
 import { RateLimiter, type RateLimitSettings } from './platform/rate-limit.ts';
 import { connectRedis } from './platform/redis.ts';
 import type { LoadedModel } from './registry/load.ts';
+import { KillSwitch } from './releases/kill-switch.ts';
+import { ManifestReloads } from './releases/reload.ts';
 import { ReleaseService } from './releases/service.ts';
 import { BreakerRegistry } from './runtime/breakers.ts';
 import { observedRuntimeFactory } from './runtime/observed.ts';
@@ -45,7 +48,7 @@ export type ServicesConfig = Pick<
   | 'dataDir'
   | 'batchMissedAfterMs'
 > &
-  Partial<Pick<Config, 'workerLockMs' | 'fhirServers' | 'hl7'>>;
+  Partial<Pick<Config, 'workerLockMs' | 'fhirServers' | 'hl7' | 'suspendedRecheckMs' | 'monitoring'>>;
 
 export interface ServicesOptions {
   config: ServicesConfig;
@@ -95,6 +98,9 @@ export async function composeServices(options: ServicesOptions) {
   });
   catalog.follow(options.routingRefreshMs ?? 1000);
   const shadow = new ShadowRecorder(redis, prefix, metrics, logger);
+  // threshold governance, and the monitoring and outcome taps every scorer of this process gets
+  const accountability = composeAccountability({ redis, config, catalog, audit, metrics, logger, now });
+  const { monitoring, observers } = accountability;
   // one breaker per remote endpoint for the whole process: bedside requests and jobs see the same endpoint health
   const breakers = new BreakerRegistry();
   registerBreakerGauge(metrics, () => breakers.states());
@@ -111,6 +117,7 @@ export async function composeServices(options: ServicesOptions) {
     shadow,
     metrics,
     ...(options.pressure ? { pressure: options.pressure } : {}),
+    observers,
     ...(options.random ? { random: options.random } : {}),
   });
   const callbacks = callbackSender(queues.callbacks, outbox, config.callbacks);
@@ -124,6 +131,10 @@ export async function composeServices(options: ServicesOptions) {
     pressure: options.pressure,
     catalog,
     shadow,
+    monitoring,
+    observers,
+    thresholdChanges: accountability.thresholdChanges,
+    outcomes: accountability.outcomes,
     audit,
     outbox,
     deadLetters,
@@ -142,7 +153,13 @@ export async function composeServices(options: ServicesOptions) {
       metrics,
       now,
     }),
-    reviews: new ReviewService({ store, callbacks, metrics, now }),
+    reviews: new ReviewService({
+      store,
+      callbacks,
+      metrics,
+      now,
+      onDecision: (model, version, decision) => monitoring.recordDecision(model, version, decision),
+    }),
     deadLetterService: new DeadLetterService(deadLetters, audit, (letter, replay) =>
       enqueueCallback(queues.callbacks, config.callbacks, letter, replay),
     ),
@@ -156,6 +173,7 @@ export async function composeServices(options: ServicesOptions) {
     async close() {
       catalog.close();
       await shadow.close();
+      await accountability.close();
       await Promise.all(Object.values(queues).map((q) => q.close()));
       await jobRunners.close();
       await jobFactory?.close();
@@ -217,6 +235,7 @@ export async function composeGateway(options: ComposeOptions) {
     shadow: services.shadow,
     metrics,
     pressure,
+    observers: services.observers,
     ...(options.random ? { random: options.random } : {}),
   });
   const sync = new SyncService({ catalog, runners, scorer, metrics });
@@ -242,11 +261,13 @@ export async function composeGateway(options: ComposeOptions) {
     batches: services.batches,
     schedules: services.schedules,
     releases,
+    killSwitch: new KillSwitch(catalog, services.audit, logger, services.now, metrics),
+    monitoring: services.monitoring,
+    thresholdChanges: services.thresholdChanges,
+    outcomes: services.outcomes,
     shadow: services.shadow,
     ...(reloadModels
-      ? {
-          reload: async () => (await catalog.replace(await reloadModels())).map((m) => `${m.name}@${m.version}`),
-        }
+      ? { reload: new ManifestReloads({ catalog, audit: services.audit, load: reloadModels }).reload }
       : {}),
     keys: options.keys,
     ...(options.tokens ? { tokens: options.tokens } : {}),

@@ -5,6 +5,8 @@ import type { BatchService } from './batch/service.ts';
 import type { DeadLetterService } from './callbacks/replay.ts';
 import type { ReviewService } from './jobs/reviews.ts';
 import type { JobService } from './jobs/service.ts';
+import type { MonitoringService } from './monitoring/service.ts';
+import type { OutcomeService } from './outcomes/service.ts';
 import type { AuditLog } from './platform/audit.ts';
 import { type ApiKeyStore, assertModelAllowed, type Principal } from './platform/auth.ts';
 import { Problem } from './platform/errors.ts';
@@ -12,7 +14,10 @@ import type { Metrics } from './platform/metrics.ts';
 import type { TokenVerifier } from './platform/oidc.ts';
 import type { RateLimiter } from './platform/rate-limit.ts';
 import { MODEL_NAME } from './registry/schema.ts';
+import type { KillSwitch } from './releases/kill-switch.ts';
+import type { Actor } from './releases/reload.ts';
 import type { ReleaseService } from './releases/service.ts';
+import type { ThresholdChanges } from './releases/threshold-changes.ts';
 import type { CatalogModel, ModelCatalog } from './serving/catalog.ts';
 import type { ShadowRecorder } from './serving/shadow.ts';
 import type { SyncService } from './sync/service.ts';
@@ -28,9 +33,13 @@ export interface AppDeps {
   batches: BatchService;
   schedules: ScheduleService;
   releases: ReleaseService;
+  killSwitch: KillSwitch;
+  monitoring: MonitoringService;
+  thresholdChanges: ThresholdChanges;
+  outcomes: OutcomeService;
   shadow: ShadowRecorder;
-  /** re-reads the manifests and swaps them in; returns the served `name@version`s */
-  reload?: () => Promise<string[]>;
+  /** re-reads the manifests and swaps them in (governed, audited as `actor`); returns the served `name@version`s */
+  reload?: (actor?: Actor) => Promise<string[]>;
   keys: ApiKeyStore;
   /** bearer tokens (OpenID Connect / SMART on FHIR) beside API keys, when issuers are configured */
   tokens?: TokenVerifier;

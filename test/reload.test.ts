@@ -275,10 +275,10 @@ describe('manifest reload', { timeout: 90_000 }, () => {
     for (const e of entries) {
       assert.equal(e.actor, keys.adminId);
       assert.equal(e.role, 'admin');
-      assert.match(e.detail ?? '', new RegExp(`^${MODEL}@[13]$`));
+      assert.match(e.detail ?? '', new RegExp(`^served ${MODEL}@[13]\n`));
       assert.ok(!Number.isNaN(Date.parse(e.at ?? '')));
     }
-    assert.equal(entries.at(-1)?.detail, `${MODEL}@3`);
+    assert.match(entries.at(-1)?.detail ?? '', new RegExp(`^served ${MODEL}@3\n`));
   });
 });
 

@@ -11,6 +11,9 @@ import { executeRun } from '../src/batch/execute.ts';
 import { InputFileError } from '../src/batch/readers.ts';
 import { RunStore } from '../src/batch/runs.ts';
 import { LocalStorage } from '../src/batch/storage.ts';
+import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
+import { PredictionLog } from '../src/outcomes/prediction-log.ts';
+import { Problem } from '../src/platform/errors.ts';
 import { pressureReader } from '../src/platform/pressure.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
 import { createRuntimeFactory } from '../src/runtime/factory.ts';
@@ -34,11 +37,13 @@ export interface BatchThreadInput {
   pressure?: { buffer: SharedArrayBuffer; thresholdMs: number };
   /** a FHIR export's staged files (src/ingress/), read instead of the run's input path */
   exportFiles?: string[];
+  /** record monitoring aggregates (written to the shared Redis buckets like every replica's) */
+  monitoring: boolean;
 }
 
 export type BatchThreadMessage =
   | { type: 'chunk'; scored: number; failed: number; pausedMs: number; scoringMs: number }
-  | { type: 'done'; outcome: 'completed' | 'cancelled' }
+  | { type: 'done'; outcome: 'completed' | 'cancelled' | 'suspended' }
   | { type: 'error'; message: string; permanent?: boolean };
 
 const input = workerData as BatchThreadInput;
@@ -67,13 +72,20 @@ try {
   // (bounded by the model's async timeout, as a batch has no caller waiting on one row)
   const factory = createRuntimeFactory({ onnxThreads: input.onnxThreads, caller: 'job' });
   const name = input.model.manifest.name;
-  const catalog = ModelCatalog.fixed([input.model], { [name]: input.routing });
+  // the routing is the run's; suspensions are followed, so the kill switch stops the run between chunks
+  const catalog = ModelCatalog.fixed([input.model], { [name]: input.routing }, { redis, prefix: input.prefix });
+  await catalog.refresh();
+  catalog.follow(1000);
   const runners = new JobRunners(factory, 'batch');
+  // the thread has its own Redis connection, so it flushes its own aggregates: no protocol to the parent needed
+  const recorder = input.monitoring ? new MonitoringRecorder({ redis, prefix: input.prefix }) : undefined;
+  const predictionLog = input.monitoring ? new PredictionLog({ redis, prefix: input.prefix }) : undefined;
   try {
     const outcome = await executeRun({
       run,
       model: catalog.get(name) as NonNullable<ReturnType<ModelCatalog['get']>>,
-      // the scorer's observer times each chunk's scoring: the parent reports it as inference on the batch tier
+      // the scorer's observers: chunk timing (the parent reports it as inference on the batch tier), monitoring and
+      // the prediction log (outcomes by batch row)
       scorer: new Scorer({
         catalog,
         runners,
@@ -83,6 +95,7 @@ try {
               scoringMs += e.ms;
             },
           },
+          ...(recorder && predictionLog ? [recorder, predictionLog] : []),
         ],
       }),
       storage: new LocalStorage(input.dataDir),
@@ -97,7 +110,14 @@ try {
       ...(input.pressure ? { beforeChunk: yieldToBedside(input.pressure) } : {}),
     });
     port.postMessage({ type: 'done', outcome } satisfies BatchThreadMessage);
+  } catch (err) {
+    // committed chunks stay committed: the run resumes from its checkpoint once the model is resumed
+    if (!(err instanceof Problem && err.code === 'model_suspended')) throw err;
+    port.postMessage({ type: 'done', outcome: 'suspended' } satisfies BatchThreadMessage);
   } finally {
+    await recorder?.close();
+    await predictionLog?.close();
+    catalog.close();
     await runners.close();
     await factory.close();
   }

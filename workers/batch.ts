@@ -2,7 +2,7 @@
  * The batch queue: on-demand runs and scheduled slots (BullMQ job schedulers), each scored in a worker thread.
  */
 import { Worker as ThreadWorker } from 'node:worker_threads';
-import { type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { bulkManifest } from '../src/batch/manifest.ts';
@@ -85,6 +85,10 @@ export interface BatchWorkerDeps {
   /** a scheduled slot more than this late counts as missed (its schedule decides: skip or catch up) */
   missedAfterMs: number;
   lockDurationMs: number;
+  /** how soon a run paused by a suspension looks again */
+  suspendedRecheckMs?: number;
+  /** monitoring taps on the batch thread's scorer */
+  monitoring?: boolean;
   now: () => number;
   /** in the gateway's process: chunks yield while its event loop is under pressure */
   pressure?: Pressure;
@@ -103,7 +107,7 @@ function runInThread(
   input: Omit<BatchThreadInput, 'module'>,
   onChunk: (chunk: Extract<BatchThreadMessage, { type: 'chunk' }>) => void,
 ) {
-  return new Promise<'completed' | 'cancelled'>((resolve, reject) => {
+  return new Promise<'completed' | 'cancelled' | 'suspended'>((resolve, reject) => {
     const thread = new ThreadWorker(THREAD_ENTRY, { workerData: { ...input, module: THREAD_MODULE } });
     let settled = false;
     thread.on('message', (m: BatchThreadMessage) => {
@@ -138,7 +142,14 @@ async function runIdFor(job: Job<BatchJobData>, deps: BatchWorkerDeps): Promise<
   // the routing in force now, read fresh: a promotion made through the API on any replica is honoured
   const model = await deps.catalog.fresh(schedule.model);
   const late = deps.now() - slotTime > deps.missedAfterMs;
-  await deps.runs.create({
+  // a slot that falls while the kill switch is on is skipped, and the run record says why
+  const suspended = model && deps.catalog.suspension(model.name, model.version);
+  const skipped = suspended
+    ? `model suspended at the slot (${suspended.at} by ${suspended.by}): ${suspended.reason}`
+    : late && schedule.missed === 'skip'
+      ? 'slot missed while the workers were down (missed: skip)'
+      : undefined;
+  const created = await deps.runs.create({
     id: runId,
     model: schedule.model,
     version: model?.version ?? 'unknown',
@@ -147,10 +158,12 @@ async function runIdFor(job: Job<BatchJobData>, deps: BatchWorkerDeps): Promise<
     ...(schedule.readers ? { readers: schedule.readers } : {}),
     ...('path' in schedule.input ? { input: schedule.input } : exportRunInput(schedule.input)),
     asOf: slotTime,
-    state: late && schedule.missed === 'skip' ? 'skipped' : 'queued',
+    state: skipped ? 'skipped' : 'queued',
     createdAt: deps.now(),
-    ...(late && schedule.missed === 'skip' ? { error: 'slot missed while the workers were down (missed: skip)' } : {}),
+    ...(skipped ? { error: skipped } : {}),
   });
+  if (created && suspended)
+    deps.logger.warn({ runId, model: schedule.model }, 'scheduled slot skipped: model suspended');
   return runId;
 }
 
@@ -159,7 +172,7 @@ async function runIdFor(job: Job<BatchJobData>, deps: BatchWorkerDeps): Promise<
  * is derived from the slot, so a re-triggered slot finds its run; a run interrupted by a crash is picked up again
  * (BullMQ stalled-job recovery) and resumes from its last committed chunk.
  */
-export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps): Promise<string> {
+export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps, token?: string): Promise<string> {
   const { runs, logger, metrics } = deps;
   const runId = await runIdFor(job, deps);
   if (!runId) return 'schedule removed';
@@ -183,6 +196,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
   }
   await runs.transition(runId, ['queued', 'running'], 'running', run.startedAt ? {} : { startedAt: deps.now() });
   const started = deps.now();
+  let outcome: Awaited<ReturnType<typeof runInThread>>;
   try {
     // first start: the run's folder is made here, exclusively (a resumed run reopens its own)
     if (!run.startedAt) {
@@ -192,13 +206,14 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
     // a FHIR server's export: kicked off, awaited and staged before a row is scored (src/ingress/bulk-export.ts)
     const staged = run.source && deps.bulkExports ? await deps.bulkExports.stage(run, runs, deps.storage) : undefined;
     if (staged === 'cancelled') return 'cancelled';
-    const outcome = await runInThread(
+    outcome = await runInThread(
       {
         runId,
         redisUrl: deps.redisUrl,
         prefix: deps.prefix,
         dataDir: deps.storage.root,
-        model: model.loaded,
+        // the manifest in force (an approved threshold change included), not the one read from disk
+        model: { ...model.loaded, manifest: model.manifest },
         routing: model.routing,
         onnxThreads: deps.onnxThreads,
         chunkTimeoutMs: CHUNK_TIMEOUT_MS,
@@ -206,6 +221,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
           ? { pressure: { buffer: deps.pressure.buffer, thresholdMs: deps.pressure.thresholdMs } }
           : {}),
         ...(staged ? { exportFiles: staged } : {}),
+        monitoring: deps.monitoring !== false,
       },
       ({ scored, failed, pausedMs, scoringMs }) => {
         metrics.batchRows.inc({ model: run.model, outcome: 'scored' }, scored);
@@ -217,6 +233,12 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
         }
       },
     );
+    if (outcome === 'suspended') {
+      // the kill switch: the run waits, queued at its checkpoint, and resumes once the model is resumed
+      await runs.transition(runId, ['running'], 'queued', {});
+      await job.moveToDelayed(Date.now() + (deps.suspendedRecheckMs ?? 5000), token);
+      throw new DelayedError();
+    }
     const seconds = (deps.now() - started) / 1000;
     metrics.batchRunDuration.observe({ model: run.model, outcome }, seconds);
     if (outcome === 'cancelled') {
@@ -265,7 +287,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
 export function startBatchWorker(deps: BatchWorkerDeps) {
   const { logger } = deps;
   const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
-  const worker = new Worker<BatchJobData>(BATCH_QUEUE, (job) => execBatchJob(job, deps), {
+  const worker = new Worker<BatchJobData>(BATCH_QUEUE, (job, token) => execBatchJob(job, deps, token), {
     connection,
     prefix: deps.prefix,
     concurrency: 1,

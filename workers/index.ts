@@ -27,6 +27,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       ...(s.random ? { random: s.random } : {}),
       concurrency: config.workerConcurrency,
       ...(config.workerLockMs !== undefined ? { lockMs: config.workerLockMs } : {}),
+      ...(config.suspendedRecheckMs !== undefined ? { suspendedRecheckMs: config.suspendedRecheckMs } : {}),
     });
     // in the gateway's process, async jobs wait while bedside traffic needs the event loop (a job's budget is minutes)
     s.pressure?.onChange((busy) => {
@@ -63,6 +64,8 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       onnxThreads: config.onnxThreads,
       missedAfterMs: config.batchMissedAfterMs,
       lockDurationMs: config.workerLockMs ?? 30_000,
+      ...(config.suspendedRecheckMs !== undefined ? { suspendedRecheckMs: config.suspendedRecheckMs } : {}),
+      monitoring: config.monitoring !== false,
       now: s.now,
       ...(s.pressure ? { pressure: s.pressure } : {}),
     });

@@ -3,7 +3,7 @@
  * job a crashed worker left half-done is picked up again by BullMQ's stalled-job recovery, and the job state machine
  * makes sure its result is recorded, held or released once.
  */
-import { type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { CallbackSender } from '../src/callbacks/outbox.ts';
@@ -17,7 +17,7 @@ import type { Manifest } from '../src/registry/schema.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
 import { prepareInput } from '../src/serving/inputs.ts';
 import type { Prediction } from '../src/serving/predictions.ts';
-import type { Scorer } from '../src/serving/scorer.ts';
+import { type Scorer, SILENT_ACTION } from '../src/serving/scorer.ts';
 
 export const INFERENCE_QUEUE = 'inference';
 
@@ -71,7 +71,12 @@ export interface InferenceJobDeps {
   now: () => number;
   /** for the review sample; injectable so tests can decide */
   random?: () => number;
+  /** how soon a job waiting on a suspended model looks again */
+  suspendedRecheckMs?: number;
 }
+
+/** How soon a job waiting on a suspended model looks again, when not configured. */
+export const SUSPENDED_RECHECK_MS = 5000;
 
 /** Records a job's failure, once (only from queued or running), and queues its failed callback. */
 async function failJob(deps: InferenceJobDeps, record: JobRecord, reason: string): Promise<void> {
@@ -87,7 +92,11 @@ async function failJob(deps: InferenceJobDeps, record: JobRecord, reason: string
   if (record.callbackUrl) await deps.callbacks.send(id, 'failed');
 }
 
-export async function execInferenceJob(job: Job<InferenceJobData>, deps: InferenceJobDeps): Promise<string> {
+export async function execInferenceJob(
+  job: Job<InferenceJobData>,
+  deps: InferenceJobDeps,
+  token?: string,
+): Promise<string> {
   const { store, now } = deps;
   const id = job.data.jobId;
   // one round trip: queued (or a stalled running) → running with its start time and attempt, and the record back
@@ -114,16 +123,24 @@ export async function execInferenceJob(job: Job<InferenceJobData>, deps: Inferen
     throw new UnrecoverableError('invalid input');
   }
   let predictions: Prediction[];
+  let silent = false;
   try {
     const result = await deps.scorer.score({
       model,
-      input,
+      input: { ...input, refs: Array.from({ length: input.rows }, (_, i) => `job:${id}#${i}`) },
       tier: 'async',
       version: record.version,
       deadlineMs: model.manifest.async?.timeoutMs ?? DEFAULT_JOB_TIMEOUT_MS,
     });
     predictions = result.predictions;
+    silent = result.silent === true;
   } catch (err) {
+    if (err instanceof Problem && err.code === 'model_suspended') {
+      // the kill switch: the job waits, queued, and is scored once resumed (a wait spends no attempt)
+      await store.transition(id, record.model, ['running'], 'queued', { now: now() });
+      await job.moveToDelayed(Date.now() + (deps.suspendedRecheckMs ?? SUSPENDED_RECHECK_MS), token);
+      throw new DelayedError();
+    }
     const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     deps.logger.warn(
       {
@@ -140,7 +157,7 @@ export async function execInferenceJob(job: Job<InferenceJobData>, deps: Inferen
     took('failed');
     throw err;
   }
-  const outcome = await settle(deps, record, model.manifest, predictions);
+  const outcome = await settle(deps, record, model.manifest, predictions, silent);
   took(outcome.split(':')[0] as string);
   return outcome;
 }
@@ -151,11 +168,15 @@ async function settle(
   record: JobRecord,
   manifest: Manifest,
   predictions: Prediction[],
+  silent: boolean,
 ): Promise<string> {
   const { store, now, metrics } = deps;
   const { id, model, version } = record;
-  const output = JSON.stringify({ predictions });
-  const hold = holdDecision(manifest, predictions, deps.random);
+  // a silent deployment shows no score, so there is nothing to review: released at once, saying so
+  const output = JSON.stringify(silent ? { predictions, silent: true, action: SILENT_ACTION } : { predictions });
+  const hold = silent
+    ? { hold: false, reason: 'silent deployment: no score shown' }
+    : holdDecision(manifest, predictions, deps.random);
   const audit = { actor: 'system', role: 'worker', target: id, model, version, reason: hold.reason };
   if (hold.hold) {
     const held = await store.transition(id, model, ['running'], 'awaiting_review', {
@@ -184,7 +205,7 @@ export function startInferenceWorker(
   deps: InferenceJobDeps & { redisUrl: string; prefix: string; concurrency: number; lockMs?: number },
 ) {
   const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
-  const worker = new Worker<InferenceJobData>(INFERENCE_QUEUE, (job) => execInferenceJob(job, deps), {
+  const worker = new Worker<InferenceJobData>(INFERENCE_QUEUE, (job, token) => execInferenceJob(job, deps, token), {
     connection,
     prefix: deps.prefix,
     concurrency: deps.concurrency,

@@ -183,10 +183,20 @@ export const syncSection: Section = {
         (settings.accessLogVariant ? ', and a second Triage with access logs on at info level' : ''),
     );
     const started = Date.now();
-    const [triage, triageLogged] = await Promise.all([
+    // the same gateway with the monitoring taps switched off, measured in the same run: what monitoring costs
+    const monitoringOff = process.env.BENCH_MONITORING_OFF !== '0';
+    const [triage, triageLogged, triageUnmonitored] = await Promise.all([
       startTriage(ctx, { name: 'triage', logLevel: 'warn', accessLog: false, cpuProfDir: profDir }),
       settings.accessLogVariant
         ? startTriage(ctx, { name: 'triage (access log)', logLevel: 'info', accessLog: true })
+        : Promise.resolve(undefined),
+      monitoringOff
+        ? startTriage(ctx, {
+            name: 'triage (monitoring off)',
+            logLevel: 'warn',
+            accessLog: false,
+            env: { TRIAGE_MONITORING: 'off' },
+          })
         : Promise.resolve(undefined),
     ]);
     ctx.log(`  ready in ${((Date.now() - started) / 1000).toFixed(1)} s at ${triage.url}`);
@@ -284,6 +294,23 @@ export const syncSection: Section = {
         child: triageLogged.child,
       });
     }
+    if (triageUnmonitored) {
+      for (const model of ['news2', 'deterioration'] as const) {
+        // right after its monitored twin, so a drift in the machine's load between targets biases neither
+        const twin = targets.findIndex((t) => t.key === `triage-${model}`);
+        targets.splice(twin + 1, 0, {
+          key: `triage-${model}-monitoring-off`,
+          label: `triage ${model} (monitoring off)`,
+          kind: 'triage',
+          url: predictUrl(triageUnmonitored.url, model),
+          body: model === 'news2' ? news2Body : deteriorationBody,
+          headers: auth(triageUnmonitored),
+          triage: triageUnmonitored,
+          model,
+          child: triageUnmonitored.child,
+        });
+      }
+    }
     ctx.log(
       `load: ${ctx.load.tool} (${ctx.load.version}), ${settings.connections} connections, ` +
         `${settings.warmupSec} s warm-up + ${settings.durationSec} s measured per target, one target at a time`,
@@ -303,7 +330,7 @@ export const syncSection: Section = {
     );
 
     // 4. stop the servers (gracefully: the CPU profile is written on exit)
-    await Promise.all([triage.stop(), triageLogged?.stop(), ctx.children.stop(bare)]);
+    await Promise.all([triage.stop(), triageLogged?.stop(), triageUnmonitored?.stop(), ctx.children.stop(bare)]);
 
     // 5. report: errors in a measured run make the comparison invalid; warm-up errors (cold JIT) are only noted
     const notes: string[] = [];

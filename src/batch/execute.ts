@@ -96,6 +96,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
     const input = new Float32Array(chunk.length * width);
     const valid: string[] = [];
     const validRows: InputRow[] = [];
+    const assumed = { rows: 0 };
     let errorText = '';
     let insufficient = 0;
     for (const row of chunk) {
@@ -105,7 +106,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
         if (row.insufficient) insufficient++;
         continue;
       }
-      const problems = encodeRow(manifest.features, row.values, input, valid.length * width, '');
+      const problems = encodeRow(manifest.features, row.values, input, valid.length * width, '', assumed);
       if (!problems) {
         valid.push(row.id);
         validRows.push(row);
@@ -116,8 +117,13 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
     }
     let outputText = '';
     if (valid.length > 0) {
-      const rows = { data: input.subarray(0, valid.length * width), rows: valid.length };
-      const { predictions } = await scorer.score({
+      const rows = {
+        data: input.subarray(0, valid.length * width),
+        rows: valid.length,
+        assumedRows: assumed.rows,
+        refs: valid.map((id) => `batch:${run.id}:${id}`),
+      };
+      const { predictions, silent } = await scorer.score({
         model,
         input: rows,
         tier: 'batch',
@@ -126,6 +132,14 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
         mirror: false,
       });
       valid.forEach((id, i) => {
+        // silent deployment: the row was scored and recorded, its score is not shown (a FHIR run writes no
+        // RiskAssessment for it: there is no prediction to state)
+        if (silent) {
+          if (run.input.format !== 'fhir-ndjson') {
+            outputText += `${JSON.stringify({ id, model: manifest.name, version: run.version, silent: true })}\n`;
+          }
+          return;
+        }
         const prediction = predictions[i] as Record<string, unknown>;
         const line =
           run.input.format === 'fhir-ndjson'

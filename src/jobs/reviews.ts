@@ -13,6 +13,8 @@ export interface ReviewServiceDeps {
   callbacks: CallbackSender;
   metrics: JobMetrics;
   now: () => number;
+  /** told of every decision applied (monitoring counts overrides per version) */
+  onDecision?: (model: string, version: string, decision: 'approve' | 'amend' | 'reject') => void;
 }
 
 /**
@@ -111,6 +113,7 @@ export class ReviewService {
       throw new Problem('invalid_state', `the job is ${result.previous}, not awaiting review`);
     }
     this.#d.metrics.decisions.inc({ model: record.model, outcome: decision });
+    this.#d.onDecision?.(record.model, record.version, decision);
     if (decision === 'amend') this.#d.metrics.overrides.inc({ model: record.model });
     this.#d.metrics.jobs.inc({ model: record.model, state: released ? 'released' : 'rejected' });
     if (record.callbackUrl) await this.#d.callbacks.send(id, event);

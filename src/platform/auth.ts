@@ -5,7 +5,7 @@ import { ConfigError } from './config.ts';
 import { Problem } from './errors.ts';
 import { type RateLimits, rateLimitsSchema } from './rate-limit.ts';
 
-export const roles = ['client', 'reviewer', 'admin'] as const;
+export const roles = ['client', 'reviewer', 'approver', 'admin'] as const;
 export type Role = (typeof roles)[number];
 
 export interface Principal {

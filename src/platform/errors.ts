@@ -24,9 +24,14 @@ export const problemCodes = {
   wrong_tier: { status: 409, title: 'This model is not served on this endpoint' },
   idempotency_conflict: { status: 409, title: 'This idempotency key was used for a different request' },
   already_decided: { status: 409, title: 'This review has already been decided' },
+  outcome_conflict: { status: 409, title: 'A different outcome was already recorded for this prediction' },
   evidence_required: { status: 409, title: 'The version lacks the release evidence this change needs' },
   invalid_state: { status: 409, title: 'The job is not in a state that allows this' },
   invalid_manifest: { status: 409, title: 'The manifests on disk are invalid: the previous ones keep serving' },
+  threshold_change_unapproved: {
+    status: 409,
+    title: 'A threshold change needs an approved change request: the previous manifests keep serving',
+  },
   payload_too_large: { status: 413, title: 'The request body is too large' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
   // 429
@@ -36,6 +41,7 @@ export const problemCodes = {
   not_ready: { status: 503, title: 'The gateway is not ready' },
   dependency_unavailable: { status: 503, title: 'A shared dependency (Redis) is unavailable: retry shortly' },
   identity_provider_unavailable: { status: 503, title: "The token issuer's keys cannot be fetched: retry shortly" },
+  model_suspended: { status: 503, title: 'The model is suspended: no score' },
   deadline_exceeded: { status: 504, title: 'No score: the model did not answer in time' },
   inference_failed: { status: 500, title: 'The model failed to score this request' },
   upstream_failed: { status: 502, title: 'The remote model endpoint failed' },

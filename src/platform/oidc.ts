@@ -56,7 +56,7 @@ const issuersFileSchema = z.object({ issuers: z.array(issuerSchema).min(1) }).st
 const MAX_TOKEN_LENGTH = 16 * 1024;
 const JWT_SHAPE = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const MODEL_SCOPE = 'triage:model:';
-const rank: Record<Role, number> = { client: 1, reviewer: 2, admin: 3 };
+const rank: Record<Role, number> = { client: 1, reviewer: 2, approver: 3, admin: 4 };
 
 type Jwks = ReturnType<typeof createRemoteJWKSet>;
 /** an issuer, its key set once fetched, and until when an unreachable issuer is not asked again */

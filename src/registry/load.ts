@@ -5,6 +5,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import type { CorpusEntry } from '../serving/predictions.ts';
 import { type Classification, classifyTier } from './classify.ts';
+import { type ReferenceProfile, readProfile } from './profile.ts';
 import { type Manifest, type ModelVersion, manifestSchema } from './schema.ts';
 
 export class ManifestError extends Error {
@@ -22,6 +23,8 @@ export interface LoadedModel {
   artifacts: Map<string, string>;
   /** the reference corpus of a retrieval model, in the order its model indexes it */
   corpus?: CorpusEntry[];
+  /** each version's reference profile (input bins of its reference data), where one was built */
+  profiles: Map<string, ReferenceProfile>;
 }
 
 const corpusSchema = z.array(
@@ -165,7 +168,12 @@ export async function loadModel(dir: string, rootForMessages: string, syncCeilin
     corpus = parsedCorpus.data;
   }
 
-  return { manifest: m, classification, dir, file, artifacts, ...(corpus ? { corpus } : {}) };
+  const profiles = new Map<string, ReferenceProfile>();
+  for (const v of m.versions) {
+    const profile = await readProfile(dir, m, v.version, fail);
+    if (profile) profiles.set(v.version, profile);
+  }
+  return { manifest: m, classification, dir, file, artifacts, profiles, ...(corpus ? { corpus } : {}) };
 }
 
 /** Loads every model folder under `modelsDir`; all errors are collected so one start shows them all. */

@@ -70,9 +70,10 @@ export class ReleaseService {
         `version "${version}" was approved at threshold ${v.evidence.approvedThreshold}, the model runs at ${model.manifest.output.threshold}: change the threshold through a manifest release`,
       );
     }
-    if (version === model.routing.primary)
+    // a silent version is promoted in place: with its evidence checked, its scores are shown from now on
+    if (version === model.routing.primary && !model.routing.silent)
       throw new Problem('invalid_state', `version "${version}" is already primary`);
-    const { canary, ...rest } = model.routing;
+    const { canary, silent: _silent, ...rest } = model.routing;
     const routing: RoutingState = {
       ...rest,
       primary: version,
@@ -93,7 +94,7 @@ export class ReleaseService {
     const target = current?.evidence?.rollbackTarget;
     if (!target) throw new Problem('invalid_state', `version "${model.routing.primary}" declares no rollback target`);
     this.#evidenceOf(model, target, 'primary');
-    const { canary: _dropped, ...rest } = model.routing;
+    const { canary: _dropped, silent: _silent, ...rest } = model.routing;
     return this.#apply(
       principal,
       model,
@@ -101,6 +102,30 @@ export class ReleaseService {
       'release.rollback',
       reason,
       `primary ${model.routing.primary} → ${target}`,
+    );
+  }
+
+  /**
+   * Silent deployment: the version answers every request of the model and is monitored (and its outcomes joined),
+   * but callers are told that no score is shown, until it is promoted with release evidence (or rolled back).
+   */
+  async setSilent(principal: Principal, model: CatalogModel, body: { version?: unknown; reason?: unknown }) {
+    if (typeof body.version !== 'string') throw new Problem('invalid_request', 'version is required');
+    this.#evidenceOf(model, body.version, 'shadow'); // like a shadow, it needs no evidence: nobody sees its scores
+    const { canary: _canary, shadow, ...rest } = model.routing;
+    const shadows = shadow?.versions.filter((v) => v !== body.version) ?? [];
+    return this.#apply(
+      principal,
+      model,
+      {
+        ...rest,
+        primary: body.version,
+        silent: true,
+        ...(shadow && shadows.length > 0 ? { shadow: { ...shadow, versions: shadows } } : {}),
+      },
+      'release.silent',
+      body.reason,
+      `silent ${body.version} (was primary ${model.routing.primary}${model.routing.silent ? ', silent' : ''})`,
     );
   }
 
@@ -113,6 +138,7 @@ export class ReleaseService {
     if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0 || weight > 100) {
       throw new Problem('invalid_request', 'weight must be a number from 0 to 100 (percent of subjects)');
     }
+    if (model.routing.silent) throw new Problem('invalid_state', 'the model is in silent deployment: promote it first');
     const { canary: _old, ...rest } = model.routing;
     if (weight === 0) return this.#apply(principal, model, rest, 'release.canary', body.reason, 'canary removed');
     if (typeof body.version !== 'string') throw new Problem('invalid_request', 'version is required');

@@ -5,6 +5,10 @@ import type { LoadedModel } from '../registry/load.ts';
 import type { Manifest, Tier } from '../registry/schema.ts';
 import type { CorpusEntry } from './predictions.ts';
 import { chooseVersion, type RoutingState, routingFromManifest } from './routing.ts';
+import { type Suspension, Suspensions } from './suspension.ts';
+import { type AppliedThreshold, appliedFor, withThreshold } from './thresholds.ts';
+
+export type { Suspension } from './suspension.ts';
 
 /** A model as every tier sees it: its manifest and the routing in force. Immutable: a change makes a new one. */
 export interface CatalogModel {
@@ -18,6 +22,8 @@ export interface CatalogModel {
   readonly routing: RoutingState;
   /** the primary version */
   readonly version: string;
+  /** the approved change request whose threshold is in force instead of the manifest's (`manifest` carries it) */
+  readonly thresholdChange?: AppliedThreshold;
 }
 
 /** A routing change made through the API, as stored in Redis (one hash field per model). */
@@ -45,17 +51,35 @@ export type ReloadPreparer = (next: readonly CatalogModel[]) => Promise<void>;
 export class ModelCatalog {
   readonly #redis: Redis | undefined;
   readonly #key: string;
+  readonly #thresholdKey: string;
+  /** a batch thread's catalog: routing fixed for the run, suspensions still followed */
+  readonly #pinned: boolean;
   readonly #logger: Logger | undefined;
   readonly #random: () => number;
   #models = new Map<string, CatalogModel>();
   /** the stored change of each model, raw, as last read from Redis */
   #stored = new Map<string, string>();
+  /** the applied threshold change of each model, raw, as last read from Redis */
+  #storedThresholds = new Map<string, string>();
+  /** routing and threshold changes made through this catalog: a read that overlapped one is not applied */
+  #writes = 0;
+  /** the kill switches in force: kept apart from routing so no manifest release lifts one */
+  readonly suspensions: Suspensions;
   #preparers: ReloadPreparer[] = [];
   #timer: NodeJS.Timeout | undefined;
 
-  private constructor(redis: Redis | undefined, prefix: string, logger?: Logger, random?: () => number) {
+  private constructor(
+    redis: Redis | undefined,
+    prefix: string,
+    logger?: Logger,
+    random?: () => number,
+    pinned = false,
+  ) {
     this.#redis = redis;
     this.#key = `${prefix}:routing`;
+    this.#thresholdKey = `${prefix}:thresholds`;
+    this.suspensions = new Suspensions(redis, prefix);
+    this.#pinned = pinned;
     this.#logger = logger;
     this.#random = random ?? Math.random;
   }
@@ -74,11 +98,18 @@ export class ModelCatalog {
     return catalog;
   }
 
-  /** A catalog fixed at a snapshot (a batch thread scores one run with the routing its parent chose). */
-  static fixed(models: readonly LoadedModel[], routing: Readonly<Record<string, RoutingState>> = {}): ModelCatalog {
-    const catalog = new ModelCatalog(undefined, '');
+  /**
+   * A catalog fixed at a snapshot (a batch thread scores one run with the routing its parent chose). Given Redis, it
+   * still follows suspensions: a kill switch stops a run in progress.
+   */
+  static fixed(
+    models: readonly LoadedModel[],
+    routing: Readonly<Record<string, RoutingState>> = {},
+    shared?: { redis: Redis; prefix: string },
+  ): ModelCatalog {
+    const catalog = new ModelCatalog(shared?.redis, shared?.prefix ?? '', undefined, undefined, true);
     catalog.#install(models);
-    for (const [name, r] of Object.entries(routing)) catalog.#apply(name, r);
+    for (const [name, r] of Object.entries(routing)) catalog.#apply(name, r, undefined);
     return catalog;
   }
 
@@ -90,25 +121,48 @@ export class ModelCatalog {
     return [...this.#models.values()];
   }
 
-  /** The version that answers a request: the canary split (sticky per subject), else the primary. */
+  /**
+   * The version that answers a request: the canary split (sticky per subject), else the primary. A suspended canary
+   * sends its share back to the primary.
+   */
   chooseVersion(model: CatalogModel, subjectKey?: string): string {
-    return chooseVersion(model.name, model.routing, subjectKey, this.#random);
+    const version = chooseVersion(model.name, model.routing, subjectKey, this.#random);
+    return version !== model.routing.primary && this.suspension(model.name, version) ? model.routing.primary : version;
+  }
+
+  /** The suspension that stops this version scoring (the whole model's, else the version's), if any. */
+  suspension(name: string, version: string): Suspension | undefined {
+    return this.suspensions.lookup(name, version);
   }
 
   /** The model with its routing read from Redis now: for decisions made off the hot path (workers, batch runs). */
   async fresh(name: string): Promise<CatalogModel | undefined> {
     if (this.#redis && this.#models.has(name)) {
-      const raw = await this.#redis.hget(this.#key, name);
-      this.#absorb(name, raw ?? undefined);
+      const writes = this.#writes;
+      const [raw, threshold] = await Promise.all([
+        this.#pinned ? undefined : this.#redis.hget(this.#key, name),
+        this.#pinned ? undefined : this.#redis.hget(this.#thresholdKey, name),
+        this.suspensions.read(),
+      ]);
+      // a change made here while the read was out is newer than what the read saw: keep it
+      if (!this.#pinned && writes === this.#writes) this.#absorb(name, raw ?? undefined, threshold ?? undefined);
     }
     return this.#models.get(name);
   }
 
-  /** Re-reads every stored routing change (made through any replica). */
+  /** Re-reads every stored routing change, threshold change and suspension (made through any replica). */
   async refresh(): Promise<void> {
     if (!this.#redis) return;
-    const all = await this.#redis.hgetall(this.#key);
-    for (const name of this.#models.keys()) this.#absorb(name, all[name]);
+    const writes = this.#writes;
+    const [all, thresholds] = await Promise.all([
+      this.#pinned ? undefined : this.#redis.hgetall(this.#key),
+      this.#pinned ? undefined : this.#redis.hgetall(this.#thresholdKey),
+      this.suspensions.read(),
+    ]);
+    // a change made here while the read was out is newer than what the read saw: the next refresh reads it
+    if (all && writes === this.#writes) {
+      for (const name of this.#models.keys()) this.#absorb(name, all[name], thresholds?.[name]);
+    }
   }
 
   /** Applies stored changes now and every `everyMs`, so a change made through another replica arrives here. */
@@ -133,9 +187,21 @@ export class ModelCatalog {
       at: new Date().toISOString(),
     };
     const raw = JSON.stringify(stored);
+    this.#writes++;
     await this.#redis?.hset(this.#key, name, raw);
     this.#stored.set(name, raw);
-    return this.#apply(name, routing);
+    return this.#apply(name, routing, model.thresholdChange);
+  }
+
+  /** Stores an approved threshold for every replica and applies it here at once. */
+  async setThreshold(name: string, applied: AppliedThreshold): Promise<CatalogModel> {
+    const model = this.#models.get(name);
+    if (!model) throw new Error(`no model ${name}`);
+    const raw = JSON.stringify(applied);
+    this.#writes++;
+    await this.#redis?.hset(this.#thresholdKey, name, raw);
+    this.#storedThresholds.set(name, raw);
+    return this.#apply(name, model.routing, appliedFor(raw, model.loaded.manifest));
   }
 
   /** Called with the next models before every reload swaps them in; a preparer that throws stops the reload. */
@@ -149,14 +215,19 @@ export class ModelCatalog {
    */
   async replace(loaded: readonly LoadedModel[]): Promise<CatalogModel[]> {
     const all = this.#redis ? await this.#redis.hgetall(this.#key) : Object.fromEntries(this.#stored);
+    const thresholds = this.#redis
+      ? await this.#redis.hgetall(this.#thresholdKey)
+      : Object.fromEntries(this.#storedThresholds);
     const next = new Map<string, CatalogModel>();
     for (const m of loaded) {
-      const routing = storedFor(all[m.manifest.name], m.manifest) ?? routingFromManifest(m.manifest);
-      next.set(m.manifest.name, entry(m, routing));
+      const name = m.manifest.name;
+      const routing = storedFor(all[name], m.manifest) ?? routingFromManifest(m.manifest);
+      next.set(name, entry(m, routing, appliedFor(thresholds[name], m.manifest)));
     }
     for (const prepare of this.#preparers) await prepare([...next.values()]);
     this.#models = next;
     this.#stored = new Map(Object.entries(all));
+    this.#storedThresholds = new Map(Object.entries(thresholds));
     return this.list();
   }
 
@@ -168,20 +239,22 @@ export class ModelCatalog {
     this.#models = new Map(loaded.map((m) => [m.manifest.name, entry(m, routingFromManifest(m.manifest))]));
   }
 
-  #absorb(name: string, raw: string | undefined): void {
-    if (raw === this.#stored.get(name)) return;
+  #absorb(name: string, raw: string | undefined, threshold: string | undefined): void {
+    if (raw === this.#stored.get(name) && threshold === this.#storedThresholds.get(name)) return;
     const model = this.#models.get(name);
     if (!model) return;
-    if (raw === undefined) this.#stored.delete(name);
-    else this.#stored.set(name, raw);
-    this.#apply(name, storedFor(raw, model.manifest) ?? routingFromManifest(model.manifest));
+    remember(this.#stored, name, raw);
+    remember(this.#storedThresholds, name, threshold);
+    const manifest = model.loaded.manifest;
+    this.#apply(name, storedFor(raw, manifest) ?? routingFromManifest(manifest), appliedFor(threshold, manifest));
   }
 
-  #apply(name: string, routing: RoutingState): CatalogModel {
+  #apply(name: string, routing: RoutingState, threshold: AppliedThreshold | undefined): CatalogModel {
     const model = this.#models.get(name);
     if (!model) throw new Error(`no model ${name}`);
-    if (JSON.stringify(model.routing) === JSON.stringify(routing)) return model;
-    const next = entry(model.loaded, routing);
+    const same = JSON.stringify(model.routing) === JSON.stringify(routing);
+    if (same && model.thresholdChange?.requestId === threshold?.requestId) return model;
+    const next = entry(model.loaded, routing, threshold);
     this.#models.set(name, next);
     return next;
   }
@@ -194,15 +267,21 @@ function storedFor(raw: string | undefined, manifest: Manifest): RoutingState | 
   return stored.basedOn === manifestRoutingHash(manifest) ? stored.routing : undefined;
 }
 
-function entry(m: LoadedModel, routing: RoutingState): CatalogModel {
+function remember(map: Map<string, string>, name: string, raw: string | undefined): void {
+  if (raw === undefined) map.delete(name);
+  else map.set(name, raw);
+}
+
+function entry(m: LoadedModel, routing: RoutingState, threshold?: AppliedThreshold): CatalogModel {
   return {
     name: m.manifest.name,
-    manifest: m.manifest,
+    manifest: threshold ? withThreshold(m.manifest, threshold) : m.manifest,
     loaded: m,
     tier: m.classification.tier,
     tierReasons: m.classification.reasons,
     ...(m.corpus ? { corpus: m.corpus } : {}),
     routing,
     version: routing.primary,
+    ...(threshold ? { thresholdChange: threshold } : {}),
   };
 }

@@ -1,15 +1,16 @@
 import { Problem } from '../platform/errors.ts';
-import { BatchCancelled } from '../runtime/batcher.ts';
 import type { OutputTensor } from '../runtime/types.ts';
+import { asProblem, NO_SCORE_ACTION } from './refusals.ts';
 import type { Runner } from './runners.ts';
-
-/** What a caller without a score is told to do. */
-export const NO_SCORE_ACTION = 'no score: follow the standard protocol';
 
 /** Rows encoded as the model's input tensor. */
 export interface EncodedInput {
   data: Float32Array;
   rows: number;
+  /** rows with a missing value for which the manifest's default was assumed (undefined: not known) */
+  assumedRows?: number;
+  /** per row, what an outcome names it by (`request:<id>#<i>`, `job:<id>#<i>`, `batch:<run>:<row>`) */
+  refs?: readonly string[];
 }
 
 /**
@@ -49,31 +50,6 @@ export function run(
         reject(asProblem(err));
       },
     );
-  });
-}
-
-/** A runtime's failure as the caller sees it: a timeout is a deadline miss, a remote failure a 502, else a 500. */
-function asProblem(err: unknown): Problem {
-  if (err instanceof Problem) return err;
-  if (err instanceof BatchCancelled) {
-    return new Problem('deadline_exceeded', 'no score within the deadline', {
-      extensions: { action: NO_SCORE_ACTION },
-    });
-  }
-  const e = err as { name?: string; kind?: string };
-  if (e?.name === 'RemoteError') {
-    if (e.kind === 'timeout') {
-      return new Problem('deadline_exceeded', 'the remote model did not answer in time', {
-        extensions: { action: NO_SCORE_ACTION },
-      });
-    }
-    return new Problem('upstream_failed', `the remote model failed (${e.kind})`, {
-      extensions: { action: NO_SCORE_ACTION, upstream: e.kind },
-    });
-  }
-  return new Problem('inference_failed', 'the model failed to score this request', {
-    extensions: { action: NO_SCORE_ACTION },
-    cause: err,
   });
 }
 

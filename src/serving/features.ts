@@ -30,6 +30,11 @@ function namesOf(features: readonly Feature[]): ReadonlySet<string> {
   return names;
 }
 
+/** Counts the rows of which some value was missing and the manifest's default was assumed (for monitoring). */
+export interface AssumedCount {
+  rows: number;
+}
+
 /**
  * Validates one instance and encodes it into `out` at `offset`, columns in feature order. Returns its problems
  * (pointers under `at`), or undefined when it is valid. Pointers are built only on failure: this is the hot path.
@@ -40,6 +45,7 @@ export function encodeRow(
   out: Float32Array,
   offset: number,
   at: string,
+  assumed?: AssumedCount,
 ): InputError[] | undefined {
   if (!isPlainObject(instance)) return [{ pointer: at, detail: `must be an object, got ${describe(instance)}` }];
   const errors: InputError[] = [];
@@ -49,6 +55,7 @@ export function encodeRow(
       errors.push({ pointer: `${at}/${escapePointer(key)}`, detail: 'unknown feature' });
     }
   }
+  let filled = false;
   for (let col = 0; col < features.length; col++) {
     const f = features[col] as Feature;
     let value = Object.hasOwn(instance, f.name) ? instance[f.name] : undefined;
@@ -58,12 +65,15 @@ export function encodeRow(
         continue;
       }
       value = f.default;
+      filled = true;
     }
     const encoded = encodeValue(f, value);
     if (typeof encoded === 'string') errors.push({ pointer: `${at}/${f.name}`, detail: encoded });
     else out[offset + col] = encoded;
   }
-  return errors.length > 0 ? errors : undefined;
+  if (errors.length > 0) return errors;
+  if (filled && assumed) assumed.rows++;
+  return undefined;
 }
 
 /**
@@ -75,12 +85,13 @@ export function encodeInstances(
   features: readonly Feature[],
   instances: readonly unknown[],
   basePointer = '/instances',
+  assumed?: AssumedCount,
 ): Float32Array {
   const width = features.length;
   const data = new Float32Array(instances.length * width);
   const errors: InputError[] = [];
   for (let row = 0; row < instances.length && errors.length < MAX_REPORTED_ERRORS; row++) {
-    const problems = encodeRow(features, instances[row], data, row * width, `${basePointer}/${row}`);
+    const problems = encodeRow(features, instances[row], data, row * width, `${basePointer}/${row}`, assumed);
     if (problems) errors.push(...problems);
   }
   if (errors.length > 0) {

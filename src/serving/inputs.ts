@@ -16,7 +16,10 @@ export function inputWidth(manifest: Manifest): number {
  * `{"text": "..."}` or `{"document": <FHIR DocumentReference>}`. Throws a 400 Problem for anything else, so bad input
  * is refused at submission and, should it reach a worker, fails at once without retries.
  */
-export function prepareInput(manifest: Manifest, input: unknown): { data: Float32Array; rows: number } {
+export function prepareInput(
+  manifest: Manifest,
+  input: unknown,
+): { data: Float32Array; rows: number; assumedRows?: number } {
   if (manifest.input === 'document' && manifest.document) {
     const text = documentText(input, manifest.document.maxChars);
     return { data: hashDocument(text, new Float32Array(manifest.document.hashBuckets)), rows: 1 };
@@ -29,5 +32,7 @@ export function prepareInput(manifest: Manifest, input: unknown): { data: Float3
   if (instances.length === 0) throw new Problem('invalid_request', '"instances" is empty');
   const max = manifest.sync?.maxInstances ?? DEFAULT_MAX_JOB_INSTANCES;
   if (instances.length > max) throw new Problem('batch_too_large', `at most ${max} instances per job`);
-  return { data: encodeInstances(manifest.features, instances, '/input/instances'), rows: instances.length };
+  const assumed = { rows: 0 };
+  const data = encodeInstances(manifest.features, instances, '/input/instances', assumed);
+  return { data, rows: instances.length, assumedRows: assumed.rows };
 }

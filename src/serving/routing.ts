@@ -6,6 +6,8 @@ export interface RoutingState {
   primary: string;
   canary?: { version: string; weight: number };
   shadow?: { versions: string[]; sampleRate: number };
+  /** silent deployment: the primary scores real traffic and is monitored, but no score is shown until promoted */
+  silent?: boolean;
 }
 
 export function routingFromManifest(m: Manifest): RoutingState {

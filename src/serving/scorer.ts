@@ -3,13 +3,15 @@ import type { Metrics } from '../platform/metrics.ts';
 import type { Tier } from '../registry/schema.ts';
 import type { OutputTensor } from '../runtime/types.ts';
 import type { CatalogModel, ModelCatalog } from './catalog.ts';
-import { type EncodedInput, fallbackReserveMs, NO_SCORE_ACTION, run } from './deadline.ts';
+import { type EncodedInput, fallbackReserveMs, run } from './deadline.ts';
 import { type Prediction, shapePredictions } from './predictions.ts';
+import { NO_SCORE_ACTION, suspendedProblem } from './refusals.ts';
 import type { RoutingState } from './routing.ts';
 import type { Runner, Runners } from './runners.ts';
 import { comparable, type ShadowRecorder } from './shadow.ts';
 
-export { type EncodedInput, NO_SCORE_ACTION };
+export { NO_SCORE_ACTION, SILENT_ACTION } from './refusals.ts';
+export type { EncodedInput };
 /** Shadow runs in flight per model beyond which sampled mirrors are dropped (and counted), never queued. */
 export const MAX_SHADOW_IN_FLIGHT = 256;
 
@@ -35,6 +37,8 @@ export interface ScoreResult {
   version: string;
   /** set when a declared fallback answered because the routed version failed */
   fallback?: { from: string; reason: string };
+  /** silent deployment: the version scored (observers saw it) but no prediction is shown */
+  silent?: true;
 }
 
 export type ShadowOutcome = { version: string; ms: number } & (
@@ -103,6 +107,9 @@ export class Scorer {
     let onIdle = req.onIdle;
     let result: ScoreResult;
     try {
+      // the kill switch, for every tier: nothing scores on a suspended version (a job waits, a batch run pauses)
+      const suspension = this.#catalog.suspension(model.name, chosen);
+      if (suspension) throw suspendedProblem(suspension, chosen);
       // a canary named by a routing change that a reload no longer loads falls back to the primary
       const runner =
         (await this.#runner(model, chosen)) ??
@@ -119,7 +126,10 @@ export class Scorer {
         );
       }
       const fallbackVersion = runner.spec.fallback;
-      const fallback = fallbackVersion === undefined ? undefined : await this.#runner(model, fallbackVersion);
+      const fallback =
+        fallbackVersion === undefined || this.#catalog.suspension(model.name, fallbackVersion)
+          ? undefined
+          : await this.#runner(model, fallbackVersion);
       // a remote version with a fallback must give up early enough for the fallback to answer within the deadline
       const reserveMs =
         fallback && runner.spec.runtime.kind !== 'onnx' ? fallbackReserveMs(fallback, req.deadlineMs) : 0;
@@ -162,6 +172,9 @@ export class Scorer {
       // after the answer, off the caller's path: setImmediate lets the response go out first
       setImmediate(() => void this.#mirror(model, shadow, input, answered, primaryMs, req.deadlineMs));
     }
+    // silent deployment: recorded by the observers above, never shown to any tier's caller
+    if (model.routing.silent && result.version === model.routing.primary)
+      return { ...result, predictions: [], silent: true };
     return result;
   }
 
@@ -180,6 +193,7 @@ export class Scorer {
   async #shadowRun(model: CatalogModel, version: string, input: EncodedInput, deadlineMs: number) {
     const started = performance.now();
     try {
+      if (this.#catalog.suspension(model.name, version)) throw new Error(`version ${version} is suspended`);
       const runner = await this.#runners.get(model, version);
       if (!runner) throw new Error(`version ${version} is not served here`);
       const outputs = await run(runner, input, Date.now() + deadlineMs, deadlineMs, undefined);
@@ -201,7 +215,7 @@ export class Scorer {
     const recorder = this.#shadow as ShadowRecorder;
     const primaryComparable = primary.predictions.map((p) => comparable(model.manifest.output, p));
     for (const version of shadow.versions) {
-      if (version === primary.version) continue;
+      if (version === primary.version || this.#catalog.suspension(model.name, version)) continue;
       const inFlight = this.#shadowInFlight.get(model.name) ?? 0;
       if (inFlight >= MAX_SHADOW_IN_FLIGHT) {
         this.#metrics?.shadowDropped.inc({ model: model.name, reason: 'saturated' });

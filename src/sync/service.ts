@@ -67,7 +67,7 @@ export class SyncService {
     model: CatalogModel,
     instances: readonly unknown[],
     deadlineMs: number,
-    options: { subjectKey?: string } = {},
+    options: { subjectKey?: string; requestId?: string } = {},
   ): Promise<ScoreResult> {
     const sync = model.manifest.sync;
     const name = model.name;
@@ -77,7 +77,8 @@ export class SyncService {
         headers: { 'retry-after': '30' },
       });
     }
-    const data = encodeInstances(model.manifest.features, instances);
+    const assumed = { rows: 0 };
+    const data = encodeInstances(model.manifest.features, instances, '/instances', assumed);
     const counter = this.#counter(name);
     if (counter.n >= sync.maxConcurrency) {
       this.#metrics.shed.inc({ model: name, reason: 'concurrency' });
@@ -98,7 +99,15 @@ export class SyncService {
     try {
       return await this.#scorer.score({
         model,
-        input: { data, rows: instances.length },
+        input: {
+          data,
+          rows: instances.length,
+          assumedRows: assumed.rows,
+          // what an outcome reported later names each row by
+          ...(options.requestId !== undefined
+            ? { refs: instances.map((_, i) => `request:${options.requestId}#${i}`) }
+            : {}),
+        },
         tier: 'sync',
         deadlineMs,
         ...(options.subjectKey !== undefined ? { subjectKey: options.subjectKey } : {}),

@@ -1,5 +1,8 @@
 /** Inputs the bundled models score predictably, and where shared data sets live. */
+import { copyFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MODELS_DIR } from './models.ts';
 
 export const SYNTHEA_OBSERVATIONS = fileURLToPath(
   new URL('../../../shared/data/synthea/vital-sign-observations.ndjson', import.meta.url),
@@ -34,4 +37,18 @@ export function news2Row(i: number): Record<string, unknown> {
     consciousness: i % 11 === 0 ? 'voice' : 'alert',
     temperature: Math.round((34.5 + (i % 50) / 10) * 10) / 10,
   };
+}
+
+/**
+ * Puts the readmission model's sample discharges at `inputs/discharges.ndjson` in the data directory itself (the
+ * operator's, for schedules) and in `client`'s data area (on-demand runs).
+ */
+export async function placeDischarges(dataDir: string, client = 'client'): Promise<void> {
+  for (const dir of ['inputs', `clients/${client}/inputs`]) {
+    await mkdir(path.join(dataDir, dir), { recursive: true });
+    await copyFile(
+      path.join(MODELS_DIR, 'readmission', 'sample-discharges.ndjson'),
+      path.join(dataDir, dir, 'discharges.ndjson'),
+    );
+  }
 }

@@ -61,6 +61,8 @@ export interface GatewayOptions {
   sync?: Record<string, Partial<SyncSettings>>;
   /** the batch data dir (default the config's) */
   dataDir?: string;
+  /** the monitoring taps on the scorer (TRIAGE_MONITORING; default the config's: on) */
+  monitoring?: boolean;
   /** callback delivery (default: 4 attempts, 50 ms backoff, 2 s timeout, plain http to loopback) */
   callbacks?: Partial<CallbackPolicy>;
   runtimeFactory?: RuntimeFactory;
@@ -151,6 +153,7 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
     // a busy test machine is not bedside pressure: only the bedside tests lower it (deferred work must not yield here)
     pressureThresholdMs: options.pressureThresholdMs ?? PRESSURE_OFF_MS,
     ...(options.dataDir !== undefined ? { dataDir: options.dataDir } : {}),
+    ...(options.monitoring !== undefined ? { monitoring: options.monitoring } : {}),
     ...(options.missedAfterMs !== undefined ? { batchMissedAfterMs: options.missedAfterMs } : {}),
     ...(options.workerLockMs !== undefined ? { workerLockMs: options.workerLockMs } : {}),
     ...options.config,

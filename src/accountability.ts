@@ -1,0 +1,50 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { MonitoringRecorder } from './monitoring/recorder.ts';
+import { MonitoringService } from './monitoring/service.ts';
+import { registerOutcomeGauges } from './outcomes/gauges.ts';
+import { PredictionLog } from './outcomes/prediction-log.ts';
+import { OutcomeService } from './outcomes/service.ts';
+import type { AuditLog } from './platform/audit.ts';
+import type { Metrics } from './platform/metrics.ts';
+import { governThresholds } from './releases/reload.ts';
+import { ThresholdChanges } from './releases/threshold-changes.ts';
+import type { ModelCatalog } from './serving/catalog.ts';
+
+/**
+ * The accountability loop of one process, for the composition root: threshold change requests (and the reload check
+ * every process that reloads applies), and, unless monitoring is off, the taps every scorer of the process gets
+ * (monitoring counters, the prediction log for outcomes) with the services that read what they record.
+ */
+export function composeAccountability(o: {
+  redis: Redis;
+  config: { redisPrefix: string; monitoring?: boolean };
+  catalog: ModelCatalog;
+  audit: AuditLog;
+  metrics: Metrics;
+  logger: Logger;
+  now: () => number;
+}) {
+  const { redis, catalog, audit, logger, now } = o;
+  const prefix = o.config.redisPrefix;
+  const on = o.config.monitoring !== false;
+  const thresholdChanges = new ThresholdChanges({ redis, prefix, catalog, audit, now });
+  governThresholds(catalog, thresholdChanges);
+  // one recorder per process, on every scorer of it: the taps count in memory, a flush a second writes to Redis
+  const recorder = on ? new MonitoringRecorder({ redis, prefix, logger, now }) : undefined;
+  const predictionLog = on ? new PredictionLog({ redis, prefix, logger, now }) : undefined;
+  const monitoring = new MonitoringService({ redis, prefix, recorder, catalog, metrics: o.metrics, now });
+  const outcomes = new OutcomeService({ redis, prefix, log: predictionLog, audit, now });
+  registerOutcomeGauges(o.metrics, { models: () => catalog.list(), figures: (m, v) => outcomes.figures(m, v) });
+  return {
+    thresholdChanges,
+    monitoring,
+    outcomes,
+    observers: recorder && predictionLog ? [recorder, predictionLog] : [],
+    /** writes what the taps counted since their last flush */
+    async close() {
+      await recorder?.close();
+      await predictionLog?.close();
+    },
+  };
+}

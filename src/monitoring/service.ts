@@ -1,0 +1,47 @@
+import type { Redis } from 'ioredis';
+import type { Metrics } from '../platform/metrics.ts';
+import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
+import { registerMonitoringGauges } from './metrics.ts';
+import type { MonitoringRecorder, ReviewDecision } from './recorder.ts';
+import { monitoringReport } from './report.ts';
+import type { WindowName } from './windows.ts';
+
+/** Monitoring per model version: the recorder (when switched on), the report and the gauges. */
+export class MonitoringService {
+  readonly #redis: Redis;
+  readonly #prefix: string;
+  readonly recorder: MonitoringRecorder | undefined;
+  readonly #now: () => number;
+
+  constructor(options: {
+    redis: Redis;
+    prefix: string;
+    recorder: MonitoringRecorder | undefined;
+    catalog: ModelCatalog;
+    metrics: Metrics;
+    now?: () => number;
+  }) {
+    this.#redis = options.redis;
+    this.#prefix = options.prefix;
+    this.recorder = options.recorder;
+    this.#now = options.now ?? Date.now;
+    const { catalog } = options;
+    registerMonitoringGauges(options.metrics, {
+      models: () => catalog.list(),
+      report: (m, windows) => this.report(m, windows),
+    });
+  }
+
+  get enabled(): boolean {
+    return this.recorder !== undefined;
+  }
+
+  report(model: CatalogModel, windows?: readonly WindowName[]) {
+    return monitoringReport(this.#redis, this.#prefix, model, { now: this.#now(), ...(windows ? { windows } : {}) });
+  }
+
+  /** For the review desk: a decision on a held result of this version. */
+  recordDecision(model: string, version: string, decision: ReviewDecision): void {
+    this.recorder?.recordDecision(model, version, decision);
+  }
+}

@@ -1,0 +1,28 @@
+/**
+ * Where monitoring aggregates live in Redis: one hash per model version per time bucket, its fields counters. Five
+ * minute buckets (kept two hours) make the hour window; hourly buckets (kept eight days) make the day and the week.
+ * Every replica and worker adds to the same buckets, so a window counts the traffic of all of them.
+ */
+export const FIVE_MINUTES = 5 * 60_000;
+export const HOUR = 60 * 60_000;
+
+export type WindowName = 'hour' | 'day' | 'week';
+
+/** Each window: the bucket size and how many buckets back from the current one (inclusive) it spans. */
+export const WINDOWS: Record<WindowName, { bucketMs: number; buckets: number }> = {
+  hour: { bucketMs: FIVE_MINUTES, buckets: 12 },
+  day: { bucketMs: HOUR, buckets: 24 },
+  week: { bucketMs: HOUR, buckets: 168 },
+};
+
+export const TTL_SECONDS = { [FIVE_MINUTES]: 2 * 3600, [HOUR]: 8 * 24 * 3600 } as const;
+
+export function bucketKey(prefix: string, model: string, version: string, bucketMs: number, bucket: number): string {
+  return `${prefix}:monitor:${model}:${version}:${bucketMs === HOUR ? '1h' : '5m'}:${bucket}`;
+}
+
+/** Latency bucket upper bounds, ms (the last bucket is everything slower). */
+export const LATENCY_EDGES_MS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000];
+
+/** Output histogram: equal-width bins over the score's range. */
+export const SCORE_BINS = 10;

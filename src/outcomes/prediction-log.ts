@@ -1,0 +1,148 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { scoreOf } from '../monitoring/recorder.ts';
+import type { ScoreEvent, ScoreObserver } from '../serving/scorer.ts';
+
+/** How long a prediction can still be joined to its outcome. */
+export const PREDICTION_RETENTION_DAYS = 30;
+const DAY = 86_400_000;
+const HSET_FIELDS = 250;
+
+/** What an outcome is joined to: the version, its score and the threshold approved when it was made. */
+export interface LoggedPrediction {
+  model: string;
+  version: string;
+  score: number;
+  threshold: number;
+  at: number;
+}
+
+/**
+ * The reference of a scored row, as the outcome API names it: `request:<id>#<i>`, `job:<id>#<i>` or
+ * `batch:<run>:<row>`. Request and job ids are the gateway's (UUIDs), kept as they are; a batch row id may be an
+ * encounter id, so it reaches Redis only as a hash.
+ */
+export function refField(ref: string): string {
+  return ref.startsWith('batch:') ? `batch:${createHash('sha256').update(ref).digest('base64url').slice(0, 24)}` : ref;
+}
+
+/** The stored form of a logged prediction: compact, as a busy second writes thousands. */
+function encode(p: LoggedPrediction): string {
+  return `${p.version}|${p.score}|${p.threshold}|${p.at}|${p.model}`;
+}
+
+function decode(value: string): LoggedPrediction {
+  const [version, score, threshold, at, model] = value.split('|') as [string, string, string, string, string];
+  return { model, version, score: Number(score), threshold: Number(threshold), at: Number(at) };
+}
+
+export function dayKey(prefix: string, day: number): string {
+  return `${prefix}:predictions:${day}`;
+}
+
+/**
+ * Logs every scored row that carries a reference (its version, score and the approved threshold) so an outcome
+ * observed later can be joined to it. Buffered on the caller's path, written once a second as one HSET per day
+ * bucket; buckets expire after the retention.
+ */
+export class PredictionLog implements ScoreObserver {
+  readonly #redis: Redis;
+  readonly #prefix: string;
+  readonly #logger: Logger | undefined;
+  readonly #now: () => number;
+  #buffer: Array<{
+    refs: readonly string[];
+    scores: number[];
+    model: string;
+    version: string;
+    threshold: number;
+    at: number;
+  }> = [];
+  #timer: NodeJS.Timeout | undefined;
+  #flushing: Promise<void> = Promise.resolve();
+
+  constructor(o: { redis: Redis; prefix: string; logger?: Logger; now?: () => number; flushEveryMs?: number }) {
+    this.#redis = o.redis;
+    this.#prefix = o.prefix;
+    this.#logger = o.logger;
+    this.#now = o.now ?? Date.now;
+    if (o.flushEveryMs !== 0) {
+      this.#timer = setInterval(() => void this.flush(), o.flushEveryMs ?? 1000);
+      this.#timer.unref();
+    }
+  }
+
+  onScore(event: ScoreEvent): void {
+    const refs = event.input.refs;
+    if (!refs) return;
+    const { model, result } = event;
+    const output = model.manifest.output;
+    // one entry per scoring, the rows' scores in an array: the rows are shaped at flush, off the caller's path
+    const scores = result.predictions.map((p) => scoreOf(output, p).score);
+    this.#buffer.push({
+      refs,
+      scores,
+      model: model.name,
+      version: result.version,
+      threshold: output.threshold,
+      at: this.#now(),
+    });
+  }
+
+  flush(): Promise<void> {
+    this.#flushing = this.#flushing.then(() => this.#flush());
+    return this.#flushing;
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#buffer.length === 0) return;
+    const buffer = this.#buffer;
+    this.#buffer = [];
+    const key = dayKey(this.#prefix, Math.floor(this.#now() / DAY));
+    // a busy second logs many thousands of rows: HSETs of a bounded size, each shaped in a slice of its own and
+    // the event loop let go in between, so a flush never holds up the bedside requests arriving meanwhile
+    const writes: Array<Promise<unknown>> = [];
+    let fields: string[] = [];
+    const send = () => {
+      if (fields.length > 0) writes.push(this.#redis.hset(key, ...fields));
+      fields = [];
+    };
+    for (const e of buffer) {
+      e.scores.forEach((score, i) => {
+        const ref = e.refs[i];
+        if (ref === undefined) return;
+        fields.push(
+          refField(ref),
+          encode({ model: e.model, version: e.version, score, threshold: e.threshold, at: e.at }),
+        );
+      });
+      if (fields.length >= 2 * HSET_FIELDS) {
+        send();
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    }
+    send();
+    writes.push(this.#redis.expire(key, (PREDICTION_RETENTION_DAYS + 1) * 86_400));
+    await Promise.all(writes).catch((err: Error) =>
+      this.#logger?.warn({ err: { message: err.message } }, 'prediction log flush failed'),
+    );
+  }
+
+  /** The prediction a reference names, looked up over the retention (newest day first). */
+  async find(ref: string): Promise<LoggedPrediction | undefined> {
+    const field = refField(ref);
+    const today = Math.floor(this.#now() / DAY);
+    const pipeline = this.#redis.pipeline();
+    for (let d = 0; d <= PREDICTION_RETENTION_DAYS; d++) pipeline.hget(dayKey(this.#prefix, today - d), field);
+    for (const [, value] of (await pipeline.exec()) ?? []) {
+      if (typeof value === 'string') return decode(value);
+    }
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.flush();
+  }
+}

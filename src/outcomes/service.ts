@@ -1,0 +1,138 @@
+import type { Redis } from 'ioredis';
+import type { AuditLog } from '../platform/audit.ts';
+import { assertModelAllowed, type Principal } from '../platform/auth.ts';
+import { Problem } from '../platform/errors.ts';
+import { onlyFields } from '../platform/json-body.ts';
+import type { CatalogModel } from '../serving/catalog.ts';
+import { type Labelled, outcomeMetrics } from './metrics.ts';
+import { type LoggedPrediction, PREDICTION_RETENTION_DAYS, type PredictionLog, refField } from './prediction-log.ts';
+
+/** Outcomes kept per model version for the figures (the oldest are trimmed). */
+const MAX_OUTCOMES = 100_000;
+/** How far ahead of this clock an observation time may be (clock skew between systems). */
+const MAX_SKEW_MS = 5 * 60_000;
+
+export interface RecordedOutcome extends LoggedPrediction {
+  outcome: boolean;
+  observedAt: number;
+  recordedBy: string;
+}
+
+/**
+ * Observed outcomes, joined to what was predicted: by request id, job id or batch row. Idempotent (the same outcome
+ * again is a no-op; a different one for the same prediction is refused), validated and audited. The figures per
+ * version use the threshold approved when each prediction was made.
+ */
+export class OutcomeService {
+  readonly #redis: Redis;
+  readonly #prefix: string;
+  readonly #log: PredictionLog | undefined;
+  readonly #audit: AuditLog;
+  readonly #now: () => number;
+
+  constructor(o: {
+    redis: Redis;
+    prefix: string;
+    log: PredictionLog | undefined;
+    audit: AuditLog;
+    now?: () => number;
+  }) {
+    this.#redis = o.redis;
+    this.#prefix = o.prefix;
+    this.#log = o.log;
+    this.#audit = o.audit;
+    this.#now = o.now ?? Date.now;
+  }
+
+  #listKey(model: string, version: string): string {
+    return `${this.#prefix}:outcomes:${model}:${version}`;
+  }
+
+  async record(
+    principal: Principal,
+    body: Record<string, unknown>,
+  ): Promise<{ created: boolean; outcome: RecordedOutcome }> {
+    onlyFields(body, ['requestId', 'jobId', 'batch', 'index', 'outcome', 'observedAt']);
+    const ref = refOf(body);
+    const outcome = body.outcome;
+    if (typeof outcome !== 'boolean') throw new Problem('invalid_request', 'outcome must be true or false');
+    const observedAt = typeof body.observedAt === 'string' ? Date.parse(body.observedAt) : Number.NaN;
+    if (!Number.isFinite(observedAt) || !/^\d{4}-\d\d-\d\dT/.test(String(body.observedAt))) {
+      throw new Problem('invalid_request', 'observedAt must be an ISO 8601 date-time');
+    }
+    if (observedAt > this.#now() + MAX_SKEW_MS) throw new Problem('invalid_request', 'observedAt is in the future');
+    if (!this.#log) throw new Problem('not_found', 'predictions are not logged here (TRIAGE_MONITORING=off)');
+    await this.#log.flush(); // a prediction made a moment ago is joinable at once
+    const prediction = await this.#log.find(ref);
+    if (!prediction) {
+      throw new Problem(
+        'not_found',
+        `no prediction by that reference (predictions are kept ${PREDICTION_RETENTION_DAYS} days)`,
+      );
+    }
+    assertModelAllowed(principal, prediction.model);
+    if (observedAt < prediction.at)
+      throw new Problem('invalid_request', 'observedAt is before the prediction was made');
+    const recorded: RecordedOutcome = { ...prediction, outcome, observedAt, recordedBy: principal.id };
+    const field = refField(ref);
+    const created = await this.#redis.hsetnx(`${this.#prefix}:outcomes`, field, JSON.stringify(recorded));
+    if (created === 0) {
+      const existing = JSON.parse(
+        (await this.#redis.hget(`${this.#prefix}:outcomes`, field)) ?? '{}',
+      ) as RecordedOutcome;
+      if (existing.outcome !== outcome || existing.observedAt !== observedAt) {
+        throw new Problem('outcome_conflict', 'a different outcome was already recorded for this prediction');
+      }
+      return { created: false, outcome: existing };
+    }
+    const row = [prediction.score, prediction.threshold, outcome ? 1 : 0, prediction.at, observedAt].join(',');
+    const list = this.#listKey(prediction.model, prediction.version);
+    await this.#redis.multi().rpush(list, row).ltrim(list, -MAX_OUTCOMES, -1).exec();
+    await this.#audit.append({
+      actor: principal.id,
+      role: principal.role,
+      action: 'outcome.record',
+      target: `outcome:${field}`,
+      model: prediction.model,
+      version: prediction.version,
+      detail: `outcome ${outcome} observed ${new Date(observedAt).toISOString()}`,
+    });
+    return { created: true, outcome: recorded };
+  }
+
+  /** The outcome figures of one version (every outcome kept). */
+  async figures(model: CatalogModel, version: string) {
+    const rows = await this.#redis.lrange(this.#listKey(model.name, version), 0, -1);
+    const labelled: Labelled[] = rows.map((r) => {
+      const [score, threshold, y, at, observed] = r.split(',').map(Number) as [number, number, number, number, number];
+      return { score, threshold, outcome: y === 1, delayMs: observed - at };
+    });
+    const out = model.manifest.output;
+    const probability = out.kind !== 'score' || ((out.min ?? 0) >= 0 && (out.max ?? 1) <= 1);
+    return outcomeMetrics(labelled, { probability });
+  }
+}
+
+/** The reference the body names: exactly one of a request id, a job id or a batch row (with an instance index). */
+function refOf(body: Record<string, unknown>): string {
+  const given = ['requestId', 'jobId', 'batch'].filter((k) => body[k] !== undefined);
+  if (given.length !== 1)
+    throw new Problem('invalid_request', 'name the prediction by exactly one of requestId, jobId or batch');
+  const index = body.index ?? 0;
+  if (!Number.isInteger(index) || (index as number) < 0 || (index as number) > 100_000) {
+    throw new Problem('invalid_request', 'index must be the instance index (0 for the first)');
+  }
+  const id = (v: unknown, what: string) => {
+    if (typeof v !== 'string' || !/^[A-Za-z0-9._:-]{1,128}$/.test(v))
+      throw new Problem('invalid_request', `${what} is not valid`);
+    return v;
+  };
+  if (body.requestId !== undefined) return `request:${id(body.requestId, 'requestId')}#${index}`;
+  if (body.jobId !== undefined) return `job:${id(body.jobId, 'jobId')}#${index}`;
+  const batch = body.batch as { runId?: unknown; rowId?: unknown } | null;
+  if (typeof batch !== 'object' || batch === null || Array.isArray(batch)) {
+    throw new Problem('invalid_request', 'batch must be {"runId", "rowId"}');
+  }
+  onlyFields(batch as Record<string, unknown>, ['runId', 'rowId']);
+  return `batch:${id(batch.runId, 'batch.runId')}:${id(batch.rowId, 'batch.rowId')}`;
+}
