@@ -5,6 +5,7 @@ import { methodNotAllowed } from 'hono/method-not-allowed';
 import { routePath } from 'hono/route';
 import { adminRoutes } from '../routes/admin.ts';
 import { batchRoutes } from '../routes/batches.ts';
+import { deskRoutes } from '../routes/desk.tsx';
 import { opsRoutes } from '../routes/health.ts';
 import { jobRoutes } from '../routes/jobs.ts';
 import { modelRoutes } from '../routes/models.ts';
@@ -84,6 +85,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v1', batchRoutes(deps));
   app.route('/v1/schedules', scheduleRoutes(deps));
   app.route('/v1', releaseRoutes(deps));
+  app.route('/desk', deskRoutes(deps, deps.options.sessionSecret));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
   app.onError((err, c) => {

@@ -179,6 +179,7 @@ export type GatewayConfig = ServicesConfig &
     'maxBodyBytes' | 'openOpsEndpoints' | 'accessLog' | 'warmupRuns' | 'warmupPolicy' | 'pressureThresholdMs'
   > & {
     workers: readonly WorkerKind[];
+    deskSessionSecret?: string | undefined;
   };
 
 export interface ComposeOptions extends ServicesOptions {
@@ -263,6 +264,7 @@ export async function composeGateway(options: ComposeOptions) {
       maxBodyBytes: config.maxBodyBytes,
       openOpsEndpoints: config.openOpsEndpoints,
       accessLog: config.accessLog,
+      ...(config.deskSessionSecret ? { sessionSecret: config.deskSessionSecret } : {}),
     },
   };
   const app = createApp(deps);

@@ -45,6 +45,8 @@ export interface AppDeps {
     /** health and metrics without an API key (inside a cluster) */
     openOpsEndpoints: boolean;
     accessLog: boolean;
+    /** signs review-desk session cookies; shared by every replica (else each makes its own) */
+    sessionSecret?: string;
   };
 }
 

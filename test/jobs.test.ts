@@ -210,7 +210,10 @@ describe('whole path', () => {
     assert.deepEqual(receiver.events.get(`evt-${id}-released`)?.data.result, job.body.result);
     const review = await gw.call('GET', `/v1/reviews/${id}`, keys.reviewer);
     assert.deepEqual(review.body.amendedOutput, amended);
-    assert.deepEqual(Object.keys(amended.predictions[0] ?? {}).sort(), Object.keys(review.body.output.predictions[0]).sort());
+    assert.deepEqual(
+      Object.keys(amended.predictions[0] ?? {}).sort(),
+      Object.keys(review.body.output.predictions[0]).sort(),
+    );
     assert.equal(review.body.output.predictions[0].category, 'urgent-follow-up', 'the model output is kept');
     const afterCount = metricValue(await metrics(), 'triage_review_overrides_total', { model: 'note-triage' });
     assert.equal(afterCount, before + 1);

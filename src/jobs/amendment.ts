@@ -6,15 +6,14 @@ import type { CorpusEntry } from '../serving/predictions.ts';
 export function outputFields(spec: OutputSpec): string[] {
   if (spec.kind === 'classification') return ['category', 'confidence', 'confident', 'probabilities'];
   if (spec.kind === 'retrieval') return ['matches', 'confidence'];
-  return [spec.scoreName, 'verdict', 'aboveThreshold', ...spec.extras.map((e) => e.name)];
+  return [spec.scoreName, 'verdict', 'aboveThreshold', ...spec.extras.map((e) => e.as)];
 }
 
 const refuse = (detail: string): never => {
   throw new Problem('invalid_request', `output: ${detail}`);
 };
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const unit = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= 1;
 
@@ -47,7 +46,7 @@ export function validateAmendment(
     verdict: positive ? spec.labels.positive : spec.labels.negative,
     aboveThreshold: positive,
   };
-  for (const extra of spec.extras) if (output[extra.name] !== undefined) shaped[extra.name] = output[extra.name];
+  for (const extra of spec.extras) if (output[extra.as] !== undefined) shaped[extra.as] = output[extra.as];
   for (const k of ['verdict', 'aboveThreshold'] as const) {
     if (output[k] !== undefined && output[k] !== shaped[k]) refuse(`${k} must agree with ${spec.scoreName}`);
   }
