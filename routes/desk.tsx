@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
 import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
 import { DESK_CSS, DESK_JS } from '../src/desk/assets.ts';
+import { type Panel, renderSvg, shadowPanels } from '../src/desk/charts.ts';
 import { byClinicalPriority } from '../src/desk/queue.ts';
+import { ModelReports } from '../src/desk/report-views.tsx';
 import { assertSameSiteForm, currentSession, type DeskSession, signIn, signOut } from '../src/desk/session.ts';
 import { Hold, Page, Queue, SignIn } from '../src/desk/views.tsx';
 import { Problem } from '../src/platform/errors.ts';
@@ -89,6 +91,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
           models={models}
           model={model}
           now={deps.reviews.now()}
+          reportModels={deps.catalog.list().map((m) => m.manifest.name)}
           {...(done ? { notice: `Decision recorded for hold ${done.slice(0, 8)}.` } : {})}
         />
       </Page>,
@@ -137,6 +140,33 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
       return c.html(await holdPage(s, id, { error: err.message }), err.status as 400);
     }
     return c.redirect(`/desk/reviews?decided=${id}`, 303);
+  });
+
+  const panelsOf = async (name: string): Promise<Panel[]> => {
+    const model = MODEL_NAME.test(name) ? deps.catalog.get(name) : undefined;
+    if (!model) throw new Problem('model_not_found', 'no model by that name');
+    return shadowPanels(await deps.shadow.report(name, model.manifest.output.threshold));
+  };
+
+  app.get('/models/:model', async (c) => {
+    const s = await session(c);
+    if (s instanceof Response) return s;
+    const model = c.req.param('model');
+    const panels = await panelsOf(model);
+    return c.html(
+      <Page title={`${model}: reports`} who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
+        <ModelReports model={model} panels={panels} />
+      </Page>,
+    );
+  });
+
+  app.get('/models/:model/charts/:file{[a-z-]+\\.svg}', async (c) => {
+    const s = await session(c);
+    if (s instanceof Response) return s;
+    const id = c.req.param('file').replace(/\.svg$/, '');
+    const panel = (await panelsOf(c.req.param('model'))).find((p) => p.id === id);
+    if (!panel) throw new Problem('not_found', 'no such chart');
+    return c.body(await renderSvg(panel.spec), 200, { 'content-type': 'image/svg+xml' });
   });
 
   app.onError((err, c) => {

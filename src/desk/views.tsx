@@ -63,6 +63,8 @@ export function Queue(props: {
   model: string | undefined;
   now: number;
   notice?: string;
+  /** every served model, for links to its report pictures */
+  reportModels: string[];
 }) {
   return (
     <>
@@ -80,6 +82,14 @@ export function Queue(props: {
         </select>
         <button type="submit">Filter</button>
       </form>
+      <nav aria-label="Model reports">
+        Shadow reports:{' '}
+        {props.reportModels.map((m) => (
+          <>
+            <a href={`/desk/models/${m}`}>{m}</a>{' '}
+          </>
+        ))}
+      </nav>
       {props.items.length === 0 ? (
         <p>Nothing is waiting for review.</p>
       ) : (

@@ -1,10 +1,10 @@
 import type { CallbackEvent, CallbackSender } from '../callbacks/outbox.ts';
-import { validateAmendment } from './amendment.ts';
 import { actorOf, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import { onlyFields } from '../platform/json-body.ts';
 import type { JobMetrics } from '../platform/metrics.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
+import { validateAmendment } from './amendment.ts';
 import type { JobRecord, JobStore } from './store.ts';
 
 const MAX_REASON = 2000;
