@@ -5,6 +5,7 @@ import { methodNotAllowed } from 'hono/method-not-allowed';
 import { routePath } from 'hono/route';
 import { adminRoutes } from '../routes/admin.ts';
 import { batchRoutes } from '../routes/batches.ts';
+import { deskRoutes } from '../routes/desk.tsx';
 import { opsRoutes } from '../routes/health.ts';
 import { hl7Routes } from '../routes/hl7.ts';
 import { jobRoutes } from '../routes/jobs.ts';
@@ -94,6 +95,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v1', monitoringRoutes(deps));
   app.route('/v1', thresholdChangeRoutes(deps));
   app.route('/v1', outcomeRoutes(deps));
+  app.route('/desk', deskRoutes(deps, deps.options.sessionSecret));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
   app.onError((err, c) => {

@@ -201,6 +201,7 @@ export type GatewayConfig = ServicesConfig &
     'maxBodyBytes' | 'openOpsEndpoints' | 'accessLog' | 'warmupRuns' | 'warmupPolicy' | 'pressureThresholdMs'
   > & {
     workers: readonly WorkerKind[];
+    deskSessionSecret?: string | undefined;
   };
 
 export interface ComposeOptions extends ServicesOptions {
@@ -289,6 +290,7 @@ export async function composeGateway(options: ComposeOptions) {
       openOpsEndpoints: config.openOpsEndpoints,
       accessLog: config.accessLog,
       hl7Models: config.hl7?.models ?? [],
+      ...(config.deskSessionSecret ? { sessionSecret: config.deskSessionSecret } : {}),
     },
   };
   const app = createApp(deps);

@@ -56,6 +56,8 @@ export interface AppDeps {
     accessLog: boolean;
     /** the models HL7v2 messages may be scored by (POST /v1/hl7, MLLP) */
     hl7Models?: readonly string[];
+    /** signs review-desk session cookies; shared by every replica (else each makes its own) */
+    sessionSecret?: string;
   };
 }
 

@@ -162,11 +162,27 @@ describe('whole path', () => {
     const before = metricValue(await metrics(), 'triage_review_overrides_total', { model: 'note-triage' }) ?? 0;
     const id = await heldJob(NOTES.urgent, { callbackUrl: receiver.url('/m') });
 
-    for (const output of [{ category: 'very-urgent' }, {}, 'routine-follow-up', null, [{ category: 'no-action' }]]) {
+    for (const output of [
+      { category: 'very-urgent' },
+      {},
+      'routine-follow-up',
+      null,
+      [{ category: 'no-action' }],
+      { category: 'no-action', probabilities: { 'no-action': 0.2, 'urgent-follow-up': 0.8, 'routine-follow-up': 0 } },
+      { category: 'no-action', confidence: 0.3 },
+    ]) {
       const bad = await decide(id, { decision: 'amend', reason: 'reclassify', output });
       assert.equal(bad.status, 400, `${JSON.stringify(output)}: ${bad.text}`);
       assert.equal(bad.body.code, 'invalid_request');
     }
+    // a field the model does not produce is refused by name, not silently dropped
+    const unknown = await decide(id, {
+      decision: 'amend',
+      reason: 'reclassify',
+      output: { category: 'routine-follow-up', comment: 'see GP' },
+    });
+    assert.equal(unknown.status, 400, unknown.text);
+    assert.match(unknown.body.detail, /"comment" not in this model's output \(fields: category, confidence/);
     const missing = await decide(id, { decision: 'amend', reason: 'reclassify' });
     assert.equal(missing.status, 400);
     assert.equal((await gw.call('GET', `/v1/jobs/${id}`, keys.client)).body.state, 'awaiting_review');
@@ -179,11 +195,26 @@ describe('whole path', () => {
     assert.equal(res.status, 200, res.text);
     assert.equal(res.body.state, 'released');
     const job = await gw.call('GET', `/v1/jobs/${id}`, keys.client);
-    assert.deepEqual(job.body.result, { output: { category: 'routine-follow-up' }, amended: true, reviewed: true });
+    // the amended result has exactly the model's output shape: a clinician's label is certain (one-hot)
+    const amended = {
+      predictions: [
+        {
+          category: 'routine-follow-up',
+          confidence: 1,
+          confident: true,
+          probabilities: { 'urgent-follow-up': 0, 'routine-follow-up': 1, 'no-action': 0 },
+        },
+      ],
+    };
+    assert.deepEqual(job.body.result, { output: amended, amended: true, reviewed: true });
     await waitFor(() => receiver.events.has(`evt-${id}-released`), 'the amended release callback');
     assert.deepEqual(receiver.events.get(`evt-${id}-released`)?.data.result, job.body.result);
     const review = await gw.call('GET', `/v1/reviews/${id}`, keys.reviewer);
-    assert.deepEqual(review.body.amendedOutput, { category: 'routine-follow-up' });
+    assert.deepEqual(review.body.amendedOutput, amended);
+    assert.deepEqual(
+      Object.keys(amended.predictions[0] ?? {}).sort(),
+      Object.keys(review.body.output.predictions[0]).sort(),
+    );
     assert.equal(review.body.output.predictions[0].category, 'urgent-follow-up', 'the model output is kept');
     const afterCount = metricValue(await metrics(), 'triage_review_overrides_total', { model: 'note-triage' });
     assert.equal(afterCount, before + 1);

@@ -4,6 +4,7 @@ import { Problem } from '../platform/errors.ts';
 import { onlyFields } from '../platform/json-body.ts';
 import type { JobMetrics } from '../platform/metrics.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
+import { validateAmendment } from './amendment.ts';
 import type { JobRecord, JobStore } from './store.ts';
 
 const MAX_REASON = 2000;
@@ -74,7 +75,8 @@ export class ReviewService {
     if (decision !== 'amend' && body.output !== undefined) {
       throw new Problem('invalid_request', 'output is only allowed with decision "amend"');
     }
-    const amended = decision === 'amend' ? validateAmendment(model, body.output) : undefined;
+    const amended =
+      decision === 'amend' ? validateAmendment(model?.manifest.output, model?.corpus, body.output) : undefined;
     const now = this.#d.now();
     const released = decision !== 'reject';
     const event: CallbackEvent = released ? 'released' : 'rejected';
@@ -93,7 +95,8 @@ export class ReviewService {
           ...(principal.name !== undefined ? { decisionByName: principal.name } : {}),
           decisionReason: reason,
           decisionAt: String(now),
-          ...(amended !== undefined ? { amendedOutput: JSON.stringify(amended) } : {}),
+          // stored in the model's own envelope, so a released result reads the same amended or not
+          ...(amended !== undefined ? { amendedOutput: JSON.stringify({ predictions: [amended] }) } : {}),
         },
         ...(record.callbackUrl ? { callback: event } : {}),
         audit: {
@@ -119,32 +122,4 @@ export class ReviewService {
     if (record.callbackUrl) await this.#d.callbacks.send(id, event);
     return (await this.#d.store.get(id)) as JobRecord;
   }
-}
-
-/** An amended output must have the model's output shape: a known category, or matches from the corpus. */
-function validateAmendment(model: CatalogModel | undefined, output: unknown): unknown {
-  const refuse = (detail: string): never => {
-    throw new Problem('invalid_request', `output: ${detail}`);
-  };
-  if (typeof output !== 'object' || output === null || Array.isArray(output)) {
-    return refuse('an amended output object is required');
-  }
-  if (JSON.stringify(output).length > 64 * 1024) refuse('too large');
-  const spec = model?.manifest.output;
-  if (spec?.kind === 'classification') {
-    const category = (output as { category?: unknown }).category;
-    if (typeof category !== 'string' || !spec.labels.includes(category)) {
-      refuse(`category must be one of ${spec.labels.join(', ')}`);
-    }
-    return { category };
-  }
-  if (spec?.kind === 'retrieval') {
-    const matches = (output as { matches?: unknown }).matches;
-    const known = new Set(model?.corpus?.map((e) => e.id));
-    if (!Array.isArray(matches) || matches.some((m) => typeof m?.id !== 'string' || !known.has(m.id))) {
-      refuse('matches must be an array of {id} from the reference corpus');
-    }
-    return { matches: (matches as Array<{ id: string }>).map((m) => ({ id: m.id })) };
-  }
-  return output;
 }

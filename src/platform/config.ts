@@ -31,6 +31,7 @@ const envSchema = z.object({
     .default(''),
   TRIAGE_HL7_MLLP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   TRIAGE_HL7_MLLP_HOST: z.string().min(1).default('127.0.0.1'),
+  TRIAGE_DESK_SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   TRIAGE_RATE_LIMIT_PREDICT: rateSchema.prefault('100/1s'),
   TRIAGE_RATE_LIMIT_SUBMIT: rateSchema.prefault('10/1s'),
   TRIAGE_RATE_LIMIT_DEFAULT: rateSchema.prefault('50/1s'),
@@ -111,6 +112,8 @@ export type Config = {
   logLevel: z.infer<typeof envSchema>['TRIAGE_LOG_LEVEL'];
   accessLog: boolean;
   maxBodyBytes: number;
+  /** signs review-desk session cookies; every replica needs the same one */
+  deskSessionSecret: string | undefined;
   shutdownGraceMs: number;
   syncCeilingMs: number;
   warmupRuns: number;
@@ -208,6 +211,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.TRIAGE_LOG_LEVEL,
     accessLog: e.TRIAGE_ACCESS_LOG,
     maxBodyBytes: e.TRIAGE_MAX_BODY_BYTES,
+    deskSessionSecret: e.TRIAGE_DESK_SESSION_SECRET,
     shutdownGraceMs: e.TRIAGE_SHUTDOWN_GRACE_MS,
     syncCeilingMs: e.TRIAGE_SYNC_CEILING_MS,
     warmupRuns: e.TRIAGE_WARMUP_RUNS,

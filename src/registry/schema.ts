@@ -272,6 +272,16 @@ export const manifestSchema = z
           .positive()
           .max(60 * 24 * 30)
           .default(240),
+        /**
+         * how the review desk orders this model's holds after escalated ones: by predicted category (earlier in the
+         * list first) or by score; then oldest first
+         */
+        priority: z
+          .union([
+            z.object({ by: z.literal('category'), order: z.array(z.string().min(1)).min(1) }).strict(),
+            z.object({ by: z.literal('score'), order: z.enum(['desc', 'asc']) }).strict(),
+          ])
+          .optional(),
       })
       .strict()
       .optional(),

@@ -1,0 +1,208 @@
+import { randomBytes } from 'node:crypto';
+import { Hono } from 'hono';
+import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
+import { DESK_CSS, DESK_JS } from '../src/desk/assets.ts';
+import { type Panel, renderSvg, shadowPanels } from '../src/desk/charts.ts';
+import { byClinicalPriority } from '../src/desk/queue.ts';
+import { ModelReports } from '../src/desk/report-views.tsx';
+import { assertSameSiteForm, currentSession, type DeskSession, signIn, signOut } from '../src/desk/session.ts';
+import { Hold, Page, Queue, SignIn } from '../src/desk/views.tsx';
+import { Problem } from '../src/platform/errors.ts';
+import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
+import { MODEL_NAME } from '../src/registry/schema.ts';
+
+/** Pages run only the desk's own script and style: no inline code, no other origin, forms back to this site. */
+const PAGE_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; " +
+  "base-uri 'none'; frame-ancestors 'none'";
+
+/** The most holds one queue page ranks: the desk sorts in memory, the store keeps them by age. */
+const QUEUE_WINDOW = 500;
+
+/**
+ * The clinician review desk: server-rendered pages over the same ReviewService as `/v1/reviews`. Signed in with a
+ * reviewer key or a bearer token into a short, signed, HttpOnly cookie; every form carries the session's CSRF token.
+ */
+export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toString('base64url')) {
+  const app = new Hono<AppEnv>();
+
+  // the app's secure-headers middleware would put the API's `default-src 'none'` on these pages: they set their own
+  app.use('*', async (c, next) => {
+    await next();
+    const headers = c.res.headers;
+    for (const [k, v] of Object.entries(SECURE_HEADERS)) headers.set(k, v);
+    headers.set('content-security-policy', PAGE_CSP);
+    // `no-referrer` makes a browser send `Origin: null` on form posts; `same-origin` keeps the origin for this site
+    // only, so the CSRF origin check can be strict
+    headers.set('referrer-policy', 'same-origin');
+    headers.set('x-request-id', c.get('requestId'));
+    if (c.req.path.startsWith('/desk/assets/')) headers.set('cache-control', 'private, max-age=300');
+    c.set('requestIdSent', true);
+  });
+
+  app.get('/assets/desk.css', (c) => c.body(DESK_CSS, 200, { 'content-type': 'text/css; charset=utf-8' }));
+  app.get('/assets/desk.js', (c) => c.body(DESK_JS, 200, { 'content-type': 'text/javascript; charset=utf-8' }));
+
+  app.get('/', (c) => c.redirect('/desk/reviews', 303));
+  app.get('/sign-in', (c) => c.html(<SignIn />));
+  app.post('/sign-in', async (c) => {
+    assertSameSiteForm(c, undefined, undefined);
+    const form = await c.req.parseBody();
+    const credential = typeof form.credential === 'string' ? form.credential.trim() : '';
+    try {
+      await signIn(deps, c, credential, sessionSecret);
+    } catch (err) {
+      if (!(err instanceof Problem) || err.status >= 500) throw err;
+      const message = err.code === 'forbidden' ? 'That key or token is not a reviewer’s.' : err.message;
+      return c.html(<SignIn error={message} />, err.status as 401);
+    }
+    return c.redirect('/desk/reviews', 303);
+  });
+
+  const session = async (c: AppContext): Promise<DeskSession | Response> => {
+    const s = await currentSession(c, sessionSecret);
+    return s ?? c.redirect('/desk/sign-in', 303);
+  };
+
+  app.post('/sign-out', async (c) => {
+    const s = await currentSession(c, sessionSecret);
+    assertSameSiteForm(c, s?.csrf, (await c.req.parseBody()).csrf);
+    signOut(c);
+    return c.redirect('/desk/sign-in', 303);
+  });
+
+  app.get('/reviews', async (c) => {
+    const s = await session(c);
+    if (s instanceof Response) return s;
+    const raw = c.req.query('model') || undefined;
+    const model = raw !== undefined && MODEL_NAME.test(raw) && deps.catalog.get(raw) ? raw : undefined;
+    const { items, total } = await deps.reviews.pending(model, 0, QUEUE_WINDOW);
+    const ranked = byClinicalPriority(items, (m) => deps.catalog.get(m)?.manifest);
+    const models = deps.catalog
+      .list()
+      .filter((m) => m.manifest.review && m.manifest.review.policy !== 'never')
+      .map((m) => m.manifest.name);
+    const done = c.req.query('decided');
+    return c.html(
+      <Page title="Review queue" who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
+        <Queue
+          items={ranked}
+          total={total}
+          models={models}
+          model={model}
+          now={deps.reviews.now()}
+          reportModels={deps.catalog.list().map((m) => m.manifest.name)}
+          {...(done ? { notice: `Decision recorded for hold ${done.slice(0, 8)}.` } : {})}
+        />
+      </Page>,
+    );
+  });
+
+  const holdPage = async (s: DeskSession, id: string, extra: { error?: string; conflict?: string }) => {
+    const record = await deps.reviews.reviewItem(id);
+    return (
+      <Page title={`Hold ${record.id.slice(0, 8)}`} who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
+        <Hold
+          record={record}
+          model={deps.catalog.get(record.model)}
+          csrf={s.csrf}
+          now={deps.reviews.now()}
+          {...extra}
+        />
+      </Page>
+    );
+  };
+
+  app.get('/reviews/:id', async (c) => {
+    const s = await session(c);
+    if (s instanceof Response) return s;
+    return c.html(await holdPage(s, c.req.param('id'), {}));
+  });
+
+  app.post('/reviews/:id', async (c) => {
+    const s = await session(c);
+    if (s instanceof Response) return s;
+    const form = await c.req.parseBody({ all: true });
+    assertSameSiteForm(c, s.csrf, form.csrf);
+    const id = c.req.param('id');
+    const item = await deps.reviews.reviewItem(id);
+    const model = deps.catalog.get(item.model);
+    try {
+      await deps.reviews.decide(s.principal, id, decisionBody(form), model);
+    } catch (err) {
+      if (!(err instanceof Problem) || err.status >= 500) throw err;
+      if (err.code === 'already_decided') {
+        const d = (await deps.reviews.reviewItem(id)).decision;
+        const who = d?.byName ?? d?.by ?? 'another reviewer';
+        const conflict = `Someone else decided this hold first: ${who} chose “${d?.outcome}”. Your decision was not recorded.`;
+        return c.html(await holdPage(s, id, { conflict }), 409);
+      }
+      return c.html(await holdPage(s, id, { error: err.message }), err.status as 400);
+    }
+    return c.redirect(`/desk/reviews?decided=${id}`, 303);
+  });
+
+  const panelsOf = async (name: string): Promise<Panel[]> => {
+    const model = MODEL_NAME.test(name) ? deps.catalog.get(name) : undefined;
+    if (!model) throw new Problem('model_not_found', 'no model by that name');
+    return shadowPanels(await deps.shadow.report(name, model.manifest.output.threshold));
+  };
+
+  app.get('/models/:model', async (c) => {
+    const s = await session(c);
+    if (s instanceof Response) return s;
+    const model = c.req.param('model');
+    const panels = await panelsOf(model);
+    return c.html(
+      <Page title={`${model}: reports`} who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
+        <ModelReports model={model} panels={panels} />
+      </Page>,
+    );
+  });
+
+  app.get('/models/:model/charts/:file{[a-z-]+\\.svg}', async (c) => {
+    const s = await session(c);
+    if (s instanceof Response) return s;
+    const id = c.req.param('file').replace(/\.svg$/, '');
+    const panel = (await panelsOf(c.req.param('model'))).find((p) => p.id === id);
+    if (!panel) throw new Problem('not_found', 'no such chart');
+    return c.body(await renderSvg(panel.spec), 200, { 'content-type': 'image/svg+xml' });
+  });
+
+  app.onError((err, c) => {
+    if (err instanceof Problem && err.status < 500) {
+      return c.html(
+        <Page title={err.toBody().title}>
+          <h1>{err.toBody().title}</h1>
+          <p role="alert">{err.message}</p>
+          <p>
+            <a href="/desk/reviews">Back to the queue</a>
+          </p>
+        </Page>,
+        err.status as 400,
+      );
+    }
+    throw err;
+  });
+  return app;
+}
+
+/** The form's flat fields → the API's decision body: `output.<field>` names build the amended output. */
+function decisionBody(form: Record<string, string | File | (string | File)[]>): Record<string, unknown> {
+  const output: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(form)) {
+    if (!k.startsWith('output.')) continue;
+    const field = k.slice('output.'.length);
+    const values = (Array.isArray(v) ? v : [v]).filter((x): x is string => typeof x === 'string');
+    if (field === 'matches') output.matches = values.map((id) => ({ id }));
+    else if (values[0] !== undefined && values[0] !== '') {
+      output[field] = /^-?\d+(\.\d+)?$/.test(values[0]) ? Number(values[0]) : values[0];
+    }
+  }
+  const decision = form.decision;
+  return {
+    decision,
+    reason: form.reason,
+    ...(decision === 'amend' ? { output } : {}),
+  };
+}
