@@ -16,7 +16,7 @@ import type { BatchMetrics } from '../src/platform/metrics.ts';
 import type { Pressure } from '../src/platform/pressure.ts';
 import { createQueue, jobOptions, type RetryPolicy } from '../src/platform/queue.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
-import type { BatchThreadInput, BatchThreadMessage } from './batch-thread.ts';
+import { runInThread } from './batch-thread-run.ts';
 
 export const BATCH_QUEUE = 'batch';
 
@@ -94,40 +94,6 @@ export interface BatchWorkerDeps {
   pressure?: Pressure;
   /** FHIR servers' Bulk Data exports as inputs (src/ingress/) */
   bulkExports?: BulkExports;
-}
-
-// Run from the sources (tests, tsx), a worker thread on Node 20 does not inherit tsx's loader: it starts at an entry
-// that registers tsx. The compiled build (dist/, what production runs) has no tsx: the thread runs its JavaScript.
-const FROM_SOURCES = import.meta.url.endsWith('.ts');
-const THREAD_MODULE = new URL(FROM_SOURCES ? './batch-thread.ts' : './batch-thread.js', import.meta.url).href;
-const THREAD_ENTRY = FROM_SOURCES ? new URL('./batch-thread-entry.mjs', import.meta.url) : new URL(THREAD_MODULE);
-
-/** Runs one batch run in a worker thread; resolves with its outcome. */
-function runInThread(
-  input: Omit<BatchThreadInput, 'module'>,
-  onChunk: (chunk: Extract<BatchThreadMessage, { type: 'chunk' }>) => void,
-) {
-  return new Promise<'completed' | 'cancelled' | 'suspended'>((resolve, reject) => {
-    const thread = new ThreadWorker(THREAD_ENTRY, { workerData: { ...input, module: THREAD_MODULE } });
-    let settled = false;
-    thread.on('message', (m: BatchThreadMessage) => {
-      if (m.type === 'chunk') onChunk(m);
-      else if (m.type === 'done') {
-        settled = true;
-        resolve(m.outcome);
-      } else {
-        settled = true;
-        reject(m.permanent ? new UnrecoverableError(m.message) : new Error(m.message));
-      }
-    });
-    thread.on('error', (err) => {
-      settled = true;
-      reject(err);
-    });
-    thread.on('exit', (code) => {
-      if (!settled) reject(new Error(`batch thread exited with code ${code}`));
-    });
-  });
 }
 
 /** The run a job stands for: an on-demand run's id, or a scheduled slot's run (created once, with the version in force). */
