@@ -249,7 +249,7 @@ describe('Dockerfile', () => {
     assert.ok(pkg.scripts.build?.includes('tsconfig.build.json'), 'npm run build compiles with tsconfig.build.json');
     // every entry point, and the batch worker's thread module (loaded by URL, not imported), is compiled
     const tsconfig = JSON.parse(readFileSync(path.join(ROOT, 'tsconfig.build.json'), 'utf8')) as { files: string[] };
-    const threads = [...files].filter((f) => f.endsWith('.ts') && f.startsWith('workers/batch-thread'));
+    const threads = [...files].filter((f) => f.endsWith('.ts') && /^workers\/batch-thread(-entry)?\.(ts|mjs)$/.test(f));
     assert.deepEqual(threads, ['workers/batch-thread.ts'], 'the batch thread module is found through its URL');
     for (const file of threads) assert.ok(tsconfig.files.includes(file), `tsconfig.build.json compiles ${file}`);
   });
