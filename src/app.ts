@@ -8,6 +8,7 @@ import { batchRoutes } from '../routes/batches.ts';
 import { opsRoutes } from '../routes/health.ts';
 import { jobRoutes } from '../routes/jobs.ts';
 import { modelRoutes } from '../routes/models.ts';
+import { oipRoutes } from '../routes/oip.ts';
 import { predictRoutes } from '../routes/predict.ts';
 import { releaseRoutes } from '../routes/releases.ts';
 import { reviewRoutes } from '../routes/reviews.ts';
@@ -84,6 +85,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v1', batchRoutes(deps));
   app.route('/v1/schedules', scheduleRoutes(deps));
   app.route('/v1', releaseRoutes(deps));
+  app.route('/v2', oipRoutes(deps));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
   app.onError((err, c) => {

@@ -295,6 +295,7 @@ export function endpointClass(method: string, path: string, prefer: string | und
   if (/^\/v1\/models\/[^/]+\/predict$/.test(path)) {
     return prefer?.toLowerCase().includes('respond-async') ? 'submit' : 'predict';
   }
+  if (/^\/v2\/models\/[^/]+\/infer$/.test(path)) return 'predict';
   if (/^\/v1\/models\/[^/]+\/(?:jobs|batches)$/.test(path)) return 'submit';
   return 'default';
 }
