@@ -9,6 +9,7 @@ import { opsRoutes } from '../routes/health.ts';
 import { jobRoutes } from '../routes/jobs.ts';
 import { modelRoutes } from '../routes/models.ts';
 import { oipRoutes } from '../routes/oip.ts';
+import { openApiRoutes } from '../routes/openapi.ts';
 import { predictRoutes } from '../routes/predict.ts';
 import { releaseRoutes } from '../routes/releases.ts';
 import { reviewRoutes } from '../routes/reviews.ts';
@@ -86,6 +87,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v1/schedules', scheduleRoutes(deps));
   app.route('/v1', releaseRoutes(deps));
   app.route('/v2', oipRoutes(deps));
+  app.route('/', openApiRoutes(deps));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
   app.onError((err, c) => {
