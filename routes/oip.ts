@@ -103,10 +103,10 @@ export const oipDocs: RouteDoc[] = [
   doc({
     method: 'get',
     path: '/v2/models/{model}/ready',
-    summary: 'OIP v2 model ready: a warm sync model (503 not_ready otherwise)',
+    summary: 'OIP v2 model ready: a warm sync model (409 wrong_tier for another tier, 503 not_ready until warm)',
     auth: ['client', 'reviewer'],
     responses: { 200: { description: 'ready', schema: z.object({ name: z.string(), ready: z.boolean() }) } },
-    errors: ['model_not_found', 'not_ready'],
+    errors: ['model_not_found', 'wrong_tier', 'not_ready'],
   }),
   doc({
     method: 'post',
@@ -147,6 +147,18 @@ function platformOf(model: CatalogModel): string {
   return kind === 'onnx' ? 'onnxruntime_onnx' : `triage_${kind ?? 'unknown'}`;
 }
 
+/**
+ * Only sync models infer over OIP: another tier's model is a 409 pointing at its endpoint, for `ready` too (OIP reads
+ * any 4xx there as "not ready"; a 503 is kept for a sync model that is not warm yet, which may change).
+ */
+function assertSyncTier(model: CatalogModel): NonNullable<CatalogModel['manifest']['sync']> {
+  if (model.tier === 'sync' && model.manifest.sync) return model.manifest.sync;
+  const endpoint = Object.values(endpointFor(model))[0] as string;
+  throw new Problem('wrong_tier', `"${model.name}" is a ${model.tier} model: use ${endpoint}`, {
+    extensions: { tier: model.tier, endpoint },
+  });
+}
+
 /** Open Inference Protocol v2 (KServe, Triton and Seldon clients), mapped onto the sync tier. */
 export function oipRoutes(deps: AppDeps) {
   const app = new Hono<AppEnv>();
@@ -183,10 +195,12 @@ export function oipRoutes(deps: AppDeps) {
 
   app.get('/models/:model/ready', reader, (c) => {
     const model = resolveModel(c, deps);
-    const state = model.tier === 'sync' ? deps.sync.status(model.name) : undefined;
+    assertSyncTier(model);
+    const state = deps.sync.status(model.name);
     if (state?.state !== 'warm') {
-      const why = model.tier === 'sync' ? (state?.refusal ?? 'not loaded') : `a ${model.tier} model`;
-      throw new Problem('not_ready', `model "${model.name}" is not served for inference here: ${why}`);
+      throw new Problem('not_ready', `model "${model.name}" is not being served: ${state?.refusal ?? 'not loaded'}`, {
+        headers: { 'retry-after': '30' },
+      });
     }
     return c.json({ name: model.name, ready: true });
   });
@@ -194,13 +208,8 @@ export function oipRoutes(deps: AppDeps) {
   app.post('/models/:model/infer', requireRole(deps, 'client'), async (c) => {
     const model = resolveModel(c, deps);
     const { manifest } = model;
-    if (model.tier !== 'sync' || !manifest.sync) {
-      const endpoint = Object.values(endpointFor(model))[0] as string;
-      throw new Problem('wrong_tier', `"${manifest.name}" is a ${model.tier} model: use ${endpoint}`, {
-        extensions: { tier: model.tier, endpoint },
-      });
-    }
-    const deadlineMs = parseDeadline(c.req.header(DEADLINE_HEADER), manifest.sync.latencyBudgetMs);
+    const sync = assertSyncTier(model);
+    const deadlineMs = parseDeadline(c.req.header(DEADLINE_HEADER), sync.latencyBudgetMs);
     const request = parseBody(inferRequest, await readJson(c), { withPath: true });
     const known = outputNames(manifest.output);
     const wanted = request.outputs && new Set(request.outputs.map((o) => o.name));
@@ -209,8 +218,8 @@ export function oipRoutes(deps: AppDeps) {
     }
     const { instances, tensorOf } = toInstances(manifest.features, request.inputs);
     if (instances.length === 0) throw new Problem('invalid_request', 'the input tensors hold no rows');
-    if (instances.length > manifest.sync.maxInstances) {
-      throw new Problem('batch_too_large', `at most ${manifest.sync.maxInstances} rows per request`);
+    if (instances.length > sync.maxInstances) {
+      throw new Problem('batch_too_large', `at most ${sync.maxInstances} rows per request`);
     }
     const subjectKey = parseSubjectKey(c.req.header(SUBJECT_HEADER));
     const result = await deps.sync

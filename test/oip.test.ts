@@ -183,7 +183,7 @@ describe('Open Inference Protocol v2', () => {
     assert.equal(outputs.subscores?.shape.length, 2);
   });
 
-  it('health and readiness: server live and ready, a warm sync model ready, an async model not', async () => {
+  it('health and readiness: server live and ready, a warm sync model ready, an async model not (409)', async () => {
     assert.deepEqual(await (await call('/v2/health/live', undefined)).json(), { live: true });
     assert.deepEqual(await (await call('/v2/health/ready', undefined)).json(), { ready: true });
     assert.deepEqual(await (await call('/v2/models/news2/ready', t.keys.client)).json(), {
@@ -193,9 +193,10 @@ describe('Open Inference Protocol v2', () => {
     const server = (await (await call('/v2', t.keys.client)).json()) as { name: string };
     assert.equal(server.name, 'triage');
     const notReady = await call('/v2/models/note-triage/ready', t.keys.client);
-    assert.equal(notReady.status, 503);
+    assert.equal(notReady.status, 409);
     const body = await problemBody(notReady);
-    assert.equal(body.code, 'not_ready');
+    assert.equal(body.code, 'wrong_tier');
+    assert.equal(body.endpoint, '/v1/models/note-triage/jobs');
     assert.equal(typeof body.error, 'string');
   });
 
