@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
-import { bodyObject, parseBody, type RouteDoc } from '../src/platform/openapi.ts';
+import { bodyObject, compiledParser, type RouteDoc } from '../src/platform/openapi.ts';
 import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
 import { acceptJob, jobAccepted } from './jobs.ts';
 import { endpointFor } from './models.ts';
@@ -28,7 +28,6 @@ export const DEADLINE_HEADER = 'x-request-timeout-ms';
 export const instanceDoc = z.unknown().meta({
   type: 'object',
   description: "one instance: the model's features by name (GET /v1/models/{model} lists them with types and ranges)",
-  additionalProperties: { type: ['number', 'integer', 'boolean', 'string'] },
 });
 
 export const predictRequest = bodyObject(
@@ -84,6 +83,7 @@ export const predictDocs: RouteDoc[] = [
 /** `POST /v1/models/{model}/predict`: sync scoring in the KServe v1 / Vertex shape. */
 export function predictRoutes(deps: AppDeps) {
   const app = new Hono<AppEnv>();
+  const parsePredict = compiledParser(predictRequest);
 
   app.post('/:model/predict', requireRole(deps, 'client'), async (c) => {
     const model = resolveModel(c, deps);
@@ -112,7 +112,7 @@ export function predictRoutes(deps: AppDeps) {
       );
     }
     const deadlineMs = parseDeadline(c.req.header(DEADLINE_HEADER), manifest.sync.latencyBudgetMs);
-    const { instances } = parseBody(predictRequest, await readJson(c));
+    const { instances } = parsePredict(await readJson(c));
     if (instances.length > manifest.sync.maxInstances) {
       throw new Problem('batch_too_large', `at most ${manifest.sync.maxInstances} instances per request`);
     }

@@ -9,7 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { DOCS_CSP } from '../routes/openapi.ts';
-import { TRIAGE_VERSION } from '../src/platform/openapi.ts';
+import { predictRequest } from '../routes/predict.ts';
+import { compiledParser, parseBody, TRIAGE_VERSION } from '../src/platform/openapi.ts';
 import { buildTestApp, problemBody, type TestApp } from './support.ts';
 
 interface Operation {
@@ -105,6 +106,34 @@ describe('OpenAPI document and reference page', () => {
     const body = await problemBody(res);
     assert.equal(body.code, 'invalid_request');
     assert.equal(body.detail, 'unknown field(s): only "instances" is allowed');
+  });
+
+  it("predict's compiled parser gives zod's verdicts and messages", () => {
+    const compiled = compiledParser(predictRequest);
+    const outcome = (parse: (b: unknown) => unknown, b: unknown) => {
+      try {
+        return { ok: parse(b) };
+      } catch (err) {
+        return { error: (err as Error).message };
+      }
+    };
+    const bodies = [
+      { instances: [{ spo2: 93 }] },
+      { instances: [{ spo2: 93 }, { spo2: null }] },
+      { instances: [null, 1, 'x', [1]] },
+      { instances: [] },
+      { instances: {} },
+      { instances: [{}], extra: 1 },
+      {},
+      [],
+      null,
+      'instances',
+    ];
+    for (const b of bodies)
+      assert.deepEqual(
+        outcome(compiled, b),
+        outcome((x) => parseBody(predictRequest, x), b),
+      );
   });
 
   it('the reference page runs its own scripts under a policy relaxed for it alone', async () => {

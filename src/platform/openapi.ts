@@ -1,3 +1,4 @@
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import { z } from 'zod';
 import { Problem, problemCodes } from './errors.ts';
 
@@ -48,6 +49,20 @@ export function parseBody<T extends z.ZodType>(
   // schemas with zod's own messages (OIP's) say where: `inputs.0.shape: …`
   const where = options.withPath && first && first.path.length > 0 ? `${first.path.join('.')}: ` : '';
   throw new Problem('invalid_request', `${where}${message}`);
+}
+
+let ajv: Ajv2020 | undefined;
+
+/**
+ * `parseBody` for the hot path (predict): the schema's JSON Schema compiled by Ajv answers "valid" in tens of
+ * nanoseconds, where zod takes about half a microsecond; anything Ajv refuses goes through zod, so the verdict and
+ * the message stay zod's. Only for schemas without refinements or transforms, whose JSON Schema is at least as strict
+ * as they are: the body is then returned as it came, and must be what zod would have returned.
+ */
+export function compiledParser<T extends z.ZodType>(schema: T): (body: unknown) => z.output<T> {
+  ajv ??= new Ajv2020({ strict: false, validateFormats: false });
+  const valid = ajv.compile(jsonSchema(schema));
+  return (body) => (valid(body) ? (body as z.output<T>) : parseBody(schema, body));
 }
 
 /** A strict JSON object: `shape` names the fields in the 400 for a body that is not an object. */
