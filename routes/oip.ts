@@ -30,8 +30,12 @@ export const inferRequest = z.object({
   inputs: z
     .array(
       z.object({
-        name: z.string().meta({ description: 'a feature name' }),
-        shape: z.array(z.int().min(0)).min(1).max(2).meta({ description: '[N] or [N, 1]' }),
+        name: z.string().meta({ description: 'a feature name, or `features` for the [N, F] matrix' }),
+        shape: z
+          .array(z.int().min(0))
+          .min(1)
+          .max(2)
+          .meta({ description: '[N] or [N, 1] per feature; [N, F] for `features`' }),
         datatype: z.enum(DATATYPES).meta({
           description: 'numeric for number and integer features, BOOL for booleans, BYTES for enums',
         }),
@@ -216,7 +220,7 @@ export function oipRoutes(deps: AppDeps) {
     for (const name of wanted ?? []) {
       if (!known.has(name)) throw new Problem('invalid_request', `no output tensor "${name}"`);
     }
-    const { instances, tensorOf } = toInstances(manifest.features, request.inputs);
+    const { instances, pointerOf } = toInstances(manifest.features, request.inputs);
     if (instances.length === 0) throw new Problem('invalid_request', 'the input tensors hold no rows');
     if (instances.length > sync.maxInstances) {
       throw new Problem('batch_too_large', `at most ${sync.maxInstances} rows per request`);
@@ -224,7 +228,7 @@ export function oipRoutes(deps: AppDeps) {
     const subjectKey = parseSubjectKey(c.req.header(SUBJECT_HEADER));
     const result = await deps.sync
       .predict(model, instances, deadlineMs, subjectKey ? { subjectKey } : {})
-      .catch((err: unknown) => Promise.reject(retarget(err, tensorOf)));
+      .catch((err: unknown) => Promise.reject(retarget(err, pointerOf)));
     c.header('x-model-name', manifest.name);
     c.header('x-model-version', result.version);
     c.header('x-model-tier', model.tier);

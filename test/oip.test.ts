@@ -161,6 +161,43 @@ describe('Open Inference Protocol v2', () => {
     assert.deepEqual(body.outputs[0]?.data, [v1.predictions[0]?.deteriorationRisk]);
   });
 
+  it("one [N, F] matrix in the model's feature order (booleans 0/1, enums by index) scores the same", async () => {
+    const detail = (await (await call('/v1/models/news2', t.keys.client)).json()) as {
+      input: { features: { name: string; type: string; values?: string[]; default?: number }[] };
+    };
+    const features = detail.input.features;
+    const row = (p: Record<string, unknown>) =>
+      features.map((f) =>
+        f.type === 'boolean'
+          ? Number(p[f.name])
+          : f.type === 'enum'
+            ? (f.values ?? []).indexOf(p[f.name] as string)
+            : ((p[f.name] as number | undefined) ?? f.default),
+      );
+    const v1 = (await (await predict(t.app, 'news2', { instances: PATIENTS }, t.keys.client)).json()) as {
+      predictions: Record<string, unknown>[];
+    };
+    const matrix = { name: 'features', datatype: 'FP32', shape: [2, features.length], data: PATIENTS.map(row) };
+    const res = await call('/v2/models/news2/infer', t.keys.client, { inputs: [matrix] });
+    assert.equal(res.status, 200, await res.clone().text());
+    const body = (await res.json()) as { outputs: { name: string; data: unknown[] }[] };
+    const scores = body.outputs.find((o) => o.name === 'news2Total')?.data;
+    assert.deepEqual(
+      scores,
+      v1.predictions.map((p) => p.news2Total),
+    );
+    // the sync tier's range check, pointed at the value in the matrix
+    const spo2 = features.findIndex((f) => f.name === 'spo2');
+    const bad = { ...matrix, data: PATIENTS.map(row).map((r, i) => (i === 1 ? r.with(spo2, 20) : r)) };
+    const refused = await call('/v2/models/news2/infer', t.keys.client, { inputs: [bad] });
+    assert.equal(refused.status, 400);
+    const problem = await problemBody(refused);
+    assert.equal(problem.code, 'invalid_input');
+    assert.deepEqual(problem.errors, [
+      { pointer: `/inputs/0/data/${features.length + spo2}`, detail: 'out of range: allowed 50..100 %' },
+    ]);
+  });
+
   it('model metadata: one typed input tensor per feature, outputs from the manifest', async () => {
     const res = await call('/v2/models/news2', t.keys.client);
     assert.equal(res.status, 200);

@@ -4,7 +4,7 @@ import type { Prediction } from '../serving/predictions.ts';
 
 /**
  * Open Inference Protocol v2 tensors ↔ Triage instances and predictions. Inputs are one tensor per feature, named
- * after it, shape [N] or [N, 1]; they become the same instance objects `/v1/…/predict` takes, so every check of the
+ * after it, shape [N] or [N, 1] (or the model's own [N, F] matrix, `features`); they become the same instance objects `/v1/…/predict` takes, so every check of the
  * sync tier (ranges, enums, required features, the instance limit) is the same one. Outputs are one tensor per field
  * of the prediction, in the order the manifest's output defines.
  */
@@ -136,16 +136,27 @@ function refuse(pointer: string, detail: string): never {
   throw new Problem('invalid_input', `1 problem(s) with the inputs`, { extensions: { errors: [{ pointer, detail }] } });
 }
 
+/** Where a value of the request lives, for error pointers: row and feature → `/inputs/i/data/k`. */
+export type PointerOf = (row: number, feature: string) => string | undefined;
+
 /**
- * The input tensors as instance objects (row r of every tensor is instance r), and the tensor index of each feature
- * so the sync tier's pointers (`/instances/3/spo2`) can be told back as `/inputs/i/data/3`. Values are passed as they
+ * The model's own input, for clients that send one matrix: `features` [N, F], FP32 (any numeric type), columns in the
+ * manifest's feature order, booleans as 0/1 and enums as the index of the value, as the ONNX graph takes it.
+ */
+export const FEATURES_TENSOR = 'features';
+
+/**
+ * The input tensors as instance objects (row r of every tensor is instance r), and where each value came from, so
+ * the sync tier's pointers (`/instances/3/spo2`) can be told back as `/inputs/i/data/k`. Values are passed as they
  * are: their checks are the sync tier's.
  */
 export function toInstances(
   features: readonly Feature[],
   inputs: readonly RequestInput[],
-): { instances: Record<string, unknown>[]; tensorOf: Map<string, number> } {
+): { instances: Record<string, unknown>[]; pointerOf: PointerOf } {
   const byName = new Map(features.map((f) => [f.name, f]));
+  const only = inputs.length === 1 ? inputs[0] : undefined;
+  if (only?.name === FEATURES_TENSOR && !byName.has(FEATURES_TENSOR)) return fromMatrix(features, only);
   const tensorOf = new Map<string, number>();
   let rows: number | undefined;
   const columns: unknown[][] = [];
@@ -179,11 +190,42 @@ export function toInstances(
     });
     instances.push(instance);
   }
-  return { instances, tensorOf };
+  const pointerOf: PointerOf = (row, name) => {
+    const i = tensorOf.get(name);
+    return i === undefined ? undefined : `/inputs/${i}/data/${row}`;
+  };
+  return { instances, pointerOf };
+}
+
+function fromMatrix(features: readonly Feature[], input: RequestInput) {
+  const width = features.length;
+  if (!NUMERIC.has(input.datatype)) refuse('/inputs/0/datatype', 'must be numeric');
+  const [n, w, ...more] = input.shape;
+  if (n === undefined || w !== width || more.length > 0) refuse('/inputs/0/shape', `must be [N, ${width}]`);
+  const data = flatten(input.data);
+  if (data.length !== n * width) refuse('/inputs/0/data', `holds ${data.length} values, the shape says ${n * width}`);
+  const instances: Record<string, unknown>[] = [];
+  for (let r = 0; r < n; r++) {
+    const instance: Record<string, unknown> = {};
+    features.forEach((f, c) => {
+      const v = data[r * width + c];
+      // decoded back to what /predict takes; a value that does not decode is passed on for the sync tier to refuse
+      if (f.type === 'boolean') instance[f.name] = v === 0 ? false : v === 1 ? true : v;
+      else if (f.type === 'enum') instance[f.name] = typeof v === 'number' ? (f.values[v] ?? v) : v;
+      else instance[f.name] = v;
+    });
+    instances.push(instance);
+  }
+  const column = new Map(features.map((f, c) => [f.name, c]));
+  const pointerOf: PointerOf = (row, name) => {
+    const c = column.get(name);
+    return c === undefined ? undefined : `/inputs/0/data/${row * width + c}`;
+  };
+  return { instances, pointerOf };
 }
 
 /** The sync tier's input errors, pointed into the OIP request instead of `/instances`. */
-export function retarget(err: unknown, tensorOf: ReadonlyMap<string, number>): unknown {
+export function retarget(err: unknown, pointerOf: PointerOf): unknown {
   if (!(err instanceof Problem) || err.code !== 'invalid_input') return err;
   const errors = err.extensions.errors as { pointer: string; detail: string }[] | undefined;
   if (!errors) return err;
@@ -191,11 +233,10 @@ export function retarget(err: unknown, tensorOf: ReadonlyMap<string, number>): u
   const mapped: { pointer: string; detail: string }[] = [];
   for (const e of errors) {
     const m = /^\/instances\/(\d+)\/(.+)$/.exec(e.pointer);
-    const index = m ? tensorOf.get(m[2] as string) : undefined;
-    const item =
-      m && index !== undefined
-        ? { pointer: `/inputs/${index}/data/${m[1]}`, detail: e.detail }
-        : { pointer: '/inputs', detail: m ? `tensor "${m[2]}" is ${e.detail}` : e.detail };
+    const pointer = m ? pointerOf(Number(m[1]), m[2] as string) : undefined;
+    const item = pointer
+      ? { pointer, detail: e.detail }
+      : { pointer: '/inputs', detail: m ? `tensor "${m[2]}" is ${e.detail}` : e.detail };
     const key = `${item.pointer} ${item.detail}`;
     if (!seen.has(key)) {
       seen.add(key);
