@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { endpointClass } from '../src/platform/rate-limit.ts';
-import { buildTestApp, predict, problemBody, type TestApp } from './support.ts';
+import { buildTestApp, predict, problemBody, RuntimeControl, type TestApp, waitFor } from './support.ts';
 
 const PATIENTS = [
   {
@@ -294,5 +294,46 @@ describe('Open Inference Protocol v2', () => {
 
   it('infer counts against the predict rate-limit class, as v1 predict does', () => {
     assert.equal(endpointClass('POST', '/v2/models/news2/infer', undefined), 'predict');
+  });
+});
+
+describe('OIP v2 infer meets the sync tier: deadline and admission', () => {
+  const control = new RuntimeControl();
+  let t: TestApp;
+  before(async () => {
+    t = await buildTestApp({ runtimeFactory: control.factory(), sync: { news2: { maxConcurrency: 1 } } });
+    control.armed = true;
+  });
+  after(async () => {
+    control.release();
+    await t.close();
+  });
+
+  const infer = () =>
+    Promise.resolve(
+      t.app.request('/v2/models/news2/infer', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t.keys.client}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs: tensors([PATIENTS[0] as Record<string, unknown>]) }),
+      }),
+    );
+
+  it('a held runtime: 504 no score at the deadline, 503 while its run holds the only slot, 200 once free', async () => {
+    control.hold();
+    const late = await infer();
+    assert.equal(late.status, 504);
+    const deadline = await problemBody(late);
+    assert.equal(deadline.code, 'deadline_exceeded');
+    assert.equal(deadline.action, 'no score: follow the standard protocol');
+    assert.equal(typeof deadline.error, 'string');
+    // the abandoned run still occupies news2's one slot until the runtime lets it go
+    await waitFor(() => t.deps.sync.status('news2')?.inFlight === 1, 'the held run in flight');
+    const shed = await infer();
+    assert.equal(shed.status, 503);
+    assert.equal(shed.headers.get('retry-after'), '1');
+    assert.equal((await problemBody(shed)).code, 'overloaded');
+    control.release();
+    await waitFor(() => t.deps.sync.status('news2')?.inFlight === 0, 'the slot released');
+    assert.equal((await infer()).status, 200);
   });
 });
