@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { endpointClass } from '../src/platform/rate-limit.ts';
-import { buildTestApp, predict, problemBody, RuntimeControl, type TestApp, waitFor } from './support.ts';
+import { buildGateway, predict, problemBody, RuntimeControl, type TestGateway, waitFor } from './support/index.ts';
 
 const PATIENTS = [
   {
@@ -51,7 +51,7 @@ function tensors(rows: Record<string, unknown>[], names = Object.keys(rows[0] as
 }
 
 describe('Open Inference Protocol v2', () => {
-  let t: TestApp;
+  let t: TestGateway;
   const call = (path: string, key: string | undefined, body?: unknown, headers: Record<string, string> = {}) =>
     Promise.resolve(
       t.app.request(path, {
@@ -66,7 +66,7 @@ describe('Open Inference Protocol v2', () => {
     );
 
   before(async () => {
-    t = await buildTestApp();
+    t = await buildGateway();
   });
   after(async () => {
     await t.close();
@@ -299,9 +299,9 @@ describe('Open Inference Protocol v2', () => {
 
 describe('OIP v2 infer meets the sync tier: deadline and admission', () => {
   const control = new RuntimeControl();
-  let t: TestApp;
+  let t: TestGateway;
   before(async () => {
-    t = await buildTestApp({ runtimeFactory: control.factory(), sync: { news2: { maxConcurrency: 1 } } });
+    t = await buildGateway({ runtimeFactory: control.factory(), sync: { news2: { maxConcurrency: 1 } } });
     control.armed = true;
   });
   after(async () => {

@@ -11,7 +11,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import { DOCS_CSP } from '../routes/openapi.ts';
 import { predictRequest } from '../routes/predict.ts';
 import { compiledParser, parseBody, TRIAGE_VERSION } from '../src/platform/openapi.ts';
-import { buildTestApp, problemBody, type TestApp } from './support.ts';
+import { buildGateway, problemBody, type TestGateway } from './support/index.ts';
 
 interface Operation {
   requestBody?: { content: Record<string, { schema: object }> };
@@ -37,11 +37,11 @@ async function readmeExamples(): Promise<{ method: string; path: string; body: u
 }
 
 describe('OpenAPI document and reference page', () => {
-  let t: TestApp;
+  let t: TestGateway;
   let doc: Document;
 
   before(async () => {
-    t = await buildTestApp();
+    t = await buildGateway();
     const res = await t.app.request('/openapi.json');
     assert.equal(res.status, 200);
     doc = (await res.json()) as Document;
