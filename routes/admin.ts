@@ -1,7 +1,50 @@
 import { Hono } from 'hono';
+import { z } from 'zod';
 import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { requireRole } from '../src/platform/http.ts';
+import type { RouteDoc } from '../src/platform/openapi.ts';
+
+export const adminDocs: RouteDoc[] = [
+  {
+    method: 'get',
+    path: '/v1/audit',
+    summary: 'The audit trail: who, when, what, why',
+    tag: 'admin',
+    auth: ['admin'],
+    query: {
+      after: { schema: z.string().regex(/^\d{1,20}-\d{1,20}$/), description: 'the id of the last entry seen' },
+      limit: { schema: z.int().min(1).max(1000).default(100), description: 'page size' },
+    },
+    responses: {
+      200: {
+        description: 'entries, oldest first',
+        schema: z.object({
+          entries: z.array(z.looseObject({ id: z.string() })),
+          links: z.object({ next: z.string() }).optional(),
+        }),
+      },
+    },
+    errors: ['invalid_request'],
+  },
+  {
+    method: 'get',
+    path: '/v1/callbacks/dead-letters',
+    summary: 'Callbacks that could not be delivered',
+    tag: 'admin',
+    auth: ['admin'],
+    responses: { 200: { description: 'dead letters', schema: z.object({ items: z.array(z.looseObject({})) }) } },
+  },
+  {
+    method: 'post',
+    path: '/v1/callbacks/dead-letters/{eventId}/replay',
+    summary: 'Deliver a dead letter again',
+    tag: 'admin',
+    auth: ['admin'],
+    responses: { 202: { description: 'queued again', schema: z.object({ replayed: z.looseObject({}) }) } },
+    errors: ['not_found'],
+  },
+];
 
 const MAX_U64 = 2n ** 64n - 1n;
 

@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { stream } from 'hono/streaming';
+import { z } from 'zod';
 import { displayInputPath } from '../src/batch/data-areas.ts';
 import { bulkManifest, expiresAt } from '../src/batch/manifest.ts';
 import { type BatchRun, outputKey, shadowFileName, shadowOutputKey } from '../src/batch/runs.ts';
@@ -10,7 +11,89 @@ import { outcomeResponse } from '../src/fhir/operation-outcome.ts';
 import type { Principal } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
-import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
+import { bodyObject, parseBody, type RouteDoc } from '../src/platform/openapi.ts';
+import { batchFormats } from '../src/registry/schema.ts';
+
+const INPUT_MESSAGE = 'input must be {"path", "format"}';
+const AS_OF_MESSAGE = 'asOf must be an ISO 8601 date-time';
+
+export const batchRequest = bodyObject(
+  {
+    input: z.looseObject(
+      {
+        path: z
+          .string({ error: 'input.path must be a relative path' })
+          .min(1, 'input.path must be a relative path')
+          .max(1024, 'input.path must be a relative path')
+          .meta({ description: 'relative to your data area (shared/<grant>/… for a shared one)' }),
+        format: z.enum(batchFormats, { error: `input.format must be one of ${batchFormats.join(', ')}` }),
+      },
+      { error: INPUT_MESSAGE },
+    ),
+    asOf: z
+      .string({ error: AS_OF_MESSAGE })
+      .regex(/^\d{4}-\d{2}-\d{2}T/, AS_OF_MESSAGE)
+      .refine((s) => !Number.isNaN(Date.parse(s)), AS_OF_MESSAGE)
+      .optional()
+      .meta({ description: 'the data cut-off (FHIR inputs: the look-back window ends here); default now' }),
+  },
+  '{"input": {"path", "format"}, "asOf"?}',
+);
+
+const runView_ = z.looseObject({
+  id: z.string(),
+  model: z.string(),
+  version: z.string(),
+  state: z.string(),
+  links: z.object({ self: z.string() }),
+});
+
+export const batchDocs: RouteDoc[] = [
+  {
+    method: 'post',
+    path: '/v1/models/{model}/batches',
+    summary: 'Start a batch run over a file in your data area (Bulk Data kick-off)',
+    tag: 'batch',
+    auth: ['client'],
+    body: batchRequest,
+    responses: { 202: { description: 'accepted: Content-Location is the status URL', schema: runView_ } },
+    errors: ['model_not_found', 'wrong_tier', 'not_found', 'invalid_input_file'],
+    errorShape: 'operation-outcome',
+  },
+  {
+    method: 'get',
+    path: '/v1/batches/{id}',
+    summary: 'A run: 202 with X-Progress while it runs, 200 with the Bulk Data completion manifest',
+    tag: 'batch',
+    auth: ['client'],
+    responses: {
+      200: { description: 'the completion manifest (or a skipped run)', schema: z.looseObject({}) },
+      202: { description: 'still running', schema: runView_ },
+    },
+    errors: ['not_found', 'run_failed'],
+    errorShape: 'operation-outcome',
+  },
+  {
+    method: 'delete',
+    path: '/v1/batches/{id}',
+    summary: 'Cancel a run',
+    tag: 'batch',
+    auth: ['client'],
+    responses: { 202: { description: 'cancelled', schema: runView_ } },
+    errors: ['not_found', 'invalid_state'],
+    errorShape: 'operation-outcome',
+  },
+  {
+    method: 'get',
+    path: '/v1/batches/{id}/files/{file}',
+    summary: "A completed run's output, error or shadow file",
+    tag: 'batch',
+    auth: ['client'],
+    responses: { 200: { description: 'NDJSON', type: 'application/fhir+ndjson' } },
+    errors: ['not_found'],
+    errorShape: 'operation-outcome',
+  },
+];
 
 function progress(run: BatchRun): string {
   return `${run.state}: ${run.rowsDone} rows read, ${run.scored} scored, ${run.failed} failed`;
@@ -58,8 +141,7 @@ export function batchRoutes(deps: AppDeps) {
 
   app.post('/models/:model/batches', client, async (c) => {
     const model = resolveModel(c, deps);
-    const body = asJsonObject(await readJson(c), '{"input": {"path", "format"}, "asOf"?}');
-    onlyFields(body, ['input', 'asOf']);
+    const body = parseBody(batchRequest, await readJson(c));
     const run = await deps.batches.submit(c.get('principal')!, model, body);
     const status = new URL(`/v1/batches/${run.id}`, c.req.url).href;
     c.header('content-location', status);

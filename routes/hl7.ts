@@ -4,6 +4,7 @@ import { Hl7Door } from '../src/ingress/hl7/door.ts';
 import { assertModelAllowed } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readCapped, requireRole } from '../src/platform/http.ts';
+import type { RouteDoc } from '../src/platform/openapi.ts';
 
 const HL7_TYPE = /^(x-application\/hl7-v2\+er7|application\/hl7-v2|text\/plain)\s*(;|$)/i;
 
@@ -43,3 +44,19 @@ export function hl7Routes(deps: AppDeps, models: readonly string[]) {
   });
   return app;
 }
+
+/** The document's description of these routes (routes/openapi.ts). */
+export const hl7Docs: RouteDoc[] = [
+  {
+    method: 'post',
+    path: '/v1/hl7',
+    summary: 'Score an HL7v2 ORU^R01 message (the same door as MLLP): answered with an HL7 ACK (AA, AE, AR)',
+    tag: 'ingress',
+    auth: ['client'],
+    bodyType: 'application/hl7-v2',
+    responses: {
+      200: { description: 'the ACK: AA with the score, or AE with the reason', type: 'application/hl7-v2' },
+    },
+    errors: ['invalid_request'],
+  },
+];

@@ -1,10 +1,94 @@
 import { Hono } from 'hono';
+import { z } from 'zod';
 import { releasedResult } from '../src/callbacks/payload.ts';
 import { type AppContext, type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import type { JobRecord } from '../src/jobs/store.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
-import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
+import { bodyObject, parseBody, present, type RouteDoc } from '../src/platform/openapi.ts';
+
+const IDEMPOTENCY_MESSAGE = 'idempotencyKey must be 1-128 of letters, digits, . _ : -';
+
+export const jobRequest = bodyObject(
+  {
+    input: present('"input" is required').meta({
+      description:
+        'feature models: {"instances": [...]}; document models: {"text": "..."} or {"document": <FHIR DocumentReference>}',
+      type: 'object',
+    }),
+    // checked by the callback policy (invalid_callback_url), which resolves the host
+    callbackUrl: z
+      .unknown()
+      .optional()
+      .meta({
+        type: ['string', 'null'],
+        format: 'uri',
+        description: "https, to a host in the key's callback allowlist",
+      }),
+    idempotencyKey: z
+      .string({ error: IDEMPOTENCY_MESSAGE })
+      .regex(/^[A-Za-z0-9._:-]{1,128}$/, IDEMPOTENCY_MESSAGE)
+      .optional(),
+  },
+  '{"input": …, "callbackUrl"?, "idempotencyKey"?}',
+);
+
+const jobView_ = z.object({
+  id: z.string(),
+  model: z.string(),
+  version: z.string(),
+  owner: z.unknown(),
+  state: z.enum(['queued', 'running', 'awaiting_review', 'released', 'rejected', 'failed', 'cancelled']),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  escalated: z.boolean().optional(),
+  result: z.unknown().optional(),
+  error: z.string().optional(),
+  links: z.object({ self: z.string() }),
+});
+
+export const jobAccepted = {
+  description: 'accepted: Location names the job; `created` is false for a repeated idempotency key',
+  schema: jobView_.extend({ created: z.boolean() }),
+};
+
+export const jobDocs: RouteDoc[] = [
+  {
+    method: 'post',
+    path: '/v1/models/{model}/jobs',
+    summary: 'Submit an async job (held for review when the model says so)',
+    tag: 'async',
+    auth: ['client'],
+    body: jobRequest,
+    responses: { 202: jobAccepted },
+    errors: [
+      'invalid_input',
+      'invalid_callback_url',
+      'batch_too_large',
+      'model_not_found',
+      'wrong_tier',
+      'idempotency_conflict',
+    ],
+  },
+  {
+    method: 'get',
+    path: '/v1/jobs/{id}',
+    summary: 'A job: its state, and its result once released',
+    tag: 'async',
+    auth: ['client'],
+    responses: { 200: { description: 'the job', schema: jobView_ } },
+    errors: ['not_found'],
+  },
+  {
+    method: 'delete',
+    path: '/v1/jobs/{id}',
+    summary: 'Cancel a job',
+    tag: 'async',
+    auth: ['client'],
+    responses: { 200: { description: 'the cancelled job', schema: jobView_ } },
+    errors: ['not_found', 'invalid_state'],
+  },
+];
 
 /** The job as its submitter sees it: state and timestamps; the result only once released. */
 export function jobView(record: JobRecord, owner: unknown) {
@@ -32,8 +116,7 @@ export async function acceptJob(c: AppContext, deps: AppDeps, body: unknown) {
       `"${model.manifest.name}" is a batch model: use /v1/models/${model.manifest.name}/batches`,
     );
   }
-  const fields = asJsonObject(body, '{"input": …, "callbackUrl"?, "idempotencyKey"?}');
-  onlyFields(fields, ['input', 'callbackUrl', 'idempotencyKey']);
+  const fields = parseBody(jobRequest, body);
   const headerKey = c.req.header('idempotency-key');
   if (headerKey !== undefined && fields.idempotencyKey !== undefined && headerKey !== fields.idempotencyKey) {
     throw new Problem('invalid_request', 'Idempotency-Key header and idempotencyKey differ');

@@ -1,8 +1,39 @@
 import { Hono } from 'hono';
+import { z } from 'zod';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { requireRole } from '../src/platform/http.ts';
-
+import type { RouteDoc } from '../src/platform/openapi.ts';
 import type { CatalogModel } from '../src/serving/catalog.ts';
+
+const summary_ = z.looseObject({
+  name: z.string(),
+  title: z.string(),
+  owner: z.object({ team: z.string(), contact: z.string() }),
+  tier: z.enum(['sync', 'async', 'batch']),
+  state: z.string(),
+  version: z.string(),
+  links: z.record(z.string(), z.string()),
+});
+
+export const modelDocs: RouteDoc[] = [
+  {
+    method: 'get',
+    path: '/v1/models',
+    summary: 'The models this caller may use',
+    tag: 'models',
+    auth: ['client', 'reviewer'],
+    responses: { 200: { description: 'the registry', schema: z.object({ models: z.array(summary_) }) } },
+  },
+  {
+    method: 'get',
+    path: '/v1/models/{model}',
+    summary: 'One model: tier and why, versions and evidence, input features, output',
+    tag: 'models',
+    auth: ['client', 'reviewer'],
+    responses: { 200: { description: 'the model', schema: summary_ } },
+    errors: ['model_not_found'],
+  },
+];
 
 /** The registry, as a client sees it: tiers, versions, owners, input schema and how to call each model. */
 export function modelRoutes(deps: AppDeps) {

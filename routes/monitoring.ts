@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { requireRole } from '../src/platform/http.ts';
+import type { RouteDoc } from '../src/platform/openapi.ts';
 
 /**
  * Monitoring per model version: input drift, output distribution, assumed data, overrides, latency, and outcomes;
@@ -19,3 +20,17 @@ export function monitoringRoutes(deps: AppDeps) {
   });
   return app;
 }
+
+/** The document's description of these routes (routes/openapi.ts). */
+export const monitoringDocs: RouteDoc[] = [
+  {
+    method: 'get',
+    path: '/v1/models/{model}/monitoring',
+    summary:
+      'Monitoring per version: input drift (PSI), output distribution, assumed data, overrides, latency, outcomes',
+    tag: 'monitoring',
+    auth: ['client', 'reviewer'],
+    responses: { 200: { description: 'the report per version, per window (hour, day, week)' } },
+    errors: ['model_not_found'],
+  },
+];

@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject } from '../src/platform/json-body.ts';
+import type { RouteDoc } from '../src/platform/openapi.ts';
 
 /** Observed outcomes of predictions (by request id, job id or batch row): idempotent, validated, audited. */
 export function outcomeRoutes(deps: AppDeps) {
@@ -26,3 +27,16 @@ export function outcomeRoutes(deps: AppDeps) {
   });
   return app;
 }
+
+/** The document's description of these routes (routes/openapi.ts). */
+export const outcomeDocs: RouteDoc[] = [
+  {
+    method: 'post',
+    path: '/v1/outcomes',
+    summary: 'Record the observed outcome of a prediction (by request id, job id or batch row); idempotent',
+    tag: 'monitoring',
+    auth: ['client', 'reviewer'],
+    responses: { 201: { description: 'recorded' }, 200: { description: 'the same outcome was already recorded' } },
+    errors: ['invalid_request', 'not_found'],
+  },
+];

@@ -1,11 +1,12 @@
 import { Hono } from 'hono';
+import { z } from 'zod';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
-import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
+import { bodyObject, compiledParser, type RouteDoc } from '../src/platform/openapi.ts';
 import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
 import { SILENT_ACTION } from '../src/serving/scorer.ts';
-import { acceptJob } from './jobs.ts';
+import { acceptJob, jobAccepted } from './jobs.ts';
 import { endpointFor } from './models.ts';
 
 /**
@@ -14,7 +15,7 @@ import { endpointFor } from './models.ts';
  */
 export const SUBJECT_HEADER = 'x-subject-key';
 
-function parseSubjectKey(header: string | undefined): string | undefined {
+export function parseSubjectKey(header: string | undefined): string | undefined {
   if (header === undefined) return undefined;
   if (header.length === 0 || header.length > 256)
     throw new Problem('invalid_header', `${SUBJECT_HEADER} must be 1-256 characters`);
@@ -24,9 +25,66 @@ function parseSubjectKey(header: string | undefined): string | undefined {
 /** Header a caller uses to ask for a deadline shorter than the model's latency budget. */
 export const DEADLINE_HEADER = 'x-request-timeout-ms';
 
+/** One instance: the features of `GET /v1/models/{model}`, checked per model by the sync tier (errors with pointers). */
+export const instanceDoc = z.unknown().meta({
+  type: 'object',
+  description: "one instance: the model's features by name (GET /v1/models/{model} lists them with types and ranges)",
+});
+
+export const predictRequest = bodyObject(
+  {
+    instances: z
+      .array(instanceDoc, { error: '"instances" must be an array of objects' })
+      .min(1, '"instances" is empty')
+      .meta({ description: "at most the model's sync.maxInstances" }),
+  },
+  '{"instances": [...]}',
+);
+
+export const predictDocs: RouteDoc[] = [
+  {
+    method: 'post',
+    path: '/v1/models/{model}/predict',
+    summary: 'Score instances on a sync model (KServe v1 / Vertex shape); Prefer: respond-async makes it a job',
+    tag: 'sync',
+    auth: ['client'],
+    body: predictRequest,
+    responses: {
+      200: {
+        description: 'the predictions, with the model, version, owner, tier and threshold',
+        schema: z.object({
+          model: z.string(),
+          version: z.string(),
+          tier: z.string(),
+          owner: z.object({ team: z.string(), contact: z.string().optional() }),
+          requestId: z.string(),
+          threshold: z.number(),
+          fallback: z.boolean().optional(),
+          fallbackFrom: z.string().optional(),
+          predictions: z.array(z.record(z.string(), z.unknown())),
+        }),
+      },
+      202: jobAccepted,
+    },
+    errors: [
+      'invalid_input',
+      'invalid_header',
+      'batch_too_large',
+      'model_not_found',
+      'wrong_tier',
+      'overloaded',
+      'not_ready',
+      'deadline_exceeded',
+      'inference_failed',
+      'upstream_failed',
+    ],
+  },
+];
+
 /** `POST /v1/models/{model}/predict`: sync scoring in the KServe v1 / Vertex shape. */
 export function predictRoutes(deps: AppDeps) {
   const app = new Hono<AppEnv>();
+  const parsePredict = compiledParser(predictRequest);
 
   app.post('/:model/predict', requireRole(deps, 'client'), async (c) => {
     const model = resolveModel(c, deps);
@@ -55,11 +113,7 @@ export function predictRoutes(deps: AppDeps) {
       );
     }
     const deadlineMs = parseDeadline(c.req.header(DEADLINE_HEADER), manifest.sync.latencyBudgetMs);
-    const body = asJsonObject(await readJson(c), '{"instances": [...]}');
-    onlyFields(body, ['instances']);
-    const { instances } = body;
-    if (!Array.isArray(instances)) throw new Problem('invalid_request', '"instances" must be an array of objects');
-    if (instances.length === 0) throw new Problem('invalid_request', '"instances" is empty');
+    const { instances } = parsePredict(await readJson(c));
     if (instances.length > manifest.sync.maxInstances) {
       throw new Problem('batch_too_large', `at most ${manifest.sync.maxInstances} instances per request`);
     }
@@ -106,7 +160,7 @@ function prefersAsync(prefer: string | undefined): boolean {
   return prefer?.split(',').some((p) => p.trim().toLowerCase() === 'respond-async') ?? false;
 }
 
-function parseDeadline(header: string | undefined, budgetMs: number): number {
+export function parseDeadline(header: string | undefined, budgetMs: number): number {
   if (header === undefined) return budgetMs;
   if (!/^\d{1,6}$/.test(header) || Number(header) < 1) {
     throw new Problem('invalid_header', `${DEADLINE_HEADER} must be a whole number of milliseconds ≥ 1`);

@@ -1,9 +1,10 @@
 import { Hono } from 'hono';
+import { z } from 'zod';
 import type { AppDeps, AppEnv } from '../src/context.ts';
 import type { JobRecord } from '../src/jobs/store.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
-import { asJsonObject } from '../src/platform/json-body.ts';
+import { bodyObject, parseBody, type RouteDoc } from '../src/platform/openapi.ts';
 import { MODEL_NAME } from '../src/registry/schema.ts';
 
 function intParam(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
@@ -27,6 +28,80 @@ function reviewSummary(r: JobRecord, now: number) {
     links: { self: `/v1/reviews/${r.id}`, decision: `/v1/reviews/${r.id}/decision` },
   };
 }
+
+const REASON_MESSAGE = 'reason is required (1-2000 characters)';
+
+export const decisionRequest = bodyObject(
+  {
+    decision: z.enum(['approve', 'reject', 'amend'], { error: 'decision must be "approve", "reject" or "amend"' }),
+    reason: z
+      .string({ error: REASON_MESSAGE })
+      .max(2000, REASON_MESSAGE)
+      .refine((r) => r.trim().length > 0, REASON_MESSAGE),
+    output: z.unknown().optional().meta({
+      type: 'object',
+      description: 'only with decision "amend": the corrected output, in the shape of the model\'s output',
+    }),
+  },
+  '{"decision", "reason", "output"?}',
+);
+
+const reviewSummary_ = z.looseObject({
+  id: z.string(),
+  model: z.string(),
+  version: z.string(),
+  state: z.string(),
+  heldAt: z.string(),
+  ageSeconds: z.number(),
+  holdReason: z.unknown(),
+  escalated: z.boolean(),
+  links: z.object({ self: z.string(), decision: z.string() }),
+});
+
+export const reviewDocs: RouteDoc[] = [
+  {
+    method: 'get',
+    path: '/v1/reviews',
+    summary: 'The review queue, oldest first',
+    tag: 'reviews',
+    auth: ['reviewer'],
+    query: {
+      model: { schema: z.string(), description: 'only this model' },
+      limit: { schema: z.int().min(1).max(500).default(50), description: 'page size' },
+      offset: { schema: z.int().min(0).max(1_000_000).default(0), description: 'items to skip' },
+    },
+    responses: {
+      200: {
+        description: 'held results waiting for a decision',
+        schema: z.object({
+          items: z.array(reviewSummary_),
+          total: z.int(),
+          links: z.object({ next: z.string() }).optional(),
+        }),
+      },
+    },
+    errors: ['invalid_request', 'model_not_found'],
+  },
+  {
+    method: 'get',
+    path: '/v1/reviews/{id}',
+    summary: 'A held result with its input and output',
+    tag: 'reviews',
+    auth: ['reviewer'],
+    responses: { 200: { description: 'the review item', schema: reviewSummary_ } },
+    errors: ['not_found'],
+  },
+  {
+    method: 'post',
+    path: '/v1/reviews/{id}/decision',
+    summary: 'Approve, reject or amend a held result, with a reason (applied once)',
+    tag: 'reviews',
+    auth: ['reviewer'],
+    body: decisionRequest,
+    responses: { 200: { description: 'the decided item', schema: reviewSummary_ } },
+    errors: ['not_found', 'already_decided', 'invalid_state'],
+  },
+];
 
 /** The clinician review queue: list what waits (oldest first), open one, decide. Role `reviewer`. */
 export function reviewRoutes(deps: AppDeps) {
@@ -68,7 +143,7 @@ export function reviewRoutes(deps: AppDeps) {
   });
 
   app.post('/:id/decision', reviewer, async (c) => {
-    const body = asJsonObject(await readJson(c), '{"decision", "reason", "output"?}');
+    const body = parseBody(decisionRequest, await readJson(c));
     const id = c.req.param('id');
     const item = await deps.reviews.reviewItem(id);
     const record = await deps.reviews.decide(c.get('principal')!, id, body, deps.catalog.get(item.model));

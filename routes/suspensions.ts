@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
+import type { RouteDoc } from '../src/platform/openapi.ts';
 
 /**
  * The kill switch of a model or one version: suspend with a reason, resume with a reason. Reviewers (the clinicians
@@ -30,3 +31,34 @@ export function suspensionRoutes(deps: AppDeps) {
   });
   return app;
 }
+
+/** The document's description of these routes (routes/openapi.ts). */
+export const suspensionDocs: RouteDoc[] = [
+  {
+    method: 'get',
+    path: '/v1/models/{model}/suspension',
+    summary: 'The suspensions in force (kill switch)',
+    tag: 'releases',
+    auth: ['client', 'reviewer'],
+    responses: { 200: { description: 'the model and version suspensions' } },
+    errors: ['model_not_found'],
+  },
+  {
+    method: 'post',
+    path: '/v1/models/{model}/suspend',
+    summary: 'Suspend a model or one version, with a reason: no score until resumed',
+    tag: 'releases',
+    auth: ['reviewer'],
+    responses: { 200: { description: 'the suspension in force' } },
+    errors: ['model_not_found', 'invalid_request'],
+  },
+  {
+    method: 'post',
+    path: '/v1/models/{model}/resume',
+    summary: 'Lift a suspension, with a reason',
+    tag: 'releases',
+    auth: ['admin'],
+    responses: { 200: { description: 'the suspensions left' } },
+    errors: ['model_not_found', 'invalid_request', 'invalid_state'],
+  },
+];

@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject, onlyFields } from '../src/platform/json-body.ts';
+import type { RouteDoc } from '../src/platform/openapi.ts';
 
 /**
  * Threshold change requests (two people): reviewers and approvers propose with a reason and an evidence link;
@@ -43,3 +44,45 @@ export function thresholdChangeRoutes(deps: AppDeps) {
   }
   return app;
 }
+
+/** The document's description of these routes (routes/openapi.ts). */
+export const thresholdChangeDocs: RouteDoc[] = [
+  {
+    method: 'post',
+    path: '/v1/models/{model}/threshold-changes',
+    summary: 'Propose a threshold change (who, why, evidence): applied only once another person approves it',
+    tag: 'releases',
+    auth: ['reviewer', 'approver'],
+    responses: { 201: { description: 'the change request, proposed' } },
+    errors: ['model_not_found', 'invalid_request'],
+  },
+  {
+    method: 'get',
+    path: '/v1/models/{model}/threshold-changes',
+    summary: "The model's threshold change requests",
+    tag: 'releases',
+    auth: ['client', 'reviewer', 'approver'],
+    responses: { 200: { description: 'the change requests, newest first' } },
+    errors: ['model_not_found'],
+  },
+  {
+    method: 'get',
+    path: '/v1/threshold-changes/{id}',
+    summary: 'One threshold change request',
+    tag: 'releases',
+    auth: ['reviewer', 'approver'],
+    responses: { 200: { description: 'the change request' } },
+    errors: ['not_found'],
+  },
+  ...(['approve', 'reject'] as const).map(
+    (decision): RouteDoc => ({
+      method: 'post',
+      path: `/v1/threshold-changes/{id}/${decision}`,
+      summary: `${decision === 'approve' ? 'Approve (and apply on every replica)' : 'Reject'} a change request: by a different person than its proposer`,
+      tag: 'releases',
+      auth: ['approver'],
+      responses: { 200: { description: 'the change request, decided' } },
+      errors: ['not_found', 'invalid_request', 'invalid_state', 'forbidden'],
+    }),
+  ),
+];

@@ -11,6 +11,8 @@ import { hl7Routes } from '../routes/hl7.ts';
 import { jobRoutes } from '../routes/jobs.ts';
 import { modelRoutes } from '../routes/models.ts';
 import { monitoringRoutes } from '../routes/monitoring.ts';
+import { oipRoutes } from '../routes/oip.ts';
+import { openApiRoutes } from '../routes/openapi.ts';
 import { outcomeRoutes } from '../routes/outcomes.ts';
 import { predictRoutes } from '../routes/predict.ts';
 import { releaseRoutes } from '../routes/releases.ts';
@@ -96,6 +98,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v1', thresholdChangeRoutes(deps));
   app.route('/v1', outcomeRoutes(deps));
   app.route('/desk', deskRoutes(deps, deps.options.sessionSecret));
+  app.route('/v2', oipRoutes(deps));
+  app.route('/', openApiRoutes(deps));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
   app.onError((err, c) => {

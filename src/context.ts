@@ -70,6 +70,8 @@ export interface AppEnv {
     /** set by handlers that wrote x-request-id and SECURE_HEADERS themselves (the fast path): middleware leaves them */
     requestIdSent: boolean | undefined;
     principal: Principal | undefined;
+    /** a Content-Security-Policy that replaces the default one: only the API reference page sets it */
+    contentSecurityPolicy: string | undefined;
     /** set by routes that resolve a model, so the access log and metrics can label by it */
     model: CatalogModel | undefined;
   };

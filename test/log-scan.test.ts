@@ -44,6 +44,8 @@ function bodyFor(path: string): unknown {
       callbackUrl: `http://127.0.0.1:9/hook?patient=${ID.mrn}&email=${ID.email}`,
     };
   if (path.endsWith('/decision')) return { decision: 'amend', reason: `seen ${ALL}`, output: { category: ID.name } };
+  if (path.endsWith('/infer'))
+    return { id: ID.mrn, inputs: [{ name: ID.name, shape: [1], datatype: 'BYTES', data: [ID.ssn] }] };
   if (path.endsWith('/batches')) return { input: { path: UNSAFE_PATH, format: 'ndjson' }, asOf: ID.ssn };
   if (path.startsWith('/v1/schedules'))
     return { model: 'news2', cron: ID.phone, input: { path: UNSAFE_PATH, format: 'ndjson' }, readers: [ID.email] };
@@ -104,6 +106,21 @@ describe('seeded identifiers never reach the log', () => {
       headers,
     );
     assert.equal(predicted.status, 200, predicted.text);
+    // the same observations over Open Inference Protocol v2, the request id an MRN
+    const tensors = Object.entries(NEWS2).map(([name, v]) => ({
+      name,
+      shape: [1],
+      datatype: typeof v === 'boolean' ? 'BOOL' : typeof v === 'string' ? 'BYTES' : 'FP32',
+      data: [v],
+    }));
+    const inferred = await tour.call(
+      'POST',
+      '/v2/models/news2/infer',
+      tour.keys.client,
+      { id: ID.mrn, inputs: tensors },
+      headers,
+    );
+    assert.equal(inferred.status, 200, inferred.text);
     assert.notEqual(predicted.headers.get('x-request-id'), ID.mrn, 'a free-form request id is replaced');
   });
 

@@ -28,7 +28,7 @@ export interface Endpoint {
   body?: boolean;
 }
 
-/** Every route the app mounts (29): a test that loops over these covers all of them. */
+/** Every route the app mounts (37): a test that loops over these covers all of them. */
 export const ENDPOINTS: readonly Endpoint[] = [
   { method: 'GET', path: '/healthz', role: 'none' },
   { method: 'GET', path: '/readyz', role: 'none' },
@@ -59,6 +59,14 @@ export const ENDPOINTS: readonly Endpoint[] = [
   { method: 'PUT', path: '/v1/models/:model/routing/shadow', role: 'admin', body: true },
   { method: 'GET', path: '/v1/models/:model/shadow', role: 'client' },
   { method: 'POST', path: '/v1/admin/reload', role: 'admin', body: true },
+  { method: 'GET', path: '/v2', role: 'client' },
+  { method: 'GET', path: '/v2/health/live', role: 'none' },
+  { method: 'GET', path: '/v2/health/ready', role: 'none' },
+  { method: 'GET', path: '/v2/models/:model', role: 'client' },
+  { method: 'GET', path: '/v2/models/:model/ready', role: 'client' },
+  { method: 'POST', path: '/v2/models/:model/infer', role: 'client', body: true },
+  { method: 'GET', path: '/openapi.json', role: 'none' },
+  { method: 'GET', path: '/docs/:asset', role: 'none' },
 ];
 
 /** A valid NEWS2 instance. */

@@ -1,7 +1,3 @@
-/**
- * The batch queue: on-demand runs and scheduled slots (BullMQ job schedulers), each scored in a worker thread.
- */
-import { Worker as ThreadWorker } from 'node:worker_threads';
 import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';

@@ -292,9 +292,8 @@ function ipv6Prefix64(address: string): string {
 /** Which limit a request counts against: by method and path, so routes need not know about limits. */
 export function endpointClass(method: string, path: string, prefer: string | undefined): LimitClass {
   if (method !== 'POST') return 'default';
-  if (/^\/v1\/models\/[^/]+\/predict$/.test(path)) {
-    return prefer?.toLowerCase().includes('respond-async') ? 'submit' : 'predict';
-  }
-  if (/^\/v1\/models\/[^/]+\/(?:jobs|batches)$/.test(path)) return 'submit';
-  return 'default';
+  if (/^\/v2\/models\/[^/]+\/infer$/.test(path)) return 'predict';
+  const action = /^\/v1\/models\/[^/]+\/(predict|jobs|batches)$/.exec(path)?.[1];
+  if (action !== 'predict') return action ? 'submit' : 'default';
+  return prefer?.toLowerCase().includes('respond-async') ? 'submit' : 'predict';
 }

@@ -36,7 +36,8 @@ export const SECURE_HEADERS: Readonly<Record<string, string>> = {
 
 /**
  * Hono's secure-headers middleware on every response, plus `no-store` unless a handler chose its own caching.
- * Responses that carry SECURE_HEADERS themselves say so through `requestIdSent` and are left untouched.
+ * Responses that carry SECURE_HEADERS themselves say so through `requestIdSent` and are left untouched. A route may
+ * relax the policy for itself through `contentSecurityPolicy` (the API reference page runs the renderer's scripts).
  */
 export function secureResponseHeaders(): MiddlewareHandler<AppEnv> {
   const hono = secureHeaders(options);
@@ -46,6 +47,8 @@ export function secureResponseHeaders(): MiddlewareHandler<AppEnv> {
     if (c.get('requestIdSent')) return;
     // run after the handler, against the response it produced: a no-op `next` makes it only set headers
     await hono(c, done);
+    const csp = c.get('contentSecurityPolicy');
+    if (csp) c.res.headers.set('content-security-policy', csp);
     if (!c.res.headers.has('cache-control')) c.res.headers.set('cache-control', 'no-store');
   };
 }
