@@ -1,18 +1,15 @@
 import type { Logger } from 'pino';
 import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch.ts';
 import { callbackSender, createCallbackQueue, enqueueCallback } from '../workers/callbacks.ts';
-import { startWorkers, type WorkerKind } from '../workers/index.ts';
 import { createInferenceQueue, inferenceQueuePort } from '../workers/inference.ts';
 import { composeAccountability } from './accountability.ts';
-import { createApp } from './app.ts';
 import { RunStore } from './batch/runs.ts';
-import { ScheduleService, syncManifestSchedules } from './batch/schedules.ts';
+import { ScheduleService } from './batch/schedules.ts';
 import { BatchService } from './batch/service.ts';
 import { LocalStorage } from './batch/storage.ts';
 import { DeadLetters } from './callbacks/dead-letters.ts';
 import { Outbox } from './callbacks/outbox.ts';
 import { DeadLetterService } from './callbacks/replay.ts';
-import type { AppDeps } from './context.ts';
 import { BulkExports } from './ingress/bulk-export.ts';
 import { ReviewService } from './jobs/reviews.ts';
 import { JobService } from './jobs/service.ts';
@@ -21,22 +18,15 @@ import { AuditLog } from './platform/audit.ts';
 import type { ApiKeyStore } from './platform/auth.ts';
 import type { Config } from './platform/config.ts';
 import { createMetrics, type Metrics, registerBreakerGauge, registerQueueGauges } from './platform/metrics.ts';
-import type { TokenVerifier } from './platform/oidc.ts';
-import { Pressure } from './platform/pressure.ts';
-import { RateLimiter, type RateLimitSettings } from './platform/rate-limit.ts';
+import type { Pressure } from './platform/pressure.ts';
 import { connectRedis } from './platform/redis.ts';
 import type { LoadedModel } from './registry/load.ts';
-import { KillSwitch } from './releases/kill-switch.ts';
-import { ManifestReloads } from './releases/reload.ts';
-import { ReleaseService } from './releases/service.ts';
 import { BreakerRegistry } from './runtime/breakers.ts';
 import { observedRuntimeFactory } from './runtime/observed.ts';
 import { ModelCatalog } from './serving/catalog.ts';
 import { JobRunners, type RuntimeFactory } from './serving/runners.ts';
 import { Scorer } from './serving/scorer.ts';
 import { ShadowRecorder } from './serving/shadow.ts';
-import { SyncRunners } from './sync/runners.ts';
-import { SyncService } from './sync/service.ts';
 
 export type ServicesConfig = Pick<
   Config,
@@ -194,122 +184,3 @@ export async function composeServices(options: ServicesOptions) {
 }
 
 export type Services = Awaited<ReturnType<typeof composeServices>>;
-
-export type GatewayConfig = ServicesConfig &
-  Pick<
-    Config,
-    'maxBodyBytes' | 'openOpsEndpoints' | 'accessLog' | 'warmupRuns' | 'warmupPolicy' | 'pressureThresholdMs'
-  > & {
-    workers: readonly WorkerKind[];
-    deskSessionSecret?: string | undefined;
-  };
-
-export interface ComposeOptions extends ServicesOptions {
-  config: GatewayConfig;
-  /** re-reads the manifests (enables POST /v1/admin/reload and SIGHUP) */
-  reloadModels?: () => Promise<LoadedModel[]>;
-  /** bearer tokens beside the keys; and per-client rate limits (none when absent) */
-  tokens?: TokenVerifier;
-  rateLimits?: RateLimitSettings;
-}
-
-/** The gateway: the services, the warm sync tier, the HTTP app and (optionally) workers in this process. */
-export async function composeGateway(options: ComposeOptions) {
-  const { config, logger } = options;
-  const metrics = options.metrics ?? createMetrics();
-  const pressure = new Pressure({ thresholdMs: config.pressureThresholdMs, registry: metrics.registry });
-  const services = await composeServices({ ...options, metrics, pressure });
-  const { catalog, redis } = services;
-  const syncFactory = options.runtimeFactory
-    ? undefined
-    : observedRuntimeFactory({ onnxThreads: config.onnxThreads, metrics, logger, breakers: services.breakers });
-  const runners = new SyncRunners({
-    factory: options.runtimeFactory ?? (syncFactory as RuntimeFactory),
-    metrics,
-    logger,
-    warmupRuns: config.warmupRuns,
-    warmupPolicy: config.warmupPolicy,
-  });
-  const scorer = new Scorer({
-    catalog,
-    runners,
-    shadow: services.shadow,
-    metrics,
-    pressure,
-    observers: services.observers,
-    ...(options.random ? { random: options.random } : {}),
-  });
-  const sync = new SyncService({ catalog, runners, scorer, metrics });
-  await sync.start();
-  await syncManifestSchedules(
-    services.schedules,
-    catalog.list().map((m) => m.manifest),
-  );
-  const releases = new ReleaseService(
-    catalog,
-    services.audit,
-    logger,
-    (model, version) => model.tier !== 'sync' || sync.versions(model.name).includes(version),
-  );
-  const reloadModels = options.reloadModels;
-  const deps: AppDeps = {
-    catalog,
-    sync,
-    jobs: services.jobs,
-    reviews: services.reviews,
-    deadLetters: services.deadLetterService,
-    audit: services.audit,
-    batches: services.batches,
-    schedules: services.schedules,
-    releases,
-    killSwitch: new KillSwitch(catalog, services.audit, logger, services.now, metrics),
-    monitoring: services.monitoring,
-    thresholdChanges: services.thresholdChanges,
-    outcomes: services.outcomes,
-    shadow: services.shadow,
-    ...(reloadModels
-      ? { reload: new ManifestReloads({ catalog, audit: services.audit, load: reloadModels }).reload }
-      : {}),
-    keys: options.keys,
-    ...(options.tokens ? { tokens: options.tokens } : {}),
-    ...(options.rateLimits
-      ? {
-          limiter: new RateLimiter({
-            redis,
-            prefix: config.redisPrefix,
-            settings: options.rateLimits,
-            now: options.now ?? Date.now,
-          }),
-        }
-      : {}),
-    metrics,
-    logger,
-    redisReady: async () => (await redis.ping()) === 'PONG',
-    options: {
-      maxBodyBytes: config.maxBodyBytes,
-      openOpsEndpoints: config.openOpsEndpoints,
-      accessLog: config.accessLog,
-      hl7Models: config.hl7?.models ?? [],
-      ...(config.deskSessionSecret ? { sessionSecret: config.deskSessionSecret } : {}),
-    },
-  };
-  const app = createApp(deps);
-  const workers = config.workers.length > 0 ? startWorkers(config.workers, services) : undefined;
-  return {
-    app,
-    deps,
-    services,
-    workers,
-    metrics,
-    /** closes workers, the sync tier, then the services (queues, runtimes, Redis), in that order */
-    async close() {
-      await workers?.close();
-      pressure.close();
-      await sync.close();
-      await syncFactory?.close();
-      await services.close();
-    },
-  };
-}
-
-export type Gateway = Awaited<ReturnType<typeof composeGateway>>;

@@ -1,8 +1,8 @@
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { composeGateway } from './compose.ts';
 import { ensureRedis } from './devtools/local-redis.ts';
+import { composeGateway } from './gateway.ts';
 import { Hl7Door } from './ingress/hl7/door.ts';
 import { startMllp } from './ingress/hl7/mllp.ts';
 import { ApiKeyStore } from './platform/auth.ts';

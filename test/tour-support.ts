@@ -6,7 +6,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { Gateway } from '../src/compose.ts';
+import type { Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/platform/logger.ts';
 import {
   buildGateway,

@@ -10,7 +10,7 @@
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { composeGateway, type Gateway, type GatewayConfig } from '../../src/compose.ts';
+import { composeGateway, type Gateway, type GatewayConfig } from '../../src/gateway.ts';
 import type { ApiKeyStore } from '../../src/platform/auth.ts';
 import type { CallbackPolicy } from '../../src/platform/config.ts';
 import { loadConfig } from '../../src/platform/config.ts';
