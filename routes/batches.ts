@@ -8,6 +8,7 @@ import { type BatchRun, outputKey, shadowFileName, shadowOutputKey } from '../sr
 import { StorageError } from '../src/batch/storage.ts';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { outcomeResponse } from '../src/fhir/operation-outcome.ts';
+import { isExportInput } from '../src/ingress/bulk-export.ts';
 import type { Principal } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
@@ -17,19 +18,33 @@ import { batchFormats } from '../src/registry/schema.ts';
 const INPUT_MESSAGE = 'input must be {"path", "format"}';
 const AS_OF_MESSAGE = 'asOf must be an ISO 8601 date-time';
 
+/** A file in the caller's data area. */
+const fileInput = z.looseObject(
+  {
+    path: z
+      .string({ error: 'input.path must be a relative path' })
+      .min(1, 'input.path must be a relative path')
+      .max(1024, 'input.path must be a relative path')
+      .meta({ description: 'relative to your data area (shared/<grant>/… for a shared one)' }),
+    format: z.enum(batchFormats, { error: `input.format must be one of ${batchFormats.join(', ')}` }),
+  },
+  { error: INPUT_MESSAGE },
+);
+
 export const batchRequest = bodyObject(
   {
-    input: z.looseObject(
-      {
-        path: z
-          .string({ error: 'input.path must be a relative path' })
-          .min(1, 'input.path must be a relative path')
-          .max(1024, 'input.path must be a relative path')
-          .meta({ description: 'relative to your data area (shared/<grant>/… for a shared one)' }),
-        format: z.enum(batchFormats, { error: `input.format must be one of ${batchFormats.join(', ')}` }),
-      },
-      { error: INPUT_MESSAGE },
-    ),
+    // a file in the caller's area, or a configured FHIR server's Bulk Data export (checked by the batch service with
+    // its own schema: which servers the caller may name is configuration, not request shape)
+    input: z
+      .unknown()
+      .superRefine((value, ctx) => {
+        if (isExportInput(value)) return;
+        const parsed = fileInput.safeParse(value);
+        for (const issue of parsed.error?.issues ?? []) ctx.addIssue({ ...issue, path: issue.path } as never);
+      })
+      .meta({
+        description: 'a file {"path", "format"} in your data area, or a FHIR server export {"fhirServer", "level"?, …}',
+      }),
     asOf: z
       .string({ error: AS_OF_MESSAGE })
       .regex(/^\d{4}-\d{2}-\d{2}T/, AS_OF_MESSAGE)
