@@ -79,9 +79,8 @@ export interface AppEnv {
 
 export type AppContext = Context<AppEnv>;
 
-/** The `:model` path parameter → a model the caller may use: 404 unknown, 403 not allowed. */
-export function resolveModel(c: AppContext, deps: AppDeps): CatalogModel {
-  const name = c.req.param('model') ?? '';
+/** The `:model` path parameter (or a name from elsewhere) → a model the caller may use: 404 unknown, 403 not allowed. */
+export function resolveModel(c: AppContext, deps: AppDeps, name = c.req.param('model') ?? ''): CatalogModel {
   const model = MODEL_NAME.test(name) ? deps.catalog.get(name) : undefined;
   if (!model) throw new Problem('model_not_found', 'no model by that name; GET /v1/models lists them');
   const principal = c.get('principal');

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { exportInputSchema } from '../ingress/export-request.ts';
 import { checkFhirMapping, fhirMappingSchema } from './fhir-mapping.ts';
+import { checkHooks, hooksSchema } from './hooks.ts';
 
 /**
  * The model manifest (`models/<name>/model.yaml`). Field names are the contract with model owners: change them
@@ -308,9 +309,12 @@ export const manifestSchema = z
       .optional(),
     /** cron schedules of batch scoring (a model with only schedules is a batch model) */
     schedules: z.array(scheduleSchema).optional(),
+    /** CDS Hooks services of the model (src/registry/hooks.ts) */
+    hooks: hooksSchema.optional(),
   })
   .strict()
   .superRefine((m, ctx) => {
+    checkHooks(m, ctx);
     if (m.input === 'features' && m.features.length === 0) {
       ctx.addIssue({ code: 'custom', message: 'a features model needs at least one feature', path: ['features'] });
     }
