@@ -12,6 +12,8 @@ import { LocalStorage } from './batch/storage.ts';
 import { DeadLetters } from './callbacks/dead-letters.ts';
 import { Outbox } from './callbacks/outbox.ts';
 import { DeadLetterService } from './callbacks/replay.ts';
+import type { CdsClientsConfig } from './cds-hooks/jwt.ts';
+import { CdsHooksService } from './cds-hooks/service.ts';
 import type { AppDeps } from './context.ts';
 import { BulkExports } from './ingress/bulk-export.ts';
 import { ReviewService } from './jobs/reviews.ts';
@@ -211,6 +213,8 @@ export interface ComposeOptions extends ServicesOptions {
   /** bearer tokens beside the keys; and per-client rate limits (none when absent) */
   tokens?: TokenVerifier;
   rateLimits?: RateLimitSettings;
+  /** the EHRs that call CDS Hooks services (TRIAGE_CDS_CLIENTS); without them only discovery answers */
+  cdsClients?: CdsClientsConfig;
 }
 
 /** The gateway: the services, the warm sync tier, the HTTP app and (optionally) workers in this process. */
@@ -267,6 +271,14 @@ export async function composeGateway(options: ComposeOptions) {
     thresholdChanges: services.thresholdChanges,
     outcomes: services.outcomes,
     shadow: services.shadow,
+    cds: new CdsHooksService({
+      catalog,
+      sync,
+      redis,
+      prefix: config.redisPrefix,
+      metrics,
+      clients: options.cdsClients,
+    }),
     ...(reloadModels
       ? { reload: new ManifestReloads({ catalog, audit: services.audit, load: reloadModels }).reload }
       : {}),

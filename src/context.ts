@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { ScheduleService } from './batch/schedules.ts';
 import type { BatchService } from './batch/service.ts';
 import type { DeadLetterService } from './callbacks/replay.ts';
+import type { CdsHooksService } from './cds-hooks/service.ts';
 import type { ReviewService } from './jobs/reviews.ts';
 import type { JobService } from './jobs/service.ts';
 import type { MonitoringService } from './monitoring/service.ts';
@@ -38,6 +39,8 @@ export interface AppDeps {
   thresholdChanges: ThresholdChanges;
   outcomes: OutcomeService;
   shadow: ShadowRecorder;
+  /** CDS Hooks services of the models that declare hooks */
+  cds?: CdsHooksService;
   /** re-reads the manifests and swaps them in (governed, audited as `actor`); returns the served `name@version`s */
   reload?: (actor?: Actor) => Promise<string[]>;
   keys: ApiKeyStore;

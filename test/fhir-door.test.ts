@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
 import { bundle, HIGH_RISK_INSTANCE, highRiskVitals, lowRiskVitals, obs, qty } from './bedside-fhir.ts';
 import { fhirErrors } from './fhir-schema.ts';
-import { buildTestApp, httpCall, type TestApp } from './support.ts';
+import { buildTestApp, captureLogs, httpCall, type TestApp } from './support.ts';
 
 // not a deadline test: a generous budget, so a busy machine cannot turn a score into a 504
 const GENEROUS = { '*': { latencyBudgetMs: 10_000 } };
@@ -11,8 +11,9 @@ const FHIR = { 'content-type': 'application/fhir+json' };
 
 describe('the synchronous FHIR door', () => {
   let t: TestApp;
+  const logs = captureLogs('debug');
   before(async () => {
-    t = await buildTestApp({ sync: GENEROUS });
+    t = await buildTestApp({ sync: GENEROUS, logger: logs.logger });
   });
   after(() => t.close());
 
@@ -123,6 +124,18 @@ describe('the synchronous FHIR door', () => {
     assertOutcome(await post('news2', { resourceType: 'Patient', id: 'x' }), 400, 'invalid_request');
     assertOutcome(await post('news2', '{not json'), 400, 'malformed_json');
     assertOutcome(await httpCall(t.app, 'GET', '/fhir/Patient/x', t.keys.client), 404, 'not_found');
+  });
+
+  it('logs nothing of the patient', async () => {
+    const resources = highRiskVitals('p-logged-7731').map((r) =>
+      r.resourceType === 'Patient'
+        ? { ...r, name: [{ text: 'Ada Lovelace-Quill' }], identifier: [{ value: 'MRN-99812' }] }
+        : r,
+    );
+    logs.lines.length = 0;
+    assert.equal((await post('news2', bundle(resources))).status, 200);
+    assert.ok(logs.lines.length > 0, 'the request was logged');
+    for (const line of logs.lines) assert.doesNotMatch(line, /p-logged-7731|Lovelace|MRN-99812|38\.5/);
   });
 
   it('serves a CapabilityStatement at /fhir/metadata without a key', async () => {

@@ -32,6 +32,7 @@ const envSchema = z.object({
   TRIAGE_HL7_MLLP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   TRIAGE_HL7_MLLP_HOST: z.string().min(1).default('127.0.0.1'),
   TRIAGE_DESK_SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  TRIAGE_CDS_CLIENTS: z.string().min(1).optional(),
   TRIAGE_RATE_LIMIT_PREDICT: rateSchema.prefault('100/1s'),
   TRIAGE_RATE_LIMIT_SUBMIT: rateSchema.prefault('10/1s'),
   TRIAGE_RATE_LIMIT_DEFAULT: rateSchema.prefault('50/1s'),
@@ -107,6 +108,8 @@ export type Config = {
   fhirServers: string | undefined;
   /** the HL7v2 door (src/ingress/hl7/): the sync models it scores, and the MLLP listener (no port: none) */
   hl7: { models: string[]; mllpPort: number | undefined; mllpHost: string };
+  /** raw CDS Hooks client config (YAML or JSON): the EHRs whose JWTs are accepted */
+  cdsClients: string | undefined;
   rateLimits: RateLimitSettings;
   openOpsEndpoints: boolean;
   logLevel: z.infer<typeof envSchema>['TRIAGE_LOG_LEVEL'];
@@ -198,6 +201,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       mllpPort: e.TRIAGE_HL7_MLLP_PORT,
       mllpHost: e.TRIAGE_HL7_MLLP_HOST,
     },
+    cdsClients: e.TRIAGE_CDS_CLIENTS,
     rateLimits: {
       classes: {
         predict: e.TRIAGE_RATE_LIMIT_PREDICT,
