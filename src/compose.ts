@@ -200,7 +200,13 @@ export type Services = Awaited<ReturnType<typeof composeServices>>;
 export type GatewayConfig = ServicesConfig &
   Pick<
     Config,
-    'maxBodyBytes' | 'openOpsEndpoints' | 'accessLog' | 'warmupRuns' | 'warmupPolicy' | 'pressureThresholdMs'
+    | 'maxBodyBytes'
+    | 'publicUrl'
+    | 'openOpsEndpoints'
+    | 'accessLog'
+    | 'warmupRuns'
+    | 'warmupPolicy'
+    | 'pressureThresholdMs'
   > & {
     workers: readonly WorkerKind[];
     deskSessionSecret?: string | undefined;
@@ -299,6 +305,7 @@ export async function composeGateway(options: ComposeOptions) {
     redisReady: async () => (await redis.ping()) === 'PONG',
     options: {
       maxBodyBytes: config.maxBodyBytes,
+      ...(config.publicUrl ? { publicUrl: config.publicUrl } : {}),
       openOpsEndpoints: config.openOpsEndpoints,
       accessLog: config.accessLog,
       hl7Models: config.hl7?.models ?? [],

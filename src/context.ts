@@ -54,6 +54,8 @@ export interface AppDeps {
   redisReady: () => Promise<boolean>;
   options: {
     maxBodyBytes: number;
+    /** the public base URL behind a proxy (TRIAGE_PUBLIC_URL); else a request's own origin */
+    publicUrl?: string;
     /** health and metrics without an API key (inside a cluster) */
     openOpsEndpoints: boolean;
     accessLog: boolean;

@@ -39,3 +39,26 @@ describe('the manifest hooks section', () => {
     assert.equal(t['obs-spo2Scale'], undefined, 'an assumed feature is not fetched');
   });
 });
+
+describe('the CDS client and public URL settings', () => {
+  it('parses TRIAGE_CDS_CLIENTS and refuses key or record URLs in clear to another host', async () => {
+    const { parseCdsClients } = await import('../src/cds-hooks/jwt.ts');
+    const ok = parseCdsClients(
+      'serviceBaseUrl: https://triage.example.org\nclients:\n  - id: ehr\n    issuer: https://ehr.example.org/\n    jwksUri: https://ehr.example.org/jwks\n    fhirServers: [https://ehr.example.org/r4]\n',
+    );
+    assert.deepEqual(ok.clients[0]?.algorithms, ['ES384', 'RS384']);
+    assert.throws(
+      () => parseCdsClients('clients:\n  - id: ehr\n    issuer: x\n    jwksUri: http://ehr.example.org/jwks\n'),
+      /TRIAGE_CDS_CLIENTS: clients.0.jwksUri: must be an https URL/,
+    );
+  });
+
+  it('reads TRIAGE_PUBLIC_URL without its trailing slash', async () => {
+    const { loadConfig } = await import('../src/platform/config.ts');
+    assert.equal(
+      loadConfig({ TRIAGE_PUBLIC_URL: 'https://triage.example.org/' }).publicUrl,
+      'https://triage.example.org',
+    );
+    assert.throws(() => loadConfig({ TRIAGE_PUBLIC_URL: 'ftp://x' }), /TRIAGE_PUBLIC_URL/);
+  });
+});

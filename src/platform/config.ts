@@ -33,6 +33,10 @@ const envSchema = z.object({
   TRIAGE_HL7_MLLP_HOST: z.string().min(1).default('127.0.0.1'),
   TRIAGE_DESK_SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   TRIAGE_CDS_CLIENTS: z.string().min(1).optional(),
+  TRIAGE_PUBLIC_URL: z
+    .url({ protocol: /^https?$/ })
+    .transform((u) => u.replace(/\/+$/, ''))
+    .optional(),
   TRIAGE_RATE_LIMIT_PREDICT: rateSchema.prefault('100/1s'),
   TRIAGE_RATE_LIMIT_SUBMIT: rateSchema.prefault('10/1s'),
   TRIAGE_RATE_LIMIT_DEFAULT: rateSchema.prefault('50/1s'),
@@ -117,6 +121,8 @@ export type Config = {
   maxBodyBytes: number;
   /** signs review-desk session cookies; every replica needs the same one */
   deskSessionSecret: string | undefined;
+  /** the gateway's public base URL (behind a proxy): absolute URLs in callbacks; else each request's own origin */
+  publicUrl: string | undefined;
   shutdownGraceMs: number;
   syncCeilingMs: number;
   warmupRuns: number;
@@ -216,6 +222,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     accessLog: e.TRIAGE_ACCESS_LOG,
     maxBodyBytes: e.TRIAGE_MAX_BODY_BYTES,
     deskSessionSecret: e.TRIAGE_DESK_SESSION_SECRET,
+    publicUrl: e.TRIAGE_PUBLIC_URL,
     shutdownGraceMs: e.TRIAGE_SHUTDOWN_GRACE_MS,
     syncCeilingMs: e.TRIAGE_SYNC_CEILING_MS,
     warmupRuns: e.TRIAGE_WARMUP_RUNS,
