@@ -122,7 +122,11 @@ describe('callbacks carry the caller’s correlation', () => {
     await approved(r.body.id);
     await waitFor(() => receiver.eventsFor(r.body.id).length === 1, 'the released callback');
     const [event] = receiver.eventsFor(r.body.id);
-    const data = event?.data as Record<string, any>;
+    const data = event?.data as {
+      correlation: unknown;
+      decision: { by: { id: string }; reason: string };
+      statusUrl: string;
+    };
     assert.deepEqual(data.correlation, {
       idempotencyKey: 'ehr-note-778-v1',
       documentId: 'note-778',
