@@ -58,6 +58,14 @@ describe('CDS Hooks 2.0', () => {
             clockToleranceSeconds: 5,
           },
           {
+            id: 'keys-out-of-reach',
+            issuer: 'https://down.example.org/',
+            jwksUri: 'http://127.0.0.1:1/jwks',
+            algorithms: ['ES384'],
+            fhirServers: [],
+            clockToleranceSeconds: 5,
+          },
+          {
             id: 'spec-example',
             issuer: 'https://fhir-ehr.example.com/',
             jwksUri: `${specEhr.url}/jwks`,
@@ -227,6 +235,13 @@ describe('CDS Hooks 2.0', () => {
     const once = await ehr.sign(aud);
     assert.equal((await call('news2-patient-view', body, once)).status, 200);
     await refused(once, /already used/);
+    // an EHR whose keys cannot be fetched: not the caller's fault, a 503 to retry
+    const down = await call('news2-patient-view', body, await ehr.sign(aud, { iss: 'https://down.example.org/' }));
+    assert.equal(down.status, 503, JSON.stringify(down.body));
+    assert.equal(down.body.code, 'identity_provider_unavailable');
+    // a request for another hook than the service's
+    const wrongHook = await call('news2-patient-view', { ...body, hook: 'order-sign' });
+    assert.equal(wrongHook.status, 400);
     // the specification's example token: its signature checks against its JWKS, but it is long expired
     const spec = /Authorization: Bearer (\S+)/.exec(
       readFileSync(new URL('jwt-example-header-payload-jwks.txt', EXAMPLES), 'utf8'),
