@@ -181,6 +181,17 @@ describe('CDS Hooks 2.0', () => {
     assert.ok(ehr.requests.some((q) => q.url === '/fhir/Patient/fetch-me'));
     assert.ok(ehr.requests.some((q) => q.url.startsWith('/fhir/Observation?patient=fetch-me&combo-code=')));
     assert.ok(ehr.requests.every((q) => q.authorization === 'Bearer some-opaque-fhir-access-token'));
+    // the Patient prefetched, the Observations sent as null (the EHR could not get them): only those are fetched
+    ehr.requests.length = 0;
+    const obsKeys = Object.keys(discovered('news2-patient-view').prefetch).filter((k) => k.startsWith('obs-'));
+    const partial = {
+      patient: highRiskVitals('fetch-me')[0],
+      ...Object.fromEntries(obsKeys.map((k) => [k, null])),
+    };
+    const p = await call('news2-patient-view', hookRequest('fetch-me', partial));
+    assert.equal(p.body.cards[0].indicator, 'critical');
+    assert.equal(ehr.requests.filter((q) => q.url.startsWith('/fhir/Patient')).length, 0);
+    assert.equal(ehr.requests.filter((q) => q.url.startsWith('/fhir/Observation')).length, obsKeys.length);
   });
 
   it('answers "no score: follow the standard protocol" naming the missing data', async () => {

@@ -1,7 +1,18 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
-import { bundle, HIGH_RISK_INSTANCE, highRiskVitals, lowRiskVitals, obs, qty } from './bedside-fhir.ts';
+import {
+  ALERT,
+  answer,
+  bundle,
+  HIGH_RISK_INSTANCE,
+  highRiskVitals,
+  lowRiskVitals,
+  minutesAgo,
+  obs,
+  qty,
+} from './bedside-fhir.ts';
 import { fhirErrors } from './fhir-schema.ts';
 import { buildTestApp, captureLogs, httpCall, type TestApp } from './support.ts';
 
@@ -48,6 +59,36 @@ describe('the synchronous FHIR door', () => {
     assert.ok(!basis.includes('Observation/p-high-acvpu-err'));
     assert.ok(!basis.includes('Observation/p-high-sao2'));
     assert.ok(basis.includes('Observation/p-high-temp'));
+  });
+
+  it('reads the official R4 vital-sign examples (a panel’s component, SpO2 coded three ways), re-timed to now', async () => {
+    const official = [
+      'blood-pressure',
+      'body-temperature',
+      'heart-rate',
+      'respiratory-rate',
+      'satO2',
+      'vitals-panel',
+    ].map((name) => {
+      const r = JSON.parse(
+        readFileSync(new URL(`../../shared/data/fhir/Observation-${name}.json`, import.meta.url), 'utf8'),
+      );
+      const { effectivePeriod: _, ...rest } = r;
+      return { ...rest, effectiveDateTime: minutesAgo(20) };
+    });
+    // what the examples lack, made here: ACVPU alert, and breathing air
+    const added = [
+      obs('acvpu', 'Patient/example', 20, '67775-7', answer(ALERT)),
+      obs('fio2', 'Patient/example', 20, '3150-0', qty(21, '%')),
+    ];
+    const r = await post('news2', bundle([...official, ...added]));
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(fhirErrors(r.body), []);
+    // RR 26 → 3, SpO2 95 → 1, air 0, SBP 107 (the panel's 8480-6 component) → 1, HR 44 → 1, alert 0, 36.5 °C 0
+    const score = r.body.extension.find((e: { url: string }) => e.url.endsWith('/score'));
+    assert.equal(score.valueDecimal, 6);
+    assert.equal(r.body.prediction[0].qualitativeRisk.coding[0].code, 'moderate');
+    assert.ok(r.body.basis.some((b: { reference: string }) => b.reference === 'Observation/blood-pressure'));
   });
 
   it('gives the same score as /v1 predict for the same values', async () => {
