@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { type AppContext, type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { capabilityStatement } from '../src/fhir/capability.ts';
-import { onePatient } from '../src/fhir/one-patient.ts';
+import { onePatient, readingsRefused } from '../src/fhir/one-patient.ts';
 import { outcomeResponse } from '../src/fhir/operation-outcome.ts';
 import { riskAssessment } from '../src/fhir/risk-assessment.ts';
 import { Problem } from '../src/platform/errors.ts';
@@ -56,7 +56,7 @@ export function fhirRoutes(deps: AppDeps) {
     const result = await deps.sync
       .predict(model, [row.values], manifest.sync.latencyBudgetMs, { subjectKey: row.id })
       .catch((err: unknown) => {
-        throw outOfRange(err);
+        throw readingsRefused(err);
       });
     const prediction = result.predictions[0] as Record<string, unknown>;
     const resource = riskAssessment({
@@ -93,14 +93,4 @@ function fhirJson(c: AppContext, body: unknown, headers: Record<string, string> 
       ...headers,
     },
   });
-}
-
-/** The instance pointers of an invalid_input mean nothing to a FHIR client: name the features instead. */
-function outOfRange(err: unknown): unknown {
-  const errors = err instanceof Problem && err.code === 'invalid_input' ? err.extensions.errors : undefined;
-  if (!Array.isArray(errors)) return err;
-  const named = (errors as Array<{ pointer: string; detail: string }>).map(
-    (e) => `${e.pointer.split('/').pop()}: ${e.detail}`,
-  );
-  return new Problem('invalid_input', `readings the model does not take: ${named.join('; ')}`);
 }

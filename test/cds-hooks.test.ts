@@ -203,6 +203,11 @@ describe('CDS Hooks 2.0', () => {
     assert.equal(card.indicator, 'warning');
     assert.match(card.detail, /onOxygen \(looked for .*3151-8/);
     assert.match(card.source.label, /news2 v1/);
+    // a reading the model does not take (a heart rate of 400) is named, not scored around
+    const wild = vitals('wild', { hr: 400 });
+    const w = await call('news2-patient-view', hookRequest('wild', prefetchFor('news2-patient-view', wild)));
+    assert.match(w.body.cards[0].summary, /no score, follow the standard protocol$/);
+    assert.match(w.body.cards[0].detail, /readings the model does not take: pulse: /);
   });
 
   it('says which fetches failed, and refuses records of another patient', async () => {

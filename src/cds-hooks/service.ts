@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { PatientRow } from '../fhir/observations.ts';
-import { onePatient } from '../fhir/one-patient.ts';
+import { onePatient, readingsRefused } from '../fhir/one-patient.ts';
 import { Problem } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
@@ -139,8 +139,10 @@ export class CdsHooksService {
         const prediction = result.predictions[0] as Record<string, unknown>;
         card = scoreCard({ manifest, title, version, row, prediction, gaps: gathered.gaps });
       } catch (err) {
-        if (!(err instanceof Problem) || (err.status >= 500 && err.status !== 503 && err.status !== 504)) throw err;
-        why.push(`the model did not score: ${err.message}`);
+        // any refusal (a reading out of range, capacity, the deadline, a failed run) is a card, never silence
+        const named = readingsRefused(err);
+        if (!(named instanceof Problem)) throw err;
+        why.push(`the model did not score: ${named.message}`);
       }
     }
     card ??= noScoreCard({ manifest, title, version, why: [...why, ...gathered.gaps] });

@@ -50,3 +50,13 @@ export function onePatient(
   };
   return { row, unread };
 }
+
+/** The instance pointers of an invalid_input mean nothing to a FHIR client or a clinician: name the features. */
+export function readingsRefused(err: unknown): unknown {
+  const errors = err instanceof Problem && err.code === 'invalid_input' ? err.extensions.errors : undefined;
+  if (!Array.isArray(errors)) return err;
+  const named = (errors as Array<{ pointer: string; detail: string }>).map(
+    (e) => `${e.pointer.split('/').pop()}: ${e.detail}`,
+  );
+  return new Problem('invalid_input', `readings the model does not take: ${named.join('; ')}`);
+}
