@@ -63,6 +63,19 @@ describe('a DocumentReference as the input', () => {
     assert.deepEqual(await approved(direct.body.id), await approved(plain.body.id));
   });
 
+  test('posted as the body itself, in the FHIR asynchronous pattern (Prefer: respond-async)', async () => {
+    const r = await gw.call(
+      'POST',
+      '/v1/models/note-triage/predict',
+      keys.clientA,
+      docRef('doc-body', [text(NOTES.urgent)]),
+      { prefer: 'respond-async', 'content-type': 'application/fhir+json' },
+    );
+    assert.equal(r.status, 202, r.text);
+    const plain = await submit({ input: { text: NOTES.urgent } });
+    assert.deepEqual(await approved(r.body.id), await approved(plain.body.id));
+  });
+
   test('every text attachment is read, not only content[0]; a PDF rendition is skipped', async () => {
     // the urgent finding is only in the second attachment: scoring content[0] alone would call it no action
     const split = docRef('doc-split', [
