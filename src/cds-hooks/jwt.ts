@@ -3,14 +3,12 @@ import type { Redis } from 'ioredis';
 import { createRemoteJWKSet, decodeJwt, errors, jwtVerify } from 'jose';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { ConfigError, isLoopback } from '../platform/config.ts';
+import { ConfigError } from '../platform/config.ts';
 import { Problem } from '../platform/errors.ts';
+import { keyUrl } from '../platform/oidc.ts';
 
-/** https, or plain http to a loopback host (a test or a sidecar): keys or records fetched in clear could be swapped. */
-const safeUrl = z.url().refine((u) => {
-  const url = new URL(u);
-  return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopback(url.hostname));
-}, 'must be an https URL (plain http only to loopback)');
+// https, or plain http to loopback only, as for token issuers: keys or records fetched in clear could be swapped
+const safeUrl = keyUrl;
 
 const clientSchema = z
   .object({
