@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import YAML from 'yaml';
 import { prefetchTemplates } from '../src/cds-hooks/discovery.ts';
 import { manifestSchema } from '../src/registry/schema.ts';
-import { MODELS_DIR } from './support.ts';
+import { MODELS_DIR } from './support/index.ts';
 
 const read = (name: string) => YAML.parse(readFileSync(`${MODELS_DIR}${name}/model.yaml`, 'utf8'));
 const issues = (m: unknown) =>

@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { serve } from '@hono/node-server';
 import { highRiskVitals, lowRiskVitals, obs, qty } from './bedside-fhir.ts';
 import { FakeEhr } from './cds-ehr.ts';
-import { buildTestApp, metricValue, type TestApp } from './support.ts';
+import { buildGateway, metricValue, type TestGateway } from './support/index.ts';
 
 const EXAMPLES = new URL('../../shared/data/cdshooks/', import.meta.url);
 const example = (name: string) => JSON.parse(readFileSync(new URL(name, EXAMPLES), 'utf8'));
@@ -32,10 +30,9 @@ const searchset = (resources: Record<string, unknown>[]) => ({
 });
 
 describe('CDS Hooks 2.0', () => {
-  let t: TestApp;
+  let t: TestGateway;
   let ehr: FakeEhr;
   let specEhr: FakeEhr;
-  let server: ReturnType<typeof serve>;
   let base = '';
 
   before(async () => {
@@ -45,8 +42,8 @@ describe('CDS Hooks 2.0', () => {
     const jwt = readFileSync(new URL('jwt-example-header-payload-jwks.txt', EXAMPLES), 'utf8');
     const jwks = /\/\/ JSON Web Key Set \(public key\)[^\n]*\n(?:\/\/[^\n]*\n)?(\{[\s\S]*?\n\})/.exec(jwt)?.[1];
     specEhr.keys = JSON.parse(jwks as string).keys;
-    t = await buildTestApp({
-      sync: { '*': { latencyBudgetMs: 10_000 } }, // not a deadline test
+    t = await buildGateway({
+      listen: true,
       cdsClients: {
         clients: [
           {
@@ -76,12 +73,9 @@ describe('CDS Hooks 2.0', () => {
         ],
       },
     });
-    server = serve({ fetch: t.app.fetch, hostname: '127.0.0.1', port: 0 });
-    await new Promise<void>((resolve) => server.once('listening', () => resolve()));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    base = t.url;
   });
   after(async () => {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
     await t.close();
     await ehr.close();
     await specEhr.close();

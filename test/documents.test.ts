@@ -6,30 +6,27 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
+  ASYNC_WORKERS,
   buildGateway,
-  deletePrefix,
   makeKeys,
-  makePrefix,
   NOTES,
   Receiver,
   type TestGateway,
   waitFor,
   waitForState,
-} from './async-support.ts';
+} from './support/index.ts';
 
 const keys = makeKeys();
-const prefix = makePrefix('documents');
 let gw: TestGateway;
 let receiver: Receiver;
 
 before(async () => {
-  gw = await buildGateway({ prefix, keys, only: ['note-triage'] });
-  receiver = await Receiver.start(keys.secrets.a);
+  gw = await buildGateway({ keys, workers: ASYNC_WORKERS, only: ['note-triage'] });
+  receiver = await Receiver.start(keys.secrets.client);
 });
 after(async () => {
   await receiver?.close();
   await gw?.close();
-  await deletePrefix(prefix);
 });
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -42,17 +39,17 @@ const docRef = (id: string, content: unknown[], extra: Record<string, unknown> =
   content,
   ...extra,
 });
-const submit = (body: unknown) => gw.call('POST', '/v1/models/note-triage/jobs', keys.clientA, body);
+const submit = (body: unknown) => gw.call('POST', '/v1/models/note-triage/jobs', keys.client, body);
 
 /** The job's output once a reviewer approves it (note-triage holds every result). */
 async function approved(id: string): Promise<Record<string, unknown>> {
-  await waitForState(gw, keys.clientA, id, 'awaiting_review');
+  await waitForState(gw, keys.client, id, 'awaiting_review');
   const d = await gw.call('POST', `/v1/reviews/${id}/decision`, keys.reviewer, {
     decision: 'approve',
     reason: 'agree: urgent cardiology review',
   });
   assert.equal(d.status, 200, d.text);
-  return (await waitForState(gw, keys.clientA, id, 'released')).result.output;
+  return (await waitForState(gw, keys.client, id, 'released')).result.output;
 }
 
 describe('a DocumentReference as the input', () => {
@@ -67,7 +64,7 @@ describe('a DocumentReference as the input', () => {
     const r = await gw.call(
       'POST',
       '/v1/models/note-triage/predict',
-      keys.clientA,
+      keys.client,
       docRef('doc-body', [text(NOTES.urgent)]),
       { prefer: 'respond-async', 'content-type': 'application/fhir+json' },
     );
@@ -123,7 +120,7 @@ describe('callbacks carry the caller’s correlation', () => {
     const r = await gw.call(
       'POST',
       '/v1/models/note-triage/jobs',
-      keys.clientA,
+      keys.client,
       {
         input: docRef('note-778', [text(NOTES.urgent)]),
         callbackUrl: receiver.url(),
@@ -145,7 +142,7 @@ describe('callbacks carry the caller’s correlation', () => {
       documentId: 'note-778',
       reference: 'ORDER-2231/enc-19',
     });
-    assert.equal(data.decision.by.id, 'reviewer-1');
+    assert.equal(data.decision.by.id, 'reviewer');
     assert.equal(data.decision.reason, 'agree: urgent cardiology review');
     assert.equal(data.statusUrl, `http://localhost/v1/jobs/${r.body.id}`);
     assert.equal(new URL(data.statusUrl).pathname, `/v1/jobs/${r.body.id}`);
@@ -153,7 +150,7 @@ describe('callbacks carry the caller’s correlation', () => {
     const again = await gw.call(
       'POST',
       '/v1/models/note-triage/jobs',
-      keys.clientA,
+      keys.client,
       { input: docRef('note-778', [text(NOTES.urgent)]), callbackUrl: receiver.url(), reference: 'ORDER-9' },
       { 'idempotency-key': 'ehr-note-778-v1' },
     );

@@ -14,17 +14,15 @@ import {
   qty,
 } from './bedside-fhir.ts';
 import { fhirErrors } from './fhir-schema.ts';
-import { buildTestApp, captureLogs, httpCall, type TestApp } from './support.ts';
+import { buildGateway, captureLogs, httpCall, type TestGateway } from './support/index.ts';
 
-// not a deadline test: a generous budget, so a busy machine cannot turn a score into a 504
-const GENEROUS = { '*': { latencyBudgetMs: 10_000 } };
 const FHIR = { 'content-type': 'application/fhir+json' };
 
 describe('the synchronous FHIR door', () => {
-  let t: TestApp;
+  let t: TestGateway;
   const logs = captureLogs('debug');
   before(async () => {
-    t = await buildTestApp({ sync: GENEROUS, logger: logs.logger });
+    t = await buildGateway({ logger: logs.logger });
   });
   after(() => t.close());
 
