@@ -1,8 +1,41 @@
 import { Hono } from 'hono';
+import { z } from 'zod';
 import type { CdsHooksService } from '../src/cds-hooks/service.ts';
 import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson } from '../src/platform/http.ts';
+import type { RouteDoc } from '../src/platform/openapi.ts';
+
+export const cdsHooksDocs: RouteDoc[] = [
+  {
+    method: 'get',
+    path: '/cds-services',
+    summary: 'CDS Hooks discovery: a service per hook of each model that declares hooks',
+    tag: 'cds-hooks',
+    auth: 'public',
+    responses: { 200: { description: '{"services": [...]}' } },
+  },
+  {
+    method: 'post',
+    path: '/cds-services/{id}',
+    summary: 'A CDS Hooks call (the EHR’s JWT): one card, or the no-score card',
+    tag: 'cds-hooks',
+    auth: 'public',
+    body: z.object({}).loose(),
+    responses: { 200: { description: '{"cards": [...]}' } },
+    errors: ['invalid_request', 'not_found', 'identity_provider_unavailable'],
+  },
+  {
+    method: 'post',
+    path: '/cds-services/{id}/feedback',
+    summary: 'CDS Hooks feedback (the EHR’s JWT): accepted or overridden, counted per model version',
+    tag: 'cds-hooks',
+    auth: 'public',
+    body: z.object({}).loose(),
+    responses: { 200: { description: '{"recorded", "repeated"}' } },
+    errors: ['invalid_request', 'not_found', 'identity_provider_unavailable'],
+  },
+];
 
 /**
  * CDS Hooks 2.0: `GET /cds-services` (discovery, open as the spec has it), `POST /cds-services/{id}` (cards) and

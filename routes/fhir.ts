@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
+import { z } from 'zod';
 import { type AppContext, type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { capabilityStatement } from '../src/fhir/capability.ts';
 import { onePatient, readingsRefused } from '../src/fhir/one-patient.ts';
@@ -8,9 +9,42 @@ import { riskAssessment } from '../src/fhir/risk-assessment.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject } from '../src/platform/json-body.ts';
+import type { RouteDoc } from '../src/platform/openapi.ts';
 import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
 
 const MAX_ENTRIES = 5000;
+
+export const fhirDocs: RouteDoc[] = [
+  {
+    method: 'get',
+    path: '/fhir/metadata',
+    summary: 'The FHIR door’s CapabilityStatement',
+    tag: 'fhir',
+    auth: 'public',
+    responses: { 200: { description: 'an R4 CapabilityStatement', type: 'application/fhir+json' } },
+    errorShape: 'operation-outcome',
+  },
+  {
+    method: 'post',
+    path: '/fhir/RiskAssessment/$predict',
+    summary: 'Score one patient’s Bundle (Observations and Patient) through the FHIR mapping: a RiskAssessment',
+    tag: 'fhir',
+    auth: ['client'],
+    bodyType: 'application/fhir+json',
+    query: { model: { schema: z.string(), description: 'the sync model to score with' } },
+    responses: { 200: { description: 'an R4 RiskAssessment (not stored)', type: 'application/fhir+json' } },
+    errors: [
+      'insufficient_data',
+      'invalid_input',
+      'invalid_request',
+      'model_not_found',
+      'wrong_tier',
+      'overloaded',
+      'deadline_exceeded',
+    ],
+    errorShape: 'operation-outcome',
+  },
+];
 
 /**
  * The synchronous FHIR door: `POST /fhir/RiskAssessment/$predict?model=<name>` takes one patient's Bundle (their
