@@ -13,7 +13,7 @@ export const jobRequest = bodyObject(
   {
     input: present('"input" is required').meta({
       description:
-        'feature models: {"instances": [...]}; document models: {"text": "..."} or {"document": <FHIR DocumentReference>}',
+        'feature models: {"instances": [...]}; document models: {"text": "..."}, {"document": <FHIR DocumentReference>} or the DocumentReference itself',
       type: 'object',
     }),
     // checked by the callback policy (invalid_callback_url), which resolves the host
@@ -29,8 +29,13 @@ export const jobRequest = bodyObject(
       .string({ error: IDEMPOTENCY_MESSAGE })
       .regex(/^[A-Za-z0-9._:-]{1,128}$/, IDEMPOTENCY_MESSAGE)
       .optional(),
+    reference: z
+      .string({ error: 'reference must be 1-256 printable characters' })
+      .regex(/^[\x20-\x7e]{1,256}$/, 'reference must be 1-256 printable characters')
+      .optional()
+      .meta({ description: "the caller's own reference (an order number), returned in the callback's correlation" }),
   },
-  '{"input": …, "callbackUrl"?, "idempotencyKey"?}',
+  '{"input": …, "callbackUrl"?, "idempotencyKey"?, "reference"?}',
 );
 
 const jobView_ = z.object({
@@ -123,10 +128,12 @@ export async function acceptJob(c: AppContext, deps: AppDeps, body: unknown) {
   }
   const principal = c.get('principal');
   if (!principal) throw new Problem('unauthenticated');
-  const { id, created, createdAt } = await deps.jobs.submit(principal, model, {
-    ...fields,
-    ...(headerKey !== undefined ? { idempotencyKey: headerKey } : {}),
-  });
+  const { id, created, createdAt } = await deps.jobs.submit(
+    principal,
+    model,
+    { ...fields, ...(headerKey !== undefined ? { idempotencyKey: headerKey } : {}) },
+    deps.options.publicUrl ?? new URL(c.req.url).origin,
+  );
   // a new job's record is what was just written: no second read on the submit path
   const record: JobRecord = created
     ? {

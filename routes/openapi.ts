@@ -7,6 +7,8 @@ import { Problem } from '../src/platform/errors.ts';
 import { openApiDocument, type RouteDoc, TRIAGE_VERSION } from '../src/platform/openapi.ts';
 import { adminDocs } from './admin.ts';
 import { batchDocs } from './batches.ts';
+import { cdsHooksDocs } from './cds-hooks.ts';
+import { fhirDocs } from './fhir.ts';
 import { opsDocs } from './health.ts';
 import { hl7Docs } from './hl7.ts';
 import { jobDocs } from './jobs.ts';
@@ -66,6 +68,8 @@ export const routeDocs: readonly RouteDoc[] = [
   ...outcomeDocs,
   ...hl7Docs,
   ...oipDocs,
+  ...fhirDocs,
+  ...cdsHooksDocs,
   ...docsDocs,
 ];
 

@@ -5,7 +5,9 @@ import { methodNotAllowed } from 'hono/method-not-allowed';
 import { routePath } from 'hono/route';
 import { adminRoutes } from '../routes/admin.ts';
 import { batchRoutes } from '../routes/batches.ts';
+import { cdsHooksRoutes } from '../routes/cds-hooks.ts';
 import { deskRoutes } from '../routes/desk.tsx';
+import { fhirRoutes } from '../routes/fhir.ts';
 import { opsRoutes } from '../routes/health.ts';
 import { hl7Routes } from '../routes/hl7.ts';
 import { jobRoutes } from '../routes/jobs.ts';
@@ -100,6 +102,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/desk', deskRoutes(deps, deps.options.sessionSecret));
   app.route('/v2', oipRoutes(deps));
   app.route('/', openApiRoutes(deps));
+  app.route('/fhir', fhirRoutes(deps));
+  if (deps.cds) app.route('/cds-services', cdsHooksRoutes(deps, deps.cds));
 
   app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
   app.onError((err, c) => {

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { ScheduleService } from './batch/schedules.ts';
 import type { BatchService } from './batch/service.ts';
 import type { DeadLetterService } from './callbacks/replay.ts';
+import type { CdsHooksService } from './cds-hooks/service.ts';
 import type { ReviewService } from './jobs/reviews.ts';
 import type { JobService } from './jobs/service.ts';
 import type { MonitoringService } from './monitoring/service.ts';
@@ -38,6 +39,8 @@ export interface AppDeps {
   thresholdChanges: ThresholdChanges;
   outcomes: OutcomeService;
   shadow: ShadowRecorder;
+  /** CDS Hooks services of the models that declare hooks */
+  cds?: CdsHooksService;
   /** re-reads the manifests and swaps them in (governed, audited as `actor`); returns the served `name@version`s */
   reload?: (actor?: Actor) => Promise<string[]>;
   keys: ApiKeyStore;
@@ -51,6 +54,8 @@ export interface AppDeps {
   redisReady: () => Promise<boolean>;
   options: {
     maxBodyBytes: number;
+    /** the public base URL behind a proxy (TRIAGE_PUBLIC_URL); else a request's own origin */
+    publicUrl?: string;
     /** health and metrics without an API key (inside a cluster) */
     openOpsEndpoints: boolean;
     accessLog: boolean;
@@ -79,9 +84,8 @@ export interface AppEnv {
 
 export type AppContext = Context<AppEnv>;
 
-/** The `:model` path parameter → a model the caller may use: 404 unknown, 403 not allowed. */
-export function resolveModel(c: AppContext, deps: AppDeps): CatalogModel {
-  const name = c.req.param('model') ?? '';
+/** The `:model` path parameter (or a name from elsewhere) → a model the caller may use: 404 unknown, 403 not allowed. */
+export function resolveModel(c: AppContext, deps: AppDeps, name = c.req.param('model') ?? ''): CatalogModel {
   const model = MODEL_NAME.test(name) ? deps.catalog.get(name) : undefined;
   if (!model) throw new Problem('model_not_found', 'no model by that name; GET /v1/models lists them');
   const principal = c.get('principal');

@@ -1,6 +1,8 @@
 import { startWorkers, type WorkerKind } from '../workers/index.ts';
 import { createApp } from './app.ts';
 import { syncManifestSchedules } from './batch/schedules.ts';
+import type { CdsClientsConfig } from './cds-hooks/jwt.ts';
+import { CdsHooksService } from './cds-hooks/service.ts';
 import { composeServices, type ServicesConfig, type ServicesOptions } from './compose.ts';
 import type { AppDeps } from './context.ts';
 import type { Config } from './platform/config.ts';
@@ -21,7 +23,13 @@ import { SyncService } from './sync/service.ts';
 export type GatewayConfig = ServicesConfig &
   Pick<
     Config,
-    'maxBodyBytes' | 'openOpsEndpoints' | 'accessLog' | 'warmupRuns' | 'warmupPolicy' | 'pressureThresholdMs'
+    | 'maxBodyBytes'
+    | 'publicUrl'
+    | 'openOpsEndpoints'
+    | 'accessLog'
+    | 'warmupRuns'
+    | 'warmupPolicy'
+    | 'pressureThresholdMs'
   > & {
     workers: readonly WorkerKind[];
     deskSessionSecret?: string | undefined;
@@ -34,6 +42,8 @@ export interface ComposeOptions extends ServicesOptions {
   /** bearer tokens beside the keys; and per-client rate limits (none when absent) */
   tokens?: TokenVerifier;
   rateLimits?: RateLimitSettings;
+  /** the EHRs that call CDS Hooks services (TRIAGE_CDS_CLIENTS); without them only discovery answers */
+  cdsClients?: CdsClientsConfig;
 }
 
 /** The gateway: the services, the warm sync tier, the HTTP app and (optionally) workers in this process. */
@@ -90,6 +100,14 @@ export async function composeGateway(options: ComposeOptions) {
     thresholdChanges: services.thresholdChanges,
     outcomes: services.outcomes,
     shadow: services.shadow,
+    cds: new CdsHooksService({
+      catalog,
+      sync,
+      redis,
+      prefix: config.redisPrefix,
+      metrics,
+      clients: options.cdsClients,
+    }),
     ...(reloadModels
       ? { reload: new ManifestReloads({ catalog, audit: services.audit, load: reloadModels }).reload }
       : {}),
@@ -110,6 +128,7 @@ export async function composeGateway(options: ComposeOptions) {
     redisReady: async () => (await redis.ping()) === 'PONG',
     options: {
       maxBodyBytes: config.maxBodyBytes,
+      ...(config.publicUrl ? { publicUrl: config.publicUrl } : {}),
       openOpsEndpoints: config.openOpsEndpoints,
       accessLog: config.accessLog,
       hl7Models: config.hl7?.models ?? [],

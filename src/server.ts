@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Logger } from 'pino';
+import { parseCdsClients } from './cds-hooks/jwt.ts';
 import { ensureRedis } from './devtools/local-redis.ts';
 import { composeGateway } from './gateway.ts';
 import { Hl7Door } from './ingress/hl7/door.ts';
@@ -40,6 +41,7 @@ async function keysFor(config: Config, logger: Logger): Promise<ApiKeyStore> {
 export async function startGateway(config: Config, logger: Logger): Promise<RunningGateway> {
   const keys = await keysFor(config, logger);
   const tokens = config.oidcIssuers ? TokenVerifier.parse(config.oidcIssuers) : undefined;
+  const cdsClients = config.cdsClients ? parseCdsClients(config.cdsClients) : undefined;
   const localRedis = config.env === 'development' ? await ensureRedis(config.redisUrl) : undefined;
   const redisUrl = localRedis?.url ?? config.redisUrl ?? 'redis://127.0.0.1:6379';
   const loaded = await loadModels(config.modelsDir, config.syncCeilingMs);
@@ -49,6 +51,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     redisUrl,
     keys,
     ...(tokens ? { tokens } : {}),
+    ...(cdsClients ? { cdsClients } : {}),
     rateLimits: config.rateLimits,
     models: loaded,
     metrics: createMetrics({ defaultMetrics: true }),

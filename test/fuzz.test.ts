@@ -145,6 +145,7 @@ function caseFor(e: Endpoint): fc.Arbitrary<Case> {
       file: fc.constantFrom('output.ndjson', 'errors.ndjson', 'manifest.json', 'output.shadow-2.ndjson'),
       event: fc.constant('evt-00000000-0000-0000-0000-000000000000-released'),
       schedule: fc.constantFrom('fuzz-schedule', 'readmission-nightly'),
+      service: fc.constantFrom('news2-patient-view', 'deterioration-patient-view', 'news2-order-sign'),
     })[name] ?? fc.constant('x');
   const params = fc.record(
     Object.fromEntries(
@@ -247,7 +248,7 @@ describe('fuzz: hostile input never gets a 5xx', () => {
           assert.ok(res.status < 500, what);
           if (res.status >= 400) {
             // the Bulk Data endpoints answer with an OperationOutcome carrying the same stable code
-            const fhir = /^\/v1\/(models\/[^/]+\/)?batches/.test(e.path);
+            const fhir = /^\/v1\/(models\/[^/]+\/)?batches|^\/fhir\//.test(e.path);
             const type = fhir ? /^application\/fhir\+json/ : /^application\/problem\+json/;
             assert.match(res.headers.get('content-type') ?? '', type, what);
             assert.ok(known.has(fhir ? outcomeCode(res.body) : res.body?.code), `unknown code: ${what}`);

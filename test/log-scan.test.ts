@@ -36,6 +36,21 @@ after(() => tour?.close());
 
 /** What each endpoint is sent: a body carrying the identifiers in the fields it reads. */
 function bodyFor(path: string): unknown {
+  if (path.endsWith('/$predict'))
+    return {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        { resource: { resourceType: 'Patient', id: 'p1', name: [{ text: ID.name }], identifier: [{ value: ID.mrn }] } },
+      ],
+    };
+  if (path.startsWith('/cds-services'))
+    return {
+      hook: 'patient-view',
+      hookInstance: ID.mrn,
+      context: { patientId: 'p1' },
+      prefetch: { patient: { resourceType: 'Patient', id: 'p1', name: [{ text: ID.name }] } },
+    };
   if (path.endsWith('/predict')) return { instances: [{ ...NEWS2, name: ID.name, mrn: ID.mrn }] };
   if (path.endsWith('/jobs'))
     return {

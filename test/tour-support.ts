@@ -29,6 +29,7 @@ export interface Endpoint {
 }
 
 /** Every route the app mounts (37): a test that loops over these covers all of them. */
+/** Every route the app mounts (34): a test that loops over these covers all of them. */
 export const ENDPOINTS: readonly Endpoint[] = [
   { method: 'GET', path: '/healthz', role: 'none' },
   { method: 'GET', path: '/readyz', role: 'none' },
@@ -67,6 +68,12 @@ export const ENDPOINTS: readonly Endpoint[] = [
   { method: 'POST', path: '/v2/models/:model/infer', role: 'client', body: true },
   { method: 'GET', path: '/openapi.json', role: 'none' },
   { method: 'GET', path: '/docs/:asset', role: 'none' },
+  { method: 'GET', path: '/fhir/metadata', role: 'none' },
+  { method: 'POST', path: '/fhir/RiskAssessment/$predict', role: 'client', body: true },
+  // CDS Hooks calls carry the EHR's JWT, not a key
+  { method: 'GET', path: '/cds-services', role: 'none' },
+  { method: 'POST', path: '/cds-services/:service', role: 'none', body: true },
+  { method: 'POST', path: '/cds-services/:service/feedback', role: 'none', body: true },
 ];
 
 /** A valid NEWS2 instance. */

@@ -21,13 +21,16 @@ export function jobEvent(
       model: record.model,
       version: record.version,
       state: record.state,
-      statusUrl: `/v1/jobs/${record.id}`,
+      // absolute, as the caller reached the gateway (or TRIAGE_PUBLIC_URL): a callback is read far from the request
+      statusUrl: record.baseUrl ? `${record.baseUrl}/v1/jobs/${record.id}` : `/v1/jobs/${record.id}`,
+      ...(record.correlation ? { correlation: record.correlation } : {}),
       ...(event === 'released' && record.state === 'released' ? { result: releasedResult(record) } : {}),
       ...(record.decision
         ? {
             decision: {
               outcome: record.decision.outcome,
               at: new Date(record.decision.at).toISOString(),
+              reason: record.decision.reason,
               // who decided: the reviewer's key id, or the named person behind a bearer token
               by: {
                 id: record.decision.by,

@@ -11,6 +11,7 @@ function issueType(status: number): string {
   if (status === 409) return 'conflict';
   if (status === 413) return 'too-long';
   if (status === 415) return 'not-supported';
+  if (status === 422) return 'incomplete';
   if (status === 503) return 'transient';
   if (status === 504) return 'timeout';
   return status < 500 ? 'invalid' : 'exception';

@@ -4,10 +4,12 @@ import { Problem } from '../platform/errors.ts';
 import type { JobMetrics } from '../platform/metrics.ts';
 import type { Manifest } from '../registry/schema.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
+import { documentId } from '../serving/documents.ts';
 import { prepareInput } from '../serving/inputs.ts';
-import type { JobRecord, JobStore } from './store.ts';
+import type { Correlation, JobRecord, JobStore } from './store.ts';
 
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
+const REFERENCE = /^[\x20-\x7e]{1,256}$/;
 
 /** Where accepted jobs wait for a worker (the inference queue module implements it). */
 export interface JobQueue {
@@ -39,7 +41,8 @@ export class JobService {
   async submit(
     principal: Principal,
     model: CatalogModel,
-    body: { input?: unknown; callbackUrl?: unknown; idempotencyKey?: unknown },
+    body: { input?: unknown; callbackUrl?: unknown; idempotencyKey?: unknown; reference?: unknown },
+    baseUrl?: string,
   ): Promise<{ id: string; created: boolean; createdAt: number }> {
     const { manifest } = model;
     if (body.input === undefined) throw new Problem('invalid_request', '"input" is required');
@@ -55,6 +58,15 @@ export class JobService {
       }
       idempotencyKey = body.idempotencyKey;
     }
+    if (body.reference !== undefined && (typeof body.reference !== 'string' || !REFERENCE.test(body.reference))) {
+      throw new Problem('invalid_request', 'reference must be 1-256 printable characters');
+    }
+    const documentRef = manifest.input === 'document' ? documentId(body.input) : undefined;
+    const correlation: Correlation = {
+      ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+      ...(documentRef !== undefined ? { documentId: documentRef } : {}),
+      ...(typeof body.reference === 'string' ? { reference: body.reference } : {}),
+    };
     const createdAt = this.#d.now();
     const result = await this.#d.store.create({
       model: manifest.name,
@@ -63,6 +75,8 @@ export class JobService {
       payload: body.input,
       ...(callbackUrl ? { callbackUrl } : {}),
       ...(idempotencyKey ? { idempotencyKey } : {}),
+      correlation,
+      ...(baseUrl ? { baseUrl } : {}),
       now: createdAt,
     });
     if (!result.sameRequest) {

@@ -35,6 +35,10 @@ export interface JobRecord {
   output?: unknown;
   amendedOutput?: unknown;
   callbackUrl?: string;
+  /** the caller's own handles on the job, returned in its callbacks */
+  correlation?: Correlation;
+  /** the gateway's base URL as the caller reached it: callbacks carry absolute URLs */
+  baseUrl?: string;
   createdAt: number;
   updatedAt: number;
   heldAt?: number;
@@ -51,6 +55,14 @@ export interface JobRecord {
   };
   error?: string;
   attempts: number;
+}
+
+export interface Correlation {
+  idempotencyKey?: string;
+  /** the id of the DocumentReference submitted */
+  documentId?: string;
+  /** the caller's reference (an order or encounter number of theirs) */
+  reference?: string;
 }
 
 export interface TransitionResult {
@@ -104,11 +116,21 @@ export class JobStore {
     payload: unknown;
     callbackUrl?: string;
     idempotencyKey?: string;
+    correlation?: Correlation;
+    baseUrl?: string;
     now: number;
   }): Promise<{ id: string; created: boolean; sameRequest: boolean }> {
     const id = randomUUID();
     const requestHash = createHash('sha256')
-      .update(JSON.stringify([input.model, input.payload, input.callbackUrl ?? null]))
+      .update(
+        JSON.stringify([
+          input.model,
+          input.payload,
+          input.callbackUrl ?? null,
+          // a reference only when given, so the hashes of earlier requests stay what they were
+          ...(input.correlation?.reference !== undefined ? [input.correlation.reference] : []),
+        ]),
+      )
       .digest('hex');
     const idem = input.idempotencyKey === undefined ? `auto-${id}` : hashedKeyPart('idem', input.idempotencyKey);
     const idemKey = this.#key('idem', input.client, idem);
@@ -136,6 +158,10 @@ export class JobStore {
       'escalated',
       '0',
       ...(input.callbackUrl ? ['callbackUrl', input.callbackUrl] : []),
+      ...(input.correlation && Object.keys(input.correlation).length > 0
+        ? ['correlation', JSON.stringify(input.correlation)]
+        : []),
+      ...(input.baseUrl ? ['baseUrl', input.baseUrl] : []),
     ];
     const [created, jobId] = (await (this.#redis as unknown as TriageCommands).triageCreate(
       idemKey,
@@ -267,6 +293,8 @@ function parseRecord(h: Record<string, string>): JobRecord {
     output: json(h.output),
     amendedOutput: json(h.amendedOutput),
     callbackUrl: h.callbackUrl,
+    ...(h.correlation ? { correlation: json(h.correlation) as Correlation } : {}),
+    ...(h.baseUrl ? { baseUrl: h.baseUrl } : {}),
     createdAt: Number(h.createdAt),
     updatedAt: Number(h.updatedAt),
     heldAt: num(h.heldAt),

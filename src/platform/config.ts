@@ -32,6 +32,11 @@ const envSchema = z.object({
   TRIAGE_HL7_MLLP_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   TRIAGE_HL7_MLLP_HOST: z.string().min(1).default('127.0.0.1'),
   TRIAGE_DESK_SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  TRIAGE_CDS_CLIENTS: z.string().min(1).optional(),
+  TRIAGE_PUBLIC_URL: z
+    .url({ protocol: /^https?$/ })
+    .transform((u) => u.replace(/\/+$/, ''))
+    .optional(),
   TRIAGE_RATE_LIMIT_PREDICT: rateSchema.prefault('100/1s'),
   TRIAGE_RATE_LIMIT_SUBMIT: rateSchema.prefault('10/1s'),
   TRIAGE_RATE_LIMIT_DEFAULT: rateSchema.prefault('50/1s'),
@@ -107,6 +112,8 @@ export type Config = {
   fhirServers: string | undefined;
   /** the HL7v2 door (src/ingress/hl7/): the sync models it scores, and the MLLP listener (no port: none) */
   hl7: { models: string[]; mllpPort: number | undefined; mllpHost: string };
+  /** raw CDS Hooks client config (YAML or JSON): the EHRs whose JWTs are accepted */
+  cdsClients: string | undefined;
   rateLimits: RateLimitSettings;
   openOpsEndpoints: boolean;
   logLevel: z.infer<typeof envSchema>['TRIAGE_LOG_LEVEL'];
@@ -114,6 +121,8 @@ export type Config = {
   maxBodyBytes: number;
   /** signs review-desk session cookies; every replica needs the same one */
   deskSessionSecret: string | undefined;
+  /** the gateway's public base URL (behind a proxy): absolute URLs in callbacks; else each request's own origin */
+  publicUrl: string | undefined;
   shutdownGraceMs: number;
   syncCeilingMs: number;
   warmupRuns: number;
@@ -198,6 +207,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       mllpPort: e.TRIAGE_HL7_MLLP_PORT,
       mllpHost: e.TRIAGE_HL7_MLLP_HOST,
     },
+    cdsClients: e.TRIAGE_CDS_CLIENTS,
     rateLimits: {
       classes: {
         predict: e.TRIAGE_RATE_LIMIT_PREDICT,
@@ -212,6 +222,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     accessLog: e.TRIAGE_ACCESS_LOG,
     maxBodyBytes: e.TRIAGE_MAX_BODY_BYTES,
     deskSessionSecret: e.TRIAGE_DESK_SESSION_SECRET,
+    publicUrl: e.TRIAGE_PUBLIC_URL,
     shutdownGraceMs: e.TRIAGE_SHUTDOWN_GRACE_MS,
     syncCeilingMs: e.TRIAGE_SYNC_CEILING_MS,
     warmupRuns: e.TRIAGE_WARMUP_RUNS,

@@ -20,7 +20,7 @@ export const problemCodes = {
   run_failed: { status: 500, title: 'The batch run failed' },
   model_not_found: { status: 404, title: 'No such model' },
   method_not_allowed: { status: 405, title: 'Method not allowed on this resource' },
-  // 409/413/415
+  // 409/413/415/422
   wrong_tier: { status: 409, title: 'This model is not served on this endpoint' },
   idempotency_conflict: { status: 409, title: 'This idempotency key was used for a different request' },
   already_decided: { status: 409, title: 'This review has already been decided' },
@@ -32,6 +32,7 @@ export const problemCodes = {
     status: 409,
     title: 'A threshold change needs an approved change request: the previous manifests keep serving',
   },
+  insufficient_data: { status: 422, title: 'Not enough data to score: no score, follow the standard protocol' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
   // 429

@@ -18,7 +18,7 @@ const ID = /^[A-Za-z0-9._-]{1,64}$/;
 const algorithms = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 
 /** https, or plain http to a loopback host (a test or a sidecar): keys fetched in clear could be swapped. */
-const keyUrl = z.url().refine((u) => {
+export const keyUrl = z.url().refine((u) => {
   const url = new URL(u);
   return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopback(url.hostname));
 }, 'must be an https URL (plain http only to loopback)');

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { exportInputSchema } from '../ingress/export-request.ts';
 import { checkFhirMapping, fhirMappingSchema } from './fhir-mapping.ts';
+import { checkHooks, hooksSchema } from './hooks.ts';
 import { versionId, versionSchema } from './versions.ts';
 
 /**
@@ -234,9 +235,12 @@ export const manifestSchema = z
       .optional(),
     /** cron schedules of batch scoring (a model with only schedules is a batch model) */
     schedules: z.array(scheduleSchema).optional(),
+    /** CDS Hooks services of the model (src/registry/hooks.ts) */
+    hooks: hooksSchema.optional(),
   })
   .strict()
   .superRefine((m, ctx) => {
+    checkHooks(m, ctx);
     if (m.input === 'features' && m.features.length === 0) {
       ctx.addIssue({ code: 'custom', message: 'a features model needs at least one feature', path: ['features'] });
     }

@@ -47,50 +47,76 @@ export function hashDocument(text: string, out: Float32Array): Float32Array {
 }
 
 /**
- * Extracts the note text; refuses (400) anything else. A DocumentReference must carry a text attachment inline
- * (`content[0].attachment.data`, base64): Triage never fetches an attachment `url` (no server-side requests on
- * behalf of callers).
+ * Extracts the note text; refuses (400) anything else. The input is `{"text"}`, `{"document": <DocumentReference>}`
+ * or the DocumentReference itself. Every text attachment is read (a note split over several, or sent as plain text
+ * and markdown, is one note; an identical rendition is read once); attachments must be inline (`attachment.data`,
+ * base64): Triage never fetches an attachment `url` (no server-side requests on behalf of callers), and a text
+ * attachment only at a url is refused rather than scored without. Non-text renditions (PDF, images) are skipped.
  */
 export function documentText(input: unknown, maxChars: number): string {
   const fail = (detail: string): never => {
     throw new Problem('invalid_input', detail, { extensions: { errors: [{ pointer: '/input', detail }] } });
   };
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    return fail('input must be {"text": "..."} or {"document": <FHIR DocumentReference>}');
-  }
-  const keys = Object.keys(input);
-  if (keys.length !== 1 || !(keys[0] === 'text' || keys[0] === 'document')) {
-    return fail('input must have exactly one of "text" or "document"');
+    return fail('input must be {"text": "..."}, {"document": <FHIR DocumentReference>} or a DocumentReference');
   }
   let text: string;
-  if ('text' in input) {
-    if (typeof input.text !== 'string') return fail('input.text must be a string');
-    text = input.text;
+  if ((input as { resourceType?: unknown }).resourceType !== undefined) {
+    text = referenceText(input as Record<string, unknown>, fail);
   } else {
-    const doc = (input as { document: unknown }).document as Record<string, unknown> | null;
-    if (typeof doc !== 'object' || doc === null || doc.resourceType !== 'DocumentReference') {
-      return fail('input.document must be a FHIR DocumentReference');
+    const keys = Object.keys(input);
+    if (keys.length !== 1 || !(keys[0] === 'text' || keys[0] === 'document')) {
+      return fail('input must have exactly one of "text" or "document", or be a DocumentReference');
     }
-    const content = Array.isArray(doc.content) ? (doc.content[0] as Record<string, unknown> | undefined) : undefined;
-    const attachment = content?.attachment as Record<string, unknown> | undefined;
-    if (!attachment || typeof attachment.data !== 'string') {
-      return fail(
-        'the DocumentReference needs content[0].attachment.data (base64 text); attachment urls are not fetched',
-      );
-    }
-    const contentType = String(attachment.contentType ?? 'text/plain')
-      .split(';')[0]
-      ?.trim()
-      .toLowerCase();
-    if (!DOCUMENT_TEXT_TYPES.includes(contentType ?? '')) {
-      return fail(`attachment contentType must be one of ${DOCUMENT_TEXT_TYPES.join(', ')}`);
-    }
-    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(attachment.data.replace(/\s+/g, ''))) {
-      return fail('attachment data is not base64');
-    }
-    text = Buffer.from(attachment.data, 'base64').toString('utf8');
+    if ('text' in input) {
+      if (typeof input.text !== 'string') return fail('input.text must be a string');
+      text = input.text;
+    } else text = referenceText((input as { document: unknown }).document, fail);
   }
   if (text.trim().length === 0) return fail('the document text is empty');
   if (text.length > maxChars) return fail(`the document text is longer than ${maxChars} characters`);
   return text;
+}
+
+/** The id of a DocumentReference given as a job's input (directly or wrapped), for the caller's correlation. */
+export function documentId(input: unknown): string | undefined {
+  const doc = (input as { document?: unknown } | null)?.document ?? input;
+  const r = doc as { resourceType?: unknown; id?: unknown } | null;
+  return r?.resourceType === 'DocumentReference' && typeof r.id === 'string' ? r.id.slice(0, 64) : undefined;
+}
+
+function referenceText(value: unknown, fail: (detail: string) => never): string {
+  const doc = value as Record<string, unknown> | null;
+  if (typeof doc !== 'object' || doc === null || doc.resourceType !== 'DocumentReference') {
+    return fail('the document must be a FHIR DocumentReference');
+  }
+  // entered-in-error: the document never should have existed; scoring it would put a phantom note in the record
+  if (doc.status === 'entered-in-error' || doc.docStatus === 'entered-in-error') {
+    return fail('the DocumentReference is entered-in-error: it is not scored');
+  }
+  const content = Array.isArray(doc.content) ? (doc.content as unknown[]) : [];
+  const texts: string[] = [];
+  for (const [i, c] of content.entries()) {
+    const attachment = (c as { attachment?: Record<string, unknown> } | null)?.attachment;
+    if (!attachment) continue;
+    const contentType = String(attachment.contentType ?? 'text/plain')
+      .split(';')[0]
+      ?.trim()
+      .toLowerCase();
+    if (!DOCUMENT_TEXT_TYPES.includes(contentType ?? '')) continue;
+    if (typeof attachment.data !== 'string') {
+      return fail(`content[${i}] is text without inline data (attachment urls are not fetched): send it as data`);
+    }
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(attachment.data.replace(/\s+/g, ''))) {
+      return fail(`content[${i}].attachment.data is not base64`);
+    }
+    const text = Buffer.from(attachment.data, 'base64').toString('utf8');
+    if (!texts.includes(text)) texts.push(text);
+  }
+  if (texts.length === 0) {
+    return fail(
+      `the DocumentReference needs a text attachment (${DOCUMENT_TEXT_TYPES.join(', ')}) with inline base64 data`,
+    );
+  }
+  return texts.join('\n\n');
 }

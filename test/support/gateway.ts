@@ -7,9 +7,11 @@
  * model gets GENEROUS_BUDGET_MS, so a machine whose cores are busy still answers in time. `sync` overrides any field
  * of the sync sections on top of that.
  */
+
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Logger } from 'pino';
+import type { CdsClientsConfig } from '../../src/cds-hooks/jwt.ts';
 import { composeGateway, type Gateway, type GatewayConfig } from '../../src/gateway.ts';
 import type { ApiKeyStore } from '../../src/platform/auth.ts';
 import type { CallbackPolicy } from '../../src/platform/config.ts';
@@ -88,6 +90,8 @@ export interface GatewayOptions {
   redisReady?: () => Promise<boolean>;
   /** another Redis URL than TRIAGE_REDIS_URL (e.g. a proxy in front of it) */
   redisUrl?: string;
+  /** EHRs registered for CDS Hooks */
+  cdsClients?: CdsClientsConfig;
   /** any other configuration (FHIR servers, HL7 …), applied last */
   config?: Partial<GatewayConfig>;
 }
@@ -166,6 +170,7 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
     models: await load(options),
     ...(options.tokens ? { tokens: options.tokens } : {}),
     ...(options.rateLimits ? { rateLimits: options.rateLimits } : {}),
+    ...(options.cdsClients ? { cdsClients: options.cdsClients } : {}),
     // default: the factory main() uses (ONNX in process, cloud versions behind resilience)
     ...(factory ? { runtimeFactory: factory } : {}),
     ...(options.now ? { now: options.now } : {}),
