@@ -17,7 +17,7 @@ import { parseBody, type RouteDoc, TRIAGE_VERSION } from '../src/platform/openap
 import type { CatalogModel } from '../src/serving/catalog.ts';
 import { assertReady } from './health.ts';
 import { endpointFor } from './models.ts';
-import { DEADLINE_HEADER, parseDeadline, parseSubjectKey, SUBJECT_HEADER } from './predict.ts';
+import { DEADLINE_HEADER, parseDeadline, parseSubjectKey, SUBJECT_HEADER, SYNC_SCORING_ERRORS } from './predict.ts';
 
 const parameters = z
   .record(z.string(), z.union([z.string(), z.number(), z.boolean()]))
@@ -119,18 +119,7 @@ export const oipDocs: RouteDoc[] = [
     auth: ['client'],
     body: inferRequest,
     responses: { 200: { description: 'the output tensors', schema: inferResponse } },
-    errors: [
-      'invalid_input',
-      'invalid_header',
-      'batch_too_large',
-      'model_not_found',
-      'wrong_tier',
-      'overloaded',
-      'not_ready',
-      'deadline_exceeded',
-      'inference_failed',
-      'upstream_failed',
-    ],
+    errors: SYNC_SCORING_ERRORS,
   }),
 ];
 

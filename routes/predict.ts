@@ -41,6 +41,20 @@ export const predictRequest = bodyObject(
   '{"instances": [...]}',
 );
 
+/** What a sync scoring can answer besides authentication: the same on every door to the sync tier (v1, OIP v2). */
+export const SYNC_SCORING_ERRORS = [
+  'invalid_input',
+  'invalid_header',
+  'batch_too_large',
+  'model_not_found',
+  'wrong_tier',
+  'overloaded',
+  'not_ready',
+  'deadline_exceeded',
+  'inference_failed',
+  'upstream_failed',
+] as const;
+
 export const predictDocs: RouteDoc[] = [
   {
     method: 'post',
@@ -66,18 +80,7 @@ export const predictDocs: RouteDoc[] = [
       },
       202: jobAccepted,
     },
-    errors: [
-      'invalid_input',
-      'invalid_header',
-      'batch_too_large',
-      'model_not_found',
-      'wrong_tier',
-      'overloaded',
-      'not_ready',
-      'deadline_exceeded',
-      'inference_failed',
-      'upstream_failed',
-    ],
+    errors: SYNC_SCORING_ERRORS,
   },
 ];
 

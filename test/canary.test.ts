@@ -15,23 +15,15 @@ import {
   makePrefix,
   pool,
   removeDir,
+  SICK_VITALS,
   scoreOnnx,
   type TestGateway,
   tempModels,
-  type Vitals,
   waitFor,
 } from './support/index.ts';
 
 const keys = makeKeys();
-const VITALS: Vitals = {
-  age: 71,
-  respirationRate: 24,
-  spo2: 93,
-  systolicBP: 104,
-  pulse: 112,
-  temperature: 38.1,
-  onOxygen: false,
-};
+const VITALS = SICK_VITALS;
 
 const routingUrl = `/v1/models/${MODEL}/routing`;
 

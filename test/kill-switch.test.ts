@@ -21,23 +21,15 @@ import {
   placeDischarges,
   REDIS_URL,
   removeDir,
+  SICK_VITALS,
   type TestGateway,
   tempDir,
   tempModels,
-  type Vitals,
   waitFor,
   waitForRun,
 } from './support/index.ts';
 
-const VITALS: Vitals = {
-  age: 71,
-  respirationRate: 24,
-  spo2: 93,
-  systolicBP: 104,
-  pulse: 112,
-  temperature: 38.1,
-  onOxygen: false,
-};
+const VITALS = SICK_VITALS;
 
 describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () => {
   const keys = makeKeys();

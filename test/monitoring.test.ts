@@ -15,7 +15,6 @@ import { binOf, psi, quantileEdges } from '../src/monitoring/psi.ts';
 import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { loadModels, ManifestError } from '../src/registry/load.ts';
 import { ModelCatalog } from '../src/serving/catalog.ts';
-import { startWorkers } from '../workers/index.ts';
 import {
   buildGateway,
   deletePrefix,
@@ -219,17 +218,14 @@ describe('monitoring on the job tiers: assumed data, overrides per version, batc
   const prefix = makePrefix('monitoring-jobs');
   let dataDir: string;
   let gw: TestGateway;
-  let workers: { close(): Promise<void> };
 
   before(async () => {
     dataDir = await tempDir('monitoring');
     await placeDischarges(dataDir);
-    gw = await buildGateway({ prefix, keys, dataDir });
-    workers = startWorkers(['inference', 'batch'], gw.gateway.services);
+    gw = await buildGateway({ prefix, keys, dataDir, workers: ['inference', 'batch'] });
   });
 
   after(async () => {
-    await workers?.close();
     await gw?.close();
     await deletePrefix(prefix);
     await removeDir(dataDir);

@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { outcomeMetrics } from '../src/outcomes/metrics.ts';
-import { startWorkers } from '../workers/index.ts';
 import {
   allAudit,
   buildGateway,
@@ -208,17 +207,14 @@ describe('outcomes of jobs and batch rows', { timeout: 120_000 }, () => {
   const prefix = makePrefix('outcomes-jobs');
   let dataDir: string;
   let gw: TestGateway;
-  let workers: { close(): Promise<void> };
 
   before(async () => {
     dataDir = await tempDir('outcomes');
     await placeDischarges(dataDir);
-    gw = await buildGateway({ prefix, keys, dataDir });
-    workers = startWorkers(['inference', 'batch'], gw.gateway.services);
+    gw = await buildGateway({ prefix, keys, dataDir, workers: ['inference', 'batch'] });
   });
 
   after(async () => {
-    await workers?.close();
     await gw?.close();
     await deletePrefix(prefix);
     await removeDir(dataDir);

@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { SILENT_ACTION } from '../src/serving/scorer.ts';
-import { startWorkers } from '../workers/index.ts';
 import {
   allAudit,
   buildGateway,
@@ -19,23 +18,15 @@ import {
   placeDischarges,
   type Reply,
   removeDir,
+  SICK_VITALS,
   type TestGateway,
   tempDir,
   tempModels,
-  type Vitals,
   waitFor,
   waitForRun,
 } from './support/index.ts';
 
-const VITALS: Vitals = {
-  age: 71,
-  respirationRate: 24,
-  spo2: 93,
-  systolicBP: 104,
-  pulse: 112,
-  temperature: 38.1,
-  onOxygen: false,
-};
+const VITALS = SICK_VITALS;
 
 describe('silent deployment on the sync tier', { timeout: 60_000 }, () => {
   const keys = makeKeys();
@@ -117,17 +108,14 @@ describe('silent deployment on the job tiers', { timeout: 120_000 }, () => {
   const prefix = makePrefix('silent-jobs');
   let dataDir: string;
   let gw: TestGateway;
-  let workers: { close(): Promise<void> };
 
   before(async () => {
     dataDir = await tempDir('silent');
     await placeDischarges(dataDir);
-    gw = await buildGateway({ prefix, keys, dataDir });
-    workers = startWorkers(['inference', 'batch'], gw.gateway.services);
+    gw = await buildGateway({ prefix, keys, dataDir, workers: ['inference', 'batch'] });
   });
 
   after(async () => {
-    await workers?.close();
     await gw?.close();
     await deletePrefix(prefix);
     await removeDir(dataDir);

@@ -71,6 +71,17 @@ export interface Vitals {
   onOxygen: boolean;
 }
 
+/** A patient near the deterioration threshold: the vitals the release tests score (canary, kill switch, silent). */
+export const SICK_VITALS: Vitals = {
+  age: 71,
+  respirationRate: 24,
+  spo2: 93,
+  systolicBP: 104,
+  pulse: 112,
+  temperature: 38.1,
+  onOxygen: false,
+};
+
 /** The feature columns in the order the manifest declares them (read from the bundled model.yaml). */
 async function featureOrder(modelsDir: string): Promise<Array<keyof Vitals>> {
   const manifest = YAML.parse(await readFile(path.join(modelsDir, MODEL, 'model.yaml'), 'utf8'));
