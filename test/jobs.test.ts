@@ -309,6 +309,9 @@ describe('idempotent submission', () => {
 
   test('10 concurrent identical submissions → one job', async () => {
     const before = metricValue(await metrics(), 'triage_jobs_total', { model: 'note-triage', state: 'queued' }) ?? 0;
+    const bullJobs = () => gw.gateway.services.queues.inference.getJobCountByTypes('completed', 'wait', 'active');
+    await waitFor(() => queueIdle(gw.gateway.services.queues.inference), 'the inference queue to drain');
+    const bullBefore = await bullJobs();
     const body = { input: note(NOTES.none), idempotencyKey: `burst-${randomUUID()}` };
     const replies = await Promise.all(Array.from({ length: 10 }, () => submit(body)));
     for (const r of replies) assert.equal(r.status, 202, r.text);
@@ -321,6 +324,8 @@ describe('idempotent submission', () => {
     const m = await metrics();
     const after = metricValue(m, 'triage_jobs_total', { model: 'note-triage', state: 'queued' });
     assert.equal(after, before + 1);
+    // a submission with a key is queued only once its record is known: no job queued for a record never made
+    assert.equal(await bullJobs(), bullBefore + 1, 'one BullMQ job for the ten submissions');
     // the async tier is visible: queue wait, job duration by outcome, inference on the async tier
     const labels = { model: 'note-triage', tier: 'async' };
     assert.ok((metricValue(m, 'triage_job_queue_wait_seconds_count', labels) ?? 0) >= 1);

@@ -23,6 +23,8 @@ export const INFERENCE_QUEUE = 'inference';
 
 export interface InferenceJobData {
   jobId: string;
+  /** the job's model, so a worker reads the routing in force while it claims the record (absent in older jobs) */
+  model?: string;
 }
 
 /** How long a job may score when its model sets no async timeout. */
@@ -41,7 +43,7 @@ export function inferenceQueuePort(queue: Queue<InferenceJobData>): JobQueue {
     async enqueue(jobId: string, manifest: Manifest) {
       await queue.add(
         'infer',
-        { jobId },
+        { jobId, model: manifest.name },
         jobOptions(
           {
             attempts: manifest.async?.attempts ?? 3,
@@ -99,8 +101,12 @@ export async function execInferenceJob(
 ): Promise<string> {
   const { store, now } = deps;
   const id = job.data.jobId;
-  // one round trip: queued (or a stalled running) → running with its start time and attempt, and the record back
-  const claim = await store.claim(id, now());
+  // one round trip: queued (or a stalled running) → running with its start time and attempt, and the record back,
+  // beside the routing in force now (shadows changed through the API included) of the model the job names
+  const [claim, routed] = await Promise.all([
+    store.claim(id, now()),
+    job.data.model === undefined ? undefined : deps.catalog.fresh(job.data.model),
+  ]);
   if (!claim.record) return claim.state ? `already ${claim.state}` : 'gone';
   const record = claim.record;
   const started = now();
@@ -108,8 +114,8 @@ export async function execInferenceJob(
   if (record.attempts === 1) deps.metrics.jobQueueWait.observe(labels, Math.max(0, started - record.createdAt) / 1000);
   const took = (outcome: string) =>
     deps.metrics.jobDuration.observe({ ...labels, outcome }, Math.max(0, now() - started) / 1000);
-  // the routing in force now (shadows changed through the API included); the version is the one recorded at submit
-  const model = await deps.catalog.fresh(record.model);
+  // the version is the one recorded at submit
+  const model = routed?.name === record.model ? routed : await deps.catalog.fresh(record.model);
   if (!model?.manifest.versions.some((v) => v.version === record.version)) {
     await failJob(deps, record, 'the model is no longer served');
     throw new UnrecoverableError('model not served');

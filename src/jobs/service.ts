@@ -6,13 +6,17 @@ import type { Manifest } from '../registry/schema.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { documentId } from '../serving/documents.ts';
 import { prepareInput } from '../serving/inputs.ts';
-import type { Correlation, JobRecord, JobStore } from './store.ts';
+import { type Correlation, type JobRecord, JobStore } from './store.ts';
 
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
 const REFERENCE = /^[\x20-\x7e]{1,256}$/;
 
 /** Where accepted jobs wait for a worker (the inference queue module implements it). */
 export interface JobQueue {
+  /**
+   * Queues a job. Must send on the job store's connection, and before its first await, so a job queued right after
+   * its record reaches Redis behind it (the composition root gives both the one connection).
+   */
   enqueue(jobId: string, manifest: Manifest): Promise<void>;
   /** withdraws a job no worker has taken yet */
   remove(jobId: string): Promise<void>;
@@ -68,7 +72,9 @@ export class JobService {
       ...(typeof body.reference === 'string' ? { reference: body.reference } : {}),
     };
     const createdAt = this.#d.now();
-    const result = await this.#d.store.create({
+    const id = JobStore.newId();
+    const creating = this.#d.store.create({
+      id,
       model: manifest.name,
       version: model.version,
       client: principal.id,
@@ -79,12 +85,17 @@ export class JobService {
       ...(baseUrl ? { baseUrl } : {}),
       now: createdAt,
     });
+    // One round trip for the record and the queue: without an idempotency key the record is always this new job's,
+    // so the job is queued at once, right behind its record on the same connection (a worker never takes a job
+    // whose record Redis has not stored). With a key the record may be an earlier job's: queued once it is known.
+    const queuing = idempotencyKey === undefined ? this.#d.queue.enqueue(id, manifest) : undefined;
+    const [result] = await Promise.all([creating, queuing]);
     if (!result.sameRequest) {
       throw new Problem('idempotency_conflict', 'this idempotencyKey was already used for a different request', {
         extensions: { jobId: result.id },
       });
     }
-    await this.#d.queue.enqueue(result.id, manifest);
+    if (!queuing) await this.#d.queue.enqueue(result.id, manifest); // idempotent: a retry after a crash queues it once
     if (result.created) this.#d.metrics.jobs.inc({ model: manifest.name, state: 'queued' });
     return { ...result, createdAt };
   }

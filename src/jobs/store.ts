@@ -105,11 +105,18 @@ export class JobStore {
     return this.#key('reviews', 'pending', model);
   }
 
+  /** A new job's id: the caller may queue the job in the same round trip as its record (see JobService.submit). */
+  static newId(): string {
+    return randomUUID();
+  }
+
   /**
-   * Creates a job, or returns the job an earlier submission with the same idempotency key created. The same key with
-   * a different request is a conflict (the caller learns it reused a key), never a second job.
+   * Creates job `input.id`, or returns the job an earlier submission with the same idempotency key created. The same
+   * key with a different request is a conflict (the caller learns it reused a key), never a second job. The script is
+   * sent before this returns its promise, so a command the caller issues next reaches Redis after it.
    */
   async create(input: {
+    id: string;
     model: string;
     version: string;
     client: string;
@@ -120,7 +127,7 @@ export class JobStore {
     baseUrl?: string;
     now: number;
   }): Promise<{ id: string; created: boolean; sameRequest: boolean }> {
-    const id = randomUUID();
+    const { id } = input;
     const requestHash = createHash('sha256')
       .update(
         JSON.stringify([
