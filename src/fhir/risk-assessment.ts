@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Manifest } from '../registry/schema.ts';
 import type { PatientRow } from './observations.ts';
 
@@ -10,7 +10,7 @@ const BAND_CODES: Record<string, string> = { low: 'low', medium: 'moderate', hig
 
 /** A resource id that is the same for the same run and patient, so a resumed run writes the same resource. */
 function resourceId(runId: string, subject: string): string {
-  return createHash('sha256').update(`${runId}\0${subject}`).digest('hex').slice(0, 64);
+  return hash('sha256', `${runId}\0${subject}`, 'hex').slice(0, 64);
 }
 
 /**

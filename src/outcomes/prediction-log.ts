@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { scoreOf } from '../monitoring/recorder.ts';
@@ -24,7 +24,8 @@ export interface LoggedPrediction {
  * encounter id, so it reaches Redis only as a hash.
  */
 export function refField(ref: string): string {
-  return ref.startsWith('batch:') ? `batch:${createHash('sha256').update(ref).digest('base64url').slice(0, 24)}` : ref;
+  // one-shot hash: a batch hashes every row, and createHash's object per call cost three times as much
+  return ref.startsWith('batch:') ? `batch:${hash('sha256', ref, 'base64url').slice(0, 24)}` : ref;
 }
 
 /** The stored form of a logged prediction: compact, as a busy second writes thousands. */
