@@ -40,6 +40,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const { metrics, logger } = deps;
   const requestDuration = labelled(metrics.httpRequestDuration);
+  // The access log's fields are identifiers built here (route pattern, ids, labels), never a body or a header, so
+  // its lines skip the logger's redaction: the wildcard paths cost about four times the rest of a line.
+  const accessLog = logger.child({}, { redact: [] });
 
   app.use('*', async (c, next) => {
     const started = performance.now();
@@ -66,7 +69,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     requestDuration(labels).observe(seconds);
     if (deps.options.accessLog || c.res.status >= 500) {
       // route pattern, never the raw path or body: no patient data in logs
-      logger[c.res.status >= 500 ? 'warn' : 'info'](
+      accessLog[c.res.status >= 500 ? 'warn' : 'info'](
         { requestId, principal: c.get('principal')?.id, ...labels, ms: Number((seconds * 1000).toFixed(3)) },
         'request',
       );
