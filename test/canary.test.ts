@@ -10,6 +10,7 @@ import {
   allAudit,
   buildGateway,
   deletePrefix,
+  HANG_GUARD_MS,
   MODEL,
   makeKeys,
   makePrefix,
@@ -27,7 +28,7 @@ const VITALS = SICK_VITALS;
 
 const routingUrl = `/v1/models/${MODEL}/routing`;
 
-describe('canary split, promotion and rollback', { timeout: 60_000 }, () => {
+describe('canary split, promotion and rollback', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('canary');
   let modelsDir: string;
   /** replica A: where the changes are made */
@@ -411,7 +412,7 @@ describe('canary split, promotion and rollback', { timeout: 60_000 }, () => {
   }
 });
 
-describe('release evidence', { timeout: 60_000 }, () => {
+describe('release evidence', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('canary-evidence');
   let modelsDir: string;
   let gw: TestGateway;

@@ -15,6 +15,7 @@ import {
   allAudit,
   buildGateway,
   deletePrefix,
+  HANG_GUARD_MS,
   MODEL,
   makeKeys,
   makePrefix,
@@ -31,7 +32,7 @@ import {
 
 const VITALS = SICK_VITALS;
 
-describe('kill switch on the sync tier, two replicas', { timeout: 60_000 }, () => {
+describe('kill switch on the sync tier, two replicas', { timeout: HANG_GUARD_MS }, () => {
   const keys = makeKeys();
   const prefix = makePrefix('kill-switch');
   let modelsDir: string;

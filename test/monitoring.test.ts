@@ -18,6 +18,7 @@ import { ModelCatalog } from '../src/serving/catalog.ts';
 import {
   buildGateway,
   deletePrefix,
+  HANG_GUARD_MS,
   MODEL,
   MODELS_DIR,
   makeKeys,
@@ -98,7 +99,7 @@ test('a review decision counted before the first scoring of a flush does not los
   }
 });
 
-describe('monitoring on the sync tier, two replicas', { timeout: 60_000 }, () => {
+describe('monitoring on the sync tier, two replicas', { timeout: HANG_GUARD_MS }, () => {
   const keys = makeKeys();
   const prefix = makePrefix('monitoring');
   let modelsDir: string;
@@ -213,7 +214,9 @@ describe('monitoring on the sync tier, two replicas', { timeout: 60_000 }, () =>
   });
 });
 
-describe('monitoring on the job tiers: assumed data, overrides per version, batch rows', { timeout: 120_000 }, () => {
+describe('monitoring on the job tiers: assumed data, overrides per version, batch rows', {
+  timeout: HANG_GUARD_MS,
+}, () => {
   const keys = makeKeys();
   const prefix = makePrefix('monitoring-jobs');
   let dataDir: string;
@@ -306,7 +309,7 @@ describe('monitoring on the job tiers: assumed data, overrides per version, batc
   });
 });
 
-describe('monitoring off', { timeout: 30_000 }, () => {
+describe('monitoring off', { timeout: HANG_GUARD_MS }, () => {
   test('TRIAGE_MONITORING=off: nothing recorded, the report says so', async () => {
     const keys = makeKeys();
     const prefix = makePrefix('monitoring-off');

@@ -12,6 +12,7 @@ import {
   buildGateway,
   deletePrefix,
   download,
+  HANG_GUARD_MS,
   MODEL,
   makeKeys,
   makePrefix,
@@ -73,7 +74,7 @@ describe('outcome figures', () => {
   });
 });
 
-describe('POST /v1/outcomes on the sync tier', { timeout: 60_000 }, () => {
+describe('POST /v1/outcomes on the sync tier', { timeout: HANG_GUARD_MS }, () => {
   const keys = makeKeys();
   const prefix = makePrefix('outcomes');
   let modelsDir: string;
@@ -202,7 +203,7 @@ describe('POST /v1/outcomes on the sync tier', { timeout: 60_000 }, () => {
   });
 });
 
-describe('outcomes of jobs and batch rows', { timeout: 120_000 }, () => {
+describe('outcomes of jobs and batch rows', { timeout: HANG_GUARD_MS }, () => {
   const keys = makeKeys();
   const prefix = makePrefix('outcomes-jobs');
   let dataDir: string;

@@ -11,7 +11,14 @@ import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
 import { ConfigError, loadConfig } from '../src/platform/config.ts';
 import { RateLimiter, type RateLimitSettings } from '../src/platform/rate-limit.ts';
 import { manualClock } from './security-support.ts';
-import { buildGateway, deletePrefix, makePrefix, NEWS2_INSTANCE, type TestGateway } from './support/index.ts';
+import {
+  buildGateway,
+  deletePrefix,
+  HANG_GUARD_MS,
+  makePrefix,
+  NEWS2_INSTANCE,
+  type TestGateway,
+} from './support/index.ts';
 
 const secret = (name: string) => `trg_${name}_${randomBytes(16).toString('hex')}`;
 const KEYS = { plain: secret('plain'), fast: secret('fast'), reader: secret('reader'), submitter: secret('sub') };
@@ -31,7 +38,7 @@ const settings = (trustedProxies: string[]): RateLimitSettings => ({
   trustedProxies,
 });
 
-describe('rate limits', { timeout: 90_000 }, () => {
+describe('rate limits', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('ratelimit');
   const clock = manualClock();
   let a: TestGateway; // trusts 127.0.0.1 as a proxy: X-Forwarded-For names the client

@@ -15,6 +15,7 @@ import {
   buildGateway,
   deletePrefix,
   editManifest,
+  HANG_GUARD_MS,
   MODEL,
   makeKeys,
   makePrefix,
@@ -54,7 +55,7 @@ const LANES = 16;
 const HELD = 8;
 const routingUrl = `/v1/models/${MODEL}/routing`;
 
-describe('manifest reload', { timeout: 90_000 }, () => {
+describe('manifest reload', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('reload');
   const faults = new VersionFaults();
   let modelsDir: string;
@@ -282,7 +283,7 @@ describe('manifest reload', { timeout: 90_000 }, () => {
   });
 });
 
-describe('a reload reaches the in-process workers', { timeout: 60_000 }, () => {
+describe('a reload reaches the in-process workers', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('reload-workers');
   let modelsDir: string;
   let gw: TestGateway;

@@ -14,6 +14,7 @@ import {
   buildGateway,
   deletePrefix,
   type Grid,
+  HANG_GUARD_MS,
   MODEL,
   makeKeys,
   makePrefix,
@@ -75,7 +76,7 @@ function putShadow(gw: TestGateway, body: Record<string, unknown>) {
 
 // -----------------------------------------------------------------------------------------------------------------
 
-describe('pairs are recorded and reported', { timeout: 60_000 }, () => {
+describe('pairs are recorded and reported', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('shadow-report');
   let modelsDir: string;
   let gw: TestGateway;
@@ -292,7 +293,7 @@ describe('pairs are recorded and reported', { timeout: 60_000 }, () => {
 
 // -----------------------------------------------------------------------------------------------------------------
 
-describe('a shadow that throws', { timeout: 60_000 }, () => {
+describe('a shadow that throws', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('shadow-throws');
   const faults = new VersionFaults();
   let modelsDir: string;
@@ -344,7 +345,7 @@ describe('a shadow that throws', { timeout: 60_000 }, () => {
 
 // -----------------------------------------------------------------------------------------------------------------
 
-describe('a shadow that hangs', { timeout: 60_000 }, () => {
+describe('a shadow that hangs', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('shadow-hangs');
   const faults = new VersionFaults();
   /** the in-flight cap of shadow runs per model (MAX_SHADOW_IN_FLIGHT in src/serving/scorer.ts) */
@@ -399,7 +400,7 @@ describe('a shadow that hangs', { timeout: 60_000 }, () => {
 
 // -----------------------------------------------------------------------------------------------------------------
 
-describe('the sample rate', { timeout: 60_000 }, () => {
+describe('the sample rate', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('shadow-rate');
   let modelsDir: string;
   let gw: TestGateway;
@@ -492,7 +493,7 @@ describe('the sample rate', { timeout: 60_000 }, () => {
 
 // -----------------------------------------------------------------------------------------------------------------
 
-describe('async jobs and batch runs mirror too', { timeout: 60_000 }, () => {
+describe('async jobs and batch runs mirror too', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('shadow-tiers');
   let modelsDir: string;
   let dataDir: string;

@@ -12,6 +12,7 @@ import {
   buildGateway,
   deletePrefix,
   download,
+  HANG_GUARD_MS,
   MODEL,
   makeKeys,
   makePrefix,
@@ -28,7 +29,7 @@ import {
 
 const VITALS = SICK_VITALS;
 
-describe('silent deployment on the sync tier', { timeout: 60_000 }, () => {
+describe('silent deployment on the sync tier', { timeout: HANG_GUARD_MS }, () => {
   const keys = makeKeys();
   const prefix = makePrefix('silent');
   let modelsDir: string;
@@ -103,7 +104,7 @@ describe('silent deployment on the sync tier', { timeout: 60_000 }, () => {
   });
 });
 
-describe('silent deployment on the job tiers', { timeout: 120_000 }, () => {
+describe('silent deployment on the job tiers', { timeout: HANG_GUARD_MS }, () => {
   const keys = makeKeys();
   const prefix = makePrefix('silent-jobs');
   let dataDir: string;

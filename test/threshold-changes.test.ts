@@ -13,6 +13,7 @@ import {
   buildGateway,
   deletePrefix,
   editManifest,
+  HANG_GUARD_MS,
   MODEL,
   makePrefix,
   removeDir,
@@ -40,7 +41,7 @@ const keys = {
 
 const EVIDENCE = 'https://evidence.example.org/deterioration/threshold-review-2026-11';
 
-describe('governed threshold changes, two replicas', { timeout: 60_000 }, () => {
+describe('governed threshold changes, two replicas', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('threshold');
   let modelsDir: string;
   let a: TestGateway;

@@ -12,6 +12,7 @@ import {
   buildGateway,
   captureLogs,
   deletePrefix,
+  HANG_GUARD_MS,
   makeKeys,
   makePrefix,
   NEWS2_INSTANCE,
@@ -23,7 +24,7 @@ import {
 
 const AUDIENCE = 'triage-test';
 
-describe('bearer tokens (OpenID Connect / SMART on FHIR)', { timeout: 90_000 }, () => {
+describe('bearer tokens (OpenID Connect / SMART on FHIR)', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('tokens');
   const keys = makeKeys();
   const clock = manualClock(Date.UTC(2026, 0, 1));

@@ -6,6 +6,12 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 /** How long a wait may take before it counts as a hang: far beyond what any event takes, even on busy cores. */
 export const WAIT_TIMEOUT_MS = 30_000;
 
+/**
+ * A whole describe block's bound: only there to end a hang. Blocks that build several gateways take minutes on cores
+ * other work keeps busy, so a tighter bound would make a pass depend on the machine's speed.
+ */
+export const HANG_GUARD_MS = 300_000;
+
 /** Polls `condition` every `everyMs`; throws (naming `what`) rather than hangs if it is still false after `timeoutMs`. */
 export async function waitFor(
   condition: () => boolean | Promise<boolean>,
