@@ -38,7 +38,7 @@ export type ServicesConfig = Pick<
   | 'dataDir'
   | 'batchMissedAfterMs'
 > &
-  Partial<Pick<Config, 'workerLockMs' | 'fhirServers' | 'hl7' | 'suspendedRecheckMs' | 'monitoring'>>;
+  Partial<Pick<Config, 'workerLockMs' | 'fhirServers' | 'hl7' | 'suspendedRecheckMs' | 'monitoring' | 'batchNice'>>;
 
 export interface ServicesOptions {
   config: ServicesConfig;

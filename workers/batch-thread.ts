@@ -14,7 +14,7 @@ import { LocalStorage } from '../src/batch/storage.ts';
 import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { PredictionLog } from '../src/outcomes/prediction-log.ts';
 import { Problem } from '../src/platform/errors.ts';
-import { pressureReader } from '../src/platform/pressure.ts';
+import { lowerThreadPriority, pressureReader } from '../src/platform/pressure.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
 import { createRuntimeFactory } from '../src/runtime/factory.ts';
 import { ModelCatalog } from '../src/serving/catalog.ts';
@@ -32,6 +32,8 @@ export interface BatchThreadInput {
   /** the routing in force when the run started: its shadows score beside it */
   routing: RoutingState;
   onnxThreads: number;
+  /** this thread's nice value: its scoring (and the ONNX threads it makes) yields the cores to bedside work */
+  nice: number;
   chunkTimeoutMs: number;
   /** the parent's event-loop pressure (see src/platform/pressure.ts): chunks wait while it is over the threshold */
   pressure?: { buffer: SharedArrayBuffer; thresholdMs: number };
@@ -62,6 +64,9 @@ function yieldToBedside(pressure: NonNullable<BatchThreadInput['pressure']>): ()
 }
 const port = parentPort;
 if (!port) throw new Error('batch-thread must run in a worker thread');
+// before the runtimes exist, so the intra-op threads ONNX makes for this run inherit it (session.run itself runs on
+// this thread)
+lowerThreadPriority(input.nice);
 
 const redis = new Redis(input.redisUrl, { maxRetriesPerRequest: 3 });
 try {

@@ -78,6 +78,8 @@ export interface BatchWorkerDeps {
   metrics: BatchMetrics;
   logger: Logger;
   onnxThreads: number;
+  /** the batch thread's nice value (0 keeps the process's) */
+  batchNice?: number;
   /** a scheduled slot more than this late counts as missed (its schedule decides: skip or catch up) */
   missedAfterMs: number;
   lockDurationMs: number;
@@ -178,6 +180,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
         model: { ...model.loaded, manifest: model.manifest },
         routing: model.routing,
         onnxThreads: deps.onnxThreads,
+        nice: deps.batchNice ?? 0,
         chunkTimeoutMs: CHUNK_TIMEOUT_MS,
         ...(deps.pressure
           ? { pressure: { buffer: deps.pressure.buffer, thresholdMs: deps.pressure.thresholdMs } }

@@ -62,6 +62,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       metrics,
       logger,
       onnxThreads: config.onnxThreads,
+      ...(config.batchNice !== undefined ? { batchNice: config.batchNice } : {}),
       missedAfterMs: config.batchMissedAfterMs,
       lockDurationMs: config.workerLockMs ?? 30_000,
       ...(config.suspendedRecheckMs !== undefined ? { suspendedRecheckMs: config.suspendedRecheckMs } : {}),

@@ -82,6 +82,7 @@ const envSchema = z.object({
   TRIAGE_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   TRIAGE_BATCH_MISSED_AFTER_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
   TRIAGE_PRESSURE_THRESHOLD_MS: z.coerce.number().min(1).max(10_000).default(20),
+  TRIAGE_BATCH_NICE: z.coerce.number().int().min(0).max(19).default(10),
   TRIAGE_MAINTENANCE_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
   TRIAGE_MONITORING: z.enum(['on', 'off']).default('on'),
   TRIAGE_SUSPENDED_RECHECK_MS: z.coerce.number().int().min(10).max(600_000).default(5_000),
@@ -142,6 +143,8 @@ export type Config = {
   batchMissedAfterMs: number;
   /** event-loop delay p99 (ms) above which shadows, batch chunks and in-process async work yield to bedside traffic */
   pressureThresholdMs: number;
+  /** the nice value of batch threads (0-19): the OS gives bedside work the cores first */
+  batchNice: number;
   /** how soon an async job or batch run waiting on a suspended model looks again */
   suspendedRecheckMs: number;
   /** monitoring taps on the scorer (drift, outputs, overrides per version); off only to measure their cost */
@@ -251,6 +254,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workerMetricsPort: e.TRIAGE_WORKER_METRICS_PORT,
     batchMissedAfterMs: e.TRIAGE_BATCH_MISSED_AFTER_MS,
     pressureThresholdMs: e.TRIAGE_PRESSURE_THRESHOLD_MS,
+    batchNice: e.TRIAGE_BATCH_NICE,
     suspendedRecheckMs: e.TRIAGE_SUSPENDED_RECHECK_MS,
     monitoring: e.TRIAGE_MONITORING === 'on',
   };

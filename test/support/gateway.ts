@@ -156,6 +156,8 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
     maintenanceIntervalMs: 3_600_000,
     // a busy test machine is not bedside pressure: only the bedside tests lower it (deferred work must not yield here)
     pressureThresholdMs: options.pressureThresholdMs ?? PRESSURE_OFF_MS,
+    // batch threads at the process's priority: other work on a busy test machine must not starve a run
+    batchNice: 0,
     ...(options.dataDir !== undefined ? { dataDir: options.dataDir } : {}),
     ...(options.monitoring !== undefined ? { monitoring: options.monitoring } : {}),
     ...(options.missedAfterMs !== undefined ? { batchMissedAfterMs: options.missedAfterMs } : {}),
