@@ -38,7 +38,18 @@ export type ServicesConfig = Pick<
   | 'dataDir'
   | 'batchMissedAfterMs'
 > &
-  Partial<Pick<Config, 'workerLockMs' | 'fhirServers' | 'hl7' | 'suspendedRecheckMs' | 'monitoring' | 'batchNice'>>;
+  Partial<
+    Pick<
+      Config,
+      | 'workerLockMs'
+      | 'fhirServers'
+      | 'hl7'
+      | 'suspendedRecheckMs'
+      | 'monitoring'
+      | 'batchNice'
+      | 'redisCommandTimeoutMs'
+    >
+  >;
 
 export interface ServicesOptions {
   config: ServicesConfig;
@@ -67,7 +78,7 @@ export async function composeServices(options: ServicesOptions) {
   const now = options.now ?? Date.now;
   const metrics = options.metrics ?? createMetrics();
   const fhirServers = BulkExports.servers(config.fhirServers); // checked before anything is connected
-  const redis = await connectRedis(options.redisUrl, logger);
+  const redis = await connectRedis(options.redisUrl, logger, config.redisCommandTimeoutMs);
 
   const audit = new AuditLog(redis, prefix);
   const outbox = new Outbox(redis, prefix);

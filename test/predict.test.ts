@@ -966,7 +966,7 @@ describe('readiness follows Redis', () => {
     });
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
     const { port } = proxy.address() as net.AddressInfo;
-    const t = await buildGateway({ redisUrl: `redis://127.0.0.1:${port}` });
+    const t = await buildGateway({ redisUrl: `redis://127.0.0.1:${port}`, redisCommandTimeoutMs: 500 });
     try {
       assert.equal((await t.app.request('/readyz')).status, 200);
       silent = true;

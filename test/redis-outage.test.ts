@@ -68,7 +68,11 @@ before(async () => {
   proxy = redisProxy();
   await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
   const { port } = proxy.server.address() as net.AddressInfo;
-  t = await buildGateway({ redisUrl: `redis://127.0.0.1:${port}`, sync: { '*': { latencyBudgetMs: 2000 } } });
+  t = await buildGateway({
+    redisUrl: `redis://127.0.0.1:${port}`,
+    sync: { '*': { latencyBudgetMs: 2000 } },
+    redisCommandTimeoutMs: 500, // the production timeout: this file is about it
+  });
 });
 
 after(async () => {

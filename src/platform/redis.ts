@@ -9,12 +9,16 @@ export const REDIS_COMMAND_TIMEOUT_MS = 500;
  * a command timeout), so callers answer 503 within about a second and accept only what Redis acknowledged; it
  * reconnects by itself, so the process recovers without a restart.
  */
-export async function connectRedis(url: string, logger: Logger): Promise<Redis> {
+export async function connectRedis(
+  url: string,
+  logger: Logger,
+  commandTimeoutMs = REDIS_COMMAND_TIMEOUT_MS,
+): Promise<Redis> {
   const redis = new Redis(url, {
     lazyConnect: true,
     maxRetriesPerRequest: 1,
     enableOfflineQueue: false,
-    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    commandTimeout: commandTimeoutMs,
     // auto-pipelining sends the commands of concurrent requests in one write (many small writes were a hot spot)
     enableAutoPipelining: true,
   });
