@@ -23,6 +23,7 @@ import { createVertexRuntime, type PredictionServiceClient } from '../src/runtim
 import { inputWidth } from '../src/serving/inputs.ts';
 import { SageMakerFake, sagemakerTestClient } from './fakes/sagemaker-fake.ts';
 import { VertexFake, vertexTestClient } from './fakes/vertex-fake.ts';
+import { waitFor } from './support/wait.ts';
 
 const MODELS_DIR = fileURLToPath(new URL('../models/', import.meta.url));
 const VERTEX_ENDPOINT = 'projects/triage-test/locations/europe-west2/endpoints/77';
@@ -233,8 +234,12 @@ for (const make of [sagemakerCloud, vertexCloud]) {
     test('slow endpoint, no caller deadline → the policy timeout bounds the call', async () => {
       cloud.fail('slow', undefined, 5_000);
       try {
+        const before = cloud.count();
         const { ms } = await expectRemoteError(cloud.runtime({ timeoutMs: 150 }).run(input, 2), 'timeout');
         assert.ok(ms < SETTLES_WITHIN_MS, `settled after ${ms} ms`);
+        // the abandoned request must have reached the endpoint before the next test queues faults: on busy cores it
+        // arrived late once and took the next test's first 5xx
+        await waitFor(() => cloud.count() - before === 1, 'the abandoned request to reach the endpoint');
       } finally {
         cloud.ok();
       }
