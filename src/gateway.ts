@@ -93,6 +93,7 @@ export async function composeGateway(options: ComposeOptions) {
     deadLetters: services.deadLetterService,
     audit: services.audit,
     batches: services.batches,
+    batchReviews: services.batchReviews,
     schedules: services.schedules,
     releases,
     killSwitch: new KillSwitch(catalog, services.audit, logger, services.now, metrics),

@@ -230,6 +230,15 @@ export const manifestSchema = z
           .positive()
           .max(24 * 3650)
           .default(72),
+        /**
+         * clinician review of a run's output before its requester gets it: the whole run, or only the rows at or
+         * above the threshold (the rest are released at once). Not the `review` of async results: a batch model stays
+         * batch, its runs are held after scoring (src/batch/review-store.ts)
+         */
+        review: z
+          .object({ hold: z.enum(['run', 'above-threshold']) })
+          .strict()
+          .optional(),
       })
       .strict()
       .optional(),
@@ -249,6 +258,13 @@ export const manifestSchema = z
     }
     if (m.input === 'document' && m.features.length > 0) {
       ctx.addIssue({ code: 'custom', message: 'a document model takes no features', path: ['features'] });
+    }
+    if (m.batch?.review?.hold === 'above-threshold' && m.output.kind !== 'score') {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'hold "above-threshold" needs a score output (its rows are split at output.threshold)',
+        path: ['batch', 'review', 'hold'],
+      });
     }
     if (m.review?.policy === 'sample' && m.review.samplePercent === undefined) {
       ctx.addIssue({
