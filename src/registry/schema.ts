@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { exportInputSchema } from '../ingress/export-request.ts';
+import { checkLineage } from './evidence.ts';
 import { checkFhirMapping, fhirMappingSchema } from './fhir-mapping.ts';
 import { checkHooks, hooksSchema } from './hooks.ts';
 import { versionId, versionSchema } from './versions.ts';
@@ -250,6 +251,7 @@ export const manifestSchema = z
   .strict()
   .superRefine((m, ctx) => {
     checkHooks(m, ctx);
+    checkLineage(m, ctx);
     if (m.input === 'features' && m.features.length === 0) {
       ctx.addIssue({ code: 'custom', message: 'a features model needs at least one feature', path: ['features'] });
     }
