@@ -108,6 +108,8 @@ export async function composeGateway(options: ComposeOptions) {
       prefix: config.redisPrefix,
       metrics,
       clients: options.cdsClients,
+      onFeedback: (model, version, outcome, reason) =>
+        services.monitoring.recordFeedback(model, version, outcome, reason),
     }),
     ...(reloadModels
       ? { reload: new ManifestReloads({ catalog, audit: services.audit, load: reloadModels }).reload }
