@@ -11,6 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
 import { TokenVerifier } from '../src/platform/oidc.ts';
+import { FormClient } from './desk-support.ts';
 import { Issuer, makeSigner, type Signer } from './security-support.ts';
 import {
   allAudit,
@@ -74,7 +75,8 @@ before(async () => {
       ],
     }),
   );
-  gw = await buildGateway({ prefix, keys, modelsDir, dataDir, tokens, workers: ['batch'] });
+  // on a real socket: the review desk's cookies and forms need one
+  gw = await buildGateway({ prefix, keys, modelsDir, dataDir, tokens, workers: ['batch'], listen: true });
 });
 
 after(async () => {
@@ -113,6 +115,8 @@ async function settled(id: string, key = keys.client): Promise<Reply> {
   return last as Reply;
 }
 
+/** A manifest's absolute file URL as a path on this gateway (the test client adds its own origin). */
+const pathOf = (url: string) => new URL(url).pathname;
 const file = (id: string, name: string, key = keys.client) => gw.call('GET', `/v1/batches/${id}/files/${name}`, key);
 const decide = (id: string, key: string, decision: string, reason = 'checked against the ward list') =>
   gw.call('POST', `/v1/batch-reviews/${id}/decision`, key, { decision, reason });
@@ -180,9 +184,9 @@ describe('a whole run held for review', () => {
     assert.equal(status.status, 200, status.text);
     assert.equal(status.body.extension.review.state, 'approved');
     assert.equal(status.body.extension.review.decision.by, 'sso:prac-42');
-    const output = await download(gw, keys.client, status.body.output[0].url);
+    const output = await download(gw, keys.client, pathOf(status.body.output[0].url));
     assert.equal(output.length, 195);
-    const errors = await download(gw, keys.client, status.body.error[0].url);
+    const errors = await download(gw, keys.client, pathOf(status.body.error[0].url));
     assert.equal(errors.length, 5);
     const list = await gw.call('GET', '/v1/batch-reviews', keys.reviewer);
     assert.ok(!list.body.items.some((i: { runId: string }) => i.runId === runId), 'no longer waiting');
@@ -266,7 +270,7 @@ describe('rows above the threshold held for review', () => {
     assert.equal(review.hold, 'above-threshold');
     assert.equal(review.state, 'awaiting_review');
     assert.equal(status.body.output.length, 1, 'only the released rows are listed');
-    const released = await download(gw, keys.client, status.body.output[0].url);
+    const released = await download(gw, keys.client, pathOf(status.body.output[0].url));
     const held = review.heldRows as number;
     assert.ok(held > 0 && held < NEWS2_ROWS, `some rows held (${held})`);
     assert.equal(released.length + held, NEWS2_ROWS);
@@ -288,7 +292,7 @@ describe('rows above the threshold held for review', () => {
     const heldFile = after.body.output.find((o: { url: string }) => o.url.endsWith('/output.held.ndjson'));
     assert.ok(heldFile, 'the held rows are listed once approved');
     assert.equal(heldFile.count, held);
-    const heldRows = await download(gw, keys.client, heldFile.url);
+    const heldRows = await download(gw, keys.client, pathOf(heldFile.url));
     assert.equal(heldRows.length, held);
     for (const row of heldRows) assert.ok((row.prediction as { news2Total: number }).news2Total >= 5);
     const ids = new Set([...released, ...heldRows].map((r) => r.id));
@@ -306,5 +310,34 @@ describe('rows above the threshold held for review', () => {
     const status = await gw.call('GET', `/v1/batches/${id}`, keys.client);
     assert.equal(status.body.extension.review.state, 'rejected');
     assert.equal(status.body.output.length, 1);
+  });
+});
+
+describe('held batch output on the review desk', () => {
+  test('the queue lists it; its page shows the counts and a sample; the form decides it through the same service', async () => {
+    const id = await submit('readmission', 'discharges.ndjson');
+    assert.equal((await settled(id)).body.state, 'awaiting_review');
+    const desk = new FormClient(gw.url);
+    assert.equal((await desk.request('POST', '/desk/sign-in', { credential: keys.reviewer2 })).status, 303);
+    const queue = await desk.request('GET', '/desk/reviews');
+    assert.equal(queue.status, 200);
+    assert.match(queue.text, /Batch output waiting for review \(\d+\)/);
+    assert.ok(queue.text.includes(`href="/desk/batch-reviews/${id}"`), 'the held run is listed');
+    const page = await desk.request('GET', `/desk/batch-reviews/${id}`);
+    assert.equal(page.status, 200);
+    assert.match(page.text, /195 scored, \d+ at or above the threshold, 195 held/);
+    assert.equal((page.text.match(/<tr><td>/g) ?? []).length, 10, 'ten sample rows');
+    const csrf = FormClient.csrfOf(page.text);
+    const noToken = await desk.request('POST', `/desk/batch-reviews/${id}`, { decision: 'approve', reason: 'ok' });
+    assert.equal(noToken.status, 403, 'no CSRF token, no decision');
+    const sent = await desk.request('POST', `/desk/batch-reviews/${id}`, { decision: 'approve', reason: 'ok', csrf });
+    assert.equal(sent.status, 303, sent.text);
+    const hold = await gw.call('GET', `/v1/batch-reviews/${id}`, keys.reviewer);
+    assert.equal(hold.body.state, 'approved');
+    assert.equal(hold.body.decision.by, 'reviewer-2', 'the signed-in person decided');
+    const again = await desk.request('POST', `/desk/batch-reviews/${id}`, { decision: 'reject', reason: 'no', csrf });
+    assert.equal(again.status, 409);
+    assert.match(again.text, /already decided/);
+    assert.equal((await file(id, 'output.ndjson')).status, 200);
   });
 });
