@@ -18,6 +18,7 @@ import {
   buildGateway,
   deletePrefix,
   download,
+  HANG_GUARD_MS,
   makeKeys,
   makePrefix,
   news2Row,
@@ -121,7 +122,7 @@ const file = (id: string, name: string, key = keys.client) => gw.call('GET', `/v
 const decide = (id: string, key: string, decision: string, reason = 'checked against the ward list') =>
   gw.call('POST', `/v1/batch-reviews/${id}/decision`, key, { decision, reason });
 
-describe('a whole run held for review', () => {
+describe('a whole run held for review', { timeout: HANG_GUARD_MS }, () => {
   let runId: string;
 
   test('the status URL says awaiting_review (202, X-Progress) and every file is refused with 409', async () => {
@@ -261,7 +262,7 @@ describe('a whole run held for review', () => {
   });
 });
 
-describe('rows above the threshold held for review', () => {
+describe('rows above the threshold held for review', { timeout: HANG_GUARD_MS }, () => {
   test('the rows below are released at once, the held ones only after approval', async () => {
     const id = await submit('news2', 'news2.ndjson');
     const status = await settled(id);
@@ -313,7 +314,7 @@ describe('rows above the threshold held for review', () => {
   });
 });
 
-describe('held batch output on the review desk', () => {
+describe('held batch output on the review desk', { timeout: HANG_GUARD_MS }, () => {
   test('the queue lists it; its page shows the counts and a sample; the form decides it through the same service', async () => {
     const id = await submit('readmission', 'discharges.ndjson');
     assert.equal((await settled(id)).body.state, 'awaiting_review');

@@ -17,6 +17,7 @@ import {
   buildGateway,
   deletePrefix,
   editManifest,
+  HANG_GUARD_MS,
   MODELS_DIR,
   makeKeys,
   makePrefix,
@@ -37,7 +38,7 @@ async function refused(dir: string, ...fragments: string[]): Promise<void> {
   });
 }
 
-describe('evidence checked at load', () => {
+describe('evidence checked at load', { timeout: HANG_GUARD_MS }, () => {
   const dirs: string[] = [];
   after(async () => {
     for (const d of dirs) await removeDir(d);
@@ -175,7 +176,7 @@ describe('evidence checked at load', () => {
   });
 });
 
-describe('evidence at the version endpoint and at promotion', () => {
+describe('evidence at the version endpoint and at promotion', { timeout: HANG_GUARD_MS }, () => {
   const keys = makeKeys();
   const prefix = makePrefix('evidence');
   let dir: string;
