@@ -21,6 +21,7 @@ import {
   HANG_GUARD_MS,
   makeKeys,
   makePrefix,
+  NEWS2_INSTANCE,
   news2Row,
   placeDischarges,
   type Reply,
@@ -58,6 +59,9 @@ before(async () => {
   const rows = Array.from({ length: NEWS2_ROWS }, (_, i) => JSON.stringify({ id: `obs-${i}`, ...news2Row(i) }));
   await mkdir(path.join(dataDir, 'clients', 'client', 'inputs'), { recursive: true });
   await writeFile(path.join(dataDir, 'clients', 'client', 'inputs', 'news2.ndjson'), `${rows.join('\n')}\n`);
+  // every row scores 0: nothing to hold
+  const calm = Array.from({ length: 6 }, (_, i) => JSON.stringify({ id: `calm-${i}`, ...NEWS2_INSTANCE }));
+  await writeFile(path.join(dataDir, 'clients', 'client', 'inputs', 'calm.ndjson'), `${calm.join('\n')}\n`);
   issuer = await Issuer.start();
   signer = await makeSigner('RS256');
   issuer.keys = [signer.publicJwk];
@@ -298,6 +302,18 @@ describe('rows above the threshold held for review', { timeout: HANG_GUARD_MS },
     for (const row of heldRows) assert.ok((row.prediction as { news2Total: number }).news2Total >= 5);
     const ids = new Set([...released, ...heldRows].map((r) => r.id));
     assert.equal(ids.size, NEWS2_ROWS, 'every row once, released or held');
+  });
+
+  test('a run with no row at or above the threshold holds nothing and waits for nobody', async () => {
+    const id = await submit('news2', 'calm.ndjson');
+    const status = await settled(id);
+    assert.equal(status.status, 200);
+    assert.equal(status.body.extension.review.state, 'nothing_held');
+    assert.equal(status.body.extension.review.heldRows, 0);
+    assert.equal((await download(gw, keys.client, pathOf(status.body.output[0].url))).length, 6);
+    const list = await gw.call('GET', '/v1/batch-reviews?model=news2', keys.reviewer);
+    assert.ok(!list.body.items.some((i: { runId: string }) => i.runId === id), 'not in the queue');
+    assert.equal((await gw.call('GET', `/v1/batch-reviews/${id}`, keys.reviewer)).status, 404);
   });
 
   test('rejected: the released rows stay served, the held ones never are', async () => {

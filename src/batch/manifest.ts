@@ -1,3 +1,4 @@
+import { heldRowsOf, releaseOf } from './review.ts';
 import type { RunHold } from './review-store.ts';
 import { type BatchRun, HELD_FILE, shadowFileName } from './runs.ts';
 
@@ -20,20 +21,19 @@ export function bulkManifest(run: BatchRun, request: string, hold?: RunHold) {
   // an above-threshold review: the rows below are released at once, the held ones once a reviewer approves them
   const split = run.review === 'above-threshold';
   const released = split ? run.scored - run.above : run.scored;
-  const approved = hold?.state === 'approved';
-  // shadow files score every row, held ones too: listed only when nothing is held
-  const shadowsShown = !run.review || approved;
+  // approved, or nothing to hold: shadow files (they score every row, held ones too) and the held rows are listed
+  const open = releaseOf(run, hold) === 'open';
   return {
     transactionTime: new Date(run.asOf).toISOString(),
     request,
     requiresAccessToken: true,
     output: [
       ...(released > 0 ? [{ type, url: files('output.ndjson'), count: released }] : []),
-      ...(split && approved && run.above > 0
+      ...(split && open && run.above > 0
         ? [{ type, url: files(HELD_FILE), count: run.above, extension: { reviewed: true } }]
         : []),
       ...Object.entries(run.shadowBytes)
-        .filter(([, bytes]) => shadowsShown && bytes > 0)
+        .filter(([, bytes]) => open && bytes > 0)
         .map(([version]) => ({
           type: 'ShadowPrediction',
           url: `/v1/batches/${run.id}/files/${shadowFileName(version)}`,
@@ -60,10 +60,16 @@ export function bulkManifest(run: BatchRun, request: string, hold?: RunHold) {
 
 /** A run's review as its requester and reviewers see it: what is held, and the decision (who, when, why). */
 export function reviewView(run: BatchRun, hold: RunHold | undefined) {
+  const heldRows = heldRowsOf(run);
   return {
     hold: run.review,
-    state: hold?.state === 'approved' || hold?.state === 'rejected' ? hold.state : 'awaiting_review',
-    heldRows: run.review === 'run' ? run.scored : run.above,
+    state:
+      hold?.state === 'approved' || hold?.state === 'rejected'
+        ? hold.state
+        : heldRows === 0 && run.state === 'completed'
+          ? 'nothing_held'
+          : 'awaiting_review',
+    heldRows,
     aboveThreshold: run.above,
     ...(hold?.decision
       ? {

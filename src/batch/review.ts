@@ -12,9 +12,15 @@ export const SAMPLE_ROWS = 10;
 /** What a run's requester may have of it now: everything, the rows released at once, or nothing yet (or ever). */
 export type Release = 'open' | 'partial' | 'awaiting_review' | 'rejected';
 
-/** How a run's review stands for its requester: `open` when it has none or it was approved. */
+/** The rows a finished run holds for review: all it scored, or those at or above the threshold. */
+export function heldRowsOf(run: BatchRun): number {
+  return run.review === 'run' ? run.scored : run.review === 'above-threshold' ? run.above : 0;
+}
+
+/** How a run's review stands for its requester: `open` when it has none, held nothing, or was approved. */
 export function releaseOf(run: BatchRun, hold: RunHold | undefined): Release {
-  if (!run.review) return 'open';
+  // a completed run that scored nothing to hold has nothing to review (only errors, or only rows below the threshold)
+  if (!run.review || heldRowsOf(run) === 0) return 'open';
   // fail closed: a run that must be reviewed and has no hold yet is held
   const state: HoldState = hold?.state ?? 'held';
   if (state === 'approved') return 'open';
@@ -73,8 +79,8 @@ export class BatchReviewService {
 
   /** Called by the batch worker when a reviewed run has finished scoring, before it is marked completed. */
   async holdFinished(run: BatchRun): Promise<void> {
-    if (!run.review) return;
-    const heldRows = run.review === 'run' ? run.scored : run.above;
+    const heldRows = heldRowsOf(run);
+    if (!run.review || heldRows === 0) return;
     const heldAt = this.#d.now();
     await this.#d.store.create(
       {
