@@ -14,8 +14,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import YAML from 'yaml';
 import { buildDeteriorationModel } from './deterioration/graph.ts';
 import { buildNews2Model, type News2Chart } from './news2/graph.ts';
-import { buildNoteTriageModel } from './note-triage/graph.ts';
-import { buildProfiles } from './profiles.ts';
+import { BACKGROUND, buildNoteTriageModel, LEXICONS } from './note-triage/graph.ts';
+import { buildProfiles, referenceNdjson } from './profiles.ts';
 import { buildReadmissionModel } from './readmission/graph.ts';
 import { buildSimilarCasesModel, checkCorpus } from './similar-cases/graph.ts';
 
@@ -28,7 +28,7 @@ interface ManifestView {
   features?: { name: string; values?: string[] }[];
   document?: { hashBuckets: number };
   output: { extras?: { as: string; names?: string[]; labels?: string[] }[]; labels?: string[]; corpus?: string };
-  versions: { version: string; runtime: { path: string } }[];
+  versions: { version: string; runtime: { path: string }; evidence?: { changeApprovals?: { uri: string }[] } }[];
 }
 
 export interface Artifact {
@@ -89,6 +89,28 @@ const builders: Record<string, (manifest: ManifestView, version: string) => Uint
 
 const manifestPath = (model: string) => join(MODELS_DIR, model, 'model.yaml');
 
+const sha256Of = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
+
+/**
+ * What each bundled model's `datasetVersion` stands for, as bytes: its sha256 is `evidence.datasetSha256`. The models
+ * have no training data, so it is what their behaviour was built or checked on: the NEWS2 chart, the synthetic
+ * reference populations of models/profiles.ts, the note-triage lexicon, the similar-cases corpus.
+ */
+const datasets: Record<string, () => Uint8Array | string> = {
+  news2: () => JSON.stringify(readNews2Chart()),
+  deterioration: () => referenceNdjson('deterioration') ?? '',
+  readmission: () => referenceNdjson('readmission') ?? '',
+  'note-triage': () => JSON.stringify({ lexicons: LEXICONS, background: BACKGROUND }),
+  'similar-cases': () => readFileSync(join(MODELS_DIR, 'similar-cases', 'corpus.json')),
+};
+
+/** The dataset hash each bundled model's versions carry (see `datasets`). */
+export function datasetSha256(model: string): string {
+  const dataset = datasets[model];
+  if (!dataset) throw new Error(`${model}: no dataset to hash`);
+  return sha256Of(dataset());
+}
+
 /** Builds every version of every model in memory; writes nothing (except the first copy of the NEWS2 chart). */
 export function buildAll(): Artifact[] {
   return Object.entries(builders).flatMap(([model, build]) => {
@@ -116,7 +138,17 @@ async function main(): Promise<void> {
     for (const a of artifacts.filter((x) => x.model === model)) {
       doc.setIn(['versions', versions.findIndex((v) => v.version === a.version), 'runtime', 'sha256'], a.sha256);
     }
-    writeFileSync(path, doc.toString({ lineWidth: 120 }));
+    // release evidence: the dataset's hash, and the hashes of the change-approval records beside the manifest
+    versions.forEach((v, i) => {
+      if (!v.evidence) return;
+      doc.setIn(['versions', i, 'evidence', 'datasetSha256'], datasetSha256(model));
+      v.evidence.changeApprovals?.forEach((c, j) => {
+        if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(c.uri)) return; // a remote record: its owner keeps the hash
+        const sha = sha256Of(readFileSync(resolve(MODELS_DIR, model, c.uri)));
+        doc.setIn(['versions', i, 'evidence', 'changeApprovals', j, 'sha256'], sha);
+      });
+    });
+    writeFileSync(path, doc.toString({ lineWidth: 120, flowCollectionPadding: false }));
   }
   // reference profiles last: they load the manifests, which must carry the new sha256s
   for (const file of await buildProfiles(MODELS_DIR)) console.log(`${relative(MODELS_DIR, file)}  reference profile`);

@@ -74,6 +74,18 @@ const referenceData: Record<string, { source: string; rows: () => Record<string,
   },
 };
 
+/** A model's reference data as NDJSON (one row a line, as generated): the content its dataset hash is taken of. */
+export function referenceNdjson(model: string): string | undefined {
+  const ref = referenceData[model];
+  return (
+    ref &&
+    `${ref
+      .rows()
+      .map((r) => JSON.stringify(r))
+      .join('\n')}\n`
+  );
+}
+
 /** A feature's bins: deciles of a measure; one bin per value of a flag or an enum. */
 function edgesOf(f: Feature, values: number[]): number[] {
   if (f.type === 'boolean') return [0.5];

@@ -3,8 +3,9 @@ import { HTTPException } from 'hono/http-exception';
 import { stream } from 'hono/streaming';
 import { z } from 'zod';
 import { displayInputPath } from '../src/batch/data-areas.ts';
-import { bulkManifest, expiresAt } from '../src/batch/manifest.ts';
-import { type BatchRun, outputKey, shadowFileName, shadowOutputKey } from '../src/batch/runs.ts';
+import { bulkManifest, expiresAt, reviewView } from '../src/batch/manifest.ts';
+import { fileRefusal, releaseOf } from '../src/batch/review.ts';
+import { type BatchRun, HELD_FILE, outputKey, shadowFileName, shadowOutputKey } from '../src/batch/runs.ts';
 import { StorageError } from '../src/batch/storage.ts';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { outcomeResponse } from '../src/fhir/operation-outcome.ts';
@@ -78,14 +79,15 @@ export const batchDocs: RouteDoc[] = [
   {
     method: 'get',
     path: '/v1/batches/{id}',
-    summary: 'A run: 202 with X-Progress while it runs, 200 with the Bulk Data completion manifest',
+    summary:
+      'A run: 202 with X-Progress while it runs or its output waits for review, 200 with the Bulk Data completion manifest',
     tag: 'batch',
     auth: ['client'],
     responses: {
       200: { description: 'the completion manifest (or a skipped run)', schema: z.looseObject({}) },
       202: { description: 'still running', schema: runView_ },
     },
-    errors: ['not_found', 'run_failed'],
+    errors: ['not_found', 'run_failed', 'output_rejected'],
     errorShape: 'operation-outcome',
   },
   {
@@ -101,11 +103,11 @@ export const batchDocs: RouteDoc[] = [
   {
     method: 'get',
     path: '/v1/batches/{id}/files/{file}',
-    summary: "A completed run's output, error or shadow file",
+    summary: "A completed run's output, error, held-rows or shadow file (held ones only once a reviewer approves)",
     tag: 'batch',
     auth: ['client'],
     responses: { 200: { description: 'NDJSON', type: 'application/fhir+ndjson' } },
-    errors: ['not_found'],
+    errors: ['not_found', 'awaiting_review', 'output_rejected'],
     errorShape: 'operation-outcome',
   },
 ];
@@ -176,9 +178,19 @@ export function batchRoutes(deps: AppDeps) {
     if (run.state === 'cancelled' || expired(run))
       throw new Problem('not_found', 'this run was deleted or has expired');
     if (run.state === 'completed') {
+      const hold = await deps.batchReviews.holdOf(run);
+      const release = releaseOf(run, hold);
+      // a whole run held for review is still in progress for a Bulk Data client: it polls on until the release
+      if (release === 'awaiting_review') {
+        c.header('x-progress', `awaiting_review: ${run.scored} scored rows held for clinician review`);
+        c.header('retry-after', '60');
+        return c.json({ ...runView(run), state: 'awaiting_review', review: reviewView(run, hold) }, 202);
+      }
+      if (release === 'rejected')
+        throw new Problem('output_rejected', 'a reviewer rejected this run: no file is served');
       c.header('expires', new Date(expiresAt(run) as number).toUTCString());
       const request = run.scheduleId ? `schedule:${run.scheduleId}` : `/v1/models/${run.model}/batches`;
-      const manifest = bulkManifest(run, request);
+      const manifest = bulkManifest(run, request, hold);
       // Bulk Data clients expect absolute file URLs
       const absolute = (f: { url: string }) => ({ ...f, url: new URL(f.url, c.req.url).href });
       return c.json({
@@ -201,13 +213,14 @@ export function batchRoutes(deps: AppDeps) {
     const run = await deps.batches.visible(c.get('principal')!, c.req.param('id'));
     const file = c.req.param('file');
     const shadowVersion = Object.keys(run.shadowBytes).find((v) => shadowFileName(v) === file);
-    if (
-      run.state !== 'completed' ||
-      expired(run) ||
-      (file !== 'output.ndjson' && file !== 'errors.ndjson' && !shadowVersion)
-    ) {
+    const known =
+      file === 'output.ndjson' || file === 'errors.ndjson' || (file === HELD_FILE && run.review === 'above-threshold');
+    if (run.state !== 'completed' || expired(run) || (!known && !shadowVersion)) {
       throw new Problem('not_found', 'no such file');
     }
+    // clinician review: held files are refused (409, or 410 once rejected) until a reviewer approves them
+    const refusal = fileRefusal(run, await deps.batchReviews.holdOf(run), file);
+    if (refusal) throw refusal;
     const key = shadowVersion ? shadowOutputKey(run, shadowVersion) : outputKey(run, file as 'output.ndjson');
     // opened before the response starts, so a missing or tampered-with file is a 404, not an empty 200
     const source = await deps.batches.storage.openOutput(key).catch((err) => {

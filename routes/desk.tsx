@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
 import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
 import { DESK_CSS, DESK_JS } from '../src/desk/assets.ts';
+import { BatchHoldPage, BatchHolds } from '../src/desk/batch-views.tsx';
 import { type Panel, renderSvg, shadowPanels } from '../src/desk/charts.ts';
 import { byClinicalPriority } from '../src/desk/queue.ts';
 import { ModelReports } from '../src/desk/report-views.tsx';
@@ -82,6 +83,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
       .list()
       .filter((m) => m.manifest.review && m.manifest.review.policy !== 'never')
       .map((m) => m.manifest.name);
+    const batch = await deps.batchReviews.pending(model, 0, QUEUE_WINDOW);
     const done = c.req.query('decided');
     return c.html(
       <Page title="Review queue" who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
@@ -94,6 +96,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
           reportModels={deps.catalog.list().map((m) => m.manifest.name)}
           {...(done ? { notice: `Decision recorded for hold ${done.slice(0, 8)}.` } : {})}
         />
+        <BatchHolds items={batch.items} total={batch.total} now={deps.batchReviews.now()} />
       </Page>,
     );
   });
@@ -140,6 +143,47 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
       return c.html(await holdPage(s, id, { error: err.message }), err.status as 400);
     }
     return c.redirect(`/desk/reviews?decided=${id}`, 303);
+  });
+
+  // held batch output: the same BatchReviewService as /v1/batch-reviews (approve or reject, with a reason)
+  const batchPage = async (s: DeskSession, runId: string, status: 200 | 400 | 403 | 409, error?: string) => {
+    const { hold, run } = await deps.batchReviews.item(runId);
+    const sample = hold.state === 'held' ? await deps.batchReviews.sample(run) : [];
+    const page = (
+      <Page title={`Batch run ${runId.slice(0, 8)}`} who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
+        <BatchHoldPage
+          hold={hold}
+          sample={sample}
+          csrf={s.csrf}
+          now={deps.batchReviews.now()}
+          {...(error ? { error } : {})}
+        />
+      </Page>
+    );
+    return { page, status };
+  };
+
+  app.get('/batch-reviews/:runId', async (c) => {
+    const s = await session(c);
+    if (s instanceof Response) return s;
+    const { page } = await batchPage(s, c.req.param('runId'), 200);
+    return c.html(page);
+  });
+
+  app.post('/batch-reviews/:runId', async (c) => {
+    const s = await session(c);
+    if (s instanceof Response) return s;
+    const form = await c.req.parseBody();
+    assertSameSiteForm(c, s.csrf, form.csrf);
+    const runId = c.req.param('runId');
+    try {
+      await deps.batchReviews.decide(s.principal, runId, { decision: form.decision, reason: form.reason });
+    } catch (err) {
+      if (!(err instanceof Problem) || err.status >= 500 || err.code === 'not_found') throw err;
+      const { page, status } = await batchPage(s, runId, err.status as 400 | 403 | 409, err.message);
+      return c.html(page, status);
+    }
+    return c.redirect(`/desk/reviews?decided=${runId}`, 303);
   });
 
   const panelsOf = async (name: string): Promise<Panel[]> => {

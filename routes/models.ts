@@ -1,8 +1,10 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
+import { Problem } from '../src/platform/errors.ts';
 import { requireRole } from '../src/platform/http.ts';
 import type { RouteDoc } from '../src/platform/openapi.ts';
+import { missingEvidence } from '../src/registry/evidence.ts';
 import type { CatalogModel } from '../src/serving/catalog.ts';
 
 const summary_ = z.looseObject({
@@ -33,6 +35,27 @@ export const modelDocs: RouteDoc[] = [
     responses: { 200: { description: 'the model', schema: summary_ } },
     errors: ['model_not_found'],
   },
+  {
+    method: 'get',
+    path: '/v1/models/{model}/versions/{version}',
+    summary:
+      'One version: its runtime, role and release evidence (dataset hash, label definition, de-identification, lineage, clinical reviews, change approvals) and what promotion would still need',
+    tag: 'models',
+    auth: ['client', 'reviewer'],
+    responses: {
+      200: {
+        description: 'the version',
+        schema: z.looseObject({
+          model: z.string(),
+          version: z.string(),
+          role: z.string(),
+          evidence: z.looseObject({}).nullable(),
+          promotable: z.object({ complete: z.boolean(), missing: z.array(z.string()) }),
+        }),
+      },
+    },
+    errors: ['model_not_found', 'not_found'],
+  },
 ];
 
 /** The registry, as a client sees it: tiers, versions, owners, input schema and how to call each model. */
@@ -51,6 +74,25 @@ export function modelRoutes(deps: AppDeps) {
   });
 
   app.get('/:model', auth, (c) => c.json(detail(deps, resolveModel(c, deps))));
+
+  app.get('/:model/versions/:version', auth, (c) => {
+    const m = resolveModel(c, deps);
+    const v = m.manifest.versions.find((x) => x.version === c.req.param('version'));
+    if (!v) throw new Problem('not_found', `model "${m.manifest.name}" has no such version`);
+    const missing = missingEvidence(v.evidence);
+    return c.json({
+      model: m.manifest.name,
+      version: v.version,
+      description: v.description,
+      runtime: v.runtime.kind,
+      ...(v.runtime.kind === 'onnx' ? { sha256: v.runtime.sha256 } : {}),
+      role: roleOf(m, v.version),
+      evidence: v.evidence ?? null,
+      // what POST …/routing/promote checks: the evidence a release review needs, by field
+      promotable: { complete: missing.length === 0, missing },
+      links: { model: `/v1/models/${m.manifest.name}`, monitoring: `/v1/models/${m.manifest.name}/monitoring` },
+    });
+  });
   return app;
 }
 
@@ -94,6 +136,14 @@ function detail(deps: AppDeps, m: CatalogModel) {
       role: v.version === m.version ? 'primary' : 'candidate',
     })),
   };
+}
+
+function roleOf(m: CatalogModel, version: string): string {
+  const r = m.routing;
+  if (r.primary === version) return r.silent ? 'silent' : 'primary';
+  if (r.canary?.version === version) return 'canary';
+  if (r.shadow?.versions.includes(version)) return 'shadow';
+  return 'candidate';
 }
 
 export function endpointFor(m: CatalogModel): Record<string, string> {

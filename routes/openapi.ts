@@ -6,6 +6,7 @@ import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { openApiDocument, type RouteDoc, TRIAGE_VERSION } from '../src/platform/openapi.ts';
 import { adminDocs } from './admin.ts';
+import { batchReviewDocs } from './batch-reviews.ts';
 import { batchDocs } from './batches.ts';
 import { cdsHooksDocs } from './cds-hooks.ts';
 import { fhirDocs } from './fhir.ts';
@@ -58,6 +59,7 @@ export const routeDocs: readonly RouteDoc[] = [
   ...predictDocs,
   ...jobDocs,
   ...reviewDocs,
+  ...batchReviewDocs,
   ...adminDocs,
   ...batchDocs,
   ...scheduleDocs,

@@ -7,7 +7,8 @@ import { readJson, requireRole } from '../src/platform/http.ts';
 import { bodyObject, parseBody, type RouteDoc } from '../src/platform/openapi.ts';
 import { MODEL_NAME } from '../src/registry/schema.ts';
 
-function intParam(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
+/** A paging parameter of a review queue (this one and batch output's). */
+export function intParam(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
   if (raw === undefined) return fallback;
   if (!/^\d{1,6}$/.test(raw) || Number(raw) < min || Number(raw) > max) {
     throw new Problem('invalid_request', `${name} must be a whole number from ${min} to ${max}`);
@@ -31,13 +32,16 @@ function reviewSummary(r: JobRecord, now: number) {
 
 const REASON_MESSAGE = 'reason is required (1-2000 characters)';
 
+/** A decision's reason, as every review queue takes it. */
+export const decisionReason = z
+  .string({ error: REASON_MESSAGE })
+  .max(2000, REASON_MESSAGE)
+  .refine((r) => r.trim().length > 0, REASON_MESSAGE);
+
 export const decisionRequest = bodyObject(
   {
     decision: z.enum(['approve', 'reject', 'amend'], { error: 'decision must be "approve", "reject" or "amend"' }),
-    reason: z
-      .string({ error: REASON_MESSAGE })
-      .max(2000, REASON_MESSAGE)
-      .refine((r) => r.trim().length > 0, REASON_MESSAGE),
+    reason: decisionReason,
     output: z.unknown().optional().meta({
       type: 'object',
       description: 'only with decision "amend": the corrected output, in the shape of the model\'s output',

@@ -4,6 +4,7 @@ import { HTTPException } from 'hono/http-exception';
 import { methodNotAllowed } from 'hono/method-not-allowed';
 import { routePath } from 'hono/route';
 import { adminRoutes } from '../routes/admin.ts';
+import { batchReviewRoutes } from '../routes/batch-reviews.ts';
 import { batchRoutes } from '../routes/batches.ts';
 import { cdsHooksRoutes } from '../routes/cds-hooks.ts';
 import { deskRoutes } from '../routes/desk.tsx';
@@ -93,6 +94,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/v1/models', predictRoutes(deps));
   app.route('/v1', jobRoutes(deps));
   app.route('/v1/reviews', reviewRoutes(deps));
+  app.route('/v1/batch-reviews', batchReviewRoutes(deps));
   app.route('/v1', adminRoutes(deps));
   app.route('/v1', batchRoutes(deps));
   app.route('/v1/schedules', scheduleRoutes(deps));

@@ -3,6 +3,8 @@ import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch.
 import { callbackSender, createCallbackQueue, enqueueCallback } from '../workers/callbacks.ts';
 import { createInferenceQueue, inferenceQueuePort } from '../workers/inference.ts';
 import { composeAccountability } from './accountability.ts';
+import { BatchReviewService } from './batch/review.ts';
+import { RunHoldStore } from './batch/review-store.ts';
 import { RunStore } from './batch/runs.ts';
 import { ScheduleService } from './batch/schedules.ts';
 import { BatchService } from './batch/service.ts';
@@ -166,6 +168,13 @@ export async function composeServices(options: ServicesOptions) {
     ),
     schedules: new ScheduleService(redis, prefix, schedulerPort(queues.batch), audit),
     batches: new BatchService(runs, runQueuePort(queues.batch), storage, audit, bulkExports),
+    batchReviews: new BatchReviewService({
+      store: new RunHoldStore(redis, prefix, audit),
+      runs,
+      storage,
+      now,
+      onDecision: (model, version, decision) => monitoring.recordDecision(model, version, decision),
+    }),
     now,
     random: options.random,
     config,

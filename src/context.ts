@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import type { Logger } from 'pino';
+import type { BatchReviewService } from './batch/review.ts';
 import type { ScheduleService } from './batch/schedules.ts';
 import type { BatchService } from './batch/service.ts';
 import type { DeadLetterService } from './callbacks/replay.ts';
@@ -32,6 +33,8 @@ export interface AppDeps {
   deadLetters: DeadLetterService;
   audit: AuditLog;
   batches: BatchService;
+  /** clinician review of batch output (a model's `batch.review`) */
+  batchReviews: BatchReviewService;
   schedules: ScheduleService;
   releases: ReleaseService;
   killSwitch: KillSwitch;

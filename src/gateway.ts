@@ -93,6 +93,7 @@ export async function composeGateway(options: ComposeOptions) {
     deadLetters: services.deadLetterService,
     audit: services.audit,
     batches: services.batches,
+    batchReviews: services.batchReviews,
     schedules: services.schedules,
     releases,
     killSwitch: new KillSwitch(catalog, services.audit, logger, services.now, metrics),
@@ -107,6 +108,8 @@ export async function composeGateway(options: ComposeOptions) {
       prefix: config.redisPrefix,
       metrics,
       clients: options.cdsClients,
+      onFeedback: (model, version, outcome, reason) =>
+        services.monitoring.recordFeedback(model, version, outcome, reason),
     }),
     ...(reloadModels
       ? { reload: new ManifestReloads({ catalog, audit: services.audit, load: reloadModels }).reload }

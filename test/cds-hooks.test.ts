@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { highRiskVitals, lowRiskVitals, obs, qty } from './bedside-fhir.ts';
 import { FakeEhr } from './cds-ehr.ts';
-import { buildGateway, metricValue, type TestGateway } from './support/index.ts';
+import { buildGateway, metricValue, type TestGateway, waitFor } from './support/index.ts';
 
 const EXAMPLES = new URL('../../shared/data/cdshooks/', import.meta.url);
 const example = (name: string) => JSON.parse(readFileSync(new URL(name, EXAMPLES), 'utf8'));
@@ -310,5 +310,36 @@ describe('CDS Hooks 2.0', () => {
       1,
     );
     assert.doesNotMatch(metrics, /fb|A comment entered/);
+
+    // the override joins the version's override rate in the monitoring report and its gauges (every window)
+    await t.gateway.services.monitoring.recorder?.flush();
+    const report = await fetch(`${base}/v1/models/news2/monitoring`, {
+      headers: { authorization: `Bearer ${t.keys.client}` },
+    });
+    assert.equal(report.status, 200);
+    const v1 = (await report.json()).versions.find((v: { version: string }) => v.version === '1');
+    for (const window of ['hour', 'day', 'week']) {
+      assert.deepEqual(v1.windows[window].overrides, {
+        reviews: 0,
+        approved: 0,
+        amended: 0,
+        rejected: 0,
+        cdsFeedback: { accepted: 1, overridden: 1, reasons: { [overridden.overrideReasons[0].code]: 1 } },
+        judgements: 2,
+        rate: 0.5,
+      });
+    }
+    // the gauges read the windows at most once a second: the scrape above may still be the one served
+    const labels = { model: 'news2', version: '1', window: 'hour' };
+    let gauges = '';
+    await waitFor(async () => {
+      gauges = await (await fetch(`${base}/metrics`)).text();
+      return (
+        metricValue(gauges, 'triage_monitoring_judgements', labels) === 2 &&
+        metricValue(gauges, 'triage_monitoring_cds_overridden', labels) === 1 &&
+        metricValue(gauges, 'triage_monitoring_override_rate', labels) === 0.5
+      );
+    }, 'the monitoring gauges to show the feedback');
+    assert.equal(metricValue(gauges, 'triage_monitoring_override_rate', labels), 0.5, 'overridden cards count');
   });
 });

@@ -282,7 +282,15 @@ describe('monitoring on the job tiers: assumed data, overrides per version, batc
       assert.equal(res.status, 200, res.text);
     }
     const { hour, week } = await report('note-triage');
-    assert.deepEqual(hour.overrides, { reviews: 3, approved: 1, amended: 1, rejected: 1, rate: 0.666667 });
+    assert.deepEqual(hour.overrides, {
+      reviews: 3,
+      approved: 1,
+      amended: 1,
+      rejected: 1,
+      cdsFeedback: { accepted: 0, overridden: 0, reasons: {} },
+      judgements: 3,
+      rate: 0.666667,
+    });
     assert.deepEqual(week.overrides, hour.overrides);
     assert.deepEqual(hour.byTier, { async: 3 });
     assert.equal(hour.drift, null, 'a document model has no feature profile');

@@ -2,6 +2,7 @@ import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from '
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { bulkManifest } from '../src/batch/manifest.ts';
+import type { BatchReviewService } from '../src/batch/review.ts';
 import { outputKey, type RunStore } from '../src/batch/runs.ts';
 import type { Scheduler, ScheduleService } from '../src/batch/schedules.ts';
 import type { RunQueue } from '../src/batch/service.ts';
@@ -92,6 +93,8 @@ export interface BatchWorkerDeps {
   pressure?: Pressure;
   /** FHIR servers' Bulk Data exports as inputs (src/ingress/) */
   bulkExports?: BulkExports;
+  /** holds a finished run for clinician review when its model's `batch.review` says so */
+  reviews?: Pick<BatchReviewService, 'holdFinished'>;
 }
 
 /** The run a job stands for: an on-demand run's id, or a scheduled slot's run (created once, with the version in force). */
@@ -158,7 +161,10 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
     });
     return 'failed';
   }
-  await runs.transition(runId, ['queued', 'running'], 'running', run.startedAt ? {} : { startedAt: deps.now() });
+  // the review hold is fixed at the first start: a resumed run splits its rows as it began
+  const review = model.manifest.batch?.review?.hold;
+  const first = { startedAt: deps.now(), ...(review ? { review } : {}) };
+  await runs.transition(runId, ['queued', 'running'], 'running', run.startedAt ? {} : first);
   const started = deps.now();
   let outcome: Awaited<ReturnType<typeof runInThread>>;
   try {
@@ -222,6 +228,8 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
         2,
       ),
     );
+    // held before it is completed: a run that needs review is never served without its hold
+    await deps.reviews?.holdFinished(finished);
     await runs.transition(runId, ['running'], 'completed', { finishedAt: finished.finishedAt });
     if (run.scheduleId) metrics.batchLastSuccess.set({ schedule: run.scheduleId }, finished.finishedAt / 1000);
     logger.info(

@@ -58,6 +58,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       schedules: s.schedules,
       storage: s.storage,
       bulkExports: s.bulkExports,
+      reviews: s.batchReviews,
       catalog: s.catalog,
       metrics,
       logger,

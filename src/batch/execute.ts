@@ -5,7 +5,7 @@ import type { CatalogModel } from '../serving/catalog.ts';
 import { encodeRow } from '../serving/features.ts';
 import type { Scorer } from '../serving/scorer.ts';
 import { type InputRow, readCsv, readFhirInput, readNdjson } from './readers.ts';
-import { type BatchRun, outputKey, type RunStore, shadowOutputKey } from './runs.ts';
+import { type BatchRun, HELD_FILE, outputKey, type RunStore, shadowOutputKey } from './runs.ts';
 import type { BatchStorage } from './storage.ts';
 
 export interface ExecuteContext {
@@ -72,6 +72,9 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   const chunkSize = manifest.batch?.chunkSize ?? 1024;
   const output = await storage.openAppend(outputKey(run, 'output.ndjson'), run.outputBytes);
   const errors = await storage.openAppend(outputKey(run, 'errors.ndjson'), run.errorBytes);
+  // an `above-threshold` review: rows at or above the threshold go to a file of their own, held until approved
+  const splitRows = run.review === 'above-threshold';
+  const held = splitRows ? await storage.openAppend(outputKey(run, HELD_FILE), run.heldBytes) : undefined;
   const shadowBytes: Record<string, number> = { ...run.shadowBytes };
   // shadow versions score the same rows, written beside the primary's output, never instead of it
   const shadowVersions = (model.routing.shadow?.versions ?? []).filter((v) => v !== run.version);
@@ -90,6 +93,8 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
     outputBytes: run.outputBytes,
     errorBytes: run.errorBytes,
     chunks: run.chunks,
+    above: run.above,
+    heldBytes: run.heldBytes,
   };
 
   const commit = async (chunk: InputRow[]): Promise<void> => {
@@ -116,6 +121,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
       }
     }
     let outputText = '';
+    let heldText = '';
     if (valid.length > 0) {
       const rows = {
         data: input.subarray(0, valid.length * width),
@@ -141,6 +147,8 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
           return;
         }
         const prediction = predictions[i] as Record<string, unknown>;
+        const above = prediction.aboveThreshold === true;
+        if (above) checkpoint.above++;
         const line =
           run.input.format === 'fhir-ndjson'
             ? riskAssessment({
@@ -152,7 +160,8 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
                 prediction,
               })
             : { id, model: manifest.name, version: run.version, prediction };
-        outputText += `${JSON.stringify(line)}\n`;
+        if (above && splitRows) heldText += `${JSON.stringify(line)}\n`;
+        else outputText += `${JSON.stringify(line)}\n`;
       });
       // a failing shadow fails nothing: its chunk is recorded as an error line in its own file
       for (const shadow of await scorer.shadowScores(model, shadowVersions, rows, ctx.chunkTimeoutMs)) {
@@ -171,6 +180,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
     }
     if (outputText) checkpoint.outputBytes = await output.append(outputText);
     if (errorText) checkpoint.errorBytes = await errors.append(errorText);
+    if (heldText && held) checkpoint.heldBytes = await held.append(heldText);
     checkpoint.rowsDone += chunk.length;
     checkpoint.scored += valid.length;
     checkpoint.failed += chunk.length - valid.length - insufficient;
@@ -202,6 +212,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   } finally {
     await output.close();
     await errors.close();
+    await held?.close();
     await Promise.all([...shadowFiles.values()].map((f) => f.close()));
   }
 }

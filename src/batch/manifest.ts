@@ -1,4 +1,6 @@
-import { type BatchRun, shadowFileName } from './runs.ts';
+import { heldRowsOf, releaseOf } from './review.ts';
+import type { RunHold } from './review-store.ts';
+import { type BatchRun, HELD_FILE, shadowFileName } from './runs.ts';
 
 /** How long a finished run's files are served; `Expires` on the completion manifest says until when. */
 export const RETENTION_MS = 7 * 24 * 3600_000;
@@ -12,25 +14,26 @@ export function expiresAt(run: BatchRun): number | undefined {
  * later was used); only files with content are listed; a FHIR run's output is RiskAssessment resources, and its
  * error file holds an OperationOutcome per patient that could not be scored (missing data or invalid values).
  */
-export function bulkManifest(run: BatchRun, request: string) {
-  const files = (name: 'output.ndjson' | 'errors.ndjson') => `/v1/batches/${run.id}/files/${name}`;
+export function bulkManifest(run: BatchRun, request: string, hold?: RunHold) {
+  const files = (name: 'output.ndjson' | 'errors.ndjson' | typeof HELD_FILE) => `/v1/batches/${run.id}/files/${name}`;
   const errors = run.failed + run.insufficient;
+  const type = run.input.format === 'fhir-ndjson' ? 'RiskAssessment' : 'Prediction';
+  // an above-threshold review: the rows below are released at once, the held ones once a reviewer approves them
+  const split = run.review === 'above-threshold';
+  const released = split ? run.scored - run.above : run.scored;
+  // approved, or nothing to hold: shadow files (they score every row, held ones too) and the held rows are listed
+  const open = releaseOf(run, hold) === 'open';
   return {
     transactionTime: new Date(run.asOf).toISOString(),
     request,
     requiresAccessToken: true,
     output: [
-      ...(run.scored > 0
-        ? [
-            {
-              type: run.input.format === 'fhir-ndjson' ? 'RiskAssessment' : 'Prediction',
-              url: files('output.ndjson'),
-              count: run.scored,
-            },
-          ]
+      ...(released > 0 ? [{ type, url: files('output.ndjson'), count: released }] : []),
+      ...(split && open && run.above > 0
+        ? [{ type, url: files(HELD_FILE), count: run.above, extension: { reviewed: true } }]
         : []),
       ...Object.entries(run.shadowBytes)
-        .filter(([, bytes]) => bytes > 0)
+        .filter(([, bytes]) => open && bytes > 0)
         .map(([version]) => ({
           type: 'ShadowPrediction',
           url: `/v1/batches/${run.id}/files/${shadowFileName(version)}`,
@@ -49,7 +52,35 @@ export function bulkManifest(run: BatchRun, request: string) {
       outcomes: { scored: run.scored, insufficient: run.insufficient, failed: run.failed },
       // which FHIR server export fed the run (its request, transactionTime and files)
       ...(run.source ? { source: run.source } : {}),
+      ...(run.review ? { review: reviewView(run, hold) } : {}),
       ...(run.finishedAt && run.startedAt ? { durationMs: run.finishedAt - run.startedAt } : {}),
     },
+  };
+}
+
+/** A run's review as its requester and reviewers see it: what is held, and the decision (who, when, why). */
+export function reviewView(run: BatchRun, hold: RunHold | undefined) {
+  const heldRows = heldRowsOf(run);
+  return {
+    hold: run.review,
+    state:
+      hold?.state === 'approved' || hold?.state === 'rejected'
+        ? hold.state
+        : heldRows === 0 && run.state === 'completed'
+          ? 'nothing_held'
+          : 'awaiting_review',
+    heldRows,
+    aboveThreshold: run.above,
+    ...(hold?.decision
+      ? {
+          decision: {
+            outcome: hold.decision.outcome,
+            by: hold.decision.by,
+            ...(hold.decision.byName ? { byName: hold.decision.byName } : {}),
+            reason: hold.decision.reason,
+            at: new Date(hold.decision.at).toISOString(),
+          },
+        }
+      : {}),
   };
 }

@@ -6,6 +6,8 @@ import { RUNS_DIR } from './storage.ts';
 
 export type BatchFormat = (typeof batchFormats)[number];
 export type RunState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'skipped';
+/** how a run's output waits for clinician review (the model's `batch.review.hold` when the run first started) */
+export type ReviewHold = 'run' | 'above-threshold';
 
 /** A batch run as stored in Redis. The checkpoint fields move together, once per committed chunk. */
 export interface BatchRun {
@@ -42,7 +44,16 @@ export interface BatchRun {
   chunks: number;
   /** bytes committed to each shadow version's output file */
   shadowBytes: Record<string, number>;
+  /** held for clinician review: fixed at the first start, so a resumed run splits its rows the same way */
+  review?: ReviewHold;
+  /** scored rows at or above the threshold (in `above-threshold` runs: the rows in the held file) */
+  above: number;
+  /** bytes committed to the held rows' file (`above-threshold` runs) */
+  heldBytes: number;
 }
+
+/** The rows an `above-threshold` run holds for review, apart from the output released at once. */
+export const HELD_FILE = 'output.held.ndjson';
 
 export function shadowFileName(version: string): string {
   return `output.shadow-${version}.ndjson`;
@@ -54,7 +65,10 @@ export function shadowOutputKey(run: RunFolder, version: string): string {
   return `${run.dir}/${shadowFileName(version)}`;
 }
 
-export function outputKey(run: RunFolder, file: 'output.ndjson' | 'errors.ndjson' | 'manifest.json'): string {
+export function outputKey(
+  run: RunFolder,
+  file: 'output.ndjson' | 'errors.ndjson' | 'manifest.json' | typeof HELD_FILE,
+): string {
   return `${run.dir}/${file}`;
 }
 
@@ -116,6 +130,8 @@ export class RunStore {
       | 'chunks'
       | 'shadowBytes'
       | 'dir'
+      | 'above'
+      | 'heldBytes'
     >,
   ): Promise<boolean> {
     const fields: Record<string, string> = {
@@ -183,6 +199,9 @@ export class RunStore {
       errorBytes: Number(h.errorBytes ?? 0),
       chunks: Number(h.chunks ?? 0),
       shadowBytes: h.shadowBytes ? (JSON.parse(h.shadowBytes) as Record<string, number>) : {},
+      ...(h.review ? { review: h.review as ReviewHold } : {}),
+      above: Number(h.above ?? 0),
+      heldBytes: Number(h.heldBytes ?? 0),
     };
   }
 

@@ -58,6 +58,8 @@ export interface CdsHooksOptions {
   metrics: Metrics;
   clients?: CdsClientsConfig | undefined;
   fetchTimeoutMs?: number;
+  /** told of each card's first feedback (monitoring counts overridden score cards in the version's override rate) */
+  onFeedback?: (model: string, version: string, outcome: 'accepted' | 'overridden', reason?: string) => void;
 }
 
 /** CDS Hooks 2.0: discovery, a card per call scored on the sync tier through the FHIR mapping, and feedback. */
@@ -68,8 +70,10 @@ export class CdsHooksService {
   readonly #verifier: CdsTokenVerifier | undefined;
   readonly #baseUrl: string | undefined;
   readonly #fetchTimeoutMs: number;
+  readonly #onFeedback: CdsHooksOptions['onFeedback'];
 
   constructor(o: CdsHooksOptions) {
+    this.#onFeedback = o.onFeedback;
     this.#catalog = o.catalog;
     this.#sync = o.sync;
     this.feedback = new FeedbackStore(o.redis, o.prefix, o.metrics.registry);
@@ -167,14 +171,18 @@ export class CdsHooksService {
     for (const [i, f] of feedback.entries()) {
       const reason = f.outcome === 'overridden' ? reasonCode(f.overrideReason, offered) : undefined;
       const comment = f.overrideReason?.userComment?.slice(0, 2000);
-      const fresh = await this.feedback.record(cards[i] as NonNullable<(typeof cards)[number]>, {
+      const card = cards[i] as NonNullable<(typeof cards)[number]>;
+      const fresh = await this.feedback.record(card, {
         card: f.card,
         outcome: f.outcome,
         ...(reason ? { reason } : {}),
         ...(comment ? { comment } : {}),
         at: f.outcomeTimestamp,
       });
-      if (fresh) recorded++;
+      if (!fresh) continue;
+      recorded++;
+      // a no-score card carried no output of the model: there is nothing of the version's to accept or override
+      if (card.kind === 'score') this.#onFeedback?.(card.model, card.version, f.outcome, reason);
     }
     return { recorded, repeated: feedback.length - recorded };
   }

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import YAML from 'yaml';
 import { hashKey, roles } from '../platform/auth.ts';
+import { missingEvidence } from '../registry/evidence.ts';
 import { loadModel } from '../registry/load.ts';
 import { CliError, EXIT } from './client.ts';
 
@@ -22,6 +23,19 @@ export function addOfflineCommands(program: Command): void {
     const abs = path.resolve(dir);
     try {
       const m = await loadModel(abs, path.dirname(abs), Number(g.syncCeilingMs));
+      // beyond what loading checks (shapes, hashes, lineage): a version serving real answers must be promotable
+      const { primary, canary } = m.manifest.routing;
+      const incomplete = m.manifest.versions
+        .filter((v) => v.version === primary || v.version === canary?.version)
+        .map((v) => ({ version: v.version, missing: missingEvidence(v.evidence) }))
+        .filter((v) => v.missing.length > 0);
+      if (incomplete.length > 0) {
+        throw new Error(
+          incomplete
+            .map((v) => `${m.file}: versions ${v.version}: release evidence lacks ${v.missing.join(', ')}`)
+            .join('\n'),
+        );
+      }
       const summary = {
         valid: true,
         model: m.manifest.name,

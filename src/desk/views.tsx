@@ -51,7 +51,7 @@ export function SignIn(props: { error?: string }) {
   );
 }
 
-const ageText = (ms: number) => {
+export const ageText = (ms: number) => {
   const m = Math.max(0, Math.round(ms / 60000));
   return m < 60 ? `${m} min` : `${Math.floor(m / 60)} h ${m % 60} min`;
 };

@@ -71,10 +71,20 @@ export function registerMonitoringGauges(
   );
   gauge(
     'triage_monitoring_override_rate',
-    'Share of clinician reviews that amended or rejected the result',
+    'Share of clinician judgements that overrode the result: review amendments and rejections, overridden CDS Hooks cards',
     (w) => w.overrides.rate,
   );
   gauge('triage_monitoring_reviews', 'Clinician review decisions in the window', (w) => w.overrides.reviews);
+  gauge(
+    'triage_monitoring_judgements',
+    'Clinician judgements in the window (review decisions and CDS Hooks card feedback): the override rate counts these',
+    (w) => w.overrides.judgements,
+  );
+  gauge(
+    'triage_monitoring_cds_overridden',
+    'CDS Hooks cards of the version that clinicians overrode in the window',
+    (w) => w.overrides.cdsFeedback.overridden,
+  );
   new Gauge({
     name: 'triage_monitoring_feature_psi',
     help: 'Input drift per feature: PSI of the window against the version reference profile',

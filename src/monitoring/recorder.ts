@@ -57,6 +57,8 @@ interface Aggregate {
   /** per feature column of the manifest: its profile's edges and the counts per bin (absent: not profiled) */
   features: FeatureBins | undefined;
   decisions: Record<ReviewDecision, number>;
+  /** CDS Hooks card feedback: accepted and overridden, and overrides by reason code */
+  feedback: { accepted: number; overridden: number; reasons: Record<string, number> };
 }
 
 /**
@@ -103,6 +105,7 @@ export class MonitoringRecorder implements ScoreObserver {
         score: new Array(SCORE_BINS).fill(0),
         features: undefined,
         decisions: { approve: 0, amend: 0, reject: 0 },
+        feedback: { accepted: 0, overridden: 0, reasons: {} },
       };
       versions.set(version, a);
     }
@@ -148,6 +151,16 @@ export class MonitoringRecorder implements ScoreObserver {
     const a = this.#aggregate(model, version);
     a.n.reviews++;
     a.decisions[decision]++;
+  }
+
+  /**
+   * CDS Hooks feedback on a card this version's score made: an override (with the card's reason code, `other` for one
+   * not offered, `none` without) counts in the version's override rate beside review amendments and rejections.
+   */
+  recordFeedback(model: string, version: string, outcome: 'accepted' | 'overridden', reason?: string): void {
+    const f = this.#aggregate(model, version).feedback;
+    f[outcome]++;
+    if (outcome === 'overridden') f.reasons[reason ?? 'none'] = (f.reasons[reason ?? 'none'] ?? 0) + 1;
   }
 
   /** Writes what was counted since the last flush (one script per model version); a failure keeps nothing twice. */
@@ -198,5 +211,8 @@ function fieldsOf(a: Aggregate): Array<[string, number]> {
   bins('s', a.score);
   for (const f of a.features ?? []) if (f) bins(`f:${f.name}`, f.counts);
   for (const [d, v] of Object.entries(a.decisions)) if (v !== 0) out.push([`d:${d}`, v]);
+  if (a.feedback.accepted !== 0) out.push(['cds:accepted', a.feedback.accepted]);
+  if (a.feedback.overridden !== 0) out.push(['cds:overridden', a.feedback.overridden]);
+  for (const [reason, v] of Object.entries(a.feedback.reasons)) out.push([`cds:reason:${reason}`, v]);
   return out;
 }

@@ -21,7 +21,19 @@ export interface WindowReport {
   missingOrAssumed: { knownRows: number; assumedRows: number; share: number | null };
   /** PSI per feature against the version's reference profile (null without one) */
   drift: { features: Record<string, { psi: number | null; rows: number }>; maxPsi: number | null } | null;
-  overrides: { reviews: number; approved: number; amended: number; rejected: number; rate: number | null };
+  /**
+   * Clinicians' judgements of the version's output: review decisions, and CDS Hooks feedback on its cards; the rate is
+   * amended, rejected and overridden over all of them
+   */
+  overrides: {
+    reviews: number;
+    approved: number;
+    amended: number;
+    rejected: number;
+    cdsFeedback: { accepted: number; overridden: number; reasons: Record<string, number> };
+    judgements: number;
+    rate: number | null;
+  };
 }
 
 const round = (v: number, places = 6) => Math.round(v * 10 ** places) / 10 ** places;
@@ -91,6 +103,10 @@ function windowReport(model: CatalogModel, version: string, w: { sum: Map<string
     drift = { features, maxPsi };
   }
   const reviews = get('reviews');
+  const feedback = { accepted: get('cds:accepted'), overridden: get('cds:overridden') };
+  const judgements = reviews + feedback.accepted + feedback.overridden;
+  const reasons: Record<string, number> = {};
+  for (const [field, n] of sum) if (field.startsWith('cds:reason:')) reasons[field.slice('cds:reason:'.length)] = n;
   const byTier: Record<string, number> = {};
   for (const tier of ['sync', 'async', 'batch']) if (get(`tier:${tier}`) > 0) byTier[tier] = get(`tier:${tier}`);
   const report: WindowReport = {
@@ -128,7 +144,9 @@ function windowReport(model: CatalogModel, version: string, w: { sum: Map<string
       approved: get('d:approve'),
       amended: get('d:amend'),
       rejected: get('d:reject'),
-      rate: share(get('d:amend') + get('d:reject'), reviews),
+      cdsFeedback: { ...feedback, reasons },
+      judgements,
+      rate: share(get('d:amend') + get('d:reject') + feedback.overridden, judgements),
     },
   };
   return report;

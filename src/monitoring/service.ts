@@ -40,6 +40,11 @@ export class MonitoringService {
     return monitoringReport(this.#redis, this.#prefix, model, { now: this.#now(), ...(windows ? { windows } : {}) });
   }
 
+  /** CDS Hooks: a clinician accepted or overrode (with a reason code) a card this version's score made. */
+  recordFeedback(model: string, version: string, outcome: 'accepted' | 'overridden', reason?: string): void {
+    this.recorder?.recordFeedback(model, version, outcome, reason);
+  }
+
   /** For the review desk: a decision on a held result of this version. */
   recordDecision(model: string, version: string, decision: ReviewDecision): void {
     this.recorder?.recordDecision(model, version, decision);

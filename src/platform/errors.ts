@@ -17,6 +17,7 @@ export const problemCodes = {
   // 404/405
   not_found: { status: 404, title: 'No such resource' },
   run_cancelled: { status: 410, title: 'The batch run was cancelled' },
+  output_rejected: { status: 410, title: 'A reviewer rejected this output: it is never served' },
   run_failed: { status: 500, title: 'The batch run failed' },
   model_not_found: { status: 404, title: 'No such model' },
   method_not_allowed: { status: 405, title: 'Method not allowed on this resource' },
@@ -24,6 +25,7 @@ export const problemCodes = {
   wrong_tier: { status: 409, title: 'This model is not served on this endpoint' },
   idempotency_conflict: { status: 409, title: 'This idempotency key was used for a different request' },
   already_decided: { status: 409, title: 'This review has already been decided' },
+  awaiting_review: { status: 409, title: 'This output is held for clinician review' },
   outcome_conflict: { status: 409, title: 'A different outcome was already recorded for this prediction' },
   evidence_required: { status: 409, title: 'The version lacks the release evidence this change needs' },
   invalid_state: { status: 409, title: 'The job is not in a state that allows this' },

@@ -1,8 +1,6 @@
 import { z } from 'zod';
 import { isUcumUnit } from '../fhir/ucum.ts';
-
-/** A code as FHIR search tokens write it: `system|code`, e.g. `http://loinc.org|8310-5`. */
-const token = z.string().regex(/^[^|\s]+\|[^|\s]+$/, 'must be system|code, e.g. http://loinc.org|8310-5');
+import { codeToken as token } from './ids.ts';
 
 /** Observations that carry a feature: by any of `codes` (on Observation.code or a component's code). */
 const observationSource = z

@@ -5,6 +5,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import type { CorpusEntry } from '../serving/predictions.ts';
 import { type Classification, classifyTier } from './classify.ts';
+import { isLocalArtifact } from './evidence.ts';
 import { type ReferenceProfile, readProfile } from './profile.ts';
 import { type Manifest, type ModelVersion, manifestSchema } from './schema.ts';
 
@@ -103,6 +104,20 @@ export async function loadModel(dir: string, rootForMessages: string, syncCeilin
       fail(`versions.${i}.runtime.sha256`, `${runtime.path} has sha256 ${actual}, manifest says ${runtime.sha256}`);
     }
     artifacts.set(v.version, artifact);
+  }
+  // change-approval records kept beside the manifest are checked like the artifacts: what was approved is what is here
+  for (const [i, v] of m.versions.entries()) {
+    for (const [j, a] of (v.evidence?.changeApprovals ?? []).entries()) {
+      if (!isLocalArtifact(a.uri)) continue;
+      const field = `versions.${i}.evidence.changeApprovals.${j}`;
+      const local = path.resolve(dir, a.uri);
+      if (!local.startsWith(path.resolve(dir) + path.sep))
+        fail(`${field}.uri`, `"${a.uri}" points outside the model folder`);
+      const actual = await sha256File(local).catch((err: NodeJS.ErrnoException) =>
+        fail(`${field}.uri`, `cannot read ${a.uri} (${err.code ?? err.message})`),
+      );
+      if (actual !== a.sha256) fail(`${field}.sha256`, `${a.uri} has sha256 ${actual}, manifest says ${a.sha256}`);
+    }
   }
   for (const [i, v] of m.versions.entries()) {
     const target = v.evidence?.rollbackTarget;

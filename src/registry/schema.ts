@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { exportInputSchema } from '../ingress/export-request.ts';
+import { checkLineage } from './evidence.ts';
 import { checkFhirMapping, fhirMappingSchema } from './fhir-mapping.ts';
 import { checkHooks, hooksSchema } from './hooks.ts';
 import { versionId, versionSchema } from './versions.ts';
@@ -230,6 +231,15 @@ export const manifestSchema = z
           .positive()
           .max(24 * 3650)
           .default(72),
+        /**
+         * clinician review of a run's output before its requester gets it: the whole run, or only the rows at or
+         * above the threshold (the rest are released at once). Not the `review` of async results: a batch model stays
+         * batch, its runs are held after scoring (src/batch/review-store.ts)
+         */
+        review: z
+          .object({ hold: z.enum(['run', 'above-threshold']) })
+          .strict()
+          .optional(),
       })
       .strict()
       .optional(),
@@ -241,6 +251,7 @@ export const manifestSchema = z
   .strict()
   .superRefine((m, ctx) => {
     checkHooks(m, ctx);
+    checkLineage(m, ctx);
     if (m.input === 'features' && m.features.length === 0) {
       ctx.addIssue({ code: 'custom', message: 'a features model needs at least one feature', path: ['features'] });
     }
@@ -249,6 +260,13 @@ export const manifestSchema = z
     }
     if (m.input === 'document' && m.features.length > 0) {
       ctx.addIssue({ code: 'custom', message: 'a document model takes no features', path: ['features'] });
+    }
+    if (m.batch?.review?.hold === 'above-threshold' && m.output.kind !== 'score') {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'hold "above-threshold" needs a score output (its rows are split at output.threshold)',
+        path: ['batch', 'review', 'hold'],
+      });
     }
     if (m.review?.policy === 'sample' && m.review.samplePercent === undefined) {
       ctx.addIssue({

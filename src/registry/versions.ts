@@ -1,23 +1,11 @@
 import { z } from 'zod';
+import { releaseEvidenceSchema } from './evidence.ts';
+import { sha256, versionId } from './ids.ts';
 
-/** A version id: names files, metrics and routing entries. */
-export const versionId = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$/, 'must be 1-32 of letters, digits, . _ -');
-export const sha256 = z.string().regex(/^[a-f0-9]{64}$/, 'must be 64 lower-case hex digits');
+export type { ReleaseEvidence } from './evidence.ts';
+export { sha256, versionId };
 
 /* A model version in its manifest: where it runs, how remote calls behave, and its release evidence. */
-
-const releaseEvidenceSchema = z.object({
-  datasetVersion: z.string().min(1),
-  labelDefinition: z.string().min(1).describe('phenotype or label definition'),
-  approvedBy: z.string().min(1),
-  approvedAt: z.iso.datetime({ offset: true }),
-  approvedThreshold: z.number().finite(),
-  rollbackTarget: z.union([versionId, z.null()]).describe('version to roll back to, or null for the first release'),
-  notes: z.string().optional(),
-});
-export type ReleaseEvidence = z.infer<typeof releaseEvidenceSchema>;
 
 const onnxRuntimeSchema = z.object({
   kind: z.literal('onnx'),

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { AuditLog } from '../platform/audit.ts';
 import { actorOf, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
+import { missingEvidence } from '../registry/evidence.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
 import type { RoutingState } from '../serving/routing.ts';
 
@@ -64,6 +65,15 @@ export class ReleaseService {
   async promote(principal: Principal, model: CatalogModel, version: unknown, reason: unknown) {
     if (typeof version !== 'string') throw new Problem('invalid_request', 'version is required');
     const v = this.#evidenceOf(model, version, 'primary');
+    // a promotion is a release: the whole record a release review reads, not only what serving needs
+    const missing = missingEvidence(v.evidence);
+    if (missing.length > 0) {
+      throw new Problem(
+        'evidence_required',
+        `version "${version}" cannot be promoted: its release evidence lacks ${missing.join(', ')}`,
+        { extensions: { missing } },
+      );
+    }
     if (v.evidence && v.evidence.approvedThreshold !== model.manifest.output.threshold) {
       throw new Problem(
         'evidence_required',
