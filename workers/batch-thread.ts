@@ -7,6 +7,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Redis } from 'ioredis';
+import { Buckets, withBuckets } from '../src/batch/buckets.ts';
 import { executeRun } from '../src/batch/execute.ts';
 import { InputFileError } from '../src/batch/readers.ts';
 import { RunStore } from '../src/batch/runs.ts';
@@ -28,6 +29,8 @@ export interface BatchThreadInput {
   redisUrl: string;
   prefix: string;
   dataDir: string;
+  /** TRIAGE_OBJECT_STORES: inputs named `s3://…` or `gs://…` are read from their bucket */
+  objectStores?: string;
   model: LoadedModel;
   /** the routing in force when the run started: its shadows score beside it */
   routing: RoutingState;
@@ -103,7 +106,7 @@ try {
           ...(recorder && predictionLog ? [recorder, predictionLog] : []),
         ],
       }),
-      storage: new LocalStorage(input.dataDir),
+      storage: withBuckets(new LocalStorage(input.dataDir), Buckets.from(input.objectStores)),
       runs,
       chunkTimeoutMs: input.chunkTimeoutMs,
       ...(input.exportFiles ? { exportFiles: input.exportFiles } : {}),
