@@ -29,6 +29,9 @@ export class GcsStore implements ObjectStore {
       ...(settings.apiEndpoint ? { apiEndpoint: settings.apiEndpoint, useAuthWithCustomEndpoint: true } : {}),
       retryOptions: { maxRetries: 2 },
     });
+    // a service account key signs its own scoped JWTs (as Google's generated clients do), with no round trip to the
+    // token endpoint; workload identity and the metadata server are unaffected
+    this.#storage.authClient.useJWTAccessWithScope = true;
   }
 
   /** The object's generation, unless it is a run's output. */
@@ -55,23 +58,23 @@ export class GcsStore implements ObjectStore {
     return (await this.#generation(bucket, key)).size;
   }
 
-  /** A resumable upload session, sent in chunks (a lost connection resumes from the last acknowledged byte) */
+  /**
+   * A resumable upload: the session opened first (with the object's metadata), then the bytes sent to it in chunks
+   * (a lost connection resumes from the last byte the server acknowledged). Opening the session explicitly also keeps
+   * the credentials on it when the endpoint is a custom one (the library's own session opening drops them there).
+   */
   async upload(bucket: string, key: string, body: Readable, runId: string): Promise<void> {
-    const out = this.#storage
-      .bucket(bucket)
-      .file(key)
-      .createWriteStream({
-        resumable: true,
-        chunkSize: CHUNK_BYTES,
-        validation: 'crc32c',
-        metadata: {
-          contentType: key.endsWith('.json') ? 'application/json' : 'application/fhir+ndjson',
-          metadata: { [OUTPUT_MARK]: runId },
-        },
-      });
-    await pipeline(body, out).catch((err) => {
+    const file = this.#storage.bucket(bucket).file(key);
+    const metadata = {
+      contentType: key.endsWith('.json') ? 'application/json' : 'application/fhir+ndjson',
+      metadata: { [OUTPUT_MARK]: runId },
+    };
+    try {
+      const [uri] = await file.createResumableUpload({ metadata });
+      await pipeline(body, file.createWriteStream({ resumable: true, uri, chunkSize: CHUNK_BYTES, validation: 'crc32c' }));
+    } catch (err) {
       throw failure(err);
-    });
+    }
   }
 
   async signedUrl(bucket: string, key: string, expiresInSeconds: number): Promise<string> {
