@@ -11,7 +11,7 @@ import { Buckets, withBuckets } from '../src/batch/buckets.ts';
 import { executeRun } from '../src/batch/execute.ts';
 import { InputFileError } from '../src/batch/readers.ts';
 import { RunStore } from '../src/batch/runs.ts';
-import { LocalStorage } from '../src/batch/storage.ts';
+import { LocalStorage, StorageError } from '../src/batch/storage.ts';
 import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { PredictionLog } from '../src/outcomes/prediction-log.ts';
 import { Problem } from '../src/platform/errors.ts';
@@ -131,7 +131,8 @@ try {
   }
 } catch (err) {
   // a malformed input fails the same way on every attempt: the parent fails the run at once
-  const permanent = err instanceof InputFileError;
+  // and so does an input that is not there or not the caller's (an object deleted after the run was accepted)
+  const permanent = err instanceof InputFileError || (err instanceof StorageError && err.reason !== 'unreadable');
   port.postMessage({ type: 'error', message: (err as Error).message, permanent } satisfies BatchThreadMessage);
 } finally {
   redis.disconnect();

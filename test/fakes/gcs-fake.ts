@@ -60,6 +60,8 @@ function hashes(body: Buffer): { crc32c: string; md5Hash: string } {
 
 export class GcsFake {
   readonly requests: GcsRequest[] = [];
+  /** added to the clock signed URLs are checked against (a test moves it past their expiry) */
+  clockSkewMs = 0;
   /** resumable upload PUTs received, per object name */
   readonly chunks = new Map<string, number>();
   readonly #objects = new Map<string, StoredObject>();
@@ -74,7 +76,7 @@ export class GcsFake {
 
   private constructor(buckets: string[], account: { publicKey: KeyObject; email: string }) {
     this.#buckets = new Set(buckets);
-    this.#publicKey = account.publicKey.type === "public" ? account.publicKey : createPublicKey(account.publicKey);
+    this.#publicKey = account.publicKey.type === 'public' ? account.publicKey : createPublicKey(account.publicKey);
     this.#email = account.email;
     this.#server = createServer((req, res) => {
       this.#handle(req, res).catch((err: Error) => {
@@ -162,7 +164,8 @@ export class GcsFake {
     const expires = Number(p.get('X-Goog-Expires'));
     const signed = p.get('X-Goog-SignedHeaders') ?? '';
     const [email, ...scopeParts] = credential.split('/');
-    if (p.get('X-Goog-Algorithm') !== 'GOOG4-RSA-SHA256' || email !== this.#email || signed !== 'host') return 'invalid';
+    if (p.get('X-Goog-Algorithm') !== 'GOOG4-RSA-SHA256' || email !== this.#email || signed !== 'host')
+      return 'invalid';
     const query = [...p.entries()]
       .filter(([k]) => k !== 'X-Goog-Signature')
       .map(([k, v]) => [rfc3986(k), rfc3986(v)])
@@ -182,7 +185,7 @@ export class GcsFake {
     const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(date);
     if (!m || !Number.isInteger(expires)) return 'invalid';
     const start = Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!);
-    return Date.now() > start + expires * 1000 ? 'expired' : 'signed-url';
+    return Date.now() + this.clockSkewMs > start + expires * 1000 ? 'expired' : 'signed-url';
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -198,7 +201,13 @@ export class GcsFake {
 
     if (upload && method === 'PUT' && sessionId) {
       const session = this.#sessions.get(sessionId);
-      this.requests.push({ method, op: 'upload-chunk', bucket: upload[1] as string, name: session?.name ?? '', auth: 'session' });
+      this.requests.push({
+        method,
+        op: 'upload-chunk',
+        bucket: upload[1] as string,
+        name: session?.name ?? '',
+        auth: 'session',
+      });
       if (!session) return this.#error(res, 404, 'notFound', 'No such upload session');
       const contentRange = String(req.headers['content-range'] ?? '');
       const have = session.received.reduce((n, b) => n + b.length, 0);
@@ -210,7 +219,8 @@ export class GcsFake {
       const range = /^bytes (\d+)-(\d+|\*)\/(\d+|\*)$/.exec(contentRange);
       if (!range) return this.#error(res, 400, 'invalid', 'bad Content-Range');
       this.chunks.set(session.name, (this.chunks.get(session.name) ?? 0) + 1);
-      if (Number(range[1]) !== have) return this.#error(res, 400, 'invalid', 'chunk does not start where the last ended');
+      if (Number(range[1]) !== have)
+        return this.#error(res, 400, 'invalid', 'chunk does not start where the last ended');
       session.received.push(body);
       const total = range[3] === '*' ? undefined : Number(range[3]);
       const now = have + body.length;
@@ -232,7 +242,9 @@ export class GcsFake {
       this.requests.push({ method, op: 'signed-get', bucket: bucket as string, name, auth });
       if (auth === 'expired') {
         res.writeHead(400, { 'content-type': 'application/xml' });
-        return void res.end('<?xml version="1.0"?><Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>');
+        return void res.end(
+          '<?xml version="1.0"?><Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>',
+        );
       }
       if (auth === 'invalid' || method !== 'GET') {
         res.writeHead(403, { 'content-type': 'application/xml' });

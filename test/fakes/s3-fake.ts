@@ -40,8 +40,13 @@ const xml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
 export class S3Fake {
   readonly region = 'eu-west-2';
   readonly requests: S3Request[] = [];
+  /** added to the clock presigned URLs are checked against (a test moves it past their expiry) */
+  clockSkewMs = 0;
   readonly #objects = new Map<string, StoredObject>();
-  readonly #uploads = new Map<string, { bucket: string; key: string; parts: Map<number, Buffer>; meta: StoredObject }>();
+  readonly #uploads = new Map<
+    string,
+    { bucket: string; key: string; parts: Map<number, Buffer>; meta: StoredObject }
+  >();
   readonly #buckets: Set<string>;
   readonly #sockets = new Set<Socket>();
   readonly #server: Server;
@@ -50,7 +55,13 @@ export class S3Fake {
 
   private constructor(buckets: string[]) {
     this.#buckets = new Set(buckets);
-    this.#sigv4 = new SigV4Verifier({ service: 's3', region: this.region, uriEscapePath: false, port: () => this.#port });
+    this.#sigv4 = new SigV4Verifier({
+      service: 's3',
+      region: this.region,
+      uriEscapePath: false,
+      port: () => this.#port,
+      now: () => Date.now() + this.clockSkewMs,
+    });
     this.#server = createServer((req, res) => {
       this.#handle(req, res).catch((err: Error) => {
         if (!res.headersSent) this.#error(res, 500, 'InternalError', `fake failed: ${err.message}`);
@@ -82,6 +93,10 @@ export class S3Fake {
       contentType: 'application/octet-stream',
       etag: createHash('md5').update(bytes).digest('hex'),
     });
+  }
+
+  delete(bucket: string, key: string): void {
+    this.#objects.delete(`${bucket}/${key}`);
   }
 
   /** An object made line by line while it is sent (`size`: the byte length of all lines) */
@@ -133,7 +148,8 @@ export class S3Fake {
     const write = (chunk: string | Buffer) =>
       res.write(chunk) ? Promise.resolve() : new Promise<void>((resolve) => res.once('drain', resolve));
     if (Buffer.isBuffer(o.body)) {
-      for (let i = 0; i < o.body.length && !res.destroyed; i += 64 * 1024) await write(o.body.subarray(i, i + 64 * 1024));
+      for (let i = 0; i < o.body.length && !res.destroyed; i += 64 * 1024)
+        await write(o.body.subarray(i, i + 64 * 1024));
     } else {
       let batch = '';
       for (const line of o.body.lines()) {
@@ -232,7 +248,8 @@ export class S3Fake {
         const upload = this.#uploads.get(q.get('uploadId') ?? '');
         const part = Number(q.get('partNumber'));
         if (!upload || upload.key !== key) return this.#error(res, 404, 'NoSuchUpload', 'no such upload');
-        if (!Number.isInteger(part) || part < 1 || part > 10_000) return this.#error(res, 400, 'InvalidArgument', 'partNumber');
+        if (!Number.isInteger(part) || part < 1 || part > 10_000)
+          return this.#error(res, 400, 'InvalidArgument', 'partNumber');
         upload.parts.set(part, body);
         res.writeHead(200, { etag: `"${createHash('md5').update(body).digest('hex')}"`, 'content-length': 0 });
         return void res.end();
@@ -247,7 +264,12 @@ export class S3Fake {
           return this.#error(res, 400, 'InvalidPart', 'One or more of the specified parts could not be found.');
         }
         if (parts.slice(0, -1).some((p) => (p as Buffer).length < MIN_PART)) {
-          return this.#error(res, 400, 'EntityTooSmall', 'Your proposed upload is smaller than the minimum allowed size');
+          return this.#error(
+            res,
+            400,
+            'EntityTooSmall',
+            'Your proposed upload is smaller than the minimum allowed size',
+          );
         }
         const whole = Buffer.concat(parts as Buffer[]);
         const etag = `${createHash('md5').update(whole).digest('hex')}-${parts.length}`;

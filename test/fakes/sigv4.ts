@@ -53,6 +53,8 @@ export interface SigV4Options {
   uriEscapePath?: boolean;
   /** the port the fake listens on (part of the signed host header) */
   port: () => number;
+  /** the fake's clock (tests move it past a presigned URL's expiry) */
+  now?: () => number;
 }
 
 export type PresignedCheck = 'ok' | 'expired' | 'invalid';
@@ -181,6 +183,7 @@ export class SigV4Verifier {
       { signingDate, expiresIn: expires, signableHeaders: new Set(signed) },
     );
     if (!sameText(String(presigned.query?.['X-Amz-Signature'] ?? ''), signature)) return 'invalid';
-    return Date.now() > signingDate.getTime() + expires * 1000 ? 'expired' : 'ok';
+    const now = this.#options.now?.() ?? Date.now();
+    return now > signingDate.getTime() + expires * 1000 ? 'expired' : 'ok';
   }
 }

@@ -71,7 +71,10 @@ export class GcsStore implements ObjectStore {
     };
     try {
       const [uri] = await file.createResumableUpload({ metadata });
-      await pipeline(body, file.createWriteStream({ resumable: true, uri, chunkSize: CHUNK_BYTES, validation: 'crc32c' }));
+      await pipeline(
+        body,
+        file.createWriteStream({ resumable: true, uri, chunkSize: CHUNK_BYTES, validation: 'crc32c' }),
+      );
     } catch (err) {
       throw failure(err);
     }

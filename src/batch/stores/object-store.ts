@@ -22,6 +22,6 @@ export const refusedOutput = () => new StorageError('outside', 'run outputs are 
 
 /** A provider error as a StorageError; its message names neither the bucket nor the key (client-chosen). */
 export function storeFailure(status: number | undefined, code: string): StorageError {
-  if (status === 404) return new StorageError('not_found', 'no such object');
+  if (status === 404) return new StorageError('not_found', 'no such object in the bucket (404)');
   return new StorageError('unreadable', `the object store refused (${status ?? 'no answer'} ${code})`.slice(0, 200));
 }
