@@ -1,7 +1,7 @@
 import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { publishOutputs } from '../src/batch/bucket-outputs.ts';
+import { publishAnalytics, publishOutputs } from '../src/batch/bucket-outputs.ts';
 import type { Buckets } from '../src/batch/buckets.ts';
 import { bulkManifest } from '../src/batch/manifest.ts';
 import type { BatchReviewService } from '../src/batch/review.ts';
@@ -236,9 +236,12 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
     );
     // held before it is completed: a run that needs review is never served without its hold
     await deps.reviews?.holdFinished(finished);
-    // a bucket output location: the files are uploaded before the run is complete (a failed upload is retried); a
-    // run under a review policy is not published: its output goes out through the review, never around it
-    if (finished.output && deps.buckets && !finished.review) await publishOutputs(finished, deps.storage, deps.buckets);
+    // a bucket output location and the analytics sink: the files are uploaded before the run is complete (a failed
+    // upload is retried); a run under a review policy is not published: its output goes out through the review only
+    if (deps.buckets && !finished.review) {
+      await publishOutputs(finished, deps.storage, deps.buckets);
+      await publishAnalytics(finished, deps.storage, deps.buckets);
+    }
     await runs.transition(runId, ['running'], 'completed', { finishedAt: finished.finishedAt });
     if (run.scheduleId) metrics.batchLastSuccess.set({ schedule: run.scheduleId }, finished.finishedAt / 1000);
     logger.info(

@@ -6,9 +6,11 @@
  *
  *   node --import tsx src/devtools/with-redis.ts node --expose-gc --import tsx load-tests/bench/s3-input-memory.ts 1000000
  *
- * argv: <rows>
+ * argv: <rows> [local]: `local` reads the same rows from a file in the data directory instead, for comparison
  */
 import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { TEST_CREDENTIALS } from '../../test/fakes/sigv4.ts';
@@ -58,6 +60,16 @@ const gw = await buildGateway({
     }),
   },
 });
+const local = process.argv[3] === 'local';
+if (local) {
+  // the same bytes, fetched once through the fake (in this process's memory only until written)
+  const { S3Client, GetObjectCommand } = await import('@aws-sdk/client-s3');
+  const client = new S3Client({ region: fake.region, endpoint: fake.url, forcePathStyle: true });
+  const body = (await client.send(new GetObjectCommand({ Bucket: fake.bucket, Key: fake.key }))).Body;
+  await mkdir(path.join(dataDir, 'clients/client'), { recursive: true });
+  await writeFile(path.join(dataDir, 'clients/client/big.ndjson'), body as NodeJS.ReadableStream);
+  client.destroy();
+}
 const mb = (n: number) => Math.round(n / 1024 / 1024);
 (globalThis as { gc?: () => void }).gc?.();
 const baseline = process.memoryUsage.rss();
@@ -67,13 +79,14 @@ const sampler = setInterval(() => {
 }, 10);
 const started = Date.now();
 const res = await gw.call('POST', '/v1/models/news2/batches', keys.client, {
-  input: { path: `s3://${fake.bucket}/${fake.key}`, format: 'ndjson' },
+  input: { path: local ? 'big.ndjson' : `s3://${fake.bucket}/${fake.key}`, format: 'ndjson' },
 });
 const { final } = await waitForRun(gw, keys.client, res.body.id, 30 * 60_000);
 clearInterval(sampler);
 process.stdout.write(
   `${JSON.stringify({
     rows: Number(rows),
+    input: local ? 'local file' : 's3',
     objectMiB: mb(fake.bytes),
     status: final.status,
     scored: final.body.output?.[0]?.count,

@@ -53,6 +53,23 @@ const fileSchema = z
       .strict()
       .default({}),
     buckets: z.array(bucketSchema).max(100).default([]),
+    /**
+     * An analytics sink: completed runs' predictions also written as NDJSON under Hive-style partitions
+     * (`<url>/dt=YYYY-MM-DD/model=<name>/<run id>.ndjson`), so Athena or BigQuery external tables read them in place.
+     * Scheduled runs (the operator's population scoring) by default; `all` adds on-demand runs.
+     */
+    analytics: z
+      .object({
+        url: z
+          .string()
+          .regex(
+            /^(s3|gs):\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/[A-Za-z0-9._=-]+)*$/,
+            'must be s3:// or gs://<bucket>[/prefix]',
+          ),
+        runs: z.enum(['scheduled', 'all']).default('scheduled'),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -77,6 +94,10 @@ export function parseObjectStores(raw: string | undefined): ObjectStoresConfig {
   for (const b of parsed.data.buckets) {
     if (seen.has(b.url)) throw new ConfigError(`TRIAGE_OBJECT_STORES: bucket ${b.url} appears twice`);
     seen.add(b.url);
+  }
+  const sink = parsed.data.analytics?.url.split('/').slice(0, 3).join('/');
+  if (sink && !seen.has(sink)) {
+    throw new ConfigError('TRIAGE_OBJECT_STORES: analytics.url: its bucket must be one of buckets');
   }
   return parsed.data;
 }

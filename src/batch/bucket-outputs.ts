@@ -35,6 +35,27 @@ export async function publishOutputs(run: BatchRun, local: LocalStorage, buckets
   }
 }
 
+/** Where a run's predictions land in the analytics sink: Hive-style partitions by the data cut-off's day and model. */
+export function analyticsObjectUrl(sink: string, run: Pick<BatchRun, 'id' | 'model' | 'asOf'>): string {
+  const day = new Date(run.asOf).toISOString().slice(0, 10);
+  return `${sink}/dt=${day}/model=${run.model}/${run.id}.ndjson`;
+}
+
+/**
+ * Writes a completed run's predictions to the analytics sink, when one is configured and takes this kind of run.
+ * One object per run, named by its id: a retried attempt overwrites it, so a run appears once.
+ */
+export async function publishAnalytics(run: BatchRun, local: LocalStorage, buckets: Buckets): Promise<void> {
+  const sink = buckets.analytics;
+  if (!sink || run.scored === 0 || (sink.runs === 'scheduled' && !run.scheduleId)) return;
+  const source = await local.openOutput(`${run.dir}/output.ndjson`);
+  try {
+    await buckets.upload(analyticsObjectUrl(sink.url, run), source, run.id);
+  } finally {
+    source.destroy();
+  }
+}
+
 /**
  * The completion manifest of a run published to a bucket: its files as time-limited signed URLs (S3 presigned GET,
  * GCS V4), fresh at each request, which need no access token of Triage's (Bulk Data's requiresAccessToken false).

@@ -72,6 +72,10 @@ export class Buckets {
     return this.#buckets.size > 0;
   }
 
+  get analytics(): ObjectStoresConfig['analytics'] {
+    return this.#config.analytics;
+  }
+
   /** The provider's client, made on first use (no SDK client, no credential lookup, unless a bucket is used). */
   #store(scheme: 's3' | 'gs'): ObjectStore {
     if (scheme === 's3') {
