@@ -201,6 +201,7 @@ export async function composeServices(options: ServicesOptions) {
       await Promise.all(Object.values(queues).map((q) => q.close()));
       await jobRunners.close();
       await jobFactory?.close();
+      buckets.close();
       await redis.quit().catch(() => redis.disconnect());
     },
   };

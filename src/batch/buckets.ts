@@ -120,6 +120,11 @@ export class Buckets {
     return this.#store(scheme).upload(bucket, key, body, runId);
   }
 
+  close(): void {
+    this.#s3?.close();
+    this.#gcs?.close();
+  }
+
   signedUrl(url: string, expiresInSeconds: number): Promise<string> {
     const { scheme, bucket, key } = this.locate(url);
     return this.#store(scheme).signedUrl(bucket, key, expiresInSeconds);

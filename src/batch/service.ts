@@ -197,10 +197,6 @@ export class BatchService {
     return signedManifest(run, manifest, this.#buckets, this.#signedUrlSeconds);
   }
 
-  get buckets(): Buckets {
-    return this.#buckets;
-  }
-
   /** A run its caller may see (see mayReadRun); 404 otherwise, as for a run that does not exist. */
   async visible(principal: Principal, id: string): Promise<BatchRun> {
     const run = /^[A-Za-z0-9-]{1,140}$/.test(id) ? await this.#runs.get(id) : undefined;

@@ -80,6 +80,9 @@ export class GcsStore implements ObjectStore {
     }
   }
 
+  /** nothing to drop: the library keeps no connection pool of its own */
+  close(): void {}
+
   async signedUrl(bucket: string, key: string, expiresInSeconds: number): Promise<string> {
     const [url] = await this.#storage
       .bucket(bucket)

@@ -13,6 +13,8 @@ export interface ObjectStore {
   /** writes a run's output; the object is marked as one, so it is never read back as an input */
   upload(bucket: string, key: string, body: Readable, runId: string): Promise<void>;
   signedUrl(bucket: string, key: string, expiresInSeconds: number): Promise<string>;
+  /** drops the client's kept-alive connections (shutdown) */
+  close(): void;
 }
 
 /** User metadata on every object a run writes (S3 `x-amz-meta-…`, GCS `metadata`) */

@@ -77,6 +77,10 @@ export class S3Store implements ObjectStore {
     });
   }
 
+  close(): void {
+    this.#client.destroy();
+  }
+
   signedUrl(bucket: string, key: string, expiresInSeconds: number): Promise<string> {
     return getSignedUrl(this.#client, new GetObjectCommand({ Bucket: bucket, Key: key }), {
       expiresIn: expiresInSeconds,
