@@ -52,8 +52,17 @@ export const batchRequest = bodyObject(
       .refine((s) => !Number.isNaN(Date.parse(s)), AS_OF_MESSAGE)
       .optional()
       .meta({ description: 'the data cut-off (FHIR inputs: the look-back window ends here); default now' }),
+    output: z
+      .string({ error: 'output must be an s3:// or gs:// URL' })
+      .regex(/^(s3|gs):\/\//, 'output must be an s3:// or gs:// URL')
+      .max(1100, 'output must be an s3:// or gs:// URL')
+      .optional()
+      .meta({
+        description:
+          'a bucket prefix in your areas (s3://<bucket>/clients/<key id>/…): the files are published there too, and the manifest lists them as signed URLs',
+      }),
   },
-  '{"input": {"path", "format"}, "asOf"?}',
+  '{"input": {"path", "format"}, "asOf"?, "output"?}',
 );
 
 const runView_ = z.looseObject({
@@ -124,6 +133,7 @@ function viewOf(run: BatchRun, principal?: Principal) {
     state: run.state,
     input: { ...run.input, path: displayInputPath(principal, run.input.path) },
     ...(run.scheduleId ? { scheduleId: run.scheduleId } : {}),
+    ...(run.output ? { output: run.output } : {}),
     // a FHIR server's export: its state and the server's X-Progress while it runs
     ...(run.source ? { source: run.source } : {}),
     createdAt: new Date(run.createdAt).toISOString(),
@@ -190,7 +200,8 @@ export function batchRoutes(deps: AppDeps) {
         throw new Problem('output_rejected', 'a reviewer rejected this run: no file is served');
       c.header('expires', new Date(expiresAt(run) as number).toUTCString());
       const request = run.scheduleId ? `schedule:${run.scheduleId}` : `/v1/models/${run.model}/batches`;
-      const manifest = bulkManifest(run, request, hold);
+      // a run published to a bucket lists its files there, as signed URLs
+      const manifest = await deps.batches.manifestFor(run, bulkManifest(run, request, hold));
       // Bulk Data clients expect absolute file URLs
       const absolute = (f: { url: string }) => ({ ...f, url: new URL(f.url, c.req.url).href });
       return c.json({

@@ -3,6 +3,7 @@ import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch.
 import { callbackSender, createCallbackQueue, enqueueCallback } from '../workers/callbacks.ts';
 import { createInferenceQueue, inferenceQueuePort } from '../workers/inference.ts';
 import { composeAccountability } from './accountability.ts';
+import { Buckets } from './batch/buckets.ts';
 import { BatchReviewService } from './batch/review.ts';
 import { RunHoldStore } from './batch/review-store.ts';
 import { RunStore } from './batch/runs.ts';
@@ -50,6 +51,8 @@ export type ServicesConfig = Pick<
       | 'monitoring'
       | 'batchNice'
       | 'redisCommandTimeoutMs'
+      | 'objectStores'
+      | 'signedUrlSeconds'
     >
   >;
 
@@ -79,7 +82,9 @@ export async function composeServices(options: ServicesOptions) {
   const prefix = config.redisPrefix;
   const now = options.now ?? Date.now;
   const metrics = options.metrics ?? createMetrics();
-  const fhirServers = BulkExports.servers(config.fhirServers); // checked before anything is connected
+  // checked before anything is connected
+  const fhirServers = BulkExports.servers(config.fhirServers);
+  const buckets = Buckets.from(config.objectStores);
   const redis = await connectRedis(options.redisUrl, logger, config.redisCommandTimeoutMs);
 
   const audit = new AuditLog(redis, prefix);
@@ -145,6 +150,7 @@ export async function composeServices(options: ServicesOptions) {
     runs,
     queues,
     storage,
+    buckets,
     bulkExports,
     jobScorer,
     callbacks,
@@ -167,7 +173,15 @@ export async function composeServices(options: ServicesOptions) {
       enqueueCallback(queues.callbacks, config.callbacks, letter, replay),
     ),
     schedules: new ScheduleService(redis, prefix, schedulerPort(queues.batch), audit),
-    batches: new BatchService(runs, runQueuePort(queues.batch), storage, audit, bulkExports),
+    batches: new BatchService(
+      runs,
+      runQueuePort(queues.batch),
+      storage,
+      audit,
+      bulkExports,
+      buckets,
+      config.signedUrlSeconds,
+    ),
     batchReviews: new BatchReviewService({
       store: new RunHoldStore(redis, prefix, audit),
       runs,
@@ -187,6 +201,7 @@ export async function composeServices(options: ServicesOptions) {
       await Promise.all(Object.values(queues).map((q) => q.close()));
       await jobRunners.close();
       await jobFactory?.close();
+      buckets.close();
       await redis.quit().catch(() => redis.disconnect());
     },
   };

@@ -7,10 +7,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Redis } from 'ioredis';
+import { Buckets, withBuckets } from '../src/batch/buckets.ts';
 import { executeRun } from '../src/batch/execute.ts';
 import { InputFileError } from '../src/batch/readers.ts';
 import { RunStore } from '../src/batch/runs.ts';
-import { LocalStorage } from '../src/batch/storage.ts';
+import { LocalStorage, StorageError } from '../src/batch/storage.ts';
 import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { PredictionLog } from '../src/outcomes/prediction-log.ts';
 import { Problem } from '../src/platform/errors.ts';
@@ -28,6 +29,8 @@ export interface BatchThreadInput {
   redisUrl: string;
   prefix: string;
   dataDir: string;
+  /** TRIAGE_OBJECT_STORES: inputs named `s3://…` or `gs://…` are read from their bucket */
+  objectStores?: string;
   model: LoadedModel;
   /** the routing in force when the run started: its shadows score beside it */
   routing: RoutingState;
@@ -103,7 +106,7 @@ try {
           ...(recorder && predictionLog ? [recorder, predictionLog] : []),
         ],
       }),
-      storage: new LocalStorage(input.dataDir),
+      storage: withBuckets(new LocalStorage(input.dataDir), Buckets.from(input.objectStores)),
       runs,
       chunkTimeoutMs: input.chunkTimeoutMs,
       ...(input.exportFiles ? { exportFiles: input.exportFiles } : {}),
@@ -128,7 +131,8 @@ try {
   }
 } catch (err) {
   // a malformed input fails the same way on every attempt: the parent fails the run at once
-  const permanent = err instanceof InputFileError;
+  // and so does an input that is not there or not the caller's (an object deleted after the run was accepted)
+  const permanent = err instanceof InputFileError || (err instanceof StorageError && err.reason !== 'unreadable');
   port.postMessage({ type: 'error', message: (err as Error).message, permanent } satisfies BatchThreadMessage);
 } finally {
   redis.disconnect();

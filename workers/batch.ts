@@ -1,6 +1,8 @@
 import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { publishAnalytics, publishOutputs } from '../src/batch/bucket-outputs.ts';
+import type { Buckets } from '../src/batch/buckets.ts';
 import { bulkManifest } from '../src/batch/manifest.ts';
 import type { BatchReviewService } from '../src/batch/review.ts';
 import { outputKey, type RunStore } from '../src/batch/runs.ts';
@@ -75,6 +77,9 @@ export interface BatchWorkerDeps {
   runs: RunStore;
   schedules: ScheduleService;
   storage: LocalStorage;
+  /** S3 and GCS buckets: inputs read in the run's thread (configured from `objectStores`), outputs published here */
+  buckets?: Buckets;
+  objectStores?: string | undefined;
   catalog: ModelCatalog;
   metrics: BatchMetrics;
   logger: Logger;
@@ -182,6 +187,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
         redisUrl: deps.redisUrl,
         prefix: deps.prefix,
         dataDir: deps.storage.root,
+        ...(deps.objectStores ? { objectStores: deps.objectStores } : {}),
         // the manifest in force (an approved threshold change included), not the one read from disk
         model: { ...model.loaded, manifest: model.manifest },
         routing: model.routing,
@@ -230,6 +236,12 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
     );
     // held before it is completed: a run that needs review is never served without its hold
     await deps.reviews?.holdFinished(finished);
+    // a bucket output location and the analytics sink: the files are uploaded before the run is complete (a failed
+    // upload is retried); a run under a review policy is not published: its output goes out through the review only
+    if (deps.buckets && !finished.review) {
+      await publishOutputs(finished, deps.storage, deps.buckets);
+      await publishAnalytics(finished, deps.storage, deps.buckets);
+    }
     await runs.transition(runId, ['running'], 'completed', { finishedAt: finished.finishedAt });
     if (run.scheduleId) metrics.batchLastSuccess.set({ schedule: run.scheduleId }, finished.finishedAt / 1000);
     logger.info(

@@ -57,6 +57,8 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       runs: s.runs,
       schedules: s.schedules,
       storage: s.storage,
+      buckets: s.buckets,
+      objectStores: config.objectStores,
       bulkExports: s.bulkExports,
       reviews: s.batchReviews,
       catalog: s.catalog,

@@ -25,6 +25,8 @@ export interface BatchRun {
   /** client key ids that may read a scheduled run (the schedule's `readers`); admins always may */
   readers?: string[];
   input: { path: string; format: BatchFormat };
+  /** a bucket prefix (`s3://…`, `gs://…`) the completed run's files are published under, beside its own folder */
+  output?: string;
   /** the FHIR server export that feeds the run, when it is not a file */
   source?: ExportSource;
   asOf: number;
@@ -156,6 +158,7 @@ export class RunStore {
       chunks: '0',
       ...(run.scheduleId ? { scheduleId: run.scheduleId } : {}),
       ...(run.source ? { source: JSON.stringify(run.source) } : {}),
+      ...(run.output ? { outputUrl: run.output } : {}),
       ...(run.error ? { error: run.error } : {}),
     };
     const created = (await this.#redis.eval(
@@ -185,6 +188,7 @@ export class RunStore {
       ...(h.readers ? { readers: JSON.parse(h.readers) as string[] } : {}),
       input: { path: h.inputPath as string, format: h.inputFormat as BatchFormat },
       ...(h.source ? { source: JSON.parse(h.source) as ExportSource } : {}),
+      ...(h.outputUrl ? { output: h.outputUrl } : {}),
       asOf: Number(h.asOf),
       state: h.state as RunState,
       createdAt: Number(h.createdAt),

@@ -5,12 +5,15 @@ import type { Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import { batchFormats } from '../registry/schema.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
+import { signedManifest } from './bucket-outputs.ts';
+import { Buckets, isObjectUrl, withBuckets } from './buckets.ts';
 import { inClientArea, mayReadRun } from './data-areas.ts';
+import type { bulkManifest } from './manifest.ts';
 import type { BatchFormat, BatchRun, RunStore } from './runs.ts';
-import { type LocalStorage, StorageError } from './storage.ts';
+import { type BatchStorage, type LocalStorage, StorageError } from './storage.ts';
 
 /** Refuses an input whose first line does not look like its declared format (a CSV sent as NDJSON, …). */
-export async function sniffFormat(storage: LocalStorage, path: string, format: BatchFormat): Promise<void> {
+export async function sniffFormat(storage: BatchStorage, path: string, format: BatchFormat): Promise<void> {
   const stream = await storage.openRead(path);
   let head = '';
   for await (const chunk of stream) {
@@ -58,13 +61,28 @@ export class BatchService {
   readonly #storage: LocalStorage;
   readonly #audit: AuditLog;
   readonly #exports: BulkExports | undefined;
+  readonly #buckets: Buckets;
+  /** the data directory, and object URLs read from their buckets */
+  readonly #inputs: BatchStorage;
+  readonly #signedUrlSeconds: number;
 
-  constructor(runs: RunStore, queue: RunQueue, storage: LocalStorage, audit: AuditLog, exports?: BulkExports) {
+  constructor(
+    runs: RunStore,
+    queue: RunQueue,
+    storage: LocalStorage,
+    audit: AuditLog,
+    exports?: BulkExports,
+    buckets: Buckets = Buckets.from(undefined),
+    signedUrlSeconds = 3600,
+  ) {
     this.#runs = runs;
     this.#queue = queue;
     this.#storage = storage;
     this.#audit = audit;
     this.#exports = exports;
+    this.#buckets = buckets;
+    this.#inputs = withBuckets(storage, buckets);
+    this.#signedUrlSeconds = signedUrlSeconds;
   }
 
   get storage(): LocalStorage {
@@ -83,8 +101,14 @@ export class BatchService {
       throw new Problem('invalid_request', `input.format must be one of ${batchFormats.join(', ')}`);
     }
     const format = i.format as BatchFormat;
-    await this.#storage.size(i.path).catch(storageProblem);
-    await sniffFormat(this.#storage, i.path, format).catch((err) =>
+    // an object URL: in a configured bucket, a safe key (a client's own areas are checked in submit)
+    try {
+      if (isObjectUrl(i.path)) this.#buckets.locate(i.path);
+    } catch (err) {
+      storageProblem(err);
+    }
+    await this.#inputs.size(i.path).catch(storageProblem);
+    await sniffFormat(this.#inputs, i.path, format).catch((err) =>
       err instanceof Problem ? Promise.reject(err) : storageProblem(err),
     );
     return { path: i.path, format };
@@ -93,7 +117,7 @@ export class BatchService {
   async submit(
     principal: Principal,
     model: CatalogModel,
-    body: { input?: unknown; asOf?: unknown },
+    body: { input?: unknown; asOf?: unknown; output?: unknown },
   ): Promise<BatchRun> {
     if (model.manifest.input !== 'features') {
       throw new Problem(
@@ -104,7 +128,8 @@ export class BatchService {
     // a FHIR server's export instead of a file (src/ingress/): checked against the configured servers
     const fromServer =
       isExportInput(body.input) && this.#exports ? this.#exports.checkRequest(principal, body.input) : undefined;
-    const input = fromServer?.input ?? (await this.checkInput(inClientArea(principal, body.input)));
+    const input = fromServer?.input ?? (await this.checkInput(this.#inClientAreas(principal, body.input)));
+    const output = this.#outputFor(principal, body.output);
     let asOf = Date.now();
     if (body.asOf !== undefined) {
       if (
@@ -124,6 +149,7 @@ export class BatchService {
       requestedBy: `api:${principal.id}`,
       input,
       ...(fromServer ? { source: fromServer.source } : {}),
+      ...(output ? { output } : {}),
       asOf,
       state: 'queued',
       createdAt: Date.now(),
@@ -139,6 +165,36 @@ export class BatchService {
       detail: `${input.format}:${input.path}`,
     });
     return (await this.#runs.get(id)) as BatchRun;
+  }
+
+  /** A file path moved into the caller's area; an object URL checked against the caller's buckets and prefixes. */
+  #inClientAreas(principal: Principal, input: unknown): unknown {
+    const path = (input as { path?: unknown } | null)?.path;
+    if (!isObjectUrl(path)) return inClientArea(principal, input);
+    try {
+      this.#buckets.forClient(principal, path, 'input');
+    } catch (err) {
+      storageProblem(err);
+    }
+    return input;
+  }
+
+  /** Where a run's files are published besides its own folder: a prefix in one of the caller's bucket areas. */
+  #outputFor(principal: Principal, output: unknown): string | undefined {
+    if (output === undefined) return undefined;
+    if (!isObjectUrl(output)) throw new Problem('invalid_request', 'output must be an s3:// or gs:// URL');
+    const prefix = output.replace(/\/+$/, '');
+    try {
+      return this.#buckets.forClient(principal, prefix, 'output');
+    } catch (err) {
+      if (err instanceof StorageError) throw new Problem('not_found', 'no such output location in your areas');
+      throw err;
+    }
+  }
+
+  /** The completion manifest, with a bucket run's files as signed URLs. */
+  manifestFor(run: BatchRun, manifest: ReturnType<typeof bulkManifest>) {
+    return signedManifest(run, manifest, this.#buckets, this.#signedUrlSeconds);
   }
 
   /** A run its caller may see (see mayReadRun); 404 otherwise, as for a run that does not exist. */

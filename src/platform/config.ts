@@ -25,6 +25,14 @@ const envSchema = z.object({
   TRIAGE_API_KEYS: z.string().min(1).optional(),
   TRIAGE_OIDC_ISSUERS: z.string().min(1).optional(),
   TRIAGE_FHIR_SERVERS: z.string().min(1).optional(),
+  TRIAGE_OBJECT_STORES: z.string().min(1).optional(),
+  // S3 presigned and GCS V4 signed URLs both last at most 7 days
+  TRIAGE_SIGNED_URL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 3600)
+    .default(3600),
   TRIAGE_HL7_MODELS: z
     .string()
     .regex(/^([a-z0-9][a-z0-9-]*(,[a-z0-9][a-z0-9-]*)*)?$/, 'must be a comma list of model names')
@@ -112,6 +120,10 @@ export type Config = {
   oidcIssuers: string | undefined;
   /** raw FHIR servers config for Bulk Data export inputs (src/ingress/fhir-servers.ts); undefined = none */
   fhirServers: string | undefined;
+  /** raw object store config (src/batch/bucket-config.ts): S3 and GCS buckets for batch inputs and outputs */
+  objectStores: string | undefined;
+  /** how long the signed URLs of a manifest's bucket outputs stay valid */
+  signedUrlSeconds: number;
   /** the HL7v2 door (src/ingress/hl7/): the sync models it scores, and the MLLP listener (no port: none) */
   hl7: { models: string[]; mllpPort: number | undefined; mllpHost: string };
   /** raw CDS Hooks client config (YAML or JSON): the EHRs whose JWTs are accepted */
@@ -208,6 +220,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     apiKeys: e.TRIAGE_API_KEYS,
     oidcIssuers: e.TRIAGE_OIDC_ISSUERS,
     fhirServers: e.TRIAGE_FHIR_SERVERS,
+    objectStores: e.TRIAGE_OBJECT_STORES,
+    signedUrlSeconds: e.TRIAGE_SIGNED_URL_SECONDS,
     hl7: {
       models: e.TRIAGE_HL7_MODELS.split(',').filter(Boolean),
       mllpPort: e.TRIAGE_HL7_MLLP_PORT,

@@ -7,15 +7,11 @@
  * `sagemaker`, its region, the known test credentials, a node:crypto SHA-256) over the received method, path, query,
  * signed headers and body, and answers 403 InvalidSignatureException when it differs. Faults are set per test.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { SignatureV4 } from '@smithy/signature-v4';
+import { SigV4Verifier, TEST_CREDENTIALS } from './sigv4.ts';
 
-export const TEST_CREDENTIALS = {
-  accessKeyId: 'AKIDTRIAGETEST000001',
-  secretAccessKey: 'triage/test/secret/0123456789abcdefghijklmn',
-} as const;
+export { TEST_CREDENTIALS };
 
 /** The scores of one request's rows: per row a number, a list of numbers, or an object keyed by tensor names. */
 export type Scorer = (rows: number[][]) => unknown[] | Promise<unknown[]>;
@@ -48,35 +44,7 @@ export interface RecordedRequest {
   fault: SageMakerFault['mode'] | 'bad-signature';
 }
 
-class Sha256 {
-  #hash: ReturnType<typeof createHash> | ReturnType<typeof createHmac>;
-  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
-    this.#hash = secret === undefined ? createHash('sha256') : createHmac('sha256', toBuffer(secret));
-  }
-  update(data: string | ArrayBuffer | ArrayBufferView): void {
-    this.#hash.update(toBuffer(data));
-  }
-  async digest(): Promise<Uint8Array> {
-    return new Uint8Array(this.#hash.digest());
-  }
-  reset(): void {
-    throw new Error('not needed');
-  }
-}
-
-function toBuffer(data: string | ArrayBuffer | ArrayBufferView): Buffer {
-  if (typeof data === 'string') return Buffer.from(data, 'utf8');
-  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  return Buffer.from(data);
-}
-
 const sumScorer: Scorer = (rows) => rows.map((r) => r.reduce((a, b) => a + b, 0));
-
-function parseAmzDate(value: string): Date | undefined {
-  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(value);
-  if (!m) return undefined;
-  return new Date(Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!));
-}
 
 export class SageMakerFake {
   readonly region: string;
@@ -89,12 +57,12 @@ export class SageMakerFake {
   #port = 0;
   #sockets = new Set<Socket>();
   #timers = new Set<NodeJS.Timeout>();
-  #secrets: Map<string, string>;
+  #sigv4: SigV4Verifier;
 
   private constructor(region: string, scorer: Scorer | undefined) {
     this.region = region;
     this.scorer = scorer ?? sumScorer;
-    this.#secrets = new Map([[TEST_CREDENTIALS.accessKeyId, TEST_CREDENTIALS.secretAccessKey]]);
+    this.#sigv4 = new SigV4Verifier({ service: 'sagemaker', region, port: () => this.#port });
     this.#server = this.#newServer();
   }
 
@@ -177,65 +145,6 @@ export class SageMakerFake {
     res.end(body);
   }
 
-  /** Recomputes the request's SigV4 signature from what was received; true when it matches. */
-  async #verifySignature(req: IncomingMessage, url: URL, body: Buffer): Promise<boolean> {
-    const auth = req.headers.authorization;
-    const m =
-      typeof auth === 'string'
-        ? /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([a-z0-9;-]+), ?Signature=([0-9a-f]{64})$/.exec(
-            auth,
-          )
-        : null;
-    if (!m || typeof auth !== 'string') return false;
-    const [, accessKeyId, day, region, service, signedHeaderList] = m as unknown as string[];
-    const secretAccessKey = this.#secrets.get(accessKeyId as string);
-    const amzDate = req.headers['x-amz-date'];
-    if (typeof amzDate !== 'string' || !amzDate.startsWith(day as string)) return false;
-    const signingDate = parseAmzDate(amzDate);
-    if (!secretAccessKey || !signingDate || region !== this.region || service !== 'sagemaker') return false;
-    if (Math.abs(Date.now() - signingDate.getTime()) > 5 * 60_000) return false;
-    const signed = (signedHeaderList as string).split(';');
-    if (!signed.includes('host') || !signed.includes('x-amz-date')) return false;
-    // the body must be the one that was signed, whichever way the payload hash travelled
-    const declaredHash = req.headers['x-amz-content-sha256'];
-    if (typeof declaredHash === 'string' && declaredHash !== createHash('sha256').update(body).digest('hex')) {
-      return false;
-    }
-    const headers: Record<string, string> = {};
-    for (const name of signed) {
-      const value = req.headers[name];
-      if (value === undefined) return false;
-      headers[name] = Array.isArray(value) ? value.join(',') : value;
-    }
-    const query: Record<string, string | string[]> = {};
-    for (const key of new Set(url.searchParams.keys())) {
-      const all = url.searchParams.getAll(key);
-      query[key] = all.length === 1 ? (all[0] as string) : all;
-    }
-    const signer = new SignatureV4({
-      service: 'sagemaker',
-      region: this.region,
-      credentials: { accessKeyId: accessKeyId as string, secretAccessKey },
-      sha256: Sha256,
-    });
-    const expected = await signer.sign(
-      {
-        method: req.method ?? 'POST',
-        protocol: 'http:',
-        hostname: '127.0.0.1',
-        port: this.#port,
-        path: url.pathname,
-        query,
-        headers,
-        body,
-      },
-      { signingDate, signableHeaders: new Set(signed) },
-    );
-    const a = Buffer.from(String(expected.headers.authorization ?? expected.headers.Authorization));
-    const b = Buffer.from(auth);
-    return a.length === b.length && timingSafeEqual(a, b);
-  }
-
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
@@ -252,7 +161,7 @@ export class SageMakerFake {
     };
     const contentType = header('content-type');
     const text = body.toString('utf8');
-    const signatureValid = await this.#verifySignature(req, url, body);
+    const signatureValid = await this.#sigv4.verify(req, url, body);
     const fault = signatureValid ? (this.queue.shift() ?? this.fault) : undefined;
     let rows: number[][] = [];
     try {
