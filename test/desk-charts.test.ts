@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { serve } from '@hono/node-server';
-import { renderSvg, shadowPanels } from '../src/desk/charts.ts';
+import { renderSvg } from '../src/desk/charts.ts';
+import { shadowPanels } from '../src/desk/shadow-charts.ts';
 import { FormClient } from './desk-support.ts';
 import { buildGateway, deletePrefix, makeKeys, makePrefix, type TestGateway } from './support/index.ts';
 
