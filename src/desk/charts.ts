@@ -35,7 +35,17 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   }
 }
 
-/** A panel's picture: its summary also goes into the SVG (as the document's description) for readers of the file. */
-export function panelSvg(panel: Panel): Promise<string> {
-  return renderSvg({ ...panel.spec, description: panel.summary } as TopLevelSpec);
+const xml = (text: string) =>
+  text.replace(/[&<>"]/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[ch] as string);
+
+/**
+ * A panel's picture as a file that speaks for itself: the SVG's own `<title>` and `<desc>` carry the panel's title
+ * and summary (vega labels the marks, not the document), for whoever opens the file without the page.
+ */
+export async function panelSvg(panel: Panel): Promise<string> {
+  const svg = await renderSvg(panel.spec);
+  return svg.replace(
+    /^<svg([^>]*)>/,
+    `<svg$1 role="img" aria-labelledby="title desc"><title id="title">${xml(panel.title)}</title><desc id="desc">${xml(panel.summary)}</desc>`,
+  );
 }

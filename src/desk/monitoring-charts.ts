@@ -159,7 +159,7 @@ function overridePanel(v: VersionFigures): Panel {
       reviews === 0
         ? `v${v.version}: no review decisions in the last ${v.series.length} hours`
         : `v${v.version}: ${overrides} of ${reviews} review decisions amended or rejected ` +
-          `(${pct(overrides / reviews)}) over ${reviewed.length} hours with reviews; the alert is at ${pct(OVERRIDE_ALERT)}`,
+          `(${pct(overrides / reviews)}) over ${reviewed.length} ${reviewed.length === 1 ? 'hour' : 'hours'} with reviews; the alert is at ${pct(OVERRIDE_ALERT)}`,
     rows: reviewed.map((h) => ({
       hour: h.hour,
       reviews: h.reviews,
