@@ -12,7 +12,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { quantileEdges, shares } from '../src/monitoring/psi.ts';
-import { scoreOf, scoreRange } from '../src/monitoring/recorder.ts';
+import { scoreBin, scoreOf, scoreRange } from '../src/monitoring/recorder.ts';
 import { SCORE_BINS } from '../src/monitoring/windows.ts';
 import { type LoadedModel, loadModel } from '../src/registry/load.ts';
 import { PROFILE_FILE, type ReferenceProfile } from '../src/registry/profile.ts';
@@ -158,7 +158,7 @@ async function outputShares(
     const width = (hi - lo) / SCORE_BINS;
     const counts = new Array<number>(SCORE_BINS).fill(0);
     for (const p of predictions) {
-      const bin = Math.min(SCORE_BINS - 1, Math.max(0, Math.floor((scoreOf(output, p).score - lo) / width)));
+      const bin = scoreBin(scoreOf(output, p).score, lo, width);
       counts[bin] = (counts[bin] as number) + 1;
     }
     return { output: { expected: counts.map((c) => Math.round((c / rows) * 1e4) / 1e4) } };

@@ -185,10 +185,12 @@ test('monitoring as pictures per version: scores against the reference, drift wi
   const desk = await admin();
   const page = await desk.request('GET', '/desk/models/deterioration/monitoring');
   assert.equal(page.status, 200, page.text);
-  for (const id of ['scores-1', 'drift-1', 'overrides-1', 'outcomes-1', 'calibration-1']) {
+  for (const id of ['scores-1', 'drift-1', 'overrides-1', 'outcomes-1', 'calibration-1', 'scores-2']) {
     assert.match(page.text, new RegExp(`id="chart-${id}"`), id);
   }
   assert.match(page.text, /alt="v1: 12 scores in the last day, [^"]* where the reference has /);
+  // the shadow is not counted by the taps (they see who answers): its scores are its kept sample's
+  assert.match(page.text, /alt="v2: \d+ scores in the latest \d+ mirrored pairs, [^"]* at or above the threshold 0.3/);
   assert.match(page.text, /alt="v1: 2 of 4 review decisions amended or rejected \(50.0 %\) over 1 hour with reviews/);
   assert.match(page.text, /alt="v1, 12 predictions with an observed outcome: sensitivity /);
   const svg = async (id: string) => {
@@ -230,11 +232,13 @@ test('drift levels and empty versions: a major shift is marked, a version with n
     },
     overrides: { reviews: 0, approved: 0, amended: 0, rejected: 0, rate: null },
   });
+  const w = window({ pulse: 0.4, spo2: 0.15, age: 0.01, temperature: null });
   const figures: VersionFigures = {
     version: '7',
     role: 'primary',
     windowName: 'hour',
-    window: window({ pulse: 0.4, spo2: 0.15, age: 0.01, temperature: null }),
+    window: w,
+    scores: { source: 'the last hour', ...w.output },
     referenceScores: null,
     series: [],
     outcomes: outcomeMetrics([], { probability: true }),

@@ -12,9 +12,19 @@ export interface VersionFigures {
   version: string;
   /** primary, canary, shadow or candidate */
   role: string;
-  /** the window drawn (distribution and drift) and its name */
+  /** the window drawn (drift, and the scores of a version the taps see) and its name */
   windowName: string;
   window: WindowReport;
+  /**
+   * the scores drawn and where they come from: the window's histogram, or for a shadow (the taps see the versions
+   * that answer, not the mirror) the shadow side of its kept pair sample, in the same bins
+   */
+  scores: {
+    source: string;
+    scored: number;
+    aboveThresholdShare: number | null;
+    histogram: WindowReport['output']['histogram'];
+  };
   /** the version's scores on its reference data, as shares of the same histogram bins (none without a profile) */
   referenceScores: readonly number[] | null;
   series: readonly HourPoint[];
@@ -33,7 +43,7 @@ export function monitoringPanels(threshold: number, versions: readonly VersionFi
 }
 
 function scorePanel(v: VersionFigures, threshold: number): Panel {
-  const { histogram, scored } = v.window.output;
+  const { histogram, scored } = v.scores;
   const ref = v.referenceScores && v.referenceScores.length === histogram.length ? v.referenceScores : null;
   const bins = histogram.map((b, i) => ({
     from: b.from,
@@ -45,12 +55,15 @@ function scorePanel(v: VersionFigures, threshold: number): Panel {
   const largest = bins.reduce((a, b) => (b.live > a.live ? b : a), bins[0] as (typeof bins)[number]);
   return {
     id: `scores-${v.version}`,
-    title: `v${v.version} (${v.role}): scores in the last ${v.windowName} against the reference`,
+    title: `v${v.version} (${v.role}): scores of ${v.scores.source} against the reference`,
     summary:
       scored === 0
-        ? `v${v.version}: no scores in the last ${v.windowName}`
-        : `v${v.version}: ${scored} scores in the last ${v.windowName}, ${pct(v.window.output.aboveThresholdShare)} ` +
-          `at or above the threshold ${threshold}; most in ${num(largest.from)}–${num(largest.to)} ` +
+        ? `v${v.version}: no scores in ${v.scores.source}`
+        : `v${v.version}: ${scored} scores in ${v.scores.source}` +
+          (v.scores.aboveThresholdShare === null
+            ? ''
+            : `, ${pct(v.scores.aboveThresholdShare)} at or above the threshold ${threshold}`) +
+          `; most in ${num(largest.from)}–${num(largest.to)} ` +
           `(${pct(largest.live)})${ref ? `, where the reference has ${pct(largest.reference)}` : '; no reference scores'}`,
     rows: bins.map((b) => ({
       bin: `${num(b.from)}–${num(b.to)}`,
