@@ -34,7 +34,14 @@ let gw: TestGateway;
 let redis: Redis;
 
 before(async () => {
-  gw = await buildGateway({ prefix, keys, only: ['deterioration'], workers: [], listen: true });
+  // deterioration carries the data; the others are there for their output kinds (a points score, classes, matches)
+  gw = await buildGateway({
+    prefix,
+    keys,
+    only: ['deterioration', 'news2', 'note-triage', 'similar-cases', 'readmission'],
+    workers: [],
+    listen: true,
+  });
   redis = new Redis(REDIS_URL);
 });
 after(async () => {
@@ -298,5 +305,24 @@ test('the hourly series: each hour rolls into a bucket of its own, a week long, 
     );
   } finally {
     await recorder.close();
+  }
+});
+
+test('every model has both pages and every picture on them renders, whatever its output kind', async () => {
+  const { age: _age, ...vitals } = SICK_VITALS;
+  const news2 = await gw.predict('news2', keys.client, [{ ...vitals, spo2Scale: 1, consciousness: 'alert' }]);
+  assert.equal(news2.status, 200, news2.text);
+  await gw.gateway.deps.monitoring.recorder?.flush();
+  const desk = await admin();
+  for (const model of ['deterioration', 'news2', 'note-triage', 'similar-cases', 'readmission']) {
+    for (const path of [`/desk/models/${model}`, `/desk/models/${model}/monitoring?window=week`]) {
+      const page = await desk.request('GET', path);
+      assert.equal(page.status, 200, `${path}: ${page.text}`);
+      for (const [, src] of page.text.matchAll(/<img src="([^"]+)"/g)) {
+        const svg = await desk.request('GET', (src as string).replaceAll('&amp;', '&'));
+        assert.equal(svg.status, 200, `${src}: ${svg.text}`);
+        assert.match(svg.text, /^<svg/, src);
+      }
+    }
   }
 });
