@@ -318,8 +318,9 @@ test('every model has both pages and every picture on them renders, whatever its
     for (const path of [`/desk/models/${model}`, `/desk/models/${model}/monitoring?window=week`]) {
       const page = await desk.request('GET', path);
       assert.equal(page.status, 200, `${path}: ${page.text}`);
-      for (const [, src] of page.text.matchAll(/<img src="([^"]+)"/g)) {
-        const svg = await desk.request('GET', (src as string).replaceAll('&amp;', '&'));
+      for (const [, attr] of page.text.matchAll(/<img src="([^"]+)"/g)) {
+        const src = (attr ?? '').replaceAll('&amp;', '&');
+        const svg = await desk.request('GET', src);
         assert.equal(svg.status, 200, `${src}: ${svg.text}`);
         assert.match(svg.text, /^<svg/, src);
       }
