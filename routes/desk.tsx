@@ -4,7 +4,7 @@ import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
 import { DESK_CSS, DESK_JS } from '../src/desk/assets.ts';
 import { BatchHoldPage, BatchHolds } from '../src/desk/batch-views.tsx';
 import { type Panel, panelSvg } from '../src/desk/charts.ts';
-import { monitoringPictures, shadowPictures } from '../src/desk/pictures.ts';
+import { monitoringPictures, PanelCache, shadowPictures } from '../src/desk/pictures.ts';
 import { byClinicalPriority } from '../src/desk/queue.ts';
 import { ModelReports, PICTURE_WINDOWS, type ReportKind } from '../src/desk/report-views.tsx';
 import { assertSameSiteForm, currentSession, type DeskSession, signIn, signOut } from '../src/desk/session.ts';
@@ -195,24 +195,30 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
     return s;
   };
 
+  const cache = new PanelCache();
+  /** The panels of a report: fresh for its page, the page's own for the pictures on it. */
   const panelsOf = async (
     c: AppContext,
     kind: ReportKind,
+    fresh: boolean,
   ): Promise<{ model: string; panels: Panel[]; window?: string }> => {
     const name = c.req.param('model') ?? '';
     const model = MODEL_NAME.test(name) ? deps.catalog.get(name) : undefined;
     if (!model) throw new Problem('model_not_found', 'no model by that name');
-    if (kind === 'shadow') return { model: name, panels: await shadowPictures(deps, model) };
+    const read = (key: string, load: () => Promise<Panel[]>) => (fresh ? cache.load(key, load) : cache.get(key, load));
+    if (kind === 'shadow')
+      return { model: name, panels: await read(`shadow:${name}`, () => shadowPictures(deps, model)) };
     const raw = c.req.query('window') ?? 'day';
     const window = PICTURE_WINDOWS.find((w) => w === raw);
     if (!window) throw new Problem('invalid_request', `window must be one of ${PICTURE_WINDOWS.join(', ')}`);
-    return { model: name, panels: await monitoringPictures(deps, model, window), window };
+    const panels = await read(`monitoring:${name}:${window}`, () => monitoringPictures(deps, model, window));
+    return { model: name, panels, window };
   };
 
   const reportPage = (kind: ReportKind) => async (c: AppContext) => {
     const s = await adminSession(c);
     if (s instanceof Response) return s;
-    const { model, panels, window } = await panelsOf(c, kind);
+    const { model, panels, window } = await panelsOf(c, kind, true);
     return c.html(
       <Page title={`${model}: ${kind}`} who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
         <ModelReports model={model} kind={kind} panels={panels} {...(window ? { window } : {})} />
@@ -224,7 +230,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
     const s = await adminSession(c);
     if (s instanceof Response) return s;
     const id = (c.req.param('file') ?? '').replace(/\.svg$/, '');
-    const panel = (await panelsOf(c, kind)).panels.find((p) => p.id === id);
+    const panel = (await panelsOf(c, kind, false)).panels.find((p) => p.id === id);
     if (!panel) throw new Problem('not_found', 'no such chart');
     return c.body(await panelSvg(panel), 200, { 'content-type': 'image/svg+xml' });
   };

@@ -137,14 +137,22 @@ test('sign in, urgent first, the decoded note, amend by keyboard, the signed cal
   await second.close();
 });
 
-/** Every picture on the page loaded and was drawn (an image the browser could not decode has no natural width). */
-async function picturesDrawn(page: Page): Promise<number> {
-  await page.waitForFunction(() => [...document.images].every((img) => img.complete));
-  const widths = await page
-    .locator('main img')
-    .evaluateAll((imgs) => imgs.map((i) => (i as HTMLImageElement).naturalWidth));
-  assert.ok(widths.length > 0 && widths.every((w) => w > 0), `pictures drawn: ${widths.join(', ')}`);
-  return widths.length;
+/** Every picture on the page loaded and was drawn: each image decodes (a broken one rejects) and has a width. */
+async function picturesDrawn(page: Page, statuses: Map<string, number>): Promise<number> {
+  const drawn = await page.locator('main img').evaluateAll(async (imgs) =>
+    Promise.all(
+      (imgs as HTMLImageElement[]).map((img) =>
+        img.decode().then(
+          () => ({ src: img.src, width: img.naturalWidth }),
+          () => ({ src: img.src, width: 0 }),
+        ),
+      ),
+    ),
+  );
+  const broken = drawn.filter((d) => d.width === 0).map((d) => `${d.src} (${statuses.get(d.src) ?? 'no response'})`);
+  assert.ok(drawn.length > 0, 'pictures on the page');
+  assert.deepEqual(broken, [], 'every picture drawn');
+  return drawn.length;
 }
 
 test('an admin sees the pictures of a model: the shadow comparison and the monitoring, drawn and accessible', async () => {
@@ -177,10 +185,14 @@ test('an admin sees the pictures of a model: the shadow comparison and the monit
   page.on('console', (m) => {
     if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) cspErrors.push(m.text());
   });
+  const statuses = new Map<string, number>();
+  page.on('response', (r) => {
+    if (r.url().includes('/charts/')) statuses.set(r.url(), r.status());
+  });
   await signIn(page, keys.admin);
   await page.click('a[href="/desk/models/deterioration"]');
   await page.waitForSelector('h1:has-text("deterioration: shadow comparison")');
-  assert.ok((await picturesDrawn(page)) >= 5, 'agreement, disagreements, latency, scatter, Bland-Altman');
+  assert.ok((await picturesDrawn(page, statuses)) >= 5, 'agreement, disagreements, latency, scatter, Bland-Altman');
   assert.match((await page.getAttribute('#chart-bland-altman-2', 'alt')) ?? '', /limits of agreement/);
   await accessible(page, 'shadow');
   // one picture on its own, for the README
@@ -190,7 +202,7 @@ test('an admin sees the pictures of a model: the shadow comparison and the monit
 
   await page.click('a[href="/desk/models/deterioration/monitoring"]');
   await page.waitForSelector('h1:has-text("deterioration: monitoring")');
-  assert.ok((await picturesDrawn(page)) >= 5, 'scores, drift, overrides, outcomes, calibration');
+  assert.ok((await picturesDrawn(page, statuses)) >= 5, 'scores, drift, overrides, outcomes, calibration');
   assert.match((await page.getAttribute('#chart-overrides-1', 'alt')) ?? '', /2 of 5 review decisions/);
   await accessible(page, 'monitoring');
   assert.deepEqual(cspErrors, [], 'nothing on the pictures pages is blocked by their CSP');

@@ -11,6 +11,7 @@ import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { renderSvg } from '../src/desk/charts.ts';
 import { monitoringPanels, type VersionFigures } from '../src/desk/monitoring-charts.ts';
+import { PanelCache } from '../src/desk/pictures.ts';
 import { blandAltman, shadowPanels } from '../src/desk/shadow-charts.ts';
 import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { hourlySeries } from '../src/monitoring/series.ts';
@@ -326,4 +327,26 @@ test('every model has both pages and every picture on them renders, whatever its
       }
     }
   }
+});
+
+test("a page's pictures draw from the page's own read: one read for the page and its images, fresh after a while", async () => {
+  let now = 0;
+  let reads = 0;
+  const cache = new PanelCache(10_000, () => now);
+  const load = async () => {
+    reads++;
+    if (reads === 3) throw new Error('Command timed out');
+    return [];
+  };
+  await cache.load('shadow:m', load);
+  await Promise.all(Array.from({ length: 8 }, () => cache.get('shadow:m', load)));
+  assert.equal(reads, 1, 'the images did not read again');
+  await cache.load('shadow:m', load);
+  assert.equal(reads, 2, 'a page always reads');
+  now = 10_001;
+  await assert.rejects(cache.get('shadow:m', load), /timed out/);
+  await cache.get('shadow:m', load);
+  assert.equal(reads, 4, 'an expired or failed read is read again');
+  await cache.get('monitoring:m:day', load);
+  assert.equal(reads, 5, 'each report, model and window its own');
 });

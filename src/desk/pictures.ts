@@ -69,3 +69,40 @@ function histogramOf(model: CatalogModel, scores: readonly number[]) {
     histogram: counts.map((count, i) => ({ from: lo + i * width, to: lo + (i + 1) * width, count })),
   };
 }
+
+/**
+ * A page's panels kept a few seconds for the pictures on it: the page reads Redis and computes its panels, and each
+ * `<img>` request that follows draws its picture from that same read rather than reading the whole report again
+ * (a page has up to a dozen pictures, and a dozen parallel reads on a busy process meet Redis's command timeout).
+ * The picture is then exactly the one the page described. Keys are a report, a model and a window: bounded.
+ */
+export class PanelCache {
+  readonly #entries = new Map<string, { at: number; panels: Promise<Panel[]> }>();
+  readonly #ttlMs: number;
+  readonly #now: () => number;
+
+  constructor(ttlMs = 10_000, now: () => number = Date.now) {
+    this.#ttlMs = ttlMs;
+    this.#now = now;
+  }
+
+  /** Fresh panels (for a page), kept for its pictures. */
+  load(key: string, load: () => Promise<Panel[]>): Promise<Panel[]> {
+    const now = this.#now();
+    for (const [k, e] of this.#entries) if (now - e.at > this.#ttlMs) this.#entries.delete(k);
+    const entry = { at: now, panels: load() };
+    this.#entries.set(key, entry);
+    // a failed read is not kept: the next picture reads again
+    entry.panels.catch(() => {
+      if (this.#entries.get(key) === entry) this.#entries.delete(key);
+    });
+    return entry.panels;
+  }
+
+  /** The panels a page read a moment ago, or fresh ones when there are none (a picture opened on its own). */
+  get(key: string, load: () => Promise<Panel[]>): Promise<Panel[]> {
+    const entry = this.#entries.get(key);
+    if (entry && this.#now() - entry.at <= this.#ttlMs) return entry.panels;
+    return this.load(key, load);
+  }
+}
