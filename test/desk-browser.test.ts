@@ -203,7 +203,7 @@ test('an admin sees the pictures of a model: the shadow comparison and the monit
   await page.click('a[href="/desk/models/deterioration/monitoring"]');
   await page.waitForSelector('h1:has-text("deterioration: monitoring")');
   assert.ok((await picturesDrawn(page, statuses)) >= 5, 'scores, drift, overrides, outcomes, calibration');
-  assert.match((await page.getAttribute('#chart-overrides-1', 'alt')) ?? '', /2 of 5 review decisions/);
+  assert.match((await page.getAttribute('#chart-overrides-1', 'alt')) ?? '', /2 of 5 clinician judgements/);
   await accessible(page, 'monitoring');
   assert.deepEqual(cspErrors, [], 'nothing on the pictures pages is blocked by their CSP');
   await context.close();

@@ -199,7 +199,10 @@ test('monitoring as pictures per version: scores against the reference, drift wi
   assert.match(page.text, /alt="v1: 12 scores in the last day, [^"]* where the reference has /);
   // the shadow is not counted by the taps (they see who answers): its scores are its kept sample's
   assert.match(page.text, /alt="v2: \d+ scores in the latest \d+ mirrored pairs, [^"]* at or above the threshold 0.3/);
-  assert.match(page.text, /alt="v1: 2 of 4 review decisions amended or rejected \(50.0 %\) over 1 hour with reviews/);
+  assert.match(
+    page.text,
+    /alt="v1: 2 of 4 clinician judgements \([^)]*\) amended, rejected or overridden \(50.0 %\) over 1 hour with judgements/,
+  );
   assert.match(page.text, /alt="v1, 12 predictions with an observed outcome: sensitivity /);
   const svg = async (id: string) => {
     const res = await desk.request('GET', `/desk/models/deterioration/monitoring/charts/${id}.svg`);
@@ -216,7 +219,7 @@ test('monitoring as pictures per version: scores against the reference, drift wi
   assert.match(drift, /aria-label="at: 0.1"/, 'the moderate level');
   const overrides = await svg('overrides-1');
   assert.equal(marks(overrides, 'point'), 1, 'one hour with reviews');
-  assert.match(overrides, /amended or rejected: 50(\.0+)?%/);
+  assert.match(overrides, /overridden: 50(\.0+)?%/);
   assert.match(await svg('outcomes-1'), /sensitivity/);
   assert.ok(marks(await svg('calibration-1'), 'point') >= 1, 'calibration bins');
   assert.equal((await desk.request('GET', '/desk/models/deterioration/monitoring?window=week')).status, 200);
@@ -238,7 +241,15 @@ test('drift levels and empty versions: a major shift is marked, a version with n
       features: Object.fromEntries(Object.entries(psi).map(([k, v]) => [k, { psi: v, rows: 1 }])),
       maxPsi: 0.4,
     },
-    overrides: { reviews: 0, approved: 0, amended: 0, rejected: 0, rate: null },
+    overrides: {
+      reviews: 0,
+      approved: 0,
+      amended: 0,
+      rejected: 0,
+      cdsFeedback: { accepted: 0, overridden: 0, reasons: {} },
+      judgements: 0,
+      rate: null,
+    },
   });
   const w = window({ pulse: 0.4, spo2: 0.15, age: 0.01, temperature: null });
   const figures: VersionFigures = {
@@ -271,7 +282,7 @@ test('drift levels and empty versions: a major shift is marked, a version with n
   assert.deepEqual(shadowPanels({ model: 'm', threshold: 0.5, shadows: [] }), []);
 });
 
-test('the hourly series: each hour rolls into a bucket of its own, a week long, and the buckets expire', async () => {
+test('the hourly series: each hour rolls into a bucket of its own (review decisions and card feedback), a week long, and the buckets expire', async () => {
   const own = `${prefix}:series`;
   const start = Math.floor(Date.parse('2026-11-20T10:30:00Z') / HOUR) * HOUR + 30 * 60_000;
   let now = start;
@@ -282,26 +293,28 @@ test('the hourly series: each hour rolls into a bucket of its own, a week long, 
     await recorder.flush();
     now = start + HOUR;
     for (const d of ['reject', 'reject', 'approve'] as const) recorder.recordDecision('m', '1', d);
+    recorder.recordFeedback('m', '1', 'overridden', 'too-late');
+    recorder.recordFeedback('m', '1', 'accepted');
     await recorder.flush();
 
     const series = await hourlySeries(redis, own, 'm', '1', now);
     assert.equal(series.length, 168, 'a week of hours');
     assert.equal(series.at(-1)?.hour, new Date(Math.floor(now / HOUR) * HOUR).toISOString(), 'ends at this hour');
     assert.deepEqual(
-      series.slice(-2).map((h) => [h.hour.slice(11, 16), h.reviews, h.amended, h.rejected, h.overrideRate]),
+      series.slice(-2).map((h) => [h.hour.slice(11, 16), h.judgements, h.amended, h.rejected, h.overrideRate]),
       [
         ['10:00', 2, 1, 0, 0.5],
-        ['11:00', 3, 0, 2, 0.666667],
+        ['11:00', 5, 0, 2, 0.6],
       ],
     );
-    assert.ok(series.slice(0, -2).every((h) => h.reviews === 0 && h.overrideRate === null));
+    assert.ok(series.slice(0, -2).every((h) => h.judgements === 0 && h.overrideRate === null));
 
     const ttl = await redis.ttl(bucketKey(own, 'm', '1', HOUR, Math.floor(start / HOUR)));
     assert.ok(ttl > 7 * 86400 && ttl <= 8 * 86400, `an hourly bucket expires after eight days (ttl ${ttl})`);
     // a week later the first hour has rolled out of the series
     const later = await hourlySeries(redis, own, 'm', '1', start + 168 * HOUR);
     assert.deepEqual(
-      later.filter((h) => h.reviews > 0).map((h) => h.hour.slice(11, 16)),
+      later.filter((h) => h.judgements > 0).map((h) => h.hour.slice(11, 16)),
       ['11:00'],
     );
   } finally {

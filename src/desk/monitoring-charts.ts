@@ -159,9 +159,9 @@ function driftPanel(v: VersionFigures): Panel[] {
 }
 
 function overridePanel(v: VersionFigures): Panel {
-  const reviewed = v.series.filter((h) => h.reviews > 0);
-  const reviews = reviewed.reduce((n, h) => n + h.reviews, 0);
-  const overrides = reviewed.reduce((n, h) => n + h.amended + h.rejected, 0);
+  const reviewed = v.series.filter((h) => h.judgements > 0);
+  const reviews = reviewed.reduce((n, h) => n + h.judgements, 0);
+  const overrides = reviewed.reduce((n, h) => n + h.amended + h.rejected + h.cdsOverridden, 0);
   const from = v.series[0]?.hour;
   const end = v.series[v.series.length - 1]?.hour;
   return {
@@ -169,14 +169,17 @@ function overridePanel(v: VersionFigures): Panel {
     title: `v${v.version}: clinician overrides hour by hour (last ${v.series.length} hours)`,
     summary:
       reviews === 0
-        ? `v${v.version}: no review decisions in the last ${v.series.length} hours`
-        : `v${v.version}: ${overrides} of ${reviews} review decisions amended or rejected ` +
-          `(${pct(overrides / reviews)}) over ${reviewed.length} ${reviewed.length === 1 ? 'hour' : 'hours'} with reviews; the alert is at ${pct(OVERRIDE_ALERT)}`,
+        ? `v${v.version}: no review decisions or card feedback in the last ${v.series.length} hours`
+        : `v${v.version}: ${overrides} of ${reviews} clinician judgements (review decisions, CDS Hooks card ` +
+          `feedback) amended, rejected or overridden ` +
+          `(${pct(overrides / reviews)}) over ${reviewed.length} ${reviewed.length === 1 ? 'hour' : 'hours'} with judgements; the alert is at ${pct(OVERRIDE_ALERT)}`,
     rows: reviewed.map((h) => ({
       hour: h.hour,
       reviews: h.reviews,
       amended: h.amended,
       rejected: h.rejected,
+      'cards accepted': h.cdsAccepted,
+      'cards overridden': h.cdsOverridden,
       'override rate': pct(h.overrideRate, '–'),
     })),
     spec: {
@@ -197,7 +200,7 @@ function overridePanel(v: VersionFigures): Panel {
             y: {
               field: 'overrideRate',
               type: 'quantitative',
-              title: 'amended or rejected',
+              title: 'overridden',
               scale: { domain: [0, 1] },
               axis: { format: '%' },
             },

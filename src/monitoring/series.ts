@@ -12,11 +12,26 @@ export interface HourPoint {
   approved: number;
   amended: number;
   rejected: number;
-  /** amended and rejected of the hour's reviews (null: no review that hour) */
+  /** CDS Hooks feedback on the version's cards */
+  cdsAccepted: number;
+  cdsOverridden: number;
+  /** review decisions and card feedback: what the override rate is a share of */
+  judgements: number;
+  /** amended, rejected and overridden of the hour's judgements, as the monitoring report counts (null: none) */
   overrideRate: number | null;
 }
 
-const FIELDS = ['rows', 'scored', 'above', 'reviews', 'd:approve', 'd:amend', 'd:reject'] as const;
+const FIELDS = [
+  'rows',
+  'scored',
+  'above',
+  'reviews',
+  'd:approve',
+  'd:amend',
+  'd:reject',
+  'cds:accepted',
+  'cds:overridden',
+] as const;
 
 /**
  * The last week hour by hour, oldest first: read from the hourly buckets the taps already write (kept eight days,
@@ -39,7 +54,9 @@ export async function hourlySeries(
   return ids.map((id, i) => {
     const [err, values] = replies[i] ?? [];
     if (err) throw err;
-    const [rows, scored, above, reviews, approved, amended, rejected] = (values as Array<string | null>).map(Number);
+    const [rows, scored, above, reviews, approved, amended, rejected, cdsAccepted, cdsOverridden] = (
+      values as Array<string | null>
+    ).map(Number);
     const n = (v: number | undefined) => (Number.isFinite(v) ? (v as number) : 0);
     const point = {
       hour: new Date(id * HOUR).toISOString(),
@@ -50,8 +67,12 @@ export async function hourlySeries(
       approved: n(approved),
       amended: n(amended),
       rejected: n(rejected),
+      cdsAccepted: n(cdsAccepted),
+      cdsOverridden: n(cdsOverridden),
     };
-    const overrides = point.amended + point.rejected;
-    return { ...point, overrideRate: point.reviews > 0 ? Math.round((overrides / point.reviews) * 1e6) / 1e6 : null };
+    const judgements = point.reviews + point.cdsAccepted + point.cdsOverridden;
+    const overrides = point.amended + point.rejected + point.cdsOverridden;
+    const overrideRate = judgements > 0 ? Math.round((overrides / judgements) * 1e6) / 1e6 : null;
+    return { ...point, judgements, overrideRate };
   });
 }
