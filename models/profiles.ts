@@ -1,7 +1,9 @@
 /**
  * Reference profiles, made at model build: each model's reference data is encoded exactly as serving encodes it
  * (`encodeRow`), and every feature's distribution is saved as decile bins in `<version>/reference-profile.json`.
- * Monitoring compares live inputs with them (PSI per feature).
+ * Monitoring compares live inputs with them (PSI per feature). Each version also scores the reference data, and the
+ * shares of its scores in the output histogram's bins are saved beside the inputs' (the score distribution the live
+ * one is drawn against).
  *
  * The bundled models carry illustrative weights with no training data, so their reference data is a SYNTHETIC
  * population from a seeded generator (the same file on every build): adult ward vital signs for deterioration and
@@ -10,10 +12,14 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { quantileEdges, shares } from '../src/monitoring/psi.ts';
-import { loadModel } from '../src/registry/load.ts';
+import { scoreBin, scoreOf, scoreRange } from '../src/monitoring/recorder.ts';
+import { SCORE_BINS } from '../src/monitoring/windows.ts';
+import { type LoadedModel, loadModel } from '../src/registry/load.ts';
 import { PROFILE_FILE, type ReferenceProfile } from '../src/registry/profile.ts';
 import type { Feature } from '../src/registry/schema.ts';
+import { createOnnxRuntime } from '../src/runtime/onnx.ts';
 import { encodeRow } from '../src/serving/features.ts';
+import { shapePredictions } from '../src/serving/predictions.ts';
 import { generateSample } from './readmission/generate-sample.ts';
 
 const ROWS = 5000;
@@ -97,16 +103,19 @@ function edgesOf(f: Feature, values: number[]): number[] {
 export async function buildProfiles(modelsDir: string): Promise<string[]> {
   const written: string[] = [];
   for (const [name, ref] of Object.entries(referenceData)) {
-    const { manifest } = await loadModel(join(modelsDir, name), modelsDir, 60_000);
+    const loaded = await loadModel(join(modelsDir, name), modelsDir, 60_000);
+    const { manifest } = loaded;
     const features = manifest.features;
     const encoded = new Float32Array(features.length);
     const columns: number[][] = features.map(() => []);
+    const all: number[] = [];
     let rows = 0;
     for (const row of ref.rows()) {
       const { id: _id, ...values } = row;
       const kept = Object.fromEntries(Object.entries(values).filter(([k]) => features.some((f) => f.name === k)));
       if (encodeRow(features, kept, encoded, 0, '')) continue; // invalid reference rows are left out
       features.forEach((_, c) => void columns[c]?.push(encoded[c] as number));
+      all.push(...encoded);
       rows++;
     }
     const profileFeatures: ReferenceProfile['features'] = {};
@@ -122,6 +131,7 @@ export async function buildProfiles(modelsDir: string): Promise<string[]> {
         source: ref.source,
         rows,
         features: profileFeatures,
+        ...(await outputShares(loaded, v.version, Float32Array.from(all), rows)),
       };
       const file = join(modelsDir, name, v.version, PROFILE_FILE);
       writeFileSync(file, `${JSON.stringify(profile, null, 2)}\n`);
@@ -129,4 +139,30 @@ export async function buildProfiles(modelsDir: string): Promise<string[]> {
     }
   }
   return written;
+}
+
+/** The version's scores of the reference rows, as shares of the monitoring output histogram's bins. */
+async function outputShares(
+  loaded: LoadedModel,
+  version: string,
+  input: Float32Array,
+  rows: number,
+): Promise<Pick<ReferenceProfile, 'output'>> {
+  const artifact = loaded.artifacts.get(version);
+  if (!artifact) return {};
+  const output = loaded.manifest.output;
+  const runtime = await createOnnxRuntime(artifact, loaded.manifest.features.length, { threads: 1 });
+  try {
+    const predictions = shapePredictions(output, await runtime.run(input, rows), rows, loaded.corpus);
+    const [lo, hi] = scoreRange(output);
+    const width = (hi - lo) / SCORE_BINS;
+    const counts = new Array<number>(SCORE_BINS).fill(0);
+    for (const p of predictions) {
+      const bin = scoreBin(scoreOf(output, p).score, lo, width);
+      counts[bin] = (counts[bin] as number) + 1;
+    }
+    return { output: { expected: counts.map((c) => Math.round((c / rows) * 1e4) / 1e4) } };
+  } finally {
+    await runtime.close();
+  }
 }

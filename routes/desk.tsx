@@ -3,11 +3,13 @@ import { Hono } from 'hono';
 import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
 import { DESK_CSS, DESK_JS } from '../src/desk/assets.ts';
 import { BatchHoldPage, BatchHolds } from '../src/desk/batch-views.tsx';
-import { type Panel, renderSvg, shadowPanels } from '../src/desk/charts.ts';
+import { type Panel, panelSvg } from '../src/desk/charts.ts';
+import { monitoringPictures, PanelCache, shadowPictures } from '../src/desk/pictures.ts';
 import { byClinicalPriority } from '../src/desk/queue.ts';
-import { ModelReports } from '../src/desk/report-views.tsx';
+import { ModelReports, PICTURE_WINDOWS, type ReportKind } from '../src/desk/report-views.tsx';
 import { assertSameSiteForm, currentSession, type DeskSession, signIn, signOut } from '../src/desk/session.ts';
 import { Hold, Page, Queue, SignIn } from '../src/desk/views.tsx';
+import { assertRole } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
 import { MODEL_NAME } from '../src/registry/schema.ts';
@@ -93,7 +95,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
           models={models}
           model={model}
           now={deps.reviews.now()}
-          reportModels={deps.catalog.list().map((m) => m.manifest.name)}
+          reportModels={s.principal.role === 'admin' ? deps.catalog.list().map((m) => m.manifest.name) : []}
           {...(done ? { notice: `Decision recorded for hold ${done.slice(0, 8)}.` } : {})}
         />
         <BatchHolds items={batch.items} total={batch.total} now={deps.batchReviews.now()} />
@@ -186,32 +188,57 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
     return c.redirect(`/desk/reviews?decided=${runId}`, 303);
   });
 
-  const panelsOf = async (name: string): Promise<Panel[]> => {
-    const model = MODEL_NAME.test(name) ? deps.catalog.get(name) : undefined;
-    if (!model) throw new Problem('model_not_found', 'no model by that name');
-    return shadowPanels(await deps.shadow.report(name, model.manifest.output.threshold));
+  // the pictures are for the people who answer for the models: admins (the codebase has no per-model owner role)
+  const adminSession = async (c: AppContext): Promise<DeskSession | Response> => {
+    const s = await session(c);
+    if (!(s instanceof Response)) assertRole(s.principal, ['admin']);
+    return s;
   };
 
-  app.get('/models/:model', async (c) => {
-    const s = await session(c);
+  const cache = new PanelCache();
+  /** The panels of a report: fresh for its page, the page's own for the pictures on it. */
+  const panelsOf = async (
+    c: AppContext,
+    kind: ReportKind,
+    fresh: boolean,
+  ): Promise<{ model: string; panels: Panel[]; window?: string }> => {
+    const name = c.req.param('model') ?? '';
+    const model = MODEL_NAME.test(name) ? deps.catalog.get(name) : undefined;
+    if (!model) throw new Problem('model_not_found', 'no model by that name');
+    const read = (key: string, load: () => Promise<Panel[]>) => (fresh ? cache.load(key, load) : cache.get(key, load));
+    if (kind === 'shadow')
+      return { model: name, panels: await read(`shadow:${name}`, () => shadowPictures(deps, model)) };
+    const raw = c.req.query('window') ?? 'day';
+    const window = PICTURE_WINDOWS.find((w) => w === raw);
+    if (!window) throw new Problem('invalid_request', `window must be one of ${PICTURE_WINDOWS.join(', ')}`);
+    const panels = await read(`monitoring:${name}:${window}`, () => monitoringPictures(deps, model, window));
+    return { model: name, panels, window };
+  };
+
+  const reportPage = (kind: ReportKind) => async (c: AppContext) => {
+    const s = await adminSession(c);
     if (s instanceof Response) return s;
-    const model = c.req.param('model');
-    const panels = await panelsOf(model);
+    const { model, panels, window } = await panelsOf(c, kind, true);
     return c.html(
-      <Page title={`${model}: reports`} who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
-        <ModelReports model={model} panels={panels} />
+      <Page title={`${model}: ${kind}`} who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
+        <ModelReports model={model} kind={kind} panels={panels} {...(window ? { window } : {})} />
       </Page>,
     );
-  });
+  };
 
-  app.get('/models/:model/charts/:file{[a-z-]+\\.svg}', async (c) => {
-    const s = await session(c);
+  const chart = (kind: ReportKind) => async (c: AppContext) => {
+    const s = await adminSession(c);
     if (s instanceof Response) return s;
-    const id = c.req.param('file').replace(/\.svg$/, '');
-    const panel = (await panelsOf(c.req.param('model'))).find((p) => p.id === id);
+    const id = (c.req.param('file') ?? '').replace(/\.svg$/, '');
+    const panel = (await panelsOf(c, kind, false)).panels.find((p) => p.id === id);
     if (!panel) throw new Problem('not_found', 'no such chart');
-    return c.body(await renderSvg(panel.spec), 200, { 'content-type': 'image/svg+xml' });
-  });
+    return c.body(await panelSvg(panel), 200, { 'content-type': 'image/svg+xml' });
+  };
+
+  app.get('/models/:model', reportPage('shadow'));
+  app.get('/models/:model/monitoring', reportPage('monitoring'));
+  app.get('/models/:model/charts/:file{[A-Za-z0-9._-]+\\.svg}', chart('shadow'));
+  app.get('/models/:model/monitoring/charts/:file{[A-Za-z0-9._-]+\\.svg}', chart('monitoring'));
 
   app.onError((err, c) => {
     if (err instanceof Problem && err.status < 500) {

@@ -2,15 +2,17 @@
  * The review desk in a real browser (Debian's chromium through playwright-core): a reviewer signs in, sees the urgent
  * note first, reads it decoded from its DocumentReference, amends it with the keyboard, and the client's receiver
  * gets the signed event; a second reviewer's late decision shows the conflict; every page passes axe-core with no
- * serious violations, under the desk's own CSP. Screenshots go to test-results/.
+ * serious violations, under the desk's own CSP; an admin sees the pictures of a model (shadow comparison, monitoring)
+ * drawn, accessible too. Screenshots go to test-results/.
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { type DeskGateway, deskGateway, documentInput, submitHeld } from './desk-support.ts';
-import { deletePrefix, makeKeys, makePrefix, NOTES, Receiver, waitFor } from './support/index.ts';
+import { deletePrefix, makeKeys, makePrefix, NOTES, Receiver, SICK_VITALS, waitFor } from './support/index.ts';
 
 const keys = makeKeys();
 const prefix = makePrefix('desk-browser');
@@ -22,7 +24,8 @@ let axeSource: string;
 
 before(async () => {
   receiver = await Receiver.start(keys.secrets.client);
-  gw = await deskGateway(prefix, keys);
+  // deterioration: a sync model with a shadow version and reference profiles, for the pictures
+  gw = await deskGateway(prefix, keys, ['deterioration']);
   axeSource = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
   await mkdir(SHOTS, { recursive: true });
   browser = await chromium.launch({
@@ -132,4 +135,76 @@ test('sign in, urgent first, the decoded note, amend by keyboard, the signed cal
   assert.deepEqual(cspErrors, [], 'nothing on the pages is blocked by their own CSP');
   await first.close();
   await second.close();
+});
+
+/** Every picture on the page loaded and was drawn: each image decodes (a broken one rejects) and has a width. */
+async function picturesDrawn(page: Page, statuses: Map<string, number>): Promise<number> {
+  const drawn = await page.locator('main img').evaluateAll(async (imgs) =>
+    Promise.all(
+      (imgs as HTMLImageElement[]).map((img) =>
+        img.decode().then(
+          () => ({ src: img.src, width: img.naturalWidth }),
+          () => ({ src: img.src, width: 0 }),
+        ),
+      ),
+    ),
+  );
+  const broken = drawn.filter((d) => d.width === 0).map((d) => `${d.src} (${statuses.get(d.src) ?? 'no response'})`);
+  assert.ok(drawn.length > 0, 'pictures on the page');
+  assert.deepEqual(broken, [], 'every picture drawn');
+  return drawn.length;
+}
+
+test('an admin sees the pictures of a model: the shadow comparison and the monitoring, drawn and accessible', async () => {
+  // a week of nothing, then this hour: scores (mirrored to the shadow), outcomes and review decisions
+  for (let i = 0; i < 24; i++) {
+    const requestId = randomUUID();
+    const vitals = { ...SICK_VITALS, pulse: 55 + i * 4, respirationRate: 10 + i, spo2: 99 - (i % 8) };
+    const res = await gw.predict('deterioration', keys.client, [vitals], { 'x-request-id': requestId });
+    assert.equal(res.status, 200, res.text);
+    const outcome = await gw.call('POST', '/v1/outcomes', keys.client, {
+      requestId,
+      outcome: i % 3 === 0 || i > 18,
+      observedAt: new Date(Date.now() + 1000).toISOString(),
+    });
+    assert.equal(outcome.status, 201, outcome.text);
+  }
+  for (const d of ['approve', 'approve', 'approve', 'amend', 'reject'] as const) {
+    gw.gateway.deps.monitoring.recordDecision('deterioration', '1', d);
+  }
+  await gw.gateway.deps.monitoring.recorder?.flush();
+  await waitFor(async () => {
+    await gw.gateway.deps.shadow.flush();
+    const pairs = await gw.gateway.deps.shadow.scorePairs('deterioration');
+    return (pairs.find((p) => p.version === '2')?.pairs.length ?? 0) >= 2;
+  }, 'mirrored pairs in the sample');
+
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const cspErrors: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) cspErrors.push(m.text());
+  });
+  const statuses = new Map<string, number>();
+  page.on('response', (r) => {
+    if (r.url().includes('/charts/')) statuses.set(r.url(), r.status());
+  });
+  await signIn(page, keys.admin);
+  await page.click('a[href="/desk/models/deterioration"]');
+  await page.waitForSelector('h1:has-text("deterioration: shadow comparison")');
+  assert.ok((await picturesDrawn(page, statuses)) >= 5, 'agreement, disagreements, latency, scatter, Bland-Altman');
+  assert.match((await page.getAttribute('#chart-bland-altman-2', 'alt')) ?? '', /limits of agreement/);
+  await accessible(page, 'shadow');
+  // one picture on its own, for the README
+  await page.locator('section:has(#chart-bland-altman-2) img').screenshot({
+    path: new URL('desk-bland-altman.png', SHOTS).pathname,
+  });
+
+  await page.click('a[href="/desk/models/deterioration/monitoring"]');
+  await page.waitForSelector('h1:has-text("deterioration: monitoring")');
+  assert.ok((await picturesDrawn(page, statuses)) >= 5, 'scores, drift, overrides, outcomes, calibration');
+  assert.match((await page.getAttribute('#chart-overrides-1', 'alt')) ?? '', /2 of 5 clinician judgements/);
+  await accessible(page, 'monitoring');
+  assert.deepEqual(cspErrors, [], 'nothing on the pictures pages is blocked by their CSP');
+  await context.close();
 });

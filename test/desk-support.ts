@@ -8,8 +8,14 @@ import { ASYNC_WORKERS, buildGateway, type TestGateway, type TestKeys, waitForSt
 /** The one test gateway on a real socket, with the async workers in process. */
 export type DeskGateway = TestGateway;
 
-export function deskGateway(prefix: string, keys: TestKeys): Promise<DeskGateway> {
-  return buildGateway({ prefix, keys, only: ['note-triage', 'similar-cases'], workers: ASYNC_WORKERS, listen: true });
+export function deskGateway(prefix: string, keys: TestKeys, also: string[] = []): Promise<DeskGateway> {
+  return buildGateway({
+    prefix,
+    keys,
+    only: ['note-triage', 'similar-cases', ...also],
+    workers: ASYNC_WORKERS,
+    listen: true,
+  });
 }
 
 /** A note as a FHIR DocumentReference with a base64 attachment: what the desk must decode for the reviewer. */

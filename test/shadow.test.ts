@@ -231,6 +231,7 @@ describe('pairs are recorded and reported', { timeout: HANG_GUARD_MS }, () => {
       stored.map((s) => [s.key, s.type]),
       [
         [`${base}:2:primaryMs`, 'list'],
+        [`${base}:2:scores`, 'list'],
         [`${base}:2:shadowMs`, 'list'],
         [`${base}:2:stats`, 'hash'],
         [`${base}:pairs`, 'stream'],
@@ -244,7 +245,11 @@ describe('pairs are recorded and reported', { timeout: HANG_GUARD_MS }, () => {
       for (const { field, value } of values) {
         assert.ok(!value.includes('8675309'), `${key} holds the subject key`);
         for (const f of features) assert.ok(!value.includes(f), `${key} holds "${f}"`);
-        if (type === 'list') assert.match(value, numeric, key);
+        // the score sample: a primary and a shadow score a pair, nothing else
+        if (type === 'list' && key.endsWith(':scores')) {
+          for (const v of value.split(',', 2)) assert.match(v, numeric, key);
+          assert.equal(value.split(',').length, 2, key);
+        } else if (type === 'list') assert.match(value, numeric, key);
         if (type === 'set') assert.equal(value, '2', key);
         if (type === 'hash') {
           assert.ok(

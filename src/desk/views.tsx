@@ -63,7 +63,7 @@ export function Queue(props: {
   model: string | undefined;
   now: number;
   notice?: string;
-  /** every served model, for links to its report pictures */
+  /** every served model, for links to its report pictures (admins only: empty for reviewers) */
   reportModels: string[];
 }) {
   return (
@@ -82,14 +82,17 @@ export function Queue(props: {
         </select>
         <button type="submit">Filter</button>
       </form>
-      <nav aria-label="Model reports">
-        Shadow reports:{' '}
-        {props.reportModels.map((m) => (
-          <>
-            <a href={`/desk/models/${m}`}>{m}</a>{' '}
-          </>
-        ))}
-      </nav>
+      {props.reportModels.length > 0 && (
+        <nav aria-label="Model reports">
+          Pictures (admins):{' '}
+          {props.reportModels.map((m) => (
+            <>
+              <a href={`/desk/models/${m}`}>{m}: shadow</a> <a href={`/desk/models/${m}/monitoring`}>{m}: monitoring</a>
+              {' · '}
+            </>
+          ))}
+        </nav>
+      )}
       {props.items.length === 0 ? (
         <p>Nothing is waiting for review.</p>
       ) : (

@@ -5,6 +5,10 @@
  */
 export const PSI_FLOOR = 1e-4;
 
+/** The usual reading's cut points; over PSI_ALERT is what the alert rule pages on (TriageInputDrift). */
+export const PSI_MODERATE = 0.1;
+export const PSI_ALERT = 0.25;
+
 /** The bin of an encoded value: how many edges are at or below it (binary search: edges ascend). */
 export function binOf(edges: readonly number[], value: number): number {
   let lo = 0;

@@ -34,6 +34,11 @@ export function scoreRange(output: OutputSpec): [number, number] {
   return output.kind === 'score' ? [output.min ?? 0, output.max ?? 1] : [0, 1];
 }
 
+/** The output histogram's bin of a score: SCORE_BINS equal bins from `lo`, the ends catching what falls outside. */
+export function scoreBin(score: number, lo: number, width: number): number {
+  return Math.min(SCORE_BINS - 1, Math.max(0, Math.floor((score - lo) / width)));
+}
+
 type FeatureBins = Array<{ name: string; edges: readonly number[]; counts: number[] } | undefined>;
 
 /** Per feature column of the manifest: its profile's edges and counts per bin (none for a column not profiled). */
@@ -135,7 +140,7 @@ export class MonitoringRecorder implements ScoreObserver {
       if (!Number.isFinite(score)) continue;
       a.n.scored++;
       if (above) a.n.above++;
-      bump(a.score, Math.min(SCORE_BINS - 1, Math.max(0, Math.floor((score - lo) / width))));
+      bump(a.score, scoreBin(score, lo, width));
     }
     const features = a.features ?? [];
     const columns = features.length;

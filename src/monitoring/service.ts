@@ -4,6 +4,7 @@ import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
 import { registerMonitoringGauges } from './metrics.ts';
 import type { MonitoringRecorder, ReviewDecision } from './recorder.ts';
 import { monitoringReport } from './report.ts';
+import { hourlySeries } from './series.ts';
 import type { WindowName } from './windows.ts';
 
 /** Monitoring per model version: the recorder (when switched on), the report and the gauges. */
@@ -43,6 +44,17 @@ export class MonitoringService {
   /** CDS Hooks: a clinician accepted or overrode (with a reason code) a card this version's score made. */
   recordFeedback(model: string, version: string, outcome: 'accepted' | 'overridden', reason?: string): void {
     this.recorder?.recordFeedback(model, version, outcome, reason);
+  }
+
+  /** Each version's last week hour by hour, oldest first (the pictures over time). */
+  series(model: CatalogModel) {
+    const now = this.#now();
+    return Promise.all(
+      model.manifest.versions.map(async (v) => ({
+        version: v.version,
+        hours: await hourlySeries(this.#redis, this.#prefix, model.name, v.version, now),
+      })),
+    );
   }
 
   /** For the review desk: a decision on a held result of this version. */

@@ -29,6 +29,14 @@ export const referenceProfileSchema = z.object({
       .refine((f) => f.edges.every((e, i) => i === 0 || e > (f.edges[i - 1] as number)), 'edges must ascend')
       .refine((f) => Math.abs(f.expected.reduce((a, b) => a + b, 0) - 1) < 1e-6, 'expected must sum to 1'),
   ),
+  /**
+   * The version's own scores on the reference data: the share in each bin of the monitoring output histogram
+   * (equal-width bins over the score's range), the distribution live scores are drawn against
+   */
+  output: z
+    .object({ expected: z.array(z.number().min(0).max(1)).min(1).max(64) })
+    .refine((o) => Math.abs(o.expected.reduce((a, b) => a + b, 0) - 1) < 1e-3, 'output.expected must sum to 1')
+    .optional(),
 });
 
 export type ReferenceProfile = z.infer<typeof referenceProfileSchema>;

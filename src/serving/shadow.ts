@@ -46,9 +46,21 @@ interface Aggregate {
   sumAbsDiff: number;
   primaryMs: number[];
   shadowMs: number[];
+  /** a sample of this interval's pairs, flat: primary score, shadow score, … (at most SCORE_PAIR_SAMPLES pairs) */
+  scores: number[];
+  /** pairs with finite scores seen this interval: the reservoir's denominator */
+  scored: number;
 }
 
 const LATENCY_SAMPLES = 2000;
+/**
+ * Paired scores kept per model and shadow version for the scatter and Bland-Altman pictures: the latest this many
+ * (a capped list; each flush adds a uniform sample of its interval's pairs). Two numbers a pair: no input, no
+ * request id, no time, nothing that finds the patient again.
+ */
+export const SCORE_PAIR_SAMPLES = 1000;
+/** A shadow that stopped being mirrored leaves no score sample behind for longer than this. */
+const SCORE_PAIR_TTL_SECONDS = 8 * 24 * 3600;
 
 /**
  * Records shadow pairs in Redis. Pairs are aggregated in memory and flushed once a second in one pipeline, so
@@ -89,6 +101,8 @@ export class ShadowRecorder {
         sumAbsDiff: 0,
         primaryMs: [],
         shadowMs: [],
+        scores: [],
+        scored: 0,
       };
       this.#pending.set(id, a);
     }
@@ -108,6 +122,7 @@ export class ShadowRecorder {
       if (agree) a.agree++;
       else if (s.decision === 'positive' || (p.decision !== 'positive' && s.score > p.score)) a.shadowPositive++;
       else a.shadowNegative++;
+      if (Number.isFinite(p.score) && Number.isFinite(s.score)) sample(a, p.score, s.score);
       if (this.#recent.length < 500) {
         this.#recent.push(
           JSON.stringify({
@@ -159,6 +174,14 @@ export class ShadowRecorder {
         pipe.lpush(key, ...samples.slice(-LATENCY_SAMPLES).map((v) => round(v)));
         pipe.ltrim(key, 0, LATENCY_SAMPLES - 1);
       }
+      if (a.scores.length > 0) {
+        const key = this.#key(model, version, 'scores');
+        const pairs: string[] = [];
+        for (let i = 0; i < a.scores.length; i += 2) pairs.push(`${score(a.scores[i])},${score(a.scores[i + 1])}`);
+        pipe.lpush(key, ...pairs);
+        pipe.ltrim(key, 0, SCORE_PAIR_SAMPLES - 1);
+        pipe.expire(key, SCORE_PAIR_TTL_SECONDS);
+      }
     }
     for (const entry of recent) {
       const { model } = JSON.parse(entry) as { model: string };
@@ -196,6 +219,22 @@ export class ShadowRecorder {
     return { model, threshold, shadows: out };
   }
 
+  /** The kept sample of paired scores of each shadow version of a model, newest first. */
+  async scorePairs(model: string): Promise<Array<{ version: string; pairs: Array<[number, number]> }>> {
+    const versions = (await this.#redis.smembers(`${this.#prefix}:shadow:${model}:versions`)).sort();
+    const pipe = this.#redis.pipeline();
+    for (const version of versions) pipe.lrange(this.#key(model, version, 'scores'), 0, -1);
+    const replies = (await pipe.exec()) ?? [];
+    return versions.map((version, i) => {
+      const [err, rows] = replies[i] ?? [];
+      if (err) throw err;
+      return {
+        version,
+        pairs: (rows as string[]).map((r) => r.split(',').map(Number) as [number, number]),
+      };
+    });
+  }
+
   async close(): Promise<void> {
     clearInterval(this.#timer);
     await this.flush();
@@ -204,6 +243,28 @@ export class ShadowRecorder {
 
 function round(v: number): number {
   return Math.round(v * 1000) / 1000;
+}
+
+/** A score as the predictions carry it: six decimals (float32 holds about seven digits). */
+function score(v: number | undefined): number {
+  return Math.round((v as number) * 1e6) / 1e6;
+}
+
+/**
+ * Keeps a uniform sample of an interval's pairs (reservoir sampling, algorithm R): the first SCORE_PAIR_SAMPLES
+ * pairs, then each later one replaces a kept one with the chance that keeps every pair equally likely: bounded
+ * memory and one list push per flush however much is mirrored.
+ */
+function sample(a: Aggregate, primary: number, shadow: number): void {
+  a.scored++;
+  if (a.scores.length < 2 * SCORE_PAIR_SAMPLES) {
+    a.scores.push(primary, shadow);
+    return;
+  }
+  const j = Math.floor(Math.random() * a.scored);
+  if (j >= SCORE_PAIR_SAMPLES) return;
+  a.scores[2 * j] = primary;
+  a.scores[2 * j + 1] = shadow;
 }
 
 function percentiles(samples: number[]) {
