@@ -84,6 +84,9 @@ export class GcsFake {
         else res.destroy();
       });
     });
+    // the cloud keeps idle connections longer than its clients do: with Node's 5 s default a client on busy cores
+    // reused a socket the fake had just closed (ECONNRESET mid-test)
+    this.#server.keepAliveTimeout = 65_000;
     this.#server.on('connection', (s) => {
       this.#sockets.add(s);
       s.on('close', () => this.#sockets.delete(s));
