@@ -4,7 +4,6 @@
  * replays it.
  */
 import { type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { DeadLetters } from '../src/callbacks/dead-letters.ts';
 import { DeliveryError, postEvent } from '../src/callbacks/deliver.ts';
@@ -17,6 +16,7 @@ import type { ApiKeyStore } from '../src/platform/auth.ts';
 import type { CallbackPolicy } from '../src/platform/config.ts';
 import type { JobMetrics } from '../src/platform/metrics.ts';
 import { createQueue, jobOptions } from '../src/platform/queue.ts';
+import { newRedis, type RedisClient } from '../src/platform/redis.ts';
 
 export const CALLBACK_QUEUE = 'callbacks';
 
@@ -27,7 +27,7 @@ export interface CallbackJobData {
   eventId: string;
 }
 
-export function createCallbackQueue(connection: Redis, prefix: string, logger: Logger): Queue<CallbackJobData> {
+export function createCallbackQueue(connection: RedisClient, prefix: string, logger: Logger): Queue<CallbackJobData> {
   return createQueue<CallbackJobData>(CALLBACK_QUEUE, connection, prefix, logger);
 }
 
@@ -115,7 +115,7 @@ export async function execCallbackJob(job: Job<CallbackJobData>, deps: CallbackJ
 }
 
 export function startCallbackWorker(deps: CallbackJobDeps & { redisUrl: string; prefix: string; concurrency: number }) {
-  const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
+  const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
   const worker = new Worker<CallbackJobData>(CALLBACK_QUEUE, (job) => execCallbackJob(job, deps), {
     connection,
     prefix: deps.prefix,

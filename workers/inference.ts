@@ -4,7 +4,6 @@
  * makes sure its result is recorded, held or released once.
  */
 import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { CallbackSender } from '../src/callbacks/outbox.ts';
 import { holdDecision } from '../src/jobs/review-policy.ts';
@@ -13,6 +12,7 @@ import type { JobRecord, JobStore } from '../src/jobs/store.ts';
 import { Problem } from '../src/platform/errors.ts';
 import type { JobMetrics } from '../src/platform/metrics.ts';
 import { createQueue, jobOptions } from '../src/platform/queue.ts';
+import { newRedis, type RedisClient } from '../src/platform/redis.ts';
 import type { Manifest } from '../src/registry/schema.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
 import { prepareInput } from '../src/serving/inputs.ts';
@@ -30,7 +30,7 @@ export interface InferenceJobData {
 /** How long a job may score when its model sets no async timeout. */
 export const DEFAULT_JOB_TIMEOUT_MS = 60_000;
 
-export function createInferenceQueue(connection: Redis, prefix: string, logger: Logger): Queue<InferenceJobData> {
+export function createInferenceQueue(connection: RedisClient, prefix: string, logger: Logger): Queue<InferenceJobData> {
   return createQueue<InferenceJobData>(INFERENCE_QUEUE, connection, prefix, logger);
 }
 
@@ -210,7 +210,7 @@ async function settle(
 export function startInferenceWorker(
   deps: InferenceJobDeps & { redisUrl: string; prefix: string; concurrency: number; lockMs?: number },
 ) {
-  const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
+  const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
   const worker = new Worker<InferenceJobData>(INFERENCE_QUEUE, (job, token) => execInferenceJob(job, deps, token), {
     connection,
     prefix: deps.prefix,

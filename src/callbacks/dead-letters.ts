@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../platform/redis.ts';
 import type { CallbackEvent } from './outbox.ts';
 
 /** A callback that exhausted its attempts: kept for an admin to see and replay with the same event id. */
@@ -13,11 +13,11 @@ export interface DeadLetter {
 
 /** Callbacks that exhausted their retries, by event id, and how often each was replayed. */
 export class DeadLetters {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #key: string;
   readonly #replaysKey: string;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     this.#redis = redis;
     this.#key = `${prefix}:callbacks:dead`;
     this.#replaysKey = `${prefix}:callbacks:replays`;

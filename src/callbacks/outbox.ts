@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../platform/redis.ts';
 
 /** What a callback announces; one event per job at most, its id stable across retries. */
 export type CallbackEvent = 'released' | 'rejected' | 'failed';
@@ -9,10 +9,10 @@ export type CallbackEvent = 'released' | 'rejected' | 'failed';
  * process that stopped in between left behind.
  */
 export class Outbox {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #key: string;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     this.#redis = redis;
     this.#key = `${prefix}:callbacks:outbox`;
   }

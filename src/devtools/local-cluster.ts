@@ -106,7 +106,8 @@ export class LocalCluster {
   static async start(): Promise<LocalCluster> {
     for (const tool of ['redis-server', 'redis-cli']) {
       const probe = spawnSync(tool, ['--version'], { stdio: 'ignore' });
-      if (probe.error || probe.status !== 0) throw new Error(`${tool} is missing (Debian: apt-get install redis-server)`);
+      if (probe.error || probe.status !== 0)
+        throw new Error(`${tool} is missing (Debian: apt-get install redis-server)`);
     }
     const dir = await mkdtemp(path.join(tmpdir(), 'triage-cluster-'));
     const taken = new Set<number>();
@@ -141,7 +142,13 @@ export class LocalCluster {
   }
 
   async #command<T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> {
-    const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const r = new Redis({
+      port,
+      host: '127.0.0.1',
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
     r.on('error', () => {});
     try {
       await r.connect();

@@ -1,8 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { type CallbackEvent, Outbox } from '../callbacks/outbox.ts';
 import { type AuditEntry, AuditLog } from '../platform/audit.ts';
 import { hashedKeyPart } from '../platform/key-names.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import { CLAIM, CREATE, TRANSITION } from './store-scripts.ts';
 
 /**
@@ -72,14 +72,14 @@ export interface TransitionResult {
 }
 
 export class JobStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #audit: AuditLog;
   readonly #outbox: Outbox;
   readonly #idempotencyTtlSeconds: number;
 
   constructor(
-    redis: Redis,
+    redis: RedisClient,
     prefix: string,
     options: { audit: AuditLog; outbox: Outbox; idempotencyTtlSeconds?: number },
   ) {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.ts';
 
 /** Who did what, when and why: every hold, release, decision, cancellation, replay, schedule and routing change. */
 export interface AuditEntry {
@@ -21,10 +21,10 @@ const MAX_ENTRIES = '1000000';
 
 /** The audit trail: one Redis stream, append-only, read in order with a cursor. */
 export class AuditLog {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #key: string;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     this.#redis = redis;
     this.#key = `${prefix}:audit`;
   }

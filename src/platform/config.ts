@@ -18,7 +18,8 @@ const envSchema = z.object({
   TRIAGE_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   TRIAGE_REDIS_URL: z
     .string()
-    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+    // the cluster form names seed nodes: redis-cluster://h1:p1,h2:p2 (src/platform/redis.ts)
+    .regex(/^rediss?(-cluster)?:\/\//, 'must be a redis://, rediss:// or redis-cluster://host:port,… URL')
     .optional(),
   TRIAGE_REDIS_PREFIX: z.string().min(1).default('{triage}'),
   TRIAGE_MODELS_DIR: z.string().min(1).default('models'),

@@ -1,6 +1,6 @@
 import { type JobsOptions, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { RedisClient } from './redis.ts';
 
 /** How a queue's jobs are retried and kept. Each queue module states its policy once. */
 export interface RetryPolicy {
@@ -32,7 +32,7 @@ export function jobOptions(policy: RetryPolicy, jobId?: string): JobsOptions {
  * A BullMQ queue under the key prefix, its connection errors logged as one JSON line each (without a listener
  * BullMQ prints multi-line dumps to stderr).
  */
-export function createQueue<T>(name: string, connection: Redis, prefix: string, logger: Logger): Queue<T> {
+export function createQueue<T>(name: string, connection: RedisClient, prefix: string, logger: Logger): Queue<T> {
   const queue = new Queue<T>(name, { connection, prefix });
   queue.on('error', (err: Error) => logger.warn({ queue: name, err: { message: err.message } }, 'queue error'));
   return queue;
