@@ -81,6 +81,11 @@ const envSchema = z.object({
       'must be all, none, or a comma list of inference, callbacks, maintenance, batch',
     )
     .default('all'),
+  // the model shards this process's workers consume (default all the models it loads): KEDA scales per shard
+  TRIAGE_WORKER_SHARDS: z
+    .string()
+    .regex(/^([A-Za-z][A-Za-z0-9_]{0,63}(,[A-Za-z][A-Za-z0-9_]{0,63})*)?$/, 'must be a comma list of model names')
+    .default(''),
   TRIAGE_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(4),
   TRIAGE_WORKER_LOCK_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
   TRIAGE_CALLBACK_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(12),
@@ -145,6 +150,8 @@ export type Config = {
   onnxThreads: number;
   /** which workers run inside this process */
   workers: Array<'inference' | 'callbacks' | 'maintenance' | 'batch'>;
+  /** the model shards the workers consume; empty: every model loaded */
+  workerShards: string[];
   workerConcurrency: number;
   /** how long an inference job's lock lasts without renewal: a crashed worker's job is recovered after about this */
   workerLockMs: number;
@@ -255,6 +262,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         : e.TRIAGE_WORKERS === 'none'
           ? []
           : (e.TRIAGE_WORKERS.split(',') as Config['workers']),
+    workerShards: e.TRIAGE_WORKER_SHARDS === '' ? [] : e.TRIAGE_WORKER_SHARDS.split(','),
     workerConcurrency: e.TRIAGE_WORKER_CONCURRENCY,
     workerLockMs: e.TRIAGE_WORKER_LOCK_MS,
     callbacks: {

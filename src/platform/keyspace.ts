@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import type { RedisClient } from './redis.ts';
 
 /**
  * The one place that names Redis keys by shard. Redis Cluster places a key by the hash tag in braces, so:
@@ -12,6 +13,9 @@ import { createHash, randomUUID } from 'node:crypto';
  * `newId(model)` writes the model's 32-bit shard mark into the first 8 hex digits of a UUID, and `modelOfId` reads
  * it back against the models this process knows (a collision between two known models is refused at start).
  * On a single Redis the same names are used; the tags then only group keys.
+ *
+ * The shards are remembered in Redis (`{<base>}:shards`): a model a deploy removed keeps its shard, so its queued jobs
+ * are still consumed (and failed, "no longer served") and its records still found by id.
  */
 export class KeySpace {
   /** the global tag, e.g. `{triage}` (TRIAGE_REDIS_PREFIX) */
@@ -24,6 +28,15 @@ export class KeySpace {
     const tag = /^\{([^{}]+)\}$/.exec(prefix);
     this.#base = tag ? (tag[1] as string) : prefix;
     for (const m of models) this.register(m);
+  }
+
+  /** The key space of these models and of every model a process of this deployment ever served. */
+  static async open(redis: RedisClient, prefix: string, models: readonly string[]): Promise<KeySpace> {
+    const keys = new KeySpace(prefix, models);
+    const known = `${keys.global}:shards`;
+    if (models.length > 0) await redis.sadd(known, ...models);
+    for (const model of await redis.smembers(known)) keys.register(model);
+    return keys;
   }
 
   /** Whether the prefix is one hash tag (Redis Cluster needs it: BullMQ's scripts and ours span several keys). */
@@ -57,9 +70,13 @@ export class KeySpace {
     return `${shardMark(model)}${randomUUID().slice(8)}`;
   }
 
-  /** The model whose shard holds the record `id` (undefined when the id names no model known here). */
+  /**
+   * The model whose shard holds the record `id` (undefined when the id names no model known here). The id may sit
+   * inside a longer name (a callback's queue job `cb-<id>-released`, an event id `evt-<id>-…`).
+   */
   modelOfId(id: string): string | undefined {
-    return /^[0-9a-f]{8}-/.test(id) ? this.#byMark.get(id.slice(0, 8)) : undefined;
+    const m = /(?:^|-)([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?:$|-)/.exec(id);
+    return m ? this.#byMark.get(m[1] as string) : undefined;
   }
 
   /** The shard prefix of a record id, or undefined. */
