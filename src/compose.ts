@@ -46,6 +46,7 @@ export type ServicesConfig = Pick<
   Partial<
     Pick<
       Config,
+      | 'redisReplicaAcks'
       | 'workerLockMs'
       | 'fhirServers'
       | 'hl7'
@@ -98,7 +99,7 @@ export async function composeServices(options: ServicesOptions) {
   const audit = new AuditLog(redis, keys);
   const outbox = new Outbox(redis, keys);
   const deadLetters = new DeadLetters(redis, keys);
-  const store = new JobStore(redis, keys, { audit, outbox });
+  const store = new JobStore(redis, keys, { audit, outbox, replicaAcks: config.redisReplicaAcks ?? 0 });
   const runs = new RunStore(redis, prefix);
   const queues = {
     inference: createInferenceQueue(redis, keys, logger),

@@ -103,6 +103,19 @@ export class LocalCluster {
     return this.nodes.filter((n) => n.child.exitCode === null && n.child.signalCode === null);
   }
 
+  static #spawn(port: number, dir: string): ClusterNode {
+    // biome-ignore format: one flag and its value a line
+    const child = spawn('redis-server', [
+      '--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
+      '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
+      '--cluster-node-timeout', String(NODE_TIMEOUT_MS),
+      '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction',
+      '--enable-debug-command', 'local', // tests make a replica lag with DEBUG SLEEP
+    ], { stdio: 'ignore' });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    return { port, child, exited };
+  }
+
   static async start(): Promise<LocalCluster> {
     for (const tool of ['redis-server', 'redis-cli']) {
       const probe = spawnSync(tool, ['--version'], { stdio: 'ignore' });
@@ -114,15 +127,7 @@ export class LocalCluster {
     const nodes: ClusterNode[] = [];
     for (let i = 0; i < 6; i++) {
       const port = await freePortPair(taken);
-      // biome-ignore format: one flag and its value a line
-      const child = spawn('redis-server', [
-        '--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
-        '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
-        '--cluster-node-timeout', String(NODE_TIMEOUT_MS),
-        '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction',
-      ], { stdio: 'ignore' });
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      nodes.push({ port, child, exited });
+      nodes.push(LocalCluster.#spawn(port, dir));
     }
     const cluster = new LocalCluster(nodes, dir);
     try {
@@ -225,6 +230,29 @@ export class LocalCluster {
       return true;
     });
     return { killed: primary.port, promoted };
+  }
+
+  /** Starts a killed node again on its port and config (it rejoins as a replica), and waits for a healthy cluster. */
+  async restart(port: number): Promise<void> {
+    const i = this.nodes.findIndex((n) => n.port === port);
+    if (i < 0) throw new Error(`no node on ${port}`);
+    this.nodes[i] = LocalCluster.#spawn(port, this.#dir);
+    await until(`redis-server on ${port}`, () => this.#ping(port));
+    await this.waitHealthy();
+  }
+
+  /** The node's replica (by port) or, for a replica, itself. */
+  async replicaOf(primaryPort: number): Promise<number> {
+    const topology = await this.topology();
+    const primary = topology.find((t) => t.port === primaryPort);
+    const replica = topology.find((t) => t.primaryId === primary?.id && !t.failed);
+    if (!replica) throw new Error(`no replica of ${primaryPort}`);
+    return replica.port;
+  }
+
+  /** Runs a command on one node (DEBUG SLEEP on a replica makes it lag, for instance). */
+  onNode<T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> {
+    return this.#command(port, fn);
   }
 
   async stop(): Promise<void> {

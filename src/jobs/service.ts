@@ -96,6 +96,7 @@ export class JobService {
       });
     }
     if (!queuing) await this.#d.queue.enqueue(result.id, manifest); // idempotent: a retry after a crash queues it once
+    await this.#d.store.ensureReplicated(result.id); // the record and its queue entry on a replica before the 202
     if (result.created) this.#d.metrics.jobs.inc({ model: manifest.name, state: 'queued' });
     return { ...result, createdAt };
   }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type CallbackEvent, Outbox } from '../callbacks/outbox.ts';
 import { type AuditEntry, AuditLog } from '../platform/audit.ts';
+import { Problem } from '../platform/errors.ts';
 import { hashedKeyPart } from '../platform/key-names.ts';
 import type { KeySpace } from '../platform/keyspace.ts';
 import type { RedisClient } from '../platform/redis.ts';
@@ -78,17 +79,19 @@ export class JobStore {
   readonly #audit: AuditLog;
   readonly #outbox: Outbox;
   readonly #idempotencyTtlSeconds: number;
+  readonly #replicaAcks: number;
 
   constructor(
     redis: RedisClient,
     keys: KeySpace,
-    options: { audit: AuditLog; outbox: Outbox; idempotencyTtlSeconds?: number },
+    options: { audit: AuditLog; outbox: Outbox; idempotencyTtlSeconds?: number; replicaAcks?: number },
   ) {
     this.#redis = redis;
     this.#keys = keys;
     this.#audit = options.audit;
     this.#outbox = options.outbox;
     this.#idempotencyTtlSeconds = options.idempotencyTtlSeconds ?? 7 * 24 * 3600;
+    this.#replicaAcks = options.replicaAcks ?? 0;
     if (!('triageTransition' in redis)) {
       redis.defineCommand('triageTransition', { numberOfKeys: 5, lua: TRANSITION });
       redis.defineCommand('triageCreate', { numberOfKeys: 2, lua: CREATE });
@@ -253,6 +256,27 @@ export class JobStore {
     return { ok: ok === 1, previous: previous as JobState | '' };
   }
 
+  /**
+   * Waits until the job's shard replicas hold what this connection wrote to it (TRIAGE_REDIS_REPLICA_ACKS replicas,
+   * for at most REPLICA_WAIT_MS), else answers 503: Redis replicates asynchronously, so a primary killed right after
+   * acknowledging could take the write with it, and the caller must not hear "accepted" or "applied" for a write a
+   * failover can lose. The retry is safe: a submission carries its idempotency key, a decision finds itself applied
+   * (409 already_decided) or, had a failover lost it, the hold still waiting. WAIT goes in a pipeline after a read of
+   * the job's key, so a cluster client sends it to the job's primary.
+   */
+  async ensureReplicated(id: string): Promise<void> {
+    const key = this.#jobKey(id);
+    if (this.#replicaAcks === 0 || !key) return;
+    const replies = (await this.#redis.pipeline().exists(key).wait(this.#replicaAcks, REPLICA_WAIT_MS).exec()) ?? [];
+    const [err, acks] = replies[1] ?? [null, 0];
+    if (err) throw err;
+    if (Number(acks) < this.#replicaAcks) {
+      throw new Problem('dependency_unavailable', 'the write is not yet on a Redis replica: retry shortly', {
+        headers: { 'retry-after': '1' },
+      });
+    }
+  }
+
   /** Marks a hold escalated once; true only for the call that flagged it. */
   async escalate(id: string): Promise<boolean> {
     const key = this.#jobKey(id);
@@ -309,6 +333,9 @@ export class JobStore {
     return this.#redis.zrangebyscore(this.#pendingKeyFor(model), '-inf', String(cutoff));
   }
 }
+
+/** Below the connection's command timeout (src/platform/redis.ts), so a slow replica is a false, not an error. */
+const REPLICA_WAIT_MS = 400;
 
 interface TriageCommands {
   triageClaim(...args: string[]): Promise<unknown>;

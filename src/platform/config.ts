@@ -22,6 +22,9 @@ const envSchema = z.object({
     .regex(/^rediss?(-cluster)?:\/\//, 'must be a redis://, rediss:// or redis-cluster://host:port,… URL')
     .optional(),
   TRIAGE_REDIS_PREFIX: z.string().min(1).default('{triage}'),
+  // replicas that must hold an accepted job or a decision before the caller hears of it (Redis replicates
+  // asynchronously; a cluster's failover would otherwise lose the last writes of a killed primary)
+  TRIAGE_REDIS_REPLICA_ACKS: z.coerce.number().int().min(0).max(5).default(0),
   TRIAGE_MODELS_DIR: z.string().min(1).default('models'),
   TRIAGE_API_KEYS: z.string().min(1).optional(),
   TRIAGE_OIDC_ISSUERS: z.string().min(1).optional(),
@@ -119,6 +122,8 @@ export type Config = {
   port: number;
   redisUrl: string | undefined;
   redisPrefix: string;
+  /** replicas that acknowledge an accepted job or a decision (WAIT) before the answer; 0: none asked */
+  redisReplicaAcks: number;
   modelsDir: string;
   /** raw API key config (YAML or JSON); undefined = none configured */
   apiKeys: string | undefined;
@@ -224,6 +229,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: e.TRIAGE_PORT,
     redisUrl: e.TRIAGE_REDIS_URL,
     redisPrefix: e.TRIAGE_REDIS_PREFIX,
+    redisReplicaAcks: e.TRIAGE_REDIS_REPLICA_ACKS,
     modelsDir: e.TRIAGE_MODELS_DIR,
     apiKeys: e.TRIAGE_API_KEYS,
     oidcIssuers: e.TRIAGE_OIDC_ISSUERS,
