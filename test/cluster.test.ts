@@ -15,9 +15,13 @@ import {
   makeKeys,
   NEWS2_INSTANCE,
   NOTES,
+  placeDischarges,
   Receiver,
+  removeDir,
   type TestGateway,
+  tempDir,
   waitFor,
+  waitForRun,
   waitForState,
 } from './support/index.ts';
 
@@ -27,15 +31,19 @@ const PREFIX = '{triage}';
 let cluster: LocalCluster;
 let gw: TestGateway;
 let receiver: Receiver;
+let dataDir: string;
 
 before(async () => {
   cluster = await LocalCluster.start();
   receiver = await Receiver.start(keys.secrets.client);
+  dataDir = await tempDir('cluster');
+  await placeDischarges(dataDir);
   gw = await buildGateway({
+    dataDir,
     prefix: PREFIX,
     keys,
     redisUrl: cluster.url,
-    workers: ASYNC_WORKERS,
+    workers: [...ASYNC_WORKERS, 'batch'],
     // an accepted job and a decision are on a replica before the caller hears of them
     config: { redisReplicaAcks: 1 },
   });
@@ -45,6 +53,7 @@ after(async () => {
   await gw?.close();
   await receiver?.close();
   await cluster?.stop();
+  await removeDir(dataDir);
 });
 
 /** The node (by port) that holds `key`, asked of the primary serving its slot. */
@@ -111,6 +120,16 @@ describe('shards by model on a Redis Cluster', () => {
     await waitFor(() => receiver.events.has(`evt-${id}-released`), 'the released callback');
     const audit = (await allAudit(gw, keys.admin)).filter((e) => e.target === id).map((e) => e.action);
     assert.deepEqual(audit, ['job.hold', 'review.approve']);
+  });
+
+  test('a batch run scores its file on the cluster', async () => {
+    const res = await gw.call('POST', '/v1/models/readmission/batches', keys.client, {
+      input: { path: 'inputs/discharges.ndjson', format: 'ndjson' },
+    });
+    assert.equal(res.status, 202, res.text);
+    const { final } = await waitForRun(gw, keys.client, res.body.id, 120_000);
+    assert.equal(final.status, 200, final.text);
+    assert.ok(final.body.output[0].count > 0, 'rows scored');
   });
 
   test('a write no replica confirms is refused (503, retry) rather than accepted and lost in a failover', async () => {
