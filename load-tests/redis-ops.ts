@@ -210,4 +210,12 @@ async function main() {
   await rm(dataDir, { recursive: true, force: true });
 }
 
-await main();
+try {
+  await main();
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
+} finally {
+  // the cluster's servers die with this process (LocalCluster's exit hook); nothing else keeps it alive
+  process.exit();
+}

@@ -110,7 +110,6 @@ export class LocalCluster {
       '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
       '--cluster-node-timeout', String(NODE_TIMEOUT_MS),
       '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction',
-      '--enable-debug-command', 'local', // tests make a replica lag with DEBUG SLEEP
     ], { stdio: 'ignore' });
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     return { port, child, exited };
@@ -130,6 +129,10 @@ export class LocalCluster {
       nodes.push(LocalCluster.#spawn(port, dir));
     }
     const cluster = new LocalCluster(nodes, dir);
+    // a process that ends without stop() (a failed script, a test runner's timeout) takes its servers with it
+    process.once('exit', () => {
+      for (const n of cluster.live()) n.child.kill('SIGKILL');
+    });
     try {
       for (const n of nodes) await until(`redis-server on ${n.port}`, () => cluster.#ping(n.port));
       const create = spawnSync(
@@ -250,9 +253,22 @@ export class LocalCluster {
     return replica.port;
   }
 
-  /** Runs a command on one node (DEBUG SLEEP on a replica makes it lag, for instance). */
-  onNode<T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> {
-    return this.#command(port, fn);
+  /**
+   * Freezes a node (SIGSTOP: it answers nothing, replication included, from this moment) until `thaw`. Keep it
+   * shorter than the node timeout, or the cluster fails it over.
+   */
+  freeze(port: number): void {
+    this.#node(port).child.kill('SIGSTOP');
+  }
+
+  thaw(port: number): void {
+    this.#node(port).child.kill('SIGCONT');
+  }
+
+  #node(port: number): ClusterNode {
+    const node = this.nodes.find((n) => n.port === port);
+    if (!node) throw new Error(`no node on ${port}`);
+    return node;
   }
 
   async stop(): Promise<void> {
