@@ -37,6 +37,11 @@ export class AuditLog {
     this.#key = `${keys.global}:audit`;
   }
 
+  /** The global stream, for a script whose keys live under the global tag (batch-run review holds). */
+  get streamKey(): string {
+    return this.#key;
+  }
+
   /**
    * A model shard's stream, for a store whose Lua script appends an entry in the same atomic step as its own change
    * (a review decision and its audit entry are one write); such scripts append with
