@@ -60,6 +60,8 @@ export class ShardQueues<T> {
   constructor(name: string, connection: RedisClient, keys: KeySpace, logger: Logger) {
     this.#keys = keys;
     this.#make = (prefix) => createQueue<T>(name, connection, prefix, logger);
+    // made now, while the connection is up: a BullMQ queue first used while Redis is away stays broken after it is back
+    for (const { model } of keys.shards()) this.for(model);
   }
 
   for(model: string): Queue<T> {
