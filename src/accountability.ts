@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { MonitoringRecorder } from './monitoring/recorder.ts';
 import { MonitoringService } from './monitoring/service.ts';
@@ -7,6 +6,7 @@ import { PredictionLog } from './outcomes/prediction-log.ts';
 import { OutcomeService } from './outcomes/service.ts';
 import type { AuditLog } from './platform/audit.ts';
 import type { Metrics } from './platform/metrics.ts';
+import type { RedisClient } from './platform/redis.ts';
 import { governThresholds } from './releases/reload.ts';
 import { ThresholdChanges } from './releases/threshold-changes.ts';
 import type { ModelCatalog } from './serving/catalog.ts';
@@ -17,7 +17,7 @@ import type { ModelCatalog } from './serving/catalog.ts';
  * (monitoring counters, the prediction log for outcomes) with the services that read what they record.
  */
 export function composeAccountability(o: {
-  redis: Redis;
+  redis: RedisClient;
   config: { redisPrefix: string; monitoring?: boolean };
   catalog: ModelCatalog;
   audit: AuditLog;

@@ -117,7 +117,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       return problemResponse(c, new Problem('invalid_request', err.message));
     }
     if (isRedisUnavailable(err)) {
-      // nothing was accepted: the caller retries, and the gateway recovers by itself when Redis is back
+      // nothing was accepted: the caller retries, and the gateway recovers by itself when Redis is back (debug: an
+      // outage would otherwise log a line per request; the connection's own errors are logged once a second)
+      logger.debug({ requestId: c.get('requestId'), err: { message: (err as Error).message } }, 'redis unavailable');
       return problemResponse(
         c,
         new Problem('dependency_unavailable', 'Redis is unavailable: nothing was recorded; retry shortly', {

@@ -20,6 +20,7 @@ import { JobStore } from './jobs/store.ts';
 import { AuditLog } from './platform/audit.ts';
 import type { ApiKeyStore } from './platform/auth.ts';
 import type { Config } from './platform/config.ts';
+import { KeySpace } from './platform/keyspace.ts';
 import { createMetrics, type Metrics, registerBreakerGauge, registerQueueGauges } from './platform/metrics.ts';
 import type { Pressure } from './platform/pressure.ts';
 import { connectRedis } from './platform/redis.ts';
@@ -34,6 +35,7 @@ import { ShadowRecorder } from './serving/shadow.ts';
 export type ServicesConfig = Pick<
   Config,
   | 'redisPrefix'
+  | 'workerShards'
   | 'onnxThreads'
   | 'workerConcurrency'
   | 'callbacks'
@@ -44,6 +46,7 @@ export type ServicesConfig = Pick<
   Partial<
     Pick<
       Config,
+      | 'redisReplicaAcks'
       | 'workerLockMs'
       | 'fhirServers'
       | 'hl7'
@@ -87,14 +90,20 @@ export async function composeServices(options: ServicesOptions) {
   const buckets = Buckets.from(config.objectStores);
   const redis = await connectRedis(options.redisUrl, logger, config.redisCommandTimeoutMs);
 
-  const audit = new AuditLog(redis, prefix);
-  const outbox = new Outbox(redis, prefix);
-  const deadLetters = new DeadLetters(redis, prefix);
-  const store = new JobStore(redis, prefix, { audit, outbox });
+  // model shards: each model's jobs, queues, outbox and audit entries under its own hash tag (src/platform/keyspace.ts)
+  const keys = await KeySpace.open(
+    redis,
+    prefix,
+    options.models.map((m) => m.manifest.name),
+  );
+  const audit = new AuditLog(redis, keys);
+  const outbox = new Outbox(redis, keys);
+  const deadLetters = new DeadLetters(redis, keys);
+  const store = new JobStore(redis, keys, { audit, outbox, replicaAcks: config.redisReplicaAcks ?? 0 });
   const runs = new RunStore(redis, prefix);
   const queues = {
-    inference: createInferenceQueue(redis, prefix, logger),
-    callbacks: createCallbackQueue(redis, prefix, logger),
+    inference: createInferenceQueue(redis, keys, logger),
+    callbacks: createCallbackQueue(redis, keys, logger),
     batch: createBatchQueue(redis, prefix, logger),
   };
   const catalog = await ModelCatalog.open({
@@ -133,6 +142,7 @@ export async function composeServices(options: ServicesOptions) {
   const bulkExports = new BulkExports(fhirServers, redis, prefix, now);
   const services = {
     redis,
+    keyspace: keys,
     metrics,
     logger,
     breakers,

@@ -75,7 +75,10 @@ describe('loadConfig', () => {
     configError({ TRIAGE_PORT: '80.5' }, 'TRIAGE_PORT:');
     configError({ TRIAGE_ENV: 'staging' }, 'TRIAGE_ENV:');
     configError({ TRIAGE_ACCESS_LOG: 'maybe' }, 'TRIAGE_ACCESS_LOG:');
-    configError({ TRIAGE_REDIS_URL: 'http://127.0.0.1:6379' }, 'TRIAGE_REDIS_URL: must be a redis:// or rediss:// URL');
+    configError(
+      { TRIAGE_REDIS_URL: 'http://127.0.0.1:6379' },
+      'TRIAGE_REDIS_URL: must be a redis://, rediss:// or redis-cluster://host:port,… URL',
+    );
     configError({ TRIAGE_MAX_BODY_BYTES: '10' }, 'TRIAGE_MAX_BODY_BYTES:');
     configError({ TRIAGE_WARMUP_POLICY: 'ignore' }, 'TRIAGE_WARMUP_POLICY:');
   });

@@ -54,6 +54,12 @@ const OPERATOR_SECRET_KEYS: Record<string, string[]> = {
 };
 
 /** The BullMQ queue each queue-driven worker kind takes its jobs from (maintenance has none). */
+/** Queues kept per model shard (their wait lists are one per bundled model), and the bundled models. */
+const SHARDED_QUEUES = new Set(['inference', 'callbacks']);
+const BUNDLED_MODELS = readdirSync(path.join(ROOT, 'models'), { withFileTypes: true })
+  .filter((d) => d.isDirectory() && existsSync(path.join(ROOT, 'models', d.name, 'model.yaml')))
+  .map((d) => d.name);
+
 const QUEUE_OF: Partial<Record<WorkerKind, string>> = {
   inference: INFERENCE_QUEUE,
   callbacks: CALLBACK_QUEUE,
@@ -432,11 +438,33 @@ describe('k8s: workers', () => {
         const queue = QUEUE_OF[kind];
         assert.ok(queue, `${id(so)}: worker kind "${kind}" has no queue in QUEUE_OF`);
         assert.ok(so.spec.minReplicaCount >= 1, `${id(so)}: keeps a replica (jobs should not wait for a cold start)`);
-        const [trigger, ...more] = so.spec.triggers as Obj[];
-        assert.equal(more.length, 0);
-        assert.equal(trigger?.type, 'redis', 'the KEDA redis (list length) scaler');
-        assert.equal(trigger.metadata.listName, `${prefix}:${queue}:wait`);
-        assert.ok(Number(trigger.metadata.listLength) >= 1);
+        const triggers = so.spec.triggers as Obj[];
+        if (SHARDED_QUEUES.has(queue)) {
+          // one wait list per model shard ({<base>:<model>}:<queue>:wait, src/platform/keyspace.ts), scaled on their sum
+          const base = prefix.replace(/^\{(.*)\}$/, '$1');
+          assert.deepEqual(
+            triggers.map((t) => t.metadata.listName).sort(),
+            BUNDLED_MODELS.map((m) => `{${base}:${m}}:${queue}:wait`).sort(),
+            `${id(so)}: a trigger on each bundled model's shard`,
+          );
+          const names = triggers.map((t) => t.name as string);
+          assert.deepEqual(
+            so.spec.advanced.scalingModifiers.formula
+              .split('+')
+              .map((n: string) => n.trim())
+              .sort(),
+            [...names].sort(),
+            `${id(so)}: scaled on the sum of its shards' wait lists`,
+          );
+        } else {
+          assert.equal(triggers.length, 1);
+          assert.equal(triggers[0]?.metadata.listName, `${prefix}:${queue}:wait`);
+        }
+        for (const trigger of triggers) {
+          assert.equal(trigger.type, 'redis', 'the KEDA redis (list length) scaler');
+          assert.ok(Number(trigger.metadata.listLength) >= 1);
+        }
+        const trigger = triggers[0] as Obj;
         // KEDA resolves these from the target container's environment: they must be there (operator Secret in prod)
         const container = podSpec(w).containers[0] as Obj;
         for (const v of [trigger.metadata.addressFromEnv, trigger.metadata.passwordFromEnv]) {

@@ -211,10 +211,14 @@ describe('kill switch on the job tiers: async jobs wait, batch slots are skipped
     gw = await buildGateway({ prefix, keys, dataDir });
     const s = gw.gateway.services;
     // every job a worker deferred (moved to delayed), seen as BullMQ's own events: no polling for a short state
-    for (const queue of ['inference', 'batch']) {
+    // (the inference queue of note-triage's shard: each model's jobs queue in its own shard)
+    for (const [queue, queuePrefix] of [
+      ['inference', s.keyspace.shard('note-triage')],
+      ['batch', prefix],
+    ] as const) {
       const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
       connections.push(connection);
-      const events = new QueueEvents(queue, { connection, prefix });
+      const events = new QueueEvents(queue, { connection, prefix: queuePrefix });
       events.on('delayed', ({ jobId }) => void deferred.add(jobId));
       await events.waitUntilReady();
       queueEvents.push(events);

@@ -177,7 +177,7 @@ describe('seeded identifiers never reach the log', () => {
       const names: string[] = [];
       let cursor = '0';
       do {
-        const [next, batch] = await redis.scan(cursor, 'MATCH', `${tour.prefix}*idem*`, 'COUNT', 1000);
+        const [next, batch] = await redis.scan(cursor, 'MATCH', `${tour.prefix.slice(0, -1)}*idem*`, 'COUNT', 1000);
         cursor = next;
         names.push(...batch);
       } while (cursor !== '0');

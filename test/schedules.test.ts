@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { ScheduleService, syncManifestSchedules } from '../src/batch/schedules.ts';
 import { AuditLog } from '../src/platform/audit.ts';
+import { KeySpace } from '../src/platform/keyspace.ts';
 import { createLogger } from '../src/platform/logger.ts';
 import { scheduleSchema } from '../src/registry/schema.ts';
 import { createBatchQueue, schedulerPort } from '../workers/batch.ts';
@@ -411,7 +412,7 @@ describe('manifest schedules and gateway replicas', () => {
           r,
           stressPrefix,
           schedulerPort(queues[i] as (typeof queues)[0]),
-          new AuditLog(r, stressPrefix),
+          new AuditLog(r, new KeySpace(stressPrefix)),
         ),
     );
     try {

@@ -6,7 +6,6 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parentPort, workerData } from 'node:worker_threads';
-import { Redis } from 'ioredis';
 import { Buckets, withBuckets } from '../src/batch/buckets.ts';
 import { executeRun } from '../src/batch/execute.ts';
 import { InputFileError } from '../src/batch/readers.ts';
@@ -16,6 +15,7 @@ import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { PredictionLog } from '../src/outcomes/prediction-log.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { lowerThreadPriority, pressureReader } from '../src/platform/pressure.ts';
+import { newRedis } from '../src/platform/redis.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
 import { createRuntimeFactory } from '../src/runtime/factory.ts';
 import { ModelCatalog } from '../src/serving/catalog.ts';
@@ -71,7 +71,7 @@ if (!port) throw new Error('batch-thread must run in a worker thread');
 // this thread)
 lowerThreadPriority(input.nice);
 
-const redis = new Redis(input.redisUrl, { maxRetriesPerRequest: 3 });
+const redis = newRedis(input.redisUrl, { maxRetriesPerRequest: 3 });
 try {
   const runs = new RunStore(redis, input.prefix);
   const run = await runs.get(input.runId);

@@ -1,5 +1,4 @@
 import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { publishAnalytics, publishOutputs } from '../src/batch/bucket-outputs.ts';
 import type { Buckets } from '../src/batch/buckets.ts';
@@ -14,6 +13,7 @@ import { IngressError } from '../src/ingress/smart-token.ts';
 import type { BatchMetrics } from '../src/platform/metrics.ts';
 import type { Pressure } from '../src/platform/pressure.ts';
 import { createQueue, jobOptions, type RetryPolicy } from '../src/platform/queue.ts';
+import { newRedis, type RedisClient } from '../src/platform/redis.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
 import { runInThread } from './batch-thread-run.ts';
 
@@ -37,7 +37,7 @@ const BATCH_RETRY: RetryPolicy = {
 /** How long one chunk may take to score: a batch has no caller waiting, only a stuck runtime to give up on. */
 const CHUNK_TIMEOUT_MS = 10 * 60_000;
 
-export function createBatchQueue(connection: Redis, prefix: string, logger: Logger): Queue<BatchJobData> {
+export function createBatchQueue(connection: RedisClient, prefix: string, logger: Logger): Queue<BatchJobData> {
   return createQueue<BatchJobData>(BATCH_QUEUE, connection, prefix, logger);
 }
 
@@ -271,7 +271,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
 
 export function startBatchWorker(deps: BatchWorkerDeps) {
   const { logger } = deps;
-  const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
+  const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
   const worker = new Worker<BatchJobData>(BATCH_QUEUE, (job, token) => execBatchJob(job, deps, token), {
     connection,
     prefix: deps.prefix,

@@ -3,8 +3,7 @@
  * with the same event id every time; after the last attempt the event goes to the dead letters, from which an admin
  * replays it.
  */
-import { type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import { type Job, UnrecoverableError } from 'bullmq';
 import type { Logger } from 'pino';
 import type { DeadLetters } from '../src/callbacks/dead-letters.ts';
 import { DeliveryError, postEvent } from '../src/callbacks/deliver.ts';
@@ -15,8 +14,10 @@ import { hostOf, namedExactly } from '../src/callbacks/url-policy.ts';
 import type { JobStore } from '../src/jobs/store.ts';
 import type { ApiKeyStore } from '../src/platform/auth.ts';
 import type { CallbackPolicy } from '../src/platform/config.ts';
+import type { KeySpace } from '../src/platform/keyspace.ts';
 import type { JobMetrics } from '../src/platform/metrics.ts';
-import { createQueue, jobOptions } from '../src/platform/queue.ts';
+import { jobOptions, ShardQueues, ShardWorkers } from '../src/platform/queue.ts';
+import { newRedis, type RedisClient } from '../src/platform/redis.ts';
 
 export const CALLBACK_QUEUE = 'callbacks';
 
@@ -27,8 +28,13 @@ export interface CallbackJobData {
   eventId: string;
 }
 
-export function createCallbackQueue(connection: Redis, prefix: string, logger: Logger): Queue<CallbackJobData> {
-  return createQueue<CallbackJobData>(CALLBACK_QUEUE, connection, prefix, logger);
+/** The callbacks queue of every model shard: a job's callbacks are queued in its model's shard. */
+export function createCallbackQueue(
+  connection: RedisClient,
+  keys: KeySpace,
+  logger: Logger,
+): ShardQueues<CallbackJobData> {
+  return new ShardQueues<CallbackJobData>(CALLBACK_QUEUE, connection, keys, logger);
 }
 
 /** Exponential backoff with jitter over hours; kept a while for inspection. A replay gets a job id of its own. */
@@ -47,19 +53,25 @@ function callbackJobOptions(policy: CallbackPolicy, jobId: string, event: Callba
 }
 
 export function enqueueCallback(
-  queue: Queue<CallbackJobData>,
+  queues: ShardQueues<CallbackJobData>,
   policy: CallbackPolicy,
   data: CallbackJobData,
   replay?: number,
 ): Promise<unknown> {
+  const queue = queues.forId(data.jobId);
+  if (!queue) return Promise.reject(new Error('the job id names no model shard served here'));
   return queue.add('deliver', data, callbackJobOptions(policy, data.jobId, data.event, replay));
 }
 
 /** Queues the callback a transition recorded in the outbox, then clears the outbox entry. */
-export function callbackSender(queue: Queue<CallbackJobData>, outbox: Outbox, policy: CallbackPolicy): CallbackSender {
+export function callbackSender(
+  queues: ShardQueues<CallbackJobData>,
+  outbox: Outbox,
+  policy: CallbackPolicy,
+): CallbackSender {
   return {
     async send(jobId, event) {
-      await enqueueCallback(queue, policy, { jobId, event, eventId: `evt-${jobId}-${event}` });
+      await enqueueCallback(queues, policy, { jobId, event, eventId: `evt-${jobId}-${event}` });
       await outbox.clear(jobId, event);
     },
   };
@@ -114,11 +126,12 @@ export async function execCallbackJob(job: Job<CallbackJobData>, deps: CallbackJ
   }
 }
 
-export function startCallbackWorker(deps: CallbackJobDeps & { redisUrl: string; prefix: string; concurrency: number }) {
-  const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
-  const worker = new Worker<CallbackJobData>(CALLBACK_QUEUE, (job) => execCallbackJob(job, deps), {
+export function startCallbackWorker(
+  deps: CallbackJobDeps & { redisUrl: string; shards: readonly string[]; concurrency: number },
+) {
+  const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
+  const worker = new ShardWorkers<CallbackJobData>(CALLBACK_QUEUE, deps.shards, (job) => execCallbackJob(job, deps), {
     connection,
-    prefix: deps.prefix,
     concurrency: deps.concurrency,
   });
   worker.on('error', (err) => deps.logger.warn({ err: { message: err.message } }, 'callback worker error'));

@@ -12,11 +12,14 @@ export type WorkerKind = (typeof workerKinds)[number];
 export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
   const { config, logger, metrics } = s;
   const connection = { redisUrl: s.redisUrl, prefix: config.redisPrefix };
+  // the shards this process consumes: the ones named (TRIAGE_WORKER_SHARDS), else every model it loaded
+  const served = config.workerShards.length > 0 ? config.workerShards : s.keyspace.shards().map((x) => x.model);
+  const shards = { redisUrl: s.redisUrl, shards: served.map((model) => s.keyspace.shard(model)) };
   const closers: Array<() => Promise<void>> = [];
   const running: RunningWorker[] = [];
   if (kinds.includes('inference')) {
     const w = startInferenceWorker({
-      ...connection,
+      ...shards,
       store: s.store,
       catalog: s.catalog,
       scorer: s.jobScorer,
@@ -39,7 +42,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
   }
   if (kinds.includes('callbacks')) {
     const w = startCallbackWorker({
-      ...connection,
+      ...shards,
       store: s.store,
       deadLetters: s.deadLetters,
       keys: s.keys,

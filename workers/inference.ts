@@ -3,16 +3,17 @@
  * job a crashed worker left half-done is picked up again by BullMQ's stalled-job recovery, and the job state machine
  * makes sure its result is recorded, held or released once.
  */
-import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import type { Logger } from 'pino';
 import type { CallbackSender } from '../src/callbacks/outbox.ts';
 import { holdDecision } from '../src/jobs/review-policy.ts';
 import type { JobQueue } from '../src/jobs/service.ts';
 import type { JobRecord, JobStore } from '../src/jobs/store.ts';
 import { Problem } from '../src/platform/errors.ts';
+import type { KeySpace } from '../src/platform/keyspace.ts';
 import type { JobMetrics } from '../src/platform/metrics.ts';
-import { createQueue, jobOptions } from '../src/platform/queue.ts';
+import { jobOptions, ShardQueues, ShardWorkers } from '../src/platform/queue.ts';
+import { newRedis, type RedisClient } from '../src/platform/redis.ts';
 import type { Manifest } from '../src/registry/schema.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
 import { prepareInput } from '../src/serving/inputs.ts';
@@ -30,18 +31,23 @@ export interface InferenceJobData {
 /** How long a job may score when its model sets no async timeout. */
 export const DEFAULT_JOB_TIMEOUT_MS = 60_000;
 
-export function createInferenceQueue(connection: Redis, prefix: string, logger: Logger): Queue<InferenceJobData> {
-  return createQueue<InferenceJobData>(INFERENCE_QUEUE, connection, prefix, logger);
+/** The inference queue of every model shard (`{<base>:<model>}:inference:*`). */
+export function createInferenceQueue(
+  connection: RedisClient,
+  keys: KeySpace,
+  logger: Logger,
+): ShardQueues<InferenceJobData> {
+  return new ShardQueues<InferenceJobData>(INFERENCE_QUEUE, connection, keys, logger);
 }
 
 /**
  * The job port of the async tier. Adding is idempotent (the BullMQ job id is the job's), so a submission retried
  * after a crash between the record and the queue still gets its job queued, once.
  */
-export function inferenceQueuePort(queue: Queue<InferenceJobData>): JobQueue {
+export function inferenceQueuePort(queues: ShardQueues<InferenceJobData>): JobQueue {
   return {
     async enqueue(jobId: string, manifest: Manifest) {
-      await queue.add(
+      await queues.for(manifest.name).add(
         'infer',
         { jobId, model: manifest.name },
         jobOptions(
@@ -57,7 +63,10 @@ export function inferenceQueuePort(queue: Queue<InferenceJobData>): JobQueue {
       );
     },
     async remove(jobId: string) {
-      await queue.remove(jobId).catch(() => 0);
+      await queues
+        .forId(jobId)
+        ?.remove(jobId)
+        .catch(() => 0);
     },
   };
 }
@@ -208,18 +217,23 @@ async function settle(
 }
 
 export function startInferenceWorker(
-  deps: InferenceJobDeps & { redisUrl: string; prefix: string; concurrency: number; lockMs?: number },
+  deps: InferenceJobDeps & { redisUrl: string; shards: readonly string[]; concurrency: number; lockMs?: number },
 ) {
-  const connection = new Redis(deps.redisUrl, { maxRetriesPerRequest: null });
-  const worker = new Worker<InferenceJobData>(INFERENCE_QUEUE, (job, token) => execInferenceJob(job, deps, token), {
-    connection,
-    prefix: deps.prefix,
-    concurrency: deps.concurrency,
-    // a crashed worker's job goes back to wait after its lock lapses, and may stall twice before it fails
-    lockDuration: deps.lockMs ?? 30_000,
-    stalledInterval: deps.lockMs ?? 30_000,
-    maxStalledCount: 2,
-  });
+  const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
+  // one worker per shard served (TRIAGE_WORKER_SHARDS), each on its shard's queue
+  const worker = new ShardWorkers<InferenceJobData>(
+    INFERENCE_QUEUE,
+    deps.shards,
+    (job, token) => execInferenceJob(job, deps, token),
+    {
+      connection,
+      concurrency: deps.concurrency,
+      // a crashed worker's job goes back to wait after its lock lapses, and may stall twice before it fails
+      lockDuration: deps.lockMs ?? 30_000,
+      stalledInterval: deps.lockMs ?? 30_000,
+      maxStalledCount: 2,
+    },
+  );
   worker.on('error', (err) => deps.logger.warn({ err: { message: err.message } }, 'inference worker error'));
   // BullMQ may fail a job without running it (it stalled more than maxStalledCount times: it kept killing its
   // workers), or after an error the processor could not record: the record must not stay `running` forever

@@ -3,9 +3,9 @@
  * worker records exist only in its process) and /healthz for the kubelet's startup and liveness probes.
  */
 import { createServer, type Server } from 'node:http';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import type { RedisClient } from '../src/platform/redis.ts';
 
 /** What /healthz needs of a BullMQ Worker. */
 export interface RunningWorker {
@@ -26,7 +26,7 @@ export interface WorkerHealth {
  * while Redis is away would wait until it is back, and the probe would time out instead of reading "unreachable".
  */
 export async function workerHealth(
-  redis: Pick<Redis, 'ping'>,
+  redis: Pick<RedisClient, 'ping'>,
   workers: readonly RunningWorker[],
   timeoutMs = 1000,
 ): Promise<WorkerHealth> {

@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
 import { type AuditEntry, AuditLog } from '../platform/audit.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import type { ReviewHold } from './runs.ts';
 
 export type HoldState = 'held' | 'approved' | 'rejected';
@@ -54,11 +54,11 @@ return {1, state}
  * their audit entry, so a decision is applied exactly once and never without its record.
  */
 export class RunHoldStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #audit: AuditLog;
 
-  constructor(redis: Redis, prefix: string, audit: AuditLog) {
+  constructor(redis: RedisClient, prefix: string, audit: AuditLog) {
     this.#redis = redis;
     this.#prefix = prefix;
     this.#audit = audit;

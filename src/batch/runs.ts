@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { ExportSource } from '../ingress/export-request.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import type { batchFormats } from '../registry/schema.ts';
 import { RUNS_DIR } from './storage.ts';
 
@@ -99,10 +99,10 @@ return 0
 
 /** Batch run records in Redis: created once (a slot re-triggered finds its run), checkpointed per chunk. */
 export class RunStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     this.#redis = redis;
     this.#prefix = prefix;
   }

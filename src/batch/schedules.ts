@@ -1,7 +1,7 @@
 import { CronExpressionParser } from 'cron-parser';
-import type { Redis } from 'ioredis';
 import type { AuditLog } from '../platform/audit.ts';
 import { Problem } from '../platform/errors.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import { type Schedule, scheduleSchema } from '../registry/schema.ts';
 
 /** Fires a schedule's slots (the batch queue module implements it with BullMQ job schedulers). */
@@ -38,12 +38,12 @@ export function validateCron(cron: string, timezone: string): void {
  * once however many workers listen.
  */
 export class ScheduleService {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #key: string;
   readonly #scheduler: Scheduler;
   readonly #audit: AuditLog;
 
-  constructor(redis: Redis, prefix: string, scheduler: Scheduler, audit: AuditLog) {
+  constructor(redis: RedisClient, prefix: string, scheduler: Scheduler, audit: AuditLog) {
     this.#redis = redis;
     this.#key = `${prefix}:schedules`;
     this.#scheduler = scheduler;

@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
 import { Counter, type Registry } from 'prom-client';
+import type { RedisClient } from '../platform/redis.ts';
 import { OVERRIDE_SYSTEM } from './cards.ts';
 
 /** What a card was, kept so its feedback is counted against the model version that made it. */
@@ -36,12 +36,12 @@ const FEEDBACK_TTL_SECONDS = 90 * 24 * 3600;
  * `<version>|overridden|<reason code>`: what a monitoring report per version reads (`counts(model)`).
  */
 export class FeedbackStore {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #counter: Counter<'model' | 'version' | 'outcome'>;
   readonly cards: Counter<'model' | 'version' | 'indicator'>;
 
-  constructor(redis: Redis, prefix: string, registry: Registry) {
+  constructor(redis: RedisClient, prefix: string, registry: Registry) {
     this.#redis = redis;
     this.#prefix = `${prefix}:cds`;
     this.#counter = new Counter({

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { createRemoteJWKSet, decodeJwt, errors, jwtVerify } from 'jose';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../platform/config.ts';
 import { Problem } from '../platform/errors.ts';
 import { keyUrl } from '../platform/oidc.ts';
+import type { RedisClient } from '../platform/redis.ts';
 
 // https, or plain http to loopback only, as for token issuers: keys or records fetched in clear could be swapped
 const safeUrl = keyUrl;
@@ -64,10 +64,10 @@ const MAX_TOKEN_AGE_SECONDS = 300;
  */
 export class CdsTokenVerifier {
   readonly #clients = new Map<string, { client: CdsClient; jwks: ReturnType<typeof createRemoteJWKSet> }>();
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
 
-  constructor(clients: readonly CdsClient[], redis: Redis, prefix: string) {
+  constructor(clients: readonly CdsClient[], redis: RedisClient, prefix: string) {
     for (const client of clients) {
       this.#clients.set(client.issuer, {
         client,

@@ -1,9 +1,9 @@
-import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { PatientRow } from '../fhir/observations.ts';
 import { onePatient, readingsRefused } from '../fhir/one-patient.ts';
 import { Problem } from '../platform/errors.ts';
 import type { Metrics } from '../platform/metrics.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
 import type { SyncService } from '../sync/service.ts';
 import { type Card, noScoreCard, OVERRIDE_REASONS, scoreCard } from './cards.ts';
@@ -53,7 +53,7 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 export interface CdsHooksOptions {
   catalog: ModelCatalog;
   sync: SyncService;
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   metrics: Metrics;
   clients?: CdsClientsConfig | undefined;

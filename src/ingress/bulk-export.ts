@@ -1,10 +1,10 @@
 import { lstat, rm } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Redis } from 'ioredis';
 import type { BatchRun, RunStore } from '../batch/runs.ts';
 import type { LocalStorage } from '../batch/storage.ts';
 import type { Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import { BulkClient, kickoffUrl } from './bulk-client.ts';
 import {
   EXPORT_PATH_PREFIX,
@@ -50,14 +50,14 @@ export const isExportInput = (input: unknown): boolean =>
 export class BulkExports {
   readonly #servers: Map<string, FhirServer>;
   readonly #clients = new Map<string, BulkClient>();
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #now: () => number;
 
   /** TRIAGE_FHIR_SERVERS parsed; a ConfigError names what is wrong */
   static servers = parseFhirServers;
 
-  constructor(servers: Map<string, FhirServer>, redis: Redis, prefix: string, now: () => number = Date.now) {
+  constructor(servers: Map<string, FhirServer>, redis: RedisClient, prefix: string, now: () => number = Date.now) {
     this.#servers = servers;
     this.#redis = redis;
     this.#prefix = prefix;

@@ -120,6 +120,7 @@ export class ReviewService {
     if (decision === 'amend') this.#d.metrics.overrides.inc({ model: record.model });
     this.#d.metrics.jobs.inc({ model: record.model, state: released ? 'released' : 'rejected' });
     if (record.callbackUrl) await this.#d.callbacks.send(id, event);
+    await this.#d.store.ensureReplicated(id); // the decision on a replica before the reviewer hears it was applied
     return (await this.#d.store.get(id)) as JobRecord;
   }
 }

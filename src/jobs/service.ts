@@ -6,7 +6,7 @@ import type { Manifest } from '../registry/schema.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { documentId } from '../serving/documents.ts';
 import { prepareInput } from '../serving/inputs.ts';
-import { type Correlation, type JobRecord, JobStore } from './store.ts';
+import type { Correlation, JobRecord, JobStore } from './store.ts';
 
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
 const REFERENCE = /^[\x20-\x7e]{1,256}$/;
@@ -72,7 +72,7 @@ export class JobService {
       ...(typeof body.reference === 'string' ? { reference: body.reference } : {}),
     };
     const createdAt = this.#d.now();
-    const id = JobStore.newId();
+    const id = this.#d.store.newId(manifest.name);
     const creating = this.#d.store.create({
       id,
       model: manifest.name,
@@ -96,6 +96,7 @@ export class JobService {
       });
     }
     if (!queuing) await this.#d.queue.enqueue(result.id, manifest); // idempotent: a retry after a crash queues it once
+    await this.#d.store.ensureReplicated(result.id); // the record and its queue entry on a replica before the 202
     if (result.created) this.#d.metrics.jobs.inc({ model: manifest.name, state: 'queued' });
     return { ...result, createdAt };
   }

@@ -1,8 +1,10 @@
-import { createHash, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { createHash } from 'node:crypto';
 import { type CallbackEvent, Outbox } from '../callbacks/outbox.ts';
 import { type AuditEntry, AuditLog } from '../platform/audit.ts';
+import { Problem } from '../platform/errors.ts';
 import { hashedKeyPart } from '../platform/key-names.ts';
+import type { KeySpace } from '../platform/keyspace.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import { CLAIM, CREATE, TRANSITION } from './store-scripts.ts';
 
 /**
@@ -72,22 +74,24 @@ export interface TransitionResult {
 }
 
 export class JobStore {
-  readonly #redis: Redis;
-  readonly #prefix: string;
+  readonly #redis: RedisClient;
+  readonly #keys: KeySpace;
   readonly #audit: AuditLog;
   readonly #outbox: Outbox;
   readonly #idempotencyTtlSeconds: number;
+  readonly #replicaAcks: number;
 
   constructor(
-    redis: Redis,
-    prefix: string,
-    options: { audit: AuditLog; outbox: Outbox; idempotencyTtlSeconds?: number },
+    redis: RedisClient,
+    keys: KeySpace,
+    options: { audit: AuditLog; outbox: Outbox; idempotencyTtlSeconds?: number; replicaAcks?: number },
   ) {
     this.#redis = redis;
-    this.#prefix = prefix;
+    this.#keys = keys;
     this.#audit = options.audit;
     this.#outbox = options.outbox;
     this.#idempotencyTtlSeconds = options.idempotencyTtlSeconds ?? 7 * 24 * 3600;
+    this.#replicaAcks = options.replicaAcks ?? 0;
     if (!('triageTransition' in redis)) {
       redis.defineCommand('triageTransition', { numberOfKeys: 5, lua: TRANSITION });
       redis.defineCommand('triageCreate', { numberOfKeys: 2, lua: CREATE });
@@ -95,19 +99,29 @@ export class JobStore {
     }
   }
 
-  #key(...parts: string[]): string {
-    return [this.#prefix, ...parts].join(':');
+  /** A key in the model's shard (all of a job's keys live in its model's shard: one slot on Redis Cluster). */
+  #key(model: string, ...parts: string[]): string {
+    return [this.#keys.shard(model), ...parts].join(':');
   }
-  get #pendingReviewsKey(): string {
-    return this.#key('reviews', 'pending');
+  /** The job record's key, found from the id (which names its shard); undefined for an id that is not ours. */
+  #jobKey(id: string): string | undefined {
+    const model = this.#keys.modelOfId(id);
+    return model === undefined ? undefined : this.#key(model, 'job', id);
   }
   #pendingKeyFor(model: string): string {
-    return this.#key('reviews', 'pending', model);
+    return this.#key(model, 'reviews', 'pending');
+  }
+  /** The models (shards) this process knows: the cross-shard views read each. */
+  #models(): string[] {
+    return this.#keys.shards().map((s) => s.model);
   }
 
-  /** A new job's id: the caller may queue the job in the same round trip as its record (see JobService.submit). */
-  static newId(): string {
-    return randomUUID();
+  /**
+   * A new job's id, naming its model's shard (KeySpace.newId): the caller may queue the job in the same round trip as
+   * its record (see JobService.submit).
+   */
+  newId(model: string): string {
+    return this.#keys.newId(model);
   }
 
   /**
@@ -140,7 +154,7 @@ export class JobStore {
       )
       .digest('hex');
     const idem = input.idempotencyKey === undefined ? `auto-${id}` : hashedKeyPart('idem', input.idempotencyKey);
-    const idemKey = this.#key('idem', input.client, idem);
+    const idemKey = this.#key(input.model, 'idem', input.client, idem);
     const fields = [
       'id',
       id,
@@ -172,23 +186,25 @@ export class JobStore {
     ];
     const [created, jobId] = (await (this.#redis as unknown as TriageCommands).triageCreate(
       idemKey,
-      this.#key('job', id),
+      this.#key(input.model, 'job', id),
       id,
       requestHash,
       String(this.#idempotencyTtlSeconds),
       ...fields,
     )) as [number, string];
     if (created === 1) return { id: jobId, created: true, sameRequest: true };
-    const existingHash = await this.#redis.hget(this.#key('job', jobId), 'requestHash');
+    const existingHash = await this.#redis.hget(this.#key(input.model, 'job', jobId), 'requestHash');
     return { id: jobId, created: false, sameRequest: existingHash === requestHash };
   }
 
   /** A worker takes the job: the record as it is now running, or the state that kept it from running. */
   async claim(id: string, now: number): Promise<{ record?: JobRecord; state: JobState | '' }> {
-    const [ok, result] = (await (this.#redis as unknown as TriageCommands).triageClaim(
-      this.#key('job', id),
-      String(now),
-    )) as [number, string | string[]];
+    const key = this.#jobKey(id);
+    if (!key) return { state: '' };
+    const [ok, result] = (await (this.#redis as unknown as TriageCommands).triageClaim(key, String(now))) as [
+      number,
+      string | string[],
+    ];
     if (ok !== 1) return { state: result as JobState | '' };
     const flat = result as string[];
     const h: Record<string, string> = {};
@@ -197,7 +213,9 @@ export class JobStore {
   }
 
   async get(id: string): Promise<JobRecord | undefined> {
-    const h = await this.#redis.hgetall(this.#key('job', id));
+    const key = this.#jobKey(id);
+    if (!key) return undefined;
+    const h = await this.#redis.hgetall(key);
     if (!h.id) return undefined;
     return parseRecord(h);
   }
@@ -226,20 +244,43 @@ export class JobStore {
       AuditLog.maxEntries,
     ];
     for (const [k, v] of Object.entries(options.fields ?? {})) args.push(k, v);
+    // every key in the model's shard; the script's two review indexes (all, per model) are one index per shard
     const [ok, previous] = (await (this.#redis as unknown as TriageCommands).triageTransition(
-      this.#key('job', id),
-      this.#pendingReviewsKey,
-      this.#outbox.setKey,
-      this.#audit.streamKey,
+      this.#key(model, 'job', id),
+      this.#pendingKeyFor(model),
+      this.#outbox.keyFor(model),
+      this.#audit.streamKeyFor(model),
       this.#pendingKeyFor(model),
       ...args,
     )) as [number, string];
     return { ok: ok === 1, previous: previous as JobState | '' };
   }
 
+  /**
+   * Waits until the job's shard replicas hold what this connection wrote to it (TRIAGE_REDIS_REPLICA_ACKS replicas,
+   * for at most REPLICA_WAIT_MS), else answers 503: Redis replicates asynchronously, so a primary killed right after
+   * acknowledging could take the write with it, and the caller must not hear "accepted" or "applied" for a write a
+   * failover can lose. The retry is safe: a submission carries its idempotency key, a decision finds itself applied
+   * (409 already_decided) or, had a failover lost it, the hold still waiting. WAIT goes in a pipeline after a read of
+   * the job's key, so a cluster client sends it to the job's primary.
+   */
+  async ensureReplicated(id: string): Promise<void> {
+    const key = this.#jobKey(id);
+    if (this.#replicaAcks === 0 || !key) return;
+    const replies = (await this.#redis.pipeline().exists(key).wait(this.#replicaAcks, REPLICA_WAIT_MS).exec()) ?? [];
+    const [err, acks] = replies[1] ?? [null, 0];
+    if (err) throw err;
+    if (Number(acks) < this.#replicaAcks) {
+      throw new Problem('dependency_unavailable', 'the write is not yet on a Redis replica: retry shortly', {
+        headers: { 'retry-after': '1' },
+      });
+    }
+  }
+
   /** Marks a hold escalated once; true only for the call that flagged it. */
   async escalate(id: string): Promise<boolean> {
-    const key = this.#key('job', id);
+    const key = this.#jobKey(id);
+    if (!key) return false;
     const [[, state], [, set]] = (await this.#redis
       .multi()
       .hget(key, 'state')
@@ -250,26 +291,41 @@ export class JobStore {
     return set === 1;
   }
 
-  /** Holds waiting for review, oldest first, of one model or all. */
+  /**
+   * Holds waiting for review, oldest first, of one model or all. Across models the page is merged from each shard's
+   * first `offset + limit` holds (no global index, no lock: each shard's index is consistent on its own, and a hold
+   * moving between reads is what a reviewer refreshing the queue sees anyway).
+   */
   async pendingReviews(
     model: string | undefined,
     offset: number,
     limit: number,
   ): Promise<Array<{ id: string; heldAt: number }>> {
-    const key = model ? this.#pendingKeyFor(model) : this.#pendingReviewsKey;
-    const flat = await this.#redis.zrange(key, String(offset), String(offset + limit - 1), 'WITHSCORES');
+    if (model) return this.#pendingPage(model, offset, offset + limit - 1);
+    const pages = await Promise.all(this.#models().map((m) => this.#pendingPage(m, 0, offset + limit - 1)));
+    return pages
+      .flat()
+      .sort((a, b) => a.heldAt - b.heldAt || a.id.localeCompare(b.id))
+      .slice(offset, offset + limit);
+  }
+
+  async #pendingPage(model: string, start: number, stop: number): Promise<Array<{ id: string; heldAt: number }>> {
+    const flat = await this.#redis.zrange(this.#pendingKeyFor(model), String(start), String(stop), 'WITHSCORES');
     const out: Array<{ id: string; heldAt: number }> = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i] as string, heldAt: Number(flat[i + 1]) });
     return out;
   }
 
   async pendingCount(model?: string): Promise<number> {
-    return this.#redis.zcard(model ? this.#pendingKeyFor(model) : this.#pendingReviewsKey);
+    const models = model ? [model] : this.#models();
+    const counts = await Promise.all(models.map((m) => this.#redis.zcard(this.#pendingKeyFor(m))));
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   async oldestPending(): Promise<number | undefined> {
-    const [, score] = await this.#redis.zrange(this.#pendingReviewsKey, '0', '0', 'WITHSCORES');
-    return score === undefined ? undefined : Number(score);
+    const oldest = await Promise.all(this.#models().map((m) => this.#pendingPage(m, 0, 0)));
+    const scores = oldest.flat().map((p) => p.heldAt);
+    return scores.length === 0 ? undefined : Math.min(...scores);
   }
 
   /** Holds of a model waiting since before `cutoff` (epoch ms): the escalation sweep's candidates. */
@@ -277,6 +333,9 @@ export class JobStore {
     return this.#redis.zrangebyscore(this.#pendingKeyFor(model), '-inf', String(cutoff));
   }
 }
+
+/** Below the connection's command timeout (src/platform/redis.ts), so a slow replica is a false, not an error. */
+const REPLICA_WAIT_MS = 400;
 
 interface TriageCommands {
   triageClaim(...args: string[]): Promise<unknown>;

@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { RedisClient } from '../platform/redis.ts';
 import type { OutputSpec } from '../registry/schema.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { confidenceOf, type Prediction } from '../serving/predictions.ts';
@@ -73,7 +73,7 @@ interface Aggregate {
  * second. Counts only: no input value, output or identifier leaves the process.
  */
 export class MonitoringRecorder implements ScoreObserver {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #logger: Logger | undefined;
   readonly #now: () => number;
@@ -82,7 +82,13 @@ export class MonitoringRecorder implements ScoreObserver {
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
 
-  constructor(options: { redis: Redis; prefix: string; logger?: Logger; now?: () => number; flushEveryMs?: number }) {
+  constructor(options: {
+    redis: RedisClient;
+    prefix: string;
+    logger?: Logger;
+    now?: () => number;
+    flushEveryMs?: number;
+  }) {
     this.#redis = options.redis;
     this.#prefix = options.prefix;
     this.#logger = options.logger;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { psi } from './psi.ts';
 import { scoreRange } from './recorder.ts';
@@ -41,7 +41,7 @@ const share = (n: number, d: number) => (d > 0 ? round(n / d) : null);
 
 /** Reads the buckets of each window of one version (one pipeline) and sums them. */
 async function readWindows(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   model: string,
   version: string,
@@ -154,7 +154,7 @@ function windowReport(model: CatalogModel, version: string, w: { sum: Map<string
 
 /** The monitoring figures of every version of a model, per window. Aggregates only. */
 export async function monitoringReport(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   model: CatalogModel,
   options: { windows?: readonly WindowName[]; now?: number } = {},

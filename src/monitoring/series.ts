@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../platform/redis.ts';
 import { bucketKey, HOUR, WINDOWS } from './windows.ts';
 
 /** One hour of one version: the counters a picture over time needs (all replicas and tiers together). */
@@ -39,7 +39,7 @@ const FIELDS = [
  * one pipeline for the week).
  */
 export async function hourlySeries(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   model: string,
   version: string,

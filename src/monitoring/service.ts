@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
 import type { Metrics } from '../platform/metrics.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
 import { registerMonitoringGauges } from './metrics.ts';
 import type { MonitoringRecorder, ReviewDecision } from './recorder.ts';
@@ -9,13 +9,13 @@ import type { WindowName } from './windows.ts';
 
 /** Monitoring per model version: the recorder (when switched on), the report and the gauges. */
 export class MonitoringService {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly recorder: MonitoringRecorder | undefined;
   readonly #now: () => number;
 
   constructor(options: {
-    redis: Redis;
+    redis: RedisClient;
     prefix: string;
     recorder: MonitoringRecorder | undefined;
     catalog: ModelCatalog;

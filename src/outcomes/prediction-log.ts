@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { scoreOf } from '../monitoring/recorder.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import type { ScoreEvent, ScoreObserver } from '../serving/scorer.ts';
 
 /** How long a prediction can still be joined to its outcome. */
@@ -48,7 +48,7 @@ export function dayKey(prefix: string, day: number): string {
  * bucket; buckets expire after the retention.
  */
 export class PredictionLog implements ScoreObserver {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #logger: Logger | undefined;
   readonly #now: () => number;
@@ -63,7 +63,7 @@ export class PredictionLog implements ScoreObserver {
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
 
-  constructor(o: { redis: Redis; prefix: string; logger?: Logger; now?: () => number; flushEveryMs?: number }) {
+  constructor(o: { redis: RedisClient; prefix: string; logger?: Logger; now?: () => number; flushEveryMs?: number }) {
     this.#redis = o.redis;
     this.#prefix = o.prefix;
     this.#logger = o.logger;

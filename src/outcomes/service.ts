@@ -1,8 +1,8 @@
-import type { Redis } from 'ioredis';
 import type { AuditLog } from '../platform/audit.ts';
 import { assertModelAllowed, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import { onlyFields } from '../platform/json-body.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { type Labelled, outcomeMetrics } from './metrics.ts';
 import { type LoggedPrediction, PREDICTION_RETENTION_DAYS, type PredictionLog, refField } from './prediction-log.ts';
@@ -24,14 +24,14 @@ export interface RecordedOutcome extends LoggedPrediction {
  * version use the threshold approved when each prediction was made.
  */
 export class OutcomeService {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #log: PredictionLog | undefined;
   readonly #audit: AuditLog;
   readonly #now: () => number;
 
   constructor(o: {
-    redis: Redis;
+    redis: RedisClient;
     prefix: string;
     log: PredictionLog | undefined;
     audit: AuditLog;

@@ -1,4 +1,5 @@
-import type { Redis } from 'ioredis';
+import type { KeySpace } from './keyspace.ts';
+import type { RedisClient } from './redis.ts';
 
 /** Who did what, when and why: every hold, release, decision, cancellation, replay, schedule and routing change. */
 export interface AuditEntry {
@@ -19,22 +20,35 @@ export interface AuditEntry {
 /** Entries kept (approximately) before the oldest are trimmed. */
 const MAX_ENTRIES = '1000000';
 
-/** The audit trail: one Redis stream, append-only, read in order with a cursor. */
+/**
+ * The audit trail: append-only Redis streams read in order with a cursor. Job transitions append to their model
+ * shard's stream (in the same atomic step as the change, so on one slot); everything else (releases, routing,
+ * schedules, replays) to the global stream, which stays on one slot: those are rare admin acts, never on a
+ * per-prediction path, so one primary carries them for any load. A read merges the streams by entry id.
+ */
 export class AuditLog {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #key: string;
+  readonly #keys: KeySpace;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, keys: KeySpace) {
     this.#redis = redis;
-    this.#key = `${prefix}:audit`;
+    this.#keys = keys;
+    this.#key = `${keys.global}:audit`;
+  }
+
+  /** The global stream, for a script whose keys live under the global tag (batch-run review holds). */
+  get streamKey(): string {
+    return this.#key;
   }
 
   /**
-   * The stream, for a store whose Lua script appends an entry in the same atomic step as its own change (a review
-   * decision and its audit entry are one write); such scripts append with `XADD key MAXLEN ~ <max> * entry <json>`.
+   * A model shard's stream, for a store whose Lua script appends an entry in the same atomic step as its own change
+   * (a review decision and its audit entry are one write); such scripts append with
+   * `XADD key MAXLEN ~ <max> * entry <json>`.
    */
-  get streamKey(): string {
-    return this.#key;
+  streamKeyFor(model: string): string {
+    return `${this.#keys.shard(model)}:audit`;
   }
 
   static readonly maxEntries = MAX_ENTRIES;
@@ -48,10 +62,27 @@ export class AuditLog {
     await this.#redis.xadd(this.#key, 'MAXLEN', '~', MAX_ENTRIES, '*', 'entry', AuditLog.encode(entry, now));
   }
 
-  /** Entries, oldest first, after the stream id `after` (exclusive). */
+  /**
+   * Entries, oldest first, after the stream id `after` (exclusive), merged from the global and every shard's stream.
+   * Two streams can give the same id to entries of the same millisecond: a page never ends between equal ids (it
+   * takes them all), so the next page's `after` skips none.
+   */
   async read(after: string | undefined, limit: number): Promise<Array<{ id: string } & AuditEntry>> {
     const start = after ? `(${after}` : '-';
-    const rows = await this.#redis.xrange(this.#key, start, '+', 'COUNT', limit);
-    return rows.map(([id, fields]) => ({ id, ...(JSON.parse(fields[1] as string) as AuditEntry) }));
+    const keys = [this.#key, ...this.#keys.shards().map(({ model }) => this.streamKeyFor(model))];
+    // one more than asked of each stream: enough to see whether equal ids follow the page's last
+    const streams = await Promise.all(keys.map((k) => this.#redis.xrange(k, start, '+', 'COUNT', limit + 1)));
+    const rows = streams.flat().sort(([a], [b]) => compareIds(a, b));
+    let end = Math.min(limit, rows.length);
+    while (end > 0 && end < rows.length && compareIds(rows[end]?.[0] as string, rows[end - 1]?.[0] as string) === 0)
+      end++;
+    return rows.slice(0, end).map(([id, fields]) => ({ id, ...(JSON.parse(fields[1] as string) as AuditEntry) }));
   }
+}
+
+/** Orders stream ids (`<ms>-<seq>`) numerically. */
+function compareIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
+  return am === bm ? (as === bs ? 0 : as < bs ? -1 : 1) : am < bm ? -1 : 1;
 }

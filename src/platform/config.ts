@@ -18,9 +18,13 @@ const envSchema = z.object({
   TRIAGE_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   TRIAGE_REDIS_URL: z
     .string()
-    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+    // the cluster form names seed nodes: redis-cluster://h1:p1,h2:p2 (src/platform/redis.ts)
+    .regex(/^rediss?(-cluster)?:\/\//, 'must be a redis://, rediss:// or redis-cluster://host:port,… URL')
     .optional(),
   TRIAGE_REDIS_PREFIX: z.string().min(1).default('{triage}'),
+  // replicas that must hold an accepted job or a decision before the caller hears of it (Redis replicates
+  // asynchronously; a cluster's failover would otherwise lose the last writes of a killed primary)
+  TRIAGE_REDIS_REPLICA_ACKS: z.coerce.number().int().min(0).max(5).default(0),
   TRIAGE_MODELS_DIR: z.string().min(1).default('models'),
   TRIAGE_API_KEYS: z.string().min(1).optional(),
   TRIAGE_OIDC_ISSUERS: z.string().min(1).optional(),
@@ -80,6 +84,11 @@ const envSchema = z.object({
       'must be all, none, or a comma list of inference, callbacks, maintenance, batch',
     )
     .default('all'),
+  // the model shards this process's workers consume (default all the models it loads): KEDA scales per shard
+  TRIAGE_WORKER_SHARDS: z
+    .string()
+    .regex(/^([A-Za-z][A-Za-z0-9_]{0,63}(,[A-Za-z][A-Za-z0-9_]{0,63})*)?$/, 'must be a comma list of model names')
+    .default(''),
   TRIAGE_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(256).default(4),
   TRIAGE_WORKER_LOCK_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
   TRIAGE_CALLBACK_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(12),
@@ -113,6 +122,8 @@ export type Config = {
   port: number;
   redisUrl: string | undefined;
   redisPrefix: string;
+  /** replicas that acknowledge an accepted job or a decision (WAIT) before the answer; 0: none asked */
+  redisReplicaAcks: number;
   modelsDir: string;
   /** raw API key config (YAML or JSON); undefined = none configured */
   apiKeys: string | undefined;
@@ -144,6 +155,8 @@ export type Config = {
   onnxThreads: number;
   /** which workers run inside this process */
   workers: Array<'inference' | 'callbacks' | 'maintenance' | 'batch'>;
+  /** the model shards the workers consume; empty: every model loaded */
+  workerShards: string[];
   workerConcurrency: number;
   /** how long an inference job's lock lasts without renewal: a crashed worker's job is recovered after about this */
   workerLockMs: number;
@@ -216,6 +229,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: e.TRIAGE_PORT,
     redisUrl: e.TRIAGE_REDIS_URL,
     redisPrefix: e.TRIAGE_REDIS_PREFIX,
+    redisReplicaAcks: e.TRIAGE_REDIS_REPLICA_ACKS,
     modelsDir: e.TRIAGE_MODELS_DIR,
     apiKeys: e.TRIAGE_API_KEYS,
     oidcIssuers: e.TRIAGE_OIDC_ISSUERS,
@@ -254,6 +268,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         : e.TRIAGE_WORKERS === 'none'
           ? []
           : (e.TRIAGE_WORKERS.split(',') as Config['workers']),
+    workerShards: e.TRIAGE_WORKER_SHARDS === '' ? [] : e.TRIAGE_WORKER_SHARDS.split(','),
     workerConcurrency: e.TRIAGE_WORKER_CONCURRENCY,
     workerLockMs: e.TRIAGE_WORKER_LOCK_MS,
     callbacks: {

@@ -1,9 +1,9 @@
 import { BlockList, isIP } from 'node:net';
 import type { Context } from 'hono';
-import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { Principal } from './auth.ts';
 import { Problem } from './errors.ts';
+import type { RedisClient } from './redis.ts';
 
 /**
  * Per-client rate limits by endpoint class, and failed-authentication throttling per source address. Both are token
@@ -131,7 +131,7 @@ const MAX_LOCAL_BUCKETS = 10_000;
 
 export class RateLimiter {
   readonly #settings: RateLimitSettings;
-  readonly #redis: Redis & TakeCommand;
+  readonly #redis: RedisClient & TakeCommand;
   readonly #prefix: string;
   readonly #now: () => number;
   readonly #predict = new Map<string, { tokens: number; at: number }>();
@@ -140,11 +140,11 @@ export class RateLimiter {
   readonly #blocked = new Map<string, number>();
   readonly #proxies = new BlockList();
 
-  constructor(options: { redis: Redis; prefix: string; settings: RateLimitSettings; now?: () => number }) {
+  constructor(options: { redis: RedisClient; prefix: string; settings: RateLimitSettings; now?: () => number }) {
     this.#settings = options.settings;
     if (!('triageRateTake' in options.redis))
       options.redis.defineCommand('triageRateTake', { numberOfKeys: 1, lua: TAKE });
-    this.#redis = options.redis as Redis & TakeCommand;
+    this.#redis = options.redis as RedisClient & TakeCommand;
     this.#prefix = options.prefix;
     this.#now = options.now ?? Date.now;
     for (const cidr of options.settings.trustedProxies) {

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { AuditLog } from '../platform/audit.ts';
 import type { Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
 
 export type ChangeState = 'proposed' | 'approved' | 'rejected';
@@ -39,13 +39,13 @@ const ID = /^[0-9a-f-]{36}$/;
  * reload that would change a threshold in force needs the latest approved request of that model to say so.
  */
 export class ThresholdChanges {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #catalog: ModelCatalog;
   readonly #audit: AuditLog;
   readonly #now: () => number;
 
-  constructor(o: { redis: Redis; prefix: string; catalog: ModelCatalog; audit: AuditLog; now?: () => number }) {
+  constructor(o: { redis: RedisClient; prefix: string; catalog: ModelCatalog; audit: AuditLog; now?: () => number }) {
     this.#redis = o.redis;
     this.#prefix = o.prefix;
     this.#catalog = o.catalog;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { RedisClient } from '../platform/redis.ts';
 import type { LoadedModel } from '../registry/load.ts';
 import type { Manifest, Tier } from '../registry/schema.ts';
 import type { CorpusEntry } from './predictions.ts';
@@ -49,7 +49,7 @@ export type ReloadPreparer = (next: readonly CatalogModel[]) => Promise<void>;
  * decides a version.
  */
 export class ModelCatalog {
-  readonly #redis: Redis | undefined;
+  readonly #redis: RedisClient | undefined;
   readonly #key: string;
   readonly #thresholdKey: string;
   /** a batch thread's catalog: routing fixed for the run, suspensions still followed */
@@ -69,7 +69,7 @@ export class ModelCatalog {
   #timer: NodeJS.Timeout | undefined;
 
   private constructor(
-    redis: Redis | undefined,
+    redis: RedisClient | undefined,
     prefix: string,
     logger?: Logger,
     random?: () => number,
@@ -86,7 +86,7 @@ export class ModelCatalog {
 
   /** A catalog shared through Redis: stored routing changes are read now, and followed with `follow`. */
   static async open(options: {
-    redis: Redis;
+    redis: RedisClient;
     prefix: string;
     models: readonly LoadedModel[];
     logger?: Logger;
@@ -105,7 +105,7 @@ export class ModelCatalog {
   static fixed(
     models: readonly LoadedModel[],
     routing: Readonly<Record<string, RoutingState>> = {},
-    shared?: { redis: Redis; prefix: string },
+    shared?: { redis: RedisClient; prefix: string },
   ): ModelCatalog {
     const catalog = new ModelCatalog(shared?.redis, shared?.prefix ?? '', undefined, undefined, true);
     catalog.#install(models);

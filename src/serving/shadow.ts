@@ -1,6 +1,6 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Metrics } from '../platform/metrics.ts';
+import type { RedisClient } from '../platform/redis.ts';
 import type { OutputSpec } from '../registry/schema.ts';
 import type { Prediction } from './predictions.ts';
 
@@ -67,7 +67,7 @@ const SCORE_PAIR_TTL_SECONDS = 8 * 24 * 3600;
  * mirroring all traffic costs Redis a few commands a second, not several per request.
  */
 export class ShadowRecorder {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #metrics: Metrics;
   readonly #logger: Logger;
@@ -75,7 +75,7 @@ export class ShadowRecorder {
   #recent: string[] = [];
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(redis: Redis, prefix: string, metrics: Metrics, logger: Logger, flushEveryMs = 1000) {
+  constructor(redis: RedisClient, prefix: string, metrics: Metrics, logger: Logger, flushEveryMs = 1000) {
     this.#redis = redis;
     this.#prefix = prefix;
     this.#metrics = metrics;

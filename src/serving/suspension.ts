@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../platform/redis.ts';
 
 /** A kill switch in force: a whole model (no version) or one version scores nothing until resumed. */
 export interface Suspension {
@@ -18,11 +18,11 @@ export const suspensionField = (model: string, version?: string) =>
  * model or one version. Looked up on every scoring, so the usual case (none) costs one size check.
  */
 export class Suspensions {
-  readonly #redis: Redis | undefined;
+  readonly #redis: RedisClient | undefined;
   readonly #key: string;
   #byField = new Map<string, Suspension>();
 
-  constructor(redis: Redis | undefined, prefix: string) {
+  constructor(redis: RedisClient | undefined, prefix: string) {
     this.#redis = redis;
     this.#key = `${prefix}:suspensions`;
   }

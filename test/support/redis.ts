@@ -25,12 +25,16 @@ export async function scanKeys(redis: Redis, pattern: string): Promise<string[]>
   return out;
 }
 
-/** Deletes every key under `prefix` (job records, idempotency keys, audit, BullMQ queues, schedules). */
+/**
+ * Deletes every key under `prefix` (job records, idempotency keys, audit, BullMQ queues, schedules), its model shards'
+ * (`{<base>:<model>}…`, src/platform/keyspace.ts) included.
+ */
 export async function deletePrefix(prefix: string): Promise<void> {
   const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
   redis.on('error', () => {});
   try {
-    const keys = await scanKeys(redis, `${globEscape(prefix)}*`);
+    const shards = prefix.endsWith('}') ? await scanKeys(redis, `${globEscape(prefix.slice(0, -1))}:*`) : [];
+    const keys = [...(await scanKeys(redis, `${globEscape(prefix)}*`)), ...shards];
     for (let i = 0; i < keys.length; i += 1000) await redis.unlink(...keys.slice(i, i + 1000));
   } finally {
     redis.disconnect();
@@ -38,7 +42,7 @@ export async function deletePrefix(prefix: string): Promise<void> {
 }
 
 /** True when a queue has nothing waiting, delayed or running. */
-export async function queueIdle(queue: Queue): Promise<boolean> {
+export async function queueIdle(queue: Pick<Queue, 'getJobCounts'>): Promise<boolean> {
   const c = await queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'waiting-children');
   return Object.values(c).every((n) => n === 0);
 }
