@@ -19,6 +19,7 @@ import {
   placeDischarges,
   Receiver,
   removeDir,
+  sleep,
   type TestGateway,
   tempDir,
   waitFor,
@@ -54,8 +55,10 @@ before(async () => {
 after(async () => {
   const t0 = performance.now();
   const step = (s: string) => process.env.CLUSTER_DEBUG && console.error(s, Math.round(performance.now() - t0));
-  await gw?.close();
-  step('gw closed');
+  // bounded: once, in a full suite on busy cores, closing the gateway after the failover never finished and the file
+  // hung with the cluster up; the cluster is stopped whatever happens (npm test's --test-force-exit ends the rest)
+  const closed = await Promise.race([gw?.close().then(() => true), sleep(60_000).then(() => false)]);
+  step(closed ? 'gw closed' : 'gw close timed out');
   await receiver?.close();
   step('receiver closed');
   await cluster?.stop();
