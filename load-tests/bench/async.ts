@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { KeySpace } from '../../src/platform/keyspace.ts';
 import {
   DEFAULT_REDIS_URL,
   deletePrefix,
@@ -171,6 +172,8 @@ export const asyncSection: Section = {
     const http = new HttpClient(triage.url, { authorization: `Bearer ${triage.clientKey}` }, submitters + 4);
     const redis = new Redis(ctx.redisUrl ?? DEFAULT_REDIS_URL, { maxRetriesPerRequest: 3 });
     const body = JSON.stringify({ instances: [NEWS2_INSTANCE] });
+    // job records live in the model's shard (src/platform/keyspace.ts)
+    const shard = new KeySpace(triage.prefix).shard('news2');
     try {
       // probe: the job is released without a hold and carries the result
       const probe = await submit(http, body);
@@ -194,7 +197,7 @@ export const asyncSection: Section = {
           idlePolls += done.polls;
         }
       }
-      const idleTimes = await jobTimes(redis, triage.prefix, idleIds);
+      const idleTimes = await jobTimes(redis, shard, idleIds);
       const idle = {
         client: summarize(idleClient),
         server: summarize(idleTimes.map((j) => j.releasedAt - j.createdAt)),
@@ -225,8 +228,8 @@ export const asyncSection: Section = {
         }),
       );
       const submittedAt = Date.now();
-      await waitAllFinal(redis, triage.prefix, ids, 120_000);
-      const times = await jobTimes(redis, triage.prefix, ids);
+      await waitAllFinal(redis, shard, ids, 120_000);
+      const times = await jobTimes(redis, shard, ids);
       const notReleased = times.filter((j) => j.state !== 'released');
       if (notReleased.length > 0) {
         errors.push(`${notReleased.length} of ${jobs} jobs not released (e.g. ${notReleased[0]?.state})`);
