@@ -180,18 +180,17 @@ export async function deletePrefix(redisUrl: string | undefined, prefix: string)
   let deleted = 0;
   try {
     await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(
-        cursor,
-        'MATCH',
-        `${prefix.replace(/[*?[\]\\]/g, '\\$&')}:*`,
-        'COUNT',
-        1000,
-      );
-      cursor = next;
-      if (keys.length > 0) deleted += await redis.unlink(...keys);
-    } while (cursor !== '0');
+    const escaped = prefix.replace(/[*?[\]\\]/g, '\\$&');
+    // the global tag's keys, and the model shards' (`{<base>:<model>}`, src/platform/keyspace.ts)
+    const patterns = [`${escaped}:*`, ...(/^\{.*\}$/.test(prefix) ? [`${escaped.slice(0, -1)}:*}:*`] : [])];
+    for (const pattern of patterns) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length > 0) deleted += await redis.unlink(...keys);
+      } while (cursor !== '0');
+    }
     return deleted;
   } finally {
     redis.disconnect();
