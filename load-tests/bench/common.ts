@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { KeySpace } from '../../src/platform/keyspace.ts';
 import type { Children } from './children.ts';
 import type { BenchContext } from './context.ts';
 import { busiestProfile } from './cpuprofile.ts';
@@ -180,10 +181,7 @@ export async function deletePrefix(redisUrl: string | undefined, prefix: string)
   let deleted = 0;
   try {
     await redis.connect();
-    const escaped = prefix.replace(/[*?[\]\\]/g, '\\$&');
-    // the global tag's keys, and the model shards' (`{<base>:<model>}`, src/platform/keyspace.ts)
-    const patterns = [`${escaped}:*`, ...(/^\{.*\}$/.test(prefix) ? [`${escaped.slice(0, -1)}:*}:*`] : [])];
-    for (const pattern of patterns) {
+    for (const pattern of new KeySpace(prefix).patterns()) {
       let cursor = '0';
       do {
         const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);

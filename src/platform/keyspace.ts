@@ -49,6 +49,12 @@ export class KeySpace {
     return `{${this.#base}:${model}}`;
   }
 
+  /** SCAN patterns that match every key of this deployment: the global tag's and every model shard's (clean-up). */
+  patterns(): string[] {
+    const glob = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&');
+    return [`${glob(this.global)}:*`, ...(this.tagged ? [`{${glob(this.#base)}:*}:*`] : [])];
+  }
+
   /** Every shard prefix this process knows, by model. */
   shards(): Array<{ model: string; prefix: string }> {
     return [...this.#byMark.values()].sort().map((model) => ({ model, prefix: this.shard(model) }));

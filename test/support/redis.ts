@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { KeySpace } from '../../src/platform/keyspace.ts';
 
 export const REDIS_URL = process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379';
 
@@ -33,8 +34,8 @@ export async function deletePrefix(prefix: string): Promise<void> {
   const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
   redis.on('error', () => {});
   try {
-    const shards = prefix.endsWith('}') ? await scanKeys(redis, `${globEscape(prefix.slice(0, -1))}:*`) : [];
-    const keys = [...(await scanKeys(redis, `${globEscape(prefix)}*`)), ...shards];
+    const keys: string[] = [];
+    for (const pattern of new KeySpace(prefix).patterns()) keys.push(...(await scanKeys(redis, pattern)));
     for (let i = 0; i < keys.length; i += 1000) await redis.unlink(...keys.slice(i, i + 1000));
   } finally {
     redis.disconnect();
