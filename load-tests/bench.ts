@@ -6,7 +6,7 @@
  * Exit status: 0 when every section ran cleanly, even if a performance goal was missed (goals are informational);
  * 1 when a server failed to start, a child died, or a load run saw errors (non-2xx, socket errors).
  *
- * env: BENCH_SECTIONS (sync,taps,async,batch,shadow,sagemaker), BENCH_DURATION (s per target, default 10), BENCH_WARMUP (s, default 2),
+ * env: BENCH_SECTIONS (sync,taps,async,batch,shadow,sagemaker,overload), BENCH_DURATION (s per target, default 10), BENCH_WARMUP (s, default 2),
  * BENCH_CONNECTIONS (default 32), BENCH_LOADGEN (wrk | autocannon; default wrk when on PATH), BENCH_WRK_THREADS (1),
  * BENCH_ONNX_RUNS (2000), BENCH_MONITORING_OFF=0 (skip the Triage with TRIAGE_MONITORING=off measured beside the default one),
  * BENCH_ACCESS_LOG=0 (skip the extra Triage run with access logs on at info level), BENCH_CPU_PROF=1 (profile
@@ -24,6 +24,8 @@
  *   taps:   BENCH_TAP_CALLS (100000)
  *   shadow: BENCH_SHADOW_ROUNDS (2), BENCH_SHADOW_DURATION (BENCH_DURATION / rounds), BENCH_SHADOW_WARMUP (BENCH_WARMUP)
  *   sagemaker: BENCH_SAGEMAKER_DURATION (min(8, BENCH_DURATION)), BENCH_SAGEMAKER_WARMUP (BENCH_WARMUP)
+ *   overload: BENCH_OVERLOAD_DURATION (s per phase, max(5, BENCH_DURATION)), BENCH_OVERLOAD_FACTOR (peak rate / capacity, 2),
+ *             BENCH_OVERLOAD_MAX_IN_FLIGHT (1500)
  * All sections with defaults take about 3.5-4 minutes on 2 cores.
  *
  * Adding a section: write a `Section` under load-tests/bench/ and list it below.
@@ -38,12 +40,21 @@ import { batchSection } from './bench/batch.ts';
 import { Children } from './bench/children.ts';
 import type { BenchContext, BenchSettings, Section } from './bench/context.ts';
 import { pickLoadGenerator } from './bench/load.ts';
+import { overloadSection } from './bench/overload.ts';
 import { sagemakerSection } from './bench/sagemaker.ts';
 import { shadowSection } from './bench/shadow.ts';
 import { syncSection } from './bench/sync.ts';
 import { tapsSection } from './bench/taps.ts';
 
-const sections: Section[] = [syncSection, tapsSection, asyncSection, batchSection, shadowSection, sagemakerSection];
+const sections: Section[] = [
+  syncSection,
+  tapsSection,
+  asyncSection,
+  batchSection,
+  shadowSection,
+  sagemakerSection,
+  overloadSection,
+];
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 

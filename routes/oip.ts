@@ -203,6 +203,7 @@ export function oipRoutes(deps: AppDeps) {
     const { manifest } = model;
     const sync = assertSyncTier(model);
     const deadlineMs = parseDeadline(c.req.header(DEADLINE_HEADER), sync.latencyBudgetMs);
+    c.set('deadlineMs', deadlineMs);
     const request = parseBody(inferRequest, await readJson(c), { withPath: true });
     const known = outputNames(manifest.output);
     const wanted = request.outputs && new Set(request.outputs.map((o) => o.name));

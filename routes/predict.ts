@@ -116,6 +116,7 @@ export function predictRoutes(deps: AppDeps) {
       );
     }
     const deadlineMs = parseDeadline(c.req.header(DEADLINE_HEADER), manifest.sync.latencyBudgetMs);
+    c.set('deadlineMs', deadlineMs);
     const { instances } = parsePredict(await readJson(c));
     if (instances.length > manifest.sync.maxInstances) {
       throw new Problem('batch_too_large', `at most ${manifest.sync.maxInstances} instances per request`);

@@ -41,6 +41,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const { metrics, logger } = deps;
   const requestDuration = labelled(metrics.httpRequestDuration);
+  const deadlineOverrun = metrics.deadlineOverrun;
   // The access log's fields are identifiers built here (route pattern, ids, labels), never a body or a header, so
   // its lines skip the logger's redaction: the wildcard paths cost about four times the rest of a line.
   const accessLog = logger.child({}, { redact: [] });
@@ -68,6 +69,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       tier: model?.tier ?? '',
     };
     requestDuration(labels).observe(seconds);
+    const deadlineMs = status === 504 ? c.get('deadlineMs') : undefined;
+    if (deadlineMs !== undefined) {
+      deadlineOverrun.observe({ model: labels.model }, Math.max(0, seconds * 1000 - deadlineMs) / 1000);
+    }
     if (deps.options.accessLog || c.res.status >= 500) {
       // route pattern, never the raw path or body: no patient data in logs
       accessLog[c.res.status >= 500 ? 'warn' : 'info'](

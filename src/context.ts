@@ -80,6 +80,8 @@ export interface AppEnv {
     principal: Principal | undefined;
     /** a Content-Security-Policy that replaces the default one: only the API reference page sets it */
     contentSecurityPolicy: string | undefined;
+    /** the deadline of a sync scoring (ms from the request's arrival), so a 504's lateness can be measured */
+    deadlineMs: number | undefined;
     /** set by routes that resolve a model, so the access log and metrics can label by it */
     model: CatalogModel | undefined;
   };

@@ -1153,6 +1153,10 @@ describe('deadlines: no score rather than a late one', () => {
     assert.ok(
       (metricValue(text, 'triage_http_request_duration_seconds_count', { status: '504', model: 'news2' }) ?? 0) >= 1,
     );
+    // how late the 504 left is measured against its deadline, for the SLO "every 504 by deadline + 10 ms"
+    assert.equal(metricValue(text, 'triage_deadline_overrun_seconds_count', { model: 'news2' }), before + 1);
+    const overrun = metricValue(text, 'triage_deadline_overrun_seconds_sum', { model: 'news2' }) ?? -1;
+    assert.ok(Number.isFinite(overrun) && overrun >= 0, `overrun sum ${overrun} s`);
   });
 
   it('after a 504 the slot stays taken until the runtime is really done (capacity is not over-committed)', async () => {

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { type Child, freePort, waitForOk } from './children.ts';
 import type { BenchContext, Section, SectionResult } from './context.ts';
@@ -51,12 +51,16 @@ interface TargetResult {
   measured?: LoadResult;
   /** over the measured window, from /metrics deltas (Triage only) */
   batching?: { runs: number; rows: number; meanRowsPerRun: number; shed: number; deadlineExceeded: number };
+  /** the server process's CPU time (all threads, user + system) per request answered in the measured window */
+  cpuUsPerRequest?: number;
   error?: string;
 }
 
 interface Comparison {
   target: string;
   rpsRatio: number;
+  /** bare's CPU per request / this target's: the share of bare's efficiency, steadier than rps on a busy machine */
+  cpuRatio?: number;
   p99DeltaMs: number;
   rpsPass: boolean;
   p99Pass: boolean;
@@ -88,6 +92,26 @@ function batchingDelta(before: PromSample[], after: PromSample[], model: string)
   };
 }
 
+/**
+ * A process's CPU time so far (ms, every thread, user + system) from /proc (Linux); undefined elsewhere. CPU per
+ * request is the steadier efficiency figure on a shared machine: throughput falls when a neighbour takes the core,
+ * the cost of one answer mostly does not.
+ */
+function processCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    // fields after the command name (which may hold spaces): utime and stime are the 12th and 13th
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+/** USER_HZ: Linux reports /proc times in 1/100 s on every architecture Node runs on */
+const CLOCK_TICKS = 100;
+
 async function runTarget(ctx: BenchContext, t: Target): Promise<TargetResult> {
   const { settings, load } = ctx;
   const result: TargetResult = { key: t.key, label: t.label, url: t.url };
@@ -102,7 +126,12 @@ async function runTarget(ctx: BenchContext, t: Target): Promise<TargetResult> {
       result.warmup = await load.run({ ...spec, name: `${t.key} warm-up`, durationSec: settings.warmupSec });
     }
     const before = t.triage ? await t.triage.scrape() : undefined;
+    const cpuBefore = processCpuMs(t.child.proc.pid);
     result.measured = await load.run({ ...spec, name: t.key, durationSec: settings.durationSec });
+    const cpuAfter = processCpuMs(t.child.proc.pid);
+    if (cpuBefore !== undefined && cpuAfter !== undefined && result.measured.requests > 0) {
+      result.cpuUsPerRequest = ((cpuAfter - cpuBefore) * 1000) / result.measured.requests;
+    }
     if (t.triage && before && t.model) result.batching = batchingDelta(before, await t.triage.scrape(), t.model);
   } catch (err) {
     result.error = (err as Error).message;
@@ -120,7 +149,19 @@ async function runTarget(ctx: BenchContext, t: Target): Promise<TargetResult> {
 }
 
 function printTable(ctx: BenchContext, results: TargetResult[]): void {
-  const head = ['target', 'requests', 'rps', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'non-2xx', 'sock err', 'rows/run'];
+  const head = [
+    'target',
+    'requests',
+    'rps',
+    'p50 ms',
+    'p90 ms',
+    'p99 ms',
+    'max ms',
+    'non-2xx',
+    'sock err',
+    'rows/run',
+    'cpu µs/req',
+  ];
   const rows = results.map((r) => {
     const m = r.measured;
     const bad = m && (m.non2xx > 0 || m.socketErrors > 0);
@@ -135,6 +176,7 @@ function printTable(ctx: BenchContext, results: TargetResult[]): void {
       m ? String(m.non2xx) : '-',
       m ? String(m.socketErrors) : '-',
       r.batching ? fmt(r.batching.meanRowsPerRun) : '-',
+      fmt(r.cpuUsPerRequest, 0),
     ];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
@@ -352,7 +394,8 @@ export const syncSection: Section = {
       }
       if (m && m.requests === 0) errors.push(`${r.label}: no requests completed`);
     }
-    const bareResult = results.find((r) => r.key === 'bare')?.measured;
+    const bareTarget = results.find((r) => r.key === 'bare');
+    const bareResult = bareTarget?.measured;
     const comparisons: Comparison[] = [];
     for (const r of results) {
       if (r.key === 'bare' || !r.measured || !bareResult) continue;
@@ -360,7 +403,17 @@ export const syncSection: Section = {
       const p99DeltaMs = r.measured.p99Ms - bareResult.p99Ms;
       const rpsPass = rpsRatio >= GOALS.minRpsRatio;
       const p99Pass = p99DeltaMs <= GOALS.maxP99DeltaMs;
-      comparisons.push({ target: r.label, rpsRatio, p99DeltaMs, rpsPass, p99Pass, pass: rpsPass && p99Pass });
+      const cpuRatio =
+        bareTarget?.cpuUsPerRequest && r.cpuUsPerRequest ? bareTarget.cpuUsPerRequest / r.cpuUsPerRequest : undefined;
+      comparisons.push({
+        target: r.label,
+        rpsRatio,
+        ...(cpuRatio === undefined ? {} : { cpuRatio }),
+        p99DeltaMs,
+        rpsPass,
+        p99Pass,
+        pass: rpsPass && p99Pass,
+      });
     }
 
     ctx.log();
@@ -375,7 +428,8 @@ export const syncSection: Section = {
       ctx.log(
         `  ${c.target.padEnd(32)} rps ${fmt(c.rpsRatio * 100, 1).padStart(5)}% of bare ${c.rpsPass ? 'PASS' : 'FAIL'}` +
           `   p99 ${c.p99DeltaMs >= 0 ? '+' : ''}${fmt(c.p99DeltaMs)} ms vs bare ${c.p99Pass ? 'PASS' : 'FAIL'}` +
-          `   => ${c.pass ? 'PASS' : 'FAIL'}`,
+          `   => ${c.pass ? 'PASS' : 'FAIL'}` +
+          (c.cpuRatio === undefined ? '' : `   (CPU per request: ${fmt(c.cpuRatio * 100, 1)}% of bare's efficiency)`),
       );
     }
     ctx.log();
