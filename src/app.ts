@@ -45,6 +45,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // The access log's fields are identifiers built here (route pattern, ids, labels), never a body or a header, so
   // its lines skip the logger's redaction: the wildcard paths cost about four times the rest of a line.
   const accessLog = logger.child({}, { redact: [] });
+  const secureHeaders = secureResponseHeaders();
 
   app.use('*', async (c, next) => {
     const started = performance.now();
@@ -53,9 +54,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     c.set('requestId', requestId);
     c.set('maxBodyBytes', deps.options.maxBodyBytes);
     await next();
-    // hot routes (predict) and problem responses carry it already; setting headers on Hono's prepared response would
+    // hot routes (predict) and problem responses carry these already; setting headers on Hono's prepared response would
     // turn every response into a full WHATWG Response, which costs the hot path dearly
-    if (!c.get('requestIdSent')) c.header('x-request-id', requestId);
+    if (!c.get('requestIdSent')) {
+      c.header('x-request-id', requestId);
+      await secureHeaders(c);
+    }
     const seconds = (performance.now() - started) / 1000;
     const model = c.get('model');
     const route = routePath(c, -1) || 'unmatched';
@@ -81,18 +85,6 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       );
     }
   });
-  app.use('*', secureResponseHeaders());
-  app.use(
-    '*',
-    methodNotAllowed({
-      app,
-      onMethodNotAllowed: (c, methods) => {
-        const res = problemResponse(c, new Problem('method_not_allowed', `allowed: ${methods.join(', ')}`));
-        res.headers.set('allow', methods.join(', '));
-        return res;
-      },
-    }),
-  );
 
   app.route('/', opsRoutes(deps));
   app.route('/v1/models', modelRoutes(deps));
@@ -115,7 +107,21 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/fhir', fhirRoutes(deps));
   if (deps.cds) app.route('/cds-services', cdsHooksRoutes(deps, deps.cds));
 
-  app.notFound((c) => problemResponse(c, new Problem('not_found', 'no such resource')));
+  // a path that exists under another method is a 405 with Allow: Hono's middleware, run only for responses that are
+  // 404s anyway (as a middleware on every route it cost each bedside request an async layer)
+  const allowedMethods = methodNotAllowed({
+    app,
+    onMethodNotAllowed: (c, methods) => {
+      const res = problemResponse(c, new Problem('method_not_allowed', `allowed: ${methods.join(', ')}`));
+      res.headers.set('allow', methods.join(', '));
+      return res;
+    },
+  });
+  app.notFound(async (c) => {
+    c.res = problemResponse(c, new Problem('not_found', 'no such resource'));
+    await allowedMethods(c, async () => {});
+    return c.res;
+  });
   app.onError((err, c) => {
     if (err instanceof Problem) return problemResponse(c, err);
     if (err instanceof HTTPException && err.status < 500) {

@@ -1,4 +1,4 @@
-import type { MiddlewareHandler } from 'hono';
+import type { Context } from 'hono';
 import { secureHeaders } from 'hono/secure-headers';
 import type { AppEnv } from '../context.ts';
 
@@ -35,17 +35,16 @@ export const SECURE_HEADERS: Readonly<Record<string, string>> = {
 };
 
 /**
- * Hono's secure-headers middleware on every response, plus `no-store` unless a handler chose its own caching.
- * Responses that carry SECURE_HEADERS themselves say so through `requestIdSent` and are left untouched. A route may
- * relax the policy for itself through `contentSecurityPolicy` (the API reference page runs the renderer's scripts).
+ * Hono's secure-headers middleware applied to a response a handler produced, plus `no-store` unless the handler chose
+ * its own caching. The app's outermost middleware calls it for every response except those that carry SECURE_HEADERS
+ * themselves (they say so through `requestIdSent`). A route may relax the policy for itself through
+ * `contentSecurityPolicy` (the API reference page runs the renderer's scripts).
  */
-export function secureResponseHeaders(): MiddlewareHandler<AppEnv> {
+export function secureResponseHeaders(): (c: Context<AppEnv>) => Promise<void> {
   const hono = secureHeaders(options);
   const done = async () => {};
-  return async (c, next) => {
-    await next();
-    if (c.get('requestIdSent')) return;
-    // run after the handler, against the response it produced: a no-op `next` makes it only set headers
+  return async (c) => {
+    // a no-op `next` makes the middleware only set headers on the response already there
     await hono(c, done);
     const csp = c.get('contentSecurityPolicy');
     if (csp) c.res.headers.set('content-security-policy', csp);
