@@ -14,12 +14,14 @@ import {
   allAudit,
   buildGateway,
   makeKeys,
+  metricValue,
   NEWS2_INSTANCE,
   NOTES,
   placeDischarges,
   Receiver,
   removeDir,
   sleep,
+  TestClock,
   type TestGateway,
   tempDir,
   waitFor,
@@ -247,5 +249,49 @@ describe('shards by model on a Redis Cluster', () => {
       await waitFor(() => receiver.events.has(`evt-${id}-released`), `the callback of ${id}`, 60_000);
     }
     assert.equal(new Set(accepted).size, 12, 'twelve jobs, none twice');
+  });
+
+  test('the maintenance sweep run by two processes at once escalates each overdue hold once', async () => {
+    // two worker processes' sweeps on a clock four hours ahead (note-triage's review deadline is 240 minutes)
+    const clock = new TestClock();
+    const sweepers = await Promise.all(
+      [0, 1].map(() =>
+        buildGateway({
+          prefix: PREFIX,
+          keys,
+          redisUrl: cluster.url,
+          workers: ['maintenance'],
+          only: ['note-triage'],
+          now: clock.now,
+        }),
+      ),
+    );
+    try {
+      const held = await retrying(() => submitNote(`sweep-${Date.now()}`));
+      assert.equal(held.status, 202, held.text);
+      await waitForState(gw, keys.client, held.body.id, 'awaiting_review');
+      const pending = await gw.call('GET', '/v1/reviews?model=note-triage&limit=1', keys.reviewer);
+      clock.advance(241 * 60_000);
+      const sweep = () => Promise.all(sweepers.map((s) => s.gateway.workers?.maintenance?.sweep()));
+      const escalations = async () => {
+        let total = 0;
+        for (const s of sweepers) {
+          total += metricValue(await s.metrics(), 'triage_review_escalations_total', { model: 'note-triage' }) ?? 0;
+        }
+        return total;
+      };
+      await sweep();
+      assert.equal(
+        await escalations(),
+        pending.body.total,
+        'every pending hold escalated, by one process or the other',
+      );
+      await sweep();
+      assert.equal(await escalations(), pending.body.total, 'and never again');
+      const job = await gw.call('GET', `/v1/jobs/${held.body.id}`, keys.client);
+      assert.equal(job.body.escalated, true);
+    } finally {
+      await Promise.all(sweepers.map((s) => s.close()));
+    }
   });
 });
