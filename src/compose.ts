@@ -118,6 +118,14 @@ export async function composeServices(options: ServicesOptions) {
   });
   const refreshMs = options.routingRefreshMs ?? 1000;
   catalog.follow(refreshMs);
+  // a model a reload added in another process: its records are found by id here, its shard workers start (workers/)
+  const shardRefresh = setInterval(() => {
+    keys.refresh(redis).then(
+      (learned) => learned.length > 0 && logger.info({ models: learned }, 'model shards announced elsewhere'),
+      (err: Error) => logger.warn({ err: { message: err.message } }, 'model shards refresh failed'),
+    );
+  }, refreshMs);
+  shardRefresh.unref();
   const shadow = new ShadowRecorder(redis, prefix, metrics, logger);
   // threshold governance, and the monitoring and outcome taps every scorer of this process gets
   const accountability = composeAccountability({ redis, config, catalog, audit, metrics, logger, now });
@@ -223,6 +231,7 @@ export async function composeServices(options: ServicesOptions) {
     redisUrl: options.redisUrl,
     /** closes queues, runtimes and Redis (workers and the app are closed by whoever started them, first) */
     async close() {
+      clearInterval(shardRefresh);
       catalog.close();
       await shadow.close();
       await accountability.close();

@@ -3,7 +3,7 @@
  * onnxruntime): the reloading process announces the model's shard ({<prefix>}:shards) before the model serves; a
  * worker process that did not have the model learns the shard, re-reads its own manifests (the same directory, as
  * pods of one deployment share their manifests), and starts the shard's workers, which then consume the model's jobs.
- * A process told its shards (TRIAGE_WORKER_SHARDS) keeps to them.
+ * A process told its shards (TRIAGE_WORKER_SHARDS) keeps to them, and still finds the model's jobs by id.
  */
 import assert from 'node:assert/strict';
 import { cp } from 'node:fs/promises';
@@ -76,5 +76,9 @@ describe('a model added by a reload reaches other processes’ shard workers', {
       'the worker process re-read its manifests for the announced model, audited',
     );
     assert.equal(inferenceShards(pinned), 1, 'a process told its shards keeps to them');
+    // and a process that never loaded the model still finds the job by its id (the id names the model's shard)
+    const found = await pinned.call('GET', `/v1/jobs/${submitted.body.id}`, keys.client);
+    assert.equal(found.status, 200, found.text);
+    assert.equal(found.body.state, 'awaiting_review');
   });
 });

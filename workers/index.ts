@@ -107,7 +107,6 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
     perShard.length > 0 && config.workerShards.length === 0
       ? followShards({
           keys: s.keyspace,
-          redis: s.redis,
           catalog: s.catalog,
           served,
           start: (model) => {

@@ -1,18 +1,17 @@
 /**
  * Shards that appear after a worker process started: a model a reload added (in this process or another) is
- * announced in `{<base>}:shards`; this process learns it on its next look and starts the model's shard workers, so
+ * announced in `{<base>}:shards`; once the key space has learned it, this process starts the model's shard workers, so
  * its jobs are consumed without a restart. Only once this process serves the model: a model announced elsewhere that
  * its catalog lacks makes it re-read its own manifests once (the deployment's manifests gained a model); a job taken
  * without the manifest would fail as "no longer served". Processes told their shards (TRIAGE_WORKER_SHARDS) keep to them.
  */
 import type { Logger } from 'pino';
 import type { KeySpace } from '../src/platform/keyspace.ts';
-import type { RedisClient } from '../src/platform/redis.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
 
 export interface ShardFollowDeps {
+  /** the key space, refreshed from Redis by the services (compose.ts) */
   keys: KeySpace;
-  redis: RedisClient;
   catalog: ModelCatalog;
   /** the models whose shard workers run already */
   served: readonly string[];
@@ -27,12 +26,17 @@ export interface ShardFollowDeps {
 export function followShards(deps: ShardFollowDeps) {
   const { keys, catalog, logger } = deps;
   const started = new Set(deps.served);
-  const reloadedFor = new Set<string>();
+  // the models this process has served or already re-read its manifests for: any other shard was announced elsewhere
+  const seen = new Set([...deps.served, ...catalog.list().map((m) => m.name)]);
   const check = async () => {
-    const learned = (await keys.refresh(deps.redis)).filter((m) => !catalog.get(m) && !reloadedFor.has(m));
-    if (learned.length > 0 && deps.reload) {
-      for (const m of learned) reloadedFor.add(m);
-      logger.info({ models: learned }, 'models announced by another process: re-reading the manifests');
+    for (const m of catalog.list()) seen.add(m.name);
+    const announced = keys
+      .shards()
+      .map((x) => x.model)
+      .filter((m) => !seen.has(m));
+    if (announced.length > 0 && deps.reload) {
+      for (const m of announced) seen.add(m);
+      logger.info({ models: announced }, 'models announced by another process: re-reading the manifests');
       await deps
         .reload()
         .catch((err: Error) =>
