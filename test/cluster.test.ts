@@ -13,6 +13,7 @@ import {
   ASYNC_WORKERS,
   allAudit,
   buildGateway,
+  captureLogs,
   makeKeys,
   metricValue,
   NEWS2_INSTANCE,
@@ -215,7 +216,14 @@ describe('shards by model on a Redis Cluster', () => {
     };
     // a second process's workers on the same shards, stopped while the failover is under way (a rollout, a scale
     // down): their BullMQ clients lost their primary, and their close must still finish
-    const second = await buildGateway({ prefix: PREFIX, keys, redisUrl: cluster.url, workers: ASYNC_WORKERS });
+    const secondLogs = captureLogs('warn');
+    const second = await buildGateway({
+      prefix: PREFIX,
+      keys,
+      redisUrl: cluster.url,
+      workers: ASYNC_WORKERS,
+      logger: secondLogs.logger,
+    });
     for (let n = 0; n < 6; n++) await submitUntilAccepted(n);
     for (const id of accepted.slice(0, 3)) await decide(id);
     const doomed = (await cluster.primaryOf(slot)).port;
@@ -238,6 +246,9 @@ describe('shards by model on a Redis Cluster', () => {
     assert.notEqual(killed, promoted);
     const { closed, ms } = await secondClosed;
     assert.ok(closed, `the second process's workers closed during the failover (gave up after ${ms} ms)`);
+    // each worker closed by itself: none was left behind after the grace (src/platform/queue.ts)
+    const left = secondLogs.lines.filter((l) => l.includes('took over') && l.includes(': left'));
+    assert.deepEqual(left, [], `no worker left behind (closed in ${ms} ms)`);
 
     // every accepted job is there and reaches review; every decision stands and its callback is delivered
     for (const id of accepted) {

@@ -175,8 +175,27 @@ export class ShardWorkers<T> {
     for (const w of this.workers) w.resume();
   }
 
-  async close(): Promise<void> {
+  /**
+   * Closes every shard's worker, waiting for their active jobs; a worker whose close has not finished after `graceMs`
+   * is left behind (reported on its 'error' listeners). BullMQ can leave a worker's close waiting on its blocking
+   * client's reconnection after a Redis Cluster failover (taskforcesh/bullmq#4656); a job cut off that way has its
+   * lock lapse and is retried, as after a crash, and the process's shutdown is not held hostage.
+   */
+  async close(graceMs = WORKER_CLOSE_GRACE_MS): Promise<void> {
     this.#closing = true;
-    await Promise.all(this.workers.map((w) => w.close()));
+    await Promise.all(
+      this.workers.map(async (w) => {
+        let timer: NodeJS.Timeout | undefined;
+        const gaveUp = new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), graceMs);
+        });
+        const closed = await Promise.race([w.close().then(() => true), gaveUp]);
+        clearTimeout(timer);
+        if (!closed) w.emit('error', new Error(`closing the worker of ${w.opts.prefix} took over ${graceMs} ms: left`));
+      }),
+    );
   }
 }
+
+/** How long a shard's worker may take to close (its active jobs included) before shutdown goes on without it. */
+export const WORKER_CLOSE_GRACE_MS = 20_000;
