@@ -25,6 +25,7 @@ import { createMetrics, type Metrics, registerBreakerGauge, registerQueueGauges 
 import type { Pressure } from './platform/pressure.ts';
 import { connectRedis } from './platform/redis.ts';
 import type { LoadedModel } from './registry/load.ts';
+import { ManifestReloads } from './releases/reload.ts';
 import { BreakerRegistry } from './runtime/breakers.ts';
 import { observedRuntimeFactory } from './runtime/observed.ts';
 import { ModelCatalog } from './serving/catalog.ts';
@@ -70,10 +71,12 @@ export interface ServicesOptions {
   runtimeFactory?: RuntimeFactory;
   now?: () => number;
   random?: () => number;
-  /** how often routing changes made through other replicas are picked up */
+  /** how often changes made through other processes (routing, models' shards) are picked up */
   routingRefreshMs?: number;
   /** the gateway's event-loop pressure: in its process, deferrable work yields to bedside traffic */
   pressure?: Pressure;
+  /** re-reads the manifests (enables reloads: the admin endpoint, SIGHUP, a model another process added) */
+  reloadModels?: () => Promise<LoadedModel[]>;
 }
 
 /**
@@ -113,11 +116,28 @@ export async function composeServices(options: ServicesOptions) {
     logger,
     ...(options.random ? { random: options.random } : {}),
   });
-  catalog.follow(options.routingRefreshMs ?? 1000);
+  const refreshMs = options.routingRefreshMs ?? 1000;
+  catalog.follow(refreshMs);
+  // a model a reload added in another process: its records are found by id here, its shard workers start (workers/)
+  const shardRefresh = setInterval(() => {
+    keys.refresh(redis).then(
+      (learned) => learned.length > 0 && logger.info({ models: learned }, 'model shards announced elsewhere'),
+      (err: Error) => logger.warn({ err: { message: err.message } }, 'model shards refresh failed'),
+    );
+  }, refreshMs);
+  shardRefresh.unref();
   const shadow = new ShadowRecorder(redis, prefix, metrics, logger);
   // threshold governance, and the monitoring and outcome taps every scorer of this process gets
   const accountability = composeAccountability({ redis, config, catalog, audit, metrics, logger, now });
   const { monitoring, observers } = accountability;
+  // a model a reload adds has its shard recorded before it serves (after the governance checks, which may refuse it):
+  // other processes find its records by id and start its workers
+  catalog.onReload((next) =>
+    keys.announce(
+      redis,
+      next.map((m) => m.name),
+    ),
+  );
   // one breaker per remote endpoint for the whole process: bedside requests and jobs see the same endpoint health
   const breakers = new BreakerRegistry();
   registerBreakerGauge(metrics, () => breakers.states());
@@ -201,10 +221,17 @@ export async function composeServices(options: ServicesOptions) {
     }),
     now,
     random: options.random,
+    /** governed, audited manifest reloads (when this process can re-read its manifests) */
+    reload: options.reloadModels
+      ? new ManifestReloads({ catalog, audit, load: options.reloadModels }).reload
+      : undefined,
     config,
+    /** how often changes made through other processes are picked up */
+    refreshMs,
     redisUrl: options.redisUrl,
     /** closes queues, runtimes and Redis (workers and the app are closed by whoever started them, first) */
     async close() {
+      clearInterval(shardRefresh);
       catalog.close();
       await shadow.close();
       await accountability.close();

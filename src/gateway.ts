@@ -10,9 +10,7 @@ import { createMetrics } from './platform/metrics.ts';
 import type { TokenVerifier } from './platform/oidc.ts';
 import { Pressure } from './platform/pressure.ts';
 import { RateLimiter, type RateLimitSettings } from './platform/rate-limit.ts';
-import type { LoadedModel } from './registry/load.ts';
 import { KillSwitch } from './releases/kill-switch.ts';
-import { ManifestReloads } from './releases/reload.ts';
 import { ReleaseService } from './releases/service.ts';
 import { observedRuntimeFactory } from './runtime/observed.ts';
 import type { RuntimeFactory } from './serving/runners.ts';
@@ -37,8 +35,6 @@ export type GatewayConfig = ServicesConfig &
 
 export interface ComposeOptions extends ServicesOptions {
   config: GatewayConfig;
-  /** re-reads the manifests (enables POST /v1/admin/reload and SIGHUP) */
-  reloadModels?: () => Promise<LoadedModel[]>;
   /** bearer tokens beside the keys; and per-client rate limits (none when absent) */
   tokens?: TokenVerifier;
   rateLimits?: RateLimitSettings;
@@ -84,7 +80,6 @@ export async function composeGateway(options: ComposeOptions) {
     logger,
     (model, version) => model.tier !== 'sync' || sync.versions(model.name).includes(version),
   );
-  const reloadModels = options.reloadModels;
   const deps: AppDeps = {
     catalog,
     sync,
@@ -111,9 +106,7 @@ export async function composeGateway(options: ComposeOptions) {
       onFeedback: (model, version, outcome, reason) =>
         services.monitoring.recordFeedback(model, version, outcome, reason),
     }),
-    ...(reloadModels
-      ? { reload: new ManifestReloads({ catalog, audit: services.audit, load: reloadModels }).reload }
-      : {}),
+    ...(services.reload ? { reload: services.reload } : {}),
     keys: options.keys,
     ...(options.tokens ? { tokens: options.tokens } : {}),
     ...(options.rateLimits

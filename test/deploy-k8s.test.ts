@@ -27,12 +27,17 @@ import { imageName, type JsonObject, type K8sObject, kustomize } from './deploy-
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const REDIS_URL = process.env.TRIAGE_REDIS_URL || 'redis://127.0.0.1:6379';
 
-type Target = 'base' | 'dev' | 'prod';
+type Target = 'base' | 'dev' | 'prod' | 'prod-cluster';
 const TARGETS: Record<Target, string> = {
   base: 'k8s/base',
   dev: 'k8s/overlays/dev',
   prod: 'k8s/overlays/prod',
+  'prod-cluster': 'k8s/overlays/prod-cluster',
 };
+/** Targets on a Redis Cluster: KEDA reads each wait list with its redis-cluster scaler (seed nodes, not one address). */
+const CLUSTER_TARGETS: readonly Target[] = ['prod-cluster'];
+/** The managed-Redis targets (TLS, the operator's Secrets, a registry image). */
+const PROD_TARGETS: readonly Target[] = ['prod', 'prod-cluster'];
 
 /**
  * What a target references but does not contain, because the operator creates it (k8s/README.md, "Before you apply
@@ -45,12 +50,14 @@ const PROVIDED_BY_OPERATOR: Record<
   base: { Secret: ['triage-api-keys', 'triage-redis'], PersistentVolumeClaim: ['triage-data'] },
   dev: {},
   prod: { Secret: ['triage-api-keys', 'triage-redis'], PersistentVolumeClaim: ['triage-data'] },
+  'prod-cluster': { Secret: ['triage-api-keys', 'triage-redis'], PersistentVolumeClaim: ['triage-data'] },
 };
 
 /** The Secret keys the operator's Secrets must have (k8s/README.md lists the same). */
 const OPERATOR_SECRET_KEYS: Record<string, string[]> = {
   'triage-api-keys': ['keys.yaml'],
-  'triage-redis': ['TRIAGE_REDIS_URL', 'KEDA_REDIS_ADDRESS', 'KEDA_REDIS_PASSWORD'],
+  // KEDA_REDIS_ADDRESS for one Redis, KEDA_REDIS_ADDRESSES (seed nodes) for a Redis Cluster
+  'triage-redis': ['TRIAGE_REDIS_URL', 'KEDA_REDIS_ADDRESS', 'KEDA_REDIS_ADDRESSES', 'KEDA_REDIS_PASSWORD'],
 };
 
 /** The BullMQ queue each queue-driven worker kind takes its jobs from (maintenance has none). */
@@ -79,7 +86,7 @@ const WORKLOAD_KINDS = ['Deployment', 'StatefulSet'];
 const SCORING_WORKER_KINDS: readonly WorkerKind[] = ['inference', 'batch'];
 
 /** Targets whose scoring pods may reach the cloud runtimes (443 out): prod, where cloud versions are expected. */
-const CLOUD_TARGETS: readonly Target[] = ['prod'];
+const CLOUD_TARGETS: readonly Target[] = PROD_TARGETS;
 
 /** Whether a bundled model (models/, which the image carries) has a version served by SageMaker or Vertex AI. */
 function bundledCloudVersions(): string[] {
@@ -460,14 +467,20 @@ describe('k8s: workers', () => {
           assert.equal(triggers.length, 1);
           assert.equal(triggers[0]?.metadata.listName, `${prefix}:${queue}:wait`);
         }
+        const cluster = CLUSTER_TARGETS.includes(target);
         for (const trigger of triggers) {
-          assert.equal(trigger.type, 'redis', 'the KEDA redis (list length) scaler');
+          // a shard's list is on the primary serving its slot: on a cluster the scaler must follow the slot map
+          assert.equal(trigger.type, cluster ? 'redis-cluster' : 'redis', 'the KEDA redis (list length) scaler');
           assert.ok(Number(trigger.metadata.listLength) >= 1);
+          const address = cluster ? 'addressesFromEnv' : 'addressFromEnv';
+          assert.ok(trigger.metadata[address], `${id(so)}: ${trigger.name ?? 'its trigger'} reads ${address}`);
+          assert.equal(trigger.metadata[cluster ? 'addressFromEnv' : 'addressesFromEnv'], undefined);
         }
         const trigger = triggers[0] as Obj;
         // KEDA resolves these from the target container's environment: they must be there (operator Secret in prod)
         const container = podSpec(w).containers[0] as Obj;
-        for (const v of [trigger.metadata.addressFromEnv, trigger.metadata.passwordFromEnv]) {
+        const address = trigger.metadata.addressFromEnv ?? trigger.metadata.addressesFromEnv;
+        for (const v of [address, trigger.metadata.passwordFromEnv]) {
           const fromSecret = (container.envFrom ?? []).some(
             (e: Obj) => e.secretRef && (OPERATOR_SECRET_KEYS[e.secretRef.name]?.includes(v) ?? false),
           );
@@ -632,7 +645,7 @@ describe('k8s: references and selectors', () => {
       const [image] = [...images] as [string];
       assert.ok(image.endsWith(':dev') || /:\d+\.\d+\.\d+$|@sha256:/.test(image), `${image}: a version tag or digest`);
       assert.ok(!image.endsWith(':latest'));
-      if (target === 'prod') assert.ok(imageName(image).includes('/'), 'prod pulls from a registry');
+      if (PROD_TARGETS.includes(target)) assert.ok(imageName(image).includes('/'), 'prod pulls from a registry');
     });
   }
 });
@@ -689,7 +702,11 @@ describe('k8s: commands and config', () => {
           const config = loadConfig({
             ...env,
             TRIAGE_API_KEYS_FILE: keysFile,
-            TRIAGE_REDIS_URL: env.TRIAGE_REDIS_URL ?? 'rediss://operator-secret.example:6380',
+            TRIAGE_REDIS_URL:
+              env.TRIAGE_REDIS_URL ??
+              (CLUSTER_TARGETS.includes(target)
+                ? 'rediss-cluster://operator-secret-1.example:6380,operator-secret-2.example:6380'
+                : 'rediss://operator-secret.example:6380'),
           });
           assert.equal(config.env, 'production');
           assert.equal(config.host, '0.0.0.0');
@@ -837,16 +854,25 @@ describe('k8s: dev overlay', () => {
 });
 
 describe('k8s: prod overlay', () => {
-  it('commits no secret: no Secret objects, no generated secrets; Redis over TLS', () => {
-    const objects = render('prod');
-    assert.equal(ofKind(objects, 'Secret').length, 0);
-    const kustomization = YAML.parse(readFileSync(path.join(ROOT, TARGETS.prod, 'kustomization.yaml'), 'utf8'));
-    assert.equal(kustomization.secretGenerator, undefined);
-    assert.equal(triageConfigMap(objects).TRIAGE_REDIS_URL, undefined, 'the Redis URL (with its password) is a Secret');
-    for (const so of ofKind(objects, 'ScaledObject')) assert.equal(so.spec.triggers[0].metadata.enableTLS, 'true');
-    const hpa = ofKind(objects, 'HorizontalPodAutoscaler')[0] as Obj;
-    assert.ok(hpa.spec.minReplicas >= 3, 'at least three gateways');
-  });
+  for (const target of PROD_TARGETS) {
+    it(`${target}: commits no secret: no Secret objects, no generated secrets; Redis over TLS`, () => {
+      const objects = render(target);
+      assert.equal(ofKind(objects, 'Secret').length, 0);
+      const kustomization = YAML.parse(readFileSync(path.join(ROOT, TARGETS[target], 'kustomization.yaml'), 'utf8'));
+      assert.equal(kustomization.secretGenerator, undefined);
+      assert.equal(
+        triageConfigMap(objects).TRIAGE_REDIS_URL,
+        undefined,
+        'the Redis URL (with its password) is a Secret',
+      );
+      for (const so of ofKind(objects, 'ScaledObject')) {
+        for (const t of so.spec.triggers)
+          assert.equal(t.metadata.enableTLS, 'true', `${id(so)}: ${t.name ?? 'trigger'}`);
+      }
+      const hpa = ofKind(objects, 'HorizontalPodAutoscaler')[0] as Obj;
+      assert.ok(hpa.spec.minReplicas >= 3, 'at least three gateways');
+    });
+  }
 
   it('k8s/README.md documents every operator-provided object and Secret key', () => {
     const readme = readFileSync(path.join(ROOT, 'k8s/README.md'), 'utf8');

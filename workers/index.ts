@@ -4,6 +4,7 @@ import { startCallbackWorker } from './callbacks.ts';
 import { startInferenceWorker } from './inference.ts';
 import { startMaintenance } from './maintenance.ts';
 import type { RunningWorker } from './ops.ts';
+import { followShards } from './shards.ts';
 
 export const workerKinds = ['inference', 'callbacks', 'maintenance', 'batch'] as const;
 export type WorkerKind = (typeof workerKinds)[number];
@@ -17,6 +18,8 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
   const shards = { redisUrl: s.redisUrl, shards: served.map((model) => s.keyspace.shard(model)) };
   const closers: Array<() => Promise<void>> = [];
   const running: RunningWorker[] = [];
+  /** the per-shard worker sets (inference, callbacks): a shard added later gets a worker in each */
+  const perShard: Array<{ add(prefix: string): boolean }> = [];
   if (kinds.includes('inference')) {
     const w = startInferenceWorker({
       ...shards,
@@ -39,6 +42,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
     });
     closers.push(w.close);
     running.push(w.worker);
+    perShard.push(w.worker);
   }
   if (kinds.includes('callbacks')) {
     const w = startCallbackWorker({
@@ -53,6 +57,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
     });
     closers.push(w.close);
     running.push(w.worker);
+    perShard.push(w.worker);
   }
   if (kinds.includes('batch')) {
     const w = startBatchWorker({
@@ -93,12 +98,35 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
     });
     closers.push(maintenance.close);
   }
+  // a model added by a reload (here or in another process) gets its shard workers without a restart, unless this
+  // process was told its shards
+  // a model added by a reload (here or in another process) gets its shard workers without a restart, unless this
+  // process was told its shards
+  const reload = s.reload;
+  const follow =
+    perShard.length > 0 && config.workerShards.length === 0
+      ? followShards({
+          keys: s.keyspace,
+          catalog: s.catalog,
+          served,
+          start: (model) => {
+            for (const set of perShard) set.add(s.keyspace.shard(model));
+          },
+          ...(reload ? { reload: () => reload({ id: 'shards:announced', role: 'system' }) } : {}),
+          everyMs: s.refreshMs,
+          logger,
+        })
+      : undefined;
   logger.info({ workers: kinds }, 'workers started');
   return {
     maintenance,
+    /** the look for shards added since start (absent when the shards are named) */
+    shards: follow,
     /** the BullMQ workers started here (what a worker process's /healthz checks) */
     workers: running as readonly RunningWorker[],
     async close() {
+      // first: no shard worker starts while the others close
+      await follow?.close();
       await Promise.all(closers.map((c) => c()));
     },
   };

@@ -39,6 +39,7 @@ async function main() {
     redisUrl,
     keys,
     models: await loadModels(config.modelsDir, config.syncCeilingMs),
+    reloadModels: () => loadModels(config.modelsDir, config.syncCeilingMs),
     metrics: createMetrics({ defaultMetrics: true }),
   });
   const workers = startWorkers(kinds, services);
@@ -55,18 +56,11 @@ async function main() {
       : undefined;
   // SIGHUP: re-read the manifests; jobs from the next one on use them (a broken manifest keeps the previous ones)
   process.on('SIGHUP', () => {
-    loadModels(config.modelsDir, config.syncCeilingMs)
-      .then((loaded) => services.catalog.replace(loaded))
-      .then(
-        (models) => {
-          logger.info({ models: models.map((m) => `${m.name}@${m.version}`) }, 'manifests reloaded');
-        },
-        (err) =>
-          logger.error(
-            { err: { message: (err as Error).message } },
-            'manifest reload failed: keeping the previous ones',
-          ),
-      );
+    services.reload?.().then(
+      (models) => logger.info({ models }, 'manifests reloaded'),
+      (err) =>
+        logger.error({ err: { message: (err as Error).message } }, 'manifest reload failed: keeping the previous ones'),
+    );
   });
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, async () => {

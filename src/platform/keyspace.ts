@@ -15,7 +15,8 @@ import type { RedisClient } from './redis.ts';
  * On a single Redis the same names are used; the tags then only group keys.
  *
  * The shards are remembered in Redis (`{<base>}:shards`): a model a deploy removed keeps its shard, so its queued jobs
- * are still consumed (and failed, "no longer served") and its records still found by id.
+ * are still consumed (and failed, "no longer served") and its records still found by id; a model a reload adds is
+ * announced there before it serves, and other processes learn it (`refresh`) without a restart.
  */
 export class KeySpace {
   /** the global tag, e.g. `{triage}` (TRIAGE_REDIS_PREFIX) */
@@ -33,10 +34,30 @@ export class KeySpace {
   /** The key space of these models and of every model a process of this deployment ever served. */
   static async open(redis: RedisClient, prefix: string, models: readonly string[]): Promise<KeySpace> {
     const keys = new KeySpace(prefix, models);
-    const known = `${keys.global}:shards`;
-    if (models.length > 0) await redis.sadd(known, ...models);
-    for (const model of await redis.smembers(known)) keys.register(model);
+    await keys.announce(redis, models);
+    await keys.refresh(redis);
     return keys;
+  }
+
+  /** Records these models' shards for every process of the deployment (at start, and before a reload adds one). */
+  async announce(redis: RedisClient, models: readonly string[]): Promise<void> {
+    for (const m of models) this.register(m);
+    if (models.length > 0) await redis.sadd(this.#known, ...models);
+  }
+
+  /** Learns the shards other processes announced (a model a reload added there); returns the models new here. */
+  async refresh(redis: RedisClient): Promise<string[]> {
+    const learned: string[] = [];
+    for (const model of await redis.smembers(this.#known)) {
+      if (this.#byMark.get(shardMark(model)) === model) continue;
+      this.register(model);
+      learned.push(model);
+    }
+    return learned;
+  }
+
+  get #known(): string {
+    return `${this.global}:shards`;
   }
 
   /** Whether the prefix is one hash tag (Redis Cluster needs it: BullMQ's scripts and ours span several keys). */

@@ -115,11 +115,17 @@ export class ShardQueues<T> {
 /**
  * One BullMQ worker per model shard served (its queue's prefix the shard's tag), sharing one connection (each
  * worker makes its own blocking connection from it). Seen from outside as one worker: /healthz's running check,
- * the gateway's pause under bedside pressure, and close.
+ * the gateway's pause under bedside pressure, and close. A shard added later (`add`: a model a reload added) gets a
+ * worker like the others: the same listeners, paused while they are.
  */
 export class ShardWorkers<T> {
   readonly name: string;
-  readonly workers: Worker<T>[];
+  readonly workers: Worker<T>[] = [];
+  readonly #make: (prefix: string) => Worker<T>;
+  readonly #prefixes = new Set<string>();
+  readonly #listeners: Array<(w: Worker<T>) => void> = [];
+  #paused = false;
+  #closing = false;
 
   constructor(
     name: string,
@@ -128,11 +134,25 @@ export class ShardWorkers<T> {
     options: Omit<WorkerOptions, 'prefix'>,
   ) {
     this.name = name;
-    this.workers = prefixes.map((prefix) => new Worker<T>(name, processor, { ...options, prefix }));
+    this.#make = (prefix) => new Worker<T>(name, processor, { ...options, prefix });
+    for (const prefix of prefixes) this.add(prefix);
+  }
+
+  /** Starts a worker on one more shard; false when it is served already (or the set is closing). */
+  add(prefix: string): boolean {
+    if (this.#closing || this.#prefixes.has(prefix)) return false;
+    const worker = this.#make(prefix);
+    this.#prefixes.add(prefix);
+    this.workers.push(worker);
+    for (const attach of this.#listeners) attach(worker);
+    if (this.#paused) void worker.pause(true).catch((err: Error) => worker.emit('error', err));
+    return true;
   }
 
   on<E extends 'error' | 'failed'>(event: E, listener: WorkerListener<T>[E]): this {
-    for (const w of this.workers) w.on(event, listener);
+    const attach = (w: Worker<T>) => w.on(event, listener);
+    this.#listeners.push(attach);
+    for (const w of this.workers) attach(w);
     return this;
   }
 
@@ -146,14 +166,36 @@ export class ShardWorkers<T> {
   }
 
   async pause(doNotWaitActive?: boolean): Promise<void> {
+    this.#paused = true;
     await Promise.all(this.workers.map((w) => w.pause(doNotWaitActive)));
   }
 
   resume(): void {
+    this.#paused = false;
     for (const w of this.workers) w.resume();
   }
 
-  async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.close()));
+  /**
+   * Closes every shard's worker, waiting for their active jobs; a worker whose close has not finished after `graceMs`
+   * is left behind (reported on its 'error' listeners). BullMQ can leave a worker's close waiting on its blocking
+   * client's reconnection after a Redis Cluster failover (taskforcesh/bullmq#4656); a job cut off that way has its
+   * lock lapse and is retried, as after a crash, and the process's shutdown is not held hostage.
+   */
+  async close(graceMs = WORKER_CLOSE_GRACE_MS): Promise<void> {
+    this.#closing = true;
+    await Promise.all(
+      this.workers.map(async (w) => {
+        let timer: NodeJS.Timeout | undefined;
+        const gaveUp = new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), graceMs);
+        });
+        const closed = await Promise.race([w.close().then(() => true), gaveUp]);
+        clearTimeout(timer);
+        if (!closed) w.emit('error', new Error(`closing the worker of ${w.opts.prefix} took over ${graceMs} ms: left`));
+      }),
+    );
   }
 }
+
+/** How long a shard's worker may take to close (its active jobs included) before shutdown goes on without it. */
+export const WORKER_CLOSE_GRACE_MS = 20_000;

@@ -1,4 +1,4 @@
-import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 
 /** What every store and queue talks to: one Redis, or a Redis Cluster (the same commands; keys placed by hash tag). */
@@ -37,7 +37,7 @@ export function newRedis(
   const seeds = clusterSeeds(url);
   if (!seeds) return new Redis(url, options);
   const { enableAutoPipelining, enableOfflineQueue, lazyConnect, maxRetriesPerRequest, ...perNode } = options;
-  return new Cluster(seeds.nodes, {
+  return new EndingCluster(seeds.nodes, {
     ...(enableAutoPipelining !== undefined ? { enableAutoPipelining } : {}),
     ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}),
     ...(lazyConnect !== undefined ? { lazyConnect } : {}),
@@ -52,6 +52,58 @@ export function newRedis(
       ...(seeds.tls ? { tls: {} } : {}),
     },
   });
+}
+
+/**
+ * ioredis's Cluster, never parked without a way out. After a primary's failover a cluster client can be left with an
+ * empty connection pool in status `close` with no reconnection scheduled (the pool's drain sets `close`, but only a
+ * `close` listener left by an earlier connect() would go on to reconnect or end), and ioredis's `disconnect()` on an
+ * empty pool waits for a drain that never comes, so the client never reaches `end`. BullMQ waits for that client to be
+ * ready or ended (its blocking reads' recovery; Worker.close): a worker's close after a failover hung
+ * (taskforcesh/bullmq#4656 is the same wait on a socketless single-node client). Here a `close` that nothing acts on
+ * is handled as ioredis handles any other (reconnect, or end when closing by hand), and a disconnect with no node
+ * left ends the client as ioredis already does for one that never connected. BullMQ duplicates the connection it is
+ * given for its blocking reads, so duplicates are of this class too.
+ */
+/** ioredis's default reply mapping, the only one Triage uses (its constructor's type names it) */
+type LegacyReplies = ConstructorParameters<typeof Cluster<'legacy'>>[1];
+
+class EndingCluster extends Cluster {
+  readonly #seeds: ClusterNode[];
+
+  constructor(seeds: ClusterNode[], options: ClusterOptions) {
+    super(seeds, options as LegacyReplies);
+    this.#seeds = seeds;
+    this.on('close', () => {
+      // after ioredis's own `close` listeners (connect()'s, when there is one) have had their turn
+      setImmediate(() => {
+        if (this.status === 'close' && this.nodes().length === 0) this.#internals.handleCloseEvent();
+      });
+    });
+  }
+
+  get #internals() {
+    return this as unknown as { setStatus(s: string): void; handleCloseEvent(): void };
+  }
+
+  override disconnect(reconnect = false): void {
+    const stranded = !reconnect && this.nodes().length === 0 && this.status !== 'wait' && this.status !== 'end';
+    super.disconnect(reconnect);
+    if (stranded) {
+      // what ioredis does for a client in `wait`: close, then (closing by hand, so no retry) end
+      this.#internals.setStatus('close');
+      this.#internals.handleCloseEvent();
+    }
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: ioredis's own signature (its reply-mapping generics)
+  override duplicate(overrideStartupNodes: ClusterNode[] = [], overrideOptions: ClusterOptions = {}): any {
+    return new EndingCluster(overrideStartupNodes.length > 0 ? overrideStartupNodes : this.#seeds, {
+      ...this.options,
+      ...overrideOptions,
+      redisOptions: { ...this.options.redisOptions, ...overrideOptions.redisOptions },
+    });
+  }
 }
 
 /** How long a command may wait for Redis before the caller gets a 503 instead of a hang. */
