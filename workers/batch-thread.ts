@@ -38,8 +38,11 @@ export interface BatchThreadInput {
   /** this thread's nice value: its scoring (and the ONNX threads it makes) yields the cores to bedside work */
   nice: number;
   chunkTimeoutMs: number;
-  /** the parent's event-loop pressure (see src/platform/pressure.ts): chunks wait while it is over the threshold */
-  pressure?: { buffer: SharedArrayBuffer; thresholdMs: number };
+  /**
+   * the parent's event-loop pressure (see src/platform/pressure.ts): chunks wait while its delay is over the threshold
+   * or its loop busier than `maxUtilization`
+   */
+  pressure?: { buffer: SharedArrayBuffer; thresholdMs: number; maxUtilization: number };
   /** a FHIR export's staged files (src/ingress/), read instead of the run's input path */
   exportFiles?: string[];
   /** record monitoring aggregates (written to the shared Redis buckets like every replica's) */
@@ -56,12 +59,18 @@ const input = workerData as BatchThreadInput;
 let pausedMs = 0;
 let scoringMs = 0;
 
-/** Waits while the gateway's event loop is under pressure, at most a second per chunk so a run always progresses. */
+/**
+ * Waits while the gateway's event loop is under pressure (delayed, or busy answering bedside requests), at most a
+ * second per chunk so a run always progresses.
+ */
 function yieldToBedside(pressure: NonNullable<BatchThreadInput['pressure']>): () => Promise<void> {
-  const delayMs = pressureReader(pressure.buffer);
+  const read = pressureReader(pressure.buffer);
+  const busy = () => read.delayMs() > pressure.thresholdMs || read.utilization() > pressure.maxUtilization;
   return async () => {
+    if (!busy()) return;
     const started = performance.now();
-    while (delayMs() > pressure.thresholdMs && performance.now() - started < 1000) await sleep(20);
+    do await sleep(20);
+    while (busy() && performance.now() - started < 1000);
     pausedMs += performance.now() - started;
   };
 }
