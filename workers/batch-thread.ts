@@ -6,11 +6,10 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parentPort, workerData } from 'node:worker_threads';
-import { Buckets, withBuckets } from '../src/batch/buckets.ts';
 import { executeRun } from '../src/batch/execute.ts';
 import { InputFileError } from '../src/batch/readers.ts';
 import { RunStore } from '../src/batch/runs.ts';
-import { LocalStorage, StorageError } from '../src/batch/storage.ts';
+import { type BatchStorage, isObjectUrl, LocalStorage, StorageError } from '../src/batch/storage.ts';
 import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { PredictionLog } from '../src/outcomes/prediction-log.ts';
 import { Problem } from '../src/platform/errors.ts';
@@ -74,6 +73,17 @@ function yieldToBedside(pressure: NonNullable<BatchThreadInput['pressure']>): ()
     pausedMs += performance.now() - started;
   };
 }
+/**
+ * The run's storage: its data directory, and the buckets when the deployment has some or the run reads one. The
+ * bucket SDKs take seconds to load in a fresh thread, a start-up every run would pay for nothing.
+ */
+async function runStorage(inputPath: string): Promise<BatchStorage> {
+  const local = new LocalStorage(input.dataDir);
+  if (!input.objectStores && !isObjectUrl(inputPath)) return local;
+  const { Buckets, withBuckets } = await import('../src/batch/buckets.ts');
+  return withBuckets(local, Buckets.from(input.objectStores));
+}
+
 const port = parentPort;
 if (!port) throw new Error('batch-thread must run in a worker thread');
 // before the runtimes exist, so the intra-op threads ONNX makes for this run inherit it (session.run itself runs on
@@ -115,7 +125,7 @@ try {
           ...(recorder && predictionLog ? [recorder, predictionLog] : []),
         ],
       }),
-      storage: withBuckets(new LocalStorage(input.dataDir), Buckets.from(input.objectStores)),
+      storage: await runStorage(run.input.path),
       runs,
       chunkTimeoutMs: input.chunkTimeoutMs,
       ...(input.exportFiles ? { exportFiles: input.exportFiles } : {}),
