@@ -10,6 +10,8 @@ export const DEFAULT_CHUNK_SIZE = 1024;
 
 /** What scoring one chunk makes: the lines each file gets and the counts its checkpoint moves by. */
 export interface ScoredChunk {
+  /** chunks scored (more than one once merged for one commit) */
+  chunks: number;
   /** input rows consumed */
   rows: number;
   scored: number;
@@ -32,6 +34,25 @@ export interface ChunkScoring {
   /** an `above-threshold` review: rows at or above the threshold go to the held text */
   splitRows: boolean;
   shadowVersions: readonly string[];
+}
+
+/** Chunks scored one after another, as one: their lines in order, their counts summed (one commit makes them durable). */
+export function mergeChunks(chunks: readonly ScoredChunk[]): ScoredChunk {
+  if (chunks.length === 1) return chunks[0] as ScoredChunk;
+  const shadows = new Map<string, string>();
+  for (const c of chunks) for (const [v, text] of c.shadowTexts) shadows.set(v, (shadows.get(v) ?? '') + text);
+  const sum = (pick: (c: ScoredChunk) => number) => chunks.reduce((a, c) => a + pick(c), 0);
+  return {
+    chunks: sum((c) => c.chunks),
+    rows: sum((c) => c.rows),
+    scored: sum((c) => c.scored),
+    insufficient: sum((c) => c.insufficient),
+    above: sum((c) => c.above),
+    outputText: chunks.map((c) => c.outputText).join(''),
+    errorText: chunks.map((c) => c.errorText).join(''),
+    heldText: chunks.map((c) => c.heldText).join(''),
+    shadowTexts: [...shadows],
+  };
 }
 
 /** One error-file line: a FHIR OperationOutcome naming the row and what is wrong with it (never its values). */
@@ -68,6 +89,7 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
   const validRows: InputRow[] = [];
   const assumed = { rows: 0 };
   const out: ScoredChunk = {
+    chunks: 1,
     rows: chunk.length,
     scored: 0,
     insufficient: 0,

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { readStagedExport } from '../ingress/staged-export.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import type { Scorer } from '../serving/scorer.ts';
-import { DEFAULT_CHUNK_SIZE, type ScoredChunk, scoreChunk } from './chunk.ts';
+import { DEFAULT_CHUNK_SIZE, mergeChunks, type ScoredChunk, scoreChunk } from './chunk.ts';
 import { type InputRow, readCsv, readFhirInput, readNdjson } from './readers.ts';
 import { type BatchRun, HELD_FILE, outputKey, type RunStore, shadowOutputKey } from './runs.ts';
 import type { BatchStorage } from './storage.ts';
@@ -45,14 +45,19 @@ function rowsOf(ctx: ExecuteContext, stream: Parameters<typeof readNdjson>[0]): 
 
 type AppendHandle = Awaited<ReturnType<BatchStorage['openAppend']>>;
 
+/** Scored chunks that wait, at most, for the commit under way: the next commit takes them all. */
+const MAX_WAITING_CHUNKS = 16;
+
 /**
  * Scores a run in chunks, one ONNX run per chunk, and commits each chunk: output and error lines appended and made
  * durable, then the checkpoint (rows consumed, bytes written) saved in one write. A run resumed after a crash cuts
  * its files back to the last checkpoint and skips the rows already consumed, so every input row is in the output
  * (or the error file) exactly once. A bad row never fails the run.
  *
- * A chunk's commit is waiting (fsync, Redis), its scoring is work: the next chunk scores while the last one commits.
- * Commits stay one at a time and in order, so the checkpoint never names bytes that are not durable.
+ * A commit is waiting (fsync, Redis), scoring is work: chunks go on scoring while the last commit is under way, and
+ * the next commit takes every chunk scored meanwhile (one fsync a file, one checkpoint: a busy disk's fsync takes
+ * tens of ms). Commits stay one at a time and in order, so the checkpoint never names bytes that are not durable, and
+ * it still moves by whole chunks.
  */
 export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'cancelled'> {
   const { run, model, storage, runs } = ctx;
@@ -121,7 +126,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
     checkpoint.failed += chunk.rows - chunk.scored - chunk.insufficient;
     checkpoint.insufficient += chunk.insufficient;
     checkpoint.above += chunk.above;
-    checkpoint.chunks += 1;
+    checkpoint.chunks += chunk.chunks;
     // the checkpoint and the cancellation check go out together: one round trip per chunk
     const [, state] = await Promise.all([
       runs.update(run.id, { ...checkpoint, shadowBytes: JSON.stringify(shadowBytes), updatedAt: Date.now() }),
@@ -132,12 +137,24 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   };
 
   let committing: Promise<boolean> | undefined;
-  /** Waits for the chunk being committed (its failure fails the run); true when the run was cancelled. */
+  let commitDone = true;
+  /** Waits for the commit under way (its failure fails the run); true when the run was cancelled. */
   const committed = async (): Promise<boolean> => {
     const pending = committing;
     committing = undefined;
     return (await pending) ?? false;
   };
+  const startCommit = (chunk: ScoredChunk) => {
+    commitDone = false;
+    committing = commit(chunk);
+    const done = () => {
+      commitDone = true;
+    };
+    // awaited at a later chunk or below; until then a failure must not count as unhandled
+    committing.then(done, done);
+  };
+  /** scored, waiting for the commit under way */
+  const waiting: ScoredChunk[] = [];
   try {
     const stream = ctx.exportFiles ? Readable.from([]) : await storage.openRead(run.input.path);
     let index = 0;
@@ -147,22 +164,21 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
       chunk.push(row);
       if (chunk.length >= chunkSize) {
         await ctx.beforeChunk?.();
-        const scored = await scoreChunk(scoring, chunk);
+        waiting.push(await scoreChunk(scoring, chunk));
         chunk = [];
+        if (!commitDone && waiting.length < MAX_WAITING_CHUNKS) continue;
         if (await committed()) {
-          // cancelled while this chunk scored: what was scored (and monitored) is written, and the run stops here
-          await commit(scored);
+          // cancelled while these chunks scored: what was scored (and monitored) is written, and the run stops here
+          await commit(mergeChunks(waiting));
           stream.destroy();
           return 'cancelled';
         }
-        committing = commit(scored);
-        // awaited at the next chunk or below; until then a failure must not count as unhandled
-        committing.catch(() => undefined);
+        startCommit(mergeChunks(waiting.splice(0)));
       }
     }
-    const last = chunk.length > 0 ? await scoreChunk(scoring, chunk) : undefined;
+    if (chunk.length > 0) waiting.push(await scoreChunk(scoring, chunk));
     const cancelled = await committed();
-    if (last) await commit(last);
+    if (waiting.length > 0) await commit(mergeChunks(waiting));
     return cancelled ? 'cancelled' : 'completed';
   } finally {
     // a run that stops on an error (a suspension, a failed chunk) lets the commit under way finish first
