@@ -37,11 +37,8 @@ export interface BatchThreadInput {
   /** this thread's nice value: its scoring (and the ONNX threads it makes) yields the cores to bedside work */
   nice: number;
   chunkTimeoutMs: number;
-  /**
-   * the parent's event-loop pressure (see src/platform/pressure.ts): chunks wait while its delay is over the threshold
-   * or its loop busier than `maxUtilization`
-   */
-  pressure?: { buffer: SharedArrayBuffer; thresholdMs: number; maxUtilization: number };
+  /** the parent's event-loop pressure (see src/platform/pressure.ts): chunks wait while its loop is busier than this */
+  pressure?: { buffer: SharedArrayBuffer; maxUtilization: number };
   /** a FHIR export's staged files (src/ingress/), read instead of the run's input path */
   exportFiles?: string[];
   /** record monitoring aggregates (written to the shared Redis buckets like every replica's) */
@@ -59,12 +56,13 @@ let pausedMs = 0;
 let scoringMs = 0;
 
 /**
- * Waits while the gateway's event loop is under pressure (delayed, or busy answering bedside requests), at most a
- * second per chunk so a run always progresses.
+ * Waits while the gateway's event loop is busy answering bedside requests, at most a second per chunk so a run always
+ * progresses. Busy, not delayed: a loop delayed while it idles is a machine busy with other processes, which the
+ * thread's nice value already yields to; pausing would cost the run its throughput and give the bedside nothing.
  */
 function yieldToBedside(pressure: NonNullable<BatchThreadInput['pressure']>): () => Promise<void> {
   const read = pressureReader(pressure.buffer);
-  const busy = () => read.delayMs() > pressure.thresholdMs || read.utilization() > pressure.maxUtilization;
+  const busy = () => read.utilization() > pressure.maxUtilization;
   return async () => {
     if (!busy()) return;
     const started = performance.now();

@@ -197,11 +197,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
         chunkTimeoutMs: CHUNK_TIMEOUT_MS,
         ...(deps.pressure
           ? {
-              pressure: {
-                buffer: deps.pressure.buffer,
-                thresholdMs: deps.pressure.thresholdMs,
-                maxUtilization: deps.pressure.batchPaceUtilization,
-              },
+              pressure: { buffer: deps.pressure.buffer, maxUtilization: deps.pressure.batchPaceUtilization },
             }
           : {}),
         ...(staged ? { exportFiles: staged } : {}),

@@ -168,11 +168,11 @@ export type Config = {
   /** a standalone worker process serves /metrics and /healthz here (0: not at all) */
   workerMetricsPort: number;
   batchMissedAfterMs: number;
-  /** event-loop delay p99 (ms) above which shadows, batch chunks and in-process async work yield to bedside traffic */
+  /** event-loop delay p99 (ms) above which shadows and in-process async work yield to bedside traffic */
   pressureThresholdMs: number;
   /** the nice value of batch threads (0-19): the OS gives bedside work the cores first */
   batchNice: number;
-  /** event-loop utilization (0-1) above which batch chunks in the gateway's process wait (1: only the delay counts) */
+  /** event-loop utilization (0-1) above which batch chunks in the gateway's process wait (1: never) */
   batchPaceUtilization: number;
   /** how long a Redis command may wait before the caller gets a 503 (dependency_unavailable) instead of a hang */
   redisCommandTimeoutMs: number;

@@ -8,9 +8,9 @@ const UTILIZATION_PERMILLE = 1;
 
 /**
  * Pressure on this process's event loop, the one bedside answers wait on: the event-loop delay (p99 over the last
- * sampling window). Work that can wait (shadow mirrors, batch chunks, in-process async jobs) yields while it is high,
- * so nothing else slows a bedside answer. Published in a SharedArrayBuffer too, for batch worker threads, with the
- * loop's utilization: a loop busy answering bedside requests is pressure for a batch run before it shows as delay.
+ * sampling window). Work that can wait (shadow mirrors, in-process async jobs) yields while it is high, so nothing
+ * else slows a bedside answer. The loop's utilization is published too, in a SharedArrayBuffer for batch worker
+ * threads: their chunks wait while the loop is busy answering bedside requests (see workers/batch-thread.ts).
  */
 export class Pressure {
   readonly #histogram: ReturnType<typeof monitorEventLoopDelay>;
@@ -50,7 +50,7 @@ export class Pressure {
       });
       new Gauge({
         name: 'triage_under_pressure',
-        help: '1 while the event loop is under pressure (shadows shed, batch chunks paced, in-process async paused)',
+        help: '1 while the event loop is under pressure (shadows shed, in-process async paused)',
         registers: [options.registry],
         collect() {
           this.set(pressure.busy ? 1 : 0);
@@ -81,7 +81,7 @@ export class Pressure {
     return this.#thresholdMs;
   }
 
-  /** utilization above which batch chunks wait too (1: never on utilization alone) */
+  /** utilization above which batch chunks wait (1: never) */
   get batchPaceUtilization(): number {
     return this.#batchPaceUtilization;
   }
