@@ -1,8 +1,7 @@
 /**
  * Bedside first, for batch runs beside the gateway: a run's chunks wait while the gateway's event loop is busy (its
- * utilization over TRIAGE_BATCH_PACE_UTILIZATION), not only once bedside answers are already delayed. A noisy
- * neighbour holds the loop most of the time, far below the delay threshold this gateway uses: the run still completes
- * (a chunk waits a second at most) and its waiting is counted.
+ * utilization over TRIAGE_BATCH_PACE_UTILIZATION), before bedside answers show any delay. A noisy neighbour holds the
+ * loop most of the time: the run still completes (a chunk waits a second at most) and its waiting is counted.
  */
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
