@@ -28,6 +28,7 @@ export type GatewayConfig = ServicesConfig &
     | 'warmupRuns'
     | 'warmupPolicy'
     | 'pressureThresholdMs'
+    | 'batchPaceUtilization'
   > & {
     workers: readonly WorkerKind[];
     deskSessionSecret?: string | undefined;
@@ -46,7 +47,11 @@ export interface ComposeOptions extends ServicesOptions {
 export async function composeGateway(options: ComposeOptions) {
   const { config, logger } = options;
   const metrics = options.metrics ?? createMetrics();
-  const pressure = new Pressure({ thresholdMs: config.pressureThresholdMs, registry: metrics.registry });
+  const pressure = new Pressure({
+    thresholdMs: config.pressureThresholdMs,
+    batchPaceUtilization: config.batchPaceUtilization,
+    registry: metrics.registry,
+  });
   const services = await composeServices({ ...options, metrics, pressure });
   const { catalog, redis } = services;
   const syncFactory = options.runtimeFactory

@@ -6,11 +6,10 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parentPort, workerData } from 'node:worker_threads';
-import { Buckets, withBuckets } from '../src/batch/buckets.ts';
 import { executeRun } from '../src/batch/execute.ts';
 import { InputFileError } from '../src/batch/readers.ts';
 import { RunStore } from '../src/batch/runs.ts';
-import { LocalStorage, StorageError } from '../src/batch/storage.ts';
+import { type BatchStorage, isObjectUrl, LocalStorage, StorageError } from '../src/batch/storage.ts';
 import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { PredictionLog } from '../src/outcomes/prediction-log.ts';
 import { Problem } from '../src/platform/errors.ts';
@@ -38,8 +37,8 @@ export interface BatchThreadInput {
   /** this thread's nice value: its scoring (and the ONNX threads it makes) yields the cores to bedside work */
   nice: number;
   chunkTimeoutMs: number;
-  /** the parent's event-loop pressure (see src/platform/pressure.ts): chunks wait while it is over the threshold */
-  pressure?: { buffer: SharedArrayBuffer; thresholdMs: number };
+  /** the parent's event-loop pressure (see src/platform/pressure.ts): chunks wait while its loop is busier than this */
+  pressure?: { buffer: SharedArrayBuffer; maxUtilization: number };
   /** a FHIR export's staged files (src/ingress/), read instead of the run's input path */
   exportFiles?: string[];
   /** record monitoring aggregates (written to the shared Redis buckets like every replica's) */
@@ -56,15 +55,33 @@ const input = workerData as BatchThreadInput;
 let pausedMs = 0;
 let scoringMs = 0;
 
-/** Waits while the gateway's event loop is under pressure, at most a second per chunk so a run always progresses. */
+/**
+ * Waits while the gateway's event loop is busy answering bedside requests, at most a second per chunk so a run always
+ * progresses. Busy, not delayed: a loop delayed while it idles is a machine busy with other processes, which the
+ * thread's nice value already yields to; pausing would cost the run its throughput and give the bedside nothing.
+ */
 function yieldToBedside(pressure: NonNullable<BatchThreadInput['pressure']>): () => Promise<void> {
-  const delayMs = pressureReader(pressure.buffer);
+  const read = pressureReader(pressure.buffer);
+  const busy = () => read.utilization() > pressure.maxUtilization;
   return async () => {
+    if (!busy()) return;
     const started = performance.now();
-    while (delayMs() > pressure.thresholdMs && performance.now() - started < 1000) await sleep(20);
+    do await sleep(20);
+    while (busy() && performance.now() - started < 1000);
     pausedMs += performance.now() - started;
   };
 }
+/**
+ * The run's storage: its data directory, and the buckets when the deployment has some or the run reads one. The
+ * bucket SDKs take seconds to load in a fresh thread, a start-up every run would pay for nothing.
+ */
+async function runStorage(inputPath: string): Promise<BatchStorage> {
+  const local = new LocalStorage(input.dataDir);
+  if (!input.objectStores && !isObjectUrl(inputPath)) return local;
+  const { Buckets, withBuckets } = await import('../src/batch/buckets.ts');
+  return withBuckets(local, Buckets.from(input.objectStores));
+}
+
 const port = parentPort;
 if (!port) throw new Error('batch-thread must run in a worker thread');
 // before the runtimes exist, so the intra-op threads ONNX makes for this run inherit it (session.run itself runs on
@@ -106,7 +123,7 @@ try {
           ...(recorder && predictionLog ? [recorder, predictionLog] : []),
         ],
       }),
-      storage: withBuckets(new LocalStorage(input.dataDir), Buckets.from(input.objectStores)),
+      storage: await runStorage(run.input.path),
       runs,
       chunkTimeoutMs: input.chunkTimeoutMs,
       ...(input.exportFiles ? { exportFiles: input.exportFiles } : {}),

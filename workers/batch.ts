@@ -191,11 +191,14 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
         // the manifest in force (an approved threshold change included), not the one read from disk
         model: { ...model.loaded, manifest: model.manifest },
         routing: model.routing,
-        onnxThreads: deps.onnxThreads,
+        // beside the gateway a run scores on one core at most: no intra-op threads to crowd the bedside answers
+        onnxThreads: deps.pressure ? 1 : deps.onnxThreads,
         nice: deps.batchNice ?? 0,
         chunkTimeoutMs: CHUNK_TIMEOUT_MS,
         ...(deps.pressure
-          ? { pressure: { buffer: deps.pressure.buffer, thresholdMs: deps.pressure.thresholdMs } }
+          ? {
+              pressure: { buffer: deps.pressure.buffer, maxUtilization: deps.pressure.batchPaceUtilization },
+            }
           : {}),
         ...(staged ? { exportFiles: staged } : {}),
         monitoring: deps.monitoring !== false,

@@ -2,6 +2,8 @@ import { once } from 'node:events';
 import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { DEFAULT_CHUNK_SIZE } from '../../src/batch/chunk.ts';
+import { loadConfig } from '../../src/platform/config.ts';
 import { loadModel } from '../../src/registry/load.ts';
 import type { Feature } from '../../src/registry/schema.ts';
 import {
@@ -201,13 +203,17 @@ export const batchSection: Section = {
     const timeoutMs = envNumber('BENCH_BATCH_TIMEOUT_SEC', 600, 1) * 1000;
 
     const loaded = await loadModel(path.join(ctx.modelsDir, model), ctx.modelsDir, 60_000);
-    const chunkSize = loaded.manifest.batch?.chunkSize ?? 256;
+    // the chunk a run scores in, and the priority its thread scores at: the baseline gets the same
+    const chunkSize = loaded.manifest.batch?.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    // (the Triage child runs on the defaults: startTriage leaves the caller's TRIAGE_* settings out)
+    const nice = loadConfig({}).batchNice;
     const shadow = loaded.manifest.routing.shadow;
     const settings = {
       model,
       rows,
       factor,
       chunkSize,
+      nice,
       loadSec,
       loadWarmupSec,
       loadRounds,
@@ -237,7 +243,7 @@ export const batchSection: Section = {
       const mib = (f: string) => statSync(path.join(area, f)).size / 2 ** 20;
       ctx.log(
         `inputs: ${rows} rows of ${model} features (${fmt(mib(small), 1)} MiB) and ${factor}× (${fmt(mib(large), 0)} MiB) ` +
-          `written in ${fmt((Date.now() - started) / 1000, 1)} s; chunk size ${chunkSize}` +
+          `written in ${fmt((Date.now() - started) / 1000, 1)} s; chunk size ${chunkSize}; batch nice ${nice}` +
           (shadow ? `; shadow ${shadow.versions.join(',')} at ${shadow.sampleRate}` : ''),
       );
 
@@ -252,11 +258,15 @@ export const batchSection: Section = {
           RAW_INPUT: path.join(dataDir, 'clients', 'bench-client', small),
           RAW_OUTPUT: path.join(dataDir, 'raw-output.ndjson'),
           RAW_THREADS: '1',
+          RAW_CHUNK: String(chunkSize),
+          RAW_NICE: String(nice),
         },
         { cwd: ctx.repoRoot, marker: 'RAW_JSON', timeoutMs },
       );
       rmSync(path.join(dataDir, 'raw-output.ndjson'), { force: true });
-      ctx.log(`  raw onnxruntime    ${raw.rows} rows in ${fmt(raw.ms / 1000)} s = ${fmt(raw.rowsPerSec, 0)} rows/s`);
+      ctx.log(
+        `  raw onnxruntime (nice ${nice}) ${raw.rows} rows in ${fmt(raw.ms / 1000)} s = ${fmt(raw.rowsPerSec, 0)} rows/s`,
+      );
 
       // 3. Triage, its data directory = ours
       const profDir = ctx.settings.cpuProfile

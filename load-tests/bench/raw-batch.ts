@@ -3,15 +3,19 @@
  * line by line, JSON.parses each row, encodes it into a Float32Array chunk of the manifest's `batch.chunkSize`, runs
  * one onnxruntime-node `session.run` per chunk (the session options Triage uses), and writes one NDJSON output line
  * per row (id, model, version and the prediction in Triage's shape) to a file. No validation, no checkpoints, no
- * fsync, no Redis.
+ * fsync, no Redis. It runs at the batch thread's nice value (RAW_NICE): on a shared machine a baseline at a higher
+ * priority than the run it is compared with would measure the scheduler, not Triage.
  *
- * env: RAW_MODELS_DIR, RAW_MODEL, RAW_INPUT (absolute path), RAW_OUTPUT (absolute path), RAW_THREADS (1).
+ * env: RAW_MODELS_DIR, RAW_MODEL, RAW_INPUT (absolute path), RAW_OUTPUT (absolute path), RAW_THREADS (1),
+ * RAW_CHUNK (the chunk size), RAW_NICE (0).
  * Prints one line `RAW_JSON {…}`.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
+import { setPriority } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import * as ort from 'onnxruntime-node';
+import { DEFAULT_CHUNK_SIZE } from '../../src/batch/chunk.ts';
 import { loadModel } from '../../src/registry/load.ts';
 
 const modelsDir = process.env.RAW_MODELS_DIR as string;
@@ -19,6 +23,7 @@ const modelName = process.env.RAW_MODEL ?? 'news2';
 const inputPath = process.env.RAW_INPUT as string;
 const outputPath = process.env.RAW_OUTPUT as string;
 const threads = Number(process.env.RAW_THREADS ?? 1);
+const nice = Number(process.env.RAW_NICE ?? 0);
 if (!modelsDir || !inputPath || !outputPath) throw new Error('set RAW_MODELS_DIR, RAW_INPUT and RAW_OUTPUT');
 
 const loaded = await loadModel(path.join(modelsDir, modelName), modelsDir, 60_000);
@@ -27,7 +32,7 @@ const version = loaded.manifest.routing.primary;
 const artifact = loaded.artifacts.get(version) as string;
 const features = manifest.features;
 const width = features.length;
-const chunkSize = manifest.batch?.chunkSize ?? 256;
+const chunkSize = Number(process.env.RAW_CHUNK ?? manifest.batch?.chunkSize ?? DEFAULT_CHUNK_SIZE);
 if (manifest.output.kind !== 'score') {
   throw new Error(`raw-batch handles score models, ${modelName} is ${manifest.output.kind}`);
 }
@@ -40,6 +45,7 @@ const encoders = features.map((f): ((v: unknown) => number) => {
 });
 const round = (v: number) => Math.round(v * 1e6) / 1e6;
 
+if (nice > 0) setPriority(nice);
 const t0 = performance.now();
 const session = await ort.InferenceSession.create(artifact, {
   intraOpNumThreads: threads,
@@ -106,6 +112,6 @@ await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (er
 const ms = performance.now() - t0;
 await session.release();
 process.stdout.write(
-  `RAW_JSON ${JSON.stringify({ model: manifest.name, version, rows, chunks, chunkSize, threads, ms, rowsPerSec: (rows * 1000) / ms })}\n`,
+  `RAW_JSON ${JSON.stringify({ model: manifest.name, version, rows, chunks, chunkSize, threads, nice, ms, rowsPerSec: (rows * 1000) / ms })}\n`,
 );
 process.exit(0);

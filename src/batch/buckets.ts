@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Principal } from '../platform/auth.ts';
 import { type BucketConfig, type ObjectStoresConfig, parseObjectStores } from './bucket-config.ts';
 import { CLIENTS_DIR, SHARED_DIR } from './data-areas.ts';
-import { type BatchStorage, type LocalStorage, StorageError } from './storage.ts';
+import { type BatchStorage, isObjectUrl, type LocalStorage, StorageError } from './storage.ts';
 import { GcsStore } from './stores/gcs.ts';
 import type { ObjectStore } from './stores/object-store.ts';
 import { S3Store } from './stores/s3.ts';
@@ -14,9 +14,7 @@ import { S3Store } from './stores/s3.ts';
  * as such and are never read back as inputs. Every refusal is the same StorageError('outside'), answered as the
  * local storage's 404.
  */
-export function isObjectUrl(value: unknown): value is string {
-  return typeof value === 'string' && /^(s3|gs):\/\//.test(value);
-}
+export { isObjectUrl } from './storage.ts';
 
 export interface ObjectLocation {
   scheme: 's3' | 'gs';

@@ -1,9 +1,8 @@
 import { Readable } from 'node:stream';
-import { riskAssessment } from '../fhir/risk-assessment.ts';
 import { readStagedExport } from '../ingress/staged-export.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
-import { encodeRow } from '../serving/features.ts';
 import type { Scorer } from '../serving/scorer.ts';
+import { DEFAULT_CHUNK_SIZE, mergeChunks, type ScoredChunk, scoreChunk } from './chunk.ts';
 import { type InputRow, readCsv, readFhirInput, readNdjson } from './readers.ts';
 import { type BatchRun, HELD_FILE, outputKey, type RunStore, shadowOutputKey } from './runs.ts';
 import type { BatchStorage } from './storage.ts';
@@ -25,21 +24,6 @@ export interface ExecuteContext {
   beforeChunk?: () => Promise<void>;
 }
 
-/** One error-file line: a FHIR OperationOutcome naming the row and what is wrong with it (never its values). */
-function outcome(id: string, diagnostics: string, expression?: string[], code = 'invalid'): string {
-  return `${JSON.stringify({
-    resourceType: 'OperationOutcome',
-    issue: [
-      {
-        severity: 'error',
-        code,
-        diagnostics: `row ${id}: ${diagnostics}`,
-        ...(expression ? { expression } : {}),
-      },
-    ],
-  })}\n`;
-}
-
 function rowsOf(ctx: ExecuteContext, stream: Parameters<typeof readNdjson>[0]): AsyncGenerator<InputRow> {
   const { run, model } = ctx;
   if (ctx.exportFiles) {
@@ -59,17 +43,25 @@ function rowsOf(ctx: ExecuteContext, stream: Parameters<typeof readNdjson>[0]): 
   }
 }
 
+type AppendHandle = Awaited<ReturnType<BatchStorage['openAppend']>>;
+
+/** Scored chunks that wait, at most, for the commit under way: the next commit takes them all. */
+const MAX_WAITING_CHUNKS = 16;
+
 /**
  * Scores a run in chunks, one ONNX run per chunk, and commits each chunk: output and error lines appended and made
  * durable, then the checkpoint (rows consumed, bytes written) saved in one write. A run resumed after a crash cuts
  * its files back to the last checkpoint and skips the rows already consumed, so every input row is in the output
  * (or the error file) exactly once. A bad row never fails the run.
+ *
+ * A commit is waiting (fsync, Redis), scoring is work: chunks go on scoring while the last commit is under way, and
+ * the next commit takes every chunk scored meanwhile (one fsync a file, one checkpoint: a busy disk's fsync takes
+ * tens of ms). Commits stay one at a time and in order, so the checkpoint never names bytes that are not durable, and
+ * it still moves by whole chunks.
  */
 export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'cancelled'> {
-  const { run, model, storage, runs, scorer } = ctx;
-  const { manifest } = model;
-  const width = manifest.features.length;
-  const chunkSize = manifest.batch?.chunkSize ?? 1024;
+  const { run, model, storage, runs } = ctx;
+  const chunkSize = model.manifest.batch?.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const output = await storage.openAppend(outputKey(run, 'output.ndjson'), run.outputBytes);
   const errors = await storage.openAppend(outputKey(run, 'errors.ndjson'), run.errorBytes);
   // an `above-threshold` review: rows at or above the threshold go to a file of their own, held until approved
@@ -78,7 +70,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   const shadowBytes: Record<string, number> = { ...run.shadowBytes };
   // shadow versions score the same rows, written beside the primary's output, never instead of it
   const shadowVersions = (model.routing.shadow?.versions ?? []).filter((v) => v !== run.version);
-  const shadowFiles = new Map(
+  const shadowFiles = new Map<string, AppendHandle>(
     await Promise.all(
       shadowVersions.map(
         async (v) => [v, await storage.openAppend(shadowOutputKey(run, v), shadowBytes[v] ?? 0)] as const,
@@ -96,100 +88,73 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
     above: run.above,
     heldBytes: run.heldBytes,
   };
-
-  const commit = async (chunk: InputRow[]): Promise<void> => {
-    const input = new Float32Array(chunk.length * width);
-    const valid: string[] = [];
-    const validRows: InputRow[] = [];
-    const assumed = { rows: 0 };
-    let errorText = '';
-    let insufficient = 0;
-    for (const row of chunk) {
-      if (row.error) {
-        // a patient without the data to score is `incomplete`, counted apart from rows that are wrong
-        errorText += outcome(row.id, row.error, undefined, row.insufficient ? 'incomplete' : 'invalid');
-        if (row.insufficient) insufficient++;
-        continue;
-      }
-      const problems = encodeRow(manifest.features, row.values, input, valid.length * width, '', assumed);
-      if (!problems) {
-        valid.push(row.id);
-        validRows.push(row);
-      } else {
-        const fields = problems.map((e) => e.pointer.split('/').pop() ?? '');
-        errorText += outcome(row.id, problems.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; '), fields);
-      }
-    }
-    let outputText = '';
-    let heldText = '';
-    if (valid.length > 0) {
-      const rows = {
-        data: input.subarray(0, valid.length * width),
-        rows: valid.length,
-        assumedRows: assumed.rows,
-        refs: valid.map((id) => `batch:${run.id}:${id}`),
-      };
-      const { predictions, silent } = await scorer.score({
-        model,
-        input: rows,
-        tier: 'batch',
-        version: run.version,
-        deadlineMs: ctx.chunkTimeoutMs,
-        mirror: false,
-      });
-      valid.forEach((id, i) => {
-        // silent deployment: the row was scored and recorded, its score is not shown (a FHIR run writes no
-        // RiskAssessment for it: there is no prediction to state)
-        if (silent) {
-          if (run.input.format !== 'fhir-ndjson') {
-            outputText += `${JSON.stringify({ id, model: manifest.name, version: run.version, silent: true })}\n`;
-          }
-          return;
-        }
-        const prediction = predictions[i] as Record<string, unknown>;
-        const above = prediction.aboveThreshold === true;
-        if (above) checkpoint.above++;
-        const line =
-          run.input.format === 'fhir-ndjson'
-            ? riskAssessment({
-                runId: run.id,
-                manifest,
-                version: run.version,
-                asOf: run.asOf,
-                row: validRows[i] as InputRow,
-                prediction,
-              })
-            : { id, model: manifest.name, version: run.version, prediction };
-        if (above && splitRows) heldText += `${JSON.stringify(line)}\n`;
-        else outputText += `${JSON.stringify(line)}\n`;
-      });
-      // a failing shadow fails nothing: its chunk is recorded as an error line in its own file
-      for (const shadow of await scorer.shadowScores(model, shadowVersions, rows, ctx.chunkTimeoutMs)) {
-        let text = '';
-        if (shadow.predictions) {
-          valid.forEach((id, i) => {
-            text += `${JSON.stringify({ id, model: manifest.name, version: shadow.version, shadow: true, prediction: shadow.predictions[i] })}\n`;
-          });
-        } else {
-          text = `${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${shadow.error}` })}\n`;
-        }
-        shadowBytes[shadow.version] = await (
-          shadowFiles.get(shadow.version) as Awaited<ReturnType<BatchStorage['openAppend']>>
-        ).append(text);
-      }
-    }
-    if (outputText) checkpoint.outputBytes = await output.append(outputText);
-    if (errorText) checkpoint.errorBytes = await errors.append(errorText);
-    if (heldText && held) checkpoint.heldBytes = await held.append(heldText);
-    checkpoint.rowsDone += chunk.length;
-    checkpoint.scored += valid.length;
-    checkpoint.failed += chunk.length - valid.length - insufficient;
-    checkpoint.insufficient += insufficient;
-    checkpoint.chunks += 1;
-    await runs.update(run.id, { ...checkpoint, shadowBytes: JSON.stringify(shadowBytes), updatedAt: Date.now() });
-    ctx.onChunk?.(valid.length, chunk.length - valid.length);
+  const scoring = {
+    run,
+    model,
+    scorer: ctx.scorer,
+    chunkTimeoutMs: ctx.chunkTimeoutMs,
+    splitRows,
+    shadowVersions,
   };
 
+  /** Makes a scored chunk durable, then its checkpoint; resolves with whether the run was cancelled meanwhile. */
+  const commit = async (chunk: ScoredChunk): Promise<boolean> => {
+    // different files: made durable side by side, all of them before the checkpoint names their lengths
+    const writes: Array<Promise<unknown>> = [];
+    const append = (file: AppendHandle, text: string, done: (bytes: number) => void) => {
+      if (text) writes.push(file.append(text).then(done));
+    };
+    append(output, chunk.outputText, (n) => {
+      checkpoint.outputBytes = n;
+    });
+    append(errors, chunk.errorText, (n) => {
+      checkpoint.errorBytes = n;
+    });
+    if (held) {
+      append(held, chunk.heldText, (n) => {
+        checkpoint.heldBytes = n;
+      });
+    }
+    for (const [version, text] of chunk.shadowTexts) {
+      append(shadowFiles.get(version) as AppendHandle, text, (n) => {
+        shadowBytes[version] = n;
+      });
+    }
+    await Promise.all(writes);
+    checkpoint.rowsDone += chunk.rows;
+    checkpoint.scored += chunk.scored;
+    checkpoint.failed += chunk.rows - chunk.scored - chunk.insufficient;
+    checkpoint.insufficient += chunk.insufficient;
+    checkpoint.above += chunk.above;
+    checkpoint.chunks += chunk.chunks;
+    // the checkpoint and the cancellation check go out together: one round trip per chunk
+    const [, state] = await Promise.all([
+      runs.update(run.id, { ...checkpoint, shadowBytes: JSON.stringify(shadowBytes), updatedAt: Date.now() }),
+      runs.state(run.id),
+    ]);
+    ctx.onChunk?.(chunk.scored, chunk.rows - chunk.scored);
+    return state === 'cancelled';
+  };
+
+  let committing: Promise<boolean> | undefined;
+  let commitDone = true;
+  /** Waits for the commit under way (its failure fails the run); true when the run was cancelled. */
+  const committed = async (): Promise<boolean> => {
+    const pending = committing;
+    committing = undefined;
+    return (await pending) ?? false;
+  };
+  const startCommit = (chunk: ScoredChunk) => {
+    commitDone = false;
+    committing = commit(chunk);
+    const done = () => {
+      commitDone = true;
+    };
+    // awaited at a later chunk or below; until then a failure must not count as unhandled
+    committing.then(done, done);
+  };
+  /** scored, waiting for the commit under way */
+  const waiting: ScoredChunk[] = [];
   try {
     const stream = ctx.exportFiles ? Readable.from([]) : await storage.openRead(run.input.path);
     let index = 0;
@@ -199,17 +164,25 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
       chunk.push(row);
       if (chunk.length >= chunkSize) {
         await ctx.beforeChunk?.();
-        await commit(chunk);
+        waiting.push(await scoreChunk(scoring, chunk));
         chunk = [];
-        if ((await runs.state(run.id)) === 'cancelled') {
+        if (!commitDone && waiting.length < MAX_WAITING_CHUNKS) continue;
+        if (await committed()) {
+          // cancelled while these chunks scored: what was scored (and monitored) is written, and the run stops here
+          await commit(mergeChunks(waiting));
           stream.destroy();
           return 'cancelled';
         }
+        startCommit(mergeChunks(waiting.splice(0)));
       }
     }
-    if (chunk.length > 0) await commit(chunk);
-    return 'completed';
+    if (chunk.length > 0) waiting.push(await scoreChunk(scoring, chunk));
+    const cancelled = await committed();
+    if (waiting.length > 0) await commit(mergeChunks(waiting));
+    return cancelled ? 'cancelled' : 'completed';
   } finally {
+    // a run that stops on an error (a suspension, a failed chunk) lets the commit under way finish first
+    await committing?.catch(() => undefined);
     await output.close();
     await errors.close();
     await held?.close();

@@ -39,6 +39,11 @@ export class StorageError extends Error {
 }
 
 /** Where runs write; never an input (see `openRead`). */
+/** An `s3://…` or `gs://…` key: a bucket's object (src/batch/buckets.ts), not a file in the data directory. */
+export function isObjectUrl(value: unknown): value is string {
+  return typeof value === 'string' && /^(s3|gs):\/\//.test(value);
+}
+
 export const RUNS_DIR = 'batches';
 
 const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;

@@ -176,7 +176,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     }),
     batchYield: new Counter({
       name: 'triage_batch_yield_seconds_total',
-      help: 'Time batch chunks waited for bedside traffic (the event loop under pressure) before scoring',
+      help: 'Time batch chunks waited for bedside traffic (the event loop busy) before scoring',
       labelNames: ['model'] as const,
       registers: [registry],
     }),

@@ -1,23 +1,31 @@
 import { getPriority, setPriority } from 'node:os';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Gauge, type Registry } from 'prom-client';
+
+/** Slots of the figures shared with worker threads: the delay p99 (µs) and the utilization (‰) of the last window. */
+const DELAY_US = 0;
+const UTILIZATION_PERMILLE = 1;
 
 /**
  * Pressure on this process's event loop, the one bedside answers wait on: the event-loop delay (p99 over the last
- * sampling window). Work that can wait (shadow mirrors, batch chunks, in-process async jobs) yields while it is high,
- * so nothing else slows a bedside answer. Published in a SharedArrayBuffer too, for batch worker threads.
+ * sampling window). Work that can wait (shadow mirrors, in-process async jobs) yields while it is high, so nothing
+ * else slows a bedside answer. The loop's utilization is published too, in a SharedArrayBuffer for batch worker
+ * threads: their chunks wait while the loop is busy answering bedside requests (see workers/batch-thread.ts).
  */
 export class Pressure {
   readonly #histogram: ReturnType<typeof monitorEventLoopDelay>;
-  /** the last window's event-loop delay p99, µs (read by worker threads with Atomics) */
-  readonly #shared = new Int32Array(new SharedArrayBuffer(4));
+  /** the last window's event-loop delay p99 and utilization (read by worker threads with Atomics) */
+  readonly #shared = new Int32Array(new SharedArrayBuffer(8));
+  #elu = performance.eventLoopUtilization();
   readonly #thresholdMs: number;
+  readonly #batchPaceUtilization: number;
   readonly #listeners: Array<(busy: boolean) => void> = [];
   #busy = false;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(options: { thresholdMs: number; everyMs?: number; registry?: Registry }) {
+  constructor(options: { thresholdMs: number; batchPaceUtilization?: number; everyMs?: number; registry?: Registry }) {
     this.#thresholdMs = options.thresholdMs;
+    this.#batchPaceUtilization = options.batchPaceUtilization ?? 1;
     this.#histogram = monitorEventLoopDelay({ resolution: 5 });
     this.#histogram.enable();
     this.#timer = setInterval(() => this.#sample(), options.everyMs ?? 250);
@@ -33,8 +41,16 @@ export class Pressure {
         },
       });
       new Gauge({
+        name: 'triage_event_loop_utilization_ratio',
+        help: 'Share of the last window the event loop was busy: above the batch pacing threshold, batch chunks wait',
+        registers: [options.registry],
+        collect() {
+          this.set(pressure.utilization);
+        },
+      });
+      new Gauge({
         name: 'triage_under_pressure',
-        help: '1 while the event loop is under pressure (shadows shed, batch chunks paced, in-process async paused)',
+        help: '1 while the event loop is under pressure (shadows shed, in-process async paused)',
         registers: [options.registry],
         collect() {
           this.set(pressure.busy ? 1 : 0);
@@ -48,7 +64,12 @@ export class Pressure {
   }
 
   get delayMs(): number {
-    return Atomics.load(this.#shared, 0) / 1000;
+    return Atomics.load(this.#shared, DELAY_US) / 1000;
+  }
+
+  /** the share (0-1) of the last window the event loop was busy */
+  get utilization(): number {
+    return Atomics.load(this.#shared, UTILIZATION_PERMILLE) / 1000;
   }
 
   /** For a worker thread: `pressureReader(buffer)` there reads the same figure. */
@@ -60,6 +81,11 @@ export class Pressure {
     return this.#thresholdMs;
   }
 
+  /** utilization above which batch chunks wait (1: never) */
+  get batchPaceUtilization(): number {
+    return this.#batchPaceUtilization;
+  }
+
   /** Called when the pressure starts or stops. */
   onChange(listener: (busy: boolean) => void): void {
     this.#listeners.push(listener);
@@ -69,7 +95,11 @@ export class Pressure {
     // the histogram's floor is its resolution: what is above it is delay
     const p99Ms = Math.max(0, this.#histogram.percentile(99) / 1e6 - 5);
     this.#histogram.reset();
-    Atomics.store(this.#shared, 0, Math.round(p99Ms * 1000));
+    Atomics.store(this.#shared, DELAY_US, Math.round(p99Ms * 1000));
+    const elu = performance.eventLoopUtilization();
+    const utilization = performance.eventLoopUtilization(elu, this.#elu).utilization;
+    this.#elu = elu;
+    Atomics.store(this.#shared, UTILIZATION_PERMILLE, Math.round(utilization * 1000));
     const busy = p99Ms > this.#thresholdMs;
     if (busy === this.#busy) return;
     this.#busy = busy;
@@ -82,10 +112,13 @@ export class Pressure {
   }
 }
 
-/** The event-loop delay (ms) a Pressure publishes, read from a worker thread. */
-export function pressureReader(buffer: SharedArrayBuffer): () => number {
+/** The event-loop delay (ms) and utilization (0-1) a Pressure publishes, read from a worker thread. */
+export function pressureReader(buffer: SharedArrayBuffer): { delayMs(): number; utilization(): number } {
   const view = new Int32Array(buffer);
-  return () => Atomics.load(view, 0) / 1000;
+  return {
+    delayMs: () => Atomics.load(view, DELAY_US) / 1000,
+    utilization: () => Atomics.load(view, UTILIZATION_PERMILLE) / 1000,
+  };
 }
 
 /**

@@ -87,6 +87,8 @@ export interface GatewayOptions {
   warmupPolicy?: 'refuse' | 'warn';
   /** the event-loop pressure threshold (ms); by default one no busy test machine reaches */
   pressureThresholdMs?: number;
+  /** batch chunks wait while the event loop is busier than this (0-1); by default never on utilization */
+  batchPaceUtilization?: number;
   redisReady?: () => Promise<boolean>;
   /** Redis command timeout (default 5 s: a busy machine is not an outage; the production default is 500 ms) */
   redisCommandTimeoutMs?: number;
@@ -158,6 +160,8 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
     maintenanceIntervalMs: 3_600_000,
     // a busy test machine is not bedside pressure: only the bedside tests lower it (deferred work must not yield here)
     pressureThresholdMs: options.pressureThresholdMs ?? PRESSURE_OFF_MS,
+    // nor is a test process's busy event loop: batch runs pace on utilization only where a test asks
+    batchPaceUtilization: options.batchPaceUtilization ?? 1,
     // batch threads at the process's priority: other work on a busy test machine must not starve a run
     batchNice: 0,
     // a busy test machine is not a Redis outage: only the outage tests keep the production timeout
