@@ -14,6 +14,7 @@ import { LocalStorage, StorageError } from '../src/batch/storage.ts';
 import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { PredictionLog } from '../src/outcomes/prediction-log.ts';
 import { Problem } from '../src/platform/errors.ts';
+import { KeySpace } from '../src/platform/keyspace.ts';
 import { lowerThreadPriority, pressureReader } from '../src/platform/pressure.ts';
 import { newRedis } from '../src/platform/redis.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
@@ -73,7 +74,7 @@ lowerThreadPriority(input.nice);
 
 const redis = newRedis(input.redisUrl, { maxRetriesPerRequest: 3 });
 try {
-  const runs = new RunStore(redis, input.prefix);
+  const runs = new RunStore(redis, new KeySpace(input.prefix, [input.model.manifest.name]));
   const run = await runs.get(input.runId);
   if (!run) throw new Error(`run ${input.runId} not found`);
   // the same factory as the gateway: ONNX in-process, or a cloud endpoint behind timeouts, retries and a breaker

@@ -37,7 +37,7 @@ export class AuditLog {
     this.#key = `${keys.global}:audit`;
   }
 
-  /** The global stream, for a script whose keys live under the global tag (batch-run review holds). */
+  /** The global stream, for a script whose keys live under the global tag (review holds of runs from before shards). */
   get streamKey(): string {
     return this.#key;
   }
