@@ -291,14 +291,19 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
 export function startBatchWorker(deps: BatchWorkerDeps) {
   const { logger } = deps;
   const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
-  const worker = new ShardWorkers<BatchJobData>(BATCH_QUEUE, deps.shards, (job, token) => execBatchJob(job, deps, token), {
-    connection,
-    concurrency: 1,
-    // a crashed worker's run is picked up again (and resumed) once its lock lapses, not after BullMQ's 30 s default
-    lockDuration: deps.lockDurationMs,
-    stalledInterval: deps.lockDurationMs,
-    maxStalledCount: 3,
-  });
+  const worker = new ShardWorkers<BatchJobData>(
+    BATCH_QUEUE,
+    deps.shards,
+    (job, token) => execBatchJob(job, deps, token),
+    {
+      connection,
+      concurrency: 1,
+      // a crashed worker's run is picked up again (and resumed) once its lock lapses, not after BullMQ's 30 s default
+      lockDuration: deps.lockDurationMs,
+      stalledInterval: deps.lockDurationMs,
+      maxStalledCount: 3,
+    },
+  );
   worker.on('error', (err) => logger.warn({ err: { message: err.message } }, 'batch worker error'));
   return {
     worker,
