@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch.ts';
+import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch-queue.ts';
 import { callbackSender, createCallbackQueue, enqueueCallback } from '../workers/callbacks.ts';
 import { createInferenceQueue, inferenceQueuePort } from '../workers/inference.ts';
 import { composeAccountability } from './accountability.ts';

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { LocalStorage, StorageError } from '../src/batch/storage.ts';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
 import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
-import { scheduledRunId } from '../workers/batch.ts';
+import { scheduledRunId } from '../workers/batch-queue.ts';
 import {
   buildGateway,
   captureLogs,

@@ -18,7 +18,7 @@ import { Redis } from 'ioredis';
 import YAML from 'yaml';
 import { ApiKeyStore } from '../src/platform/auth.ts';
 import { loadConfig } from '../src/platform/config.ts';
-import { BATCH_QUEUE } from '../workers/batch.ts';
+import { BATCH_QUEUE } from '../workers/batch-queue.ts';
 import { CALLBACK_QUEUE } from '../workers/callbacks.ts';
 import { type WorkerKind, workerKinds } from '../workers/index.ts';
 import { INFERENCE_QUEUE } from '../workers/inference.ts';

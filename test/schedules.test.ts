@@ -14,7 +14,7 @@ import { AuditLog } from '../src/platform/audit.ts';
 import { KeySpace } from '../src/platform/keyspace.ts';
 import { createLogger } from '../src/platform/logger.ts';
 import { scheduleSchema } from '../src/registry/schema.ts';
-import { createBatchQueue, scheduledRunId, schedulerPort } from '../workers/batch.ts';
+import { createBatchQueue, scheduledRunId, schedulerPort } from '../workers/batch-queue.ts';
 import {
   buildGateway,
   captureLogs,

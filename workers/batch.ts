@@ -5,83 +5,21 @@ import type { Buckets } from '../src/batch/buckets.ts';
 import { bulkManifest } from '../src/batch/manifest.ts';
 import type { BatchReviewService } from '../src/batch/review.ts';
 import { outputKey, type RunStore } from '../src/batch/runs.ts';
-import type { Scheduler, ScheduleService } from '../src/batch/schedules.ts';
-import type { RunQueue } from '../src/batch/service.ts';
+import type { ScheduleService } from '../src/batch/schedules.ts';
 import type { LocalStorage } from '../src/batch/storage.ts';
 import { type BulkExports, exportRunInput } from '../src/ingress/bulk-export.ts';
 import { IngressError } from '../src/ingress/smart-token.ts';
 import type { KeySpace } from '../src/platform/keyspace.ts';
 import type { BatchMetrics } from '../src/platform/metrics.ts';
 import type { Pressure } from '../src/platform/pressure.ts';
-import { jobOptions, type RetryPolicy, ShardQueues, ShardWorkers } from '../src/platform/queue.ts';
-import { newRedis, type RedisClient } from '../src/platform/redis.ts';
+import { ShardWorkers } from '../src/platform/queue.ts';
+import { newRedis } from '../src/platform/redis.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
+import { BATCH_QUEUE, type BatchJobData, scheduledRunId } from './batch-queue.ts';
 import { runInThread } from './batch-thread-run.ts';
-
-export const BATCH_QUEUE = 'batch';
-
-export interface BatchJobData {
-  /** an on-demand run */
-  runId?: string;
-  /** a scheduled slot: the run id derives from the schedule and the slot time */
-  scheduleId?: string;
-}
-
-/** Runs and slots alike: a failed attempt is tried again a few times, seconds apart. */
-const BATCH_RETRY: RetryPolicy = {
-  attempts: 3,
-  backoffMs: 5000,
-  keepCompletedSeconds: 7 * 24 * 3600,
-  keepFailedSeconds: 30 * 24 * 3600,
-};
 
 /** How long one chunk may take to score: a batch has no caller waiting, only a stuck runtime to give up on. */
 const CHUNK_TIMEOUT_MS = 10 * 60_000;
-
-/** The batch queue of each model shard: a run waits, and a schedule fires, on its model's shard. */
-export function createBatchQueue(connection: RedisClient, keys: KeySpace, logger: Logger): ShardQueues<BatchJobData> {
-  return new ShardQueues<BatchJobData>(BATCH_QUEUE, connection, keys, logger);
-}
-
-export function runQueuePort(queues: ShardQueues<BatchJobData>): RunQueue {
-  return {
-    async enqueue(runId, model) {
-      await queues.for(model).add('run', { runId }, jobOptions(BATCH_RETRY, `run-${runId}`));
-    },
-    async remove(runId, model) {
-      await queues
-        .for(model)
-        .remove(`run-${runId}`)
-        .catch(() => 0);
-    },
-  };
-}
-
-/** BullMQ job schedulers, each on its schedule's model shard queue, fire each slot once however many workers listen. */
-export function schedulerPort(queues: ShardQueues<BatchJobData>): Scheduler {
-  return {
-    async upsert(s) {
-      await queues
-        .for(s.model)
-        .upsertJobScheduler(
-          s.id,
-          { pattern: s.cron, tz: s.timezone },
-          { name: 'scheduled-run', data: { scheduleId: s.id }, opts: jobOptions(BATCH_RETRY) },
-        );
-    },
-    async exists(id, model) {
-      return Boolean(await queues.for(model).getJobScheduler(id));
-    },
-    async remove(id, model) {
-      await queues.for(model).removeJobScheduler(id);
-    },
-  };
-}
-
-/** The run id of a schedule's slot: the same slot always names the same run, in the schedule's model shard. */
-export function scheduledRunId(keys: KeySpace, model: string, scheduleId: string, slot: number): string {
-  return keys.idFor(model, `schedule:${scheduleId}:${slot}`);
-}
 
 export interface BatchWorkerDeps {
   redisUrl: string;

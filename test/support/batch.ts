@@ -1,5 +1,5 @@
 /** Batch-tier helpers: firing a schedule's slot by hand, and the job schedulers of every model shard. */
-import { scheduledRunId } from '../../workers/batch.ts';
+import { scheduledRunId } from '../../workers/batch-queue.ts';
 import type { TestGateway } from './gateway.ts';
 
 /**
