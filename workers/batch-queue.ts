@@ -23,6 +23,11 @@ const BATCH_RETRY: RetryPolicy = {
   keepFailedSeconds: 30 * 24 * 3600,
 };
 
+/** A batch job's options: the retry policy, and the job id (an on-demand run's `run-<id>`, a slot's from BullMQ). */
+export function batchJobOptions(jobId?: string) {
+  return jobOptions(BATCH_RETRY, jobId);
+}
+
 /** The batch queue of each model shard: a run waits, and a schedule fires, on its model's shard. */
 export function createBatchQueue(connection: RedisClient, keys: KeySpace, logger: Logger): ShardQueues<BatchJobData> {
   return new ShardQueues<BatchJobData>(BATCH_QUEUE, connection, keys, logger);
@@ -31,7 +36,7 @@ export function createBatchQueue(connection: RedisClient, keys: KeySpace, logger
 export function runQueuePort(queues: ShardQueues<BatchJobData>): RunQueue {
   return {
     async enqueue(runId, model) {
-      await queues.for(model).add('run', { runId }, jobOptions(BATCH_RETRY, `run-${runId}`));
+      await queues.for(model).add('run', { runId }, batchJobOptions(`run-${runId}`));
     },
     async remove(runId, model) {
       await queues
@@ -51,7 +56,7 @@ export function schedulerPort(queues: ShardQueues<BatchJobData>): Scheduler {
         .upsertJobScheduler(
           s.id,
           { pattern: s.cron, tz: s.timezone },
-          { name: 'scheduled-run', data: { scheduleId: s.id }, opts: jobOptions(BATCH_RETRY) },
+          { name: 'scheduled-run', data: { scheduleId: s.id }, opts: batchJobOptions() },
         );
     },
     async exists(id, model) {

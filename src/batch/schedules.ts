@@ -109,6 +109,16 @@ export class ScheduleService {
     return { schedule, created: !previous };
   }
 
+  /**
+   * Puts back a stored schedule's job scheduler when it is missing: lost to a crash between put's two writes, or a
+   * schedule from before shards, whose scheduler was on the global batch queue. True when it was missing.
+   */
+  async restore(schedule: StoredSchedule): Promise<boolean> {
+    if (await this.#scheduler.exists(schedule.id, schedule.model)) return false;
+    await this.#scheduler.upsert(schedule);
+    return true;
+  }
+
   async remove(id: string, actor: { id: string; role: string }): Promise<boolean> {
     const previous = await this.get(id);
     if (!previous) return false;
@@ -127,7 +137,7 @@ export class ScheduleService {
 
 /**
  * Makes Redis match the manifests: upserts every manifest schedule and removes manifest-sourced ones no manifest
- * declares any more (schedules created through the API are left alone).
+ * declares any more; schedules created through the API are kept, their job schedulers put back if missing.
  */
 export async function syncManifestSchedules(
   service: ScheduleService,
@@ -143,5 +153,6 @@ export async function syncManifestSchedules(
   }
   for (const s of await service.list()) {
     if (s.source === 'manifest' && !declared.has(s.id)) await service.remove(s.id, system);
+    else if (s.source === 'api') await service.restore(s);
   }
 }
