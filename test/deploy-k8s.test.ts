@@ -55,7 +55,7 @@ const OPERATOR_SECRET_KEYS: Record<string, string[]> = {
 
 /** The BullMQ queue each queue-driven worker kind takes its jobs from (maintenance has none). */
 /** Queues kept per model shard (their wait lists are one per bundled model), and the bundled models. */
-const SHARDED_QUEUES = new Set(['inference', 'callbacks']);
+const SHARDED_QUEUES = new Set(['inference', 'callbacks', 'batch']);
 const BUNDLED_MODELS = readdirSync(path.join(ROOT, 'models'), { withFileTypes: true })
   .filter((d) => d.isDirectory() && existsSync(path.join(ROOT, 'models', d.name, 'model.yaml')))
   .map((d) => d.name);

@@ -212,10 +212,11 @@ describe('kill switch on the job tiers: async jobs wait, batch slots are skipped
     gw = await buildGateway({ prefix, keys, dataDir });
     const s = gw.gateway.services;
     // every job a worker deferred (moved to delayed), seen as BullMQ's own events: no polling for a short state
-    // (the inference queue of note-triage's shard: each model's jobs queue in its own shard)
+    // (the inference queue of note-triage's shard, the batch queue of readmission's: each model's jobs queue in its
+    // own shard)
     for (const [queue, queuePrefix] of [
       ['inference', s.keyspace.shard('note-triage')],
-      ['batch', prefix],
+      ['batch', s.keyspace.shard('readmission')],
     ] as const) {
       const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
       connections.push(connection);
