@@ -7,11 +7,12 @@
  * - runs and slots that waited there are queued again, under the same job id, on their model's shard queue.
  * A run an old worker was running is left to it (k8s/README.md: let the old batch workers finish before upgrading).
  */
+import { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import type { RunStore } from '../src/batch/runs.ts';
 import type { ScheduleService } from '../src/batch/schedules.ts';
 import type { KeySpace } from '../src/platform/keyspace.ts';
-import { createQueue, type ShardQueues } from '../src/platform/queue.ts';
+import type { ShardQueues } from '../src/platform/queue.ts';
 import type { RedisClient } from '../src/platform/redis.ts';
 import { BATCH_QUEUE, type BatchJobData, batchJobOptions } from './batch-queue.ts';
 
@@ -27,8 +28,18 @@ export interface PreShardDeps {
 /** Moves what waits in the pre-shard batch queue to the model shards; returns how many jobs moved. */
 export async function adoptPreShardBatchQueue(deps: PreShardDeps): Promise<number> {
   const { keys, logger } = deps;
-  // the old queue's keys are `<global tag>:batch:…`; the shards' are `{<base>:<model>}:batch:…`
-  const old = createQueue<BatchJobData>(BATCH_QUEUE, deps.redis, keys.global, logger);
+  // the old queue's keys are `<global tag>:batch:…`; the shards' are `{<base>:<model>}:batch:…`. A deployment that never
+  // had it is not given one (a BullMQ queue writes its meta key when opened)
+  const oldKey = (k: string) => `${keys.global}:${BATCH_QUEUE}:${k}`;
+  if ((await deps.redis.exists(oldKey('meta'), oldKey('id'), oldKey('repeat'))) === 0) return 0;
+  const old = new Queue<BatchJobData>(BATCH_QUEUE, {
+    connection: deps.redis,
+    prefix: keys.global,
+    skipMetasUpdate: true,
+  });
+  old.on('error', (err: Error) =>
+    logger.warn({ queue: 'batch (pre-shard)', err: { message: err.message } }, 'queue error'),
+  );
   try {
     for (const scheduler of await old.getJobSchedulers()) await old.removeJobScheduler(scheduler.key);
     let moved = 0;
