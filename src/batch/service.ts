@@ -155,7 +155,7 @@ export class BatchService {
       createdAt: Date.now(),
     });
     await this.#queue.enqueue(id, model.manifest.name);
-    await this.#audit.append({
+    await this.#audit.appendFor(model.manifest.name, {
       actor: principal.id,
       role: principal.role,
       action: 'batch.submit',
@@ -213,7 +213,7 @@ export class BatchService {
     const moved = await this.#runs.transition(id, ['queued', 'running'], 'cancelled', { finishedAt: Date.now() });
     if (!moved) throw new Problem('invalid_state', `the run is ${run.state} and can no longer be cancelled`);
     await this.#queue.remove(id, run.model);
-    await this.#audit.append({
+    await this.#audit.appendFor(run.model, {
       actor: principal.id,
       role: principal.role,
       action: 'batch.cancel',

@@ -62,6 +62,12 @@ export class AuditLog {
     await this.#redis.xadd(this.#key, 'MAXLEN', '~', MAX_ENTRIES, '*', 'entry', AuditLog.encode(entry, now));
   }
 
+  /** Appends to a model shard's stream: an act on one of the model's records (a batch run's submission, its cancel). */
+  async appendFor(model: string, entry: Omit<AuditEntry, 'at'>, now = Date.now()): Promise<void> {
+    const encoded = AuditLog.encode({ ...entry, model }, now);
+    await this.#redis.xadd(this.streamKeyFor(model), 'MAXLEN', '~', MAX_ENTRIES, '*', 'entry', encoded);
+  }
+
   /**
    * Entries, oldest first, after the stream id `after` (exclusive), merged from the global and every shard's stream.
    * Two streams can give the same id to entries of the same millisecond: a page never ends between equal ids (it
