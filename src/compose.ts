@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch.ts';
+import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch-queue.ts';
 import { callbackSender, createCallbackQueue, enqueueCallback } from '../workers/callbacks.ts';
 import { createInferenceQueue, inferenceQueuePort } from '../workers/inference.ts';
 import { composeAccountability } from './accountability.ts';
@@ -103,11 +103,11 @@ export async function composeServices(options: ServicesOptions) {
   const outbox = new Outbox(redis, keys);
   const deadLetters = new DeadLetters(redis, keys);
   const store = new JobStore(redis, keys, { audit, outbox, replicaAcks: config.redisReplicaAcks ?? 0 });
-  const runs = new RunStore(redis, prefix);
+  const runs = new RunStore(redis, keys);
   const queues = {
     inference: createInferenceQueue(redis, keys, logger),
     callbacks: createCallbackQueue(redis, keys, logger),
-    batch: createBatchQueue(redis, prefix, logger),
+    batch: createBatchQueue(redis, keys, logger),
   };
   const catalog = await ModelCatalog.open({
     redis,
@@ -213,7 +213,7 @@ export async function composeServices(options: ServicesOptions) {
       config.signedUrlSeconds,
     ),
     batchReviews: new BatchReviewService({
-      store: new RunHoldStore(redis, prefix, audit),
+      store: new RunHoldStore(redis, keys, audit),
       runs,
       storage,
       now,

@@ -1,3 +1,4 @@
+import { adoptPreShardBatchQueue } from '../workers/batch-pre-shard.ts';
 import { startWorkers, type WorkerKind } from '../workers/index.ts';
 import { createApp } from './app.ts';
 import { syncManifestSchedules } from './batch/schedules.ts';
@@ -75,6 +76,15 @@ export async function composeGateway(options: ComposeOptions) {
   });
   const sync = new SyncService({ catalog, runners, scorer, metrics });
   await sync.start();
+  // a deployment upgraded from the pre-shard layout: what waited on the global batch queue moves to the model shards
+  await adoptPreShardBatchQueue({
+    redis: services.redis,
+    keys: services.keyspace,
+    queues: services.queues.batch,
+    runs: services.runs,
+    schedules: services.schedules,
+    logger: services.logger,
+  });
   await syncManifestSchedules(
     services.schedules,
     catalog.list().map((m) => m.manifest),

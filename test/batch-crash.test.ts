@@ -13,6 +13,7 @@ import {
   buildGateway,
   deletePrefix,
   download,
+  fireSlot,
   makeKeys,
   makePrefix,
   news2Row,
@@ -211,12 +212,14 @@ describe('a scheduled slot triggered twice', () => {
       readers: ['client'],
     });
     assert.equal(put.status, 201, put.text);
-    const queue = gw.gateway.services.queues.batch;
+    const queue = gw.gateway.services.queues.batch.for('news2');
     const slot = Math.floor(Date.now() / 1000) * 1000;
     const jobId = `repeat:crash-slot:${slot}`;
-    const runId = `crash-slot-${slot}`;
+    let runId = '';
     const fire = async () => {
-      const job = await queue.add('scheduled-run', { scheduleId: 'crash-slot' }, { jobId });
+      const fired = await fireSlot(gw, 'news2', 'crash-slot', slot);
+      const { job } = fired;
+      runId = fired.runId;
       await waitFor(async () => (await job.getState()) === 'completed', `slot job ${jobId} to complete`, 30_000);
       return (await queue.getJob(jobId))?.returnvalue;
     };

@@ -10,10 +10,12 @@ import { after, before, describe, test } from 'node:test';
 import { LocalStorage, StorageError } from '../src/batch/storage.ts';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
 import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
+import { scheduledRunId } from '../workers/batch-queue.ts';
 import {
   buildGateway,
   captureLogs,
   deletePrefix,
+  fireSlot,
   makeKeys,
   makePrefix,
   news2Row,
@@ -131,13 +133,12 @@ describe('runs: folders nobody can predict, downloads that do not follow links',
     });
     assert.equal(put.status, 201, put.text);
     const slot = Math.floor(Date.now() / 1000) * 1000;
-    const runId = `planted-${slot}`;
+    const runId = scheduledRunId(gw.gateway.services.keyspace, 'news2', 'planted', slot);
     // what an attacker who can write to the data volume prepared before the slot fired
     await mkdir(path.join(dataDir, 'batches', runId), { recursive: true });
     await symlink(victim, path.join(dataDir, 'batches', runId, 'output.ndjson'));
     await symlink(victim, path.join(dataDir, 'batches', runId, 'errors.ndjson'));
-    const queue = gw.gateway.services.queues.batch;
-    const job = await queue.add('scheduled-run', { scheduleId: 'planted' }, { jobId: `repeat:planted:${slot}` });
+    const { job } = await fireSlot(gw, 'news2', 'planted', slot);
     await waitFor(async () => (await job.getState()) === 'completed', 'the slot to run', 30_000);
     const run = await gw.gateway.services.runs.get(runId);
     assert.equal(run?.state, 'completed');
@@ -217,8 +218,10 @@ describe('data areas per client', () => {
   });
 
   test('a scheduled run: its readers and admins see it; other clients do not', async () => {
-    const runs = await gw.gateway.services.runs.list(0, 100);
-    const scheduled = runs.find((id) => id.startsWith('planted-'));
+    const runs = await Promise.all(
+      (await gw.gateway.services.runs.list(0, 100)).map((id) => gw.gateway.services.runs.get(id)),
+    );
+    const scheduled = runs.find((r) => r?.scheduleId === 'planted')?.id;
     assert.ok(scheduled);
     assert.equal((await gw.call('GET', `/v1/batches/${scheduled}`, keys.client)).status, 200);
     assert.equal((await gw.call('GET', `/v1/batches/${scheduled}`, keys.admin)).status, 200);

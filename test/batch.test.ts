@@ -380,7 +380,7 @@ describe('an on-demand NDJSON run', () => {
   });
 
   test('re-queueing a completed run does not score it again', async () => {
-    const queue = gw.gateway.services.queues.batch;
+    const queue = gw.gateway.services.queues.batch.for('news2');
     const record = await gw.gateway.services.runs.get(runId);
     const output = await readFile(path.join(await runFolder(runId), 'output.ndjson'));
     await (await queue.getJob(`run-${runId}`))?.remove();
@@ -644,7 +644,8 @@ describe('a failed run', () => {
       state: 'queued',
       createdAt: Date.now(),
     });
-    const job = await gw.gateway.services.queues.batch.add('run', { runId: id }, { jobId: `run-${id}` });
+    // a run recorded before shards (its id names none: read under the global tag), queued on a served shard
+    const job = await gw.gateway.services.queues.batch.for('news2').add('run', { runId: id }, { jobId: `run-${id}` });
     await waitFor(async () => (await job.getState()) === 'completed', 'the worker to take the run');
     const res = await gw.call('GET', `/v1/batches/${id}`, keys.client);
     assert.equal(res.status, 500, res.text);

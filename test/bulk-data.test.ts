@@ -6,10 +6,8 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Queue } from 'bullmq';
 import { RETENTION_MS } from '../src/batch/manifest.ts';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
-import { BATCH_QUEUE } from '../workers/batch.ts';
 import { fhirErrors } from './fhir-schema.ts';
 import { AS_OF, writeExport } from './fhir-support.ts';
 import {
@@ -17,7 +15,6 @@ import {
   deletePrefix,
   makeKeys,
   makePrefix,
-  REDIS_URL,
   removeDir,
   type TestGateway,
   tempDir,
@@ -111,14 +108,10 @@ describe('Bulk Data errors', () => {
     assert.equal(outcomeCode(final.body), 'run_failed');
     assert.match(final.body.issue[0].diagnostics, /CSV header/);
     assert.deepEqual(fhirErrors(final.body), []);
-    const queue = new Queue(BATCH_QUEUE, { connection: { url: REDIS_URL }, prefix });
-    try {
-      const job = await queue.getJob(`run-${res.body.id}`);
-      assert.equal(job?.attemptsMade, 1, 'not retried');
-      assert.equal(await job?.getState(), 'failed');
-    } finally {
-      await queue.close();
-    }
+    // the run's job, on its model's shard queue (found from the run id)
+    const job = await gw.gateway.services.queues.batch.getJob(`run-${res.body.id}`);
+    assert.equal(job?.attemptsMade, 1, 'not retried');
+    assert.equal(await job?.getState(), 'failed');
   });
 
   test('a deleted run is 404 with an OperationOutcome, not 410', async () => {

@@ -16,6 +16,7 @@ import { buildIngressGateway, exportLines, smartKeyPair } from './ingress-suppor
 import {
   captureLogs,
   deletePrefix,
+  fireSlot,
   makeKeys,
   makePrefix,
   removeDir,
@@ -219,11 +220,10 @@ describe('a Bulk Data export as a batch input', () => {
 });
 
 describe('a nightly schedule asks only for what changed since its last successful run', () => {
-  async function fireSlot(scheduleId: string, slot: number) {
-    const queue = gw.gateway.services.queues.batch;
-    const job = await queue.add('scheduled-run', { scheduleId }, { jobId: `repeat:${scheduleId}:${slot}` });
+  async function runSlot(scheduleId: string, slot: number) {
+    const { job, runId } = await fireSlot(gw, 'news2', scheduleId, slot);
     await waitFor(async () => ['completed', 'failed'].includes(await job.getState()), `slot ${slot}`, 60_000);
-    return gw.gateway.services.runs.get(`${scheduleId}-${slot}`);
+    return gw.gateway.services.runs.get(runId);
   }
 
   test('the first slot exports everything; the next asks _since the first export, and a failed slot does not move it', async () => {
@@ -236,19 +236,19 @@ describe('a nightly schedule asks only for what changed since its last successfu
     });
     assert.equal(put.status, 201, put.text);
     const slot = Math.floor(Date.now() / 1000) * 1000;
-    const first = await fireSlot('ehr-nightly', slot);
+    const first = await runSlot('ehr-nightly', slot);
     assert.equal(first?.state, 'completed', String(first?.error));
     assert.equal(ehr.kickoffs.at(-1)?.path, '/fhir/$export');
     assert.equal(ehr.kickoffs.at(-1)?.query.has('_since'), false);
     const since = first?.source?.transactionTime;
 
     ehr.faults.exportError = true;
-    const failed = await fireSlot('ehr-nightly', slot + 1000);
+    const failed = await runSlot('ehr-nightly', slot + 1000);
     assert.equal(failed?.state, 'failed');
     assert.equal(ehr.kickoffs.at(-1)?.query.get('_since'), since);
     ehr.faults.exportError = false;
 
-    const second = await fireSlot('ehr-nightly', slot + 2000);
+    const second = await runSlot('ehr-nightly', slot + 2000);
     assert.equal(second?.state, 'completed', String(second?.error));
     assert.equal(ehr.kickoffs.at(-1)?.query.get('_since'), since, 'the failed slot did not move _since');
     assert.equal(second?.source?.since, since);

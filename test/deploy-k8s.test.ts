@@ -18,7 +18,7 @@ import { Redis } from 'ioredis';
 import YAML from 'yaml';
 import { ApiKeyStore } from '../src/platform/auth.ts';
 import { loadConfig } from '../src/platform/config.ts';
-import { BATCH_QUEUE } from '../workers/batch.ts';
+import { BATCH_QUEUE } from '../workers/batch-queue.ts';
 import { CALLBACK_QUEUE } from '../workers/callbacks.ts';
 import { type WorkerKind, workerKinds } from '../workers/index.ts';
 import { INFERENCE_QUEUE } from '../workers/inference.ts';
@@ -62,7 +62,7 @@ const OPERATOR_SECRET_KEYS: Record<string, string[]> = {
 
 /** The BullMQ queue each queue-driven worker kind takes its jobs from (maintenance has none). */
 /** Queues kept per model shard (their wait lists are one per bundled model), and the bundled models. */
-const SHARDED_QUEUES = new Set(['inference', 'callbacks']);
+const SHARDED_QUEUES = new Set(['inference', 'callbacks', 'batch']);
 const BUNDLED_MODELS = readdirSync(path.join(ROOT, 'models'), { withFileTypes: true })
   .filter((d) => d.isDirectory() && existsSync(path.join(ROOT, 'models', d.name, 'model.yaml')))
   .map((d) => d.name);

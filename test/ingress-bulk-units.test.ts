@@ -15,6 +15,7 @@ import { exportInputSchema } from '../src/ingress/export-request.ts';
 import { parseFhirServers } from '../src/ingress/fhir-servers.ts';
 import { TokenSource } from '../src/ingress/smart-token.ts';
 import { ConfigError } from '../src/platform/config.ts';
+import { KeySpace } from '../src/platform/keyspace.ts';
 import { type BulkFake, startBulkFake } from './fakes/bulk-fhir-fake.ts';
 import { exportLines } from './ingress-support.ts';
 import { deletePrefix, makePrefix, REDIS_URL, removeDir, tempDir } from './support/index.ts';
@@ -113,7 +114,7 @@ describe('a run resumed after its worker died mid-export', () => {
     );
     const server = servers.get('lab');
     assert.ok(server);
-    const runs = new RunStore(redis, prefix);
+    const runs = new RunStore(redis, new KeySpace(prefix, ['news2']));
     const storage = new LocalStorage(dataDir);
     const request = exportInputSchema.parse({ fhirServer: 'lab' });
     const { input, source } = exportRunInput(request);

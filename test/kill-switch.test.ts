@@ -15,6 +15,7 @@ import {
   allAudit,
   buildGateway,
   deletePrefix,
+  fireSlot,
   HANG_GUARD_MS,
   MODEL,
   makeKeys,
@@ -211,10 +212,11 @@ describe('kill switch on the job tiers: async jobs wait, batch slots are skipped
     gw = await buildGateway({ prefix, keys, dataDir });
     const s = gw.gateway.services;
     // every job a worker deferred (moved to delayed), seen as BullMQ's own events: no polling for a short state
-    // (the inference queue of note-triage's shard: each model's jobs queue in its own shard)
+    // (the inference queue of note-triage's shard, the batch queue of readmission's: each model's jobs queue in its
+    // own shard)
     for (const [queue, queuePrefix] of [
       ['inference', s.keyspace.shard('note-triage')],
-      ['batch', prefix],
+      ['batch', s.keyspace.shard('readmission')],
     ] as const) {
       const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
       connections.push(connection);
@@ -279,13 +281,9 @@ describe('kill switch on the job tiers: async jobs wait, batch slots are skipped
     assert.equal(put.status, 201, put.text);
     await suspend('readmission', 'INC-91: discharge feed duplicated');
     const slot = Math.floor(Date.now() / 1000) * 1000;
-    const job = await gw.gateway.services.queues.batch.add(
-      'scheduled-run',
-      { scheduleId: 'ks-slot' },
-      { jobId: `repeat:ks-slot:${slot}` },
-    );
+    const { job, runId } = await fireSlot(gw, 'readmission', 'ks-slot', slot);
     await waitFor(async () => (await job.getState()) === 'completed', 'the slot to be handled', 30_000);
-    const run = await gw.gateway.services.runs.get(`ks-slot-${slot}`);
+    const run = await gw.gateway.services.runs.get(runId);
     assert.equal(run?.state, 'skipped');
     assert.match(run?.error ?? '', /model suspended at the slot .*INC-91/);
     assert.equal(run?.rowsDone, 0);

@@ -6,7 +6,7 @@
  */
 
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
@@ -140,7 +140,7 @@ describe('seeded identifiers never reach the log', () => {
   });
 
   test('a batch run that fails on its input is logged by run id, not input path', async () => {
-    const id = randomUUID();
+    const id = tour.gateway.services.runs.newId('news2');
     await tour.gateway.services.runs.create({
       id,
       model: 'news2',
@@ -151,7 +151,7 @@ describe('seeded identifiers never reach the log', () => {
       state: 'queued',
       createdAt: Date.now(),
     });
-    await tour.gateway.services.queues.batch.add('run', { runId: id }, { jobId: `run-${id}` });
+    await tour.gateway.services.queues.batch.for('news2').add('run', { runId: id }, { jobId: `run-${id}` });
     await waitFor(async () => (await tour.gateway.services.runs.get(id))?.state === 'failed', 'the run to fail');
     const failed = logs.lines.filter((l) => l.includes(id));
     assert.ok(failed.length > 0, 'the failure is logged, by run id');

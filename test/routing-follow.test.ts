@@ -14,6 +14,7 @@ import {
   buildGateway,
   deletePrefix,
   download,
+  fireSlot,
   MODELS_DIR,
   makeKeys,
   makePrefix,
@@ -124,12 +125,7 @@ describe('a promotion through the API reaches workers in another process', () =>
     await promote('readmission', '2');
 
     const slot = Math.floor(Date.now() / 1000) * 1000;
-    const job = await gw.gateway.services.queues.batch.add(
-      'scheduled-run',
-      { scheduleId: 'follow-slot' },
-      { jobId: `repeat:follow-slot:${slot}` },
-    );
-    const runId = `follow-slot-${slot}`;
+    const { job, runId } = await fireSlot(gw, 'readmission', 'follow-slot', slot);
     await waitFor(async () => (await job.getState()) === 'completed', 'the slot to be scored', 60_000);
     const { final: reply } = await waitForRun(gw, keys.admin, runId);
     assert.equal(reply.status, 200, reply.text);

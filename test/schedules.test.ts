@@ -14,12 +14,14 @@ import { AuditLog } from '../src/platform/audit.ts';
 import { KeySpace } from '../src/platform/keyspace.ts';
 import { createLogger } from '../src/platform/logger.ts';
 import { scheduleSchema } from '../src/registry/schema.ts';
-import { createBatchQueue, schedulerPort } from '../workers/batch.ts';
+import { createBatchQueue, scheduledRunId, schedulerPort } from '../workers/batch-queue.ts';
 import {
   buildGateway,
   captureLogs,
   deletePrefix,
   download,
+  fireSlot,
+  jobSchedulers,
   makeKeys,
   makePrefix,
   metricValue,
@@ -73,16 +75,14 @@ const yearly = (extra: Record<string, unknown> = {}) => ({
 });
 
 async function schedulerIds(g: TestGateway = gw): Promise<string[]> {
-  return (await g.gateway.services.queues.batch.getJobSchedulers()).map((s) => s.key).sort();
+  return (await jobSchedulers(g)).map((s) => s.key);
 }
 
-/** The runs of a schedule (their ids are `<scheduleId>-<slot millis>`). */
+/** The runs of a schedule (their ids derive from the schedule and the slot: scheduledRunId). */
 async function runsOf(scheduleId: string) {
   const ids = await gw.gateway.services.runs.list(0, 1000);
-  const runs = [];
-  for (const id of ids.filter((i) => new RegExp(`^${scheduleId}-\\d+$`).test(i)))
-    runs.push(await gw.gateway.services.runs.get(id));
-  return runs.filter((r) => r !== undefined);
+  const runs = await Promise.all(ids.map((id) => gw.gateway.services.runs.get(id)));
+  return runs.filter((r) => r !== undefined && r.scheduleId === scheduleId) as NonNullable<(typeof runs)[0]>[];
 }
 
 describe('the admin API', () => {
@@ -114,16 +114,17 @@ describe('the admin API', () => {
       list.body.schedules.map((s: { id: string }) => s.id),
       ['hourly-news2'],
     );
-    const schedulers = await gw.gateway.services.queues.batch.getJobSchedulers();
+    const schedulers = await jobSchedulers(gw);
     assert.equal(schedulers.length, 1);
     assert.equal(schedulers[0]?.key, 'hourly-news2');
+    assert.equal(schedulers[0]?.model, 'news2', "on the schedule's model shard");
     assert.equal(schedulers[0]?.pattern, '0 0 1 1 *');
 
     // a changed definition moves the one scheduler
     const changed = await gw.call('PUT', '/v1/schedules/hourly-news2', keys.admin, yearly({ cron: '0 0 2 1 *' }));
     assert.equal(changed.status, 200, changed.text);
     assert.equal(changed.body.missed, 'skip', 'missed defaults to skip');
-    const moved = await gw.gateway.services.queues.batch.getJobSchedulers();
+    const moved = await jobSchedulers(gw);
     assert.deepEqual(
       moved.map((s) => [s.key, s.pattern]),
       [['hourly-news2', '0 0 2 1 *']],
@@ -238,7 +239,7 @@ describe('the admin API', () => {
 });
 
 describe('a per-second schedule', () => {
-  test('fires, each slot a run `<scheduleId>-<slot millis>` that writes output; DELETE stops it', async () => {
+  test('fires, each slot one run (its id derived from the slot) that writes output; DELETE stops it', async () => {
     const put = await gw.call('PUT', '/v1/schedules/every-second', keys.admin, yearly({ cron: '* * * * * *' }));
     assert.equal(put.status, 201, put.text);
     await waitFor(
@@ -248,7 +249,7 @@ describe('a per-second schedule', () => {
     );
     assert.equal((await gw.call('DELETE', '/v1/schedules/every-second', keys.admin)).status, 204);
     assert.deepEqual(await schedulerIds(), []);
-    const queue = gw.gateway.services.queues.batch;
+    const queue = gw.gateway.services.queues.batch.for('news2');
     // slots already queued finish (or find their schedule gone); nothing new is scheduled
     await waitFor(
       async () => (await queue.getJobs(['waiting', 'active', 'delayed', 'prioritized'])).length === 0,
@@ -259,9 +260,13 @@ describe('a per-second schedule', () => {
     assert.ok(runs.length >= 1);
     for (const run of runs) {
       assert.ok(run.state === 'completed' || run.state === 'skipped', `${run.id}: ${run.state}`);
-      const slot = Number(run.id.slice('every-second-'.length));
+      const slot = run.asOf;
       assert.equal(slot % 1000, 0, 'a per-second slot starts on a whole second');
-      assert.equal(run.asOf, slot, 'the slot time is the run’s asOf');
+      assert.equal(
+        run.id,
+        scheduledRunId(gw.gateway.services.keyspace, 'news2', 'every-second', slot),
+        'the slot names the run',
+      );
       assert.equal(run.scheduleId, 'every-second');
       assert.equal(run.requestedBy, 'schedule:every-second');
     }
@@ -296,30 +301,34 @@ describe('a slot missed while the workers were down', () => {
   const hourAgo = () => Math.floor((Date.now() - 3600_000) / 1000) * 1000;
 
   /** Adds the job a job scheduler adds for a slot (`repeat:<scheduler id>:<slot millis>`) and waits for it. */
-  async function fireSlot(scheduleId: string, slot: number): Promise<unknown> {
-    const queue = gw.gateway.services.queues.batch;
-    const job = await queue.add('scheduled-run', { scheduleId }, { jobId: `repeat:${scheduleId}:${slot}` });
+  async function runSlot(scheduleId: string, slot: number): Promise<unknown> {
+    const { job } = await fireSlot(gw, 'news2', scheduleId, slot);
     await waitFor(async () => (await job.getState()) === 'completed', `slot ${scheduleId}@${slot}`, 30_000);
-    return (await queue.getJob(job.id as string))?.returnvalue;
+    return (await gw.gateway.services.queues.batch.for('news2').getJob(job.id as string))?.returnvalue;
   }
+  const slotRun = (scheduleId: string, slot: number) =>
+    scheduledRunId(gw.gateway.services.keyspace, 'news2', scheduleId, slot);
 
   test('missed: skip records a skipped run without output; an on-time slot of it still runs', async () => {
     assert.equal((await gw.call('PUT', '/v1/schedules/late-skip', keys.admin, yearly({ missed: 'skip' }))).status, 201);
     const slot = hourAgo();
-    await fireSlot('late-skip', slot);
-    const run = await gw.gateway.services.runs.get(`late-skip-${slot}`);
+    await runSlot('late-skip', slot);
+    const run = await gw.gateway.services.runs.get(slotRun('late-skip', slot));
     assert.equal(run?.state, 'skipped');
     assert.equal(run?.scored, 0);
     await assert.rejects(access(path.join(dataDir, run?.dir ?? 'batches/none')), 'no output was written');
-    const status = await gw.call('GET', `/v1/batches/late-skip-${slot}`, keys.client);
+    const status = await gw.call('GET', `/v1/batches/${slotRun('late-skip', slot)}`, keys.client);
     assert.equal(status.status, 200, status.text);
     assert.equal(status.body.state, 'skipped');
     assert.match(status.body.reason, /missed/);
-    assert.equal((await gw.call('GET', `/v1/batches/late-skip-${slot}/files/output.ndjson`, keys.client)).status, 404);
+    assert.equal(
+      (await gw.call('GET', `/v1/batches/${slotRun('late-skip', slot)}/files/output.ndjson`, keys.client)).status,
+      404,
+    );
 
     const onTime = Math.floor(Date.now() / 1000) * 1000;
-    await fireSlot('late-skip', onTime);
-    assert.equal((await gw.gateway.services.runs.get(`late-skip-${onTime}`))?.state, 'completed');
+    await runSlot('late-skip', onTime);
+    assert.equal((await gw.gateway.services.runs.get(slotRun('late-skip', onTime)))?.state, 'completed');
     assert.equal((await gw.call('DELETE', '/v1/schedules/late-skip', keys.admin)).status, 204);
   });
 
@@ -327,12 +336,12 @@ describe('a slot missed while the workers were down', () => {
     const put = await gw.call('PUT', '/v1/schedules/late-catch', keys.admin, yearly({ missed: 'catch-up' }));
     assert.equal(put.status, 201);
     const slot = hourAgo();
-    await fireSlot('late-catch', slot);
-    const run = await gw.gateway.services.runs.get(`late-catch-${slot}`);
+    await runSlot('late-catch', slot);
+    const run = await gw.gateway.services.runs.get(slotRun('late-catch', slot));
     assert.equal(run?.state, 'completed');
     assert.equal(run?.scored, SMALL_ROWS);
     assert.equal(run?.asOf, slot, 'scored as of the missed slot');
-    const { final } = await waitForRun(gw, keys.client, `late-catch-${slot}`);
+    const { final } = await waitForRun(gw, keys.client, slotRun('late-catch', slot));
     assert.equal(final.status, 200);
     assert.equal(final.body.output[0].count, SMALL_ROWS);
     assert.equal((await gw.call('DELETE', '/v1/schedules/late-catch', keys.admin)).status, 204);
@@ -340,8 +349,8 @@ describe('a slot missed while the workers were down', () => {
 
   test('a slot of a schedule deleted meanwhile creates no run', async () => {
     const slot = hourAgo() + 1000;
-    assert.equal(await fireSlot('late-catch', slot), 'schedule removed');
-    assert.equal(await gw.gateway.services.runs.get(`late-catch-${slot}`), undefined);
+    assert.equal(await runSlot('late-catch', slot), 'schedule removed');
+    assert.equal(await gw.gateway.services.runs.get(slotRun('late-catch', slot)), undefined);
   });
 });
 
@@ -377,10 +386,10 @@ describe('manifest schedules and gateway replicas', () => {
   async function state(g: TestGateway) {
     const list = await g.call('GET', '/v1/schedules', keys.admin);
     assert.equal(list.status, 200);
-    const delayed = await g.gateway.services.queues.batch.getDelayed();
+    const delayed = await g.gateway.services.queues.batch.for('news2').getDelayed();
     return {
       schedules: list.body.schedules.map((s: Record<string, unknown>) => ({ ...s, updatedAt: undefined })),
-      schedulers: (await g.gateway.services.queues.batch.getJobSchedulers()).map((s) => [s.key, s.pattern, s.tz]),
+      schedulers: (await jobSchedulers(g)).map((s) => [s.key, s.pattern, s.tz]),
       next: delayed.map((j) => j.id),
     };
   }
@@ -405,7 +414,9 @@ describe('manifest schedules and gateway replicas', () => {
   test('eight replicas syncing at the same moment still make one scheduler, one record, one next slot', async () => {
     const stressPrefix = makePrefix('schedules-stress');
     const connections = Array.from({ length: 8 }, () => new Redis(REDIS_URL, { maxRetriesPerRequest: 1 }));
-    const queues = connections.map((r) => createBatchQueue(r, stressPrefix, createLogger('silent')));
+    const queues = connections.map((r) =>
+      createBatchQueue(r, new KeySpace(stressPrefix, ['news2']), createLogger('silent')),
+    );
     const services = connections.map(
       (r, i) =>
         new ScheduleService(
@@ -418,7 +429,7 @@ describe('manifest schedules and gateway replicas', () => {
     try {
       const manifests = [{ name: 'news2', schedules: [scheduleSchema.parse(schedule)] }];
       await Promise.all(services.map((s) => syncManifestSchedules(s, manifests)));
-      const queue = queues[0] as (typeof queues)[0];
+      const queue = (queues[0] as (typeof queues)[0]).for('news2');
       assert.deepEqual(
         (await queue.getJobSchedulers()).map((s) => s.key),
         ['news2-nightly'],
@@ -432,10 +443,34 @@ describe('manifest schedules and gateway replicas', () => {
     }
   });
 
+  test("a schedule moved to another model moves its scheduler to that model's shard, never both", async () => {
+    const movePrefix = makePrefix('schedules-move');
+    const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    const keySpace = new KeySpace(movePrefix, ['news2', 'readmission']);
+    const queues = createBatchQueue(redis, keySpace, createLogger('silent'));
+    const service = new ScheduleService(redis, movePrefix, schedulerPort(queues), new AuditLog(redis, keySpace));
+    const onShard = async (model: string) => (await queues.for(model).getJobSchedulers()).map((s) => s.key);
+    try {
+      const admin = { id: 'admin', role: 'admin' };
+      await service.put('news2', schedule, admin, 'api');
+      assert.deepEqual([await onShard('news2'), await onShard('readmission')], [['news2-nightly'], []]);
+      await service.put('readmission', schedule, admin, 'api');
+      assert.deepEqual([await onShard('news2'), await onShard('readmission')], [[], ['news2-nightly']]);
+      assert.equal((await queues.for('news2').getDelayed()).length, 0, 'no slot left on the old shard');
+      assert.equal((await service.get('news2-nightly'))?.model, 'readmission');
+      await service.remove('news2-nightly', admin);
+      assert.deepEqual([await onShard('news2'), await onShard('readmission')], [[], []]);
+    } finally {
+      await queues.close();
+      redis.disconnect();
+      await deletePrefix(movePrefix);
+    }
+  });
+
   test('a scheduler lost while its record stayed (a crash between the two writes) is back after a restart', async () => {
     const first = await replica(scheduledModels);
     const before = await state(first);
-    await first.gateway.services.queues.batch.removeJobScheduler('news2-nightly');
+    await first.gateway.services.queues.batch.for('news2').removeJobScheduler('news2-nightly');
     assert.deepEqual(await schedulerIds(first), []);
     await first.close();
     const again = await replica(scheduledModels);

@@ -13,6 +13,7 @@ import { type BatchStorage, isObjectUrl, LocalStorage, StorageError } from '../s
 import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { PredictionLog } from '../src/outcomes/prediction-log.ts';
 import { Problem } from '../src/platform/errors.ts';
+import { KeySpace } from '../src/platform/keyspace.ts';
 import { lowerThreadPriority, pressureReader } from '../src/platform/pressure.ts';
 import { newRedis } from '../src/platform/redis.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
@@ -90,7 +91,7 @@ lowerThreadPriority(input.nice);
 
 const redis = newRedis(input.redisUrl, { maxRetriesPerRequest: 3 });
 try {
-  const runs = new RunStore(redis, input.prefix);
+  const runs = new RunStore(redis, new KeySpace(input.prefix, [input.model.manifest.name]));
   const run = await runs.get(input.runId);
   if (!run) throw new Error(`run ${input.runId} not found`);
   // the same factory as the gateway: ONNX in-process, or a cloud endpoint behind timeouts, retries and a breaker

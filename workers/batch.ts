@@ -1,79 +1,32 @@
-import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import type { Logger } from 'pino';
 import { publishAnalytics, publishOutputs } from '../src/batch/bucket-outputs.ts';
 import type { Buckets } from '../src/batch/buckets.ts';
 import { bulkManifest } from '../src/batch/manifest.ts';
 import type { BatchReviewService } from '../src/batch/review.ts';
 import { outputKey, type RunStore } from '../src/batch/runs.ts';
-import type { Scheduler, ScheduleService } from '../src/batch/schedules.ts';
-import type { RunQueue } from '../src/batch/service.ts';
+import type { ScheduleService } from '../src/batch/schedules.ts';
 import type { LocalStorage } from '../src/batch/storage.ts';
 import { type BulkExports, exportRunInput } from '../src/ingress/bulk-export.ts';
 import { IngressError } from '../src/ingress/smart-token.ts';
+import type { KeySpace } from '../src/platform/keyspace.ts';
 import type { BatchMetrics } from '../src/platform/metrics.ts';
 import type { Pressure } from '../src/platform/pressure.ts';
-import { createQueue, jobOptions, type RetryPolicy } from '../src/platform/queue.ts';
-import { newRedis, type RedisClient } from '../src/platform/redis.ts';
+import { ShardWorkers } from '../src/platform/queue.ts';
+import { newRedis } from '../src/platform/redis.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
+import { BATCH_QUEUE, type BatchJobData, scheduledRunId } from './batch-queue.ts';
 import { runInThread } from './batch-thread-run.ts';
-
-export const BATCH_QUEUE = 'batch';
-
-export interface BatchJobData {
-  /** an on-demand run */
-  runId?: string;
-  /** a scheduled slot: the run id derives from the schedule and the slot time */
-  scheduleId?: string;
-}
-
-/** Runs and slots alike: a failed attempt is tried again a few times, seconds apart. */
-const BATCH_RETRY: RetryPolicy = {
-  attempts: 3,
-  backoffMs: 5000,
-  keepCompletedSeconds: 7 * 24 * 3600,
-  keepFailedSeconds: 30 * 24 * 3600,
-};
 
 /** How long one chunk may take to score: a batch has no caller waiting, only a stuck runtime to give up on. */
 const CHUNK_TIMEOUT_MS = 10 * 60_000;
 
-export function createBatchQueue(connection: RedisClient, prefix: string, logger: Logger): Queue<BatchJobData> {
-  return createQueue<BatchJobData>(BATCH_QUEUE, connection, prefix, logger);
-}
-
-export function runQueuePort(queue: Queue<BatchJobData>): RunQueue {
-  return {
-    async enqueue(runId) {
-      await queue.add('run', { runId }, jobOptions(BATCH_RETRY, `run-${runId}`));
-    },
-    async remove(runId) {
-      await queue.remove(`run-${runId}`).catch(() => 0);
-    },
-  };
-}
-
-/** BullMQ job schedulers fire each slot once however many workers listen. */
-export function schedulerPort(queue: Queue<BatchJobData>): Scheduler {
-  return {
-    async upsert(s) {
-      await queue.upsertJobScheduler(
-        s.id,
-        { pattern: s.cron, tz: s.timezone },
-        { name: 'scheduled-run', data: { scheduleId: s.id }, opts: jobOptions(BATCH_RETRY) },
-      );
-    },
-    async exists(id) {
-      return Boolean(await queue.getJobScheduler(id));
-    },
-    async remove(id) {
-      await queue.removeJobScheduler(id);
-    },
-  };
-}
-
 export interface BatchWorkerDeps {
   redisUrl: string;
   prefix: string;
+  keys: KeySpace;
+  /** the shard prefixes whose batch queues this process consumes (TRIAGE_WORKER_SHARDS) */
+  shards: readonly string[];
   runs: RunStore;
   schedules: ScheduleService;
   storage: LocalStorage;
@@ -110,7 +63,7 @@ async function runIdFor(job: Job<BatchJobData>, deps: BatchWorkerDeps): Promise<
   if (!schedule) return undefined;
   const slot = Number(String(job.id).split(':').pop());
   const slotTime = Number.isFinite(slot) ? slot : job.timestamp;
-  const runId = `${scheduleId}-${slotTime}`;
+  const runId = scheduledRunId(deps.keys, schedule.model, scheduleId, slotTime);
   // the routing in force now, read fresh: a promotion made through the API on any replica is honoured
   const model = await deps.catalog.fresh(schedule.model);
   const late = deps.now() - slotTime > deps.missedAfterMs;
@@ -272,18 +225,26 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
   }
 }
 
+/**
+ * One BullMQ worker per shard served, one run at a time each: a process serving several shards may score one run of
+ * each at once (each in its own niced thread); give a process one shard to keep it to one run.
+ */
 export function startBatchWorker(deps: BatchWorkerDeps) {
   const { logger } = deps;
   const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
-  const worker = new Worker<BatchJobData>(BATCH_QUEUE, (job, token) => execBatchJob(job, deps, token), {
-    connection,
-    prefix: deps.prefix,
-    concurrency: 1,
-    // a crashed worker's run is picked up again (and resumed) once its lock lapses, not after BullMQ's 30 s default
-    lockDuration: deps.lockDurationMs,
-    stalledInterval: deps.lockDurationMs,
-    maxStalledCount: 3,
-  });
+  const worker = new ShardWorkers<BatchJobData>(
+    BATCH_QUEUE,
+    deps.shards,
+    (job, token) => execBatchJob(job, deps, token),
+    {
+      connection,
+      concurrency: 1,
+      // a crashed worker's run is picked up again (and resumed) once its lock lapses, not after BullMQ's 30 s default
+      lockDuration: deps.lockDurationMs,
+      stalledInterval: deps.lockDurationMs,
+      maxStalledCount: 3,
+    },
+  );
   worker.on('error', (err) => logger.warn({ err: { message: err.message } }, 'batch worker error'));
   return {
     worker,

@@ -62,6 +62,8 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
   if (kinds.includes('batch')) {
     const w = startBatchWorker({
       ...connection,
+      keys: s.keyspace,
+      shards: shards.shards,
       runs: s.runs,
       schedules: s.schedules,
       storage: s.storage,

@@ -1,4 +1,5 @@
 import { type AuditEntry, AuditLog } from '../platform/audit.ts';
+import type { KeySpace } from '../platform/keyspace.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { ReviewHold } from './runs.ts';
 
@@ -49,24 +50,32 @@ return {1, state}
 `;
 
 /**
- * Review holds of batch runs in Redis: `<p>:batch-review:<run id>` (a hash: the hold, then its decision) and
- * `<p>:batch-reviews:held` (what waits, by hold time). Creating a hold and deciding it are each one Lua step with
- * their audit entry, so a decision is applied exactly once and never without its record.
+ * Review holds of batch runs in Redis, in the run's model shard beside the run: `<shard>:batch-review:<run id>` (a
+ * hash: the hold, then its decision) and `<shard>:batch-reviews:held` (what waits, by hold time). Creating a hold and
+ * deciding it are each one Lua step with their audit entry in the shard's audit stream (one slot), so a decision is
+ * applied exactly once and never without its record. A run from before shards (its id names none) keeps its hold
+ * under the global tag, with the global audit stream.
  */
 export class RunHoldStore {
   readonly #redis: RedisClient;
-  readonly #prefix: string;
+  readonly #keys: KeySpace;
   readonly #audit: AuditLog;
 
-  constructor(redis: RedisClient, prefix: string, audit: AuditLog) {
+  constructor(redis: RedisClient, keys: KeySpace, audit: AuditLog) {
     this.#redis = redis;
-    this.#prefix = prefix;
+    this.#keys = keys;
     this.#audit = audit;
   }
 
-  /** Every key of this store is named here. */
-  #key(kind: 'hold' | 'held', runId = ''): string {
-    return kind === 'hold' ? `${this.#prefix}:batch-review:${runId}` : `${this.#prefix}:batch-reviews:held`;
+  /** Every key of this store is named here: a run's hold, its shard's held index and audit stream. */
+  #keysOf(runId: string): [hold: string, held: string, audit: string] {
+    const model = this.#keys.modelOfId(runId);
+    const tag = model === undefined ? this.#keys.global : this.#keys.shard(model);
+    const audit = model === undefined ? this.#audit.streamKey : this.#audit.streamKeyFor(model);
+    return [`${tag}:batch-review:${runId}`, this.#heldKey(tag), audit];
+  }
+  #heldKey(tag: string): string {
+    return `${tag}:batch-reviews:held`;
   }
 
   /** Holds a finished run's output (once: a retried completion finds its hold); true when this call made it. */
@@ -86,9 +95,7 @@ export class RunHoldStore {
     const created = await this.#redis.eval(
       CREATE,
       3,
-      this.#key('hold', hold.runId),
-      this.#key('held'),
-      this.#audit.streamKey,
+      ...this.#keysOf(hold.runId),
       hold.runId,
       String(hold.heldAt),
       AuditLog.encode(audit, hold.heldAt),
@@ -99,7 +106,7 @@ export class RunHoldStore {
   }
 
   async get(runId: string): Promise<RunHold | undefined> {
-    const h = await this.#redis.hgetall(this.#key('hold', runId));
+    const h = await this.#redis.hgetall(this.#keysOf(runId)[0]);
     if (!h.runId) return undefined;
     return {
       runId: h.runId,
@@ -144,9 +151,7 @@ export class RunHoldStore {
     const [ok, previous] = (await this.#redis.eval(
       DECIDE,
       3,
-      this.#key('hold', runId),
-      this.#key('held'),
-      this.#audit.streamKey,
+      ...this.#keysOf(runId),
       runId,
       decision.outcome === 'approve' ? 'approved' : 'rejected',
       AuditLog.encode(audit, decision.at),
@@ -156,12 +161,19 @@ export class RunHoldStore {
     return ok === 1 ? { ok: true } : { ok: false, previous: previous as HoldState | '' };
   }
 
-  /** Held runs, oldest first. */
-  async held(offset: number, limit: number): Promise<{ ids: string[]; total: number }> {
-    const [ids, total] = await Promise.all([
-      this.#redis.zrange(this.#key('held'), String(offset), String(offset + limit - 1)),
-      this.#redis.zcard(this.#key('held')),
-    ]);
-    return { ids, total };
+  /**
+   * Held runs, oldest first, merged from the shards (one model's, when named) and the pre-shard index: few runs wait
+   * at once (a run is a whole population), so each index is read whole, up to `max`.
+   */
+  async held(model: string | undefined, max: number): Promise<Array<{ runId: string; heldAt: number }>> {
+    const tags = [this.#keys.global, ...(model ? [this.#keys.shard(model)] : this.#keys.shards().map((s) => s.prefix))];
+    const pages = await Promise.all(
+      tags.map((t) => this.#redis.zrange(this.#heldKey(t), '0', String(max - 1), 'WITHSCORES')),
+    );
+    const rows: Array<{ runId: string; heldAt: number }> = [];
+    for (const flat of pages) {
+      for (let i = 0; i < flat.length; i += 2) rows.push({ runId: flat[i] as string, heldAt: Number(flat[i + 1]) });
+    }
+    return rows.sort((a, b) => a.heldAt - b.heldAt || a.runId.localeCompare(b.runId)).slice(0, max);
   }
 }

@@ -119,9 +119,9 @@ export class BatchReviewService {
     offset: number,
     limit: number,
   ): Promise<{ items: RunHold[]; total: number }> {
-    // few runs wait at once (a run is a whole population): filtering them here keeps one index
-    const { ids } = await this.#d.store.held(0, 10_000);
-    const holds = (await Promise.all(ids.map((id) => this.#d.store.get(id)))).filter(
+    // the model's shard (and runs held before shards, filtered here by their model)
+    const held = await this.#d.store.held(model, 10_000);
+    const holds = (await Promise.all(held.map((h) => this.#d.store.get(h.runId)))).filter(
       (h): h is RunHold => h !== undefined && (model === undefined || h.model === model),
     );
     return { items: holds.slice(offset, offset + limit), total: holds.length };

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ExportSource } from '../ingress/export-request.ts';
+import type { KeySpace } from '../platform/keyspace.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { batchFormats } from '../registry/schema.ts';
 import { RUNS_DIR } from './storage.ts';
@@ -97,21 +98,35 @@ end
 return 0
 `;
 
-/** Batch run records in Redis: created once (a slot re-triggered finds its run), checkpointed per chunk. */
+/**
+ * Batch run records in Redis: created once (a slot re-triggered finds its run), checkpointed per chunk. A run lives in
+ * its model's shard (`{<base>:<model>}:batch:<id>`, indexed by `…:batches`), found from its id alone (KeySpace.newId,
+ * KeySpace.idFor). An id that names no shard is a run recorded before shards: it is read and written where it was,
+ * under the global tag, so status URLs already handed out keep working (k8s/README.md, "Upgrading to shards").
+ */
 export class RunStore {
   readonly #redis: RedisClient;
-  readonly #prefix: string;
+  readonly #keys: KeySpace;
 
-  constructor(redis: RedisClient, prefix: string) {
+  constructor(redis: RedisClient, keys: KeySpace) {
     this.#redis = redis;
-    this.#prefix = prefix;
+    this.#keys = keys;
   }
 
-  #key(id: string): string {
-    return `${this.#prefix}:batch:${id}`;
+  /** The tag a run's keys live under: its model's shard, or the global tag for a run from before shards. */
+  #tagOf(id: string): string {
+    return this.#keys.shardOfId(id) ?? this.#keys.global;
   }
-  get #indexKey(): string {
-    return `${this.#prefix}:batches`;
+  #key(id: string): string {
+    return `${this.#tagOf(id)}:batch:${id}`;
+  }
+  #indexKey(tag: string): string {
+    return `${tag}:batches`;
+  }
+
+  /** A new run's id: it names the model's shard, so the run is found from its id alone. */
+  newId(model: string): string {
+    return this.#keys.newId(model);
   }
 
   /** The run's state alone (a running run checks it between chunks: cancelled?). */
@@ -165,7 +180,7 @@ export class RunStore {
       CREATE,
       2,
       this.#key(run.id),
-      this.#indexKey,
+      this.#indexKey(this.#tagOf(run.id)),
       run.id,
       String(run.createdAt),
       ...Object.entries(fields).flat(),
@@ -224,7 +239,20 @@ export class RunStore {
     return ((await this.#redis.eval(TRANSITION, 1, this.#key(id), from.join(','), to, ...flat)) as number) === 1;
   }
 
+  /**
+   * Run ids, newest first, merged from every shard's index (and the pre-shard one): each index gives its newest
+   * `offset + limit`, enough for any page; no lock, so a run created meanwhile shows on the next read.
+   */
   async list(offset: number, limit: number): Promise<string[]> {
-    return this.#redis.zrevrange(this.#indexKey, offset, offset + limit - 1);
+    const tags = [this.#keys.global, ...this.#keys.shards().map((s) => s.prefix)];
+    const pages = await Promise.all(
+      tags.map((t) => this.#redis.zrevrange(this.#indexKey(t), 0, offset + limit - 1, 'WITHSCORES')),
+    );
+    const rows: Array<{ id: string; at: number }> = [];
+    for (const flat of pages) {
+      for (let i = 0; i < flat.length; i += 2) rows.push({ id: flat[i] as string, at: Number(flat[i + 1]) });
+    }
+    rows.sort((a, b) => b.at - a.at || a.id.localeCompare(b.id));
+    return rows.slice(offset, offset + limit).map((r) => r.id);
   }
 }

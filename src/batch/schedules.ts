@@ -4,11 +4,14 @@ import { Problem } from '../platform/errors.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import { type Schedule, scheduleSchema } from '../registry/schema.ts';
 
-/** Fires a schedule's slots (the batch queue module implements it with BullMQ job schedulers). */
+/**
+ * Fires a schedule's slots (the batch queue module implements it with BullMQ job schedulers on the schedule's model
+ * shard queue).
+ */
 export interface Scheduler {
-  upsert(schedule: Schedule): Promise<void>;
-  exists(id: string): Promise<boolean>;
-  remove(id: string): Promise<void>;
+  upsert(schedule: Schedule & { model: string }): Promise<void>;
+  exists(id: string, model: string): Promise<boolean>;
+  remove(id: string, model: string): Promise<void>;
 }
 
 export interface StoredSchedule extends Schedule {
@@ -35,7 +38,9 @@ export function validateCron(cron: string, timezone: string): void {
 /**
  * Batch schedules: their definitions in Redis and a BullMQ job scheduler each. Upserting is idempotent, so every
  * replica can upsert the manifests' schedules at start without duplicating or dropping one, and BullMQ fires each slot
- * once however many workers listen.
+ * once however many workers listen. The job scheduler lives on the schedule's model shard; the definitions stay in
+ * one hash under the global tag: a schedule is named by its id alone (`/v1/schedules/{id}`, whose body may move it to
+ * another model), they are few and written only by admins and at start, and a slot reads one field of it.
  */
 export class ScheduleService {
   readonly #redis: RedisClient;
@@ -88,9 +93,11 @@ export class ScheduleService {
       JSON.stringify({ ...previous, updatedAt: '', updatedBy: '' }) ===
         JSON.stringify({ ...schedule, updatedAt: '', updatedBy: '' });
     // unchanged, and its job scheduler is there (a crash between the two writes below must not drop it for good)
-    if (unchanged && (await this.#scheduler.exists(s.id))) return { schedule: previous, created: false };
+    if (unchanged && (await this.#scheduler.exists(s.id, model))) return { schedule: previous, created: false };
     await this.#redis.hset(this.#key, s.id, JSON.stringify(schedule));
-    await this.#scheduler.upsert(s);
+    // moved to another model: its slots now fire on that model's shard, never on both
+    if (previous && previous.model !== model) await this.#scheduler.remove(s.id, previous.model);
+    await this.#scheduler.upsert(schedule);
     await this.#audit.append({
       actor: actor.id,
       role: actor.role,
@@ -102,10 +109,20 @@ export class ScheduleService {
     return { schedule, created: !previous };
   }
 
+  /**
+   * Puts back a stored schedule's job scheduler when it is missing: lost to a crash between put's two writes, or a
+   * schedule from before shards, whose scheduler was on the global batch queue. True when it was missing.
+   */
+  async restore(schedule: StoredSchedule): Promise<boolean> {
+    if (await this.#scheduler.exists(schedule.id, schedule.model)) return false;
+    await this.#scheduler.upsert(schedule);
+    return true;
+  }
+
   async remove(id: string, actor: { id: string; role: string }): Promise<boolean> {
     const previous = await this.get(id);
     if (!previous) return false;
-    await this.#scheduler.remove(id);
+    await this.#scheduler.remove(id, previous.model);
     await this.#redis.hdel(this.#key, id);
     await this.#audit.append({
       actor: actor.id,
@@ -120,7 +137,7 @@ export class ScheduleService {
 
 /**
  * Makes Redis match the manifests: upserts every manifest schedule and removes manifest-sourced ones no manifest
- * declares any more (schedules created through the API are left alone).
+ * declares any more; schedules created through the API are kept, their job schedulers put back if missing.
  */
 export async function syncManifestSchedules(
   service: ScheduleService,
@@ -136,5 +153,6 @@ export async function syncManifestSchedules(
   }
   for (const s of await service.list()) {
     if (s.source === 'manifest' && !declared.has(s.id)) await service.remove(s.id, system);
+    else if (s.source === 'api') await service.restore(s);
   }
 }

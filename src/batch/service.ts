@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { type BulkExports, isExportInput } from '../ingress/bulk-export.ts';
 import type { AuditLog } from '../platform/audit.ts';
 import type { Principal } from '../platform/auth.ts';
@@ -49,9 +48,10 @@ export function storageProblem(err: unknown): never {
 
 /** Where accepted runs wait for the batch worker (the batch queue module implements it). */
 export interface RunQueue {
-  enqueue(runId: string): Promise<void>;
+  /** queues a run on its model's shard */
+  enqueue(runId: string, model: string): Promise<void>;
   /** withdraws a run no worker has taken yet */
-  remove(runId: string): Promise<void>;
+  remove(runId: string, model: string): Promise<void>;
 }
 
 /** On-demand batch runs: validated, recorded, queued; visible to their requester and admins. */
@@ -141,7 +141,7 @@ export class BatchService {
       }
       asOf = Date.parse(body.asOf);
     }
-    const id = randomUUID();
+    const id = this.#runs.newId(model.manifest.name);
     await this.#runs.create({
       id,
       model: model.manifest.name,
@@ -154,8 +154,8 @@ export class BatchService {
       state: 'queued',
       createdAt: Date.now(),
     });
-    await this.#queue.enqueue(id);
-    await this.#audit.append({
+    await this.#queue.enqueue(id, model.manifest.name);
+    await this.#audit.appendFor(model.manifest.name, {
       actor: principal.id,
       role: principal.role,
       action: 'batch.submit',
@@ -212,8 +212,8 @@ export class BatchService {
     }
     const moved = await this.#runs.transition(id, ['queued', 'running'], 'cancelled', { finishedAt: Date.now() });
     if (!moved) throw new Problem('invalid_state', `the run is ${run.state} and can no longer be cancelled`);
-    await this.#queue.remove(id);
-    await this.#audit.append({
+    await this.#queue.remove(id, run.model);
+    await this.#audit.appendFor(run.model, {
       actor: principal.id,
       role: principal.role,
       action: 'batch.cancel',

@@ -37,7 +37,7 @@ export class AuditLog {
     this.#key = `${keys.global}:audit`;
   }
 
-  /** The global stream, for a script whose keys live under the global tag (batch-run review holds). */
+  /** The global stream, for a script whose keys live under the global tag (review holds of runs from before shards). */
   get streamKey(): string {
     return this.#key;
   }
@@ -60,6 +60,12 @@ export class AuditLog {
 
   async append(entry: Omit<AuditEntry, 'at'>, now = Date.now()): Promise<void> {
     await this.#redis.xadd(this.#key, 'MAXLEN', '~', MAX_ENTRIES, '*', 'entry', AuditLog.encode(entry, now));
+  }
+
+  /** Appends to a model shard's stream: an act on one of the model's records (a batch run's submission, its cancel). */
+  async appendFor(model: string, entry: Omit<AuditEntry, 'at'>, now = Date.now()): Promise<void> {
+    const encoded = AuditLog.encode({ ...entry, model }, now);
+    await this.#redis.xadd(this.streamKeyFor(model), 'MAXLEN', '~', MAX_ENTRIES, '*', 'entry', encoded);
   }
 
   /**

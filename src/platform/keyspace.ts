@@ -98,6 +98,16 @@ export class KeySpace {
   }
 
   /**
+   * The id of a record named by its origin rather than drawn at random (a scheduled slot's run: `<schedule>:<slot>`),
+   * in `newId`'s shape: the same name always gives the same id, so a slot fired twice finds its one run.
+   */
+  idFor(model: string, name: string): string {
+    this.register(model);
+    const h = createHash('sha256').update(`${model}\0${name}`).digest('hex');
+    return `${shardMark(model)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+  }
+
+  /**
    * The model whose shard holds the record `id` (undefined when the id names no model known here). The id may sit
    * inside a longer name (a callback's queue job `cb-<id>-released`, an event id `evt-<id>-…`).
    */

@@ -1,4 +1,5 @@
 /** Everything tests share: the one gateway builder and one copy of each helper. */
+export * from './batch.ts';
 export * from './data.ts';
 export * from './deterioration.ts';
 export * from './gateway.ts';
