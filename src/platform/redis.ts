@@ -149,13 +149,22 @@ const UNAVAILABLE_MESSAGES = [
   "Cluster isn't ready",
   'CLUSTERDOWN',
   'Failed to refresh slots cache',
+  // a slot moving or its node failing over: the command may be sent again shortly
+  'TRYAGAIN',
+  'Too many Cluster redirections',
+  'MASTERDOWN',
+  'LOADING',
+  // a write that reached a primary just demoted to a replica
+  'READONLY',
 ];
+
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH']);
 
 /** An error that says Redis could not be reached (not that a command was wrong). */
 export function isRedisUnavailable(err: unknown): boolean {
   const e = err as { name?: string; message?: string; code?: string } | undefined;
   if (!e) return false;
   if (e.name === 'MaxRetriesPerRequestError') return true;
-  if (e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET' || e.code === 'EPIPE') return true;
+  if (e.code && UNAVAILABLE_CODES.has(e.code)) return true;
   return UNAVAILABLE_MESSAGES.some((m) => e.message?.includes(m));
 }
