@@ -6,12 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { KeySpace } from '../src/platform/keyspace.ts';
 import {
   allAudit,
   buildGateway,
   makeKeys,
   NEWS2_INSTANCE,
   NOTES,
+  REDIS_URL,
   RedisRelay,
   removeDir,
   type TestGateway,
@@ -98,5 +101,36 @@ describe('a job outcome and its BullMQ completion in one round trip', () => {
       async () => /triage_jobs_total\{model="note-triage",state="awaiting_review"\} 1\b/.test(await gw.metrics()),
       'the hold counted',
     );
+  });
+
+  test('a release whose write fails: the job, completed behind it, runs again and is released once', async () => {
+    // the worker's release reaches Redis naming another job key, one that holds a string: Redis refuses the script
+    // before it writes anything (WRONGTYPE), while BullMQ's completion behind it succeeds
+    const stray = `${new KeySpace(gw.prefix).shard('news2')}:job:ffffffff-ffff-4fff-8fff-ffffffffffff`;
+    const redis = new Redis(REDIS_URL);
+    try {
+      await redis.set(stray, 'not a job record');
+      const rewritten = relay.rewriteOnce('releasedAt', /:job:[0-9a-f-]{36}/, stray.slice(stray.indexOf(':job:')));
+      const res = await gw.predict('news2', keys.client, [NEWS2_INSTANCE], { prefer: 'respond-async' });
+      assert.equal(res.status, 202, res.text);
+      const id = res.body.id as string;
+      await rewritten;
+      await waitForState(gw, keys.client, id, 'released');
+      const record = await gw.gateway.services.store.get(id);
+      assert.equal(record?.attempts, 2, 'claimed again after the failed write');
+      await waitFor(
+        async () => (await (await gw.gateway.services.queues.inference.getJob(id))?.getState()) === 'completed',
+        'the re-run completed in BullMQ',
+      );
+      assert.equal((await gw.gateway.services.queues.inference.getJob(id))?.attemptsMade, 2);
+      const audit = (await allAudit(gw, keys.admin)).filter((e) => e.target === id);
+      assert.deepEqual(
+        audit.map((e) => e.action),
+        ['job.release'],
+      );
+    } finally {
+      await redis.del(stray);
+      redis.disconnect();
+    }
   });
 });

@@ -3,7 +3,7 @@
  * without stubbing it or Redis: `freezeAfter(marker)` stops relaying anything on every connection once a command
  * containing `marker` has been passed on (the client is then killed: a crash right after that step);
  * `holdRepliesAfter(marker)` keeps back Redis's answers on the connection that sent it (the commands still go
- * through), so a test sees what the client sends before it hears back.
+ * through), so a test sees what the client sends before it hears back; `rewriteOnce` changes a key in one command.
  */
 import net from 'node:net';
 import { REDIS_URL } from './redis.ts';
@@ -26,6 +26,7 @@ export class RedisRelay {
   #freezeMarker: string | undefined;
   #onFrozen: (() => void) | undefined;
   #hold: Hold | undefined;
+  #rewrite: { marker: string; pattern: RegExp; replacement: string; done: () => void } | undefined;
   frozen = false;
   port = 0;
 
@@ -36,7 +37,7 @@ export class RedisRelay {
       let tail = '';
       client.on('data', (chunk: Buffer) => {
         if (this.frozen) return;
-        upstream.write(chunk);
+        upstream.write(this.#rewritten(chunk));
         const text = tail + chunk.toString('latin1');
         tail = text.slice(-64);
         if (this.#freezeMarker && text.includes(this.#freezeMarker)) {
@@ -62,6 +63,29 @@ export class RedisRelay {
       };
       client.on('error', close).on('close', close);
       upstream.on('error', close).on('close', close);
+    });
+  }
+
+  /** the chunk, or once, with `pattern` replaced in the first chunk that contains the rewrite's marker */
+  #rewritten(chunk: Buffer): Buffer {
+    const rule = this.#rewrite;
+    const text = chunk.toString('latin1');
+    if (!rule || !text.includes(rule.marker) || !rule.pattern.test(text)) return chunk;
+    this.#rewrite = undefined;
+    const out = text.replace(rule.pattern, rule.replacement);
+    // RESP states each argument's length: a replacement of another length would break the command, not fail it
+    if (out.length !== text.length) throw new Error('a rewrite must keep the length');
+    rule.done();
+    return Buffer.from(out, 'latin1');
+  }
+
+  /**
+   * In the first command sent that contains `marker` (and `pattern`), replaces `pattern` by `replacement` of the same
+   * length, once: a real command reaches Redis with another key, and the client gets Redis's real answer to it.
+   */
+  rewriteOnce(marker: string, pattern: RegExp, replacement: string): Promise<void> {
+    return new Promise((done) => {
+      this.#rewrite = { marker, pattern, replacement, done };
     });
   }
 
