@@ -190,7 +190,9 @@ export async function execInferenceJob(
  * fetches the next one) leaves right behind it and both cost one round trip. Redis runs one connection's commands in
  * order, so BullMQ never holds a job completed whose outcome was not written first; a worker that dies in between
  * leaves the job active, and the stalled-job check runs it again (it finds itself already held or released). What
- * depends on the transition's answer (the counter, the callback) follows once it comes.
+ * depends on the transition's answer (the counter, the callback) follows once it comes. (ioredis sends a script's
+ * body on a connection's first use; only a SCRIPT FLUSH under a live connection makes it resend one, after its
+ * NOSCRIPT answer and so behind the completion.)
  */
 function settle(
   deps: InferenceJobDeps,
