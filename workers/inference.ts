@@ -12,7 +12,7 @@ import type { JobRecord, JobStore } from '../src/jobs/store.ts';
 import { Problem } from '../src/platform/errors.ts';
 import type { KeySpace } from '../src/platform/keyspace.ts';
 import type { JobMetrics } from '../src/platform/metrics.ts';
-import { jobOptions, ShardQueues, ShardWorkers } from '../src/platform/queue.ts';
+import { jobOptions, ShardQueues, ShardWorkers, WORKER_CLOSE_GRACE_MS } from '../src/platform/queue.ts';
 import { newRedis, type RedisClient } from '../src/platform/redis.ts';
 import type { Manifest } from '../src/registry/schema.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
@@ -294,7 +294,16 @@ export function startInferenceWorker(
     worker,
     async close() {
       await worker.close();
-      await Promise.all(jobDeps.trailing ?? []);
+      // what follows a written outcome, bounded as the workers' close is (a callback left is in the outbox: the
+      // maintenance sweep queues it)
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(jobDeps.trailing ?? []),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, WORKER_CLOSE_GRACE_MS);
+        }),
+      ]);
+      clearTimeout(timer);
       connection.disconnect();
     },
   };
