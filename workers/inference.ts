@@ -12,7 +12,7 @@ import type { JobRecord, JobStore } from '../src/jobs/store.ts';
 import { Problem } from '../src/platform/errors.ts';
 import type { KeySpace } from '../src/platform/keyspace.ts';
 import type { JobMetrics } from '../src/platform/metrics.ts';
-import { jobOptions, ShardQueues, ShardWorkers } from '../src/platform/queue.ts';
+import { jobOptions, ShardQueues, ShardWorkers, WORKER_CLOSE_GRACE_MS } from '../src/platform/queue.ts';
 import { newRedis, type RedisClient } from '../src/platform/redis.ts';
 import type { Manifest } from '../src/registry/schema.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
@@ -84,6 +84,13 @@ export interface InferenceJobDeps {
   random?: () => number;
   /** how soon a job waiting on a suspended model looks again */
   suspendedRecheckMs?: number;
+  /**
+   * The store on the worker's BullMQ connection (`store.on(connection)`): a job's hold or release is written there,
+   * right ahead of BullMQ's completion of the job (see `settle`). Default `store`.
+   */
+  outcomes?: JobStore;
+  /** what follows written outcomes (counters, callbacks) and is still running: the worker's close waits for it */
+  trailing?: Set<Promise<void>>;
 }
 
 /** How soon a job waiting on a suspended model looks again, when not configured. */
@@ -172,20 +179,31 @@ export async function execInferenceJob(
     took('failed');
     throw err;
   }
-  const outcome = await settle(deps, record, model.manifest, predictions, silent);
-  took(outcome.split(':')[0] as string);
+  const outcome = settle(deps, job, record, model.manifest, predictions, silent);
+  took(outcome);
   return outcome;
 }
 
-/** Holds the result for review, or releases it, as the model's review policy says. */
-async function settle(
+/**
+ * Holds the result for review, or releases it, as the model's review policy says, and returns without waiting for
+ * Redis: the transition is sent on the worker's BullMQ connection, so BullMQ's completion of the job (which also
+ * fetches the next one) leaves right behind it and both cost one round trip. Redis runs one connection's commands in
+ * order, so BullMQ never holds a job completed whose outcome was not written first; a worker that dies in between
+ * leaves the job active, and the stalled-job check runs it again (it finds itself already held or released). What
+ * depends on the transition's answer (the counter, the callback) follows once it comes. (ioredis sends a script's
+ * body on a connection's first use; only a SCRIPT FLUSH under a live connection makes it resend one, after its
+ * NOSCRIPT answer and so behind the completion.)
+ */
+function settle(
   deps: InferenceJobDeps,
+  job: Job<InferenceJobData>,
   record: JobRecord,
   manifest: Manifest,
   predictions: Prediction[],
   silent: boolean,
-): Promise<string> {
-  const { store, now, metrics } = deps;
+): 'held' | 'released' {
+  const { now, metrics } = deps;
+  const store = deps.outcomes ?? deps.store;
   const { id, model, version } = record;
   // a silent deployment shows no score, so there is nothing to review: released at once, saying so
   const output = JSON.stringify(silent ? { predictions, silent: true, action: SILENT_ACTION } : { predictions });
@@ -193,38 +211,61 @@ async function settle(
     ? { hold: false, reason: 'silent deployment: no score shown' }
     : holdDecision(manifest, predictions, deps.random);
   const audit = { actor: 'system', role: 'worker', target: id, model, version, reason: hold.reason };
-  if (hold.hold) {
-    const held = await store.transition(id, model, ['running'], 'awaiting_review', {
-      now: now(),
-      fields: { output, heldAt: String(now()), holdReason: hold.reason },
-      pending: 'add',
-      audit: { ...audit, action: 'job.hold' },
-    });
-    if (held.ok) metrics.jobs.inc({ model, state: 'awaiting_review' });
-    return held.ok ? 'held' : `not held: ${held.previous}`;
-  }
-  const released = await store.transition(id, model, ['running'], 'released', {
-    now: now(),
-    fields: { output, releasedAt: String(now()) },
-    ...(record.callbackUrl ? { callback: 'released' as const } : {}),
-    audit: { ...audit, action: 'job.release' },
-  });
-  if (released.ok) {
-    metrics.jobs.inc({ model, state: 'released' });
-    if (record.callbackUrl) await deps.callbacks.send(id, 'released');
-  }
-  return released.ok ? 'released' : `not released: ${released.previous}`;
+  const outcome = hold.hold ? 'held' : 'released';
+  const written = hold.hold
+    ? store.transition(id, model, ['running'], 'awaiting_review', {
+        now: now(),
+        fields: { output, heldAt: String(now()), holdReason: hold.reason },
+        pending: 'add',
+        audit: { ...audit, action: 'job.hold' },
+      })
+    : store.transition(id, model, ['running'], 'released', {
+        now: now(),
+        fields: { output, releasedAt: String(now()) },
+        ...(record.callbackUrl ? { callback: 'released' as const } : {}),
+        audit: { ...audit, action: 'job.release' },
+      });
+  const attempt = job.attemptsMade + 1;
+  const following = written.then(
+    async (result) => {
+      if (!result.ok) {
+        // cancelled while it scored: nothing was held or released
+        deps.logger.info({ jobId: id, model, previous: result.previous }, `job not ${outcome}`);
+        return;
+      }
+      metrics.jobs.inc({ model, state: hold.hold ? 'awaiting_review' : 'released' });
+      if (!hold.hold && record.callbackUrl) await deps.callbacks.send(id, 'released');
+    },
+    // BullMQ's completion went right behind the write that failed: the job runs again, as after a failed attempt
+    // (and a write that keeps failing ends, like one, in a recorded failure)
+    async (err: Error) => {
+      deps.logger.warn(
+        { jobId: id, model, attempt, err: { message: err.message } },
+        `recording a job ${outcome} failed`,
+      );
+      if (attempt < (job.opts.attempts ?? 1)) await job.retry('completed');
+      else await failJob(deps, record, `the job's outcome could not be recorded`);
+    },
+  );
+  const trailing = following.catch((err: Error) =>
+    deps.logger.warn({ jobId: id, model, err: { message: err.message } }, `following a job ${outcome} failed`),
+  );
+  deps.trailing?.add(trailing);
+  void trailing.finally(() => deps.trailing?.delete(trailing));
+  return outcome;
 }
 
 export function startInferenceWorker(
   deps: InferenceJobDeps & { redisUrl: string; shards: readonly string[]; concurrency: number; lockMs?: number },
 ) {
   const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
+  // outcomes written on the connection BullMQ completes jobs on (see settle)
+  const jobDeps: InferenceJobDeps = { ...deps, outcomes: deps.store.on(connection), trailing: new Set() };
   // one worker per shard served (TRIAGE_WORKER_SHARDS), each on its shard's queue
   const worker = new ShardWorkers<InferenceJobData>(
     INFERENCE_QUEUE,
     deps.shards,
-    (job, token) => execInferenceJob(job, deps, token),
+    (job, token) => execInferenceJob(job, jobDeps, token),
     {
       connection,
       concurrency: deps.concurrency,
@@ -253,6 +294,16 @@ export function startInferenceWorker(
     worker,
     async close() {
       await worker.close();
+      // what follows a written outcome, bounded as the workers' close is (a callback left is in the outbox: the
+      // maintenance sweep queues it)
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(jobDeps.trailing ?? []),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, WORKER_CLOSE_GRACE_MS);
+        }),
+      ]);
+      clearTimeout(timer);
       connection.disconnect();
     },
   };

@@ -80,6 +80,7 @@ export class JobStore {
   readonly #outbox: Outbox;
   readonly #idempotencyTtlSeconds: number;
   readonly #replicaAcks: number;
+  readonly #options: ConstructorParameters<typeof JobStore>[2];
 
   constructor(
     redis: RedisClient,
@@ -92,11 +93,21 @@ export class JobStore {
     this.#outbox = options.outbox;
     this.#idempotencyTtlSeconds = options.idempotencyTtlSeconds ?? 7 * 24 * 3600;
     this.#replicaAcks = options.replicaAcks ?? 0;
+    this.#options = options;
     if (!('triageTransition' in redis)) {
       redis.defineCommand('triageTransition', { numberOfKeys: 5, lua: TRANSITION });
       redis.defineCommand('triageCreate', { numberOfKeys: 2, lua: CREATE });
       redis.defineCommand('triageClaim', { numberOfKeys: 1, lua: CLAIM });
     }
+  }
+
+  /**
+   * The same store over another connection. Redis runs one connection's commands in the order sent, so a worker that
+   * writes a job's hold or release on BullMQ's own connection has BullMQ's completion of the job run after it, and
+   * can send both without waiting between them (workers/inference.ts).
+   */
+  on(redis: RedisClient): JobStore {
+    return new JobStore(redis, this.#keys, this.#options);
   }
 
   /** A key in the model's shard (all of a job's keys live in its model's shard: one slot on Redis Cluster). */

@@ -9,5 +9,6 @@ export * from './logs.ts';
 export * from './models.ts';
 export * from './receiver.ts';
 export * from './redis.ts';
+export * from './relay.ts';
 export * from './runtimes.ts';
 export * from './wait.ts';
