@@ -100,6 +100,7 @@ const envSchema = z.object({
   TRIAGE_BATCH_MISSED_AFTER_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
   TRIAGE_PRESSURE_THRESHOLD_MS: z.coerce.number().min(1).max(10_000).default(20),
   TRIAGE_BATCH_NICE: z.coerce.number().int().min(0).max(19).default(10),
+  TRIAGE_SHADOW_NICE: z.coerce.number().int().min(0).max(19).default(10),
   TRIAGE_REDIS_COMMAND_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(500),
   TRIAGE_MAINTENANCE_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
   TRIAGE_MONITORING: z.enum(['on', 'off']).default('on'),
@@ -171,6 +172,8 @@ export type Config = {
   pressureThresholdMs: number;
   /** the nice value of batch threads (0-19): the OS gives bedside work the cores first */
   batchNice: number;
+  /** the nice value of the thread that scores in-process shadow versions (0-19) */
+  shadowNice: number;
   /** how long a Redis command may wait before the caller gets a 503 (dependency_unavailable) instead of a hang */
   redisCommandTimeoutMs: number;
   /** how soon an async job or batch run waiting on a suspended model looks again */
@@ -287,6 +290,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     batchMissedAfterMs: e.TRIAGE_BATCH_MISSED_AFTER_MS,
     pressureThresholdMs: e.TRIAGE_PRESSURE_THRESHOLD_MS,
     batchNice: e.TRIAGE_BATCH_NICE,
+    shadowNice: e.TRIAGE_SHADOW_NICE,
     redisCommandTimeoutMs: e.TRIAGE_REDIS_COMMAND_TIMEOUT_MS,
     suspendedRecheckMs: e.TRIAGE_SUSPENDED_RECHECK_MS,
     monitoring: e.TRIAGE_MONITORING === 'on',
