@@ -1,20 +1,17 @@
-/** The gateway's side of the shadow thread (workers/shadow-thread.ts): a bounded queue, one message a tick. */
+/** The gateway's side of the shadow thread (shadow-thread.ts): a bounded queue, one message a tick. */
 import { Worker as ThreadWorker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { ShadowResults, ShadowRuntimeSpec, ShadowThreadInput, ShadowWork } from '../../workers/shadow-thread.ts';
 import type { OutputTensor } from '../runtime/types.ts';
 import type { CatalogModel } from './catalog.ts';
 import type { EncodedInput } from './deadline.ts';
 import { inputWidth } from './inputs.ts';
 import { runtimeKey } from './runners.ts';
+import type { ShadowResults, ShadowRuntimeSpec, ShadowThreadInput, ShadowWork } from './shadow-thread.ts';
 
 // From the sources (tests, tsx) a worker thread on Node 20 does not inherit tsx's loader: it starts at the entry that
 // registers tsx (the batch thread's, which loads any module named in workerData). The compiled build runs the JS.
 const FROM_SOURCES = import.meta.url.endsWith('.ts');
-const THREAD_MODULE = new URL(
-  FROM_SOURCES ? '../../workers/shadow-thread.ts' : '../../workers/shadow-thread.js',
-  import.meta.url,
-).href;
+const THREAD_MODULE = new URL(FROM_SOURCES ? './shadow-thread.ts' : './shadow-thread.js', import.meta.url).href;
 const THREAD_ENTRY = FROM_SOURCES
   ? new URL('../../workers/batch-thread-entry.mjs', import.meta.url)
   : new URL(THREAD_MODULE);

@@ -11,9 +11,9 @@
  */
 
 import { parentPort, workerData } from 'node:worker_threads';
-import { lowerThreadPriority } from '../src/platform/pressure.ts';
-import { createOnnxRuntime } from '../src/runtime/onnx.ts';
-import type { ModelRuntime, OutputTensor } from '../src/runtime/types.ts';
+import { lowerThreadPriority } from '../platform/pressure.ts';
+import { createOnnxRuntime } from '../runtime/onnx.ts';
+import type { ModelRuntime, OutputTensor } from '../runtime/types.ts';
 
 export interface ShadowThreadInput {
   module: string;
