@@ -26,6 +26,7 @@ import {
   metricValue,
   pool,
   removeDir,
+  round6,
   SICK_VITALS,
   scoreOnnx,
   shadowStorage,
@@ -201,12 +202,12 @@ describe('the shadow thread on its own', { timeout: HANG_GUARD_MS }, () => {
       for (const [i, outcome] of (await Promise.all(outcomes)).entries()) {
         assert.equal(outcome.error, undefined);
         const probability = outcome.outputs?.probability;
-        assert.deepEqual(probability?.dims, [jobs[i]?.length, 1]);
-        assert.deepEqual([...(probability?.data ?? [])], await scoreOnnx('2', jobs[i] as Vitals[]));
+        assert.deepEqual(probability?.dims, [jobs[i]?.length]);
+        assert.deepEqual([...(probability?.data ?? [])].map(round6), await scoreOnnx('2', jobs[i] as Vitals[]));
         assert.ok(outcome.ms >= 0);
       }
       const again = await score(thread, model, '1', rows(2));
-      assert.deepEqual([...(again.outputs?.probability?.data ?? [])], await scoreOnnx('1', rows(2)));
+      assert.deepEqual([...(again.outputs?.probability?.data ?? [])].map(round6), await scoreOnnx('1', rows(2)));
     } finally {
       await thread.close();
     }
@@ -228,7 +229,7 @@ describe('the shadow thread on its own', { timeout: HANG_GUARD_MS }, () => {
       ]);
       assert.equal(bad.outputs, undefined);
       assert.match(bad.error ?? '', /./);
-      assert.deepEqual([...(good.outputs?.probability?.data ?? [])], await scoreOnnx('1', rows(1)));
+      assert.deepEqual([...(good.outputs?.probability?.data ?? [])].map(round6), await scoreOnnx('1', rows(1)));
     } finally {
       await thread.close();
     }
