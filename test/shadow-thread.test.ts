@@ -11,6 +11,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { loadConfig } from '../src/platform/config.ts';
 import { createLogger } from '../src/platform/logger.ts';
 import type { CatalogModel } from '../src/serving/catalog.ts';
 import { encodeInstances } from '../src/serving/features.ts';
@@ -57,6 +58,14 @@ function threadNices(): Map<string, number> {
 function encoded(model: CatalogModel, instances: Vitals[]) {
   return { data: encodeInstances(model.manifest.features, instances), rows: instances.length };
 }
+
+test('TRIAGE_SHADOW_NICE: 10 by default, 0-19, anything else refused', () => {
+  assert.equal(loadConfig({}).shadowNice, 10);
+  assert.equal(loadConfig({ TRIAGE_SHADOW_NICE: '0' }).shadowNice, 0);
+  assert.equal(loadConfig({ TRIAGE_SHADOW_NICE: '19' }).shadowNice, 19);
+  assert.throws(() => loadConfig({ TRIAGE_SHADOW_NICE: '-1' }));
+  assert.throws(() => loadConfig({ TRIAGE_SHADOW_NICE: '20' }));
+});
 
 describe('in-process ONNX shadows score in the shadow thread', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('shadow-thread');
