@@ -50,6 +50,8 @@ export class ShadowThread {
   #queued: Job[] = [];
   #posted = new Map<number, Job>();
   #inFlight = new Map<string, number>();
+  /** per catalog model (a new object when its manifest or routing changes) and version: what the thread loads */
+  #specs = new WeakMap<CatalogModel, Map<string, ShadowRuntimeSpec | undefined>>();
   #nextId = 1;
   #flushing = false;
   #closed = false;
@@ -63,8 +65,24 @@ export class ShadowThread {
 
   /** Whether the thread can score this version: an in-process ONNX version with a verified artifact. */
   serves(model: CatalogModel, version: string): boolean {
+    return this.#spec(model, version) !== undefined;
+  }
+
+  #spec(model: CatalogModel, version: string): ShadowRuntimeSpec | undefined {
+    let versions = this.#specs.get(model);
+    if (!versions) {
+      versions = new Map();
+      this.#specs.set(model, versions);
+    }
+    if (versions.has(version)) return versions.get(version);
     const spec = model.manifest.versions.find((v) => v.version === version);
-    return spec?.runtime.kind === 'onnx' && model.loaded.artifacts.has(version);
+    const artifact = model.loaded.artifacts.get(version);
+    const runtime =
+      spec?.runtime.kind === 'onnx' && artifact
+        ? { key: runtimeKey(model.loaded, spec), artifact, featureCount: inputWidth(model.manifest) }
+        : undefined;
+    versions.set(version, runtime);
+    return runtime;
   }
 
   /**
@@ -75,17 +93,10 @@ export class ShadowThread {
     if (this.#closed) return false;
     const inFlight = this.#inFlight.get(model.name) ?? 0;
     if (inFlight >= this.#maxInFlight) return false;
-    const versionSpec = model.manifest.versions.find((v) => v.version === version);
-    const artifact = model.loaded.artifacts.get(version);
-    if (!versionSpec || !artifact) return false;
+    const spec = this.#spec(model, version);
+    if (!spec) return false;
     this.#inFlight.set(model.name, inFlight + 1);
-    this.#queued.push({
-      id: this.#nextId++,
-      model: model.name,
-      spec: { key: runtimeKey(model.loaded, versionSpec), artifact, featureCount: inputWidth(model.manifest) },
-      input,
-      done,
-    });
+    this.#queued.push({ id: this.#nextId++, model: model.name, spec, input, done });
     if (!this.#flushing) {
       this.#flushing = true;
       setImmediate(() => this.#flush());
