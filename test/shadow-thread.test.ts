@@ -149,11 +149,11 @@ describe('in-process ONNX shadows score in the shadow thread', { timeout: HANG_G
         const answer = { version: '1', predictions: [{ deteriorationRisk: v1[i] }], ms: 1 };
         mirror.mirror(model, shadow, encoded(model, [row]), answer, 1000);
       });
+      await gw.gateway.deps.shadow.flush();
       assert.equal(
         metricValue(await gw.metrics(), 'triage_shadow_dropped_total', { model: MODEL, reason: 'saturated' }),
         before + 3,
       );
-      await gw.gateway.deps.shadow.flush();
       const res = await gw.call('GET', `/v1/models/${MODEL}/shadow`, keys.client);
       assert.equal(res.status, 200, res.text);
       const v2 = res.body.shadows.find((s: { version: string }) => s.version === '2');
@@ -164,6 +164,7 @@ describe('in-process ONNX shadows score in the shadow thread', { timeout: HANG_G
         return (await gw.call('GET', `/v1/models/${MODEL}/shadow`, keys.client)).body.shadows[0].pairs >= 42;
       }, 'the two queued mirrors to be recorded');
       mirror.mirror(model, shadow, encoded(model, [SICK_VITALS]), { version: '1', predictions: [], ms: 1 }, 1000);
+      await gw.gateway.deps.shadow.flush();
       assert.equal(
         metricValue(await gw.metrics(), 'triage_shadow_dropped_total', { model: MODEL, reason: 'saturated' }),
         before + 3,

@@ -112,9 +112,8 @@ export class ShadowRecorder {
     return a;
   }
 
-  /** A sampled mirror of this shadow version that was not scored: counted now, in the report from the next flush. */
+  /** A sampled mirror of this shadow version that was not scored: in the metric and the report from the next flush. */
   shed(model: string, version: string, reason: string): void {
-    this.#metrics.shadowDropped.inc({ model, reason });
     const shed = this.#aggregate(model, version).shed;
     shed[reason] = (shed[reason] ?? 0) + 1;
   }
@@ -179,7 +178,10 @@ export class ShadowRecorder {
       pipe.hincrby(stats, 'shadowNegative', a.shadowNegative);
       pipe.hincrby(stats, 'errors', a.errors);
       pipe.hincrbyfloat(stats, 'sumAbsDiff', a.sumAbsDiff);
-      for (const [reason, n] of Object.entries(a.shed)) pipe.hincrby(stats, `shed:${reason}`, n);
+      for (const [reason, n] of Object.entries(a.shed)) {
+        this.#metrics.shadowDropped.inc({ model, reason }, n);
+        pipe.hincrby(stats, `shed:${reason}`, n);
+      }
       pipe.sadd(`${this.#prefix}:shadow:${model}:versions`, version);
       for (const [part, samples] of [
         ['primaryMs', a.primaryMs],
