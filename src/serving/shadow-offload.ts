@@ -196,7 +196,12 @@ export class ShadowThread {
 
   #finish(job: Job, outcome: OffloadOutcome): void {
     this.#inFlight.set(job.model, (this.#inFlight.get(job.model) ?? 1) - 1);
-    job.done(outcome);
+    try {
+      job.done(outcome);
+    } catch (err) {
+      // recording a shadow must never take the gateway down (this runs in the thread's message handler)
+      this.#logger.warn({ model: job.model, err: { message: (err as Error).message } }, 'shadow result not recorded');
+    }
   }
 
   /** Stops the thread; shadows not yet scored are forgotten (nothing is recorded for them). */
