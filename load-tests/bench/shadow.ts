@@ -1,6 +1,6 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { envNumber, fmt, HttpClient, logProfile, passFail, sleep } from './common.ts';
+import { envNumber, fmt, HttpClient, logProfile, passFail, procCpuMs, sleep } from './common.ts';
 import type { BenchContext, Section, SectionResult } from './context.ts';
 import type { LoadResult } from './load.ts';
 import { DETERIORATION_INSTANCE } from './sync.ts';
@@ -23,19 +23,6 @@ interface ModeResult {
    * depends on what else runs: what the shadows cost the event loop.
    */
   cpu?: { mainUsPerRequest: number; processUsPerRequest: number };
-}
-
-/** CPU seconds (user + system) of a process, or of one of its threads, from /proc (undefined where there is none). */
-function cpuSeconds(pid: number | undefined, tid?: number): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime, fields 14 and 15 of stat(5), in clock ticks (USER_HZ, 100 on Linux)
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return undefined;
-  }
 }
 
 export const shadowSection: Section = {
@@ -107,9 +94,9 @@ export const shadowSection: Section = {
           await sleep(200); // the warm-up's last mirrors land outside the window
           const before = await triage.scrape();
           const pid = triage.child.proc.pid;
-          const cpuBefore = [cpuSeconds(pid, pid), cpuSeconds(pid)];
+          const cpuBefore = [procCpuMs(pid, pid), procCpuMs(pid)];
           const measured = await ctx.load.run({ ...spec, name: `shadow ${mode}`, durationSec });
-          const cpuAfter = [cpuSeconds(pid, pid), cpuSeconds(pid)];
+          const cpuAfter = [procCpuMs(pid, pid), procCpuMs(pid)];
           await sleep(200);
           const after = await triage.scrape();
           const d = (name: string) => promSum(after, name, { model: MODEL }) - promSum(before, name, { model: MODEL });
@@ -121,7 +108,7 @@ export const shadowSection: Section = {
             perRequest: measured.requests > 0 ? pairs / measured.requests : 0,
           };
           const perRequest = (i: number) =>
-            (((cpuAfter[i] as number) - (cpuBefore[i] as number)) * 1e6) / Math.max(1, measured.requests);
+            (((cpuAfter[i] as number) - (cpuBefore[i] as number)) * 1e3) / Math.max(1, measured.requests);
           const cpu =
             cpuAfter.every((v) => v !== undefined) && cpuBefore.every((v) => v !== undefined)
               ? { mainUsPerRequest: perRequest(0), processUsPerRequest: perRequest(1) }
