@@ -32,6 +32,8 @@ import { ModelCatalog } from './serving/catalog.ts';
 import { JobRunners, type RuntimeFactory } from './serving/runners.ts';
 import { Scorer } from './serving/scorer.ts';
 import { ShadowRecorder } from './serving/shadow.ts';
+import { ShadowThread } from './serving/shadow-offload.ts';
+import { MAX_SHADOW_IN_FLIGHT } from './serving/shadow-runner.ts';
 
 export type ServicesConfig = Pick<
   Config,
@@ -54,6 +56,7 @@ export type ServicesConfig = Pick<
       | 'suspendedRecheckMs'
       | 'monitoring'
       | 'batchNice'
+      | 'shadowNice'
       | 'redisCommandTimeoutMs'
       | 'objectStores'
       | 'signedUrlSeconds'
@@ -127,6 +130,16 @@ export async function composeServices(options: ServicesOptions) {
   }, refreshMs);
   shardRefresh.unref();
   const shadow = new ShadowRecorder(redis, prefix, metrics, logger);
+  // in-process ONNX shadows score in a low-priority thread, off the event loop bedside answers wait on; a tier's
+  // injected runtimes (tests) cannot cross into a thread, so with them shadows score through the tier's runners
+  const shadowThread = options.runtimeFactory
+    ? undefined
+    : new ShadowThread({
+        nice: config.shadowNice ?? 10,
+        onnxThreads: config.onnxThreads,
+        maxInFlight: MAX_SHADOW_IN_FLIGHT,
+        logger,
+      });
   // threshold governance, and the monitoring and outcome taps every scorer of this process gets
   const accountability = composeAccountability({ redis, config, catalog, audit, metrics, logger, now });
   const { monitoring, observers } = accountability;
@@ -152,6 +165,7 @@ export async function composeServices(options: ServicesOptions) {
     catalog,
     runners: jobRunners,
     shadow,
+    ...(shadowThread ? { shadowThread } : {}),
     metrics,
     ...(options.pressure ? { pressure: options.pressure } : {}),
     observers,
@@ -169,6 +183,7 @@ export async function composeServices(options: ServicesOptions) {
     pressure: options.pressure,
     catalog,
     shadow,
+    shadowThread,
     monitoring,
     observers,
     thresholdChanges: accountability.thresholdChanges,
@@ -233,6 +248,7 @@ export async function composeServices(options: ServicesOptions) {
     async close() {
       clearInterval(shardRefresh);
       catalog.close();
+      await shadowThread?.close();
       await shadow.close();
       await accountability.close();
       await Promise.all(Object.values(queues).map((q) => q.close()));

@@ -69,6 +69,7 @@ export async function composeGateway(options: ComposeOptions) {
     catalog,
     runners,
     shadow: services.shadow,
+    ...(services.shadowThread ? { shadowThread: services.shadowThread } : {}),
     metrics,
     pressure,
     observers: services.observers,

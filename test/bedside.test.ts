@@ -1,8 +1,8 @@
 /**
  * Bedside first: while the gateway's event loop is under pressure, work that can wait yields. A noisy neighbour in
  * the gateway's own process blocks its event loop in slices (as a burst of traffic would); sampled shadow mirrors are
- * then dropped and counted with reason "pressure" while the bedside answer still comes, and mirroring resumes once the
- * pressure is gone.
+ * then dropped and counted with reason "pressure" (in /metrics and in the shadow comparison report) while the bedside
+ * answer still comes, and mirroring resumes once the pressure is gone.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -73,6 +73,10 @@ describe('under pressure, shadows yield to the bedside answer', () => {
     const pairs = await metric('triage_shadow_pairs_total', { model: 'deterioration', version: '2' });
     assert.equal((await predict(t.app, 'deterioration', { instances: [DETERIORATION] }, t.keys.client)).status, 200);
     assert.equal(await metric('triage_shadow_dropped_total', { model: 'deterioration', reason: 'pressure' }), dropped);
+    // the comparison report says how many of the shadow version's mirrors were shed, and why
+    await t.deps.shadow.flush();
+    const report = await t.deps.shadow.report('deterioration', 0.3);
+    assert.deepEqual(report.shadows.find((s) => s.version === '2')?.shed, { pressure: dropped });
     // the pair is recorded once the shadow has scored and the recorder has flushed (once a second)
     await waitFor(
       async () => (await metric('triage_shadow_pairs_total', { model: 'deterioration', version: '2' })) > pairs,

@@ -247,10 +247,15 @@ describe('Dockerfile', () => {
     }
     assert.equal(envOf(build).ONNXRUNTIME_NODE_INSTALL, 'skip', 'its npm ci skips the GPU download too');
     assert.ok(pkg.scripts.build?.includes('tsconfig.build.json'), 'npm run build compiles with tsconfig.build.json');
-    // every entry point, and the batch worker's thread module (loaded by URL, not imported), is compiled
+    // every entry point, and the thread modules (the batch worker's, the shadows'; loaded by URL, not imported), is
+    // compiled
     const tsconfig = JSON.parse(readFileSync(path.join(ROOT, 'tsconfig.build.json'), 'utf8')) as { files: string[] };
-    const threads = [...files].filter((f) => f.endsWith('.ts') && /^workers\/batch-thread(-entry)?\.(ts|mjs)$/.test(f));
-    assert.deepEqual(threads, ['workers/batch-thread.ts'], 'the batch thread module is found through its URL');
+    const threads = [...files].filter((f) => /^(workers\/batch|src\/serving\/shadow)-thread\.ts$/.test(f));
+    assert.deepEqual(
+      threads.sort(),
+      ['src/serving/shadow-thread.ts', 'workers/batch-thread.ts'],
+      'the thread modules are found through their URLs',
+    );
     for (const file of threads) assert.ok(tsconfig.files.includes(file), `tsconfig.build.json compiles ${file}`);
   });
 
@@ -437,6 +442,10 @@ describe('the image’s files, started the way the image starts them', () => {
     assert.deepEqual(sources, [], 'the runtime needs no TypeScript source');
     for (const tool of ['tsx', 'typescript', 'esbuild']) assert.ok(!existsSync(path.join(stage, 'node_modules', tool)));
     assert.ok(existsSync(path.join(stage, 'dist/workers/batch-thread.js')), 'the batch thread module is compiled');
+    assert.ok(
+      existsSync(path.join(stage, 'dist/src/serving/shadow-thread.js')),
+      'the shadow thread module is compiled',
+    );
   });
 
   it('the worker entry loads every worker module (and refuses an unknown kind with 64)', () => {
@@ -566,6 +575,25 @@ describe('the image’s files, started the way the image starts them', () => {
         headers: { authorization: 'Bearer trg_client_dev-only-not-a-secret' },
       });
       assert.equal(models.status, 200, 'the dev client key works');
+      // deterioration v2 shadows every request: its shadow thread runs from the compiled build too (no tsx there)
+      const client = { authorization: 'Bearer trg_client_dev-only-not-a-secret', 'content-type': 'application/json' };
+      const vitals = { age: 70, respirationRate: 24, spo2: 93, systolicBP: 105, pulse: 110, temperature: 38.2 };
+      await waitFor(
+        async () => {
+          const scored = await fetch(`http://127.0.0.1:${port}/v1/models/deterioration/predict`, {
+            method: 'POST',
+            headers: client,
+            body: JSON.stringify({ instances: [{ ...vitals, onOxygen: false }] }),
+          });
+          await scored.arrayBuffer(); // a 504 on a busy machine is tried again
+          const report = await fetch(`http://127.0.0.1:${port}/v1/models/deterioration/shadow`, { headers: client });
+          const body = (await report.json()) as { shadows: Array<{ version: string; pairs: number }> };
+          return body.shadows.some((s) => s.version === '2' && s.pairs > 0);
+        },
+        () => `a shadow pair scored in the compiled shadow thread:\n${output}`,
+        60_000,
+        500,
+      );
       child.kill('SIGTERM');
       assert.equal(await exited(child), 0, `exit 0 after draining:\n${output}`);
       const after = spawnSync(probe, probeArgs, {

@@ -111,6 +111,23 @@ test('the shadow report as pictures, for admins: agreement, disagreements and la
   assert.equal((await desk.request('GET', '/desk/models/no-such-model')).status, 404);
 });
 
+test('mirrors shed for bedside traffic are said beside the agreement they are missing from', async () => {
+  const shadow = gw.gateway.deps.shadow;
+  shadow.record(pair(0.1, 0.12, '4'));
+  shadow.record(pair(0.2, 0.21, '4'));
+  shadow.shed('deterioration', '4', 'pressure');
+  shadow.shed('deterioration', '4', 'pressure');
+  shadow.shed('deterioration', '4', 'saturated');
+  await shadow.flush();
+  const page = await (await admin()).request('GET', '/desk/models/deterioration');
+  assert.equal(page.status, 200, page.text);
+  assert.match(
+    page.text,
+    /alt="[^"]*v4: 100.0 % of 2 pairs agree \(3 mirrors shed for bedside traffic: 2 pressure, 1 saturated\)/,
+  );
+  assert.match(page.text, /v2: 75.0 % of 4 pairs agree;/, 'a version with nothing shed says nothing of it');
+});
+
 test('paired scores: a scatter with the identity line and a Bland-Altman plot with its mean difference and limits', async () => {
   const shadow = gw.gateway.deps.shadow;
   // differences .02 .05 −.05 .10: mean .03, SD √(.0118/3) = .062716, limits .03 ∓ 1.96 SD = −.092924 and .152924

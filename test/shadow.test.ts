@@ -353,7 +353,7 @@ describe('a shadow that throws', { timeout: HANG_GUARD_MS }, () => {
 describe('a shadow that hangs', { timeout: HANG_GUARD_MS }, () => {
   const prefix = makePrefix('shadow-hangs');
   const faults = new VersionFaults();
-  /** the in-flight cap of shadow runs per model (MAX_SHADOW_IN_FLIGHT in src/serving/scorer.ts) */
+  /** the in-flight cap of shadow runs per model (MAX_SHADOW_IN_FLIGHT in src/serving/shadow-runner.ts) */
   const CAP = 256;
   const N = 300;
   let modelsDir: string;

@@ -146,6 +146,22 @@ export function procMemory(pid: number): { rssMiB: number; hwmMiB: number } | un
 }
 
 /**
+ * CPU time (user + system, ms) of a process, or of one of its threads when `tid` is given (the main thread's id is the
+ * process id), from /proc (Linux); undefined when unreadable.
+ */
+export function procCpuMs(pid: number | undefined, tid?: number): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
+    // fields after the command name (which may hold spaces): utime and stime, in clock ticks (USER_HZ: 100 on Linux)
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Samples a process's VmRSS every `everyMs` until stopped; `stop` returns the peak, the sample count and the peak of
  * each quarter of the sampled time (a plateau or a climb: the shape of the memory over the run).
  */

@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { envNumber, fmt, HttpClient, logProfile, passFail, sleep } from './common.ts';
+import { envNumber, fmt, HttpClient, logProfile, passFail, procCpuMs, sleep } from './common.ts';
 import type { BenchContext, Section, SectionResult } from './context.ts';
 import type { LoadResult } from './load.ts';
 import { DETERIORATION_INSTANCE } from './sync.ts';
@@ -17,6 +17,12 @@ interface ModeResult {
   measured: LoadResult;
   /** from /metrics over the measured window */
   mirror: { pairs: number; dropped: number; errors: number; perRequest: number };
+  /**
+   * CPU time over the measured window (Linux /proc; undefined elsewhere): of the gateway's main thread, the one
+   * bedside answers wait on, and of the whole process, in µs per request. Unlike p99 on a shared machine it hardly
+   * depends on what else runs: what the shadows cost the event loop.
+   */
+  cpu?: { mainUsPerRequest: number; processUsPerRequest: number };
 }
 
 export const shadowSection: Section = {
@@ -87,7 +93,10 @@ export const shadowSection: Section = {
           if (warmupSec > 0) await ctx.load.run({ ...spec, name: `shadow ${mode} warm-up`, durationSec: warmupSec });
           await sleep(200); // the warm-up's last mirrors land outside the window
           const before = await triage.scrape();
+          const pid = triage.child.proc.pid;
+          const cpuBefore = [procCpuMs(pid, pid), procCpuMs(pid)];
           const measured = await ctx.load.run({ ...spec, name: `shadow ${mode}`, durationSec });
+          const cpuAfter = [procCpuMs(pid, pid), procCpuMs(pid)];
           await sleep(200);
           const after = await triage.scrape();
           const d = (name: string) => promSum(after, name, { model: MODEL }) - promSum(before, name, { model: MODEL });
@@ -98,12 +107,21 @@ export const shadowSection: Section = {
             errors: d('triage_shadow_errors_total'),
             perRequest: measured.requests > 0 ? pairs / measured.requests : 0,
           };
-          results.push({ mode, round, measured, mirror });
+          const perRequest = (i: number) =>
+            (((cpuAfter[i] as number) - (cpuBefore[i] as number)) * 1e3) / Math.max(1, measured.requests);
+          const cpu =
+            cpuAfter.every((v) => v !== undefined) && cpuBefore.every((v) => v !== undefined)
+              ? { mainUsPerRequest: perRequest(0), processUsPerRequest: perRequest(1) }
+              : undefined;
+          results.push({ mode, round, measured, mirror, ...(cpu ? { cpu } : {}) });
           ctx.log(
             `  shadow ${mode.padEnd(3)} ${rounds > 1 ? `(round ${round}) ` : ''}${fmt(measured.rps, 0)} rps, p50 ` +
               `${fmt(measured.p50Ms)} ms, p99 ${fmt(measured.p99Ms)} ms, max ${fmt(measured.maxMs)} ms; mirrored ` +
               `${mirror.pairs} pairs (${fmt(mirror.perRequest * 100, 1)}% of requests), dropped ${mirror.dropped}, ` +
               `errors ${mirror.errors}` +
+              (cpu
+                ? `; CPU µs/request: main thread ${fmt(cpu.mainUsPerRequest, 1)}, process ${fmt(cpu.processUsPerRequest, 1)}`
+                : '') +
               (measured.non2xx || measured.socketErrors
                 ? `  [${measured.non2xx} non-2xx, ${measured.socketErrors} socket errors]`
                 : ''),
@@ -132,7 +150,17 @@ export const shadowSection: Section = {
         const rs = results.filter((r) => r.mode === mode);
         const requests = rs.reduce((a, r) => a + r.measured.requests, 0);
         const seconds = rs.reduce((a, r) => a + r.measured.durationSec, 0);
-        return { rps: requests / seconds, p99Ms: rs.reduce((a, r) => a + r.measured.p99Ms, 0) / rs.length };
+        const cpu = (pick: (c: NonNullable<ModeResult['cpu']>) => number) =>
+          rs.every((r) => r.cpu)
+            ? rs.reduce((a, r) => a + pick(r.cpu as NonNullable<ModeResult['cpu']>) * r.measured.requests, 0) / requests
+            : undefined;
+        return {
+          rps: requests / seconds,
+          p99Ms: rs.reduce((a, r) => a + r.measured.p99Ms, 0) / rs.length,
+          mainCpuUs: cpu((c) => c.mainUsPerRequest),
+          processCpuUs: cpu((c) => c.processUsPerRequest),
+          mirrored: rs.reduce((a, r) => a + r.mirror.pairs, 0) / Math.max(1, requests),
+        };
       };
       const off = agg('off');
       const on = agg('on');
@@ -156,6 +184,13 @@ export const shadowSection: Section = {
         `  p99          on ${fmt(on.p99Ms)} ms vs off ${fmt(off.p99Ms)} ms = ${fmt(comparison.p99Ratio)}× ` +
           passFail(comparison.p99Pass),
       );
+      if (on.mainCpuUs !== undefined && off.mainCpuUs !== undefined) {
+        ctx.log(
+          `  CPU/request  main thread on ${fmt(on.mainCpuUs, 1)} µs vs off ${fmt(off.mainCpuUs, 1)} µs; process on ` +
+            `${fmt(on.processCpuUs as number, 1)} µs vs off ${fmt(off.processCpuUs as number, 1)} µs; ` +
+            `${fmt(on.mirrored * 100, 1)}% of requests mirrored`,
+        );
+      }
       for (const n of notes) ctx.log(`note: ${n}`);
 
       let profile: unknown;

@@ -41,7 +41,9 @@ export function shadowPanels(report: ShadowReport, samples: ScorePairs = []): Pa
     {
       id: 'agreement',
       title: 'Agreement with the primary',
-      summary: report.shadows.map((s) => `v${s.version}: ${pct(s.agreementRate)} of ${s.pairs} pairs agree`).join('; '),
+      summary: report.shadows
+        .map((s) => `v${s.version}: ${pct(s.agreementRate)} of ${s.pairs} pairs agree${shedNote(s.shed)}`)
+        .join('; '),
       rows: agreement.map((a) => ({ version: a.version, agreement: pct(a.agreement), pairs: a.pairs })),
       spec: {
         $schema: VEGA_LITE_SCHEMA,
@@ -107,6 +109,16 @@ export function shadowPanels(report: ShadowReport, samples: ScorePairs = []): Pa
     },
     ...samples.flatMap((s) => pairPanels(s.version, s.pairs)),
   ];
+}
+
+/** Mirrors not scored (shed for bedside traffic): the agreement covers the others only, so say how many. */
+function shedNote(shed: Record<string, number>): string {
+  const total = Object.values(shed).reduce((a, b) => a + b, 0);
+  if (total === 0) return '';
+  const reasons = Object.entries(shed)
+    .map(([reason, n]) => `${n} ${reason}`)
+    .join(', ');
+  return ` (${total} ${total === 1 ? 'mirror' : 'mirrors'} shed for bedside traffic: ${reasons})`;
 }
 
 export type ScorePairs = Awaited<ReturnType<ShadowRecorder['scorePairs']>>;

@@ -101,6 +101,7 @@ const envSchema = z.object({
   TRIAGE_PRESSURE_THRESHOLD_MS: z.coerce.number().min(1).max(10_000).default(20),
   TRIAGE_BATCH_NICE: z.coerce.number().int().min(0).max(19).default(10),
   TRIAGE_BATCH_PACE_UTILIZATION: z.coerce.number().min(0).max(1).default(0.8),
+  TRIAGE_SHADOW_NICE: z.coerce.number().int().min(0).max(19).default(10),
   TRIAGE_REDIS_COMMAND_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(500),
   TRIAGE_MAINTENANCE_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
   TRIAGE_MONITORING: z.enum(['on', 'off']).default('on'),
@@ -174,6 +175,8 @@ export type Config = {
   batchNice: number;
   /** event-loop utilization (0-1) above which batch chunks in the gateway's process wait (1: never) */
   batchPaceUtilization: number;
+  /** the nice value of the thread that scores in-process shadow versions (0-19) */
+  shadowNice: number;
   /** how long a Redis command may wait before the caller gets a 503 (dependency_unavailable) instead of a hang */
   redisCommandTimeoutMs: number;
   /** how soon an async job or batch run waiting on a suspended model looks again */
@@ -291,6 +294,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pressureThresholdMs: e.TRIAGE_PRESSURE_THRESHOLD_MS,
     batchNice: e.TRIAGE_BATCH_NICE,
     batchPaceUtilization: e.TRIAGE_BATCH_PACE_UTILIZATION,
+    shadowNice: e.TRIAGE_SHADOW_NICE,
     redisCommandTimeoutMs: e.TRIAGE_REDIS_COMMAND_TIMEOUT_MS,
     suspendedRecheckMs: e.TRIAGE_SUSPENDED_RECHECK_MS,
     monitoring: e.TRIAGE_MONITORING === 'on',

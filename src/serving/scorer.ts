@@ -6,14 +6,13 @@ import type { CatalogModel, ModelCatalog } from './catalog.ts';
 import { type EncodedInput, fallbackReserveMs, run } from './deadline.ts';
 import { type Prediction, shapePredictions } from './predictions.ts';
 import { NO_SCORE_ACTION, suspendedProblem } from './refusals.ts';
-import type { RoutingState } from './routing.ts';
 import type { Runner, Runners } from './runners.ts';
-import { comparable, type ShadowRecorder } from './shadow.ts';
+import type { ShadowRecorder } from './shadow.ts';
+import type { ShadowThread } from './shadow-offload.ts';
+import { ShadowMirror, type ShadowOutcome } from './shadow-runner.ts';
 
 export { NO_SCORE_ACTION, SILENT_ACTION } from './refusals.ts';
-export type { EncodedInput };
-/** Shadow runs in flight per model beyond which sampled mirrors are dropped (and counted), never queued. */
-export const MAX_SHADOW_IN_FLIGHT = 256;
+export type { EncodedInput, ShadowOutcome };
 
 export interface ScoreRequest {
   model: CatalogModel;
@@ -41,12 +40,7 @@ export interface ScoreResult {
   silent?: true;
 }
 
-export type ShadowOutcome = { version: string; ms: number } & (
-  | { predictions: Prediction[]; error?: undefined }
-  | { error: string; predictions?: undefined }
-);
-
-type ScorerMetrics = Pick<Metrics, 'fallbacks' | 'shadowDropped' | 'routedRequests'>;
+type ScorerMetrics = Pick<Metrics, 'fallbacks' | 'routedRequests'>;
 
 /** What one scoring produced, for observers (monitoring taps): aggregates only may leave the process. */
 export interface ScoreEvent {
@@ -73,17 +67,18 @@ export interface ScoreObserver {
 export class Scorer {
   readonly #catalog: ModelCatalog;
   readonly #runners: Runners;
-  readonly #shadow: ShadowRecorder | undefined;
+  readonly #mirror: ShadowMirror | undefined;
   readonly #metrics: ScorerMetrics | undefined;
   readonly #random: () => number;
   readonly #observers: readonly ScoreObserver[];
   readonly #pressure: { readonly busy: boolean } | undefined;
-  #shadowInFlight = new Map<string, number>();
 
   constructor(options: {
     catalog: ModelCatalog;
     runners: Runners;
     shadow?: ShadowRecorder;
+    /** in-process ONNX shadows score there, off this thread (without it they score through `runners`) */
+    shadowThread?: ShadowThread;
     metrics?: ScorerMetrics;
     random?: () => number;
     observers?: readonly ScoreObserver[];
@@ -94,7 +89,14 @@ export class Scorer {
     this.#observers = options.observers ?? [];
     this.#catalog = options.catalog;
     this.#runners = options.runners;
-    this.#shadow = options.shadow;
+    this.#mirror = options.shadow
+      ? new ShadowMirror({
+          recorder: options.shadow,
+          catalog: options.catalog,
+          thread: options.shadowThread,
+          inline: (model, version, input, deadlineMs) => this.#shadowRun(model, version, input, deadlineMs),
+        })
+      : undefined;
     this.#metrics = options.metrics;
     this.#random = options.random ?? Math.random;
   }
@@ -162,15 +164,12 @@ export class Scorer {
       this.#metrics?.routedRequests.inc({ model: model.name, version: result.version, route });
     }
     const shadow = model.routing.shadow;
-    if (req.mirror !== false && shadow && this.#shadow && this.#random() < shadow.sampleRate) {
-      if (this.#pressure?.busy) {
-        this.#metrics?.shadowDropped.inc({ model: model.name, reason: 'pressure' }, shadow.versions.length);
-        return result;
+    if (req.mirror !== false && shadow && this.#mirror && this.#random() < shadow.sampleRate) {
+      if (this.#pressure?.busy) this.#mirror.shed(model, shadow, result.version, 'pressure');
+      else {
+        const primary = { version: result.version, predictions: result.predictions, ms: performance.now() - started };
+        this.#mirror.mirror(model, shadow, input, primary, req.deadlineMs);
       }
-      const primaryMs = performance.now() - started;
-      const answered = result;
-      // after the answer, off the caller's path: setImmediate lets the response go out first
-      setImmediate(() => void this.#mirror(model, shadow, input, answered, primaryMs, req.deadlineMs));
     }
     // silent deployment: recorded by the observers above, never shown to any tier's caller
     if (model.routing.silent && result.version === model.routing.primary)
@@ -190,7 +189,12 @@ export class Scorer {
     return out;
   }
 
-  async #shadowRun(model: CatalogModel, version: string, input: EncodedInput, deadlineMs: number) {
+  async #shadowRun(
+    model: CatalogModel,
+    version: string,
+    input: EncodedInput,
+    deadlineMs: number,
+  ): Promise<ShadowOutcome> {
     const started = performance.now();
     try {
       if (this.#catalog.suspension(model.name, version)) throw new Error(`version ${version} is suspended`);
@@ -200,41 +204,6 @@ export class Scorer {
       return { version, predictions: this.#shape(model, outputs, input.rows), ms: performance.now() - started };
     } catch (err) {
       return { version, error: (err as Error).message, ms: performance.now() - started };
-    }
-  }
-
-  /** Shadows see the same input after the primary answered; bounded per model, their failures fail nothing. */
-  async #mirror(
-    model: CatalogModel,
-    shadow: NonNullable<RoutingState['shadow']>,
-    input: EncodedInput,
-    primary: ScoreResult,
-    primaryMs: number,
-    deadlineMs: number,
-  ): Promise<void> {
-    const recorder = this.#shadow as ShadowRecorder;
-    const primaryComparable = primary.predictions.map((p) => comparable(model.manifest.output, p));
-    for (const version of shadow.versions) {
-      if (version === primary.version || this.#catalog.suspension(model.name, version)) continue;
-      const inFlight = this.#shadowInFlight.get(model.name) ?? 0;
-      if (inFlight >= MAX_SHADOW_IN_FLIGHT) {
-        this.#metrics?.shadowDropped.inc({ model: model.name, reason: 'saturated' });
-        continue;
-      }
-      this.#shadowInFlight.set(model.name, inFlight + 1);
-      const outcome = await this.#shadowRun(model, version, input, deadlineMs);
-      this.#shadowInFlight.set(model.name, (this.#shadowInFlight.get(model.name) ?? 1) - 1);
-      recorder.record({
-        model: model.name,
-        primaryVersion: primary.version,
-        shadowVersion: version,
-        primary: primaryComparable,
-        primaryMs,
-        shadowMs: outcome.ms,
-        ...(outcome.predictions
-          ? { shadow: outcome.predictions.map((p) => comparable(model.manifest.output, p)) }
-          : { error: outcome.error }),
-      });
     }
   }
 

@@ -50,6 +50,8 @@ interface Aggregate {
   scores: number[];
   /** pairs with finite scores seen this interval: the reservoir's denominator */
   scored: number;
+  /** sampled mirrors not scored, by reason (src/serving/shadow-runner.ts sheds them) */
+  shed: Record<string, number>;
 }
 
 const LATENCY_SAMPLES = 2000;
@@ -88,8 +90,8 @@ export class ShadowRecorder {
     return `${this.#prefix}:shadow:${model}:${version}:${part}`;
   }
 
-  record(pair: ShadowPair): void {
-    const id = `${pair.model}\u0000${pair.shadowVersion}`;
+  #aggregate(model: string, version: string): Aggregate {
+    const id = `${model}\u0000${version}`;
     let a = this.#pending.get(id);
     if (!a) {
       a = {
@@ -103,9 +105,21 @@ export class ShadowRecorder {
         shadowMs: [],
         scores: [],
         scored: 0,
+        shed: {},
       };
       this.#pending.set(id, a);
     }
+    return a;
+  }
+
+  /** A sampled mirror of this shadow version that was not scored: in the metric and the report from the next flush. */
+  shed(model: string, version: string, reason: string): void {
+    const shed = this.#aggregate(model, version).shed;
+    shed[reason] = (shed[reason] ?? 0) + 1;
+  }
+
+  record(pair: ShadowPair): void {
+    const a = this.#aggregate(pair.model, pair.shadowVersion);
     // metrics are brought up to date at flush, from the aggregate: nothing per pair on the event loop but counting
     if (pair.error || !pair.shadow) {
       a.errors++;
@@ -164,6 +178,10 @@ export class ShadowRecorder {
       pipe.hincrby(stats, 'shadowNegative', a.shadowNegative);
       pipe.hincrby(stats, 'errors', a.errors);
       pipe.hincrbyfloat(stats, 'sumAbsDiff', a.sumAbsDiff);
+      for (const [reason, n] of Object.entries(a.shed)) {
+        this.#metrics.shadowDropped.inc({ model, reason }, n);
+        pipe.hincrby(stats, `shed:${reason}`, n);
+      }
       pipe.sadd(`${this.#prefix}:shadow:${model}:versions`, version);
       for (const [part, samples] of [
         ['primaryMs', a.primaryMs],
@@ -213,6 +231,12 @@ export class ShadowRecorder {
           shadowNegativePrimaryPositive: Number(h.shadowNegative ?? 0),
         },
         shadowErrors: Number(h.errors ?? 0),
+        // sampled mirrors not scored (the gateway under pressure, or the shadow at its bound), by reason
+        shed: Object.fromEntries(
+          Object.entries(h)
+            .filter(([field]) => field.startsWith('shed:'))
+            .map(([field, n]) => [field.slice('shed:'.length), Number(n)]),
+        ),
         latencyMs: { shadow: await latency('shadowMs'), primary: await latency('primaryMs') },
       });
     }

@@ -164,6 +164,8 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
     batchPaceUtilization: options.batchPaceUtilization ?? 1,
     // batch threads at the process's priority: other work on a busy test machine must not starve a run
     batchNice: 0,
+    // likewise the shadow thread: a test waiting for pairs must not wait on the machine's other work
+    shadowNice: 0,
     // a busy test machine is not a Redis outage: only the outage tests keep the production timeout
     redisCommandTimeoutMs: options.redisCommandTimeoutMs ?? 5_000,
     ...(options.dataDir !== undefined ? { dataDir: options.dataDir } : {}),
