@@ -126,9 +126,9 @@ export async function composeServices(options: ServicesOptions) {
     );
   }, refreshMs);
   shardRefresh.unref();
-  const shadow = new ShadowRecorder(redis, prefix, metrics, logger);
+  const shadow = new ShadowRecorder(redis, keys, metrics, logger);
   // threshold governance, and the monitoring and outcome taps every scorer of this process gets
-  const accountability = composeAccountability({ redis, config, catalog, audit, metrics, logger, now });
+  const accountability = composeAccountability({ redis, keys, config, catalog, audit, metrics, logger, now });
   const { monitoring, observers } = accountability;
   // a model a reload adds has its shard recorded before it serves (after the governance checks, which may refuse it):
   // other processes find its records by id and start its workers
