@@ -162,8 +162,11 @@ export class PredictionLog implements ScoreObserver {
       [...prefixes, this.#keys.global].map(async (prefix) => {
         const pipeline = this.#redis.pipeline();
         for (let d = 0; d <= PREDICTION_RETENTION_DAYS; d++) pipeline.hget(dayKey(prefix, today - d), field);
-        const value = ((await pipeline.exec()) ?? []).find(([, v]) => typeof v === 'string')?.[1];
-        return typeof value === 'string' ? decode(value) : undefined;
+        for (const [err, value] of (await pipeline.exec()) ?? []) {
+          if (err) throw err; // not "no such prediction": Redis did not answer
+          if (typeof value === 'string') return decode(value);
+        }
+        return undefined;
       }),
     );
     return found.reduce<LoggedPrediction | undefined>(
