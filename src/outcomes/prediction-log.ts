@@ -107,38 +107,31 @@ export class PredictionLog implements ScoreObserver {
     // a busy second logs many thousands of rows: HSETs of a bounded size, each shaped in a slice of its own and
     // the event loop let go in between, so a flush never holds up the bedside requests arriving meanwhile
     const writes: Array<Promise<unknown>> = [];
-    const fieldsByKey = new Map<string, string[]>();
-    const send = (key: string) => {
-      const fields = fieldsByKey.get(key);
-      if (fields && fields.length > 0) writes.push(this.#redis.hset(key, ...fields));
-      fieldsByKey.set(key, []);
-    };
+    // per model: its shard's day bucket and the fields not yet sent (looked up by the model's name, computed once)
+    const byModel = new Map<string, { key: string; fields: string[] }>();
     for (const e of buffer) {
-      const key = dayKey(this.#keys.shard(e.model), day);
-      let fields = fieldsByKey.get(key);
-      if (!fields) {
-        fields = [];
-        fieldsByKey.set(key, fields);
+      let bucket = byModel.get(e.model);
+      if (!bucket) {
+        bucket = { key: dayKey(this.#keys.shard(e.model), day), fields: [] };
+        byModel.set(e.model, bucket);
       }
-      for (let i = 0; i < e.scores.length; i++) {
+      const { fields } = bucket;
+      e.scores.forEach((score, i) => {
         const ref = e.refs[i];
-        if (ref === undefined) continue;
-        const p = {
-          model: e.model,
-          version: e.version,
-          score: e.scores[i] as number,
-          threshold: e.threshold,
-          at: e.at,
-        };
-        fields.push(refField(ref), encode(p));
-      }
+        if (ref === undefined) return;
+        fields.push(
+          refField(ref),
+          encode({ model: e.model, version: e.version, score, threshold: e.threshold, at: e.at }),
+        );
+      });
       if (fields.length >= 2 * HSET_FIELDS) {
-        send(key);
+        writes.push(this.#redis.hset(bucket.key, ...fields));
+        bucket.fields = [];
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     }
-    for (const key of fieldsByKey.keys()) {
-      send(key);
+    for (const { key, fields } of byModel.values()) {
+      if (fields.length > 0) writes.push(this.#redis.hset(key, ...fields));
       writes.push(this.#redis.expire(key, (PREDICTION_RETENTION_DAYS + 1) * 86_400));
     }
     await Promise.all(writes).catch((err: Error) =>
