@@ -5,6 +5,7 @@ import { registerOutcomeGauges } from './outcomes/gauges.ts';
 import { PredictionLog } from './outcomes/prediction-log.ts';
 import { OutcomeService } from './outcomes/service.ts';
 import type { AuditLog } from './platform/audit.ts';
+import type { KeySpace } from './platform/keyspace.ts';
 import type { Metrics } from './platform/metrics.ts';
 import type { RedisClient } from './platform/redis.ts';
 import { governThresholds } from './releases/reload.ts';
@@ -18,23 +19,25 @@ import type { ModelCatalog } from './serving/catalog.ts';
  */
 export function composeAccountability(o: {
   redis: RedisClient;
-  config: { redisPrefix: string; monitoring?: boolean };
+  keys: KeySpace;
+  config: { monitoring?: boolean };
   catalog: ModelCatalog;
   audit: AuditLog;
   metrics: Metrics;
   logger: Logger;
   now: () => number;
 }) {
-  const { redis, catalog, audit, logger, now } = o;
-  const prefix = o.config.redisPrefix;
+  const { redis, keys, catalog, audit, logger, now } = o;
   const on = o.config.monitoring !== false;
-  const thresholdChanges = new ThresholdChanges({ redis, prefix, catalog, audit, now });
+  // threshold changes are release state like routing and thresholds themselves: global (src/releases/threshold-changes.ts)
+  const thresholdChanges = new ThresholdChanges({ redis, prefix: keys.global, catalog, audit, now });
   governThresholds(catalog, thresholdChanges);
   // one recorder per process, on every scorer of it: the taps count in memory, a flush a second writes to Redis
-  const recorder = on ? new MonitoringRecorder({ redis, prefix, logger, now }) : undefined;
-  const predictionLog = on ? new PredictionLog({ redis, prefix, logger, now }) : undefined;
-  const monitoring = new MonitoringService({ redis, prefix, recorder, catalog, metrics: o.metrics, now });
-  const outcomes = new OutcomeService({ redis, prefix, log: predictionLog, audit, now });
+  // each writes and reads a model's state in the model's shard (src/platform/keyspace.ts)
+  const recorder = on ? new MonitoringRecorder({ redis, keys, logger, now }) : undefined;
+  const predictionLog = on ? new PredictionLog({ redis, keys, logger, now }) : undefined;
+  const monitoring = new MonitoringService({ redis, keys, recorder, catalog, metrics: o.metrics, now });
+  const outcomes = new OutcomeService({ redis, keys, log: predictionLog, audit, now });
   registerOutcomeGauges(o.metrics, { models: () => catalog.list(), figures: (m, v) => outcomes.figures(m, v) });
   return {
     thresholdChanges,

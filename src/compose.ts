@@ -129,7 +129,7 @@ export async function composeServices(options: ServicesOptions) {
     );
   }, refreshMs);
   shardRefresh.unref();
-  const shadow = new ShadowRecorder(redis, prefix, metrics, logger);
+  const shadow = new ShadowRecorder(redis, keys, metrics, logger);
   // in-process ONNX shadows score in a low-priority thread, off the event loop bedside answers wait on; a tier's
   // injected runtimes (tests) cannot cross into a thread, so with them shadows score through the tier's runners
   const shadowThread = options.runtimeFactory
@@ -141,7 +141,7 @@ export async function composeServices(options: ServicesOptions) {
         logger,
       });
   // threshold governance, and the monitoring and outcome taps every scorer of this process gets
-  const accountability = composeAccountability({ redis, config, catalog, audit, metrics, logger, now });
+  const accountability = composeAccountability({ redis, keys, config, catalog, audit, metrics, logger, now });
   const { monitoring, observers } = accountability;
   // a model a reload adds has its shard recorded before it serves (after the governance checks, which may refuse it):
   // other processes find its records by id and start its workers

@@ -116,7 +116,7 @@ export async function composeGateway(options: ComposeOptions) {
       catalog,
       sync,
       redis,
-      prefix: config.redisPrefix,
+      keys: services.keyspace,
       metrics,
       clients: options.cdsClients,
       onFeedback: (model, version, outcome, reason) =>

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { KeySpace } from '../src/platform/keyspace.ts';
 import { highRiskVitals, lowRiskVitals, obs, qty } from './bedside-fhir.ts';
 import { FakeEhr } from './cds-ehr.ts';
-import { buildGateway, metricValue, type TestGateway, waitFor } from './support/index.ts';
+import { buildGateway, metricValue, REDIS_URL, type TestGateway, waitFor } from './support/index.ts';
 
 const EXAMPLES = new URL('../../shared/data/cdshooks/', import.meta.url);
 const example = (name: string) => JSON.parse(readFileSync(new URL(name, EXAMPLES), 'utf8'));
@@ -341,5 +343,32 @@ describe('CDS Hooks 2.0', () => {
       );
     }, 'the monitoring gauges to show the feedback');
     assert.equal(metricValue(gauges, 'triage_monitoring_override_rate', labels), 0.5, 'overridden cards count');
+  });
+
+  it("keeps feedback in the model's shard, and honours feedback recorded under the global tag before shards", async () => {
+    const r = await call(
+      'news2-patient-view',
+      hookRequest('fb2', prefetchFor('news2-patient-view', highRiskVitals('fb2'))),
+    );
+    const card = r.body.cards[0];
+    const redis = new Redis(REDIS_URL);
+    try {
+      // an answer a release before model shards recorded for this card, and the counts it kept
+      await redis.set(`${t.prefix}:cds:feedback:${card.uuid}`, '{}', 'EX', 60);
+      await redis.hset(`${t.prefix}:cds:feedback-counts:news2`, '1|accepted', 5);
+      const body = example('feedback-accepted.json');
+      body.feedback[0].card = card.uuid;
+      assert.deepEqual((await call('news2-patient-view', body, undefined, '/feedback')).body, {
+        recorded: 0,
+        repeated: 1,
+      });
+      assert.equal((await t.deps.cds?.feedback.counts('news2'))?.['1']?.accepted, 1 + 5);
+      // what this release records is in the shard: the card's answer and the counts
+      const shard = new KeySpace(t.prefix).shard('news2');
+      assert.equal(await redis.hget(`${shard}:cds:feedback-counts`, '1|accepted'), '1');
+      assert.deepEqual(await redis.keys(`${t.prefix}:cds:feedback:*`), [`${t.prefix}:cds:feedback:${card.uuid}`]);
+    } finally {
+      redis.disconnect();
+    }
   });
 });

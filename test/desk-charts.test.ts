@@ -17,6 +17,7 @@ import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
 import { hourlySeries } from '../src/monitoring/series.ts';
 import { bucketKey, HOUR } from '../src/monitoring/windows.ts';
 import { outcomeMetrics } from '../src/outcomes/metrics.ts';
+import { KeySpace } from '../src/platform/keyspace.ts';
 import { SCORE_PAIR_SAMPLES } from '../src/serving/shadow.ts';
 import { FormClient } from './desk-support.ts';
 import {
@@ -173,7 +174,7 @@ test('the sample stays bounded: a flush keeps a uniform sample of its pairs, the
   await shadow.flush();
   for (let i = 0; i < 10; i++) shadow.record(pair(0.5, 0.5, '4'));
   await shadow.flush();
-  const key = `${prefix}:shadow:deterioration:4:scores`;
+  const key = `${new KeySpace(prefix).shard('deterioration')}:shadow:4:scores`;
   assert.equal(await redis.llen(key), SCORE_PAIR_SAMPLES);
   const ttl = await redis.ttl(key);
   assert.ok(ttl > 7 * 86400 && ttl <= 8 * 86400, `ttl ${ttl}`);
@@ -300,21 +301,23 @@ test('drift levels and empty versions: a major shift is marked, a version with n
 });
 
 test('the hourly series: each hour rolls into a bucket of its own (review decisions and card feedback), a week long, and the buckets expire', async () => {
-  const own = `${prefix}:series`;
+  // a model of its own in this file's key space: `series-m`
+  const keySpace = new KeySpace(prefix);
+  const own = keySpace.shard('series-m');
   const start = Math.floor(Date.parse('2026-11-20T10:30:00Z') / HOUR) * HOUR + 30 * 60_000;
   let now = start;
-  const recorder = new MonitoringRecorder({ redis, prefix: own, flushEveryMs: 0, now: () => now });
+  const recorder = new MonitoringRecorder({ redis, keys: keySpace, flushEveryMs: 0, now: () => now });
   try {
-    recorder.recordDecision('m', '1', 'approve');
-    recorder.recordDecision('m', '1', 'amend');
+    recorder.recordDecision('series-m', '1', 'approve');
+    recorder.recordDecision('series-m', '1', 'amend');
     await recorder.flush();
     now = start + HOUR;
-    for (const d of ['reject', 'reject', 'approve'] as const) recorder.recordDecision('m', '1', d);
-    recorder.recordFeedback('m', '1', 'overridden', 'too-late');
-    recorder.recordFeedback('m', '1', 'accepted');
+    for (const d of ['reject', 'reject', 'approve'] as const) recorder.recordDecision('series-m', '1', d);
+    recorder.recordFeedback('series-m', '1', 'overridden', 'too-late');
+    recorder.recordFeedback('series-m', '1', 'accepted');
     await recorder.flush();
 
-    const series = await hourlySeries(redis, own, 'm', '1', now);
+    const series = await hourlySeries(redis, own, '1', now);
     assert.equal(series.length, 168, 'a week of hours');
     assert.equal(series.at(-1)?.hour, new Date(Math.floor(now / HOUR) * HOUR).toISOString(), 'ends at this hour');
     assert.deepEqual(
@@ -326,10 +329,10 @@ test('the hourly series: each hour rolls into a bucket of its own (review decisi
     );
     assert.ok(series.slice(0, -2).every((h) => h.judgements === 0 && h.overrideRate === null));
 
-    const ttl = await redis.ttl(bucketKey(own, 'm', '1', HOUR, Math.floor(start / HOUR)));
+    const ttl = await redis.ttl(bucketKey(own, '1', HOUR, Math.floor(start / HOUR)));
     assert.ok(ttl > 7 * 86400 && ttl <= 8 * 86400, `an hourly bucket expires after eight days (ttl ${ttl})`);
     // a week later the first hour has rolled out of the series
-    const later = await hourlySeries(redis, own, 'm', '1', start + 168 * HOUR);
+    const later = await hourlySeries(redis, own, '1', start + 168 * HOUR);
     assert.deepEqual(
       later.filter((h) => h.judgements > 0).map((h) => h.hour.slice(11, 16)),
       ['11:00'],

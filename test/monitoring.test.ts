@@ -13,6 +13,7 @@ import { Redis } from 'ioredis';
 import { wardVitals } from '../models/profiles.ts';
 import { binOf, psi, quantileEdges } from '../src/monitoring/psi.ts';
 import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
+import { KeySpace } from '../src/platform/keyspace.ts';
 import { loadModels, ManifestError } from '../src/registry/load.ts';
 import { ModelCatalog } from '../src/serving/catalog.ts';
 import {
@@ -78,7 +79,8 @@ describe('PSI', () => {
 test('a review decision counted before the first scoring of a flush does not lose the feature bins', async () => {
   const prefix = makePrefix('monitoring-unit');
   const redis = new Redis(REDIS_URL);
-  const recorder = new MonitoringRecorder({ redis, prefix, flushEveryMs: 0 });
+  const shard = new KeySpace(prefix).shard('deterioration');
+  const recorder = new MonitoringRecorder({ redis, keys: new KeySpace(prefix), flushEveryMs: 0 });
   try {
     const catalog = ModelCatalog.fixed(await loadModels(MODELS_DIR, 5000));
     const model = catalog.get('deterioration');
@@ -88,7 +90,7 @@ test('a review decision counted before the first scoring of a flush does not los
     const result = { version: '1', predictions: [{ deteriorationRisk: 0.1, aboveThreshold: false }] };
     recorder.onScore({ model, tier: 'sync', input: { data, rows: 1 }, result, ms: 0.4 });
     await recorder.flush();
-    const [key] = await redis.keys(`${prefix}:monitor:deterioration:1:5m:*`);
+    const [key] = await redis.keys(`${shard}:monitor:1:5m:*`);
     const fields = await redis.hgetall(key as string);
     assert.equal(fields['d:amend'], '1');
     assert.equal(Object.keys(fields).filter((f) => f.startsWith('f:')).length, 7);
@@ -195,10 +197,12 @@ describe('monitoring on the sync tier, two replicas', { timeout: HANG_GUARD_MS }
   test('the buckets hold counters only: no input value, score or identifier', async () => {
     const redis = new Redis(REDIS_URL);
     try {
-      const keysFound = await redis.keys(`${prefix}:monitor:*`);
+      // in the model's shard, nothing under the global tag
+      assert.deepEqual(await redis.keys(`${prefix}:monitor:*`), []);
+      const keysFound = await redis.keys(`${new KeySpace(prefix).shard('deterioration')}:monitor:*`);
       assert.ok(keysFound.length >= 2);
       for (const key of keysFound) {
-        assert.match(key, /:monitor:deterioration:1:(5m|1h):\d+$/);
+        assert.match(key, /:deterioration\}:monitor:1:(5m|1h):\d+$/);
         assert.ok((await redis.ttl(key)) > 0, 'buckets expire');
         for (const [field, value] of Object.entries(await redis.hgetall(key))) {
           assert.match(
@@ -329,7 +333,12 @@ describe('monitoring off', { timeout: HANG_GUARD_MS }, () => {
       assert.equal(res.body.recording, false);
       assert.equal(res.body.versions[0].windows.hour.rows, 0);
       const redis = new Redis(REDIS_URL);
-      assert.deepEqual(await redis.keys(`${prefix}:monitor:*`), []);
+      for (const pattern of new KeySpace(prefix).patterns()) {
+        assert.deepEqual(
+          (await redis.keys(pattern)).filter((k) => k.includes(':monitor:')),
+          [],
+        );
+      }
       redis.disconnect();
     } finally {
       await gw.close();

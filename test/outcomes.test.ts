@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { outcomeMetrics } from '../src/outcomes/metrics.ts';
 import {
   allAudit,
@@ -19,6 +20,7 @@ import {
   metricValue,
   news2Row,
   placeDischarges,
+  REDIS_URL,
   type Reply,
   removeDir,
   type TestGateway,
@@ -199,6 +201,46 @@ describe('POST /v1/outcomes on the sync tier', { timeout: HANG_GUARD_MS }, () =>
       const r = await gw.call('POST', '/v1/outcomes', keys.client, b);
       assert.equal(r.status, status, `${JSON.stringify(b)}: ${r.text}`);
       assert.equal(r.headers.get('content-type'), 'application/problem+json');
+    }
+  });
+
+  test('upgrading: predictions and outcomes kept under the global tag before model shards are still joined and counted', async () => {
+    const redis = new Redis(REDIS_URL);
+    try {
+      const model = gw.deps.catalog.get(MODEL);
+      assert.ok(model);
+      const threshold = model.manifest.output.threshold;
+      const at = Date.now() - HOUR;
+      const [logged, recorded] = [randomUUID(), randomUUID()];
+      // what a release before model shards wrote: the day's prediction log, an outcome list and the outcome records
+      await redis.hset(
+        `${prefix}:predictions:${Math.floor(Date.now() / 86_400_000)}`,
+        `request:${logged}#0`,
+        `1|0.42|${threshold}|${at}|${MODEL}`,
+        `request:${recorded}#0`,
+        `1|0.9|${threshold}|${at}|${MODEL}`,
+      );
+      const before = (await gw.deps.outcomes.figures(model, '1')).labelled;
+      const observedAt = at + 60_000;
+      await redis.rpush(`${prefix}:outcomes:${MODEL}:1`, `0.9,${threshold},1,${at},${observedAt}`);
+      const old = { model: MODEL, version: '1', score: 0.9, threshold, at, outcome: true, observedAt, recordedBy: 'x' };
+      await redis.hset(`${prefix}:outcomes`, `request:${recorded}#0`, JSON.stringify(old));
+
+      const joined = await gw.call('POST', '/v1/outcomes', keys.client, {
+        requestId: logged,
+        outcome: false,
+        observedAt: new Date(observedAt).toISOString(),
+      });
+      assert.equal(joined.status, 201, joined.text);
+      assert.equal(joined.body.score, 0.42);
+      const body = { requestId: recorded, outcome: true, observedAt: new Date(observedAt).toISOString() };
+      assert.equal((await gw.call('POST', '/v1/outcomes', keys.client, body)).status, 200, 'recorded before: kept');
+      assert.equal((await gw.call('POST', '/v1/outcomes', keys.client, { ...body, outcome: false })).status, 409);
+      // the figures count the old list's row and the new outcome
+      const after = await gw.deps.outcomes.figures(model, '1');
+      assert.equal(after.labelled, before + 2);
+    } finally {
+      redis.disconnect();
     }
   });
 });

@@ -104,8 +104,9 @@ try {
   catalog.follow(1000);
   const runners = new JobRunners(factory, 'batch');
   // the thread has its own Redis connection, so it flushes its own aggregates: no protocol to the parent needed
-  const recorder = input.monitoring ? new MonitoringRecorder({ redis, prefix: input.prefix }) : undefined;
-  const predictionLog = input.monitoring ? new PredictionLog({ redis, prefix: input.prefix }) : undefined;
+  const keys = new KeySpace(input.prefix); // the taps write in the run's model's shard
+  const recorder = input.monitoring ? new MonitoringRecorder({ redis, keys }) : undefined;
+  const predictionLog = input.monitoring ? new PredictionLog({ redis, keys }) : undefined;
   try {
     const outcome = await executeRun({
       run,

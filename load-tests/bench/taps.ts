@@ -2,6 +2,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { MonitoringRecorder } from '../../src/monitoring/recorder.ts';
 import { PredictionLog } from '../../src/outcomes/prediction-log.ts';
+import { KeySpace } from '../../src/platform/keyspace.ts';
 import { loadModels } from '../../src/registry/load.ts';
 import { ModelCatalog } from '../../src/serving/catalog.ts';
 import type { ScoreObserver } from '../../src/serving/scorer.ts';
@@ -17,7 +18,7 @@ export const tapsSection: Section = {
   description: 'monitoring and prediction-log taps: cost per scoring on the path and at flush',
   async run(ctx: BenchContext): Promise<SectionResult> {
     const redis = new Redis(ctx.redisUrl ?? 'redis://127.0.0.1:6379');
-    const prefix = `{triage-bench-taps-${process.pid}}`;
+    const keys = new KeySpace(`{triage-bench-taps-${process.pid}}`);
     const calls = Number(process.env.BENCH_TAP_CALLS ?? 100_000);
     const model = ModelCatalog.fixed(await loadModels(ctx.modelsDir, 5000)).get('deterioration');
     if (!model) throw new Error('the deterioration model is needed');
@@ -27,8 +28,8 @@ export const tapsSection: Section = {
       predictions: [{ deteriorationRisk: 0.12, verdict: 'no-escalation', aboveThreshold: false }],
     };
     const taps: Array<[string, ScoreObserver & { flush(): Promise<void>; close(): Promise<void> }]> = [
-      ['monitoring', new MonitoringRecorder({ redis, prefix, flushEveryMs: 0 })],
-      ['prediction log', new PredictionLog({ redis, prefix, flushEveryMs: 0 })],
+      ['monitoring', new MonitoringRecorder({ redis, keys, flushEveryMs: 0 })],
+      ['prediction log', new PredictionLog({ redis, keys, flushEveryMs: 0 })],
     ];
     const data_: Record<string, unknown> = {};
     try {
@@ -67,8 +68,9 @@ export const tapsSection: Section = {
         await tap.close();
       }
     } finally {
-      const keys = await redis.keys(`${prefix}*`);
-      if (keys.length > 0) await redis.del(...keys);
+      // the global tag's keys and the model shard's (KeySpace.patterns)
+      const written = (await Promise.all(keys.patterns().map((p) => redis.keys(p)))).flat();
+      if (written.length > 0) await redis.del(...written);
       redis.disconnect();
     }
     return { data: data_, errors: [] };

@@ -1,4 +1,5 @@
 import { Counter, type Registry } from 'prom-client';
+import type { KeySpace } from '../platform/keyspace.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import { OVERRIDE_SYSTEM } from './cards.ts';
 
@@ -30,20 +31,36 @@ const CARD_TTL_SECONDS = 7 * 24 * 3600; // feedback comes minutes to days after 
 const FEEDBACK_TTL_SECONDS = 90 * 24 * 3600;
 
 /**
- * CDS Hooks feedback, per model version. Redis keys (prefix `<p>:cds:`): `card:<uuid>` the issued card (7 days),
- * `feedback:<uuid>` its one recorded outcome (90 days; the clinician's comment stays here, never in logs or labels),
- * and `feedback-counts:<model>`, a hash `<version>|accepted`, `<version>|overridden`,
- * `<version>|overridden|<reason code>`: what a monitoring report per version reads (`counts(model)`).
+ * Records a card's outcome once and counts it, in one step on the model's shard: KEYS[1] the card's feedback record
+ * (set only if absent, with its expiry), KEYS[2] the model's counts; ARGV: the record, its TTL, then the count fields.
+ */
+const RECORD = `
+if not redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then return 0 end
+for i = 3, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+return 1
+`;
+
+/**
+ * CDS Hooks feedback, per model version. Redis keys:
+ * - `<global>:cds:card:<uuid>`, the issued card (7 days), under the global tag: the EHR's feedback names a card by
+ *   its uuid alone, and it is that record that says which model (shard) the card was of;
+ * - in the model's shard `{<base>:<model>}:cds:`: `feedback:<uuid>`, the card's one recorded outcome (90 days; the
+ *   clinician's comment stays here, never in logs or labels), and `feedback-counts`, a hash `<version>|accepted`,
+ *   `<version>|overridden`, `<version>|overridden|<reason code>` (`counts(model)`). Both are written in one script.
+ * Feedback recorded before model shards (`<global>:cds:feedback…`) is still honoured: a card answered then is not
+ * counted again, and its counts are added to the shard's.
  */
 export class FeedbackStore {
   readonly #redis: RedisClient;
+  readonly #keys: KeySpace;
   readonly #prefix: string;
   readonly #counter: Counter<'model' | 'version' | 'outcome'>;
   readonly cards: Counter<'model' | 'version' | 'indicator'>;
 
-  constructor(redis: RedisClient, prefix: string, registry: Registry) {
+  constructor(redis: RedisClient, keys: KeySpace, registry: Registry) {
     this.#redis = redis;
-    this.#prefix = `${prefix}:cds`;
+    this.#keys = keys;
+    this.#prefix = `${keys.global}:cds`;
     this.#counter = new Counter({
       name: 'triage_cds_feedback_total',
       help: 'CDS Hooks card feedback by model, version and outcome (accepted, overridden), each card counted once',
@@ -79,31 +96,36 @@ export class FeedbackStore {
 
   /** Records a card's outcome once (an EHR's retry is not a second clinician); true when it was new. */
   async record(card: IssuedCard, entry: FeedbackEntry): Promise<boolean> {
-    const fresh = await this.#redis.set(
-      `${this.#prefix}:feedback:${entry.card}`,
+    if ((await this.#redis.exists(`${this.#prefix}:feedback:${entry.card}`)) === 1) return false; // before shards
+    const shard = `${this.#keys.shard(card.model)}:cds`;
+    const fields = [`${card.version}|${entry.outcome}`];
+    if (entry.outcome === 'overridden') fields.push(`${card.version}|overridden|${entry.reason ?? 'none'}`);
+    const fresh = await this.#redis.eval(
+      RECORD,
+      2,
+      `${shard}:feedback:${entry.card}`,
+      `${shard}:feedback-counts`,
       JSON.stringify({ ...entry, model: card.model, version: card.version, client: card.client }),
-      'EX',
       FEEDBACK_TTL_SECONDS,
-      'NX',
+      ...fields,
     );
-    if (fresh !== 'OK') return false;
-    const key = `${this.#prefix}:feedback-counts:${card.model}`;
-    const multi = this.#redis.multi().hincrby(key, `${card.version}|${entry.outcome}`, 1);
-    if (entry.outcome === 'overridden') multi.hincrby(key, `${card.version}|overridden|${entry.reason ?? 'none'}`, 1);
-    await multi.exec();
+    if (fresh !== 1) return false;
     this.#counter.inc({ model: card.model, version: card.version, outcome: entry.outcome });
     return true;
   }
 
   async counts(model: string): Promise<FeedbackCounts> {
-    const raw = await this.#redis.hgetall(`${this.#prefix}:feedback-counts:${model}`);
+    const hashes = await Promise.all([
+      this.#redis.hgetall(`${this.#prefix}:feedback-counts:${model}`),
+      this.#redis.hgetall(`${this.#keys.shard(model)}:cds:feedback-counts`),
+    ]);
     const counts: FeedbackCounts = {};
-    for (const [field, n] of Object.entries(raw)) {
+    for (const [field, n] of hashes.flatMap((h) => Object.entries(h))) {
       const [version, outcome, reason] = field.split('|') as [string, 'accepted' | 'overridden', string?];
       const v = counts[version] ?? { accepted: 0, overridden: 0, overrideReasons: {} };
       counts[version] = v;
-      if (reason !== undefined) v.overrideReasons[reason] = Number(n);
-      else v[outcome] = Number(n);
+      if (reason !== undefined) v.overrideReasons[reason] = (v.overrideReasons[reason] ?? 0) + Number(n);
+      else v[outcome] += Number(n);
     }
     return counts;
   }

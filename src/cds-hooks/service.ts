@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { PatientRow } from '../fhir/observations.ts';
 import { onePatient, readingsRefused } from '../fhir/one-patient.ts';
 import { Problem } from '../platform/errors.ts';
+import type { KeySpace } from '../platform/keyspace.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
@@ -54,7 +55,7 @@ export interface CdsHooksOptions {
   catalog: ModelCatalog;
   sync: SyncService;
   redis: RedisClient;
-  prefix: string;
+  keys: KeySpace;
   metrics: Metrics;
   clients?: CdsClientsConfig | undefined;
   fetchTimeoutMs?: number;
@@ -76,8 +77,8 @@ export class CdsHooksService {
     this.#onFeedback = o.onFeedback;
     this.#catalog = o.catalog;
     this.#sync = o.sync;
-    this.feedback = new FeedbackStore(o.redis, o.prefix, o.metrics.registry);
-    this.#verifier = o.clients ? new CdsTokenVerifier(o.clients.clients, o.redis, o.prefix) : undefined;
+    this.feedback = new FeedbackStore(o.redis, o.keys, o.metrics.registry);
+    this.#verifier = o.clients ? new CdsTokenVerifier(o.clients.clients, o.redis, o.keys.global) : undefined;
     this.#baseUrl = o.clients?.serviceBaseUrl?.replace(/\/+$/, '');
     this.#fetchTimeoutMs = o.fetchTimeoutMs ?? 3000;
   }

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { KeySpace } from '../platform/keyspace.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { OutputSpec } from '../registry/schema.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
@@ -74,7 +75,7 @@ interface Aggregate {
  */
 export class MonitoringRecorder implements ScoreObserver {
   readonly #redis: RedisClient;
-  readonly #prefix: string;
+  readonly #keys: KeySpace;
   readonly #logger: Logger | undefined;
   readonly #now: () => number;
   /** model → version → aggregate */
@@ -84,13 +85,13 @@ export class MonitoringRecorder implements ScoreObserver {
 
   constructor(options: {
     redis: RedisClient;
-    prefix: string;
+    keys: KeySpace;
     logger?: Logger;
     now?: () => number;
     flushEveryMs?: number;
   }) {
     this.#redis = options.redis;
-    this.#prefix = options.prefix;
+    this.#keys = options.keys;
     this.#logger = options.logger;
     this.#now = options.now ?? Date.now;
     if (options.flushEveryMs !== 0) {
@@ -174,7 +175,10 @@ export class MonitoringRecorder implements ScoreObserver {
     if (outcome === 'overridden') f.reasons[reason ?? 'none'] = (f.reasons[reason ?? 'none'] ?? 0) + 1;
   }
 
-  /** Writes what was counted since the last flush (one script per model version); a failure keeps nothing twice. */
+  /**
+   * Writes what was counted since the last flush: one script per model version, whose two buckets are in the model's
+   * shard (one slot); a failure keeps nothing twice.
+   */
   flush(): Promise<void> {
     this.#flushing = this.#flushing.then(() => this.#flush());
     return this.#flushing;
@@ -189,9 +193,10 @@ export class MonitoringRecorder implements ScoreObserver {
       pending.map(async (a) => {
         const args = [String(TTL_SECONDS[FIVE_MINUTES]), String(TTL_SECONDS[HOUR])];
         for (const [field, value] of fieldsOf(a)) args.push(field, String(value));
+        const shard = this.#keys.shard(a.model);
         const keys = [
-          bucketKey(this.#prefix, a.model, a.version, FIVE_MINUTES, Math.floor(now / FIVE_MINUTES)),
-          bucketKey(this.#prefix, a.model, a.version, HOUR, Math.floor(now / HOUR)),
+          bucketKey(shard, a.version, FIVE_MINUTES, Math.floor(now / FIVE_MINUTES)),
+          bucketKey(shard, a.version, HOUR, Math.floor(now / HOUR)),
         ];
         await this.#redis.eval(ADD, 2, ...keys, ...args);
       }),

@@ -1,3 +1,4 @@
+import type { KeySpace } from '../platform/keyspace.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { psi } from './psi.ts';
@@ -39,11 +40,10 @@ export interface WindowReport {
 const round = (v: number, places = 6) => Math.round(v * 10 ** places) / 10 ** places;
 const share = (n: number, d: number) => (d > 0 ? round(n / d) : null);
 
-/** Reads the buckets of each window of one version (one pipeline) and sums them. */
+/** Reads the buckets of each window of one version (one pipeline, one shard) and sums them. */
 async function readWindows(
   redis: RedisClient,
-  prefix: string,
-  model: string,
+  shard: string,
   version: string,
   windows: readonly WindowName[],
   now: number,
@@ -55,7 +55,7 @@ async function readWindows(
     return { w, bucketMs, ids, from: (current - buckets + 1) * bucketMs, to: (current + 1) * bucketMs };
   });
   // the day is the last 24 of the week's hourly buckets: each bucket is read once
-  const keys = [...new Set(plan.flatMap((p) => p.ids.map((id) => bucketKey(prefix, model, version, p.bucketMs, id))))];
+  const keys = [...new Set(plan.flatMap((p) => p.ids.map((id) => bucketKey(shard, version, p.bucketMs, id))))];
   const pipeline = redis.pipeline();
   for (const k of keys) pipeline.hgetall(k);
   const replies = (await pipeline.exec()) ?? [];
@@ -64,7 +64,7 @@ async function readWindows(
   for (const p of plan) {
     const sum = new Map<string, number>();
     for (const id of p.ids) {
-      for (const [field, value] of Object.entries(byKey.get(bucketKey(prefix, model, version, p.bucketMs, id)) ?? {})) {
+      for (const [field, value] of Object.entries(byKey.get(bucketKey(shard, version, p.bucketMs, id)) ?? {})) {
         sum.set(field, (sum.get(field) ?? 0) + Number(value));
       }
     }
@@ -152,10 +152,10 @@ function windowReport(model: CatalogModel, version: string, w: { sum: Map<string
   return report;
 }
 
-/** The monitoring figures of every version of a model, per window. Aggregates only. */
+/** The monitoring figures of every version of a model, per window, read from the model's shard. Aggregates only. */
 export async function monitoringReport(
   redis: RedisClient,
-  prefix: string,
+  keys: KeySpace,
   model: CatalogModel,
   options: { windows?: readonly WindowName[]; now?: number } = {},
 ) {
@@ -163,7 +163,7 @@ export async function monitoringReport(
   const now = options.now ?? Date.now();
   const versions = await Promise.all(
     model.manifest.versions.map(async (v) => {
-      const sums = await readWindows(redis, prefix, model.name, v.version, windows, now);
+      const sums = await readWindows(redis, keys.shard(model.name), v.version, windows, now);
       const profile = model.loaded.profiles.get(v.version);
       return {
         version: v.version,

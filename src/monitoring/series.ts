@@ -40,8 +40,8 @@ const FIELDS = [
  */
 export async function hourlySeries(
   redis: RedisClient,
-  prefix: string,
-  model: string,
+  /** the model's shard prefix (`keys.shard(model)`): the week's buckets are one slot, so one pipeline on a cluster */
+  shard: string,
   version: string,
   now: number,
   hours = WINDOWS.week.buckets,
@@ -49,7 +49,7 @@ export async function hourlySeries(
   const current = Math.floor(now / HOUR);
   const ids = Array.from({ length: hours }, (_, i) => current - hours + 1 + i);
   const pipeline = redis.pipeline();
-  for (const id of ids) pipeline.hmget(bucketKey(prefix, model, version, HOUR, id), ...FIELDS);
+  for (const id of ids) pipeline.hmget(bucketKey(shard, version, HOUR, id), ...FIELDS);
   const replies = (await pipeline.exec()) ?? [];
   return ids.map((id, i) => {
     const [err, values] = replies[i] ?? [];

@@ -1,3 +1,4 @@
+import type { KeySpace } from '../platform/keyspace.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
@@ -10,20 +11,20 @@ import type { WindowName } from './windows.ts';
 /** Monitoring per model version: the recorder (when switched on), the report and the gauges. */
 export class MonitoringService {
   readonly #redis: RedisClient;
-  readonly #prefix: string;
+  readonly #keys: KeySpace;
   readonly recorder: MonitoringRecorder | undefined;
   readonly #now: () => number;
 
   constructor(options: {
     redis: RedisClient;
-    prefix: string;
+    keys: KeySpace;
     recorder: MonitoringRecorder | undefined;
     catalog: ModelCatalog;
     metrics: Metrics;
     now?: () => number;
   }) {
     this.#redis = options.redis;
-    this.#prefix = options.prefix;
+    this.#keys = options.keys;
     this.recorder = options.recorder;
     this.#now = options.now ?? Date.now;
     const { catalog } = options;
@@ -38,7 +39,7 @@ export class MonitoringService {
   }
 
   report(model: CatalogModel, windows?: readonly WindowName[]) {
-    return monitoringReport(this.#redis, this.#prefix, model, { now: this.#now(), ...(windows ? { windows } : {}) });
+    return monitoringReport(this.#redis, this.#keys, model, { now: this.#now(), ...(windows ? { windows } : {}) });
   }
 
   /** CDS Hooks: a clinician accepted or overrode (with a reason code) a card this version's score made. */
@@ -49,10 +50,11 @@ export class MonitoringService {
   /** Each version's last week hour by hour, oldest first (the pictures over time). */
   series(model: CatalogModel) {
     const now = this.#now();
+    const shard = this.#keys.shard(model.name);
     return Promise.all(
       model.manifest.versions.map(async (v) => ({
         version: v.version,
-        hours: await hourlySeries(this.#redis, this.#prefix, model.name, v.version, now),
+        hours: await hourlySeries(this.#redis, shard, v.version, now),
       })),
     );
   }

@@ -1,7 +1,8 @@
 /**
- * Where monitoring aggregates live in Redis: one hash per model version per time bucket, its fields counters. Five
- * minute buckets (kept two hours) make the hour window; hourly buckets (kept eight days) make the day and the week.
- * Every replica and worker adds to the same buckets, so a window counts the traffic of all of them.
+ * Where monitoring aggregates live in Redis: one hash per model version per time bucket, its fields counters, in the
+ * model's shard (`{<base>:<model>}`, src/platform/keyspace.ts), so on a Redis Cluster a model's counters are written
+ * on that model's primary. Five minute buckets (kept two hours) make the hour window; hourly buckets (kept eight days)
+ * make the day and the week. Every replica and worker adds to the same buckets, so a window counts all their traffic.
  */
 export const FIVE_MINUTES = 5 * 60_000;
 export const HOUR = 60 * 60_000;
@@ -17,8 +18,9 @@ export const WINDOWS: Record<WindowName, { bucketMs: number; buckets: number }> 
 
 export const TTL_SECONDS = { [FIVE_MINUTES]: 2 * 3600, [HOUR]: 8 * 24 * 3600 } as const;
 
-export function bucketKey(prefix: string, model: string, version: string, bucketMs: number, bucket: number): string {
-  return `${prefix}:monitor:${model}:${version}:${bucketMs === HOUR ? '1h' : '5m'}:${bucket}`;
+/** A bucket of one version; `shard` is the model's shard prefix (`keys.shard(model)`). */
+export function bucketKey(shard: string, version: string, bucketMs: number, bucket: number): string {
+  return `${shard}:monitor:${version}:${bucketMs === HOUR ? '1h' : '5m'}:${bucket}`;
 }
 
 /** Latency bucket upper bounds, ms (the last bucket is everything slower). */

@@ -1,6 +1,7 @@
 import { hash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { scoreOf } from '../monitoring/recorder.ts';
+import type { KeySpace } from '../platform/keyspace.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { ScoreEvent, ScoreObserver } from '../serving/scorer.ts';
 
@@ -43,18 +44,20 @@ function decode(value: string): LoggedPrediction {
   return { model, version, score: Number(score), threshold: Number(threshold), at: Number(at) };
 }
 
+/** A day bucket of the log: `prefix` is a model's shard (or, for rows logged before shards, the global tag). */
 export function dayKey(prefix: string, day: number): string {
   return `${prefix}:predictions:${day}`;
 }
 
 /**
  * Logs every scored row that carries a reference (its version, score and the approved threshold) so an outcome
- * observed later can be joined to it. Buffered on the caller's path, written once a second as one HSET per day
- * bucket; buckets expire after the retention.
+ * observed later can be joined to it. Buffered on the caller's path, written once a second as HSETs per day bucket
+ * of each model's shard (`{<base>:<model>}:predictions:<day>`: on a Redis Cluster, on the model's primary); buckets
+ * expire after the retention.
  */
 export class PredictionLog implements ScoreObserver {
   readonly #redis: RedisClient;
-  readonly #prefix: string;
+  readonly #keys: KeySpace;
   readonly #logger: Logger | undefined;
   readonly #now: () => number;
   #buffer: Array<{
@@ -68,9 +71,9 @@ export class PredictionLog implements ScoreObserver {
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
 
-  constructor(o: { redis: RedisClient; prefix: string; logger?: Logger; now?: () => number; flushEveryMs?: number }) {
+  constructor(o: { redis: RedisClient; keys: KeySpace; logger?: Logger; now?: () => number; flushEveryMs?: number }) {
     this.#redis = o.redis;
-    this.#prefix = o.prefix;
+    this.#keys = o.keys;
     this.#logger = o.logger;
     this.#now = o.now ?? Date.now;
     if (o.flushEveryMs !== 0) {
@@ -105,43 +108,66 @@ export class PredictionLog implements ScoreObserver {
     if (this.#buffer.length === 0) return;
     const buffer = this.#buffer;
     this.#buffer = [];
-    const key = dayKey(this.#prefix, Math.floor(this.#now() / DAY));
+    const day = Math.floor(this.#now() / DAY);
     // a busy second logs many thousands of rows: HSETs of a bounded size, each shaped in a slice of its own and
     // the event loop let go in between, so a flush never holds up the bedside requests arriving meanwhile
     const writes: Array<Promise<unknown>> = [];
-    let fields: string[] = [];
-    const send = () => {
-      if (fields.length > 0) writes.push(this.#redis.hset(key, ...fields));
-      fields = [];
-    };
+    // per model: its shard's day bucket and the fields not yet sent (looked up by the model's name, computed once)
+    const byModel = new Map<string, { key: string; fields: string[] }>();
     for (const e of buffer) {
+      let bucket = byModel.get(e.model);
+      if (!bucket) {
+        bucket = { key: dayKey(this.#keys.shard(e.model), day), fields: [] };
+        byModel.set(e.model, bucket);
+      }
+      const { fields } = bucket;
       const encode = encoder(e);
       for (let i = 0; i < e.scores.length; i++) {
         const ref = e.refs[i];
         if (ref !== undefined) fields.push(refField(ref), encode(e.scores[i] as number));
       }
       if (fields.length >= 2 * HSET_FIELDS) {
-        send();
+        writes.push(this.#redis.hset(bucket.key, ...fields));
+        bucket.fields = [];
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     }
-    send();
-    writes.push(this.#redis.expire(key, (PREDICTION_RETENTION_DAYS + 1) * 86_400));
+    for (const { key, fields } of byModel.values()) {
+      if (fields.length > 0) writes.push(this.#redis.hset(key, ...fields));
+      writes.push(this.#redis.expire(key, (PREDICTION_RETENTION_DAYS + 1) * 86_400));
+    }
     await Promise.all(writes).catch((err: Error) =>
       this.#logger?.warn({ err: { message: err.message } }, 'prediction log flush failed'),
     );
   }
 
-  /** The prediction a reference names, looked up over the retention (newest day first). */
+  /**
+   * The prediction a reference names, looked up over the retention. A job id names its model's shard; a request id
+   * or a batch row does not, so every shard is asked (one pipeline each, in parallel: outcomes arrive at the pace of
+   * clinical observation, not of scoring), and the log under the global tag that processes before model shards wrote
+   * (it expires by itself: PREDICTION_RETENTION_DAYS after the last such process stopped). Should two shards hold
+   * the same reference (a client reusing a request id across models), the latest prediction is the one joined.
+   */
   async find(ref: string): Promise<LoggedPrediction | undefined> {
     const field = refField(ref);
     const today = Math.floor(this.#now() / DAY);
-    const pipeline = this.#redis.pipeline();
-    for (let d = 0; d <= PREDICTION_RETENTION_DAYS; d++) pipeline.hget(dayKey(this.#prefix, today - d), field);
-    for (const [, value] of (await pipeline.exec()) ?? []) {
-      if (typeof value === 'string') return decode(value);
-    }
-    return undefined;
+    const jobModel = ref.startsWith('job:') ? this.#keys.modelOfId(ref.slice(4).split('#')[0] as string) : undefined;
+    const prefixes = jobModel ? [this.#keys.shard(jobModel)] : this.#keys.shards().map((s) => s.prefix);
+    const found = await Promise.all(
+      [...prefixes, this.#keys.global].map(async (prefix) => {
+        const pipeline = this.#redis.pipeline();
+        for (let d = 0; d <= PREDICTION_RETENTION_DAYS; d++) pipeline.hget(dayKey(prefix, today - d), field);
+        for (const [err, value] of (await pipeline.exec()) ?? []) {
+          if (err) throw err; // not "no such prediction": Redis did not answer
+          if (typeof value === 'string') return decode(value);
+        }
+        return undefined;
+      }),
+    );
+    return found.reduce<LoggedPrediction | undefined>(
+      (latest, p) => (p && (!latest || p.at > latest.at) ? p : latest),
+      undefined,
+    );
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,8 @@
-import type { AuditLog } from '../platform/audit.ts';
+import { AuditLog } from '../platform/audit.ts';
 import { assertModelAllowed, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import { onlyFields } from '../platform/json-body.ts';
+import type { KeySpace } from '../platform/keyspace.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { type Labelled, outcomeMetrics } from './metrics.ts';
@@ -11,6 +12,21 @@ import { type LoggedPrediction, PREDICTION_RETENTION_DAYS, type PredictionLog, r
 const MAX_OUTCOMES = 100_000;
 /** How far ahead of this clock an observation time may be (clock skew between systems). */
 const MAX_SKEW_MS = 5 * 60_000;
+
+/**
+ * Records an outcome once, in the model's shard and in one step: the record by reference (KEYS[1], a hash), the row
+ * the figures read (KEYS[2], a capped list) and the audit entry (KEYS[3], the shard's audit stream). Returns the
+ * record already there, or nil when this one was new.
+ */
+const RECORD = `
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then return existing end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'entry', ARGV[6])
+return nil
+`;
 
 export interface RecordedOutcome extends LoggedPrediction {
   outcome: boolean;
@@ -22,30 +38,40 @@ export interface RecordedOutcome extends LoggedPrediction {
  * Observed outcomes, joined to what was predicted: by request id, job id or batch row. Idempotent (the same outcome
  * again is a no-op; a different one for the same prediction is refused), validated and audited. The figures per
  * version use the threshold approved when each prediction was made.
+ *
+ * Kept in the predicted model's shard (`{<base>:<model>}:outcomes`, the records by reference, and
+ * `…:outcomes:<version>`, the rows the figures read): on a Redis Cluster a model's outcomes are written on its primary.
+ * Outcomes recorded before model shards stay where they were (`<global>:outcomes` and
+ * `<global>:outcomes:<model>:<version>`, kept like any outcome) and are read beside the shard's: nothing is moved.
  */
 export class OutcomeService {
   readonly #redis: RedisClient;
-  readonly #prefix: string;
+  readonly #keys: KeySpace;
   readonly #log: PredictionLog | undefined;
   readonly #audit: AuditLog;
   readonly #now: () => number;
 
   constructor(o: {
     redis: RedisClient;
-    prefix: string;
+    keys: KeySpace;
     log: PredictionLog | undefined;
     audit: AuditLog;
     now?: () => number;
   }) {
     this.#redis = o.redis;
-    this.#prefix = o.prefix;
+    this.#keys = o.keys;
     this.#log = o.log;
     this.#audit = o.audit;
     this.#now = o.now ?? Date.now;
   }
 
   #listKey(model: string, version: string): string {
-    return `${this.#prefix}:outcomes:${model}:${version}`;
+    return `${this.#keys.shard(model)}:outcomes:${version}`;
+  }
+
+  /** Where outcomes were recorded before model shards (read, never written). */
+  #legacy(model?: string, version?: string): string {
+    return model === undefined ? `${this.#keys.global}:outcomes` : `${this.#keys.global}:outcomes:${model}:${version}`;
   }
 
   async record(
@@ -75,34 +101,51 @@ export class OutcomeService {
       throw new Problem('invalid_request', 'observedAt is before the prediction was made');
     const recorded: RecordedOutcome = { ...prediction, outcome, observedAt, recordedBy: principal.id };
     const field = refField(ref);
-    const created = await this.#redis.hsetnx(`${this.#prefix}:outcomes`, field, JSON.stringify(recorded));
-    if (created === 0) {
-      const existing = JSON.parse(
-        (await this.#redis.hget(`${this.#prefix}:outcomes`, field)) ?? '{}',
-      ) as RecordedOutcome;
-      if (existing.outcome !== outcome || existing.observedAt !== observedAt) {
-        throw new Problem('outcome_conflict', 'a different outcome was already recorded for this prediction');
-      }
-      return { created: false, outcome: existing };
-    }
+    const { model, version } = prediction;
+    const shard = this.#keys.shard(model);
     const row = [prediction.score, prediction.threshold, outcome ? 1 : 0, prediction.at, observedAt].join(',');
-    const list = this.#listKey(prediction.model, prediction.version);
-    await this.#redis.multi().rpush(list, row).ltrim(list, -MAX_OUTCOMES, -1).exec();
-    await this.#audit.append({
-      actor: principal.id,
-      role: principal.role,
-      action: 'outcome.record',
-      target: `outcome:${field}`,
-      model: prediction.model,
-      version: prediction.version,
-      detail: `outcome ${outcome} observed ${new Date(observedAt).toISOString()}`,
-    });
-    return { created: true, outcome: recorded };
+    const entry = AuditLog.encode(
+      {
+        actor: principal.id,
+        role: principal.role,
+        action: 'outcome.record',
+        target: `outcome:${field}`,
+        model,
+        version,
+        detail: `outcome ${outcome} observed ${new Date(observedAt).toISOString()}`,
+      },
+      this.#now(),
+    );
+    const earlier =
+      (await this.#redis.hget(this.#legacy(), field)) ??
+      ((await this.#redis.eval(
+        RECORD,
+        3,
+        `${shard}:outcomes`,
+        this.#listKey(model, version),
+        this.#audit.streamKeyFor(model),
+        field,
+        JSON.stringify(recorded),
+        row,
+        MAX_OUTCOMES,
+        AuditLog.maxEntries,
+        entry,
+      )) as string | null);
+    if (earlier === null) return { created: true, outcome: recorded };
+    const existing = JSON.parse(earlier) as RecordedOutcome;
+    if (existing.outcome !== outcome || existing.observedAt !== observedAt) {
+      throw new Problem('outcome_conflict', 'a different outcome was already recorded for this prediction');
+    }
+    return { created: false, outcome: existing };
   }
 
-  /** The outcome figures of one version (every outcome kept). */
+  /** The outcome figures of one version (every outcome kept, in the shard and from before shards). */
   async figures(model: CatalogModel, version: string) {
-    const rows = await this.#redis.lrange(this.#listKey(model.name, version), 0, -1);
+    const [before, since] = await Promise.all([
+      this.#redis.lrange(this.#legacy(model.name, version), 0, -1),
+      this.#redis.lrange(this.#listKey(model.name, version), 0, -1),
+    ]);
+    const rows = before.length > 0 ? before.concat(since) : since;
     const labelled: Labelled[] = rows.map((r) => {
       const [score, threshold, y, at, observed] = r.split(',').map(Number) as [number, number, number, number, number];
       return { score, threshold, outcome: y === 1, delayMs: observed - at };

@@ -37,6 +37,10 @@ const ID = /^[0-9a-f-]{36}$/;
  * and approved or rejected by someone else holding the approver role. An approval applies the threshold through
  * the catalog (every replica and worker within a second) and is audited with the before and after. A manifest
  * reload that would change a threshold in force needs the latest approved request of that model to say so.
+ *
+ * Kept under the global tag, not in the model's shard: a request is release state like the routing and thresholds
+ * it changes (which are global), it is found by its id alone (`GET /v1/threshold-changes/{id}`, ids already handed
+ * out), and it is written a few times a year, so it adds nothing a primary would notice.
  */
 export class ThresholdChanges {
   readonly #redis: RedisClient;

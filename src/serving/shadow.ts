@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { KeySpace } from '../platform/keyspace.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { OutputSpec } from '../registry/schema.ts';
@@ -65,21 +66,22 @@ export const SCORE_PAIR_SAMPLES = 1000;
 const SCORE_PAIR_TTL_SECONDS = 8 * 24 * 3600;
 
 /**
- * Records shadow pairs in Redis. Pairs are aggregated in memory and flushed once a second in one pipeline, so
- * mirroring all traffic costs Redis a few commands a second, not several per request.
+ * Records shadow pairs in Redis, in the model's shard (`{<base>:<model>}:shadow:…`: on a Redis Cluster on the model's
+ * primary). Pairs are aggregated in memory and flushed once a second in one pipeline per model (a pipeline stays on
+ * one shard), so mirroring all traffic costs Redis a few commands a second, not several per request. What is kept:
+ * the counters, a capped sample of latencies and of paired scores; no pair as such (no input, no time, no id).
  */
 export class ShadowRecorder {
   readonly #redis: RedisClient;
-  readonly #prefix: string;
+  readonly #keys: KeySpace;
   readonly #metrics: Metrics;
   readonly #logger: Logger;
   #pending = new Map<string, Aggregate>();
-  #recent: string[] = [];
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(redis: RedisClient, prefix: string, metrics: Metrics, logger: Logger, flushEveryMs = 1000) {
+  constructor(redis: RedisClient, keys: KeySpace, metrics: Metrics, logger: Logger, flushEveryMs = 1000) {
     this.#redis = redis;
-    this.#prefix = prefix;
+    this.#keys = keys;
     this.#metrics = metrics;
     this.#logger = logger;
     this.#timer = setInterval(() => void this.flush(), flushEveryMs);
@@ -87,7 +89,12 @@ export class ShadowRecorder {
   }
 
   #key(model: string, version: string, part: string): string {
-    return `${this.#prefix}:shadow:${model}:${version}:${part}`;
+    return `${this.#keys.shard(model)}:shadow:${version}:${part}`;
+  }
+
+  /** The shadow versions of a model that have pairs recorded. */
+  #versionsKey(model: string): string {
+    return `${this.#keys.shard(model)}:shadow:versions`;
   }
 
   #aggregate(model: string, version: string): Aggregate {
@@ -137,34 +144,22 @@ export class ShadowRecorder {
       else if (s.decision === 'positive' || (p.decision !== 'positive' && s.score > p.score)) a.shadowPositive++;
       else a.shadowNegative++;
       if (Number.isFinite(p.score) && Number.isFinite(s.score)) sample(a, p.score, s.score);
-      if (this.#recent.length < 500) {
-        this.#recent.push(
-          JSON.stringify({
-            model: pair.model,
-            primaryVersion: pair.primaryVersion,
-            shadowVersion: pair.shadowVersion,
-            primary: p,
-            shadow: s,
-            primaryMs: round(pair.primaryMs),
-            shadowMs: round(pair.shadowMs),
-            agree,
-            at: new Date().toISOString(),
-          }),
-        );
-      }
     });
   }
 
-  /** Writes what accumulated since the last flush. */
+  /** Writes what accumulated since the last flush: one pipeline per model, on the model's shard. */
   async flush(): Promise<void> {
-    if (this.#pending.size === 0 && this.#recent.length === 0) return;
+    if (this.#pending.size === 0) return;
     const pending = this.#pending;
-    const recent = this.#recent;
     this.#pending = new Map();
-    this.#recent = [];
-    const pipe = this.#redis.pipeline();
+    const pipes = new Map<string, ReturnType<RedisClient['pipeline']>>();
     for (const [id, a] of pending) {
       const [model, version] = id.split('\u0000') as [string, string];
+      let pipe = pipes.get(model);
+      if (!pipe) {
+        pipe = this.#redis.pipeline();
+        pipes.set(model, pipe);
+      }
       const labels = { model, version };
       if (a.agree > 0) this.#metrics.shadowPairs.inc({ ...labels, agreement: 'agree' }, a.agree);
       if (a.pairs > a.agree) this.#metrics.shadowPairs.inc({ ...labels, agreement: 'disagree' }, a.pairs - a.agree);
@@ -182,7 +177,7 @@ export class ShadowRecorder {
         this.#metrics.shadowDropped.inc({ model, reason }, n);
         pipe.hincrby(stats, `shed:${reason}`, n);
       }
-      pipe.sadd(`${this.#prefix}:shadow:${model}:versions`, version);
+      pipe.sadd(this.#versionsKey(model), version);
       for (const [part, samples] of [
         ['primaryMs', a.primaryMs],
         ['shadowMs', a.shadowMs],
@@ -201,20 +196,16 @@ export class ShadowRecorder {
         pipe.expire(key, SCORE_PAIR_TTL_SECONDS);
       }
     }
-    for (const entry of recent) {
-      const { model } = JSON.parse(entry) as { model: string };
-      pipe.xadd(`${this.#prefix}:shadow:${model}:pairs`, 'MAXLEN', '~', '10000', '*', 'pair', entry);
-    }
-    try {
-      await pipe.exec();
-    } catch (err) {
-      this.#logger.warn({ err: { message: (err as Error).message } }, 'shadow flush failed');
-    }
+    await Promise.all(
+      [...pipes.values()].map((pipe) =>
+        pipe.exec().catch((err: Error) => this.#logger.warn({ err: { message: err.message } }, 'shadow flush failed')),
+      ),
+    );
   }
 
   /** The comparison report of a model, per shadow version. */
   async report(model: string, threshold: number) {
-    const versions = (await this.#redis.smembers(`${this.#prefix}:shadow:${model}:versions`)).sort();
+    const versions = (await this.#redis.smembers(this.#versionsKey(model))).sort();
     const out = [];
     for (const version of versions) {
       const h = await this.#redis.hgetall(this.#key(model, version, 'stats'));
@@ -245,7 +236,7 @@ export class ShadowRecorder {
 
   /** The kept sample of paired scores of each shadow version of a model, newest first. */
   async scorePairs(model: string): Promise<Array<{ version: string; pairs: Array<[number, number]> }>> {
-    const versions = (await this.#redis.smembers(`${this.#prefix}:shadow:${model}:versions`)).sort();
+    const versions = (await this.#redis.smembers(this.#versionsKey(model))).sort();
     const pipe = this.#redis.pipeline();
     for (const version of versions) pipe.lrange(this.#key(model, version, 'scores'), 0, -1);
     const replies = (await pipe.exec()) ?? [];

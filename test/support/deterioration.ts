@@ -8,8 +8,9 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import * as ort from 'onnxruntime-node';
 import YAML from 'yaml';
+import { KeySpace } from '../../src/platform/keyspace.ts';
 import { MODELS_DIR } from './models.ts';
-import { globEscape, REDIS_URL, scanKeys } from './redis.ts';
+import { REDIS_URL, scanKeys } from './redis.ts';
 
 export const MODEL = 'deterioration';
 
@@ -20,12 +21,16 @@ export interface StoredValue {
   values: Array<{ field?: string; value: string }>;
 }
 
-/** Every key under `prefix` whose name contains "shadow", whatever its type, with all it holds. */
+/**
+ * Every key of the `prefix` key space (the global tag and the model shards) whose name contains "shadow", whatever
+ * its type, with all it holds.
+ */
 export async function shadowStorage(prefix: string): Promise<StoredValue[]> {
   const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
   try {
     const out: StoredValue[] = [];
-    for (const key of (await scanKeys(redis, `${globEscape(prefix)}*shadow*`)).sort()) {
+    const found = await Promise.all(new KeySpace(prefix).patterns().map((p) => scanKeys(redis, p)));
+    for (const key of [...new Set(found.flat())].filter((k) => k.slice(k.indexOf('}')).includes('shadow')).sort()) {
       const type = await redis.type(key);
       const values: StoredValue['values'] = [];
       switch (type) {
