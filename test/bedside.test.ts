@@ -86,3 +86,40 @@ describe('under pressure, shadows yield to the bedside answer', () => {
     );
   });
 });
+
+describe('under pressure, a silent deployment still shows no score', () => {
+  it('answers silent while its shadow mirrors are shed for pressure', async () => {
+    // deterioration keeps its shadow (v2) while v1 runs silent: the path where a mirror is shed must not skip the
+    // silent check (it once returned early, showing the silent version's scores)
+    const set = await t.call('PUT', '/v1/models/deterioration/routing/silent', t.keys.admin, {
+      version: '1',
+      reason: 'CR-12: silent trial under load',
+    });
+    assert.equal(set.status, 200, set.text);
+    assert.deepEqual(set.body.routing.shadow?.versions, ['2']);
+    const stop = noisyNeighbour(400);
+    try {
+      await waitFor(
+        async () => (await metric('triage_under_pressure', {})) === 1,
+        'the pressure to be seen',
+        30_000,
+        20,
+      );
+      const before = await metric('triage_shadow_dropped_total', { model: 'deterioration', reason: 'pressure' });
+      await waitFor(
+        async () => {
+          const res = await t.predict('deterioration', t.keys.client, [DETERIORATION]);
+          assert.equal(res.status, 200, res.text);
+          assert.equal(res.body.silent, true, res.text);
+          assert.deepEqual(res.body.predictions, [], 'no score while silent, under pressure too');
+          return (await metric('triage_shadow_dropped_total', { model: 'deterioration', reason: 'pressure' })) > before;
+        },
+        'a mirror shed for pressure while silent',
+        30_000,
+        20,
+      );
+    } finally {
+      stop();
+    }
+  });
+});
