@@ -4,7 +4,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { TEST_CREDENTIALS } from '../../test/fakes/sagemaker-fake.ts';
 import type { Child } from './children.ts';
-import { envNumber, fmt, runJsonChild } from './common.ts';
+import { envNumber, fmt, procCpuMs, runJsonChild } from './common.ts';
 import type { BenchContext, Section, SectionResult } from './context.ts';
 import type { LoadResult } from './load.ts';
 import { DETERIORATION_INSTANCE } from './sync.ts';
@@ -56,19 +56,6 @@ const statsDelta = (a: FakeStats, b: FakeStats): FakeStats => ({
   faults: b.faults - a.faults,
   cpuMs: b.cpuMs - a.cpuMs,
 });
-
-/** utime + stime of a process from /proc (Linux), ms; undefined when unreadable. */
-function procCpuMs(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields[11], [12] = utime, stime (fields 14 and 15 of proc(5)), in clock ticks (100 Hz on Linux)
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
-  } catch {
-    return undefined;
-  }
-}
 
 interface FakeProcess {
   url: string;

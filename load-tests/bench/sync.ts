@@ -1,6 +1,7 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { type Child, freePort, waitForOk } from './children.ts';
+import { procCpuMs } from './common.ts';
 import type { BenchContext, Section, SectionResult } from './context.ts';
 import { busiestProfile, type SelfTimeRow } from './cpuprofile.ts';
 import type { LoadResult } from './load.ts';
@@ -92,26 +93,6 @@ function batchingDelta(before: PromSample[], after: PromSample[], model: string)
   };
 }
 
-/**
- * A process's CPU time so far (ms, every thread, user + system) from /proc (Linux); undefined elsewhere. CPU per
- * request is the steadier efficiency figure on a shared machine: throughput falls when a neighbour takes the core,
- * the cost of one answer mostly does not.
- */
-function processCpuMs(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    // fields after the command name (which may hold spaces): utime and stime are the 12th and 13th
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
-  } catch {
-    return undefined;
-  }
-}
-
-/** USER_HZ: Linux reports /proc times in 1/100 s on every architecture Node runs on */
-const CLOCK_TICKS = 100;
-
 async function runTarget(ctx: BenchContext, t: Target): Promise<TargetResult> {
   const { settings, load } = ctx;
   const result: TargetResult = { key: t.key, label: t.label, url: t.url };
@@ -126,9 +107,9 @@ async function runTarget(ctx: BenchContext, t: Target): Promise<TargetResult> {
       result.warmup = await load.run({ ...spec, name: `${t.key} warm-up`, durationSec: settings.warmupSec });
     }
     const before = t.triage ? await t.triage.scrape() : undefined;
-    const cpuBefore = processCpuMs(t.child.proc.pid);
+    const cpuBefore = procCpuMs(t.child.proc.pid);
     result.measured = await load.run({ ...spec, name: t.key, durationSec: settings.durationSec });
-    const cpuAfter = processCpuMs(t.child.proc.pid);
+    const cpuAfter = procCpuMs(t.child.proc.pid);
     if (cpuBefore !== undefined && cpuAfter !== undefined && result.measured.requests > 0) {
       result.cpuUsPerRequest = ((cpuAfter - cpuBefore) * 1000) / result.measured.requests;
     }
