@@ -95,7 +95,7 @@ describe('a batch run beside a busy gateway', () => {
         input: { path: 'paced.ndjson', format: 'ndjson' },
       });
       assert.equal(res.status, 202, res.text);
-      const { final } = await waitForRun(gw, keys.client, res.body.id, 60_000);
+      const { final } = await waitForRun(gw, keys.client, res.body.id);
       assert.equal(final.status, 200, final.text);
       assert.equal(final.body.output[0].count, ROWS, 'every row scored');
     } finally {

@@ -121,7 +121,7 @@ after(async () => {
 
 describe('a deployment upgraded from the pre-shard batch layout', () => {
   test('a run queued on the global batch queue is moved to its model’s shard and completes, found by its old id', async () => {
-    const { final } = await waitForRun(gw, keys.client, queuedId, 60_000);
+    const { final } = await waitForRun(gw, keys.client, queuedId);
     assert.equal(final.status, 200, final.text);
     assert.equal(final.body.output[0].count, ROWS);
     const job = await gw.gateway.services.queues.batch.for('news2').getJob(`run-${queuedId}`);

@@ -266,7 +266,7 @@ describe('each failure fails the run with an OperationOutcome naming the step', 
     const kickoffs = ehr.kickoffs.length;
     const res = await exportRun(input);
     assert.equal(res.status, 202, res.text);
-    const { final } = await waitForRun(gw, keys.client, res.body.id, 60_000);
+    const { final } = await waitForRun(gw, keys.client, res.body.id);
     assert.equal(final.status, 500, final.text);
     assert.equal(final.body.resourceType, 'OperationOutcome');
     assert.equal(outcomeCode(final.body), 'run_failed');
@@ -324,7 +324,7 @@ describe('each failure fails the run with an OperationOutcome naming the step', 
 
   test('an export that never completes, after the configured time', async () => {
     const res = await exportRun({ fhirServer: 'stuck' });
-    const { final } = await waitForRun(gw, keys.client, res.body.id, 60_000);
+    const { final } = await waitForRun(gw, keys.client, res.body.id);
     assert.equal(final.status, 500, final.text);
     assert.match(final.body.issue[0].diagnostics, /step "status" failed: the export did not complete within/);
     assert.equal(stuck.released.length, 1, 'the abandoned export was released');

@@ -304,7 +304,7 @@ describe('kill switch on the job tiers: async jobs wait, batch slots are skipped
     assert.equal(paused?.state, 'queued');
     assert.equal(paused?.scored, 0);
     await resume('readmission');
-    const { final } = await waitForRun(gw, keys.client, runId, 60_000);
+    const { final } = await waitForRun(gw, keys.client, runId);
     assert.equal(final.status, 200, final.text);
   });
 });

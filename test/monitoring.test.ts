@@ -306,7 +306,7 @@ describe('monitoring on the job tiers: assumed data, overrides per version, batc
     });
     assert.equal(submitted.status, 202, submitted.text);
     const runId = String(submitted.headers.get('content-location')).split('/').pop() as string;
-    const { final } = await waitForRun(gw, keys.client, runId, 60_000);
+    const { final } = await waitForRun(gw, keys.client, runId);
     assert.equal(final.status, 200, final.text);
     const run = await gw.gateway.services.runs.get(runId);
     const { hour } = await report('readmission');

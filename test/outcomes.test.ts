@@ -286,7 +286,7 @@ describe('outcomes of jobs and batch rows', { timeout: HANG_GUARD_MS }, () => {
       input: { path: 'inputs/discharges.ndjson', format: 'ndjson' },
     });
     const runId = String(submitted.headers.get('content-location')).split('/').pop() as string;
-    const { final } = await waitForRun(gw, keys.client, runId, 60_000);
+    const { final } = await waitForRun(gw, keys.client, runId);
     assert.equal(final.status, 200, final.text);
     const rows = await download(gw, keys.client, final.body.output[0].url);
     const row = rows[0] as { id: string; prediction: Record<string, number> };

@@ -149,7 +149,7 @@ describe('silent deployment on the job tiers', { timeout: HANG_GUARD_MS }, () =>
       input: { path: 'inputs/discharges.ndjson', format: 'ndjson' },
     });
     const runId = String(submitted.headers.get('content-location')).split('/').pop() as string;
-    const { final } = await waitForRun(gw, keys.client, runId, 60_000);
+    const { final } = await waitForRun(gw, keys.client, runId);
     assert.equal(final.status, 200, final.text);
     const rows = await download(gw, keys.client, final.body.output[0].url);
     assert.ok(rows.length > 100);

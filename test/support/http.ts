@@ -1,7 +1,7 @@
 /** Talking to a test gateway: requests through `app.request()`, and readers of what comes back. */
 import type { Hono } from 'hono';
 import type { AppEnv } from '../../src/context.ts';
-import { WAIT_TIMEOUT_MS, waitFor } from './wait.ts';
+import { RUN_TIMEOUT_MS, WAIT_TIMEOUT_MS, waitFor } from './wait.ts';
 
 export interface Reply {
   status: number;
@@ -131,7 +131,7 @@ export async function waitForRun(
   gw: Caller,
   key: string,
   id: string,
-  timeoutMs = 30_000,
+  timeoutMs = RUN_TIMEOUT_MS,
   onProgress?: (reply: Reply) => void,
 ): Promise<{ final: Reply; accepted: number }> {
   let last: Reply | undefined;

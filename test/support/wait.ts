@@ -7,6 +7,12 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 export const WAIT_TIMEOUT_MS = 30_000;
 
 /**
+ * How long a batch run may take to finish before it counts as a hang: a run starts a thread and loads its model
+ * before it scores, and with six test suites on two cores a small run once took longer than WAIT_TIMEOUT_MS.
+ */
+export const RUN_TIMEOUT_MS = 120_000;
+
+/**
  * A whole describe block's bound: only there to end a hang. Blocks that build several gateways take minutes on cores
  * other work keeps busy, so a tighter bound would make a pass depend on the machine's speed.
  */
