@@ -43,16 +43,15 @@ function noisyNeighbour(sliceMs: number): () => void {
   return () => clearInterval(timer);
 }
 
+/** Waits until the gateway reports itself under pressure. */
+const pressureSeen = () =>
+  waitFor(async () => (await metric('triage_under_pressure', {})) === 1, 'the pressure to be seen', 30_000, 20);
+
 describe('under pressure, shadows yield to the bedside answer', () => {
   it('drops sampled mirrors (reason pressure) while busy, mirrors again once calm', async () => {
     const stop = noisyNeighbour(400);
     try {
-      await waitFor(
-        async () => (await metric('triage_under_pressure', {})) === 1,
-        'the pressure to be seen',
-        30_000,
-        20,
-      );
+      await pressureSeen();
       const before = await metric('triage_shadow_dropped_total', { model: 'deterioration', reason: 'pressure' });
       // bedside answers keep coming while their mirrors are dropped (and counted)
       await waitFor(
@@ -99,12 +98,7 @@ describe('under pressure, a silent deployment still shows no score', () => {
     assert.deepEqual(set.body.routing.shadow?.versions, ['2']);
     const stop = noisyNeighbour(400);
     try {
-      await waitFor(
-        async () => (await metric('triage_under_pressure', {})) === 1,
-        'the pressure to be seen',
-        30_000,
-        20,
-      );
+      await pressureSeen();
       const before = await metric('triage_shadow_dropped_total', { model: 'deterioration', reason: 'pressure' });
       await waitFor(
         async () => {

@@ -25,6 +25,7 @@ import {
   placeDischarges,
   REPO_DIR,
   removeDir,
+  retryingOn503,
   sleep,
   type TestGateway,
   tempDir,
@@ -158,21 +159,6 @@ after(async () => {
   await removeDir(dataDir);
 });
 
-/** Retries a 503 (a command that outlasted the gateway's Redis timeout on busy cores), as a client does. */
-async function retrying(send: () => ReturnType<TestGateway['call']>): ReturnType<TestGateway['call']> {
-  let res = await send();
-  await waitFor(
-    async () => {
-      if (res.status !== 503) return true;
-      res = await send();
-      return res.status !== 503;
-    },
-    () => `an answer other than 503 (last: ${res.text})`,
-    60_000,
-  );
-  return res;
-}
-
 /** Whether `key` is on the primary serving its slot; that primary's port. */
 async function holder(key: string): Promise<{ port: number; exists: boolean }> {
   const { port } = await cluster.primaryOf(await cluster.keySlot(key));
@@ -194,13 +180,13 @@ describe('the batch tier by model shard on a Redis Cluster', () => {
 
   test('a batch run works per shard: record, job, hold and audit on its shard’s primary, found by id anywhere', async () => {
     const [a, b] = gateways as [TestGateway, TestGateway];
-    const held = await retrying(() =>
+    const held = await retryingOn503(() =>
       a.call('POST', '/v1/models/readmission/batches', keys.client, {
         input: { path: 'inputs/discharges.ndjson', format: 'ndjson' },
       }),
     );
     assert.equal(held.status, 202, held.text);
-    const open = await retrying(() =>
+    const open = await retryingOn503(() =>
       b.call('POST', '/v1/models/news2/batches', keys.client, {
         input: { path: 'inputs/vitals.ndjson', format: 'ndjson' },
       }),
@@ -244,7 +230,7 @@ describe('the batch tier by model shard on a Redis Cluster', () => {
       list.body.items.map((i: { runId: string }) => i.runId),
       [held.body.id],
     );
-    const decided = await retrying(() =>
+    const decided = await retryingOn503(() =>
       a.call('POST', `/v1/batch-reviews/${held.body.id}/decision`, keys.reviewer, {
         decision: 'approve',
         reason: 'checked against the ward list',

@@ -18,6 +18,7 @@ import {
   buildGateway,
   makeKeys,
   news2Row,
+  retryingOn503,
   SICK_VITALS,
   sleep,
   type TestGateway,
@@ -85,21 +86,6 @@ after(async () => {
   await ehr?.close();
   await cluster?.stop();
 });
-
-/** As a client does with a 503 (a busy machine can make a command outlast the Redis timeout): retries. */
-async function retrying(send: () => ReturnType<TestGateway['call']>): ReturnType<TestGateway['call']> {
-  let res = await send();
-  await waitFor(
-    async () => {
-      if (res.status !== 503) return true;
-      res = await send();
-      return res.status !== 503;
-    },
-    () => `an answer other than 503 (last: ${res.text})`,
-    60_000,
-  );
-  return res;
-}
 
 /** Every key on the node at `port` (a primary holds only the keys of its own slots). */
 async function keysOn(port: number): Promise<string[]> {
@@ -171,14 +157,14 @@ describe("a model's monitoring and accountability state on its own primary", () 
       ] as const) {
         const requestId = randomUUID();
         const instances = Array.from({ length: ROWS }, (_, i) => instance(round * ROWS + i));
-        const res = await retrying(() => gw.predict(model, keys.client, instances, { 'x-request-id': requestId }));
+        const res = await retryingOn503(() => gw.predict(model, keys.client, instances, { 'x-request-id': requestId }));
         assert.equal(res.status, 200, res.text);
         requests[model]?.push(requestId);
       }
     }
     // one outcome per model, joined by request id (a request id names no shard: every shard's log is asked)
     for (const model of [A, B]) {
-      const res = await retrying(() =>
+      const res = await retryingOn503(() =>
         gw.call('POST', '/v1/outcomes', keys.client, {
           requestId: requests[model]?.[0],
           outcome: true,
@@ -245,14 +231,14 @@ describe("a model's monitoring and accountability state on its own primary", () 
   });
 
   test('the monitoring reports, the shadow comparison and the audit read them back', async () => {
-    const a = await retrying(() => gw.call('GET', `/v1/models/${A}/monitoring`, keys.client));
+    const a = await retryingOn503(() => gw.call('GET', `/v1/models/${A}/monitoring`, keys.client));
     assert.equal(a.status, 200, a.text);
     const a1 = a.body.versions.find((v: { version: string }) => v.version === '1');
     assert.equal(a1.windows.hour.rows, ROUNDS * ROWS);
     assert.equal(a1.windows.week.byTier.sync, ROUNDS * ROWS);
     assert.equal(a1.outcomes.labelled, 1);
 
-    const b = await retrying(() => gw.call('GET', `/v1/models/${B}/monitoring`, keys.client));
+    const b = await retryingOn503(() => gw.call('GET', `/v1/models/${B}/monitoring`, keys.client));
     assert.equal(b.status, 200, b.text);
     const b1 = b.body.versions.find((v: { version: string }) => v.version === '1');
     assert.equal(b1.windows.hour.rows, ROUNDS * ROWS + 1, "the predictions and the CDS call's row");
@@ -260,7 +246,7 @@ describe("a model's monitoring and accountability state on its own primary", () 
     assert.equal(b1.outcomes.labelled, 1);
     assert.equal((await gw.deps.cds?.feedback.counts(B))?.['1']?.accepted, 1);
 
-    const shadow = await retrying(() => gw.call('GET', `/v1/models/${A}/shadow`, keys.client));
+    const shadow = await retryingOn503(() => gw.call('GET', `/v1/models/${A}/shadow`, keys.client));
     assert.equal(shadow.status, 200, shadow.text);
     assert.equal(shadow.body.shadows[0].version, '2');
     assert.equal(shadow.body.shadows[0].pairs, ROUNDS * ROWS);

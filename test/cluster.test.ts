@@ -21,6 +21,7 @@ import {
   placeDischarges,
   Receiver,
   removeDir,
+  retryingOn503,
   sleep,
   TestClock,
   type TestGateway,
@@ -83,25 +84,6 @@ async function holder(key: string): Promise<{ port: number; exists: boolean }> {
   }
 }
 
-/**
- * As a client does with a 503 (Retry-After): retries until the answer is something else. A busy machine can make a
- * command outlast the gateway's 500 ms Redis timeout, and a shard without a primary refuses writes; both say
- * "nothing was recorded, retry".
- */
-async function retrying(send: () => ReturnType<TestGateway['call']>): ReturnType<TestGateway['call']> {
-  let res = await send();
-  await waitFor(
-    async () => {
-      if (res.status !== 503) return true;
-      res = await send();
-      return res.status !== 503;
-    },
-    () => `an answer other than 503 (last: ${res.text})`,
-    60_000,
-  );
-  return res;
-}
-
 const submitNote = (idempotencyKey?: string) =>
   gw.call('POST', '/v1/models/note-triage/jobs', keys.client, {
     input: { text: NOTES.urgent },
@@ -111,9 +93,9 @@ const submitNote = (idempotencyKey?: string) =>
 
 describe('shards by model on a Redis Cluster', () => {
   test('keys of different models land on different primaries; global keys under {triage}', async () => {
-    const note = await retrying(() => submitNote());
+    const note = await retryingOn503(() => submitNote());
     assert.equal(note.status, 202, note.text);
-    const vitals = await retrying(() =>
+    const vitals = await retryingOn503(() =>
       gw.call('POST', '/v1/models/news2/jobs', keys.client, {
         input: { instances: [NEWS2_INSTANCE] },
         callbackUrl: receiver.url('/vitals'),
@@ -135,7 +117,7 @@ describe('shards by model on a Redis Cluster', () => {
   });
 
   test('submit → hold → decide → callback, through the shard', async () => {
-    const res = await retrying(() => submitNote(`decide-${Date.now()}`));
+    const res = await retryingOn503(() => submitNote(`decide-${Date.now()}`));
     assert.equal(res.status, 202, res.text);
     const id = res.body.id as string;
     await waitForState(gw, keys.client, id, 'awaiting_review');
@@ -149,7 +131,7 @@ describe('shards by model on a Redis Cluster', () => {
       all.body.items.some((i: { id: string }) => i.id === id),
       'and in the queue across models',
     );
-    const decided = await retrying(() =>
+    const decided = await retryingOn503(() =>
       gw.call('POST', `/v1/reviews/${id}/decision`, keys.reviewer, {
         decision: 'approve',
         reason: 'checked against the note',
@@ -162,7 +144,7 @@ describe('shards by model on a Redis Cluster', () => {
   });
 
   test('a batch run scores its file on the cluster', async () => {
-    const res = await retrying(() =>
+    const res = await retryingOn503(() =>
       gw.call('POST', '/v1/models/readmission/batches', keys.client, {
         input: { path: 'inputs/discharges.ndjson', format: 'ndjson' },
       }),
@@ -187,7 +169,7 @@ describe('shards by model on a Redis Cluster', () => {
     assert.equal(refused.status, 503, refused.text);
     assert.equal(refused.body.code, 'dependency_unavailable');
     // the retry with the same idempotency key is accepted, once the write is on the replica
-    const accepted = await retrying(() => submitNote('replica-lag'));
+    const accepted = await retryingOn503(() => submitNote('replica-lag'));
     assert.equal(accepted.status, 202, accepted.text);
     await waitForState(gw, keys.client, accepted.body.id, 'awaiting_review');
   });
@@ -198,13 +180,13 @@ describe('shards by model on a Redis Cluster', () => {
     const decided = new Set<string>();
     // a client that retries a refused submission (503 while the shard has no primary) with its idempotency key
     const submitUntilAccepted = async (n: number) => {
-      const res = await retrying(() => submitNote(`failover-${n}`));
+      const res = await retryingOn503(() => submitNote(`failover-${n}`));
       assert.equal(res.status, 202, res.text);
       accepted.push(res.body.id);
     };
     const decide = async (id: string) => {
       await waitForState(gw, keys.client, id, 'awaiting_review', 60_000);
-      const r = await retrying(() =>
+      const r = await retryingOn503(() =>
         gw.call('POST', `/v1/reviews/${id}/decision`, keys.reviewer, {
           decision: 'approve',
           reason: 'reviewed before the failover',
@@ -278,7 +260,7 @@ describe('shards by model on a Redis Cluster', () => {
       ),
     );
     try {
-      const held = await retrying(() => submitNote(`sweep-${Date.now()}`));
+      const held = await retryingOn503(() => submitNote(`sweep-${Date.now()}`));
       assert.equal(held.status, 202, held.text);
       await waitForState(gw, keys.client, held.body.id, 'awaiting_review');
       const pending = await gw.call('GET', '/v1/reviews?model=note-triage&limit=1', keys.reviewer);

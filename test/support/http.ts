@@ -180,3 +180,22 @@ export function outcomeRowId(outcome: Record<string, unknown>): string {
   }
   return match[1] as string;
 }
+
+/**
+ * As a client does with a 503 (Retry-After): sends again until the answer is something else. A busy machine can make
+ * a command outlast the gateway's Redis timeout, and a cluster shard without a primary refuses writes; both say
+ * "nothing was recorded, retry".
+ */
+export async function retryingOn503(send: () => Promise<Reply>): Promise<Reply> {
+  let res = await send();
+  await waitFor(
+    async () => {
+      if (res.status !== 503) return true;
+      res = await send();
+      return res.status !== 503;
+    },
+    () => `an answer other than 503 (last: ${res.text})`,
+    60_000,
+  );
+  return res;
+}
