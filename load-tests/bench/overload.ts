@@ -47,6 +47,8 @@ function openLoop(ctx: BenchContext, name: string, triage: TriageProcess, rate: 
 }
 
 const count = (r: OpenLoopResult, status: number) => r.byStatus[String(status)]?.n ?? 0;
+/** answers other than 200, 503 and 504 (an error the thresholds do not allow) */
+const unexpectedOf = (r: OpenLoopResult) => r.sent - r.socketErrors - count(r, 200) - count(r, 503) - count(r, 504);
 
 /** The gateway's own 504 lateness histogram: how many 504s left within `withinMs` of their deadline, of how many. */
 function overrunWithin(samples: PromSample[], withinMs: number) {
@@ -113,7 +115,7 @@ export const overloadSection: Section = {
         ctx.log(
           `  ${label.padEnd(9)} offered ${fmt(r.rate, 0)}/s for ${r.seconds} s: sent ${r.sent}, dropped by the client ${r.dropped}, ` +
             `200 ${count(r, 200)} (p50 ${fmt(ok?.p50)} ms, p99 ${fmt(ok?.p99)} ms), 503 ${count(r, 503)}, 504 ${count(r, 504)}, ` +
-            `other ${r.sent - r.socketErrors - count(r, 200) - count(r, 503) - count(r, 504)}, socket errors ${r.socketErrors}`,
+            `other ${unexpectedOf(r)}, socket errors ${r.socketErrors}`,
         );
       };
       describe('baseline', baseline);
@@ -154,7 +156,7 @@ export const overloadSection: Section = {
         ['peak', peak],
         ['recovery', recovery],
       ] as const) {
-        const unexpected = r.sent - r.socketErrors - count(r, 200) - count(r, 503) - count(r, 504);
+        const unexpected = unexpectedOf(r);
         if (unexpected > 0 || r.socketErrors > 0) {
           errors.push(`overload ${label}: ${unexpected} unexpected statuses, ${r.socketErrors} socket errors`);
         }
