@@ -10,7 +10,7 @@ import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject } from '../src/platform/json-body.ts';
 import type { RouteDoc } from '../src/platform/openapi.ts';
-import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
+import { secureHeaderRecord } from '../src/platform/secure-headers.ts';
 
 const MAX_ENTRIES = 5000;
 
@@ -118,13 +118,7 @@ export function fhirRoutes(deps: AppDeps) {
 function fhirJson(c: AppContext, body: unknown, headers: Record<string, string> = {}): Response {
   const requestId = c.get('requestId');
   c.set('requestIdSent', true);
-  return new Response(JSON.stringify(body), {
-    status: 200,
-    headers: {
-      ...SECURE_HEADERS,
-      'content-type': 'application/fhir+json',
-      'x-request-id': requestId,
-      ...headers,
-    },
-  });
+  const record = secureHeaderRecord('application/fhir+json', requestId);
+  for (const name in headers) record[name] = headers[name] as string;
+  return new Response(JSON.stringify(body), { status: 200, headers: record });
 }

@@ -4,7 +4,7 @@ import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { bodyObject, compiledParser, type RouteDoc } from '../src/platform/openapi.ts';
-import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
+import { secureHeaderRecord } from '../src/platform/secure-headers.ts';
 import { SILENT_ACTION } from '../src/serving/scorer.ts';
 import { acceptJob, jobAccepted } from './jobs.ts';
 import { endpointFor } from './models.ts';
@@ -131,6 +131,11 @@ export function predictRoutes(deps: AppDeps) {
     const requestId = c.get('requestId');
     c.set('requestIdSent', true);
     // a plain Response with a header record stays on @hono/node-server's fast path (no Headers object)
+    const headers = secureHeaderRecord('application/json', requestId);
+    headers['x-model-name'] = manifest.name;
+    headers['x-model-version'] = version;
+    headers['x-model-tier'] = model.tier;
+    headers['x-model-owner'] = manifest.owner.team;
     return new Response(
       JSON.stringify({
         model: manifest.name,
@@ -145,15 +150,7 @@ export function predictRoutes(deps: AppDeps) {
       }),
       {
         status: 200,
-        headers: {
-          ...SECURE_HEADERS,
-          'content-type': 'application/json',
-          'x-request-id': requestId,
-          'x-model-name': manifest.name,
-          'x-model-version': version,
-          'x-model-tier': model.tier,
-          'x-model-owner': manifest.owner.team,
-        },
+        headers,
       },
     );
   });

@@ -4,21 +4,15 @@ import { assertRole, keyFromHeaders, type Principal, type Role } from './auth.ts
 import { Problem } from './errors.ts';
 import { assertJsonDepth } from './json-body.ts';
 import { endpointClass, rateLimitHeaders, refusal } from './rate-limit.ts';
-import { SECURE_HEADERS } from './secure-headers.ts';
+import { secureHeaderRecord } from './secure-headers.ts';
 
 /** Renders a Problem as RFC 9457 problem+json. */
 export function problemResponse(c: Context<AppEnv>, problem: Problem): Response {
   c.set('requestIdSent', true);
   const body = problem.toBody(c.req.path);
-  return new Response(JSON.stringify({ ...body, requestId: c.get('requestId') }), {
-    status: problem.status,
-    headers: {
-      ...SECURE_HEADERS,
-      'content-type': 'application/problem+json',
-      'x-request-id': c.get('requestId') ?? '',
-      ...problem.headers,
-    },
-  });
+  const headers = secureHeaderRecord('application/problem+json', c.get('requestId') ?? '');
+  for (const name in problem.headers) headers[name] = problem.headers[name] as string;
+  return new Response(JSON.stringify({ ...body, requestId: c.get('requestId') }), { status: problem.status, headers });
 }
 
 /**

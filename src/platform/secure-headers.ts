@@ -14,25 +14,39 @@ const options: NonNullable<Parameters<typeof secureHeaders>[0]> = {
 };
 
 /**
- * The same headers as a plain record, for the responses built on @hono/node-server's fast path (predict, problems):
- * touching `c.res.headers` there would turn each into a full WHATWG Response. The secure-headers test checks that
- * this record and what the middleware sets never drift apart.
+ * The headers of a response built on @hono/node-server's fast path (predict, problems, FHIR reads), as a plain record:
+ * touching `c.res.headers` there would turn each into a full WHATWG Response. Written as one object literal on
+ * purpose: spreading a 13-key constant into a literal and adding keys took V8's slow path, about 12 µs per response
+ * (a tenth of a bedside request's CPU); a literal costs 0.05 µs, and callers add their own keys by assignment.
  */
-export const SECURE_HEADERS: Readonly<Record<string, string>> = {
-  'cache-control': 'no-store',
-  'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
-  'cross-origin-opener-policy': 'same-origin',
-  'cross-origin-resource-policy': 'same-origin',
-  'origin-agent-cluster': '?1',
-  'referrer-policy': 'no-referrer',
-  'strict-transport-security': 'max-age=15552000; includeSubDomains',
-  'x-content-type-options': 'nosniff',
-  'x-dns-prefetch-control': 'off',
-  'x-download-options': 'noopen',
-  'x-frame-options': 'DENY',
-  'x-permitted-cross-domain-policies': 'none',
-  'x-xss-protection': '0',
-};
+export function secureHeaderRecord(contentType: string, requestId: string): Record<string, string> {
+  return {
+    'cache-control': 'no-store',
+    'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+    'cross-origin-opener-policy': 'same-origin',
+    'cross-origin-resource-policy': 'same-origin',
+    'origin-agent-cluster': '?1',
+    'referrer-policy': 'no-referrer',
+    'strict-transport-security': 'max-age=15552000; includeSubDomains',
+    'x-content-type-options': 'nosniff',
+    'x-dns-prefetch-control': 'off',
+    'x-download-options': 'noopen',
+    'x-frame-options': 'DENY',
+    'x-permitted-cross-domain-policies': 'none',
+    'x-xss-protection': '0',
+    'content-type': contentType,
+    'x-request-id': requestId,
+  };
+}
+
+/**
+ * The security headers alone (what `secureHeaderRecord` adds besides the content type and request id). The
+ * secure-headers test checks that these and what the middleware sets never drift apart.
+ */
+export const SECURE_HEADERS: Readonly<Record<string, string>> = (() => {
+  const { 'content-type': _type, 'x-request-id': _id, ...security } = secureHeaderRecord('', '');
+  return Object.freeze(security);
+})();
 
 /**
  * Hono's secure-headers middleware applied to a response a handler produced, plus `no-store` unless the handler chose
