@@ -26,7 +26,6 @@ import { thresholdChangeRoutes } from '../routes/threshold-changes.ts';
 import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './platform/errors.ts';
 import { problemResponse } from './platform/http.ts';
-import { labelled } from './platform/metrics.ts';
 import { isRedisUnavailable } from './platform/redis.ts';
 import { secureResponseHeaders } from './platform/secure-headers.ts';
 
@@ -40,7 +39,7 @@ const SAFE_REQUEST_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const { metrics, logger } = deps;
-  const requestDuration = labelled(metrics.httpRequestDuration);
+  const requestDuration = metrics.httpRequestDuration;
   const deadlineOverrun = metrics.deadlineOverrun;
   // The access log's fields are identifiers built here (route pattern, ids, labels), never a body or a header, so
   // its lines skip the logger's redaction: the wildcard paths cost about four times the rest of a line.
@@ -72,7 +71,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       version: model?.version ?? '',
       tier: model?.tier ?? '',
     };
-    requestDuration(labels).observe(seconds);
+    requestDuration.labels(labels).observe(seconds);
     const deadlineMs = status === 504 ? c.get('deadlineMs') : undefined;
     if (deadlineMs !== undefined) {
       deadlineOverrun.observe({ model: labels.model }, Math.max(0, seconds * 1000 - deadlineMs) / 1000);

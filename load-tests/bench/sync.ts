@@ -54,6 +54,8 @@ interface TargetResult {
   batching?: { runs: number; rows: number; meanRowsPerRun: number; shed: number; deadlineExceeded: number };
   /** the server process's CPU time (all threads, user + system) per request answered in the measured window */
   cpuUsPerRequest?: number;
+  /** Triage only: garbage-collection pause time per request answered in the measured window (nodejs_gc_duration_seconds) */
+  gcUsPerRequest?: number;
   error?: string;
 }
 
@@ -113,7 +115,13 @@ async function runTarget(ctx: BenchContext, t: Target): Promise<TargetResult> {
     if (cpuBefore !== undefined && cpuAfter !== undefined && result.measured.requests > 0) {
       result.cpuUsPerRequest = ((cpuAfter - cpuBefore) * 1000) / result.measured.requests;
     }
-    if (t.triage && before && t.model) result.batching = batchingDelta(before, await t.triage.scrape(), t.model);
+    if (t.triage && before && t.model) {
+      const after = await t.triage.scrape();
+      result.batching = batchingDelta(before, after, t.model);
+      const gcSeconds =
+        promSum(after, 'nodejs_gc_duration_seconds_sum', {}) - promSum(before, 'nodejs_gc_duration_seconds_sum', {});
+      if (result.measured.requests > 0) result.gcUsPerRequest = (gcSeconds * 1e6) / result.measured.requests;
+    }
   } catch (err) {
     result.error = (err as Error).message;
   }
@@ -142,6 +150,7 @@ function printTable(ctx: BenchContext, results: TargetResult[]): void {
     'sock err',
     'rows/run',
     'cpu µs/req',
+    'gc µs/req',
   ];
   const rows = results.map((r) => {
     const m = r.measured;
@@ -158,6 +167,7 @@ function printTable(ctx: BenchContext, results: TargetResult[]): void {
       m ? String(m.socketErrors) : '-',
       r.batching ? fmt(r.batching.meanRowsPerRun) : '-',
       fmt(r.cpuUsPerRequest, 0),
+      fmt(r.gcUsPerRequest, 1),
     ];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));

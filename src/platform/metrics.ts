@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { HotHistogram } from './hot-histogram.ts';
 
 const UNLINTABLE_DEFAULT_METRICS = [
   'nodejs_active_handles_total',
@@ -24,7 +25,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
   return {
     registry,
-    httpRequestDuration: new Histogram({
+    // every request observes it: the hot histogram skips prom-client's per-observation label validation and hashing
+    httpRequestDuration: new HotHistogram({
       name: 'triage_http_request_duration_seconds',
       help: 'HTTP request duration by route pattern, method, status code, and for predictions model, version and tier',
       labelNames: ['route', 'method', 'status', 'model', 'version', 'tier'] as const,
