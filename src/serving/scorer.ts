@@ -113,8 +113,9 @@ export class Scorer {
       const suspension = this.#catalog.suspension(model.name, chosen);
       if (suspension) throw suspendedProblem(suspension, chosen);
       // a canary named by a routing change that a reload no longer loads falls back to the primary
+      const routed = this.#runner(model, chosen);
       const runner =
-        (await this.#runner(model, chosen)) ??
+        (routed instanceof Promise ? await routed : routed) ??
         (req.version === undefined ? await this.#runner(model, model.version) : undefined);
       if (!runner) throw new Problem('not_ready', `model "${model.name}" version "${chosen}" is not served here`);
       // admission on queueing delay: a request that would wait past its deadline is refused now, with time to go
