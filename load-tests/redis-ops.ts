@@ -89,7 +89,7 @@ async function main() {
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
-    return { status: res.status, body: (await res.json().catch(() => ({}))) as Record<string, any> };
+    return { status: res.status, body: (await res.json().catch(() => ({}))) as Record<string, unknown> };
   };
   const until = async (what: string, check: () => Promise<boolean>) => {
     const started = performance.now();
@@ -167,7 +167,7 @@ async function main() {
         callbackUrl: receiver.url('/ops'),
       });
       if (r.status !== 202) throw new Error(`submit: ${r.status} ${JSON.stringify(r.body)}`);
-      held.push(r.body.id);
+      held.push(String(r.body.id));
     }
     // one poll of the queue's size every 250 ms (its few calls are counted too; polling each job would swamp them)
     await until('every job held', async () => {
