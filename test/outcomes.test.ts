@@ -8,6 +8,8 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { outcomeMetrics } from '../src/outcomes/metrics.ts';
+import { PREDICTION_RETENTION_DAYS } from '../src/outcomes/prediction-log.ts';
+import { KeySpace } from '../src/platform/keyspace.ts';
 import {
   allAudit,
   buildGateway,
@@ -201,6 +203,63 @@ describe('POST /v1/outcomes on the sync tier', { timeout: HANG_GUARD_MS }, () =>
       const r = await gw.call('POST', '/v1/outcomes', keys.client, b);
       assert.equal(r.status, status, `${JSON.stringify(b)}: ${r.text}`);
       assert.equal(r.headers.get('content-type'), 'application/problem+json');
+    }
+  });
+
+  test('an outcome record is kept only while its prediction can be joined; records kept for good before are bounded', async () => {
+    const redis = new Redis(REDIS_URL);
+    try {
+      const shard = new KeySpace(prefix, [MODEL]).shard(MODEL);
+      // a record in the unbounded hash of the release before, with no expiry
+      const model = gw.deps.catalog.get(MODEL);
+      assert.ok(model);
+      const threshold = model.manifest.output.threshold;
+      const at = Date.now() - HOUR;
+      const [oldRef, requestId] = [randomUUID(), randomUUID()];
+      await redis.hset(
+        `${shard}:predictions:${Math.floor(Date.now() / 86_400_000)}`,
+        `request:${oldRef}#0`,
+        `1|0.9|${threshold}|${at}|${MODEL}`,
+      );
+      const old = {
+        model: MODEL,
+        version: '1',
+        score: 0.9,
+        threshold,
+        at,
+        outcome: true,
+        observedAt: at + 1,
+        recordedBy: 'x',
+      };
+      await redis.hset(`${shard}:outcomes`, `request:${oldRef}#0`, JSON.stringify(old));
+      assert.equal(await redis.ttl(`${shard}:outcomes`), -1);
+
+      const res = await gw.predict(MODEL, keys.client, [vitals(3)], { 'x-request-id': requestId });
+      assert.equal(res.status, 200, res.text);
+      const body = { requestId, outcome: true, observedAt: observedAt() };
+      assert.equal((await gw.call('POST', '/v1/outcomes', keys.client, body)).status, 201);
+      // the record sits in its prediction day's hash, which expires after the prediction log's retention
+      const day = Math.floor(Date.now() / 86_400_000);
+      const dated = `${shard}:outcome-records:${day}`;
+      assert.ok(await redis.hget(dated, `request:${requestId}#0`), 'recorded under the prediction day');
+      const ttl = await redis.ttl(dated);
+      const retention = (PREDICTION_RETENTION_DAYS + 2) * 86_400;
+      assert.ok(ttl > (PREDICTION_RETENTION_DAYS + 1) * 86_400 - 60 && ttl <= retention, `ttl ${ttl}`);
+      assert.equal(
+        await redis.hget(`${shard}:outcomes`, `request:${requestId}#0`),
+        null,
+        'the old hash is not written',
+      );
+      // replays are still answered from the record, and the old hash still guards the outcomes it holds
+      assert.equal((await gw.call('POST', '/v1/outcomes', keys.client, body)).status, 200);
+      assert.equal((await gw.call('POST', '/v1/outcomes', keys.client, { ...body, outcome: false })).status, 409);
+      const oldBody = { requestId: oldRef, outcome: false, observedAt: new Date(at + 1).toISOString() };
+      assert.equal((await gw.call('POST', '/v1/outcomes', keys.client, oldBody)).status, 409);
+      // and the old hash now expires too: nothing it can match outlives the retention
+      const oldTtl = await redis.ttl(`${shard}:outcomes`);
+      assert.ok(oldTtl > 0 && oldTtl <= (PREDICTION_RETENTION_DAYS + 1) * 86_400, `old ttl ${oldTtl}`);
+    } finally {
+      redis.disconnect();
     }
   });
 

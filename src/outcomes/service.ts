@@ -13,20 +13,34 @@ const MAX_OUTCOMES = 100_000;
 /** How far ahead of this clock an observation time may be (clock skew between systems). */
 const MAX_SKEW_MS = 5 * 60_000;
 
+const DAY = 86_400_000;
+
 /**
- * Records an outcome once, in the model's shard and in one step: the record by reference (KEYS[1], a hash), the row
- * the figures read (KEYS[2], a capped list) and the audit entry (KEYS[3], the shard's audit stream). Returns the
+ * Records an outcome once, in the model's shard and in one step: the record by reference (KEYS[1], a hash of the
+ * prediction's day that expires at ARGV[7], once its prediction can no longer be joined), the row the figures read
+ * (KEYS[2], a capped list) and the audit entry (KEYS[3], the shard's audit stream). KEYS[4] is where records were kept
+ * before they were bounded (one hash, for good): still read, never written, and given an expiry (ARGV[8] seconds)
+ * the first time it is seen without one, as every prediction it could match expires within the retention. Returns the
  * record already there, or nil when this one was new.
  */
 const RECORD = `
-local existing = redis.call('HGET', KEYS[1], ARGV[1])
+local existing = redis.call('HGET', KEYS[4], ARGV[1]) or redis.call('HGET', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[4]) == -1 then redis.call('EXPIRE', KEYS[4], ARGV[8]) end
 if existing then return existing end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIREAT', KEYS[1], ARGV[7])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'entry', ARGV[6])
 return nil
 `;
+
+const EXPIRE_IF_KEPT_FOR_GOOD = `if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end`;
+
+/** The records of the outcomes of one day's predictions, in a model's shard. */
+export function outcomeRecordsKey(shard: string, predictionDay: number): string {
+  return `${shard}:outcome-records:${predictionDay}`;
+}
 
 export interface RecordedOutcome extends LoggedPrediction {
   outcome: boolean;
@@ -39,8 +53,9 @@ export interface RecordedOutcome extends LoggedPrediction {
  * again is a no-op; a different one for the same prediction is refused), validated and audited. The figures per
  * version use the threshold approved when each prediction was made.
  *
- * Kept in the predicted model's shard (`{<base>:<model>}:outcomes`, the records by reference, and
- * `…:outcomes:<version>`, the rows the figures read): on a Redis Cluster a model's outcomes are written on its primary.
+ * Kept in the predicted model's shard (`{<base>:<model>}:outcome-records:<day>`, the records by reference, one hash
+ * per day of predictions kept as long as those predictions can be joined, and `…:outcomes:<version>`, the capped rows
+ * the figures read): on a Redis Cluster a model's outcomes are written on its primary.
  * Outcomes recorded before model shards stay where they were (`<global>:outcomes` and
  * `<global>:outcomes:<model>:<version>`, kept like any outcome) and are read beside the shard's: nothing is moved.
  */
@@ -50,6 +65,7 @@ export class OutcomeService {
   readonly #log: PredictionLog | undefined;
   readonly #audit: AuditLog;
   readonly #now: () => number;
+  #legacyBounded = false;
 
   constructor(o: {
     redis: RedisClient;
@@ -116,20 +132,33 @@ export class OutcomeService {
       },
       this.#now(),
     );
+    // kept while its prediction can be joined (the prediction log's day buckets go a retention after their day): a
+    // replay within that time is answered from the record; after it, the prediction is gone and so is the record
+    const day = Math.floor(prediction.at / DAY);
+    const expiresAt = Math.ceil(((day + PREDICTION_RETENTION_DAYS + 2) * DAY) / 1000);
+    const retentionSeconds = (PREDICTION_RETENTION_DAYS + 1) * 86_400;
+    if (!this.#legacyBounded) {
+      // records from before model shards: no longer written, so bounded like the shard's old hash (once a process)
+      await this.#redis.eval(EXPIRE_IF_KEPT_FOR_GOOD, 1, this.#legacy(), retentionSeconds);
+      this.#legacyBounded = true;
+    }
     const earlier =
       (await this.#redis.hget(this.#legacy(), field)) ??
       ((await this.#redis.eval(
         RECORD,
-        3,
-        `${shard}:outcomes`,
+        4,
+        outcomeRecordsKey(shard, day),
         this.#listKey(model, version),
         this.#audit.streamKeyFor(model),
+        `${shard}:outcomes`,
         field,
         JSON.stringify(recorded),
         row,
         MAX_OUTCOMES,
         AuditLog.maxEntries,
         entry,
+        expiresAt,
+        retentionSeconds,
       )) as string | null);
     if (earlier === null) return { created: true, outcome: recorded };
     const existing = JSON.parse(earlier) as RecordedOutcome;
