@@ -5,7 +5,7 @@ import { type AppContext, type AppDeps, type AppEnv, resolveModel } from '../src
 import { capabilityStatement } from '../src/fhir/capability.ts';
 import { onePatient, readingsRefused } from '../src/fhir/one-patient.ts';
 import { outcomeResponse } from '../src/fhir/operation-outcome.ts';
-import { riskAssessment } from '../src/fhir/risk-assessment.ts';
+import { riskAssessment, silentRiskAssessment } from '../src/fhir/risk-assessment.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject } from '../src/platform/json-body.ts';
@@ -92,15 +92,11 @@ export function fhirRoutes(deps: AppDeps) {
       .catch((err: unknown) => {
         throw readingsRefused(err);
       });
-    const prediction = result.predictions[0] as Record<string, unknown>;
-    const resource = riskAssessment({
-      runId: c.get('requestId'),
-      manifest,
-      version: result.version,
-      asOf,
-      row,
-      prediction,
-    });
+    const made = { runId: c.get('requestId'), manifest, version: result.version, asOf, row };
+    // a silent deployment scored (and recorded) the patient but shows no score, on this door as on every other
+    const resource = result.silent
+      ? silentRiskAssessment(made)
+      : riskAssessment({ ...made, prediction: result.predictions[0] as Record<string, unknown> });
     return fhirJson(c, resource, {
       'x-model-name': manifest.name,
       'x-model-version': result.version,

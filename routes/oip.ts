@@ -15,6 +15,7 @@ import { Problem } from '../src/platform/errors.ts';
 import { problemResponse, readJson, requireRole } from '../src/platform/http.ts';
 import { parseBody, type RouteDoc, TRIAGE_VERSION } from '../src/platform/openapi.ts';
 import type { CatalogModel } from '../src/serving/catalog.ts';
+import { SILENT_ACTION } from '../src/serving/refusals.ts';
 import { assertReady } from './health.ts';
 import { endpointFor } from './models.ts';
 import { DEADLINE_HEADER, parseDeadline, parseSubjectKey, SUBJECT_HEADER, SYNC_SCORING_ERRORS } from './predict.ts';
@@ -217,7 +218,11 @@ export function oipRoutes(deps: AppDeps) {
     }
     const subjectKey = parseSubjectKey(c.req.header(SUBJECT_HEADER));
     const result = await deps.sync
-      .predict(model, instances, deadlineMs, subjectKey ? { subjectKey } : {})
+      .predict(model, instances, deadlineMs, {
+        // what an outcome reported later names each row by (`request:<id>#<i>`), as on the v1 door
+        requestId: c.get('requestId'),
+        ...(subjectKey ? { subjectKey } : {}),
+      })
       .catch((err: unknown) => Promise.reject(retarget(err, pointerOf)));
     c.header('x-model-name', manifest.name);
     c.header('x-model-version', result.version);
@@ -233,8 +238,10 @@ export function oipRoutes(deps: AppDeps) {
         threshold: manifest.output.threshold,
         request_id: c.get('requestId'),
         ...(result.fallback ? { fallback: true, fallback_from: result.fallback.from } : {}),
+        // a silent deployment: scored and recorded, no output shown, and what to do instead
+        ...(result.silent ? { silent: true, action: SILENT_ACTION } : {}),
       },
-      outputs: toOutputs(manifest.output, result.predictions, wanted),
+      outputs: result.silent ? [] : toOutputs(manifest.output, result.predictions, wanted),
     });
   });
   return app;

@@ -371,4 +371,27 @@ describe('CDS Hooks 2.0', () => {
       redis.disconnect();
     }
   });
+  it('a model in silent deployment is scored and recorded but answers no card at all', async () => {
+    const routing = '/v1/models/news2/routing';
+    const set = await t.call('PUT', `${routing}/silent`, t.keys.admin, { version: '1', reason: 'CR-14: silent trial' });
+    assert.equal(set.status, 200, set.text);
+    try {
+      const rows = async () => {
+        await t.gateway.services.monitoring.recorder?.flush();
+        const report = await t.call('GET', '/v1/models/news2/monitoring', t.keys.client);
+        return report.body.versions.find((v: { version: string }) => v.version === '1').windows.hour.rows as number;
+      };
+      const before = await rows();
+      const r = await call(
+        'news2-patient-view',
+        hookRequest('silent-1', prefetchFor('news2-patient-view', highRiskVitals('silent-1'))),
+      );
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(r.body, { cards: [] });
+      assert.equal(await rows(), before + 1, 'scored and monitored all the same');
+    } finally {
+      const back = await t.call('POST', `${routing}/promote`, t.keys.admin, { version: '1', reason: 'CR-15: shown' });
+      assert.equal(back.status, 200, back.text);
+    }
+  });
 });

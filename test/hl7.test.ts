@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Hl7Door } from '../src/ingress/hl7/door.ts';
 import { startMllp } from '../src/ingress/hl7/mllp.ts';
+import { SILENT_ACTION } from '../src/serving/scorer.ts';
 import { buildIngressGateway } from './ingress-support.ts';
 import {
   captureLogs,
@@ -249,6 +250,24 @@ describe('broken messages over HTTP (POST /v1/hl7)', () => {
     assert.ok(logLines.some((l) => l.includes('"hl7 message"')));
     for (const secret of ['EVERYWOMAN', '555-44-4444', 'CNTRL-3456', 'FERNWOOD', '19620320']) {
       assert.ok(!text.includes(secret), secret);
+    }
+  });
+});
+
+describe('a model in silent deployment', () => {
+  test('its ORU is scored and acknowledged AA with no score: the standard-protocol action in its place', async () => {
+    const routing = '/v1/models/news2/routing';
+    const set = await gw.call('PUT', `${routing}/silent`, keys.admin, { version: '1', reason: 'CR-12: silent trial' });
+    assert.equal(set.status, 200, set.text);
+    try {
+      const [ack] = await overMllp([message([msh, pid, ...vitals()])]);
+      const msa = seg(ack as string, 'MSA');
+      assert.equal(msa[1], 'AA', String(ack));
+      assert.equal(msa[3], `news2 v1 (${gw.deps.catalog.get('news2')?.manifest.owner.team}): ${SILENT_ACTION}`);
+      assert.ok(!/news2Total|risk=/.test(String(ack)), 'no score anywhere in the ACK');
+    } finally {
+      const back = await gw.call('POST', `${routing}/promote`, keys.admin, { version: '1', reason: 'CR-13: shown' });
+      assert.equal(back.status, 200, back.text);
     }
   });
 });

@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { SILENT_ACTION } from '../src/serving/scorer.ts';
+import { highRiskVitals } from './bedside-fhir.ts';
+import { fhirErrors } from './fhir-schema.ts';
 import {
   allAudit,
   buildGateway,
@@ -80,6 +82,57 @@ describe('silent deployment on the sync tier', { timeout: HANG_GUARD_MS }, () =>
     assert.equal(outcome.status, 201, outcome.text);
     assert.equal(outcome.body.version, '2');
     assert.equal(typeof outcome.body.score, 'number', 'the score was logged for the outcome join');
+  });
+
+  test('the other bedside doors show no score either: OIP v2 says silent, FHIR answers a RiskAssessment without one', async () => {
+    assert.equal((await gw.predict(MODEL, keys.client, [VITALS])).body.silent, true, 'still silent');
+    // Open Inference Protocol v2: no output tensors, the parameters say why and what to do
+    const requestId = randomUUID();
+    const inputs = Object.entries(VITALS).map(([name, value]) => ({
+      name,
+      shape: [1],
+      datatype: typeof value === 'boolean' ? 'BOOL' : 'FP32',
+      data: [value],
+    }));
+    const oip = await gw.call(
+      'POST',
+      `/v2/models/${MODEL}/infer`,
+      keys.client,
+      { inputs },
+      { 'x-request-id': requestId },
+    );
+    assert.equal(oip.status, 200, oip.text);
+    assert.deepEqual(oip.body.outputs, []);
+    assert.equal(oip.body.model_version, '2');
+    assert.equal(oip.body.parameters.silent, true);
+    assert.equal(oip.body.parameters.action, SILENT_ACTION);
+    assert.ok(!/deteriorationRisk|aboveThreshold/.test(oip.text), 'no score anywhere in the answer');
+    // and, like every sync answer, it was logged for the outcome join under its request id
+    const outcome = await gw.call('POST', '/v1/outcomes', keys.client, {
+      requestId,
+      outcome: false,
+      observedAt: new Date(Date.now() + 1000).toISOString(),
+    });
+    assert.equal(outcome.status, 201, outcome.text);
+    assert.equal(outcome.body.version, '2');
+
+    // the FHIR door: a valid RiskAssessment naming the patient and method, with no prediction and the action as its note
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: highRiskVitals('silent-1').map((resource) => ({ resource })),
+    };
+    const fhir = await gw.call('POST', `/fhir/RiskAssessment/$predict?model=${MODEL}`, keys.client, bundle, {
+      'content-type': 'application/fhir+json',
+    });
+    assert.equal(fhir.status, 200, fhir.text);
+    assert.equal(fhir.body.resourceType, 'RiskAssessment');
+    assert.deepEqual(fhirErrors(fhir.body), []);
+    assert.equal(fhir.body.prediction, undefined);
+    assert.deepEqual(fhir.body.note, [{ text: SILENT_ACTION }]);
+    assert.equal(fhir.body.subject.reference, 'Patient/silent-1');
+    assert.equal(fhir.body.method.coding[0].version, '2');
+    assert.ok(!/probabilityDecimal|StructureDefinition\/score/.test(fhir.text), 'no score anywhere in the resource');
   });
 
   test('no canary while silent; promotion needs evidence; promoting a version with evidence shows scores again', async () => {

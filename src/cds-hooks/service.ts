@@ -140,6 +140,9 @@ export class CdsHooksService {
         const result = await this.#sync.predict(model, [row.values], manifest.sync.latencyBudgetMs, {
           subjectKey: row.id,
         });
+        // a silent deployment is scored and recorded, never shown: no card at all, as if the service had nothing
+        // to say (a "no score" card on every chart opened would change the clinicians' work the trial must not touch)
+        if (result.silent) return { cards: [] };
         version = result.version;
         const prediction = result.predictions[0] as Record<string, unknown>;
         card = scoreCard({ manifest, title, version, row, prediction, gaps: gathered.gaps });

@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import type { Manifest } from '../registry/schema.ts';
+import { SILENT_ACTION } from '../serving/refusals.ts';
 import type { PatientRow } from './observations.ts';
 
 /** Where Triage's own codes and extensions are named (one place, so a deployment can change it). */
@@ -90,5 +91,33 @@ export function riskAssessment(args: {
           ],
         }
       : {}),
+  };
+}
+
+/**
+ * The FHIR door's answer for a model in silent deployment: the assessment was made (and recorded for monitoring and
+ * outcomes) but no score is shown, so the resource names the patient, the method and when, carries no prediction,
+ * and says what to do instead in its note.
+ */
+export function silentRiskAssessment(args: {
+  runId: string;
+  manifest: Manifest;
+  version: string;
+  asOf: number;
+  row: PatientRow;
+}): Record<string, unknown> {
+  const { manifest, version, row } = args;
+  return {
+    resourceType: 'RiskAssessment',
+    id: resourceId(args.runId, row.id),
+    status: 'final',
+    method: {
+      coding: [{ system: `${TRIAGE_FHIR_BASE}/models`, code: manifest.name, version, display: manifest.title }],
+      text: `${manifest.title}, model ${manifest.name} version ${version}`,
+    },
+    subject: { reference: row.id },
+    occurrenceDateTime: new Date(args.asOf).toISOString(),
+    performer: { display: `${manifest.owner.team} (${manifest.owner.contact})` },
+    note: [{ text: SILENT_ACTION }],
   };
 }

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { FhirAggregator } from '../../fhir/observations.ts';
 import { Problem } from '../../platform/errors.ts';
 import type { CatalogModel, ModelCatalog } from '../../serving/catalog.ts';
+import { SILENT_ACTION } from '../../serving/refusals.ts';
 import type { SyncService } from '../../sync/service.ts';
 import { checkHeader, Hl7Refusal, oruResources } from './oru.ts';
 
@@ -150,6 +151,8 @@ export class Hl7Door {
     }
     const sync = manifest.sync as NonNullable<typeof manifest.sync>;
     const result = await this.#sync.predict(model, [row.values], sync.latencyBudgetMs);
+    if (result.silent)
+      return `${manifest.name} v${result.version} (${manifest.owner.team}): ${SILENT_ACTION}`.slice(0, 300);
     const prediction = result.predictions[0] as Record<string, unknown>;
     const parts = Object.entries(prediction)
       .filter(([, v]) => ['number', 'string', 'boolean'].includes(typeof v))
