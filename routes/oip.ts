@@ -18,7 +18,14 @@ import type { CatalogModel } from '../src/serving/catalog.ts';
 import { SILENT_ACTION } from '../src/serving/refusals.ts';
 import { assertReady } from './health.ts';
 import { endpointFor } from './models.ts';
-import { DEADLINE_HEADER, parseDeadline, parseSubjectKey, SUBJECT_HEADER, SYNC_SCORING_ERRORS } from './predict.ts';
+import {
+  DEADLINE_HEADER,
+  parseDeadline,
+  parseSubjectKey,
+  SUBJECT_HEADER,
+  SYNC_SCORING_ERRORS,
+  scoredResponse,
+} from './predict.ts';
 
 const parameters = z
   .record(z.string(), z.union([z.string(), z.number(), z.boolean()]))
@@ -224,11 +231,7 @@ export function oipRoutes(deps: AppDeps) {
         ...(subjectKey ? { subjectKey } : {}),
       })
       .catch((err: unknown) => Promise.reject(retarget(err, pointerOf)));
-    c.header('x-model-name', manifest.name);
-    c.header('x-model-version', result.version);
-    c.header('x-model-tier', model.tier);
-    c.header('x-model-owner', manifest.owner.team);
-    return c.json({
+    return scoredResponse(c, model, result.version, {
       model_name: manifest.name,
       model_version: result.version,
       ...(request.id !== undefined ? { id: request.id } : {}),

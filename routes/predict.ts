@@ -1,10 +1,11 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
-import { type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
+import { type AppContext, type AppDeps, type AppEnv, resolveModel } from '../src/context.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { bodyObject, compiledParser, type RouteDoc } from '../src/platform/openapi.ts';
 import { secureHeaderRecord } from '../src/platform/secure-headers.ts';
+import type { CatalogModel } from '../src/serving/catalog.ts';
 import { SILENT_ACTION } from '../src/serving/scorer.ts';
 import { acceptJob, jobAccepted } from './jobs.ts';
 import { endpointFor } from './models.ts';
@@ -129,32 +130,34 @@ export function predictRoutes(deps: AppDeps) {
     });
     const { predictions, version } = result;
     const requestId = c.get('requestId');
-    c.set('requestIdSent', true);
-    // a plain Response with a header record stays on @hono/node-server's fast path (no Headers object)
-    const headers = secureHeaderRecord('application/json', requestId);
-    headers['x-model-name'] = manifest.name;
-    headers['x-model-version'] = version;
-    headers['x-model-tier'] = model.tier;
-    headers['x-model-owner'] = manifest.owner.team;
-    return new Response(
-      JSON.stringify({
-        model: manifest.name,
-        version,
-        tier: model.tier,
-        owner: manifest.owner,
-        requestId,
-        threshold: manifest.output.threshold,
-        ...(result.fallback ? { fallback: true, fallbackFrom: result.fallback.from } : {}),
-        ...(result.silent ? { silent: true, action: SILENT_ACTION } : {}),
-        predictions,
-      }),
-      {
-        status: 200,
-        headers,
-      },
-    );
+    return scoredResponse(c, model, version, {
+      model: manifest.name,
+      version,
+      tier: model.tier,
+      owner: manifest.owner,
+      requestId,
+      threshold: manifest.output.threshold,
+      ...(result.fallback ? { fallback: true, fallbackFrom: result.fallback.from } : {}),
+      ...(result.silent ? { silent: true, action: SILENT_ACTION } : {}),
+      predictions,
+    });
   });
   return app;
+}
+
+/**
+ * A sync scoring's 200: the JSON body with the security headers, the request id and the model's name, version, tier
+ * and owner. A plain Response with a header record stays on @hono/node-server's fast path (no Headers object), which
+ * the bedside doors need; the middleware leaves its headers alone (`requestIdSent`).
+ */
+export function scoredResponse(c: AppContext, model: CatalogModel, version: string, body: unknown): Response {
+  c.set('requestIdSent', true);
+  const headers = secureHeaderRecord('application/json', c.get('requestId'));
+  headers['x-model-name'] = model.manifest.name;
+  headers['x-model-version'] = version;
+  headers['x-model-tier'] = model.tier;
+  headers['x-model-owner'] = model.manifest.owner.team;
+  return new Response(JSON.stringify(body), { status: 200, headers });
 }
 
 function prefersAsync(prefer: string | undefined): boolean {

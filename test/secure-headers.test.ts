@@ -50,11 +50,30 @@ describe('secure response headers', () => {
       ['GET', '/v1/reviews', keys.reviewer],
       ['GET', '/v1/audit', keys.admin],
       ['POST', '/v1/models/news2/predict', keys.client, { instances: [NEWS2_INSTANCE] }],
+      [
+        'POST',
+        '/v2/models/news2/infer',
+        keys.client,
+        {
+          inputs: Object.entries(NEWS2_INSTANCE).map(([name, value]) => ({
+            name,
+            shape: [1],
+            datatype: typeof value === 'boolean' ? 'BOOL' : typeof value === 'string' ? 'BYTES' : 'FP32',
+            data: [value],
+          })),
+        },
+      ],
     ];
     for (const [method, url, key, body] of calls) {
       const res = await gw.call(method, url, key, body);
       assert.equal(res.status, 200, `${method} ${url}: ${res.text}`);
       assertSecure(res, `${method} ${url}`);
+      if (url.includes('/predict') || url.includes('/infer')) {
+        // a scoring names what scored it, on every door
+        assert.equal(res.headers.get('x-model-name'), 'news2');
+        assert.equal(res.headers.get('x-model-version'), '1');
+        assert.equal(res.headers.get('x-request-id'), res.body.requestId ?? res.body.parameters.request_id);
+      }
     }
   });
 
