@@ -14,29 +14,11 @@ function resourceId(runId: string, subject: string): string {
   return hash('sha256', `${runId}\0${subject}`, 'hex').slice(0, 64);
 }
 
-/**
- * One prediction as a FHIR R4 RiskAssessment: the patient, when (the run's data cut-off), the resources the features
- * came from, the model and version as the method, the score, its band or probability and the approved threshold's
- * verdict, the accountable owner, and every value assumed rather than observed.
- */
-export function riskAssessment(args: {
-  runId: string;
-  manifest: Manifest;
-  version: string;
-  asOf: number;
-  row: PatientRow;
-  prediction: Record<string, unknown>;
-}): Record<string, unknown> {
-  const { manifest, version, row, prediction } = args;
-  const out = manifest.output;
-  if (out.kind !== 'score') throw new Error(`a ${out.kind} output has no RiskAssessment form`);
-  const score = prediction[out.scoreName] as number;
-  const verdict = prediction.verdict as string;
-  const isProbability = out.min === 0 && out.max === 1;
-  const band = out.extras.find((e) => e.kind === 'label');
-  const bandValue = band ? (prediction[band.as] as string | undefined) : undefined;
-  const comparison = `${out.scoreName} ${score} ${prediction.aboveThreshold ? '≥' : '<'} approved threshold ${out.threshold}`;
-  const assumed = row.assumed ?? [];
+type Assessed = { runId: string; manifest: Manifest; version: string; asOf: number; row: PatientRow };
+
+/** What every RiskAssessment of the gateway says: the patient, the model and version as the method, when, and who. */
+function assessed(args: Assessed): Record<string, unknown> {
+  const { manifest, version, row } = args;
   return {
     resourceType: 'RiskAssessment',
     id: resourceId(args.runId, row.id),
@@ -48,6 +30,27 @@ export function riskAssessment(args: {
     subject: { reference: row.id },
     occurrenceDateTime: new Date(args.asOf).toISOString(),
     performer: { display: `${manifest.owner.team} (${manifest.owner.contact})` },
+  };
+}
+
+/**
+ * One prediction as a FHIR R4 RiskAssessment: the patient, when (the run's data cut-off), the resources the features
+ * came from, the model and version as the method, the score, its band or probability and the approved threshold's
+ * verdict, the accountable owner, and every value assumed rather than observed.
+ */
+export function riskAssessment(args: Assessed & { prediction: Record<string, unknown> }): Record<string, unknown> {
+  const { manifest, row, prediction } = args;
+  const out = manifest.output;
+  if (out.kind !== 'score') throw new Error(`a ${out.kind} output has no RiskAssessment form`);
+  const score = prediction[out.scoreName] as number;
+  const verdict = prediction.verdict as string;
+  const isProbability = out.min === 0 && out.max === 1;
+  const band = out.extras.find((e) => e.kind === 'label');
+  const bandValue = band ? (prediction[band.as] as string | undefined) : undefined;
+  const comparison = `${out.scoreName} ${score} ${prediction.aboveThreshold ? '≥' : '<'} approved threshold ${out.threshold}`;
+  const assumed = row.assumed ?? [];
+  return {
+    ...assessed(args),
     basis: (row.basis ?? []).map((reference) => ({ reference })),
     prediction: [
       {
@@ -99,25 +102,9 @@ export function riskAssessment(args: {
  * outcomes) but no score is shown, so the resource names the patient, the method and when, carries no prediction,
  * and says what to do instead in its note.
  */
-export function silentRiskAssessment(args: {
-  runId: string;
-  manifest: Manifest;
-  version: string;
-  asOf: number;
-  row: PatientRow;
-}): Record<string, unknown> {
-  const { manifest, version, row } = args;
+export function silentRiskAssessment(args: Assessed): Record<string, unknown> {
   return {
-    resourceType: 'RiskAssessment',
-    id: resourceId(args.runId, row.id),
-    status: 'final',
-    method: {
-      coding: [{ system: `${TRIAGE_FHIR_BASE}/models`, code: manifest.name, version, display: manifest.title }],
-      text: `${manifest.title}, model ${manifest.name} version ${version}`,
-    },
-    subject: { reference: row.id },
-    occurrenceDateTime: new Date(args.asOf).toISOString(),
-    performer: { display: `${manifest.owner.team} (${manifest.owner.contact})` },
+    ...assessed(args),
     note: [{ text: SILENT_ACTION }],
   };
 }
