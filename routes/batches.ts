@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { stream } from 'hono/streaming';
 import { z } from 'zod';
+import { publicationView } from '../src/batch/bucket-outputs.ts';
 import { displayInputPath } from '../src/batch/data-areas.ts';
 import { bulkManifest, expiresAt, reviewView } from '../src/batch/manifest.ts';
 import { fileRefusal, releaseOf } from '../src/batch/review.ts';
@@ -133,7 +134,7 @@ function viewOf(run: BatchRun, principal?: Principal) {
     state: run.state,
     input: { ...run.input, path: displayInputPath(principal, run.input.path) },
     ...(run.scheduleId ? { scheduleId: run.scheduleId } : {}),
-    ...(run.output ? { output: run.output } : {}),
+    ...(run.output ? { output: run.output, publication: publicationView(run) } : {}),
     // a FHIR server's export: its state and the server's X-Progress while it runs
     ...(run.source ? { source: run.source } : {}),
     createdAt: new Date(run.createdAt).toISOString(),
@@ -201,7 +202,7 @@ export function batchRoutes(deps: AppDeps) {
       c.header('expires', new Date(expiresAt(run) as number).toUTCString());
       const request = run.scheduleId ? `schedule:${run.scheduleId}` : `/v1/models/${run.model}/batches`;
       // a run published to a bucket lists its files there, as signed URLs
-      const manifest = await deps.batches.manifestFor(run, bulkManifest(run, request, hold));
+      const manifest = await deps.batches.manifestFor(run, hold, bulkManifest(run, request, hold));
       // Bulk Data clients expect absolute file URLs
       const absolute = (f: { url: string }) => ({ ...f, url: new URL(f.url, c.req.url).href });
       return c.json({

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { createBatchQueue, runQueuePort, schedulerPort } from '../workers/batch-queue.ts';
+import { createBatchQueue, publishQueuePort, runQueuePort, schedulerPort } from '../workers/batch-queue.ts';
 import { callbackSender, createCallbackQueue, enqueueCallback } from '../workers/callbacks.ts';
 import { createInferenceQueue, inferenceQueuePort } from '../workers/inference.ts';
 import { composeAccountability } from './accountability.ts';
@@ -233,6 +233,8 @@ export async function composeServices(options: ServicesOptions) {
       storage,
       now,
       onDecision: (model, version, decision) => monitoring.recordDecision(model, version, decision),
+      publish: publishQueuePort(queues.batch),
+      logger,
     }),
     now,
     random: options.random,

@@ -15,6 +15,32 @@ export interface BatchJobData {
   scheduleId?: string;
 }
 
+/** A run's publication to its bucket after a review decision (workers/batch-publish.ts), on the run's shard queue. */
+export const PUBLISH_JOB = 'publish';
+
+/**
+ * A publication outlasts a bucket's bad minutes: eight attempts, 5 s doubling (about ten minutes in all). A run's
+ * job id, so a decision's publication is queued once however often it is asked for.
+ */
+const PUBLISH_RETRY: RetryPolicy = {
+  attempts: 8,
+  backoffMs: 5000,
+  jitter: 0.2,
+  keepCompletedSeconds: 7 * 24 * 3600,
+  keepFailedSeconds: 30 * 24 * 3600,
+};
+
+export const publishJobId = (runId: string) => `publish-${runId}`;
+
+/** Queues a decided run's publication: at the head of its shard's queue (LIFO), before runs waiting to score. */
+export function publishQueuePort(queues: ShardQueues<BatchJobData>) {
+  return async (runId: string, model: string): Promise<void> => {
+    await queues
+      .for(model)
+      .add(PUBLISH_JOB, { runId }, { ...jobOptions(PUBLISH_RETRY, publishJobId(runId)), lifo: true });
+  };
+}
+
 /** Runs and slots alike: a failed attempt is tried again a few times, seconds apart. */
 const BATCH_RETRY: RetryPolicy = {
   attempts: 3,

@@ -1,6 +1,5 @@
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import type { Logger } from 'pino';
-import { publishAnalytics, publishOutputs } from '../src/batch/bucket-outputs.ts';
 import type { Buckets } from '../src/batch/buckets.ts';
 import { bulkManifest } from '../src/batch/manifest.ts';
 import type { BatchReviewService } from '../src/batch/review.ts';
@@ -9,13 +8,15 @@ import type { ScheduleService } from '../src/batch/schedules.ts';
 import type { LocalStorage } from '../src/batch/storage.ts';
 import { type BulkExports, exportRunInput } from '../src/ingress/bulk-export.ts';
 import { IngressError } from '../src/ingress/smart-token.ts';
+import type { AuditLog } from '../src/platform/audit.ts';
 import type { KeySpace } from '../src/platform/keyspace.ts';
 import type { BatchMetrics } from '../src/platform/metrics.ts';
 import type { Pressure } from '../src/platform/pressure.ts';
 import { ShardWorkers } from '../src/platform/queue.ts';
 import { newRedis } from '../src/platform/redis.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
-import { BATCH_QUEUE, type BatchJobData, scheduledRunId } from './batch-queue.ts';
+import { execPublishJob, publishAndRecord } from './batch-publish.ts';
+import { BATCH_QUEUE, type BatchJobData, PUBLISH_JOB, scheduledRunId } from './batch-queue.ts';
 import { runInThread } from './batch-thread-run.ts';
 
 /** How long one chunk may take to score: a batch has no caller waiting, only a stuck runtime to give up on. */
@@ -52,7 +53,9 @@ export interface BatchWorkerDeps {
   /** FHIR servers' Bulk Data exports as inputs (src/ingress/) */
   bulkExports?: BulkExports;
   /** holds a finished run for clinician review when its model's `batch.review` says so */
-  reviews?: Pick<BatchReviewService, 'holdFinished'>;
+  reviews?: Pick<BatchReviewService, 'holdFinished' | 'holdOf'>;
+  /** where publications are recorded (`batch.publish`) */
+  audit?: AuditLog;
 }
 
 /** The run a job stands for: an on-demand run's id, or a scheduled slot's run (created once, with the version in force). */
@@ -192,12 +195,10 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
     );
     // held before it is completed: a run that needs review is never served without its hold
     await deps.reviews?.holdFinished(finished);
-    // a bucket output location and the analytics sink: the files are uploaded before the run is complete (a failed
-    // upload is retried); a run under a review policy is not published: its output goes out through the review only
-    if (deps.buckets && !finished.review) {
-      await publishOutputs(finished, deps.storage, deps.buckets);
-      await publishAnalytics(finished, deps.storage, deps.buckets);
-    }
+    // a bucket output location and the analytics sink: what the run releases now is uploaded before the run is
+    // complete (a failed upload fails the attempt, and the run is tried again): everything, or under a review policy
+    // what the review releases at once; the rest goes out when a reviewer approves it (workers/batch-publish.ts)
+    await publishAndRecord({ ...finished, state: 'completed' }, deps);
     await runs.transition(runId, ['running'], 'completed', { finishedAt: finished.finishedAt });
     if (run.scheduleId) metrics.batchLastSuccess.set({ schedule: run.scheduleId }, finished.finishedAt / 1000);
     logger.info(
@@ -226,7 +227,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
 }
 
 /**
- * One BullMQ worker per shard served, one run at a time each: a process serving several shards may score one run of
+ * One BullMQ worker per shard served, one run (or one run's publication) at a time each: a process serving several shards may score one run of
  * each at once (each in its own niced thread); give a process one shard to keep it to one run.
  */
 export function startBatchWorker(deps: BatchWorkerDeps) {
@@ -235,7 +236,7 @@ export function startBatchWorker(deps: BatchWorkerDeps) {
   const worker = new ShardWorkers<BatchJobData>(
     BATCH_QUEUE,
     deps.shards,
-    (job, token) => execBatchJob(job, deps, token),
+    (job, token) => (job.name === PUBLISH_JOB ? execPublishJob(job, deps, token) : execBatchJob(job, deps, token)),
     {
       connection,
       concurrency: 1,

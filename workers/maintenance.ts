@@ -1,9 +1,11 @@
 /**
  * Periodic upkeep, safe to run in every replica at once:
  * - escalates holds older than their model's review deadline (flagged once, counted, logged);
- * - queues callbacks left in the outbox by a process that stopped between recording a release and queueing it.
+ * - queues callbacks left in the outbox by a process that stopped between recording a release and queueing it;
+ * - queues the bucket publications of batch review decisions left the same way (BatchReviewService).
  */
 import type { Logger } from 'pino';
+import type { BatchReviewService } from '../src/batch/review.ts';
 import type { CallbackSender, Outbox } from '../src/callbacks/outbox.ts';
 import type { JobStore } from '../src/jobs/store.ts';
 import type { JobMetrics } from '../src/platform/metrics.ts';
@@ -13,6 +15,7 @@ export interface MaintenanceDeps {
   store: JobStore;
   outbox: Outbox;
   callbacks: CallbackSender;
+  batchReviews?: Pick<BatchReviewService, 'queueOutstandingPublications'>;
   /** the manifests in force (a reload changes review deadlines from the next sweep) */
   catalog: ModelCatalog;
   metrics: JobMetrics;
@@ -34,6 +37,8 @@ export async function sweep(deps: MaintenanceDeps): Promise<void> {
     }
   }
   for (const { jobId, event } of await deps.outbox.pending()) await deps.callbacks.send(jobId, event);
+  const publications = (await deps.batchReviews?.queueOutstandingPublications()) ?? 0;
+  if (publications > 0) logger.warn({ publications }, 'batch review publications left unqueued: queued');
 }
 
 export function startMaintenance(deps: MaintenanceDeps) {

@@ -9,6 +9,11 @@ export function expiresAt(run: BatchRun): number | undefined {
   return run.finishedAt === undefined ? undefined : run.finishedAt + RETENTION_MS;
 }
 
+/** The manifest's `request`: the schedule that made the run, or the kick-off endpoint. */
+export function manifestRequest(run: Pick<BatchRun, 'scheduleId' | 'model'>): string {
+  return run.scheduleId ? `schedule:${run.scheduleId}` : `/v1/models/${run.model}/batches`;
+}
+
 /**
  * The FHIR Bulk Data completion manifest of a finished run. `transactionTime` is the data cut-off (asOf: nothing
  * later was used); only files with content are listed; a FHIR run's output is RiskAssessment resources, and its

@@ -39,13 +39,15 @@ return 1
 `;
 
 const DECIDE = `
--- KEYS: hold, held index, audit stream; ARGV: run id, new state, audit json, audit cap, then field/value pairs
+-- KEYS: hold, held index, audit stream, publication outbox
+-- ARGV: run id, new state, audit json, audit cap, then field/value pairs
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, ''} end
 if state ~= 'held' then return {0, state} end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], unpack(ARGV, 5))
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'entry', ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[1])
 return {1, state}
 `;
 
@@ -53,7 +55,9 @@ return {1, state}
  * Review holds of batch runs in Redis, in the run's model shard beside the run: `<shard>:batch-review:<run id>` (a
  * hash: the hold, then its decision) and `<shard>:batch-reviews:held` (what waits, by hold time). Creating a hold and
  * deciding it are each one Lua step with their audit entry in the shard's audit stream (one slot), so a decision is
- * applied exactly once and never without its record. A run from before shards (its id names none) keeps its hold
+ * applied exactly once and never without its record. The decision also leaves the run in the shard's publication
+ * outbox (`<shard>:batch-reviews:to-publish`): cleared once its publish job is queued, and queued by the maintenance
+ * sweep when a process stopped in between (as the callback outbox does for async jobs). A run from before shards (its id names none) keeps its hold
  * under the global tag, with the global audit stream.
  */
 export class RunHoldStore {
@@ -70,12 +74,19 @@ export class RunHoldStore {
   /** Every key of this store is named here: a run's hold, its shard's held index and audit stream. */
   #keysOf(runId: string): [hold: string, held: string, audit: string] {
     const model = this.#keys.modelOfId(runId);
-    const tag = model === undefined ? this.#keys.global : this.#keys.shard(model);
+    const tag = this.#tagOf(runId);
     const audit = model === undefined ? this.#audit.streamKey : this.#audit.streamKeyFor(model);
     return [`${tag}:batch-review:${runId}`, this.#heldKey(tag), audit];
   }
   #heldKey(tag: string): string {
     return `${tag}:batch-reviews:held`;
+  }
+  #outboxKey(tag: string): string {
+    return `${tag}:batch-reviews:to-publish`;
+  }
+  #tagOf(runId: string): string {
+    const model = this.#keys.modelOfId(runId);
+    return model === undefined ? this.#keys.global : this.#keys.shard(model);
   }
 
   /** Holds a finished run's output (once: a retried completion finds its hold); true when this call made it. */
@@ -150,8 +161,9 @@ export class RunHoldStore {
     };
     const [ok, previous] = (await this.#redis.eval(
       DECIDE,
-      3,
+      4,
       ...this.#keysOf(runId),
+      this.#outboxKey(this.#tagOf(runId)),
       runId,
       decision.outcome === 'approve' ? 'approved' : 'rejected',
       AuditLog.encode(audit, decision.at),
@@ -159,6 +171,17 @@ export class RunHoldStore {
       ...Object.entries(fields).flat(),
     )) as [number, string];
     return ok === 1 ? { ok: true } : { ok: false, previous: previous as HoldState | '' };
+  }
+
+  /** Decided runs whose publish job may not have been queued yet, from every shard (and the pre-shard tag). */
+  async toPublish(): Promise<string[]> {
+    const tags = [this.#keys.global, ...this.#keys.shards().map((s) => s.prefix)];
+    return (await Promise.all(tags.map((t) => this.#redis.smembers(this.#outboxKey(t))))).flat();
+  }
+
+  /** The run's publish job is queued: out of the outbox. */
+  async publishQueued(runId: string): Promise<void> {
+    await this.#redis.srem(this.#outboxKey(this.#tagOf(runId)), runId);
   }
 
   /**

@@ -1,5 +1,6 @@
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
 import { actorOf, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import type { HoldState, RunHold, RunHoldStore } from './review-store.ts';
@@ -54,6 +55,12 @@ export interface BatchReviewDeps {
   now: () => number;
   /** told of every decision applied (monitoring counts a rejected run as an override of its version) */
   onDecision?: (model: string, version: string, decision: 'approve' | 'reject') => void;
+  /**
+   * queues the run's publication to its bucket as decided (the batch worker uploads it, retried: never in the
+   * decision's request); asked after every decision, the job finds what, if anything, is to be published
+   */
+  publish?: (runId: string, model: string) => Promise<void>;
+  logger?: Pick<Logger, 'warn'>;
 }
 
 /**
@@ -143,6 +150,36 @@ export class BatchReviewService {
     return rows;
   }
 
+  /**
+   * Queues a decided run's publication, then clears it from the outbox the decision left it in. The decision is
+   * applied whatever happens here: a publication not queued stays in the outbox, and the maintenance sweep queues it.
+   */
+  async #queuePublication(runId: string, model: string): Promise<void> {
+    if (!this.#d.publish) return;
+    try {
+      await this.#d.publish(runId, model);
+      await this.#d.store.publishQueued(runId);
+    } catch (err) {
+      this.#d.logger?.warn({ runId, err: { message: (err as Error).message } }, 'batch publication left for the sweep');
+    }
+  }
+
+  /**
+   * Queues the publications of decisions whose process stopped before queueing them (the maintenance sweep); a
+   * publication queued twice runs once (its job id is the run's).
+   */
+  async queueOutstandingPublications(): Promise<number> {
+    if (!this.#d.publish) return 0;
+    let queued = 0;
+    for (const runId of await this.#d.store.toPublish()) {
+      const hold = await this.#d.store.get(runId);
+      if (hold) await this.#d.publish(runId, hold.model);
+      await this.#d.store.publishQueued(runId);
+      if (hold) queued++;
+    }
+    return queued;
+  }
+
   /** Approves or rejects a held run once; a second decision is 409 `already_decided`. */
   async decide(principal: Principal, runId: string, body: { decision?: unknown; reason?: unknown }): Promise<RunHold> {
     const { hold } = await this.item(runId);
@@ -183,6 +220,7 @@ export class BatchReviewService {
       throw new Problem('not_found', 'no such batch review');
     }
     this.#d.onDecision?.(hold.model, hold.version, decision);
+    await this.#queuePublication(runId, hold.model);
     return (await this.#d.store.get(runId)) as RunHold;
   }
 }

@@ -9,6 +9,13 @@ export type BatchFormat = (typeof batchFormats)[number];
 export type RunState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'skipped';
 /** how a run's output waits for clinician review (the model's `batch.review.hold` when the run first started) */
 export type ReviewHold = 'run' | 'above-threshold';
+/**
+ * What of a run with an output location is in its bucket: `published` everything the run released; `partial` the
+ * rows an above-threshold hold released at once (its held rows wait for a reviewer, or were rejected); nothing yet
+ * (`awaiting_review`: a whole run held) or ever (`withheld`: a whole run rejected); `failed`: the last publication
+ * gave up after its retries (`publishError` says why).
+ */
+export type PublishState = 'published' | 'partial' | 'awaiting_review' | 'withheld' | 'failed';
 
 /** A batch run as stored in Redis. The checkpoint fields move together, once per committed chunk. */
 export interface BatchRun {
@@ -53,6 +60,10 @@ export interface BatchRun {
   above: number;
   /** bytes committed to the held rows' file (`above-threshold` runs) */
   heldBytes: number;
+  /** runs with an `output`: what is in the bucket, since when; the last failed upload's error until one succeeds */
+  publishState?: PublishState;
+  publishedAt?: number;
+  publishError?: string;
 }
 
 /** The rows an `above-threshold` run holds for review, apart from the output released at once. */
@@ -221,6 +232,9 @@ export class RunStore {
       ...(h.review ? { review: h.review as ReviewHold } : {}),
       above: Number(h.above ?? 0),
       heldBytes: Number(h.heldBytes ?? 0),
+      ...(h.publishState ? { publishState: h.publishState as PublishState } : {}),
+      ...(h.publishedAt ? { publishedAt: Number(h.publishedAt) } : {}),
+      ...(h.publishError ? { publishError: h.publishError } : {}),
     };
   }
 

@@ -8,6 +8,7 @@ import { signedManifest } from './bucket-outputs.ts';
 import { Buckets, isObjectUrl, withBuckets } from './buckets.ts';
 import { inClientArea, mayReadRun } from './data-areas.ts';
 import type { bulkManifest } from './manifest.ts';
+import type { RunHold } from './review-store.ts';
 import type { BatchFormat, BatchRun, RunStore } from './runs.ts';
 import { type BatchStorage, type LocalStorage, StorageError } from './storage.ts';
 
@@ -192,9 +193,9 @@ export class BatchService {
     }
   }
 
-  /** The completion manifest, with a bucket run's files as signed URLs. */
-  manifestFor(run: BatchRun, manifest: ReturnType<typeof bulkManifest>) {
-    return signedManifest(run, manifest, this.#buckets, this.#signedUrlSeconds);
+  /** The completion manifest, with a bucket run's files as signed URLs (once the bucket holds them). */
+  manifestFor(run: BatchRun, hold: RunHold | undefined, manifest: ReturnType<typeof bulkManifest>) {
+    return signedManifest(run, hold, manifest, this.#buckets, this.#signedUrlSeconds);
   }
 
   /** A run its caller may see (see mayReadRun); 404 otherwise, as for a run that does not exist. */

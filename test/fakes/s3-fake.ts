@@ -42,6 +42,8 @@ export class S3Fake {
   readonly requests: S3Request[] = [];
   /** added to the clock presigned URLs are checked against (a test moves it past their expiry) */
   clockSkewMs = 0;
+  /** writes (PutObject, multipart calls) under these key prefixes answer 500 InternalError, this many times more */
+  readonly failingWrites = new Map<string, number>();
   readonly #objects = new Map<string, StoredObject>();
   readonly #uploads = new Map<
     string,
@@ -213,6 +215,13 @@ export class S3Fake {
     if (presigned && op !== 'GetObject') return this.#error(res, 403, 'AccessDenied', 'presigned for GET only');
     if (!op || !key) return this.#error(res, 405, 'MethodNotAllowed', 'not supported by this fake', head);
     if (!this.#buckets.has(bucket)) return this.#error(res, 404, 'NoSuchBucket', 'The bucket does not exist', head);
+    if (op !== 'GetObject' && op !== 'HeadObject') {
+      for (const [prefix, left] of this.failingWrites) {
+        if (!key.startsWith(prefix) || left <= 0) continue;
+        this.failingWrites.set(prefix, left - 1);
+        return this.#error(res, 500, 'InternalError', 'We encountered an internal error. Please try again.');
+      }
+    }
     const id = `${bucket}/${key}`;
     const meta = (): StoredObject => ({
       body: Buffer.alloc(0),
