@@ -11,6 +11,7 @@ import {
   HttpClient,
   logProfile,
   passFail,
+  procCpuMs,
   runJsonChild,
   sleep,
   summarize,
@@ -35,6 +36,7 @@ interface RawBullmqResult {
     jobsPerSec: number;
     addToCompleteP50Ms: number;
     addToCompleteP99Ms: number;
+    cpuMsPerJob: number;
   };
 }
 
@@ -153,7 +155,8 @@ export const asyncSection: Section = {
     }
     ctx.log(
       `  raw BullMQ   idle add→complete p50 ${fmt(raw.idle.p50Ms)} ms (p99 ${fmt(raw.idle.p99Ms)}); ` +
-        `${jobs} jobs in ${fmt(raw.throughput.elapsedMs / 1000)} s = ${fmt(raw.throughput.jobsPerSec, 0)} jobs/s`,
+        `${jobs} jobs in ${fmt(raw.throughput.elapsedMs / 1000)} s = ${fmt(raw.throughput.jobsPerSec, 0)} jobs/s, ` +
+        `${fmt(raw.throughput.cpuMsPerJob, 3)} ms CPU per job`,
     );
 
     // 2. Triage: gateway + in-process workers (TRIAGE_WORKERS=all), its own prefix
@@ -216,6 +219,7 @@ export const asyncSection: Section = {
       const ids: string[] = [];
       const submitMs: number[] = [];
       let next = 0;
+      const cpuBefore = procCpuMs(triage.child.proc.pid);
       const t0 = Date.now();
       await Promise.all(
         Array.from({ length: submitters }, async () => {
@@ -229,6 +233,7 @@ export const asyncSection: Section = {
       );
       const submittedAt = Date.now();
       await waitAllFinal(redis, shard, ids, 120_000);
+      const cpuAfter = procCpuMs(triage.child.proc.pid);
       const times = await jobTimes(redis, shard, ids);
       const notReleased = times.filter((j) => j.state !== 'released');
       if (notReleased.length > 0) {
@@ -243,6 +248,9 @@ export const asyncSection: Section = {
         submitLatencyMs: summarize(submitMs),
         elapsedMs,
         jobsPerSec: (jobs * 1000) / elapsedMs,
+        // Triage's process (gateway and workers, every thread) per job, from the first submission until all were seen
+        // released: like the baseline's, steadier than jobs/s on a shared machine
+        cpuMsPerJob: cpuBefore !== undefined && cpuAfter !== undefined ? (cpuAfter - cpuBefore) / jobs : Number.NaN,
         submitToReleaseMs: summarize(times.map((j) => j.releasedAt - j.createdAt).filter(Number.isFinite)),
         // the worker alone: releases after the last submission answered, over that tail
         workerOnlyJobsPerSec: (() => {
@@ -254,7 +262,8 @@ export const asyncSection: Section = {
         `  triage       ${jobs} jobs in ${fmt(elapsedMs / 1000)} s = ${fmt(throughput.jobsPerSec, 0)} jobs/s ` +
           `(submissions ${fmt(throughput.submitRate, 0)}/s, POST p50 ${fmt(throughput.submitLatencyMs.p50)} ms / p99 ` +
           `${fmt(throughput.submitLatencyMs.p99)} ms; createdAt→releasedAt under load p50 ${fmt(throughput.submitToReleaseMs.p50, 0)} ms; ` +
-          `after the last submission the workers alone released ${fmt(throughput.workerOnlyJobsPerSec, 0)} jobs/s)`,
+          `after the last submission the workers alone released ${fmt(throughput.workerOnlyJobsPerSec, 0)} jobs/s); ` +
+          `${fmt(throughput.cpuMsPerJob, 3)} ms CPU per job`,
       );
 
       // 5. verdicts
