@@ -7,7 +7,7 @@
  * the group, and a submission that fails does not fail the others.
  */
 import assert from 'node:assert/strict';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { Redis } from 'ioredis';
 import type { Principal } from '../src/platform/auth.ts';
@@ -170,6 +170,38 @@ describe('submissions of one turn', () => {
     const ids = new Set([first.value.id, plain.value.id, second.value.id]);
     assert.equal(ids.size, 3);
     for (const id of ids) await waitForState(gw, keys.client, id, 'released');
+  });
+
+  test("the worker's release of a job and BullMQ's completion of it leave in one write", async () => {
+    // every socket write of this process while one job runs, as text (the worker's connection is its own)
+    type Writes = {
+      _write: (chunk: unknown, ...a: unknown[]) => void;
+      _writev: (chunks: Array<{ chunk: unknown }>, ...a: unknown[]) => void;
+    };
+    const proto = Socket.prototype as unknown as Writes;
+    const { _write, _writev } = proto;
+    const writes: string[] = [];
+    const text = (chunk: unknown) => (Buffer.isBuffer(chunk) ? chunk.toString('latin1') : String(chunk));
+    proto._write = function (this: Socket, chunk: unknown, ...rest: unknown[]) {
+      writes.push(text(chunk));
+      return _write.call(this, chunk, ...rest);
+    };
+    proto._writev = function (this: Socket, chunks: Array<{ chunk: unknown }>, ...rest: unknown[]) {
+      writes.push(chunks.map((c) => text(c.chunk)).join(''));
+      return _writev.call(this, chunks, ...rest);
+    };
+    let id: string;
+    try {
+      ({ id } = await submit({})());
+      await waitForState(gw, keys.client, id, 'released');
+    } finally {
+      proto._write = _write;
+      proto._writev = _writev;
+    }
+    // the release transition names `releasedAt` and the job; BullMQ's moveToFinished names `returnvalue` and the job
+    const release = writes.filter((w) => w.includes('releasedAt') && w.includes(id));
+    assert.equal(release.length, 1, 'the release written once');
+    assert.match(release[0] as string, /returnvalue/, "BullMQ's completion in the release's write");
   });
 
   test('a submission refused before Redis (bad input) does not fail the others of its turn', async () => {
