@@ -32,7 +32,7 @@ export function clusterSeeds(
  * redirections and refreshes its slot map after a failover.
  *
  * `batchWrites`: on a single Redis, the commands sent during one turn of the event loop leave in one write
- * (BatchingRedis), in place of auto-pipelining; a cluster client auto-pipelines instead.
+ * (BatchingRedis), in place of auto-pipelining; a cluster client is left as the other options say.
  */
 export function newRedis(
   url: string,
@@ -44,7 +44,6 @@ export function newRedis(
     if (!batchWrites) return new Redis(url, rest);
     return new BatchingRedis(url, { ...rest, enableAutoPipelining: false });
   }
-  if (batchWrites) rest.enableAutoPipelining = true;
   return newCluster(seeds, rest);
 }
 
@@ -180,8 +179,10 @@ export async function connectRedis(
     maxRetriesPerRequest: 1,
     enableOfflineQueue: false,
     commandTimeout: commandTimeoutMs,
-    // the commands of concurrent requests in one write (many small writes were a hot spot): see BatchingRedis
+    // the commands of concurrent requests in one write (many small writes were a hot spot): BatchingRedis on a single
+    // Redis, auto-pipelining on a cluster
     batchWrites: true,
+    enableAutoPipelining: true,
   });
   // one JSON line per error, at most one a second: an outage must not flood the log
   let lastLogged = 0;
