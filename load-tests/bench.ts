@@ -13,7 +13,7 @@
  * the Triage child, print its top self-time functions; slows it down).
  *
  * Sections: sync (sync.ts: with monitoring on and off), taps (taps.ts: the accountability taps per scoring), async
- * (async.ts: jobs vs raw BullMQ), batch (batch.ts: batch runs vs raw onnxruntime, RSS,
+ * (async.ts: jobs vs raw BullMQ, run before and after Triage; CPU per job beside jobs/s), batch (batch.ts: batch runs vs raw onnxruntime, RSS,
  * sync p99 during a run), shadow (shadow.ts: 100% shadow mirroring on vs off), sagemaker (sagemaker.ts: predict on a
  * SageMaker-fake-backed version vs the SDK calling the fake directly).
  *   async:  BENCH_ASYNC_JOBS (2000), BENCH_ASYNC_SUBMITTERS (= BENCH_CONNECTIONS), BENCH_ASYNC_CONCURRENCY (worker

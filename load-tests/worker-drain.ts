@@ -80,6 +80,7 @@ try {
     return states.every(([, state]) => state === 'released');
   };
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const workers = startWorkers(['inference'], gateway.services);
   const deadline = Date.now() + 300_000;
   while (!(await released())) {
@@ -87,8 +88,11 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
   const ms = performance.now() - t0;
+  // this process's CPU (the worker, plus the light polling above) per job: steadier than jobs/s on a shared machine
+  const cpu = process.cpuUsage(cpu0);
   console.log(
-    `${N} jobs, worker concurrency ${concurrency}: ${(ms / 1000).toFixed(2)} s = ${((N * 1000) / ms).toFixed(0)} jobs/s`,
+    `${N} jobs, worker concurrency ${concurrency}: ${(ms / 1000).toFixed(2)} s = ${((N * 1000) / ms).toFixed(0)} jobs/s, ` +
+      `${((cpu.user + cpu.system) / 1000 / N).toFixed(3)} ms CPU per job`,
   );
   await workers.close();
 } finally {

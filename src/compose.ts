@@ -158,8 +158,12 @@ export async function composeServices(options: ServicesOptions) {
   const jobFactory = options.runtimeFactory
     ? undefined
     : observedRuntimeFactory({ onnxThreads: config.onnxThreads, metrics, logger, breakers, caller: 'job' });
-  const jobRunners = new JobRunners(options.runtimeFactory ?? (jobFactory as RuntimeFactory), 'async', (l, s, ok) =>
-    metrics.inferenceDuration.observe({ ...l, status: ok ? 'ok' : 'error' }, s),
+  // the async tier's concurrent jobs share in-process ONNX runs (JobRunners' `coalesce`)
+  const jobRunners = new JobRunners(
+    options.runtimeFactory ?? (jobFactory as RuntimeFactory),
+    'async',
+    (l, s, ok) => metrics.inferenceDuration.observe({ ...l, status: ok ? 'ok' : 'error' }, s),
+    { coalesce: true },
   );
   const jobScorer = new Scorer({
     catalog,

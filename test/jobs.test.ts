@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
 import {
   ASYNC_WORKERS,
   allAudit,
@@ -74,6 +75,11 @@ describe('whole path', () => {
     const id = res.body.id as string;
     assert.match(id, /^[0-9a-f-]{36}$/);
     assert.equal(res.headers.get('location'), `/v1/jobs/${id}`);
+    assert.equal(res.headers.get('retry-after'), '1');
+    // the 202 is built on the fast path (routes/jobs.ts): it carries the headers the middleware would have added
+    for (const [name, value] of Object.entries(SECURE_HEADERS)) assert.equal(res.headers.get(name), value, name);
+    assert.match(res.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
+    assert.equal(res.headers.get('content-type'), 'application/json');
     assert.equal(res.body.created, true);
     assert.equal(res.body.model, 'note-triage');
     assert.ok(['queued', 'running', 'awaiting_review'].includes(res.body.state), res.body.state);

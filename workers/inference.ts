@@ -258,7 +258,8 @@ function settle(
 export function startInferenceWorker(
   deps: InferenceJobDeps & { redisUrl: string; shards: readonly string[]; concurrency: number; lockMs?: number },
 ) {
-  const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
+  // one write for what a turn sends: a job's outcome and BullMQ's completion of it, and the other jobs' alike
+  const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null, batchWrites: true });
   // outcomes written on the connection BullMQ completes jobs on (see settle)
   const jobDeps: InferenceJobDeps = { ...deps, outcomes: deps.store.on(connection), trailing: new Set() };
   // one worker per shard served (TRIAGE_WORKER_SHARDS), each on its shard's queue

@@ -90,6 +90,7 @@ completed = 0;
 latencies.length = 0;
 let next = 0;
 const t0 = Date.now();
+const cpu0 = process.cpuUsage();
 const all = new Promise<void>((resolve) => {
   allDone = { target: jobs, resolve };
 });
@@ -104,6 +105,7 @@ await Promise.all(
 );
 const addedAt = Date.now();
 await all;
+const cpu = process.cpuUsage(cpu0);
 const elapsedMs = lastCompletedAt - t0;
 const idleSorted = sorted(idle);
 const loaded = sorted(latencies);
@@ -119,6 +121,8 @@ process.stdout.write(
       jobsPerSec: (jobs * 1000) / elapsedMs,
       addToCompleteP50Ms: pct(loaded, 0.5),
       addToCompleteP99Ms: pct(loaded, 0.99),
+      // this process's CPU (producers and worker) per job over the run
+      cpuMsPerJob: (cpu.user + cpu.system) / 1000 / jobs,
     },
   })}\n`,
 );

@@ -44,8 +44,11 @@ export function requireRole(deps: AppDeps, ...roles: Role[]): MiddlewareHandler<
       if (decision && !decision.allowed) throw refusal(decision, `over the ${cls} limit of this client: slow down`);
       // predict answers build their own response on the fast path: the fields would be lost there, so only the
       // other classes carry them on success (every 429 carries them)
-      if (decision && cls !== 'predict')
-        for (const [k, v] of Object.entries(rateLimitHeaders(decision))) c.header(k, v);
+      if (decision && cls !== 'predict') {
+        const fields = rateLimitHeaders(decision);
+        c.set('rateLimitHeaders', fields); // a fast-path answer (a job's 202) carries them itself
+        for (const [k, v] of Object.entries(fields)) c.header(k, v);
+      }
     }
     assertRole(principal, roles);
     c.set('principal', principal);

@@ -42,6 +42,7 @@ export class DynamicBatcher {
   #queue: Entry[] = [];
   #active = 0;
   readonly #maxConcurrentRuns: number;
+  readonly #isolateFailures: boolean;
   #scheduled = false;
   /** rows waiting in the queue, withdrawn ones not counted */
   #pendingRows = 0;
@@ -57,9 +58,15 @@ export class DynamicBatcher {
       observer?: BatchObserver;
       /** runs in flight at once: 1 for in-process ONNX (its run blocks the thread anyway), more for remote endpoints */
       maxConcurrentRuns?: number;
+      /**
+       * A failed run of several requests runs each again on its own, so that a request's failure is its own: jobs,
+       * each retried or failed by itself, must not fail for a neighbour they happened to share a run with.
+       */
+      isolateFailures?: boolean;
     },
   ) {
     this.#maxConcurrentRuns = options.maxConcurrentRuns ?? 1;
+    this.#isolateFailures = options.isolateFailures ?? false;
     this.#runtime = runtime;
     this.#featureCount = options.featureCount;
     this.#maxRows = options.maxRows;
@@ -149,10 +156,26 @@ export class DynamicBatcher {
       }
     } catch (err) {
       this.#observer?.onRun(rows, (performance.now() - started) / 1000, false);
-      for (const entry of batch) entry.reject(err);
+      if (this.#isolateFailures && batch.length > 1) await this.#runEachAlone(batch);
+      else for (const entry of batch) entry.reject(err);
     } finally {
       this.#active--;
       if (this.#queue.length > 0) this.#schedule(this.#pendingRows >= this.#maxRows);
+    }
+  }
+
+  /** After a shared run failed: each request on its own, one after another, answered by its own run. */
+  async #runEachAlone(batch: Entry[]): Promise<void> {
+    for (const entry of batch) {
+      const started = performance.now();
+      try {
+        const deadline = entry.deadline !== undefined ? { deadline: entry.deadline } : undefined;
+        entry.resolve(await this.#runtime.run(entry.input, entry.rows, deadline));
+        this.#observer?.onRun(entry.rows, (performance.now() - started) / 1000, true);
+      } catch (err) {
+        this.#observer?.onRun(entry.rows, (performance.now() - started) / 1000, false);
+        entry.reject(err);
+      }
     }
   }
 

@@ -1,6 +1,6 @@
 import type { LoadedModel } from '../registry/load.ts';
 import type { ModelVersion, Tier } from '../registry/schema.ts';
-import type { Submission } from '../runtime/batcher.ts';
+import { DynamicBatcher, type Submission } from '../runtime/batcher.ts';
 import { createOnnxRuntime } from '../runtime/onnx.ts';
 import type { ModelRuntime } from '../runtime/types.ts';
 import type { CatalogModel } from './catalog.ts';
@@ -48,20 +48,30 @@ export type RunObserver = (
   ok: boolean,
 ) => void;
 
+/** Rows at most in one shared run of jobs' in-process ONNX scorings (`coalesce`). */
+export const COALESCED_MAX_ROWS = 256;
+
 /**
- * Runners of the job tiers (async, batch): a version's runtime is made on its first job and kept; every job is one
- * call. A runtime that fails to load is forgotten, so the next job tries again.
+ * Runners of the job tiers (async, batch): a version's runtime is made on its first job and kept. A runtime that
+ * fails to load is forgotten, so the next job tries again. Every job is one call, unless `coalesce` (the async tier):
+ * then the in-process ONNX scorings of jobs that reach the runner in the same event-loop turn, or while its run is
+ * going on, share one run (a small model's run costs nearly the same for one row as for a few: it was the largest
+ * share of a worker's CPU per job), each job answered with its own rows; a shared run that fails runs each job again
+ * on its own, so no job fails for another. Remote versions keep one call per job (their timeouts and retries are a
+ * job's own).
  */
 export class JobRunners implements Runners {
   readonly #factory: RuntimeFactory;
   readonly #tier: Tier;
   readonly #observe: RunObserver | undefined;
+  readonly #coalesce: boolean;
   #runners = new Map<string, Promise<Runner>>();
 
-  constructor(factory: RuntimeFactory, tier: Tier, observe?: RunObserver) {
+  constructor(factory: RuntimeFactory, tier: Tier, observe?: RunObserver, options: { coalesce?: boolean } = {}) {
     this.#factory = factory;
     this.#tier = tier;
     this.#observe = observe;
+    this.#coalesce = options.coalesce ?? false;
   }
 
   get(model: CatalogModel, version: string): Promise<Runner> | undefined {
@@ -70,21 +80,33 @@ export class JobRunners implements Runners {
     const key = runtimeKey(model.loaded, spec);
     let runner = this.#runners.get(key);
     if (!runner) {
-      runner = this.#factory(model.loaded, spec).then((runtime) => this.#runner(model.name, spec, runtime));
+      const width = inputWidth(model.manifest);
+      runner = this.#factory(model.loaded, spec).then((runtime) => this.#runner(model.name, spec, runtime, width));
       runner.catch(() => this.#runners.delete(key));
       this.#runners.set(key, runner);
     }
     return runner;
   }
 
-  #runner(model: string, spec: ModelVersion, runtime: ModelRuntime): Runner & { runtime: ModelRuntime } {
+  #runner(model: string, spec: ModelVersion, runtime: ModelRuntime, width: number): Runner & { runtime: ModelRuntime } {
     const observe = this.#observe;
     const labels = { model, version: spec.version, tier: this.#tier };
+    const batcher =
+      this.#coalesce && spec.runtime.kind === 'onnx'
+        ? new DynamicBatcher(runtime, {
+            featureCount: width,
+            maxRows: COALESCED_MAX_ROWS,
+            maxWaitMs: 0,
+            isolateFailures: true,
+          })
+        : undefined;
     return {
       spec,
       runtime,
       submit(input, rows, deadlineAt) {
-        const submission = directSubmit(runtime, input, rows, deadlineAt);
+        const submission = batcher
+          ? batcher.submit(input, rows, deadlineAt)
+          : directSubmit(runtime, input, rows, deadlineAt);
         if (observe) {
           const started = performance.now();
           const done = (ok: boolean) => observe(labels, (performance.now() - started) / 1000, ok);
