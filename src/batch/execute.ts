@@ -101,22 +101,22 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   const commit = async (chunk: ScoredChunk): Promise<boolean> => {
     // different files: made durable side by side, all of them before the checkpoint names their lengths
     const writes: Array<Promise<unknown>> = [];
-    const append = (file: AppendHandle, text: string, done: (bytes: number) => void) => {
-      if (text) writes.push(file.append(text).then(done));
+    const append = (file: AppendHandle, bytes: Buffer, done: (length: number) => void) => {
+      if (bytes.length > 0) writes.push(file.append(bytes).then(done));
     };
-    append(output, chunk.outputText, (n) => {
+    append(output, chunk.output, (n) => {
       checkpoint.outputBytes = n;
     });
-    append(errors, chunk.errorText, (n) => {
+    append(errors, chunk.errors, (n) => {
       checkpoint.errorBytes = n;
     });
     if (held) {
-      append(held, chunk.heldText, (n) => {
+      append(held, chunk.held, (n) => {
         checkpoint.heldBytes = n;
       });
     }
-    for (const [version, text] of chunk.shadowTexts) {
-      append(shadowFiles.get(version) as AppendHandle, text, (n) => {
+    for (const [version, bytes] of chunk.shadows) {
+      append(shadowFiles.get(version) as AppendHandle, bytes, (n) => {
         shadowBytes[version] = n;
       });
     }
