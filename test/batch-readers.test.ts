@@ -4,9 +4,10 @@
  * A bad line is always a bad row, never an exception that would fail the run.
  */
 import assert from 'node:assert/strict';
+import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
-import { type InputRow, readCsv, readFhir, readNdjson } from '../src/batch/readers.ts';
+import { type InputRow, readCsv, readFhir, readNdjson, readNdjsonBatches } from '../src/batch/readers.ts';
 import { type Feature, featureSchema } from '../src/registry/schema.ts';
 
 /** A stream of `text` cut into pieces of `size` characters (so lines straddle chunk boundaries). */
@@ -86,6 +87,61 @@ describe('readNdjson', () => {
       { id: 'line-1', error: 'line longer than 1 MiB' },
       { id: 'after', values: {} },
     ]);
+  });
+});
+
+describe('readNdjsonBatches', () => {
+  /** the rows readline's lines make (what readNdjson read before it split lines itself), numbered as it numbers them */
+  async function byReadline(pieces: Buffer[]): Promise<InputRow[]> {
+    const rows: InputRow[] = [];
+    let line = 0;
+    for await (const text of createInterface({ input: Readable.from(pieces), crlfDelay: Number.POSITIVE_INFINITY })) {
+      line++;
+      if (text.trim() === '') continue;
+      try {
+        const { id, ...values } = JSON.parse(text);
+        rows.push({
+          id: typeof id === 'string' && id ? id : typeof id === 'number' ? String(id) : `line-${line}`,
+          values,
+        });
+      } catch {
+        rows.push({ id: `line-${line}`, error: 'not valid JSON' });
+      }
+    }
+    return rows;
+  }
+
+  test('lines end where readline ends them, however the bytes are cut (CR, CRLF across pieces, UTF-8 across pieces)', async () => {
+    const text = Buffer.from(
+      [
+        '{"id":"a","v":1}\r\n',
+        '{"id":"b","v":"é—💡"}\r',
+        '{"id":"c","v":3}\n\n',
+        '\r\n',
+        '{"v":5}\r\r',
+        '{"id":"d","v":6}\n',
+        '{"id":"crlf then a blank line"}\r\n\n',
+        'not json\n',
+        '   \n',
+        '{"id":"e","v":"last, no line end"}',
+      ].join(''),
+    );
+    // every cut of the bytes into pieces of 1 to 9 (a CRLF and a 4-byte character land on both sides of a cut)
+    for (let size = 1; size <= 9; size++) {
+      const pieces: Buffer[] = [];
+      for (let i = 0; i < text.length; i += size) pieces.push(text.subarray(i, i + size));
+      const rows: InputRow[] = [];
+      for await (const batch of readNdjsonBatches(Readable.from(pieces))) rows.push(...batch);
+      assert.deepEqual(rows, await byReadline(pieces), `pieces of ${size} bytes`);
+    }
+  });
+
+  test('the rows of a piece come together, not one by one', async () => {
+    const lines = Array.from({ length: 50 }, (_, i) => `{"id":"r${i}","pulse":${60 + i}}\n`).join('');
+    const batches: InputRow[][] = [];
+    for await (const batch of readNdjsonBatches(Readable.from([Buffer.from(lines)]))) batches.push(batch);
+    assert.equal(batches.length, 1);
+    assert.equal(batches[0]?.length, 50);
   });
 });
 

@@ -52,6 +52,8 @@ export type BatchThreadMessage =
   | { type: 'error'; message: string; permanent?: boolean };
 
 const input = workerData as BatchThreadInput;
+/** rows of the prediction log the thread holds before writing them (about a chunk) */
+const PREDICTION_LOG_BATCH_ROWS = 1000;
 /** how long, ms, the chunk being committed waited for bedside traffic, and how long it took to score */
 let pausedMs = 0;
 let scoringMs = 0;
@@ -106,7 +108,10 @@ try {
   // the thread has its own Redis connection, so it flushes its own aggregates: no protocol to the parent needed
   const keys = new KeySpace(input.prefix); // the taps write in the run's model's shard
   const recorder = input.monitoring ? new MonitoringRecorder({ redis, keys }) : undefined;
-  const predictionLog = input.monitoring ? new PredictionLog({ redis, keys }) : undefined;
+  // written as the chunks score, not held for the second the gateway's log waits: a chunk's rows then die young
+  const predictionLog = input.monitoring
+    ? new PredictionLog({ redis, keys, maxBufferedRows: PREDICTION_LOG_BATCH_ROWS })
+    : undefined;
   try {
     const outcome = await executeRun({
       run,

@@ -8,7 +8,12 @@ import type { BatchRun } from './runs.ts';
 /** Rows per chunk (one ONNX run, one commit) when the manifest's `batch.chunkSize` does not say. */
 export const DEFAULT_CHUNK_SIZE = 1024;
 
-/** What scoring one chunk makes: the lines each file gets and the counts its checkpoint moves by. */
+/**
+ * What scoring one chunk makes: the bytes each file gets and the counts its checkpoint moves by. The lines are
+ * encoded as the chunk is scored: a chunk waits for the commit under way, and held as strings its thousand lines
+ * would outlive the young generation (copied, promoted, then collected again); as bytes they are one buffer outside
+ * the heap.
+ */
 export interface ScoredChunk {
   /** chunks scored (more than one once merged for one commit) */
   chunks: number;
@@ -19,11 +24,18 @@ export interface ScoredChunk {
   insufficient: number;
   /** scored rows at or above the threshold */
   above: number;
-  outputText: string;
-  errorText: string;
-  heldText: string;
+  output: Buffer;
+  errors: Buffer;
+  held: Buffer;
   /** per shadow version, its lines */
-  shadowTexts: Array<[string, string]>;
+  shadows: Array<[string, Buffer]>;
+}
+
+const NONE = Buffer.alloc(0);
+
+/** Lines joined once, then encoded (`+=` over a thousand lines builds a rope that must be flattened anyway). */
+function bytesOf(lines: readonly string[]): Buffer {
+  return lines.length === 0 ? NONE : Buffer.from(lines.join(''));
 }
 
 export interface ChunkScoring {
@@ -31,7 +43,7 @@ export interface ChunkScoring {
   model: CatalogModel;
   scorer: Scorer;
   chunkTimeoutMs: number;
-  /** an `above-threshold` review: rows at or above the threshold go to the held text */
+  /** an `above-threshold` review: rows at or above the threshold go to the held file */
   splitRows: boolean;
   shadowVersions: readonly string[];
 }
@@ -39,19 +51,26 @@ export interface ChunkScoring {
 /** Chunks scored one after another, as one: their lines in order, their counts summed (one commit makes them durable). */
 export function mergeChunks(chunks: readonly ScoredChunk[]): ScoredChunk {
   if (chunks.length === 1) return chunks[0] as ScoredChunk;
-  const shadows = new Map<string, string>();
-  for (const c of chunks) for (const [v, text] of c.shadowTexts) shadows.set(v, (shadows.get(v) ?? '') + text);
+  const shadows = new Map<string, Buffer[]>();
+  for (const c of chunks) {
+    for (const [v, bytes] of c.shadows) {
+      const parts = shadows.get(v);
+      if (parts) parts.push(bytes);
+      else shadows.set(v, [bytes]);
+    }
+  }
   const sum = (pick: (c: ScoredChunk) => number) => chunks.reduce((a, c) => a + pick(c), 0);
+  const concat = (pick: (c: ScoredChunk) => Buffer) => Buffer.concat(chunks.map(pick));
   return {
     chunks: sum((c) => c.chunks),
     rows: sum((c) => c.rows),
     scored: sum((c) => c.scored),
     insufficient: sum((c) => c.insufficient),
     above: sum((c) => c.above),
-    outputText: chunks.map((c) => c.outputText).join(''),
-    errorText: chunks.map((c) => c.errorText).join(''),
-    heldText: chunks.map((c) => c.heldText).join(''),
-    shadowTexts: [...shadows],
+    output: concat((c) => c.output),
+    errors: concat((c) => c.errors),
+    held: concat((c) => c.held),
+    shadows: [...shadows].map(([v, parts]) => [v, Buffer.concat(parts)]),
   };
 }
 
@@ -94,15 +113,16 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
     scored: 0,
     insufficient: 0,
     above: 0,
-    outputText: '',
-    errorText: '',
-    heldText: '',
-    shadowTexts: [],
+    output: NONE,
+    errors: NONE,
+    held: NONE,
+    shadows: [],
   };
+  const errorLines: string[] = [];
   for (const row of chunk) {
     if (row.error) {
       // a patient without the data to score is `incomplete`, counted apart from rows that are wrong
-      out.errorText += outcome(row.id, row.error, undefined, row.insufficient ? 'incomplete' : 'invalid');
+      errorLines.push(outcome(row.id, row.error, undefined, row.insufficient ? 'incomplete' : 'invalid'));
       if (row.insufficient) out.insufficient++;
       continue;
     }
@@ -112,9 +132,10 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
       validRows.push(row);
     } else {
       const fields = problems.map((e) => e.pointer.split('/').pop() ?? '');
-      out.errorText += outcome(row.id, problems.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; '), fields);
+      errorLines.push(outcome(row.id, problems.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; '), fields));
     }
   }
+  out.errors = bytesOf(errorLines);
   out.scored = valid.length;
   if (valid.length === 0) return out;
   const rows = {
@@ -133,14 +154,14 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
   });
   const fhir = run.input.format === 'fhir-ndjson';
   const head = lineHead(manifest.name, run.version);
-  let outputText = '';
-  let heldText = '';
+  const outputLines: string[] = [];
+  const heldLines: string[] = [];
   for (let i = 0; i < valid.length; i++) {
     const id = valid[i] as string;
     // silent deployment: the row was scored and recorded, its score is not shown (a FHIR run writes no
     // RiskAssessment for it: there is no prediction to state)
     if (silent) {
-      if (!fhir) outputText += `${head(id)}"silent":true}\n`;
+      if (!fhir) outputLines.push(`${head(id)}"silent":true}\n`);
       continue;
     }
     const prediction = predictions[i] as Record<string, unknown>;
@@ -158,23 +179,23 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
           }),
         )}\n`
       : `${head(id)}"prediction":${JSON.stringify(prediction)}}\n`;
-    if (above && s.splitRows) heldText += line;
-    else outputText += line;
+    if (above && s.splitRows) heldLines.push(line);
+    else outputLines.push(line);
   }
-  out.outputText = outputText;
-  out.heldText = heldText;
+  out.output = bytesOf(outputLines);
+  out.held = bytesOf(heldLines);
   // a failing shadow fails nothing: its chunk is recorded as an error line in its own file
   for (const shadow of await scorer.shadowScores(model, s.shadowVersions, rows, s.chunkTimeoutMs)) {
-    let text = '';
+    const lines: string[] = [];
     if (shadow.predictions) {
       const shadowHead = lineHead(manifest.name, shadow.version);
       valid.forEach((id, i) => {
-        text += `${shadowHead(id)}"shadow":true,"prediction":${JSON.stringify(shadow.predictions[i])}}\n`;
+        lines.push(`${shadowHead(id)}"shadow":true,"prediction":${JSON.stringify(shadow.predictions[i])}}\n`);
       });
     } else {
-      text = `${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${shadow.error}` })}\n`;
+      lines.push(`${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${shadow.error}` })}\n`);
     }
-    out.shadowTexts.push([shadow.version, text]);
+    out.shadows.push([shadow.version, bytesOf(lines)]);
   }
   return out;
 }

@@ -3,7 +3,7 @@ import { readStagedExport } from '../ingress/staged-export.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import type { Scorer } from '../serving/scorer.ts';
 import { DEFAULT_CHUNK_SIZE, mergeChunks, type ScoredChunk, scoreChunk } from './chunk.ts';
-import { type InputRow, readCsv, readFhirInput, readNdjson } from './readers.ts';
+import { type InputRow, readCsv, readFhirInput, readNdjsonBatches } from './readers.ts';
 import { type BatchRun, HELD_FILE, outputKey, type RunStore, shadowOutputKey } from './runs.ts';
 import type { BatchStorage } from './storage.ts';
 
@@ -24,23 +24,30 @@ export interface ExecuteContext {
   beforeChunk?: () => Promise<void>;
 }
 
-function rowsOf(ctx: ExecuteContext, stream: Parameters<typeof readNdjson>[0]): AsyncGenerator<InputRow> {
+/** The run's input rows, a piece at a time (NDJSON by the piece of the file read, the other formats row by row). */
+function rowsOf(ctx: ExecuteContext, stream: Readable): AsyncGenerator<InputRow[]> {
   const { run, model } = ctx;
   if (ctx.exportFiles) {
     const window = { asOf: run.asOf, lookbackHours: model.manifest.batch?.lookbackHours ?? 72 };
-    return readStagedExport(ctx.storage, ctx.exportFiles, model.manifest.features, window);
+    return oneByOne(readStagedExport(ctx.storage, ctx.exportFiles, model.manifest.features, window));
   }
   switch (run.input.format) {
     case 'ndjson':
-      return readNdjson(stream);
+      return readNdjsonBatches(stream);
     case 'csv':
-      return readCsv(stream, model.manifest.features);
+      return oneByOne(readCsv(stream, model.manifest.features));
     case 'fhir-ndjson':
-      return readFhirInput(ctx.storage, run.input.path, stream, model.manifest.features, {
-        asOf: run.asOf,
-        lookbackHours: model.manifest.batch?.lookbackHours ?? 72,
-      });
+      return oneByOne(
+        readFhirInput(ctx.storage, run.input.path, stream, model.manifest.features, {
+          asOf: run.asOf,
+          lookbackHours: model.manifest.batch?.lookbackHours ?? 72,
+        }),
+      );
   }
+}
+
+async function* oneByOne(rows: AsyncIterable<InputRow>): AsyncGenerator<InputRow[]> {
+  for await (const row of rows) yield [row];
 }
 
 type AppendHandle = Awaited<ReturnType<BatchStorage['openAppend']>>;
@@ -101,22 +108,22 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   const commit = async (chunk: ScoredChunk): Promise<boolean> => {
     // different files: made durable side by side, all of them before the checkpoint names their lengths
     const writes: Array<Promise<unknown>> = [];
-    const append = (file: AppendHandle, text: string, done: (bytes: number) => void) => {
-      if (text) writes.push(file.append(text).then(done));
+    const append = (file: AppendHandle, bytes: Buffer, done: (length: number) => void) => {
+      if (bytes.length > 0) writes.push(file.append(bytes).then(done));
     };
-    append(output, chunk.outputText, (n) => {
+    append(output, chunk.output, (n) => {
       checkpoint.outputBytes = n;
     });
-    append(errors, chunk.errorText, (n) => {
+    append(errors, chunk.errors, (n) => {
       checkpoint.errorBytes = n;
     });
     if (held) {
-      append(held, chunk.heldText, (n) => {
+      append(held, chunk.held, (n) => {
         checkpoint.heldBytes = n;
       });
     }
-    for (const [version, text] of chunk.shadowTexts) {
-      append(shadowFiles.get(version) as AppendHandle, text, (n) => {
+    for (const [version, bytes] of chunk.shadows) {
+      append(shadowFiles.get(version) as AppendHandle, bytes, (n) => {
         shadowBytes[version] = n;
       });
     }
@@ -159,10 +166,11 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
     const stream = ctx.exportFiles ? Readable.from([]) : await storage.openRead(run.input.path);
     let index = 0;
     let chunk: InputRow[] = [];
-    for await (const row of rowsOf(ctx, stream)) {
-      if (index++ < run.rowsDone) continue; // committed before a restart
-      chunk.push(row);
-      if (chunk.length >= chunkSize) {
+    for await (const rows of rowsOf(ctx, stream)) {
+      for (const row of rows) {
+        if (index++ < run.rowsDone) continue; // committed before a restart
+        chunk.push(row);
+        if (chunk.length < chunkSize) continue;
         await ctx.beforeChunk?.();
         waiting.push(await scoreChunk(scoring, chunk));
         chunk = [];

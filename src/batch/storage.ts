@@ -20,8 +20,8 @@ export interface BatchStorage {
 }
 
 export interface AppendHandle {
-  /** appends and makes it durable before resolving; returns the new length */
-  append(text: string): Promise<number>;
+  /** appends (a string as UTF-8) and makes it durable before resolving; returns the new length */
+  append(data: string | Uint8Array): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -185,8 +185,8 @@ export class LocalStorage implements BatchStorage {
     await handle.truncate(length);
     let size = length;
     return {
-      async append(text) {
-        const bytes = Buffer.from(text);
+      async append(data) {
+        const bytes = typeof data === 'string' ? Buffer.from(data) : data;
         await handle.appendFile(bytes);
         await handle.datasync();
         size += bytes.length;

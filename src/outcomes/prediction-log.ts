@@ -68,14 +68,31 @@ export class PredictionLog implements ScoreObserver {
     threshold: number;
     at: number;
   }> = [];
+  /** rows in the buffer */
+  #bufferedRows = 0;
+  readonly #maxBufferedRows: number;
+  /** a flush for the rows past the bound is waiting behind the flush under way */
+  #flushQueued = false;
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
 
-  constructor(o: { redis: RedisClient; keys: KeySpace; logger?: Logger; now?: () => number; flushEveryMs?: number }) {
+  constructor(o: {
+    redis: RedisClient;
+    keys: KeySpace;
+    logger?: Logger;
+    now?: () => number;
+    flushEveryMs?: number;
+    /**
+     * flush as soon as this many rows wait (default: only on the timer). A batch thread logs a chunk of rows every
+     * few ms: held for a second, they outlive the young generation and every one is promoted and collected again
+     */
+    maxBufferedRows?: number;
+  }) {
     this.#redis = o.redis;
     this.#keys = o.keys;
     this.#logger = o.logger;
     this.#now = o.now ?? Date.now;
+    this.#maxBufferedRows = o.maxBufferedRows ?? Number.POSITIVE_INFINITY;
     if (o.flushEveryMs !== 0) {
       this.#timer = setInterval(() => void this.flush(), o.flushEveryMs ?? 1000);
       this.#timer.unref();
@@ -97,6 +114,12 @@ export class PredictionLog implements ScoreObserver {
       threshold: output.threshold,
       at: this.#now(),
     });
+    this.#bufferedRows += refs.length;
+    // one flush waiting behind the one under way takes every row logged meanwhile
+    if (this.#bufferedRows >= this.#maxBufferedRows && !this.#flushQueued) {
+      this.#flushQueued = true;
+      void this.flush();
+    }
   }
 
   flush(): Promise<void> {
@@ -105,9 +128,11 @@ export class PredictionLog implements ScoreObserver {
   }
 
   async #flush(): Promise<void> {
+    this.#flushQueued = false;
     if (this.#buffer.length === 0) return;
     const buffer = this.#buffer;
     this.#buffer = [];
+    this.#bufferedRows = 0;
     const day = Math.floor(this.#now() / DAY);
     // a busy second logs many thousands of rows: HSETs of a bounded size, each shaped in a slice of its own and
     // the event loop let go in between, so a flush never holds up the bedside requests arriving meanwhile
