@@ -31,7 +31,7 @@ export interface LagSource {
 export interface AdmissionSettings {
   /** lag (ms) above which the share is cut; 0 turns early refusal off */
   targetLagMs: number;
-  /** consecutive ticks above the target before a cut (default 2) */
+  /** consecutive ticks above the target before a cut (default 3) */
   sustainedTicks?: number;
   /** the share kept at each cut (default 0.7) */
   decrease?: number;
@@ -64,7 +64,7 @@ export class Admission {
 
   constructor(settings: AdmissionSettings, registry?: Registry) {
     this.#target = settings.targetLagMs;
-    this.#sustained = settings.sustainedTicks ?? 2;
+    this.#sustained = settings.sustainedTicks ?? 3;
     this.#decrease = settings.decrease ?? 0.7;
     this.#increase = settings.increase ?? 0.05;
     this.#turnLimit = settings.turnLimitMs ?? 5 * settings.targetLagMs;

@@ -99,7 +99,7 @@ const envSchema = z.object({
   TRIAGE_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   TRIAGE_BATCH_MISSED_AFTER_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
   TRIAGE_PRESSURE_THRESHOLD_MS: z.coerce.number().min(1).max(10_000).default(20),
-  TRIAGE_ADMISSION_LAG_MS: z.coerce.number().min(0).max(10_000).default(10),
+  TRIAGE_ADMISSION_LAG_MS: z.coerce.number().min(0).max(10_000).default(25),
   TRIAGE_BATCH_NICE: z.coerce.number().int().min(0).max(19).default(10),
   TRIAGE_BATCH_PACE_UTILIZATION: z.coerce.number().min(0).max(1).default(0.8),
   TRIAGE_SHADOW_NICE: z.coerce.number().int().min(0).max(19).default(10),
