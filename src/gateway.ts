@@ -6,6 +6,7 @@ import type { CdsClientsConfig } from './cds-hooks/jwt.ts';
 import { CdsHooksService } from './cds-hooks/service.ts';
 import { composeServices, type ServicesConfig, type ServicesOptions } from './compose.ts';
 import type { AppDeps } from './context.ts';
+import { Admission, type AdmissionSettings, type LagSource } from './platform/admission.ts';
 import type { Config } from './platform/config.ts';
 import { createMetrics } from './platform/metrics.ts';
 import type { TokenVerifier } from './platform/oidc.ts';
@@ -16,6 +17,7 @@ import { ReleaseService } from './releases/service.ts';
 import { observedRuntimeFactory } from './runtime/observed.ts';
 import type { RuntimeFactory } from './serving/runners.ts';
 import { Scorer } from './serving/scorer.ts';
+import { admissionGate } from './sync/admission-gate.ts';
 import { SyncRunners } from './sync/runners.ts';
 import { SyncService } from './sync/service.ts';
 
@@ -29,6 +31,7 @@ export type GatewayConfig = ServicesConfig &
     | 'warmupRuns'
     | 'warmupPolicy'
     | 'pressureThresholdMs'
+    | 'admissionLagMs'
     | 'batchPaceUtilization'
   > & {
     workers: readonly WorkerKind[];
@@ -42,6 +45,10 @@ export interface ComposeOptions extends ServicesOptions {
   rateLimits?: RateLimitSettings;
   /** the EHRs that call CDS Hooks services (TRIAGE_CDS_CLIENTS); without them only discovery answers */
   cdsClients?: CdsClientsConfig;
+  /** tests: where the admission reads the event loop's lag (default: the gateway's Pressure, every 20 ms) */
+  loopLag?: LagSource;
+  /** tests: admission settings over the defaults (the target is TRIAGE_ADMISSION_LAG_MS) */
+  admission?: Partial<AdmissionSettings>;
 }
 
 /** The gateway: the services, the warm sync tier, the HTTP app and (optionally) workers in this process. */
@@ -52,6 +59,13 @@ export async function composeGateway(options: ComposeOptions) {
     thresholdMs: config.pressureThresholdMs,
     batchPaceUtilization: config.batchPaceUtilization,
     registry: metrics.registry,
+  });
+  // early refusal of sync scoring while the loop is saturated (before the app: src/sync/admission-gate.ts)
+  const admission = new Admission({ targetLagMs: config.admissionLagMs, ...options.admission }, metrics.registry);
+  admission.follow(options.loopLag ?? pressure);
+  admission.onChange((shedding, refused) => {
+    if (shedding) logger.warn('event loop saturated: refusing part of sync scoring early (503 overloaded)');
+    else logger.warn({ refused }, 'event loop calm again: admitting all sync scoring');
   });
   const services = await composeServices({ ...options, metrics, pressure });
   const { catalog, redis } = services;
@@ -148,6 +162,7 @@ export async function composeGateway(options: ComposeOptions) {
     },
   };
   const app = createApp(deps);
+  const gate = admissionGate({ admission, catalog, metrics });
   const workers = config.workers.length > 0 ? startWorkers(config.workers, services) : undefined;
   return {
     app,
@@ -155,6 +170,9 @@ export async function composeGateway(options: ComposeOptions) {
     services,
     workers,
     metrics,
+    admission,
+    /** for @hono/node-server's `serve`: node:http's createServer with the admission gate before the app */
+    createServer: gate.createServer,
     /** closes workers, the sync tier, then the services (queues, runtimes, Redis), in that order */
     async close() {
       await workers?.close();

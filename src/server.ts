@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { serve } from '@hono/node-server';
+import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { parseCdsClients } from './cds-hooks/jwt.ts';
 import { ensureRedis } from './devtools/local-redis.ts';
@@ -13,6 +13,9 @@ import { createLogger } from './platform/logger.ts';
 import { createMetrics } from './platform/metrics.ts';
 import { TokenVerifier } from './platform/oidc.ts';
 import { loadModels, ManifestError } from './registry/load.ts';
+
+/** the listening socket's accept queue (connections the kernel completed and the event loop has not yet taken) */
+const LISTEN_BACKLOG = 4096;
 
 export interface RunningGateway {
   url: string;
@@ -59,10 +62,19 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   });
   const { app, deps } = gateway;
 
-  const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port });
+  const server = createAdaptorServer({
+    fetch: app.fetch,
+    hostname: config.host,
+    // sync scoring refused before the app while the event loop is saturated (src/sync/admission-gate.ts)
+    createServer: gateway.createServer,
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
+    // a deep accept queue (the kernel caps it at net.core.somaxconn): Node's default of 511 overflows when many
+    // callers connect while the loop is busy (after a stall, a failover, a load balancer's reshuffle), and a
+    // connection whose SYN is dropped is retried by the caller's kernel only after 1 s, then 3 s
+    server.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
   });
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;

@@ -3,13 +3,19 @@
  * as patients' monitors do, unlike wrk's closed loop where a slow server slows its own load. It is what k6's
  * `ramping-arrival-rate` does in `load-tests/k6/overload.js`, for machines without k6.
  *
+ * It speaks HTTP through lean-http.ts (raw sockets, one prebuilt request, a parser that reads only the status,
+ * Retry-After and the body's length): node:http's client cost about as much CPU per request as the gateway serving it,
+ * so on the two cores it shares with the gateway it both starved the gateway and could not offer the rate.
+ *
  * env: OPEN_URL, OPEN_HEADERS (JSON), OPEN_BODY, OPEN_RATE (requests/s), OPEN_SECONDS, OPEN_MAX_IN_FLIGHT (a request
- * due while this many are in flight is not sent and is counted as dropped, like k6's dropped_iterations).
+ * due while this many are in flight is not sent and is counted as dropped, like k6's dropped_iterations; it is also
+ * the most connections opened: one request in flight per connection).
  * Prints `OPEN_LOOP_JSON {...}`: sent, dropped, socket errors, and per status the count and latency percentiles, the
- * 503s that carried Retry-After, and the latencies of the 504s.
+ * 503s that carried Retry-After, the latencies of the 504s, the connections opened, the client's own CPU time, and a
+ * timeline: per second, what was sent and answered (by status) and the slowest answer.
  */
-import http from 'node:http';
 import { summarize } from './common.ts';
+import { buildRequest, LeanPool } from './lean-http.ts';
 
 const url = new URL(process.env.OPEN_URL ?? '');
 const headers = JSON.parse(process.env.OPEN_HEADERS ?? '{}') as Record<string, string>;
@@ -17,51 +23,45 @@ const body = Buffer.from(process.env.OPEN_BODY ?? '');
 const rate = Number(process.env.OPEN_RATE);
 const seconds = Number(process.env.OPEN_SECONDS);
 const maxInFlight = Number(process.env.OPEN_MAX_IN_FLIGHT ?? 1500);
-if (!(rate > 0) || !(seconds > 0)) {
-  process.stderr.write('open-loop: set OPEN_URL, OPEN_RATE and OPEN_SECONDS\n');
+if (!(rate > 0) || !(seconds > 0) || url.protocol !== 'http:') {
+  process.stderr.write('open-loop: set OPEN_URL (http://), OPEN_RATE and OPEN_SECONDS\n');
   process.exit(2);
 }
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: maxInFlight, maxFreeSockets: maxInFlight });
 const latencies = new Map<number, number[]>();
+let retryAfter503 = 0;
+/** per second of the run, by when the request was sent: [sent, 200s, 503s, 504s, slowest answer (ms)] */
+const timeline: Array<[number, number, number, number, number]> = [];
+const secondOf = (at: number) => {
+  const i = Math.max(0, Math.floor((at - begun) / 1000));
+  while (timeline.length <= i) timeline.push([0, 0, 0, 0, 0]);
+  return timeline[i] as [number, number, number, number, number];
+};
+const pool = new LeanPool({
+  host: url.hostname,
+  port: Number(url.port || 80),
+  request: buildRequest(url, 'POST', headers, body),
+  maxConnections: maxInFlight,
+  onResponse(res, startedAt) {
+    let list = latencies.get(res.status);
+    if (!list) {
+      list = [];
+      latencies.set(res.status, list);
+    }
+    const ms = performance.now() - startedAt;
+    list.push(ms);
+    if (res.status === 503 && res.retryAfter !== undefined) retryAfter503++;
+    const second = secondOf(startedAt);
+    if (res.status === 200) second[1]++;
+    else if (res.status === 503) second[2]++;
+    else if (res.status === 504) second[3]++;
+    second[4] = Math.max(second[4], Math.round(ms));
+  },
+});
+
 let sent = 0;
 let dropped = 0;
-let socketErrors = 0;
-let retryAfter503 = 0;
-let inFlight = 0;
-
-function send(): void {
-  inFlight++;
-  sent++;
-  const started = performance.now();
-  const req = http.request(
-    {
-      host: url.hostname,
-      port: url.port,
-      path: url.pathname,
-      method: 'POST',
-      agent,
-      headers: { ...headers, 'content-length': String(body.length) },
-    },
-    (res) => {
-      res.resume();
-      res.on('end', () => {
-        inFlight--;
-        const status = res.statusCode ?? 0;
-        const list = latencies.get(status) ?? [];
-        if (list.length === 0) latencies.set(status, list);
-        list.push(performance.now() - started);
-        if (status === 503 && res.headers['retry-after'] !== undefined) retryAfter503++;
-      });
-    },
-  );
-  req.on('error', () => {
-    inFlight--;
-    socketErrors++;
-  });
-  req.end(body);
-}
-
+const cpuBefore = process.cpuUsage();
 const begun = performance.now();
 const endAt = begun + seconds * 1000;
 // every millisecond or so, send what the schedule says is due by now (timers are coarse; the count is exact)
@@ -70,8 +70,10 @@ await new Promise<void>((resolve) => {
     const now = performance.now();
     const due = Math.floor((Math.min(now, endAt) - begun) * (rate / 1000));
     while (sent + dropped < due) {
-      if (inFlight >= maxInFlight) dropped++;
-      else send();
+      if (pool.send()) {
+        sent++;
+        secondOf(now)[0]++;
+      } else dropped++;
     }
     if (now >= endAt) resolve();
     else setTimeout(tick, 1);
@@ -80,13 +82,26 @@ await new Promise<void>((resolve) => {
 });
 // the stragglers get a while to answer, then count as errors
 const drainUntil = performance.now() + 10_000;
-while (inFlight > 0 && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 20));
-socketErrors += inFlight;
+while (pool.inFlight > 0 && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 20));
+const cpu = process.cpuUsage(cpuBefore);
+const socketErrors = pool.stats.socketErrors + pool.inFlight;
 
 const byStatus: Record<string, ReturnType<typeof summarize>> = {};
 for (const [status, list] of latencies) byStatus[String(status)] = summarize(list);
 process.stdout.write(
-  `OPEN_LOOP_JSON ${JSON.stringify({ rate, seconds, sent, dropped, socketErrors, retryAfter503, byStatus, latencies504: latencies.get(504) ?? [] })}\n`,
+  `OPEN_LOOP_JSON ${JSON.stringify({
+    rate,
+    seconds,
+    sent,
+    dropped,
+    socketErrors,
+    retryAfter503,
+    byStatus,
+    latencies504: latencies.get(504) ?? [],
+    connections: pool.stats.opened,
+    timeline,
+    clientCpuMs: Math.round((cpu.user + cpu.system) / 1000),
+  })}\n`,
 );
-agent.destroy();
+pool.close();
 process.exit(0);

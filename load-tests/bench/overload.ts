@@ -27,6 +27,12 @@ interface OpenLoopResult {
   retryAfter503: number;
   byStatus: Record<string, ReturnType<typeof summarize>>;
   latencies504: number[];
+  /** connections the client opened */
+  connections: number;
+  /** the client's own CPU time over the phase (ms): it shares the machine with the gateway */
+  clientCpuMs: number;
+  /** per second: sent, 200s, 503s, 504s, the slowest answer (ms) */
+  timeline: Array<[number, number, number, number, number]>;
 }
 
 function openLoop(ctx: BenchContext, name: string, triage: TriageProcess, rate: number, seconds: number) {
@@ -105,6 +111,8 @@ export const overloadSection: Section = {
         promSum(after, name, labels) - promSum(before, name, labels);
       const shedConcurrency = delta('triage_shed_total', { model: 'news2', reason: 'concurrency' });
       const shedQueueDelay = delta('triage_shed_total', { model: 'news2', reason: 'queue_delay' });
+      // refused before the app while the event loop was saturated (src/sync/admission-gate.ts)
+      const shedEventLoop = delta('triage_shed_total', { model: 'news2', reason: 'event_loop' });
       const overrunAfter = overrunWithin(after, OVERLOAD_GOALS.maxOverrunMs);
       const overrunBefore = overrunWithin(before, OVERLOAD_GOALS.maxOverrunMs);
       const server504 = overrunAfter.total - overrunBefore.total;
@@ -115,12 +123,13 @@ export const overloadSection: Section = {
         ctx.log(
           `  ${label.padEnd(9)} offered ${fmt(r.rate, 0)}/s for ${r.seconds} s: sent ${r.sent}, dropped by the client ${r.dropped}, ` +
             `200 ${count(r, 200)} (p50 ${fmt(ok?.p50)} ms, p99 ${fmt(ok?.p99)} ms), 503 ${count(r, 503)}, 504 ${count(r, 504)}, ` +
-            `other ${unexpectedOf(r)}, socket errors ${r.socketErrors}`,
+            `other ${unexpectedOf(r)}, socket errors ${r.socketErrors}; client: ${r.connections} connections, ${fmt(r.clientCpuMs, 0)} ms CPU`,
         );
       };
       describe('baseline', baseline);
       describe('peak', peak);
       describe('recovery', recovery);
+      ctx.log(`  peak by second (sent/200/503/504/slowest ms): ${peak.timeline.map((s) => s.join('/')).join('  ')}`);
 
       const acceptedP99 = peak.byStatus['200']?.p99 ?? Number.NaN;
       const shed = count(peak, 503);
@@ -135,7 +144,7 @@ export const overloadSection: Section = {
         recovered: recoveredShare >= OVERLOAD_GOALS.minRecoveredShare,
       };
       ctx.log(
-        `  shed at the peak (gateway): concurrency ${shedConcurrency}, queue_delay ${shedQueueDelay}; ` +
+        `  shed at the peak (gateway): event_loop ${shedEventLoop}, concurrency ${shedConcurrency}, queue_delay ${shedQueueDelay}; ` +
           `503 with Retry-After ${fmt(retryAfterShare * 100, 2)}%`,
       );
       ctx.log('goals (issue #11, as load-tests/k6/overload.js):');
@@ -173,7 +182,7 @@ export const overloadSection: Section = {
           baseline: baselineData,
           peak: { ...peakData, client504LateMs: client504Late.length ? client504Late.at(-1) : undefined },
           recovery: recoveryData,
-          gateway: { shedConcurrency, shedQueueDelay, server504, server504OnTime },
+          gateway: { shedEventLoop, shedConcurrency, shedQueueDelay, server504, server504OnTime },
           checks,
         },
         errors,

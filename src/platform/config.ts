@@ -99,6 +99,7 @@ const envSchema = z.object({
   TRIAGE_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   TRIAGE_BATCH_MISSED_AFTER_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
   TRIAGE_PRESSURE_THRESHOLD_MS: z.coerce.number().min(1).max(10_000).default(20),
+  TRIAGE_ADMISSION_LAG_MS: z.coerce.number().min(0).max(10_000).default(25),
   TRIAGE_BATCH_NICE: z.coerce.number().int().min(0).max(19).default(10),
   TRIAGE_BATCH_PACE_UTILIZATION: z.coerce.number().min(0).max(1).default(0.8),
   TRIAGE_SHADOW_NICE: z.coerce.number().int().min(0).max(19).default(10),
@@ -171,6 +172,8 @@ export type Config = {
   batchMissedAfterMs: number;
   /** event-loop delay p99 (ms) above which shadows and in-process async work yield to bedside traffic */
   pressureThresholdMs: number;
+  /** event-loop lag (ms) which, held, makes the gateway refuse sync scoring early, before the app (0: never) */
+  admissionLagMs: number;
   /** the nice value of batch threads (0-19): the OS gives bedside work the cores first */
   batchNice: number;
   /** event-loop utilization (0-1) above which batch chunks in the gateway's process wait (1: never) */
@@ -292,6 +295,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workerMetricsPort: e.TRIAGE_WORKER_METRICS_PORT,
     batchMissedAfterMs: e.TRIAGE_BATCH_MISSED_AFTER_MS,
     pressureThresholdMs: e.TRIAGE_PRESSURE_THRESHOLD_MS,
+    admissionLagMs: e.TRIAGE_ADMISSION_LAG_MS,
     batchNice: e.TRIAGE_BATCH_NICE,
     batchPaceUtilization: e.TRIAGE_BATCH_PACE_UTILIZATION,
     shadowNice: e.TRIAGE_SHADOW_NICE,

@@ -22,10 +22,23 @@ export class Pressure {
   readonly #listeners: Array<(busy: boolean) => void> = [];
   #busy = false;
   #timer: NodeJS.Timeout | undefined;
+  readonly #lagListeners: Array<(lagMs: number) => void> = [];
+  readonly #lagEveryMs: number;
+  #lagTimer: NodeJS.Timeout | undefined;
+  #lastLagTick = 0;
+  #closed = false;
 
-  constructor(options: { thresholdMs: number; batchPaceUtilization?: number; everyMs?: number; registry?: Registry }) {
+  constructor(options: {
+    thresholdMs: number;
+    batchPaceUtilization?: number;
+    everyMs?: number;
+    /** how often the loop's lag is read for `onLag` listeners (ms, default 20) */
+    lagEveryMs?: number;
+    registry?: Registry;
+  }) {
     this.#thresholdMs = options.thresholdMs;
     this.#batchPaceUtilization = options.batchPaceUtilization ?? 1;
+    this.#lagEveryMs = options.lagEveryMs ?? 20;
     this.#histogram = monitorEventLoopDelay({ resolution: 5 });
     this.#histogram.enable();
     this.#timer = setInterval(() => this.#sample(), options.everyMs ?? 250);
@@ -91,6 +104,39 @@ export class Pressure {
     this.#listeners.push(listener);
   }
 
+  /**
+   * Called every `lagEveryMs` with how late that tick's timer fired (ms): the event loop's lag right now, for
+   * decisions that cannot wait for the 250 ms window (admission, src/platform/admission.ts). A timer fires late by
+   * however long the loop was busy with other callbacks, so a lag that stays up means the loop has a standing backlog.
+   * The tick starts with the first listener (or the first `lagNowMs`).
+   */
+  onLag(listener: (lagMs: number) => void): void {
+    this.#startLagTick();
+    this.#lagListeners.push(listener);
+  }
+
+  /**
+   * The lag as it stands right now (ms): how much later than due the next tick already is, 0 while it is not due.
+   * Read during a long turn of the loop (a burst of requests all handled in one go), it tells that the turn is long
+   * before the tick can fire and say so.
+   */
+  lagNowMs(): number {
+    this.#startLagTick();
+    return Math.max(0, performance.now() - this.#lastLagTick - this.#lagEveryMs);
+  }
+
+  #startLagTick(): void {
+    if (this.#lagTimer || this.#closed) return;
+    this.#lastLagTick = performance.now();
+    this.#lagTimer = setInterval(() => {
+      const now = performance.now();
+      const lagMs = Math.max(0, now - this.#lastLagTick - this.#lagEveryMs);
+      this.#lastLagTick = now;
+      for (const l of this.#lagListeners) l(lagMs);
+    }, this.#lagEveryMs);
+    this.#lagTimer.unref();
+  }
+
   #sample(): void {
     // the histogram's floor is its resolution: what is above it is delay
     const p99Ms = Math.max(0, this.#histogram.percentile(99) / 1e6 - 5);
@@ -107,7 +153,9 @@ export class Pressure {
   }
 
   close(): void {
+    this.#closed = true;
     clearInterval(this.#timer);
+    clearInterval(this.#lagTimer);
     this.#histogram.disable();
   }
 }

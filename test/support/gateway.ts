@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { CdsClientsConfig } from '../../src/cds-hooks/jwt.ts';
-import { composeGateway, type Gateway, type GatewayConfig } from '../../src/gateway.ts';
+import { type ComposeOptions, composeGateway, type Gateway, type GatewayConfig } from '../../src/gateway.ts';
 import type { ApiKeyStore } from '../../src/platform/auth.ts';
 import type { CallbackPolicy } from '../../src/platform/config.ts';
 import { loadConfig } from '../../src/platform/config.ts';
@@ -87,6 +87,12 @@ export interface GatewayOptions {
   warmupPolicy?: 'refuse' | 'warn';
   /** the event-loop pressure threshold (ms); by default one no busy test machine reaches */
   pressureThresholdMs?: number;
+  /** early refusal of sync scoring (TRIAGE_ADMISSION_LAG_MS); by default off: a busy test machine is not overload */
+  admissionLagMs?: number;
+  /** where the admission reads the loop's lag (a test drives it); default the gateway's Pressure */
+  loopLag?: ComposeOptions['loopLag'];
+  /** admission settings over the defaults */
+  admission?: ComposeOptions['admission'];
   /** batch chunks wait while the event loop is busier than this (0-1); by default never on utilization */
   batchPaceUtilization?: number;
   redisReady?: () => Promise<boolean>;
@@ -160,6 +166,7 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
     maintenanceIntervalMs: 3_600_000,
     // a busy test machine is not bedside pressure: only the bedside tests lower it (deferred work must not yield here)
     pressureThresholdMs: options.pressureThresholdMs ?? PRESSURE_OFF_MS,
+    admissionLagMs: options.admissionLagMs ?? 0,
     // nor is a test process's busy event loop: batch runs pace on utilization only where a test asks
     batchPaceUtilization: options.batchPaceUtilization ?? 1,
     // batch threads at the process's priority: other work on a busy test machine must not starve a run
@@ -183,6 +190,8 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
     ...(options.tokens ? { tokens: options.tokens } : {}),
     ...(options.rateLimits ? { rateLimits: options.rateLimits } : {}),
     ...(options.cdsClients ? { cdsClients: options.cdsClients } : {}),
+    ...(options.loopLag ? { loopLag: options.loopLag } : {}),
+    ...(options.admission ? { admission: options.admission } : {}),
     // default: the factory main() uses (ONNX in process, cloud versions behind resilience)
     ...(factory ? { runtimeFactory: factory } : {}),
     ...(options.now ? { now: options.now } : {}),
@@ -192,7 +201,9 @@ export async function buildGateway(options: GatewayOptions = {}): Promise<TestGa
   });
   const { app, deps } = gateway;
   if (options.redisReady) deps.redisReady = options.redisReady;
-  const server = options.listen ? serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }) : undefined;
+  const server = options.listen
+    ? serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0, createServer: gateway.createServer })
+    : undefined;
   if (server) await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const url = server ? `http://127.0.0.1:${(server.address() as AddressInfo).port}` : '';
   const client = server ? { request: (path: string, init: RequestInit) => fetch(`${url}${path}`, init) } : app;
