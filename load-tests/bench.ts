@@ -25,7 +25,8 @@
  *   shadow: BENCH_SHADOW_ROUNDS (2), BENCH_SHADOW_DURATION (BENCH_DURATION / rounds), BENCH_SHADOW_WARMUP (BENCH_WARMUP)
  *   sagemaker: BENCH_SAGEMAKER_DURATION (min(8, BENCH_DURATION)), BENCH_SAGEMAKER_WARMUP (BENCH_WARMUP)
  *   overload: BENCH_OVERLOAD_DURATION (s per phase, max(5, BENCH_DURATION)), BENCH_OVERLOAD_FACTOR (peak rate / capacity, 2),
- *             BENCH_OVERLOAD_MAX_IN_FLIGHT (1500)
+ *             BENCH_OVERLOAD_MAX_IN_FLIGHT (1500), BENCH_OVERLOAD_RAMP (s of climb from the baseline to the peak, 5; the
+ *             accepted p99 is over the climb and the hold, as overload.js's threshold is over its ramp and hold)
  * All sections with defaults take about 3.5-4 minutes on 2 cores.
  *
  * Adding a section: write a `Section` under load-tests/bench/ and list it below.

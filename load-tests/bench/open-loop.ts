@@ -7,7 +7,8 @@
  * Retry-After and the body's length): node:http's client cost about as much CPU per request as the gateway serving it,
  * so on the two cores it shares with the gateway it both starved the gateway and could not offer the rate.
  *
- * env: OPEN_URL, OPEN_HEADERS (JSON), OPEN_BODY, OPEN_RATE (requests/s), OPEN_SECONDS, OPEN_MAX_IN_FLIGHT (a request
+ * env: OPEN_URL, OPEN_HEADERS (JSON), OPEN_BODY, OPEN_RATE (requests/s), OPEN_SECONDS (at that rate, after the ramp),
+ * OPEN_RAMP_SECONDS and OPEN_RAMP_FROM (a linear climb from that rate first; none by default), OPEN_MAX_IN_FLIGHT (a request
  * due while this many are in flight is not sent and is counted as dropped, like k6's dropped_iterations; it is also
  * the most connections opened: one request in flight per connection).
  * Prints `OPEN_LOOP_JSON {...}`: sent, dropped, socket errors, and per status the count and latency percentiles, the
@@ -23,7 +24,11 @@ const body = Buffer.from(process.env.OPEN_BODY ?? '');
 const rate = Number(process.env.OPEN_RATE);
 const seconds = Number(process.env.OPEN_SECONDS);
 const maxInFlight = Number(process.env.OPEN_MAX_IN_FLIGHT ?? 1500);
-if (!(rate > 0) || !(seconds > 0) || url.protocol !== 'http:') {
+// a ramp, as k6's ramping-arrival-rate climbs to the peak (overload.js): from OPEN_RAMP_FROM requests/s to OPEN_RATE
+// over OPEN_RAMP_SECONDS, then OPEN_SECONDS at OPEN_RATE (no ramp by default)
+const rampSeconds = Number(process.env.OPEN_RAMP_SECONDS ?? 0);
+const rampFrom = Number(process.env.OPEN_RAMP_FROM ?? rate);
+if (!(rate > 0) || !(seconds > 0) || !(rampSeconds >= 0) || !(rampFrom >= 0) || url.protocol !== 'http:') {
   process.stderr.write('open-loop: set OPEN_URL (http://), OPEN_RATE and OPEN_SECONDS\n');
   process.exit(2);
 }
@@ -63,12 +68,19 @@ let sent = 0;
 let dropped = 0;
 const cpuBefore = process.cpuUsage();
 const begun = performance.now();
-const endAt = begun + seconds * 1000;
+const rampMs = rampSeconds * 1000;
+const endAt = begun + rampMs + seconds * 1000;
+/** requests due `ms` after the start: the rate climbs linearly over the ramp, then holds */
+const dueBy = (ms: number) => {
+  const inRamp = Math.min(ms, rampMs);
+  const ramped = rampMs > 0 ? (rampFrom * inRamp + ((rate - rampFrom) * inRamp * inRamp) / (2 * rampMs)) / 1000 : 0;
+  return Math.floor(ramped + (Math.max(0, ms - rampMs) * rate) / 1000);
+};
 // every millisecond or so, send what the schedule says is due by now (timers are coarse; the count is exact)
 await new Promise<void>((resolve) => {
   const tick = () => {
     const now = performance.now();
-    const due = Math.floor((Math.min(now, endAt) - begun) * (rate / 1000));
+    const due = dueBy(Math.min(now, endAt) - begun);
     while (sent + dropped < due) {
       if (pool.send()) {
         sent++;
@@ -92,6 +104,7 @@ process.stdout.write(
   `OPEN_LOOP_JSON ${JSON.stringify({
     rate,
     seconds,
+    rampSeconds,
     sent,
     dropped,
     socketErrors,

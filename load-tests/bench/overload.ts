@@ -21,6 +21,7 @@ export const OVERLOAD_GOALS = {
 interface OpenLoopResult {
   rate: number;
   seconds: number;
+  rampSeconds?: number;
   sent: number;
   dropped: number;
   socketErrors: number;
@@ -35,7 +36,14 @@ interface OpenLoopResult {
   timeline: Array<[number, number, number, number, number]>;
 }
 
-function openLoop(ctx: BenchContext, name: string, triage: TriageProcess, rate: number, seconds: number) {
+function openLoop(
+  ctx: BenchContext,
+  name: string,
+  triage: TriageProcess,
+  rate: number,
+  seconds: number,
+  ramp?: { from: number; seconds: number },
+) {
   return runJsonChild<OpenLoopResult>(
     ctx.children,
     `open loop ${name}`,
@@ -47,8 +55,9 @@ function openLoop(ctx: BenchContext, name: string, triage: TriageProcess, rate: 
       OPEN_RATE: String(Math.max(1, Math.round(rate))),
       OPEN_SECONDS: String(seconds),
       OPEN_MAX_IN_FLIGHT: String(envNumber('BENCH_OVERLOAD_MAX_IN_FLIGHT', 1500, 1)),
+      ...(ramp ? { OPEN_RAMP_FROM: String(Math.round(ramp.from)), OPEN_RAMP_SECONDS: String(ramp.seconds) } : {}),
     },
-    { cwd: ctx.repoRoot, marker: 'OPEN_LOOP_JSON', timeoutMs: (seconds + 60) * 1000 },
+    { cwd: ctx.repoRoot, marker: 'OPEN_LOOP_JSON', timeoutMs: (seconds + (ramp?.seconds ?? 0) + 60) * 1000 },
   );
 }
 
@@ -68,7 +77,8 @@ function overrunWithin(samples: PromSample[], withinMs: number) {
 
 /**
  * Overload, open loop (k6's overload.js where k6 is not installed): Triage's closed-loop capacity is measured first
- * with wrk; then requests arrive at half of it (the baseline, same run), at BENCH_OVERLOAD_FACTOR times it (the peak),
+ * with wrk; then requests arrive at half of it (the baseline, same run), at BENCH_OVERLOAD_FACTOR times it (the peak,
+ * reached by a linear climb from the baseline's rate over BENCH_OVERLOAD_RAMP seconds, as overload.js climbs),
  * and at a trickle (recovery). At the peak the gateway must shed with 503 + Retry-After rather than queue, keep the
  * p99 of what it accepts bounded, and send every 504 by its deadline + 10 ms.
  */
@@ -102,7 +112,13 @@ export const overloadSection: Section = {
       );
       const baseline = await openLoop(ctx, 'baseline', triage, capacity.rps / 2, seconds);
       const before = await triage.scrape();
-      const peak = await openLoop(ctx, 'peak', triage, capacity.rps * factor, seconds);
+      // the climb from the baseline to the peak, as overload.js's ramping-arrival-rate (its RAMP, 30 s by default):
+      // an instant jump from nothing to twice capacity over fresh connections measures the first second's pile-up
+      const rampSeconds = envNumber('BENCH_OVERLOAD_RAMP', 5, 0);
+      const peak = await openLoop(ctx, 'peak', triage, capacity.rps * factor, seconds, {
+        from: capacity.rps / 2,
+        seconds: rampSeconds,
+      });
       const after = await triage.scrape();
       await new Promise((r) => setTimeout(r, 2000));
       const recovery = await openLoop(ctx, 'recovery', triage, 20, Math.min(5, seconds));
@@ -121,7 +137,7 @@ export const overloadSection: Section = {
       const describe = (label: string, r: OpenLoopResult) => {
         const ok = r.byStatus['200'];
         ctx.log(
-          `  ${label.padEnd(9)} offered ${fmt(r.rate, 0)}/s for ${r.seconds} s: sent ${r.sent}, dropped by the client ${r.dropped}, ` +
+          `  ${label.padEnd(9)} offered ${fmt(r.rate, 0)}/s for ${r.seconds} s${r.rampSeconds ? ` after a ${r.rampSeconds} s climb` : ''}: sent ${r.sent}, dropped by the client ${r.dropped}, ` +
             `200 ${count(r, 200)} (p50 ${fmt(ok?.p50)} ms, p99 ${fmt(ok?.p99)} ms), 503 ${count(r, 503)}, 504 ${count(r, 504)}, ` +
             `other ${unexpectedOf(r)}, socket errors ${r.socketErrors}; client: ${r.connections} connections, ${fmt(r.clientCpuMs, 0)} ms CPU`,
         );
