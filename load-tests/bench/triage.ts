@@ -95,9 +95,21 @@ export async function startTriage(ctx: BenchContext, options: TriageOptions): Pr
     prefix,
     child,
     async scrape() {
-      const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) });
-      if (res.status !== 200) throw new Error(`${options.name}: /metrics answered ${res.status}`);
-      return parseProm(await res.text());
+      // right after an overload phase the gateway may still be working through its sockets: a few tries, and the
+      // cause of the last failure said (undici's "fetch failed" alone names none)
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) });
+          if (res.status !== 200) throw new Error(`/metrics answered ${res.status}`);
+          return parseProm(await res.text());
+        } catch (err) {
+          if (attempt >= 3) {
+            const cause = (err as { cause?: { message?: string } }).cause?.message;
+            throw new Error(`${options.name}: ${(err as Error).message}${cause ? ` (${cause})` : ''}`);
+          }
+          await new Promise((r) => setTimeout(r, 1000));
+        }
+      }
     },
     stop,
   };
