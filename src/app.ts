@@ -76,9 +76,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (deadlineMs !== undefined) {
       deadlineOverrun.observe({ model: labels.model }, Math.max(0, seconds * 1000 - deadlineMs) / 1000);
     }
-    if (deps.options.accessLog || c.res.status >= 500) {
+    // with the access log off, a 5xx is still logged, except the answers of a gateway under load: a 503 (refused:
+    // shed, suspended, not ready, Redis away) and a 504 (the deadline) are counted in their own metrics, and under
+    // overload a line for each would cost the event loop another write per refusal just when it has none to spare
+    if (deps.options.accessLog || (status >= 500 && status !== 503 && status !== 504)) {
       // route pattern, never the raw path or body: no patient data in logs
-      accessLog[c.res.status >= 500 ? 'warn' : 'info'](
+      accessLog[status >= 500 ? 'warn' : 'info'](
         { requestId, principal: c.get('principal')?.id, ...labels, ms: Number((seconds * 1000).toFixed(3)) },
         'request',
       );

@@ -1143,6 +1143,31 @@ describe('deadlines: no score rather than a late one', () => {
     assert.equal(res.headers.get('x-model-name'), null, 'no model headers on a refusal');
   };
 
+  it('with the access log off, a 504 writes no log line (it is counted; under overload a line each would cost a write)', async () => {
+    const logs = captureLogs('info');
+    const quiet = await buildGateway({
+      runtimeFactory: control.factory(),
+      realBudgets: true,
+      accessLog: false,
+      logger: logs.logger,
+    });
+    try {
+      control.delayMs = 200;
+      await expectDeadline(await predict(quiet.app, 'news2', { instances: [NEWS2] }, quiet.keys.client), 50);
+      const lines = logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.deepEqual(
+        lines.filter((e) => e.msg === 'request'),
+        [],
+      );
+      const text = await quiet.deps.metrics.registry.metrics();
+      assert.equal(metricValue(text, 'triage_deadline_exceeded_total', { model: 'news2' }), 1, 'counted instead');
+    } finally {
+      control.delayMs = 0;
+      control.release();
+      await quiet.close();
+    }
+  });
+
   it('504 deadline_exceeded when the runtime answers after the latency budget', async () => {
     control.delayMs = 200;
     const before =
