@@ -6,7 +6,7 @@ import type { JobRecord } from '../src/jobs/store.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { bodyObject, parseBody, present, type RouteDoc } from '../src/platform/openapi.ts';
-import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
+import { secureHeaderRecord } from '../src/platform/secure-headers.ts';
 
 const IDEMPOTENCY_MESSAGE = 'idempotencyKey must be 1-128 of letters, digits, . _ : -';
 
@@ -154,17 +154,12 @@ export async function acceptJob(c: AppContext, deps: AppDeps, body: unknown) {
   // c.json would build a WHATWG Response, and the app's middleware would copy it to add its headers (a large share of
   // the gateway's CPU per submission in the async bench's profile)
   c.set('requestIdSent', true);
-  return new Response(JSON.stringify({ ...jobView(record, model.manifest.owner), created }), {
-    status: 202,
-    headers: {
-      ...SECURE_HEADERS,
-      'content-type': 'application/json',
-      'x-request-id': c.get('requestId') ?? '',
-      ...c.get('rateLimitHeaders'),
-      location: `/v1/jobs/${id}`,
-      'retry-after': '1',
-    },
-  });
+  const headers = secureHeaderRecord('application/json', c.get('requestId') ?? '');
+  const limits = c.get('rateLimitHeaders');
+  for (const name in limits) headers[name] = limits[name] as string;
+  headers.location = `/v1/jobs/${id}`;
+  headers['retry-after'] = '1';
+  return new Response(JSON.stringify({ ...jobView(record, model.manifest.owner), created }), { status: 202, headers });
 }
 
 export function jobRoutes(deps: AppDeps) {

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { methodNotAllowed } from 'hono/method-not-allowed';
@@ -25,21 +24,14 @@ import { suspensionRoutes } from '../routes/suspensions.ts';
 import { thresholdChangeRoutes } from '../routes/threshold-changes.ts';
 import type { AppDeps, AppEnv } from './context.ts';
 import { Problem } from './platform/errors.ts';
-import { problemResponse } from './platform/http.ts';
+import { problemResponse, requestIdOf } from './platform/http.ts';
 import { isRedisUnavailable } from './platform/redis.ts';
 import { secureResponseHeaders } from './platform/secure-headers.ts';
-
-/**
- * A caller's request id is taken only as a UUID: anything freer is where integrations put an MRN or an encounter
- * number, and the request id goes into every log line. Otherwise the gateway makes its own.
- */
-const SAFE_REQUEST_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Builds the HTTP app from its dependencies. Pure: no I/O happens until a request arrives. */
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const { metrics, logger } = deps;
-  const requestDuration = metrics.httpRequestDuration;
   const deadlineOverrun = metrics.deadlineOverrun;
   // The access log's fields are identifiers built here (route pattern, ids, labels), never a body or a header, so
   // its lines skip the logger's redaction: the wildcard paths cost about four times the rest of a line.
@@ -48,8 +40,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   app.use('*', async (c, next) => {
     const started = performance.now();
-    const incoming = c.req.header('x-request-id');
-    const requestId = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming.toLowerCase() : randomUUID();
+    const requestId = requestIdOf(c.req.header('x-request-id'));
     c.set('requestId', requestId);
     c.set('maxBodyBytes', deps.options.maxBodyBytes);
     await next();
@@ -71,7 +62,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       version: model?.version ?? '',
       tier: model?.tier ?? '',
     };
-    requestDuration.labels(labels).observe(seconds);
+    metrics.httpRequestDuration.labels(labels).observe(seconds);
     const deadlineMs = status === 504 ? c.get('deadlineMs') : undefined;
     if (deadlineMs !== undefined) {
       deadlineOverrun.observe({ model: labels.model }, Math.max(0, seconds * 1000 - deadlineMs) / 1000);

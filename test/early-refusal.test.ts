@@ -12,17 +12,8 @@ import { after, before, describe, it } from 'node:test';
 import { Admission } from '../src/platform/admission.ts';
 import { Pressure } from '../src/platform/pressure.ts';
 import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
-import { buildGateway, metricValue, type TestGateway, waitFor } from './support/index.ts';
+import { buildGateway, metricValue, NEWS2_INSTANCE, type TestGateway, waitFor } from './support/index.ts';
 
-const NEWS2 = {
-  respirationRate: 22,
-  spo2: 93,
-  onOxygen: true,
-  systolicBP: 105,
-  pulse: 115,
-  consciousness: 'alert',
-  temperature: 38.5,
-};
 const TARGET_LAG_MS = 10;
 const SATURATED_MS = 500;
 
@@ -112,7 +103,7 @@ describe('early refusal on a real socket', () => {
       body: JSON.stringify(body),
     });
   const predict = (headers: Record<string, string> = {}) =>
-    post('/v1/models/news2/predict', { instances: [NEWS2] }, headers);
+    post('/v1/models/news2/predict', { instances: [NEWS2_INSTANCE] }, headers);
   const shed = async () =>
     metricValue(await t.metrics(), 'triage_shed_total', { model: 'news2', reason: 'event_loop' }) ?? 0;
 
@@ -162,7 +153,7 @@ describe('early refusal on a real socket', () => {
       (await fetch(`${t.url}/v1/models/news2`, { headers: { authorization: `Bearer ${t.keys.client}` } })).status,
       200,
     );
-    const unknown = await post('/v1/models/no-such-model/predict', { instances: [NEWS2] });
+    const unknown = await post('/v1/models/no-such-model/predict', { instances: [NEWS2_INSTANCE] });
     assert.equal(unknown.status, 404);
 
     assert.equal((await shed()) - before, 3, 'each refusal counted once, under the model of the catalog');
@@ -190,9 +181,9 @@ describe('early refusal on a real socket', () => {
       });
     const sockets = new Set<unknown>();
     agent.on('free', (socket) => sockets.add(socket));
-    assert.equal(await send('/v1/models/news2/predict', 'POST', JSON.stringify({ instances: [NEWS2] })), 503);
+    assert.equal(await send('/v1/models/news2/predict', 'POST', JSON.stringify({ instances: [NEWS2_INSTANCE] })), 503);
     assert.equal(await send('/healthz', 'GET'), 200);
-    assert.equal(await send('/v1/models/news2/predict', 'POST', JSON.stringify({ instances: [NEWS2] })), 503);
+    assert.equal(await send('/v1/models/news2/predict', 'POST', JSON.stringify({ instances: [NEWS2_INSTANCE] })), 503);
     assert.equal(sockets.size, 1, 'one keep-alive connection served all three');
     agent.destroy();
   });

@@ -8,6 +8,19 @@ import type { ScoreEvent, ScoreObserver } from '../serving/scorer.ts';
 /** How long a prediction can still be joined to its outcome. */
 export const PREDICTION_RETENTION_DAYS = 30;
 const DAY = 86_400_000;
+
+/** The day (since the epoch, UTC) a time falls in: the log's buckets, and the outcome records, are kept by it. */
+export function dayOf(ms: number): number {
+  return Math.floor(ms / DAY);
+}
+
+/**
+ * When, at the latest, a prediction logged on `day` can no longer be joined (epoch seconds): its bucket expires the
+ * retention after the last write of its day, i.e. by the end of day + retention + 1.
+ */
+export function joinableUntil(day: number): number {
+  return ((day + PREDICTION_RETENTION_DAYS + 2) * DAY) / 1000;
+}
 const HSET_FIELDS = 250;
 
 /** What an outcome is joined to: the version, its score and the threshold approved when it was made. */
@@ -133,7 +146,7 @@ export class PredictionLog implements ScoreObserver {
     const buffer = this.#buffer;
     this.#buffer = [];
     this.#bufferedRows = 0;
-    const day = Math.floor(this.#now() / DAY);
+    const day = dayOf(this.#now());
     // a busy second logs many thousands of rows: HSETs of a bounded size, each shaped in a slice of its own and
     // the event loop let go in between, so a flush never holds up the bedside requests arriving meanwhile
     const writes: Array<Promise<unknown>> = [];
@@ -175,7 +188,7 @@ export class PredictionLog implements ScoreObserver {
    */
   async find(ref: string): Promise<LoggedPrediction | undefined> {
     const field = refField(ref);
-    const today = Math.floor(this.#now() / DAY);
+    const today = dayOf(this.#now());
     const jobModel = ref.startsWith('job:') ? this.#keys.modelOfId(ref.slice(4).split('#')[0] as string) : undefined;
     const prefixes = jobModel ? [this.#keys.shard(jobModel)] : this.#keys.shards().map((s) => s.prefix);
     const found = await Promise.all(

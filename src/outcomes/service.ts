@@ -6,14 +6,19 @@ import type { KeySpace } from '../platform/keyspace.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { type Labelled, outcomeMetrics } from './metrics.ts';
-import { type LoggedPrediction, PREDICTION_RETENTION_DAYS, type PredictionLog, refField } from './prediction-log.ts';
+import {
+  dayOf,
+  joinableUntil,
+  type LoggedPrediction,
+  PREDICTION_RETENTION_DAYS,
+  type PredictionLog,
+  refField,
+} from './prediction-log.ts';
 
 /** Outcomes kept per model version for the figures (the oldest are trimmed). */
 const MAX_OUTCOMES = 100_000;
 /** How far ahead of this clock an observation time may be (clock skew between systems). */
 const MAX_SKEW_MS = 5 * 60_000;
-
-const DAY = 86_400_000;
 
 /**
  * Records an outcome once, in the model's shard and in one step: the record by reference (KEYS[1], a hash of the
@@ -38,7 +43,7 @@ return nil
 const EXPIRE_IF_KEPT_FOR_GOOD = `if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end`;
 
 /** The records of the outcomes of one day's predictions, in a model's shard. */
-export function outcomeRecordsKey(shard: string, predictionDay: number): string {
+function outcomeRecordsKey(shard: string, predictionDay: number): string {
   return `${shard}:outcome-records:${predictionDay}`;
 }
 
@@ -134,8 +139,8 @@ export class OutcomeService {
     );
     // kept while its prediction can be joined (the prediction log's day buckets go a retention after their day): a
     // replay within that time is answered from the record; after it, the prediction is gone and so is the record
-    const day = Math.floor(prediction.at / DAY);
-    const expiresAt = Math.ceil(((day + PREDICTION_RETENTION_DAYS + 2) * DAY) / 1000);
+    const day = dayOf(prediction.at);
+    const expiresAt = joinableUntil(day);
     const retentionSeconds = (PREDICTION_RETENTION_DAYS + 1) * 86_400;
     if (!this.#legacyBounded) {
       // records from before model shards: no longer written, so bounded like the shard's old hash (once a process)

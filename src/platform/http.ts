@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Context, MiddlewareHandler } from 'hono';
 import type { AppDeps, AppEnv } from '../context.ts';
 import { assertRole, keyFromHeaders, type Principal, type Role } from './auth.ts';
@@ -5,6 +6,17 @@ import { Problem } from './errors.ts';
 import { assertJsonDepth } from './json-body.ts';
 import { endpointClass, rateLimitHeaders, refusal } from './rate-limit.ts';
 import { secureHeaderRecord } from './secure-headers.ts';
+
+/**
+ * A caller's request id is taken only as a UUID: anything freer is where integrations put an MRN or an encounter
+ * number, and the request id goes into every log line. Otherwise the gateway makes its own.
+ */
+const SAFE_REQUEST_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The request id a response carries: the caller's `x-request-id` when it is a UUID, else a new one. */
+export function requestIdOf(header: string | string[] | undefined): string {
+  return typeof header === 'string' && SAFE_REQUEST_ID.test(header) ? header.toLowerCase() : randomUUID();
+}
 
 /** Renders a Problem as RFC 9457 problem+json. */
 export function problemResponse(c: Context<AppEnv>, problem: Problem): Response {

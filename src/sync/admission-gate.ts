@@ -1,13 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import type { Admission } from '../platform/admission.ts';
 import { Problem } from '../platform/errors.ts';
+import { requestIdOf } from '../platform/http.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import { SECURE_HEADERS } from '../platform/secure-headers.ts';
 import { NO_SCORE_ACTION } from '../serving/refusals.ts';
-
-/** A caller's request id is echoed only as a UUID (as the app does: anything freer is where integrations put an MRN). */
-const SAFE_REQUEST_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The sync scoring routes: `POST /v1/models/{model}/predict` and the OIP `POST /v2/models/{model}/infer`. */
 const SCORING = /^\/v(?:1\/models\/([^/?#]+)\/predict|2\/models\/([^/?#]+)\/infer)(?:[?#]|$)/;
@@ -81,9 +78,7 @@ export function admissionGate(options: { admission: Admission; catalog: KnownMod
   };
 
   const refuse = (req: IncomingMessage, res: ServerResponse, refusal: Refusal) => {
-    const incoming = req.headers['x-request-id'];
-    const requestId =
-      typeof incoming === 'string' && SAFE_REQUEST_ID.test(incoming) ? incoming.toLowerCase() : randomUUID();
+    const requestId = requestIdOf(req.headers['x-request-id']);
     const body = `${refusal.head}"${requestId}"${refusal.tail}`;
     // a flat [name, value, …] list: node:http takes it as is, without walking an object per response
     res.writeHead(503, [
