@@ -46,10 +46,14 @@ function countWrites(redis: RedisClient): { count: number } {
   return counter;
 }
 
-/** Runs each function in its own timer callback, all in the same turn (same delay, set together). */
+/**
+ * Runs each function in its own callback, all in the same turn: immediates queued together run in one check phase
+ * (one queued while it runs waits for the next turn). Timers would not do: each `setTimeout` reads the clock, so
+ * twenty set across a millisecond boundary can fall due in two turns (a CI run on a busy machine saw two writes).
+ */
 function inOneTurn<T>(fns: Array<() => Promise<T>>): Promise<Array<PromiseSettledResult<T>>> {
   return Promise.allSettled(
-    fns.map((fn) => new Promise<T>((resolve, reject) => setTimeout(() => fn().then(resolve, reject), 0))),
+    fns.map((fn) => new Promise<T>((resolve, reject) => setImmediate(() => fn().then(resolve, reject)))),
   );
 }
 
