@@ -27,6 +27,8 @@
  *   overload: BENCH_OVERLOAD_DURATION (s per phase, max(5, BENCH_DURATION)), BENCH_OVERLOAD_FACTOR (peak rate / capacity, 2),
  *             BENCH_OVERLOAD_MAX_IN_FLIGHT (1500), BENCH_OVERLOAD_RAMP (s of climb from the baseline to the peak, 5; the
  *             accepted p99 is over the climb and the hold, as overload.js's threshold is over its ramp and hold)
+ * Every section: BENCH_LISTEN_SOCKETS (the gateway's TRIAGE_LISTEN_SOCKETS; its default otherwise). Several sockets on
+ * one port need Node 22.12+: run the bench with that Node to measure them (the gateway is started with the bench's).
  * All sections with defaults take about 3.5-4 minutes on 2 cores.
  *
  * Adding a section: write a `Section` under load-tests/bench/ and list it below.

@@ -1,4 +1,4 @@
-import type { AddressInfo } from 'node:net';
+import type { Server as HttpServer } from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { parseCdsClients } from './cds-hooks/jwt.ts';
@@ -9,6 +9,7 @@ import { startMllp } from './ingress/hl7/mllp.ts';
 import { ApiKeyStore } from './platform/auth.ts';
 import { type Config, ConfigError, loadConfig } from './platform/config.ts';
 import { announceDevelopmentKeys } from './platform/dev-keys.ts';
+import { listen } from './platform/listeners.ts';
 import { createLogger } from './platform/logger.ts';
 import { createMetrics } from './platform/metrics.ts';
 import { TokenVerifier } from './platform/oidc.ts';
@@ -68,18 +69,29 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     // sync scoring refused before the app while the event loop is saturated (src/sync/admission-gate.ts)
     createServer: gateway.createServer,
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-    // a deep accept queue (the kernel caps it at net.core.somaxconn): Node's default of 511 overflows when many
-    // callers connect while the loop is busy (after a stall, a failover, a load balancer's reshuffle), and a
-    // connection whose SYN is dropped is retried by the caller's kernel only after 1 s, then 3 s
-    server.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
+  // a deep accept queue (the kernel caps it at net.core.somaxconn): Node's default of 511 overflows when many callers
+  // connect while the loop is busy (after a stall, a failover, a load balancer's reshuffle), and a connection whose
+  // SYN is dropped is retried by the caller's kernel only after 1 s, then 3 s; and several sockets on the port, since
+  // Node accepts one connection per socket per turn of the loop (src/platform/listeners.ts)
+  const listening = await listen(server as HttpServer, {
+    host: config.host,
+    port: config.port,
+    backlog: LISTEN_BACKLOG,
+    sockets: config.listenSockets,
   });
-  const { port } = server.address() as AddressInfo;
+  const { port } = listening;
+  if (listening.limitedBy) {
+    logger.info(
+      { asked: config.listenSockets, sockets: listening.sockets, reason: listening.limitedBy },
+      'one listening socket',
+    );
+  }
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
-  logger.info({ url, models: deps.catalog.list().map((m) => `${m.name}@${m.version}:${m.tier}`) }, 'listening');
+  logger.info(
+    { url, sockets: listening.sockets, models: deps.catalog.list().map((m) => `${m.name}@${m.version}:${m.tier}`) },
+    'listening',
+  );
   // HL7v2 over MLLP beside HTTP: the same door as POST /v1/hl7 (src/ingress/hl7/)
   const { mllpPort, mllpHost, models: hl7Models } = config.hl7;
   const door = new Hl7Door({ catalog: deps.catalog, sync: deps.sync, models: hl7Models, logger });
@@ -90,6 +102,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const shutdown = () => {
     closing ??= (async () => {
       logger.info('shutting down: no new connections, draining in-flight requests');
+      await listening.close();
       const drained = new Promise<void>((resolve) => server.close(() => resolve()));
       // a connection whose last request finishes while draining goes idle but stays open (keep-alive) until its
       // keepAliveTimeout: close idle connections as they appear, not only those idle when shutdown began

@@ -66,6 +66,8 @@ export async function startTriage(ctx: BenchContext, options: TriageOptions): Pr
     TRIAGE_RATE_LIMIT_PREDICT: '1000000/1s',
     TRIAGE_RATE_LIMIT_SUBMIT: '1000000/1s',
     TRIAGE_RATE_LIMIT_DEFAULT: '1000000/1s',
+    // the one TRIAGE_ setting taken from the bench's caller (load-tests/bench.ts): sockets on the port
+    ...(process.env.BENCH_LISTEN_SOCKETS ? { TRIAGE_LISTEN_SOCKETS: process.env.BENCH_LISTEN_SOCKETS } : {}),
     ...options.env,
   });
   const nodeArgs = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir] : [];

@@ -100,6 +100,9 @@ const envSchema = z.object({
   TRIAGE_BATCH_MISSED_AFTER_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
   TRIAGE_PRESSURE_THRESHOLD_MS: z.coerce.number().min(1).max(10_000).default(20),
   TRIAGE_ADMISSION_LAG_MS: z.coerce.number().min(0).max(10_000).default(25),
+  // listening sockets on the gateway's port (SO_REUSEPORT; src/platform/listeners.ts): Node accepts one connection
+  // per socket per turn of its event loop, so under saturation one socket admits a few dozen new callers a second
+  TRIAGE_LISTEN_SOCKETS: z.coerce.number().int().min(1).max(64).default(8),
   TRIAGE_BATCH_NICE: z.coerce.number().int().min(0).max(19).default(10),
   TRIAGE_BATCH_PACE_UTILIZATION: z.coerce.number().min(0).max(1).default(0.8),
   TRIAGE_SHADOW_NICE: z.coerce.number().int().min(0).max(19).default(10),
@@ -174,6 +177,8 @@ export type Config = {
   pressureThresholdMs: number;
   /** event-loop lag (ms) which, held, makes the gateway refuse sync scoring early, before the app (0: never) */
   admissionLagMs: number;
+  /** listening sockets bound to the gateway's port, where Node has reusePort (one elsewhere) */
+  listenSockets: number;
   /** the nice value of batch threads (0-19): the OS gives bedside work the cores first */
   batchNice: number;
   /** event-loop utilization (0-1) above which batch chunks in the gateway's process wait (1: never) */
@@ -296,6 +301,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     batchMissedAfterMs: e.TRIAGE_BATCH_MISSED_AFTER_MS,
     pressureThresholdMs: e.TRIAGE_PRESSURE_THRESHOLD_MS,
     admissionLagMs: e.TRIAGE_ADMISSION_LAG_MS,
+    listenSockets: e.TRIAGE_LISTEN_SOCKETS,
     batchNice: e.TRIAGE_BATCH_NICE,
     batchPaceUtilization: e.TRIAGE_BATCH_PACE_UTILIZATION,
     shadowNice: e.TRIAGE_SHADOW_NICE,
