@@ -652,6 +652,10 @@ describe('k6 scripts: run against a real gateway', () => {
   it('overload.js: the overload and recovery requests are well-formed (no shedding at this trickle)', async () => {
     const state = await run('overload.js', ['overload', 'overload', 'recovery']);
     assert.deepEqual(samples(state, 'overload_unexpected_response'), [false, false]);
+    // the summary's split of the peak: 503s and 504s are counted (none at this trickle)
+    assert.equal(state.metrics.get('overload_shed')?.type, 'counter');
+    assert.equal(state.metrics.get('overload_deadline_exceeded')?.type, 'counter');
+    assert.deepEqual(samples(state, 'overload_deadline_exceeded'), []);
     assert.deepEqual(samples(state, 'recovery_ok'), [true]);
   });
 
