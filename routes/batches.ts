@@ -66,11 +66,24 @@ export const batchRequest = bodyObject(
   '{"input": {"path", "format"}, "asOf"?, "output"?}',
 );
 
-const runView_ = z.looseObject({
+/** A run as the API shows it (the documented part; test/batch-review-publish.test.ts checks answers against it). */
+export const batchRunView = z.looseObject({
   id: z.string(),
   model: z.string(),
   version: z.string(),
   state: z.string(),
+  output: z.string().optional().meta({ description: 'the bucket prefix the run publishes to, when it has one' }),
+  publication: z
+    .object({
+      state: z.enum(['pending', 'awaiting_review', 'partial', 'published', 'withheld', 'failed']),
+      at: z.iso.datetime().optional(),
+      error: z.string().optional(),
+    })
+    .optional()
+    .meta({
+      description:
+        "what the output bucket holds: `pending` (nothing yet: the run is still scoring), `awaiting_review` (nothing until a reviewer approves the held run; an approved run's upload is then queued), `partial` (the rows released at once; the held ones wait for review, or were rejected), `published` (everything the run released), `withheld` (a reviewer rejected the run: never), `failed` (the upload gave up after its retries: `error` says why)",
+    }),
   links: z.object({ self: z.string() }),
 });
 
@@ -82,7 +95,7 @@ export const batchDocs: RouteDoc[] = [
     tag: 'batch',
     auth: ['client'],
     body: batchRequest,
-    responses: { 202: { description: 'accepted: Content-Location is the status URL', schema: runView_ } },
+    responses: { 202: { description: 'accepted: Content-Location is the status URL', schema: batchRunView } },
     errors: ['model_not_found', 'wrong_tier', 'not_found', 'invalid_input_file'],
     errorShape: 'operation-outcome',
   },
@@ -95,7 +108,7 @@ export const batchDocs: RouteDoc[] = [
     auth: ['client'],
     responses: {
       200: { description: 'the completion manifest (or a skipped run)', schema: z.looseObject({}) },
-      202: { description: 'still running', schema: runView_ },
+      202: { description: 'still running', schema: batchRunView },
     },
     errors: ['not_found', 'run_failed', 'output_rejected'],
     errorShape: 'operation-outcome',
@@ -106,7 +119,7 @@ export const batchDocs: RouteDoc[] = [
     summary: 'Cancel a run',
     tag: 'batch',
     auth: ['client'],
-    responses: { 202: { description: 'cancelled', schema: runView_ } },
+    responses: { 202: { description: 'cancelled', schema: batchRunView } },
     errors: ['not_found', 'invalid_state'],
     errorShape: 'operation-outcome',
   },

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { batchRunView } from '../routes/batches.ts';
 import { RunHoldStore } from '../src/batch/review-store.ts';
 import type { BatchRun } from '../src/batch/runs.ts';
 import { publishJobId } from '../workers/batch-queue.ts';
@@ -163,6 +164,7 @@ describe('a whole run held for review, with an S3 output location', { timeout: H
     assert.equal(held.status, 202, held.text);
     assert.equal(held.body.state, 'awaiting_review');
     assert.deepEqual(held.body.publication, { state: 'awaiting_review' });
+    assert.ok(batchRunView.safeParse(held.body).success, 'the answer is as /openapi.json documents it');
     const folder = await folderOf(id, 'clients/client/approved');
     assert.deepEqual(
       s3.keys(S3_BUCKET).filter((k) => k.startsWith('clients/client/approved/')),
