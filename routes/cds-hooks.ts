@@ -69,7 +69,8 @@ export function cdsHooksRoutes(deps: AppDeps, cds: CdsHooksService) {
   app.post('/:id', async (c) => {
     const id = c.req.param('id');
     const who = await client(c, id);
-    return c.json(await cds.call(id, await readJson(c), who));
+    // the request id (X-Request-Id of the answer) names the scored prediction for outcomes, as on every door
+    return c.json(await cds.call(id, await readJson(c), who, c.get('requestId')));
   });
 
   app.post('/:id/feedback', async (c) => {

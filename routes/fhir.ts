@@ -88,7 +88,11 @@ export function fhirRoutes(deps: AppDeps) {
     }
     if (!row.values) throw new Problem('insufficient_data', `${row.id}: ${row.error}`);
     const result = await deps.sync
-      .predict(model, [row.values], manifest.sync.latencyBudgetMs, { subjectKey: row.id })
+      .predict(model, [row.values], manifest.sync.latencyBudgetMs, {
+        subjectKey: row.id,
+        // what an outcome reported later names the prediction by (`request:<id>#0`), as on the v1 door
+        requestId: c.get('requestId'),
+      })
       .catch((err: unknown) => {
         throw readingsRefused(err);
       });

@@ -4,11 +4,14 @@ import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject } from '../src/platform/json-body.ts';
 import type { RouteDoc } from '../src/platform/openapi.ts';
 
-/** Observed outcomes of predictions (by request id, job id or batch row): idempotent, validated, audited. */
+/** Observed outcomes of predictions (by request id, job id, batch row or HL7 message): idempotent, validated, audited. */
 export function outcomeRoutes(deps: AppDeps) {
   const app = new Hono<AppEnv>();
   app.post('/outcomes', requireRole(deps, 'client', 'reviewer'), async (c) => {
-    const body = asJsonObject(await readJson(c), '{"requestId"|"jobId"|"batch", "index"?, "outcome", "observedAt"}');
+    const body = asJsonObject(
+      await readJson(c),
+      '{"requestId"|"jobId"|"batch"|"hl7", "index"?, "outcome", "observedAt"}',
+    );
     const { created, outcome } = await deps.outcomes.record(c.get('principal')!, body);
     const { model, version, score, threshold, at, observedAt } = outcome;
     return c.json(
@@ -33,7 +36,14 @@ export const outcomeDocs: RouteDoc[] = [
   {
     method: 'post',
     path: '/v1/outcomes',
-    summary: 'Record the observed outcome of a prediction (by request id, job id or batch row); idempotent',
+    summary:
+      'Record the observed outcome of a prediction (by request id, job id, batch row or HL7v2 message); idempotent',
+    description:
+      'Name the prediction by exactly one of: `requestId` (the X-Request-Id answered by /v1 predict, OIP v2 infer, ' +
+      'the FHIR door, CDS Hooks and POST /v1/hl7; `index` the instance, default 0), `jobId` (+ `index`), ' +
+      '`batch: {runId, rowId}`, or `hl7: {controlId, sendingApplication?, sendingFacility?}` (an HL7v2 ORU^R01 ' +
+      'scored over MLLP or HTTP: its MSH-10, MSH-3 and MSH-4 as sent; the ACK echoes the control id in MSA-2). ' +
+      'A message sent over HTTP can be named either way: both name one prediction and one outcome.',
     tag: 'monitoring',
     auth: ['client', 'reviewer'],
     responses: { 201: { description: 'recorded' }, 200: { description: 'the same outcome was already recorded' } },

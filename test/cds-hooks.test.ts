@@ -168,6 +168,23 @@ describe('CDS Hooks 2.0', () => {
     assert.equal(ehr.requests.length, 0, 'everything was prefetched: the FHIR server was not asked');
   });
 
+  it('logs a scored card’s prediction for outcomes under the request id it answered (X-Request-Id)', async () => {
+    const record = highRiskVitals('cds-outcome');
+    const r = await call('news2-patient-view', hookRequest('cds-outcome', prefetchFor('news2-patient-view', record)));
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const requestId = r.headers.get('x-request-id');
+    assert.ok(requestId);
+    const res = await fetch(`${base}/v1/outcomes`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${t.keys.client}` },
+      body: JSON.stringify({ requestId, outcome: true, observedAt: new Date().toISOString() }),
+    });
+    const outcome = await res.json();
+    assert.equal(res.status, 201, JSON.stringify(outcome));
+    assert.equal(outcome.model, 'news2');
+    assert.equal(outcome.score, 10);
+  });
+
   it('fetches what was not prefetched from fhirServer with fhirAuthorization', async () => {
     ehr.records.set('fetch-me', highRiskVitals('fetch-me'));
     ehr.requests.length = 0;

@@ -59,6 +59,22 @@ describe('the synchronous FHIR door', () => {
     assert.ok(basis.includes('Observation/p-high-temp'));
   });
 
+  it('logs the prediction for outcomes under the request id it answered (X-Request-Id), as /v1 predict does', async () => {
+    const r = await post('news2', bundle(highRiskVitals('p-outcome')));
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const requestId = r.headers.get('x-request-id');
+    assert.ok(requestId);
+    const outcome = await httpCall(t.app, 'POST', '/v1/outcomes', t.keys.client, {
+      requestId,
+      outcome: true,
+      observedAt: new Date().toISOString(),
+    });
+    assert.equal(outcome.status, 201, JSON.stringify(outcome.body));
+    assert.equal(outcome.body.model, 'news2');
+    assert.equal(outcome.body.version, r.headers.get('x-model-version'));
+    assert.equal(outcome.body.score, 10);
+  });
+
   it('reads the official R4 vital-sign examples (a panel’s component, SpO2 coded three ways), re-timed to now', async () => {
     const official = [
       'blood-pressure',

@@ -5,6 +5,7 @@
  * results, no PID) or AR (no MSH, wrong version, not ORU^R01, no model).
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -268,6 +269,58 @@ describe('a model in silent deployment', () => {
     } finally {
       const back = await gw.call('POST', `${routing}/promote`, keys.admin, { version: '1', reason: 'CR-13: shown' });
       assert.equal(back.status, 200, back.text);
+    }
+  });
+});
+
+describe('outcomes of HL7-scored predictions (POST /v1/outcomes)', () => {
+  // the sample's own sender and control id: MSH-3 "GHH LAB", MSH-4 "ELAB-3", MSH-10 "CNTRL-3456"
+  const sender = { sendingApplication: 'GHH LAB', sendingFacility: 'ELAB-3' };
+  const outcome = (by: Record<string, unknown>, value = true, observedAt = new Date().toISOString()) =>
+    gw.call('POST', '/v1/outcomes', keys.client, { ...by, outcome: value, observedAt });
+  const totalOf = (ack: string) => Number(/news2Total=(\d+)/.exec(seg(ack, 'MSA')[3] as string)?.[1]);
+
+  test('over MLLP: joined by the message control id within its sender, as the ACK echoed it', async () => {
+    const [ack] = await overMllp([message([msh, pid, ...vitals()])]);
+    assert.equal(seg(ack as string, 'MSA')[1], 'AA', String(ack));
+    const controlId = seg(ack as string, 'MSA')[2] as string;
+    assert.equal(controlId, 'CNTRL-3456');
+    const res = await outcome({ hl7: { controlId, ...sender } });
+    assert.equal(res.status, 201, res.text);
+    assert.equal(res.body.model, 'news2');
+    assert.equal(res.body.version, '1');
+    assert.equal(res.body.score, totalOf(ack as string));
+    // the same control id from another sender names no prediction: control ids are unique only per sender
+    const other = await outcome({ hl7: { controlId, ...sender, sendingFacility: 'ELAB-4' } });
+    assert.equal(other.status, 404, other.text);
+  });
+
+  test('over HTTP: by the X-Request-Id answered, or by the control id: one prediction, one outcome', async () => {
+    const requestId = randomUUID();
+    const controlId = 'CNTRL-3456-H';
+    const res = await gw.call(
+      'POST',
+      '/v1/hl7',
+      keys.client,
+      message([msh.replace('CNTRL-3456', controlId), pid, ...vitals()]),
+      { 'content-type': 'x-application/hl7-v2+er7', 'x-request-id': requestId },
+    );
+    assert.equal(seg(res.text, 'MSA')[1], 'AA', res.text);
+    assert.equal(res.headers.get('x-request-id'), requestId);
+    const observedAt = new Date().toISOString();
+    const byRequest = await outcome({ requestId }, true, observedAt);
+    assert.equal(byRequest.status, 201, byRequest.text);
+    assert.equal(byRequest.body.score, totalOf(res.text));
+    // the control id names the same prediction: the outcome is already there (a replay), and a different one conflicts
+    const byMessage = await outcome({ hl7: { controlId, ...sender } }, true, observedAt);
+    assert.equal(byMessage.status, 200, byMessage.text);
+    assert.equal((await outcome({ hl7: { controlId, ...sender } }, false, observedAt)).status, 409);
+  });
+
+  test('an hl7 reference that is not one: 400', async () => {
+    for (const hl7 of [{}, { controlId: '' }, { controlId: 'A\rPID|' }, { controlId: 'x', mrn: '1' }, 'CNTRL-3456']) {
+      const res = await outcome({ hl7 });
+      assert.equal(res.status, 400, `${JSON.stringify(hl7)}: ${res.text}`);
     }
   });
 });

@@ -107,7 +107,7 @@ export class CdsHooksService {
     return this.#verifier.verify(authorization, [url, `${url}/feedback`]);
   }
 
-  async call(id: string, body: unknown, client: CdsClient): Promise<{ cards: Card[] }> {
+  async call(id: string, body: unknown, client: CdsClient, requestId?: string): Promise<{ cards: Card[] }> {
     const { service, model } = this.resolve(id);
     const req = parse(requestSchema, body);
     if (req.hook !== service.hook) throw new Problem('invalid_request', `this service answers ${service.hook}`);
@@ -139,6 +139,8 @@ export class CdsHooksService {
       try {
         const result = await this.#sync.predict(model, [row.values], manifest.sync.latencyBudgetMs, {
           subjectKey: row.id,
+          // what an outcome reported later names the prediction by (`request:<id>#0`)
+          ...(requestId !== undefined ? { requestId } : {}),
         });
         // a silent deployment is scored and recorded, never shown: no card at all, as if the service had nothing
         // to say (a "no score" card on every chart opened would change the clinicians' work the trial must not touch)

@@ -30,16 +30,32 @@ export interface LoggedPrediction {
   score: number;
   threshold: number;
   at: number;
+  /**
+   * the stored reference of the row when it was found by an alias (an HL7 message's control id for a prediction
+   * also logged under its request id): its outcome is recorded once, under this, whichever name the caller used
+   */
+  ref?: string;
 }
 
 /**
- * The reference of a scored row, as the outcome API names it: `request:<id>#<i>`, `job:<id>#<i>` or
- * `batch:<run>:<row>`. Request and job ids are the gateway's (UUIDs), kept as they are; a batch row id may be an
- * encounter id, so it reaches Redis only as a hash.
+ * The reference of a scored row, as the outcome API names it: `request:<id>#<i>`, `job:<id>#<i>`,
+ * `batch:<run>:<row>` or `hl7:<sender and control id>`. Request and job ids are the gateway's (UUIDs), kept as they
+ * are; a batch row id may be an encounter id, and an HL7 control id is the sender's, so they reach Redis only as a
+ * hash.
  */
 export function refField(ref: string): string {
   // one-shot hash: a batch hashes every row, and createHash's object per call cost three times as much
-  return ref.startsWith('batch:') ? `batch:${hash('sha256', ref, 'base64url').slice(0, 24)}` : ref;
+  if (ref.startsWith('batch:')) return `batch:${hash('sha256', ref, 'base64url').slice(0, 24)}`;
+  return ref.startsWith('hl7:') ? `hl7:${hash('sha256', ref, 'base64url').slice(0, 24)}` : ref;
+}
+
+/**
+ * The reference an outcome names an HL7v2 message's prediction by: its message control id (MSH-10), which the
+ * sender chose and the ACK echoed in MSA-2, within its sender (MSH-3 sending application, MSH-4 sending facility),
+ * as control ids are unique only per sending system. Each field as sent, components and all.
+ */
+export function hl7Ref(o: { sendingApplication: string; sendingFacility: string; controlId: string }): string {
+  return `hl7:${JSON.stringify([o.sendingApplication, o.sendingFacility, o.controlId])}`;
 }
 
 /**
@@ -53,8 +69,18 @@ function encoder(p: Omit<LoggedPrediction, 'score'>): (score: number) => string 
 }
 
 function decode(value: string): LoggedPrediction {
-  const [version, score, threshold, at, model] = value.split('|') as [string, string, string, string, string];
-  return { model, version, score: Number(score), threshold: Number(threshold), at: Number(at) };
+  const [version, score, threshold, at, model, ref] = value.split('|') as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string?,
+  ];
+  const p: LoggedPrediction = { model, version, score: Number(score), threshold: Number(threshold), at: Number(at) };
+  // an alias's entry ends with the stored reference of its row (a stored reference is never a `|`)
+  if (ref !== undefined) p.ref = ref;
+  return p;
 }
 
 /** A day bucket of the log: `prefix` is a model's shard (or, for rows logged before shards, the global tag). */
@@ -74,7 +100,7 @@ export class PredictionLog implements ScoreObserver {
   readonly #logger: Logger | undefined;
   readonly #now: () => number;
   #buffer: Array<{
-    refs: readonly string[];
+    refs: readonly (string | readonly string[])[];
     scores: number[];
     model: string;
     version: string;
@@ -162,7 +188,14 @@ export class PredictionLog implements ScoreObserver {
       const encode = encoder(e);
       for (let i = 0; i < e.scores.length; i++) {
         const ref = e.refs[i];
-        if (ref !== undefined) fields.push(refField(ref), encode(e.scores[i] as number));
+        if (typeof ref === 'string') fields.push(refField(ref), encode(e.scores[i] as number));
+        else if (ref !== undefined && ref.length > 0) {
+          // the row under its own reference, and each alias pointing to it
+          const own = refField(ref[0] as string);
+          const value = encode(e.scores[i] as number);
+          fields.push(own, value);
+          for (let a = 1; a < ref.length; a++) fields.push(refField(ref[a] as string), `${value}|${own}`);
+        }
       }
       if (fields.length >= 2 * HSET_FIELDS) {
         writes.push(this.#redis.hset(bucket.key, ...fields));

@@ -8,6 +8,7 @@ import type { CatalogModel } from '../serving/catalog.ts';
 import { type Labelled, outcomeMetrics } from './metrics.ts';
 import {
   dayOf,
+  hl7Ref,
   joinableUntil,
   type LoggedPrediction,
   PREDICTION_RETENTION_DAYS,
@@ -99,7 +100,7 @@ export class OutcomeService {
     principal: Principal,
     body: Record<string, unknown>,
   ): Promise<{ created: boolean; outcome: RecordedOutcome }> {
-    onlyFields(body, ['requestId', 'jobId', 'batch', 'index', 'outcome', 'observedAt']);
+    onlyFields(body, ['requestId', 'jobId', 'batch', 'hl7', 'index', 'outcome', 'observedAt']);
     const ref = refOf(body);
     const outcome = body.outcome;
     if (typeof outcome !== 'boolean') throw new Problem('invalid_request', 'outcome must be true or false');
@@ -120,8 +121,11 @@ export class OutcomeService {
     assertModelAllowed(principal, prediction.model);
     if (observedAt < prediction.at)
       throw new Problem('invalid_request', 'observedAt is before the prediction was made');
-    const recorded: RecordedOutcome = { ...prediction, outcome, observedAt, recordedBy: principal.id };
-    const field = refField(ref);
+    const { ref: stored, ...predicted } = prediction;
+    const recorded: RecordedOutcome = { ...predicted, outcome, observedAt, recordedBy: principal.id };
+    // found by an alias (an HL7 message's control id): recorded under the row's own reference, so the outcome
+    // named both ways is one outcome (a replay, or a conflict), never two rows in the figures
+    const field = stored ?? refField(ref);
     const { model, version } = prediction;
     const shard = this.#keys.shard(model);
     const row = [prediction.score, prediction.threshold, outcome ? 1 : 0, prediction.at, observedAt].join(',');
@@ -190,11 +194,15 @@ export class OutcomeService {
   }
 }
 
-/** The reference the body names: exactly one of a request id, a job id or a batch row (with an instance index). */
+/**
+ * The reference the body names: exactly one of a request id, a job id (with an instance index), a batch row or an
+ * HL7v2 message (its control id, within its sender).
+ */
 function refOf(body: Record<string, unknown>): string {
-  const given = ['requestId', 'jobId', 'batch'].filter((k) => body[k] !== undefined);
+  const given = ['requestId', 'jobId', 'batch', 'hl7'].filter((k) => body[k] !== undefined);
   if (given.length !== 1)
-    throw new Problem('invalid_request', 'name the prediction by exactly one of requestId, jobId or batch');
+    throw new Problem('invalid_request', 'name the prediction by exactly one of requestId, jobId, batch or hl7');
+  if (body.hl7 !== undefined) return hl7RefOf(body);
   const index = body.index ?? 0;
   if (!Number.isInteger(index) || (index as number) < 0 || (index as number) > 100_000) {
     throw new Problem('invalid_request', 'index must be the instance index (0 for the first)');
@@ -212,4 +220,29 @@ function refOf(body: Record<string, unknown>): string {
   }
   onlyFields(batch as Record<string, unknown>, ['runId', 'rowId']);
   return `batch:${id(batch.runId, 'batch.runId')}:${id(batch.rowId, 'batch.rowId')}`;
+}
+
+/** An HL7 field as the outcome API takes it: the text as sent (it is hashed, never logged or stored as it is). */
+function hl7Field(v: unknown, what: string, required: boolean): string {
+  if (v === undefined && !required) return '';
+  // printable, no segment or line breaks; 199 is v2.5's length of MSH-10 (an HD of MSH-3/MSH-4 is shorter)
+  if (typeof v !== 'string' || v.length > 199 || (required && v.length === 0) || /\p{Cc}/u.test(v))
+    throw new Problem('invalid_request', `${what} is not valid`);
+  return v;
+}
+
+/** `{"hl7": {"controlId", "sendingApplication"?, "sendingFacility"?}}`: one message, one prediction (no index). */
+function hl7RefOf(body: Record<string, unknown>): string {
+  if (body.index !== undefined && body.index !== 0)
+    throw new Problem('invalid_request', 'an HL7 message has one prediction: index must be 0 or absent');
+  const hl7 = body.hl7 as Record<string, unknown> | null;
+  if (typeof hl7 !== 'object' || hl7 === null || Array.isArray(hl7)) {
+    throw new Problem('invalid_request', 'hl7 must be {"controlId", "sendingApplication"?, "sendingFacility"?}');
+  }
+  onlyFields(hl7, ['controlId', 'sendingApplication', 'sendingFacility']);
+  return hl7Ref({
+    controlId: hl7Field(hl7.controlId, 'hl7.controlId (MSH-10)', true),
+    sendingApplication: hl7Field(hl7.sendingApplication, 'hl7.sendingApplication (MSH-3)', false),
+    sendingFacility: hl7Field(hl7.sendingFacility, 'hl7.sendingFacility (MSH-4)', false),
+  });
 }

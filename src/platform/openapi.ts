@@ -15,6 +15,8 @@ export interface RouteDoc {
   /** the public path in OpenAPI form: `/v1/models/{model}/predict` */
   path: string;
   summary: string;
+  /** more than the summary says (CommonMark), before the roles */
+  description?: string;
   tag: string;
   /** who may call it: the roles of `requireRole`, or `public` (no credential; ops endpoints follow their setting) */
   auth: 'public' | 'ops' | readonly ('client' | 'reviewer' | 'approver' | 'admin')[];
@@ -170,7 +172,16 @@ function operation(doc: RouteDoc) {
     summary: doc.summary,
     tags: [doc.tag],
     operationId: `${doc.method}${doc.path.replaceAll(/[^A-Za-z0-9]+(\w)?/g, (_m, ch: string | undefined) => (ch ?? '').toUpperCase())}`,
-    ...(roles.length > 0 ? { description: `Roles: ${roles.join(', ')} (admins pass every role check).` } : {}),
+    ...(doc.description !== undefined || roles.length > 0
+      ? {
+          description: [
+            doc.description,
+            roles.length > 0 ? `Roles: ${roles.join(', ')} (admins pass every role check).` : undefined,
+          ]
+            .filter((d) => d !== undefined)
+            .join('\n\n'),
+        }
+      : {}),
     security: doc.auth === 'public' ? [] : doc.auth === 'ops' ? [{}, { bearer: [] }] : [{ bearer: [] }],
     ...(params.length + query.length > 0 ? { parameters: [...params, ...query] } : {}),
     ...(doc.body

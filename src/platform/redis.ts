@@ -1,4 +1,12 @@
-import { Cluster, type ClusterNode, type ClusterOptions, type Command, Redis, type RedisOptions } from 'ioredis';
+import {
+  type ChainableCommander,
+  Cluster,
+  type ClusterNode,
+  type ClusterOptions,
+  type Command,
+  Redis,
+  type RedisOptions,
+} from 'ioredis';
 import type { WriteableStream } from 'ioredis/built/types.js';
 import type { Logger } from 'pino';
 
@@ -120,6 +128,9 @@ function newCluster(
  * left ends the client as ioredis already does for one that never connected. BullMQ duplicates the connection it is
  * given for its blocking reads, so duplicates are of this class too.
  */
+/** A redirection reply: the slot is served elsewhere now (MOVED) or for this command (ASK). */
+const REDIRECTION = /^(MOVED|ASK) \d+ \S+/;
+
 /** ioredis's default reply mapping, the only one Triage uses (its constructor's type names it) */
 type LegacyReplies = ConstructorParameters<typeof Cluster<'legacy'>>[1];
 
@@ -139,6 +150,28 @@ class EndingCluster extends Cluster {
 
   get #internals() {
     return this as unknown as { setStatus(s: string): void; handleCloseEvent(): void };
+  }
+
+  /**
+   * A pipeline whose replies include a redirection it did not follow makes the client read the slot map again.
+   * ioredis follows MOVED and ASK in a pipeline only when every command got the same one; an auto-pipeline of writes
+   * to two slots of one primary, sent to that primary after a failover demoted it (a killed primary restarted on its
+   * address rejoins as a replica), hands each caller its raw MOVED instead, and nothing reads the map again: with no
+   * `slotsRefreshInterval` the client kept sending there, every such pipeline refused, until a lone command happened
+   * to be redirected. Those callers get 503 (isRedisUnavailable) and their retries go to the new primary.
+   */
+  override pipeline(commands?: unknown[][]): ChainableCommander {
+    const pipeline = super.pipeline(commands);
+    const exec = pipeline.exec;
+    const refresh = (replies: Array<[Error | null, unknown]> | null) => {
+      if (replies?.some(([err]) => err && REDIRECTION.test(err.message))) this.refreshSlotsCache();
+    };
+    pipeline.exec = function (this: ChainableCommander, ...args: Parameters<ChainableCommander['exec']>) {
+      const result = exec.apply(this, args);
+      result.then(refresh, () => {});
+      return result;
+    };
+    return pipeline;
   }
 
   override disconnect(reconnect = false): void {
@@ -196,16 +229,31 @@ export async function connectRedis(
   return redis;
 }
 
+/**
+ * Messages (anywhere in an error's message) that say Redis, or the node that holds a slot, could not be used just
+ * now. What ioredis and BullMQ raise while a Redis Cluster fails over: node/ioredis/built/cluster/index.js,
+ * redis/event_handler.js, Redis.js, Command.js; bullmq/dist/cjs/classes/redis-connection.js.
+ */
 const UNAVAILABLE_MESSAGES = [
   "Stream isn't writeable",
   'Command timed out',
   'Connection is closed',
   'connect ECONNREFUSED',
   'read ECONNRESET',
+  // a pipeline partly answered when its node's connection closed (a primary killed mid-write): ioredis aborts the
+  // commands after the last reply (AbortError), and a pipeline of writes is not sent again
+  'Command aborted due to connection close',
   // a Redis Cluster between a primary's failure and its replica's promotion
   "Cluster isn't ready",
   'CLUSTERDOWN',
   'Failed to refresh slots cache',
+  // the cluster client with no node left to ask (its connection pool emptied by a failover) or closing
+  'None of startup nodes is available',
+  'Cluster is disconnected',
+  'Cluster is disconnecting',
+  'Node is disconnected',
+  // a node silent past the socket timeout (ioredis's socketTimeout)
+  "Socket timeout. Expecting data, but didn't receive any",
   // a slot moving or its node failing over: the command may be sent again shortly
   'TRYAGAIN',
   'Too many Cluster redirections',
@@ -213,15 +261,67 @@ const UNAVAILABLE_MESSAGES = [
   'LOADING',
   // a write that reached a primary just demoted to a replica
   'READONLY',
+  // WAIT (TRIAGE_REDIS_REPLICA_ACKS) sent to a node that is a replica now: the old primary, restarted on its address,
+  // rejoined as the new primary's replica before the client's slot map caught up
+  'WAIT cannot be used with replica instances',
+  // a primary with fewer replicas than min-replicas-to-write, as it is while its replica is being replaced
+  'NOREPLICAS',
 ];
 
-const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH']);
+/**
+ * Replies that are unavailability only as the whole reply (their words are too short to look for anywhere): a MOVED
+ * or ASK a pipeline of writes hands back rather than follows (ioredis follows a redirection only when every command
+ * of the pipeline got the same one), and a blocking command (WAIT) unblocked because its primary became a replica.
+ */
+const UNAVAILABLE_REPLY = /^(MOVED \d+ \S+|ASK \d+ \S+|UNBLOCKED )/;
+
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'ENETUNREACH',
+  // a node's name not resolvable for now (a pod being replaced): a temporary DNS failure, unlike ENOTFOUND
+  'EAI_AGAIN',
+]);
+
+/**
+ * ioredis's and BullMQ's errors for "no Redis to talk to", by class: MaxRetriesPerRequestError (a command that
+ * outlived its retries across reconnections), ClusterAllFailedError (no node answered for the slot map; its
+ * lastNodeError says why), BullMQ's ConnectionClosedError (its connection closed, or a cluster reconnect timed out).
+ */
+const UNAVAILABLE_NAMES = new Set(['MaxRetriesPerRequestError', 'ClusterAllFailedError', 'ConnectionClosedError']);
+
+/** Errors of the program itself: never unavailability, whatever their message says. */
+const PROGRAMMING_ERRORS = [TypeError, RangeError, ReferenceError, SyntaxError];
 
 /** An error that says Redis could not be reached (not that a command was wrong). */
 export function isRedisUnavailable(err: unknown): boolean {
-  const e = err as { name?: string; message?: string; code?: string } | undefined;
-  if (!e) return false;
-  if (e.name === 'MaxRetriesPerRequestError') return true;
-  if (e.code && UNAVAILABLE_CODES.has(e.code)) return true;
-  return UNAVAILABLE_MESSAGES.some((m) => e.message?.includes(m));
+  return unavailable(err, 0);
+}
+
+function unavailable(err: unknown, depth: number): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  if (PROGRAMMING_ERRORS.some((t) => err instanceof t)) return false;
+  const e = err as {
+    name?: unknown;
+    message?: unknown;
+    code?: unknown;
+    cause?: unknown;
+    lastNodeError?: unknown;
+    previousErrors?: unknown;
+  };
+  if (typeof e.name === 'string' && UNAVAILABLE_NAMES.has(e.name)) return true;
+  if (typeof e.code === 'string' && UNAVAILABLE_CODES.has(e.code)) return true;
+  const message = typeof e.message === 'string' ? e.message : '';
+  if (UNAVAILABLE_REPLY.test(message) || UNAVAILABLE_MESSAGES.some((m) => message.includes(m))) return true;
+  if (depth >= 3) return false; // wrapped errors are followed a few levels, never round a cycle
+  // a MULTI that Redis discarded (EXECABORT) because a command in it was redirected or refused by a failing node:
+  // ioredis puts the commands' errors in `previousErrors`
+  if (Array.isArray(e.previousErrors) && e.previousErrors.some((p) => unavailable(p, depth + 1))) return true;
+  // an error that wraps the one Redis gave (BullMQ's `cause`, ioredis's `lastNodeError`)
+  return unavailable(e.cause, depth + 1) || unavailable(e.lastNodeError, depth + 1);
 }

@@ -9,8 +9,12 @@ export interface EncodedInput {
   rows: number;
   /** rows with a missing value for which the manifest's default was assumed (undefined: not known) */
   assumedRows?: number;
-  /** per row, what an outcome names it by (`request:<id>#<i>`, `job:<id>#<i>`, `batch:<run>:<row>`) */
-  refs?: readonly string[];
+  /**
+   * per row, what an outcome names it by (`request:<id>#<i>`, `job:<id>#<i>`, `batch:<run>:<row>`, `hl7:…`); a row
+   * a caller can name two ways (an HL7 message over HTTP: its request id and its message control id) has a list, the
+   * first its own reference and the others aliases an outcome may name it by just as well
+   */
+  refs?: readonly (string | readonly string[])[];
 }
 
 /**

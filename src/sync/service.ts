@@ -67,7 +67,12 @@ export class SyncService {
     model: CatalogModel,
     instances: readonly unknown[],
     deadlineMs: number,
-    options: { subjectKey?: string; requestId?: string } = {},
+    options: {
+      subjectKey?: string;
+      requestId?: string;
+      /** per instance, the references to log it under instead of `request:<requestId>#<i>` (see EncodedInput.refs) */
+      refs?: readonly (string | readonly string[])[];
+    } = {},
   ): Promise<ScoreResult> {
     const sync = model.manifest.sync;
     const name = model.name;
@@ -104,9 +109,11 @@ export class SyncService {
           rows: instances.length,
           assumedRows: assumed.rows,
           // what an outcome reported later names each row by
-          ...(options.requestId !== undefined
-            ? { refs: instances.map((_, i) => `request:${options.requestId}#${i}`) }
-            : {}),
+          ...(options.refs !== undefined
+            ? { refs: options.refs }
+            : options.requestId !== undefined
+              ? { refs: instances.map((_, i) => `request:${options.requestId}#${i}`) }
+              : {}),
         },
         tier: 'sync',
         deadlineMs,

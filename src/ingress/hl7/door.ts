@@ -1,6 +1,7 @@
 import { Hl7Message, Hl7Segment } from '@medplum/core';
 import type { Logger } from 'pino';
 import { FhirAggregator } from '../../fhir/observations.ts';
+import { hl7Ref } from '../../outcomes/prediction-log.ts';
 import { Problem } from '../../platform/errors.ts';
 import type { CatalogModel, ModelCatalog } from '../../serving/catalog.ts';
 import { SILENT_ACTION } from '../../serving/refusals.ts';
@@ -82,8 +83,17 @@ export class Hl7Door {
     this.#now = o.now ?? Date.now;
   }
 
-  /** Answers one message, given as text (HTTP) or as parsed by the MLLP framing. Never throws. */
-  async handle(input: string | Hl7Message, mayUse: (model: string) => boolean = () => true): Promise<Hl7Answer> {
+  /**
+   * Answers one message, given as text (HTTP) or as parsed by the MLLP framing. Never throws. The prediction is
+   * logged for outcomes under the message's control id within its sender (MSH-10, MSH-3, MSH-4: what every sender
+   * keeps and the ACK echoes) and, over HTTP, under the request id too (`requestId`, the X-Request-Id answered), as on
+   * the other doors; both name the one prediction.
+   */
+  async handle(
+    input: string | Hl7Message,
+    mayUse: (model: string) => boolean = () => true,
+    requestId?: string,
+  ): Promise<Hl7Answer> {
     let message: Hl7Message;
     try {
       message = typeof input === 'string' ? Hl7Message.parse(input.replace(/^\uFEFF/, '').trim()) : input;
@@ -92,9 +102,10 @@ export class Hl7Door {
     }
     let model: CatalogModel | undefined;
     try {
-      const { receivingApp } = checkHeader(message);
-      model = this.#model(receivingApp, mayUse);
-      const summary = await this.#score(model, message);
+      const header = checkHeader(message);
+      model = this.#model(header.receivingApp, mayUse);
+      const byMessage = hl7Ref(header);
+      const summary = await this.#score(model, message, requestId ? [`request:${requestId}#0`, byMessage] : byMessage);
       const ack = message.buildAck({ ackCode: 'AA' });
       ack.getSegment('MSA')?.setField(3, hl7Text(summary));
       return this.#answer({ ack, code: 'AA' }, undefined, model);
@@ -130,7 +141,7 @@ export class Hl7Door {
     return model;
   }
 
-  async #score(model: CatalogModel, message: Hl7Message): Promise<string> {
+  async #score(model: CatalogModel, message: Hl7Message, ref: string | readonly string[]): Promise<string> {
     const { manifest } = model;
     const { patientId, resources, notes } = oruResources(message);
     const asOf = this.#now();
@@ -150,7 +161,8 @@ export class Hl7Door {
       throw new Hl7Refusal('AE', '101', [why, ...problems].join('; '));
     }
     const sync = manifest.sync as NonNullable<typeof manifest.sync>;
-    const result = await this.#sync.predict(model, [row.values], sync.latencyBudgetMs);
+    // what an outcome reported later names the prediction by
+    const result = await this.#sync.predict(model, [row.values], sync.latencyBudgetMs, { refs: [ref] });
     if (result.silent)
       return `${manifest.name} v${result.version} (${manifest.owner.team}): ${SILENT_ACTION}`.slice(0, 300);
     const prediction = result.predictions[0] as Record<string, unknown>;

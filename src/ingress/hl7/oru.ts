@@ -70,7 +70,12 @@ function codings(segment: Hl7Segment, field: number) {
 }
 
 /** The message's header checked: an ORU^R01 of a version this reads. AR otherwise. */
-export function checkHeader(message: Hl7Message): { controlId: string; receivingApp: string } {
+export function checkHeader(message: Hl7Message): {
+  controlId: string;
+  receivingApp: string;
+  sendingApplication: string;
+  sendingFacility: string;
+} {
   const msh = message.getSegment('MSH');
   if (!msh) throw new Hl7Refusal('AR', '100', 'the message has no MSH segment');
   const type = `${msh.getComponent(9, 1)}^${msh.getComponent(9, 2)}`;
@@ -79,7 +84,13 @@ export function checkHeader(message: Hl7Message): { controlId: string; receiving
   if (!VERSIONS.test(version)) throw new Hl7Refusal('AR', '203', `unsupported HL7 version "${version.slice(0, 10)}"`);
   const controlId = msh.getField(10)?.toString() ?? '';
   if (!controlId) throw new Hl7Refusal('AR', '101', 'MSH-10 (message control id) is empty');
-  return { controlId, receivingApp: msh.getComponent(5, 1) };
+  return {
+    controlId,
+    receivingApp: msh.getComponent(5, 1),
+    // the sender, as sent (components and all): a control id is unique only within it
+    sendingApplication: msh.getField(3)?.toString() ?? '',
+    sendingFacility: msh.getField(4)?.toString() ?? '',
+  };
 }
 
 /**
