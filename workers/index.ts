@@ -1,5 +1,6 @@
 import type { Services } from '../src/compose.ts';
 import { startBatchWorker } from './batch.ts';
+import type { BatchThreads } from './batch-thread-run.ts';
 import { startCallbackWorker } from './callbacks.ts';
 import { startInferenceWorker } from './inference.ts';
 import { startMaintenance } from './maintenance.ts';
@@ -20,6 +21,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
   const running: RunningWorker[] = [];
   /** the per-shard worker sets (inference, callbacks): a shard added later gets a worker in each */
   const perShard: Array<{ add(prefix: string): boolean }> = [];
+  let batchThreads: BatchThreads | undefined;
   if (kinds.includes('inference')) {
     const w = startInferenceWorker({
       ...shards,
@@ -84,6 +86,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
       now: s.now,
       ...(s.pressure ? { pressure: s.pressure } : {}),
     });
+    batchThreads = w.threads;
     closers.push(w.close);
     running.push(w.worker);
   }
@@ -126,6 +129,8 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
     maintenance,
     /** the look for shards added since start (absent when the shards are named) */
     shards: follow,
+    /** the batch worker's warm threads (absent without a batch worker) */
+    batchThreads,
     /** the BullMQ workers started here (what a worker process's /healthz checks) */
     workers: running as readonly RunningWorker[],
     async close() {
