@@ -1,30 +1,18 @@
 /**
- * Runs batch runs off the main thread, so scoring a whole file never blocks the gateway's event loop. The thread is
- * kept warm between runs (workers/batch-thread-run.ts starts it with the batch worker and sends it one run at a time):
- * its modules (onnxruntime's native addon among them), its Redis connection, its runtime factory and the sessions of
- * the versions it scored stay loaded, so a run starts in milliseconds instead of the half second a fresh thread took.
- * Each run gets the one scorer over a catalog fixed at the routing the parent chose for it, and reports each
- * committed chunk to the parent.
+ * A batch thread, kept warm between runs (workers/batch-thread-run.ts starts it with the batch worker and sends it
+ * one run at a time; workers/batch-thread-main.ts scores them). Its modules (onnxruntime's native addon among them),
+ * its Redis connection, its runtime factory and the sessions of the versions it scored stay loaded, so a run starts in
+ * milliseconds instead of the half second a fresh thread took.
+ *
+ * This module lowers the thread's priority and only then loads the rest: the thread is started while the gateway
+ * starts (and a replaced one while it serves), and loading its modules is half a second of CPU that bedside work
+ * should get first.
  */
 
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parentPort, workerData } from 'node:worker_threads';
-import { executeRun } from '../src/batch/execute.ts';
-import { InputFileError } from '../src/batch/readers.ts';
-import { RunStore } from '../src/batch/runs.ts';
-import { type BatchStorage, isObjectUrl, LocalStorage, StorageError } from '../src/batch/storage.ts';
-import { MonitoringRecorder } from '../src/monitoring/recorder.ts';
-import { PredictionLog } from '../src/outcomes/prediction-log.ts';
-import { Problem } from '../src/platform/errors.ts';
-import { KeySpace } from '../src/platform/keyspace.ts';
-import { lowerThreadPriority, pressureReader } from '../src/platform/pressure.ts';
-import { newRedis } from '../src/platform/redis.ts';
+import { lowerThreadPriority } from '../src/platform/priority.ts';
 import type { LoadedModel } from '../src/registry/load.ts';
-import { createRuntimeFactory } from '../src/runtime/factory.ts';
-import { ModelCatalog } from '../src/serving/catalog.ts';
 import type { RoutingState } from '../src/serving/routing.ts';
-import { JobRunners, runtimeKey } from '../src/serving/runners.ts';
-import { Scorer } from '../src/serving/scorer.ts';
 
 /** What a thread is started with: the same for every run it scores (the process's settings). */
 export interface BatchThreadConfig {
@@ -63,150 +51,8 @@ export type BatchThreadMessage =
   | { type: 'error'; message: string; permanent?: boolean }
   | { type: 'alive' };
 
-const config = workerData as BatchThreadConfig;
-/** rows of the prediction log the thread holds before writing them (about a chunk) */
-const PREDICTION_LOG_BATCH_ROWS = 1000;
-/** how long, ms, the chunk being committed waited for bedside traffic, and how long it took to score */
-let pausedMs = 0;
-let scoringMs = 0;
-
-/**
- * Waits while the gateway's event loop is busy answering bedside requests, at most a second per chunk so a run always
- * progresses. Busy, not delayed: a loop delayed while it idles is a machine busy with other processes, which the
- * thread's nice value already yields to; pausing would cost the run its throughput and give the bedside nothing.
- */
-function yieldToBedside(pressure: NonNullable<BatchThreadConfig['pressure']>): () => Promise<void> {
-  const read = pressureReader(pressure.buffer);
-  const busy = () => read.utilization() > pressure.maxUtilization;
-  return async () => {
-    if (!busy()) return;
-    const started = performance.now();
-    do await sleep(20);
-    while (busy() && performance.now() - started < 1000);
-    pausedMs += performance.now() - started;
-  };
-}
-/**
- * The run's storage: its data directory, and the buckets when the deployment has some or the run reads one. The
- * bucket SDKs take seconds to load in a fresh thread, a start-up a run that reads no bucket would pay for nothing.
- */
-async function runStorage(inputPath: string): Promise<BatchStorage> {
-  const local = new LocalStorage(config.dataDir);
-  if (!config.objectStores && !isObjectUrl(inputPath)) return local;
-  const { Buckets, withBuckets } = await import('../src/batch/buckets.ts');
-  return withBuckets(local, Buckets.from(config.objectStores));
-}
-
-const port = parentPort;
-if (!port) throw new Error('batch-thread must run in a worker thread');
-// before the runtimes exist, so the intra-op threads ONNX makes inherit it (session.run itself runs on this thread)
-lowerThreadPriority(config.nice);
-
-// kept for the thread's life: what a fresh thread per run paid for on every run
-const redis = newRedis(config.redisUrl, { maxRetriesPerRequest: 3 });
-// the same factory as the gateway: ONNX in-process, or a cloud endpoint behind timeouts, retries and a breaker
-// (bounded by the model's async timeout, as a batch has no caller waiting on one row)
-const factory = createRuntimeFactory({ onnxThreads: config.onnxThreads, caller: 'job' });
-/**
- * Per model, the runners (ONNX sessions, remote clients) of the versions its last run used, and what they were made
- * from: each version's runtime key (name, version, runtime spec with its sha256) and verified artifact. A run whose
- * model differs in any of them (a new version, a new artifact, a reload from another directory) gets new runners, and
- * the old ones are closed: a stale session is never scored with, and sessions do not pile up over releases.
- */
-const runnersByModel = new Map<string, { made: string; runners: JobRunners }>();
-
-async function runnersFor(model: LoadedModel): Promise<JobRunners> {
-  const made = JSON.stringify(
-    model.manifest.versions.map((v) => [runtimeKey(model, v), model.artifacts.get(v.version) ?? null]),
-  );
-  const kept = runnersByModel.get(model.manifest.name);
-  if (kept?.made === made) return kept.runners;
-  runnersByModel.delete(model.manifest.name);
-  await kept?.runners.close();
-  const runners = new JobRunners(factory, 'batch');
-  runnersByModel.set(model.manifest.name, { made, runners });
-  return runners;
-}
-
-/** Scores one run; its outcome (or its failure) goes to the parent. The thread stays up for the next one. */
-async function score(request: BatchRunRequest): Promise<void> {
-  pausedMs = 0;
-  scoringMs = 0;
-  // the parent's watchdog: a thread that stops saying this while it runs is stuck, and is replaced
-  const alive = setInterval(
-    () => port?.postMessage({ type: 'alive' } satisfies BatchThreadMessage),
-    config.aliveEveryMs,
-  );
-  try {
-    const name = request.model.manifest.name;
-    const runs = new RunStore(redis, new KeySpace(config.prefix, [name]));
-    const run = await runs.get(request.runId);
-    if (!run) throw new Error(`run ${request.runId} not found`);
-    // the routing is the run's; suspensions are followed, so the kill switch stops the run between chunks
-    const catalog = ModelCatalog.fixed([request.model], { [name]: request.routing }, { redis, prefix: config.prefix });
-    const runners = await runnersFor(request.model);
-    // the thread has its own Redis connection, so it flushes its own aggregates: no protocol to the parent needed
-    const keys = new KeySpace(config.prefix); // the taps write in the run's model's shard
-    const recorder = config.monitoring ? new MonitoringRecorder({ redis, keys }) : undefined;
-    // written as the chunks score, not held for the second the gateway's log waits: a chunk's rows then die young
-    const predictionLog = config.monitoring
-      ? new PredictionLog({ redis, keys, maxBufferedRows: PREDICTION_LOG_BATCH_ROWS })
-      : undefined;
-    try {
-      await catalog.refresh();
-      catalog.follow(1000);
-      const outcome = await executeRun({
-        run,
-        model: catalog.get(name) as NonNullable<ReturnType<ModelCatalog['get']>>,
-        // the scorer's observers: chunk timing (the parent reports it as inference on the batch tier), monitoring and
-        // the prediction log (outcomes by batch row)
-        scorer: new Scorer({
-          catalog,
-          runners,
-          observers: [
-            {
-              onScore: (e) => {
-                scoringMs += e.ms;
-              },
-            },
-            ...(recorder && predictionLog ? [recorder, predictionLog] : []),
-          ],
-        }),
-        storage: await runStorage(run.input.path),
-        runs,
-        chunkTimeoutMs: request.chunkTimeoutMs,
-        ...(request.exportFiles ? { exportFiles: request.exportFiles } : {}),
-        onChunk: (scored, failed) => {
-          port?.postMessage({ type: 'chunk', scored, failed, pausedMs, scoringMs } satisfies BatchThreadMessage);
-          pausedMs = 0;
-          scoringMs = 0;
-        },
-        ...(config.pressure ? { beforeChunk: yieldToBedside(config.pressure) } : {}),
-      });
-      port?.postMessage({ type: 'done', outcome } satisfies BatchThreadMessage);
-    } catch (err) {
-      // committed chunks stay committed: the run resumes from its checkpoint once the model is resumed
-      if (!(err instanceof Problem && err.code === 'model_suspended')) throw err;
-      port?.postMessage({ type: 'done', outcome: 'suspended' } satisfies BatchThreadMessage);
-    } finally {
-      await recorder?.close();
-      await predictionLog?.close();
-      catalog.close();
-    }
-  } catch (err) {
-    // a malformed input fails the same way on every attempt: the parent fails the run at once
-    // and so does an input that is not there or not the caller's (an object deleted after the run was accepted)
-    const permanent = err instanceof InputFileError || (err instanceof StorageError && err.reason !== 'unreadable');
-    port?.postMessage({ type: 'error', message: (err as Error).message, permanent } satisfies BatchThreadMessage);
-  } finally {
-    clearInterval(alive);
-  }
-}
-
-// one run at a time (the parent sends the next only once this one has answered); chained all the same, so two runs
-// never share the counters above
-let queue = Promise.resolve();
-port.on('message', (request: BatchRunRequest) => {
-  if (request.type !== 'run') return;
-  queue = queue.then(() => score(request));
-});
+if (!parentPort) throw new Error('batch-thread must run in a worker thread');
+// before anything else loads, and before the runtimes exist, so the intra-op threads ONNX makes inherit it
+// (session.run itself runs on this thread)
+lowerThreadPriority((workerData as BatchThreadConfig).nice);
+await import('./batch-thread-main.ts');

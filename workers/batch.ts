@@ -56,6 +56,8 @@ export interface BatchWorkerDeps {
   reviews?: Pick<BatchReviewService, 'holdFinished' | 'holdOf'>;
   /** where publications are recorded (`batch.publish`) */
   audit?: AuditLog;
+  /** the warm threads runs score in (default: started here, see batchThreadsFor) */
+  threads?: BatchThreads;
   /** a batch thread silent this long during a run is stopped and the attempt fails (default: twice the chunk timeout) */
   threadHangAfterMs?: number;
 }
@@ -221,11 +223,27 @@ export async function execBatchJob(
 }
 
 /**
- * One BullMQ worker per shard served, one run (or one run's publication) at a time each: a process serving several shards may score one run of
- * each at once (each in its own niced thread); give a process one shard to keep it to one run.
+ * The warm batch threads of a batch worker with these settings, one of them started now: an on-demand run, and a
+ * schedule's slot at night, start without waiting for a thread to load its modules and connect (half a second or
+ * more). The gateway starts them before its sync tier warms up (src/gateway.ts), so the first run after a start is
+ * warm too.
  */
-export function startBatchWorker(deps: BatchWorkerDeps) {
-  const { logger } = deps;
+export function batchThreadsFor(
+  deps: Pick<
+    BatchWorkerDeps,
+    | 'redisUrl'
+    | 'prefix'
+    | 'storage'
+    | 'objectStores'
+    | 'pressure'
+    | 'onnxThreads'
+    | 'batchNice'
+    | 'monitoring'
+    | 'shards'
+    | 'threadHangAfterMs'
+    | 'logger'
+  >,
+): BatchThreads {
   const threads = new BatchThreads({
     config: {
       redisUrl: deps.redisUrl,
@@ -243,11 +261,19 @@ export function startBatchWorker(deps: BatchWorkerDeps) {
     // one run at a time per shard: as many threads as may score at once stay warm, no more
     maxIdle: Math.max(1, deps.shards.length),
     hangAfterMs: deps.threadHangAfterMs ?? 2 * CHUNK_TIMEOUT_MS,
-    logger,
+    logger: deps.logger,
   });
-  // started now, not on the first run: an on-demand run, and a schedule's slot at night, start without waiting for
-  // a thread to load its modules and connect (half a second or more)
   threads.warm();
+  return threads;
+}
+
+/**
+ * One BullMQ worker per shard served, one run (or one run's publication) at a time each: a process serving several shards may score one run of
+ * each at once (each in its own niced thread); give a process one shard to keep it to one run.
+ */
+export function startBatchWorker(deps: BatchWorkerDeps) {
+  const { logger } = deps;
+  const threads = deps.threads ?? batchThreadsFor(deps);
   const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
   const worker = new ShardWorkers<BatchJobData>(
     BATCH_QUEUE,

@@ -1,5 +1,5 @@
 import type { Services } from '../src/compose.ts';
-import { startBatchWorker } from './batch.ts';
+import { batchThreadsFor, startBatchWorker } from './batch.ts';
 import type { BatchThreads } from './batch-thread-run.ts';
 import { startCallbackWorker } from './callbacks.ts';
 import { startInferenceWorker } from './inference.ts';
@@ -10,12 +10,53 @@ import { followShards } from './shards.ts';
 export const workerKinds = ['inference', 'callbacks', 'maintenance', 'batch'] as const;
 export type WorkerKind = (typeof workerKinds)[number];
 
-/** Starts the chosen workers in this process (all of them in the single-machine default); `close` stops them. */
-export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
+/** the models whose shards this process consumes: the ones named (TRIAGE_WORKER_SHARDS), else every model it loaded */
+function servedShards(s: Services): string[] {
+  return s.config.workerShards.length > 0 ? s.config.workerShards : s.keyspace.shards().map((x) => x.model);
+}
+
+/** The batch worker's settings, from the process's services and config. */
+function batchWorkerDeps(s: Services) {
   const { config, logger, metrics } = s;
-  const connection = { redisUrl: s.redisUrl, prefix: config.redisPrefix };
-  // the shards this process consumes: the ones named (TRIAGE_WORKER_SHARDS), else every model it loaded
-  const served = config.workerShards.length > 0 ? config.workerShards : s.keyspace.shards().map((x) => x.model);
+  return {
+    redisUrl: s.redisUrl,
+    prefix: config.redisPrefix,
+    keys: s.keyspace,
+    shards: servedShards(s).map((model) => s.keyspace.shard(model)),
+    runs: s.runs,
+    schedules: s.schedules,
+    storage: s.storage,
+    buckets: s.buckets,
+    objectStores: config.objectStores,
+    bulkExports: s.bulkExports,
+    reviews: s.batchReviews,
+    audit: s.audit,
+    catalog: s.catalog,
+    metrics,
+    logger,
+    onnxThreads: config.onnxThreads,
+    ...(config.batchNice !== undefined ? { batchNice: config.batchNice } : {}),
+    missedAfterMs: config.batchMissedAfterMs,
+    lockDurationMs: config.workerLockMs ?? 30_000,
+    ...(config.suspendedRecheckMs !== undefined ? { suspendedRecheckMs: config.suspendedRecheckMs } : {}),
+    monitoring: config.monitoring !== false,
+    now: s.now,
+    ...(s.pressure ? { pressure: s.pressure } : {}),
+  };
+}
+
+/**
+ * The batch worker's warm threads, started ahead of the workers: the gateway starts them before its sync tier warms
+ * up, so they load beside it (at their nice value) and the first run after a start finds one ready.
+ */
+export function startBatchThreads(s: Services): BatchThreads {
+  return batchThreadsFor(batchWorkerDeps(s));
+}
+
+/** Starts the chosen workers in this process (all of them in the single-machine default); `close` stops them. */
+export function startWorkers(kinds: readonly WorkerKind[], s: Services, started: { batchThreads?: BatchThreads } = {}) {
+  const { config, logger, metrics } = s;
+  const served = servedShards(s);
   const shards = { redisUrl: s.redisUrl, shards: served.map((model) => s.keyspace.shard(model)) };
   const closers: Array<() => Promise<void>> = [];
   const running: RunningWorker[] = [];
@@ -63,28 +104,8 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
   }
   if (kinds.includes('batch')) {
     const w = startBatchWorker({
-      ...connection,
-      keys: s.keyspace,
-      shards: shards.shards,
-      runs: s.runs,
-      schedules: s.schedules,
-      storage: s.storage,
-      buckets: s.buckets,
-      objectStores: config.objectStores,
-      bulkExports: s.bulkExports,
-      reviews: s.batchReviews,
-      audit: s.audit,
-      catalog: s.catalog,
-      metrics,
-      logger,
-      onnxThreads: config.onnxThreads,
-      ...(config.batchNice !== undefined ? { batchNice: config.batchNice } : {}),
-      missedAfterMs: config.batchMissedAfterMs,
-      lockDurationMs: config.workerLockMs ?? 30_000,
-      ...(config.suspendedRecheckMs !== undefined ? { suspendedRecheckMs: config.suspendedRecheckMs } : {}),
-      monitoring: config.monitoring !== false,
-      now: s.now,
-      ...(s.pressure ? { pressure: s.pressure } : {}),
+      ...batchWorkerDeps(s),
+      ...(started.batchThreads ? { threads: started.batchThreads } : {}),
     });
     batchThreads = w.threads;
     closers.push(w.close);
