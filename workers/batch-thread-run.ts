@@ -66,6 +66,11 @@ export class BatchThreads {
     return this.#idle.map((t) => t.worker.threadId).reverse();
   }
 
+  /** the threads scoring a run now (a test stops one to see a crash handled) */
+  get busy(): readonly ThreadWorker[] {
+    return [...this.#busy].map((t) => t.worker);
+  }
+
   /** Starts a thread to wait for the first run, so that run starts warm too (a scheduled run at night included). */
   warm(): void {
     if (this.#closed || this.#idle.length > 0) return;
