@@ -67,11 +67,19 @@ export async function composeGateway(options: ComposeOptions) {
     if (shedding) logger.warn('event loop saturated: refusing part of sync scoring early (503 overloaded)');
     else logger.warn({ refused }, 'event loop calm again: admitting all sync scoring');
   });
-  const services = await composeServices({ ...options, metrics, pressure });
+  // the batch worker's thread loads (at its nice value) while the gateway loads its models and warms up, so the first
+  // run after a start does not wait for it
+  const batchThreads = config.workers.includes('batch')
+    ? startBatchThreads(config, options.redisUrl, logger, pressure)
+    : undefined;
+  let services: Awaited<ReturnType<typeof composeServices>>;
+  try {
+    services = await composeServices({ ...options, metrics, pressure });
+  } catch (err) {
+    await batchThreads?.close();
+    throw err;
+  }
   const { catalog, redis } = services;
-  // the batch worker's thread loads (at its nice value) while the sync tier warms up, so the first run after a start
-  // does not wait for it
-  const batchThreads = config.workers.includes('batch') ? startBatchThreads(services) : undefined;
   const syncFactory = options.runtimeFactory
     ? undefined
     : observedRuntimeFactory({ onnxThreads: config.onnxThreads, metrics, logger, breakers: services.breakers });

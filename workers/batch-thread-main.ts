@@ -22,7 +22,7 @@ import { createRuntimeFactory } from '../src/runtime/factory.ts';
 import { ModelCatalog } from '../src/serving/catalog.ts';
 import { JobRunners, runtimeKey } from '../src/serving/runners.ts';
 import { Scorer } from '../src/serving/scorer.ts';
-import type { BatchRunRequest, BatchThreadConfig, BatchThreadMessage } from './batch-thread.ts';
+import type { BatchRunRequest, BatchThreadConfig, BatchThreadMessage, BatchThreadRequest } from './batch-thread.ts';
 
 const config = workerData as BatchThreadConfig;
 /** rows of the prediction log the thread holds before writing them (about a chunk) */
@@ -96,6 +96,7 @@ async function score(request: BatchRunRequest): Promise<void> {
     () => port?.postMessage({ type: 'alive' } satisfies BatchThreadMessage),
     config.aliveEveryMs,
   );
+  let answer: BatchThreadMessage;
   try {
     const name = request.model.manifest.name;
     const runs = new RunStore(redis, new KeySpace(config.prefix, [name]));
@@ -142,12 +143,14 @@ async function score(request: BatchRunRequest): Promise<void> {
         },
         ...(config.pressure ? { beforeChunk: yieldToBedside(config.pressure) } : {}),
       });
-      port?.postMessage({ type: 'done', outcome } satisfies BatchThreadMessage);
+      answer = { type: 'done', outcome };
     } catch (err) {
       // committed chunks stay committed: the run resumes from its checkpoint once the model is resumed
       if (!(err instanceof Problem && err.code === 'model_suspended')) throw err;
-      port?.postMessage({ type: 'done', outcome: 'suspended' } satisfies BatchThreadMessage);
+      answer = { type: 'done', outcome: 'suspended' };
     } finally {
+      // before the answer: the run's monitoring and prediction log are written by the time the parent hears it ended
+      // (and a thread told to stop after it loses nothing)
       await recorder?.close();
       await predictionLog?.close();
       catalog.close();
@@ -156,16 +159,38 @@ async function score(request: BatchRunRequest): Promise<void> {
     // a malformed input fails the same way on every attempt: the parent fails the run at once
     // and so does an input that is not there or not the caller's (an object deleted after the run was accepted)
     const permanent = err instanceof InputFileError || (err instanceof StorageError && err.reason !== 'unreadable');
-    port?.postMessage({ type: 'error', message: (err as Error).message, permanent } satisfies BatchThreadMessage);
+    answer = { type: 'error', message: (err as Error).message, permanent };
   } finally {
     clearInterval(alive);
   }
+  port?.postMessage(answer);
+}
+
+/**
+ * Stops the thread without interrupting anything: sessions released, clients closed, the connection ended, so its
+ * event loop empties and it exits. The parent never terminates a thread that may be inside a session run: a worker
+ * terminated in the middle of a native call aborts the whole process (onnxruntime-node's addon throws a C++ exception
+ * as its environment goes away; seen in this repo's tests as `terminate called after throwing 'Napi::Error'`).
+ */
+async function stop(): Promise<void> {
+  for (const { runners } of runnersByModel.values()) await runners.close().catch(() => undefined);
+  runnersByModel.clear();
+  await factory.close().catch(() => undefined);
+  redis.disconnect();
+  port?.close();
 }
 
 // one run at a time (the parent sends the next only once this one has answered); chained all the same, so two runs
-// never share the counters above
+// never share the counters above, and a stop waits for the run before it
 let queue = Promise.resolve();
-port.on('message', (request: BatchRunRequest) => {
-  if (request.type !== 'run') return;
-  queue = queue.then(() => score(request));
+port.on('message', (message: BatchThreadRequest) => {
+  if (message.type === 'run') queue = queue.then(() => score(message));
+  else if (message.type === 'stop') queue = queue.then(stop);
+  else if (message.type === 'crash') {
+    // a fault a test injects: an exception nothing catches, thrown on the thread's event loop between two awaits of
+    // the run (what a bug in the thread's code does)
+    setImmediate(() => {
+      throw new Error('batch thread crashed (a test asked it to)');
+    });
+  }
 });

@@ -2,7 +2,7 @@
 import { Worker as ThreadWorker } from 'node:worker_threads';
 import { UnrecoverableError } from 'bullmq';
 import type { Logger } from 'pino';
-import type { BatchRunRequest, BatchThreadConfig, BatchThreadMessage } from './batch-thread.ts';
+import type { BatchRunRequest, BatchThreadConfig, BatchThreadMessage, BatchThreadRequest } from './batch-thread.ts';
 
 // Run from the sources (tests, tsx), a worker thread on Node 20 does not inherit tsx's loader: it starts at an entry
 // that registers tsx. The compiled build (dist/, what production runs) has no tsx: the thread runs its JavaScript.
@@ -17,12 +17,11 @@ export type ChunkReport = Extract<BatchThreadMessage, { type: 'chunk' }>;
 export interface BatchThreadsOptions {
   /** the settings every thread starts with */
   config: Omit<BatchThreadConfig, 'module' | 'aliveEveryMs'>;
-  /** threads kept warm between runs: as many as runs this process may score at once (one per shard served) */
-  maxIdle: number;
   /**
-   * A thread that says nothing for this long while it scores (no chunk, no heartbeat) is stuck: it is stopped and the
-   * run's attempt fails, to be tried again. A chunk may take up to the run's chunk timeout, during which an in-process
-   * session can hold the thread's event loop: past twice that, it is not coming back.
+   * A thread that says nothing for this long while it scores (no chunk, no heartbeat) is stuck: it is let go (told to
+   * stop, never used again) and the run's attempt fails, to be tried again on another. A chunk may take up to the
+   * run's chunk timeout, during which an in-process session can hold the thread's event loop: past twice that, it is
+   * not coming back.
    */
   hangAfterMs: number;
   logger: Logger;
@@ -30,6 +29,7 @@ export interface BatchThreadsOptions {
 
 interface Thread {
   worker: ThreadWorker;
+  exited: boolean;
   /** set while it scores a run: where its exit goes */
   onExit?: (code: number) => void;
 }
@@ -43,7 +43,8 @@ interface Thread {
  *
  * A thread that crashes, or fails a run for a reason that may be its own (anything but the input's fault), fails that
  * run's attempt only (BullMQ tries it again from its checkpoint) and is not used again: the next run gets a new one.
- * Idle threads never keep the process alive, and `close` stops them all.
+ * Idle threads never keep the process alive, and `close` stops them all. Threads are only ever asked to stop, never
+ * terminated (#retire says why).
  */
 export class BatchThreads {
   readonly #options: BatchThreadsOptions;
@@ -51,6 +52,8 @@ export class BatchThreads {
   readonly #busy = new Set<Thread>();
   #closed = false;
   #started = 0;
+  /** the most runs scored here at once: as many threads are kept warm between runs, no more */
+  #peakBusy = 1;
 
   constructor(options: BatchThreadsOptions) {
     this.#options = options;
@@ -66,9 +69,9 @@ export class BatchThreads {
     return this.#idle.map((t) => t.worker.threadId).reverse();
   }
 
-  /** the threads scoring a run now (a test stops one to see a crash handled) */
-  get busy(): readonly ThreadWorker[] {
-    return [...this.#busy].map((t) => t.worker);
+  /** the thread ids of the threads scoring a run now */
+  get busyThreadIds(): number[] {
+    return [...this.#busy].map((t) => t.worker.threadId);
   }
 
   /** Starts a thread to wait for the first run, so that run starts warm too (a scheduled run at night included). */
@@ -87,7 +90,7 @@ export class BatchThreads {
       } satisfies BatchThreadConfig,
     });
     this.#started++;
-    const thread: Thread = { worker };
+    const thread: Thread = { worker, exited: false };
     // idle, it waits for work that may never come: it must not keep the process alive (a run refs it)
     worker.unref();
     // an 'error' without a listener would throw on the main thread: the gateway must outlive its batch thread
@@ -95,6 +98,7 @@ export class BatchThreads {
       this.#options.logger.warn({ err: { message: err.message } }, 'batch thread failed');
     });
     worker.on('exit', (code) => {
+      thread.exited = true;
       this.#idle = this.#idle.filter((t) => t !== thread);
       this.#busy.delete(thread);
       thread.onExit?.(code);
@@ -107,6 +111,7 @@ export class BatchThreads {
     if (this.#closed) return Promise.reject(new Error('batch threads closed'));
     const thread = this.#idle.pop() ?? this.#start();
     this.#busy.add(thread);
+    this.#peakBusy = Math.max(this.#peakBusy, this.#busy.size);
     const { worker } = thread;
     worker.ref();
     return new Promise<BatchOutcome>((resolve, reject) => {
@@ -118,11 +123,11 @@ export class BatchThreads {
         worker.off('error', onError);
         thread.onExit = undefined;
         this.#busy.delete(thread);
-        if (reusable && !this.#closed && this.#idle.length < this.#options.maxIdle) {
+        if (reusable && !this.#closed && this.#idle.length < this.#peakBusy) {
           worker.unref();
           this.#idle.push(thread);
         } else {
-          void worker.terminate();
+          this.#retire(thread);
         }
       };
       const onMessage = (m: BatchThreadMessage) => {
@@ -149,8 +154,11 @@ export class BatchThreads {
       const watchdog = setInterval(
         () => {
           if (performance.now() - heardAt < hangAfterMs) return;
-          this.#options.logger.warn({ runId: request.runId, hangAfterMs }, 'batch thread unresponsive: stopped');
-          failure = new Error(`batch thread unresponsive for ${Math.round(hangAfterMs / 1000)} s: stopped`);
+          this.#options.logger.warn(
+            { runId: request.runId, hangAfterMs },
+            'batch thread unresponsive: let go, the run is tried again on another',
+          );
+          failure = new Error(`batch thread unresponsive for ${Math.round(hangAfterMs / 1000)} s: let go`);
           finish(false);
           reject(failure);
         },
@@ -163,11 +171,42 @@ export class BatchThreads {
     });
   }
 
-  /** Stops every thread (after the worker's close, a run is no longer scoring). */
-  async close(): Promise<void> {
+  /**
+   * Lets a thread go: it is told to stop once it is done with what it is doing, and exits by itself; it no longer
+   * keeps the process alive. Never terminated: a thread terminated inside a session run aborts the process (see
+   * workers/batch-thread-main.ts). A thread stuck for good stays stuck, but no run waits for it.
+   */
+  #retire(thread: Thread): void {
+    this.#idle = this.#idle.filter((t) => t !== thread);
+    this.#busy.delete(thread);
+    thread.worker.unref();
+    if (!thread.exited) thread.worker.postMessage({ type: 'stop' } satisfies BatchThreadRequest);
+  }
+
+  /** Tests: the thread scoring a run throws an exception nothing catches (what a bug in its code does). */
+  crashBusyThread(): number | undefined {
+    const thread = [...this.#busy][0];
+    thread?.worker.postMessage({ type: 'crash' } satisfies BatchThreadRequest);
+    return thread?.worker.threadId;
+  }
+
+  /**
+   * Stops every thread (after the worker's close no run is scoring): each releases its sessions and connection and
+   * exits; resolves once they have (or after `graceMs`: a thread that does not stop is left to the process's exit).
+   */
+  async close(graceMs = 5000): Promise<void> {
     this.#closed = true;
-    const threads = [...this.#idle, ...this.#busy];
-    this.#idle = [];
-    await Promise.all(threads.map((t) => t.worker.terminate()));
+    const threads = [...this.#idle, ...this.#busy].filter((t) => !t.exited);
+    const exited = threads.map((t) => new Promise<void>((resolve) => t.worker.once('exit', () => resolve())));
+    for (const t of threads) this.#retire(t);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(exited),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
   }
 }

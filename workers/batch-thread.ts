@@ -45,6 +45,9 @@ export interface BatchRunRequest {
   exportFiles?: string[];
 }
 
+/** What the parent sends: a run; `stop` (after the run under way, if any); `crash` (tests: a fault injected). */
+export type BatchThreadRequest = BatchRunRequest | { type: 'stop' } | { type: 'crash' };
+
 export type BatchThreadMessage =
   | { type: 'chunk'; scored: number; failed: number; pausedMs: number; scoringMs: number }
   | { type: 'done'; outcome: 'completed' | 'cancelled' | 'suspended' }

@@ -56,10 +56,8 @@ export interface BatchWorkerDeps {
   reviews?: Pick<BatchReviewService, 'holdFinished' | 'holdOf'>;
   /** where publications are recorded (`batch.publish`) */
   audit?: AuditLog;
-  /** the warm threads runs score in (default: started here, see batchThreadsFor) */
-  threads?: BatchThreads;
-  /** a batch thread silent this long during a run is stopped and the attempt fails (default: twice the chunk timeout) */
-  threadHangAfterMs?: number;
+  /** the warm threads runs score in (batchThreadsFor) */
+  threads: BatchThreads;
 }
 
 /** The run a job stands for: an on-demand run's id, or a scheduled slot's run (created once, with the version in force). */
@@ -104,12 +102,7 @@ async function runIdFor(job: Job<BatchJobData>, deps: BatchWorkerDeps): Promise<
  * is derived from the slot, so a re-triggered slot finds its run; a run interrupted by a crash is picked up again
  * (BullMQ stalled-job recovery) and resumes from its last committed chunk.
  */
-export async function execBatchJob(
-  job: Job<BatchJobData>,
-  deps: BatchWorkerDeps,
-  threads: BatchThreads,
-  token?: string,
-): Promise<string> {
+export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps, token?: string): Promise<string> {
   const { runs, logger, metrics } = deps;
   const runId = await runIdFor(job, deps);
   if (!runId) return 'schedule removed';
@@ -146,7 +139,7 @@ export async function execBatchJob(
     // a FHIR server's export: kicked off, awaited and staged before a row is scored (src/ingress/bulk-export.ts)
     const staged = run.source && deps.bulkExports ? await deps.bulkExports.stage(run, runs, deps.storage) : undefined;
     if (staged === 'cancelled') return 'cancelled';
-    outcome = await threads.run(
+    outcome = await deps.threads.run(
       {
         runId,
         // the manifest in force (an approved threshold change included), not the one read from disk
@@ -225,30 +218,21 @@ export async function execBatchJob(
 /**
  * The warm batch threads of a batch worker with these settings, one of them started now: an on-demand run, and a
  * schedule's slot at night, start without waiting for a thread to load its modules and connect (half a second or
- * more). The gateway starts them before its sync tier warms up (src/gateway.ts), so the first run after a start is
- * warm too.
+ * more). A process starts them first thing (src/gateway.ts, workers/main.ts), so they load while it starts and the
+ * first run after a start is warm too. A thread silent for `hangAfterMs` during a run (default: twice the chunk
+ * timeout) is stopped and the attempt fails.
  */
 export function batchThreadsFor(
   deps: Pick<
     BatchWorkerDeps,
-    | 'redisUrl'
-    | 'prefix'
-    | 'storage'
-    | 'objectStores'
-    | 'pressure'
-    | 'onnxThreads'
-    | 'batchNice'
-    | 'monitoring'
-    | 'shards'
-    | 'threadHangAfterMs'
-    | 'logger'
-  >,
+    'redisUrl' | 'prefix' | 'objectStores' | 'pressure' | 'onnxThreads' | 'batchNice' | 'monitoring' | 'logger'
+  > & { dataDir: string; hangAfterMs?: number },
 ): BatchThreads {
   const threads = new BatchThreads({
     config: {
       redisUrl: deps.redisUrl,
       prefix: deps.prefix,
-      dataDir: deps.storage.root,
+      dataDir: deps.dataDir,
       ...(deps.objectStores ? { objectStores: deps.objectStores } : {}),
       // beside the gateway a run scores on one core at most: no intra-op threads to crowd the bedside answers
       onnxThreads: deps.pressure ? 1 : deps.onnxThreads,
@@ -258,9 +242,7 @@ export function batchThreadsFor(
         : {}),
       monitoring: deps.monitoring !== false,
     },
-    // one run at a time per shard: as many threads as may score at once stay warm, no more
-    maxIdle: Math.max(1, deps.shards.length),
-    hangAfterMs: deps.threadHangAfterMs ?? 2 * CHUNK_TIMEOUT_MS,
+    hangAfterMs: deps.hangAfterMs ?? 2 * CHUNK_TIMEOUT_MS,
     logger: deps.logger,
   });
   threads.warm();
@@ -273,13 +255,12 @@ export function batchThreadsFor(
  */
 export function startBatchWorker(deps: BatchWorkerDeps) {
   const { logger } = deps;
-  const threads = deps.threads ?? batchThreadsFor(deps);
+  const { threads } = deps;
   const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
   const worker = new ShardWorkers<BatchJobData>(
     BATCH_QUEUE,
     deps.shards,
-    (job, token) =>
-      job.name === PUBLISH_JOB ? execPublishJob(job, deps, token) : execBatchJob(job, deps, threads, token),
+    (job, token) => (job.name === PUBLISH_JOB ? execPublishJob(job, deps, token) : execBatchJob(job, deps, token)),
     {
       connection,
       concurrency: 1,

@@ -1,4 +1,7 @@
+import type { Logger } from 'pino';
 import type { Services } from '../src/compose.ts';
+import type { Config } from '../src/platform/config.ts';
+import type { Pressure } from '../src/platform/pressure.ts';
 import { batchThreadsFor, startBatchWorker } from './batch.ts';
 import type { BatchThreads } from './batch-thread-run.ts';
 import { startCallbackWorker } from './callbacks.ts';
@@ -46,11 +49,27 @@ function batchWorkerDeps(s: Services) {
 }
 
 /**
- * The batch worker's warm threads, started ahead of the workers: the gateway starts them before its sync tier warms
- * up, so they load beside it (at their nice value) and the first run after a start finds one ready.
+ * The batch worker's warm threads, started ahead of the workers: a process starts them first thing, so they load while
+ * it loads its models and warms up (at their nice value, behind bedside work) and its first run finds one ready.
  */
-export function startBatchThreads(s: Services): BatchThreads {
-  return batchThreadsFor(batchWorkerDeps(s));
+export function startBatchThreads(
+  config: Pick<Config, 'redisPrefix' | 'dataDir' | 'onnxThreads'> &
+    Partial<Pick<Config, 'objectStores' | 'batchNice' | 'monitoring'>>,
+  redisUrl: string,
+  logger: Logger,
+  pressure?: Pressure,
+): BatchThreads {
+  return batchThreadsFor({
+    redisUrl,
+    prefix: config.redisPrefix,
+    dataDir: config.dataDir,
+    ...(config.objectStores ? { objectStores: config.objectStores } : {}),
+    onnxThreads: config.onnxThreads,
+    ...(config.batchNice !== undefined ? { batchNice: config.batchNice } : {}),
+    monitoring: config.monitoring !== false,
+    logger,
+    ...(pressure ? { pressure } : {}),
+  });
 }
 
 /** Starts the chosen workers in this process (all of them in the single-machine default); `close` stops them. */
@@ -105,7 +124,7 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services, started:
   if (kinds.includes('batch')) {
     const w = startBatchWorker({
       ...batchWorkerDeps(s),
-      ...(started.batchThreads ? { threads: started.batchThreads } : {}),
+      threads: started.batchThreads ?? startBatchThreads(s.config, s.redisUrl, s.logger, s.pressure),
     });
     batchThreads = w.threads;
     closers.push(w.close);
