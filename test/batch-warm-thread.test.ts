@@ -9,14 +9,18 @@ import assert from 'node:assert/strict';
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { BatchThreads } from '../workers/batch-thread-run.ts';
+import { loadModels } from '../src/registry/load.ts';
+import { routingFromManifest } from '../src/serving/routing.ts';
+import { BatchThreads } from '../workers/batch-thread-run.ts';
 import {
   buildGateway,
+  captureLogs,
   deletePrefix,
   editManifest,
   makeKeys,
   makePrefix,
   news2Row,
+  REDIS_URL,
   removeDir,
   round6,
   SICK_VITALS,
@@ -185,4 +189,49 @@ async function completedRun(model: string, file: string, rows: number): Promise<
   const id = await submit(model, file);
   await completed(id, rows);
   return id;
+}
+
+describe('a batch thread that stops answering mid-run', () => {
+  test('is let go after hangAfterMs: the run attempt fails (never waits for ever) and the next run gets a new thread', async () => {
+    const logs = captureLogs('warn');
+    const pool = new BatchThreads({
+      config: { redisUrl: REDIS_URL, prefix, dataDir, onnxThreads: 1, nice: 0, monitoring: false },
+      hangAfterMs: 400,
+      logger: logs.logger,
+    });
+    try {
+      const model = await deteriorationModel();
+      pool.warm();
+      const [stuck] = pool.idleThreadIds;
+      // no such run: a thread that answers says so at once; this one is held in a busy loop first (an injected fault:
+      // what a runaway computation, or a native call that never returns, looks like from the parent)
+      const started = performance.now();
+      const first = pool.run(
+        { runId: 'no-such-run', model, routing: routingFromManifest(model.manifest), chunkTimeoutMs: 1000 },
+        () => {},
+      );
+      assert.equal(pool.hangBusyThread(3_000), stuck);
+      await assert.rejects(first, /batch thread unresponsive/);
+      const waited = performance.now() - started;
+      assert.ok(waited < 2_500, `let go after ${Math.round(waited)} ms, not when the thread came back`);
+      assert.ok(logs.lines.some((l) => l.includes('batch thread unresponsive')));
+      // the next run is answered by a new thread, while the stuck one is still stuck
+      await assert.rejects(
+        pool.run(
+          { runId: 'no-such-run-either', model, routing: routingFromManifest(model.manifest), chunkTimeoutMs: 1000 },
+          () => {},
+        ),
+        /run no-such-run-either not found/,
+      );
+      assert.equal(pool.started, 2);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+async function deteriorationModel() {
+  const [model] = (await loadModels(modelsDir, 5_000)).filter((m) => m.manifest.name === 'deterioration');
+  assert.ok(model);
+  return model;
 }

@@ -186,7 +186,14 @@ let queue = Promise.resolve();
 port.on('message', (message: BatchThreadRequest) => {
   if (message.type === 'run') queue = queue.then(() => score(message));
   else if (message.type === 'stop') queue = queue.then(stop);
-  else if (message.type === 'crash') {
+  else if (message.type === 'hang') {
+    // a fault a test injects: the event loop held, as a runaway computation or a native call that does not return
+    // holds it (no chunk, no heartbeat)
+    const until = performance.now() + message.ms;
+    while (performance.now() < until) {
+      // held
+    }
+  } else if (message.type === 'crash') {
     // a fault a test injects: an exception nothing catches, thrown on the thread's event loop between two awaits of
     // the run (what a bug in the thread's code does)
     setImmediate(() => {
@@ -194,3 +201,4 @@ port.on('message', (message: BatchThreadRequest) => {
     });
   }
 });
+port.postMessage({ type: 'ready' } satisfies BatchThreadMessage);

@@ -27,9 +27,17 @@ export interface BatchThreadsOptions {
   logger: Logger;
 }
 
+/**
+ * How long a thread may take to load before a run waiting for it gives up on it (its modules and connection: well
+ * under a second on an idle machine, seconds on a contended one at the batch nice value).
+ */
+const LOAD_BOUND_MS = 60_000;
+
 interface Thread {
   worker: ThreadWorker;
   exited: boolean;
+  /** loaded: the run watchdog counts its silence from here */
+  ready: boolean;
   /** set while it scores a run: where its exit goes */
   onExit?: (code: number) => void;
 }
@@ -90,12 +98,15 @@ export class BatchThreads {
       } satisfies BatchThreadConfig,
     });
     this.#started++;
-    const thread: Thread = { worker, exited: false };
+    const thread: Thread = { worker, exited: false, ready: false };
     // idle, it waits for work that may never come: it must not keep the process alive (a run refs it)
     worker.unref();
     // an 'error' without a listener would throw on the main thread: the gateway must outlive its batch thread
     worker.on('error', (err: Error) => {
       this.#options.logger.warn({ err: { message: err.message } }, 'batch thread failed');
+    });
+    worker.on('message', (m: BatchThreadMessage) => {
+      if (m.type === 'ready') thread.ready = true;
     });
     worker.on('exit', (code) => {
       thread.exited = true;
@@ -153,12 +164,14 @@ export class BatchThreads {
       const { hangAfterMs } = this.#options;
       const watchdog = setInterval(
         () => {
-          if (performance.now() - heardAt < hangAfterMs) return;
+          // a thread still loading says nothing yet: it gets the load bound before it is given up on
+          const limit = thread.ready ? hangAfterMs : Math.max(hangAfterMs, LOAD_BOUND_MS);
+          if (performance.now() - heardAt < limit) return;
           this.#options.logger.warn(
             { runId: request.runId, hangAfterMs },
             'batch thread unresponsive: let go, the run is tried again on another',
           );
-          failure = new Error(`batch thread unresponsive for ${Math.round(hangAfterMs / 1000)} s: let go`);
+          failure = new Error(`batch thread unresponsive for ${Math.round(limit)} ms: let go`);
           finish(false);
           reject(failure);
         },
@@ -187,6 +200,13 @@ export class BatchThreads {
   crashBusyThread(): number | undefined {
     const thread = [...this.#busy][0];
     thread?.worker.postMessage({ type: 'crash' } satisfies BatchThreadRequest);
+    return thread?.worker.threadId;
+  }
+
+  /** Tests: the thread scoring a run holds its event loop for `ms` (what a stuck thread looks like). */
+  hangBusyThread(ms: number): number | undefined {
+    const thread = [...this.#busy][0];
+    thread?.worker.postMessage({ type: 'hang', ms } satisfies BatchThreadRequest);
     return thread?.worker.threadId;
   }
 

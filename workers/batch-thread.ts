@@ -45,14 +45,16 @@ export interface BatchRunRequest {
   exportFiles?: string[];
 }
 
-/** What the parent sends: a run; `stop` (after the run under way, if any); `crash` (tests: a fault injected). */
-export type BatchThreadRequest = BatchRunRequest | { type: 'stop' } | { type: 'crash' };
+/** What the parent sends: a run; `stop` (after the run under way, if any); `crash`, `hang` (tests: faults injected). */
+export type BatchThreadRequest = BatchRunRequest | { type: 'stop' } | { type: 'crash' } | { type: 'hang'; ms: number };
 
 export type BatchThreadMessage =
   | { type: 'chunk'; scored: number; failed: number; pausedMs: number; scoringMs: number }
   | { type: 'done'; outcome: 'completed' | 'cancelled' | 'suspended' }
   | { type: 'error'; message: string; permanent?: boolean }
-  | { type: 'alive' };
+  | { type: 'alive' }
+  /** loaded: listening for runs */
+  | { type: 'ready' };
 
 if (!parentPort) throw new Error('batch-thread must run in a worker thread');
 // before anything else loads, and before the runtimes exist, so the intra-op threads ONNX makes inherit it
