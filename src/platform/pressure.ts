@@ -9,7 +9,7 @@ const UTILIZATION_PERMILLE = 1;
  * Pressure on this process's event loop, the one bedside answers wait on: the event-loop delay (p99 over the last
  * sampling window). Work that can wait (shadow mirrors, in-process async jobs) yields while it is high, so nothing
  * else slows a bedside answer. The loop's utilization is published too, in a SharedArrayBuffer for batch worker
- * threads: their chunks wait while the loop is busy answering bedside requests (see workers/batch-thread.ts).
+ * threads: their chunks wait while the loop is busy answering bedside requests (see workers/batch-thread-main.ts).
  */
 export class Pressure {
   readonly #histogram: ReturnType<typeof monitorEventLoopDelay>;
