@@ -1,5 +1,5 @@
 import { adoptPreShardBatchQueue } from '../workers/batch-pre-shard.ts';
-import { startWorkers, type WorkerKind } from '../workers/index.ts';
+import { startBatchThreads, startWorkers, type WorkerKind } from '../workers/index.ts';
 import { createApp } from './app.ts';
 import { syncManifestSchedules } from './batch/schedules.ts';
 import type { CdsClientsConfig } from './cds-hooks/jwt.ts';
@@ -67,7 +67,18 @@ export async function composeGateway(options: ComposeOptions) {
     if (shedding) logger.warn('event loop saturated: refusing part of sync scoring early (503 overloaded)');
     else logger.warn({ refused }, 'event loop calm again: admitting all sync scoring');
   });
-  const services = await composeServices({ ...options, metrics, pressure });
+  // the batch worker's thread loads (at its nice value) while the gateway loads its models and warms up, so the first
+  // run after a start does not wait for it
+  const batchThreads = config.workers.includes('batch')
+    ? startBatchThreads(config, options.redisUrl, logger, pressure)
+    : undefined;
+  let services: Awaited<ReturnType<typeof composeServices>>;
+  try {
+    services = await composeServices({ ...options, metrics, pressure });
+  } catch (err) {
+    await batchThreads?.close();
+    throw err;
+  }
   const { catalog, redis } = services;
   const syncFactory = options.runtimeFactory
     ? undefined
@@ -90,20 +101,26 @@ export async function composeGateway(options: ComposeOptions) {
     ...(options.random ? { random: options.random } : {}),
   });
   const sync = new SyncService({ catalog, runners, scorer, metrics });
-  await sync.start();
-  // a deployment upgraded from the pre-shard layout: what waited on the global batch queue moves to the model shards
-  await adoptPreShardBatchQueue({
-    redis: services.redis,
-    keys: services.keyspace,
-    queues: services.queues.batch,
-    runs: services.runs,
-    schedules: services.schedules,
-    logger: services.logger,
-  });
-  await syncManifestSchedules(
-    services.schedules,
-    catalog.list().map((m) => m.manifest),
-  );
+  try {
+    await sync.start();
+    // a deployment upgraded from the pre-shard layout: what waited on the global batch queue moves to the model shards
+    await adoptPreShardBatchQueue({
+      redis: services.redis,
+      keys: services.keyspace,
+      queues: services.queues.batch,
+      runs: services.runs,
+      schedules: services.schedules,
+      logger: services.logger,
+    });
+    await syncManifestSchedules(
+      services.schedules,
+      catalog.list().map((m) => m.manifest),
+    );
+  } catch (err) {
+    // a gateway that fails to start leaves no batch thread behind
+    await batchThreads?.close();
+    throw err;
+  }
   const releases = new ReleaseService(
     catalog,
     services.audit,
@@ -163,7 +180,10 @@ export async function composeGateway(options: ComposeOptions) {
   };
   const app = createApp(deps);
   const gate = admissionGate({ admission, catalog, metrics });
-  const workers = config.workers.length > 0 ? startWorkers(config.workers, services) : undefined;
+  const workers =
+    config.workers.length > 0
+      ? startWorkers(config.workers, services, batchThreads ? { batchThreads } : {})
+      : undefined;
   return {
     app,
     deps,

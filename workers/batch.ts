@@ -17,7 +17,7 @@ import { newRedis } from '../src/platform/redis.ts';
 import type { ModelCatalog } from '../src/serving/catalog.ts';
 import { execPublishJob, publishAndRecord } from './batch-publish.ts';
 import { BATCH_QUEUE, type BatchJobData, PUBLISH_JOB, scheduledRunId } from './batch-queue.ts';
-import { runInThread } from './batch-thread-run.ts';
+import { type BatchOutcome, BatchThreads } from './batch-thread-run.ts';
 
 /** How long one chunk may take to score: a batch has no caller waiting, only a stuck runtime to give up on. */
 const CHUNK_TIMEOUT_MS = 10 * 60_000;
@@ -56,6 +56,8 @@ export interface BatchWorkerDeps {
   reviews?: Pick<BatchReviewService, 'holdFinished' | 'holdOf'>;
   /** where publications are recorded (`batch.publish`) */
   audit?: AuditLog;
+  /** the warm threads runs score in (batchThreadsFor) */
+  threads: BatchThreads;
 }
 
 /** The run a job stands for: an on-demand run's id, or a scheduled slot's run (created once, with the version in force). */
@@ -127,7 +129,7 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
   const first = { startedAt: deps.now(), ...(review ? { review } : {}) };
   await runs.transition(runId, ['queued', 'running'], 'running', run.startedAt ? {} : first);
   const started = deps.now();
-  let outcome: Awaited<ReturnType<typeof runInThread>>;
+  let outcome: BatchOutcome;
   try {
     // first start: the run's folder is made here, exclusively (a resumed run reopens its own)
     if (!run.startedAt) {
@@ -137,27 +139,14 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
     // a FHIR server's export: kicked off, awaited and staged before a row is scored (src/ingress/bulk-export.ts)
     const staged = run.source && deps.bulkExports ? await deps.bulkExports.stage(run, runs, deps.storage) : undefined;
     if (staged === 'cancelled') return 'cancelled';
-    outcome = await runInThread(
+    outcome = await deps.threads.run(
       {
         runId,
-        redisUrl: deps.redisUrl,
-        prefix: deps.prefix,
-        dataDir: deps.storage.root,
-        ...(deps.objectStores ? { objectStores: deps.objectStores } : {}),
         // the manifest in force (an approved threshold change included), not the one read from disk
         model: { ...model.loaded, manifest: model.manifest },
         routing: model.routing,
-        // beside the gateway a run scores on one core at most: no intra-op threads to crowd the bedside answers
-        onnxThreads: deps.pressure ? 1 : deps.onnxThreads,
-        nice: deps.batchNice ?? 0,
         chunkTimeoutMs: CHUNK_TIMEOUT_MS,
-        ...(deps.pressure
-          ? {
-              pressure: { buffer: deps.pressure.buffer, maxUtilization: deps.pressure.batchPaceUtilization },
-            }
-          : {}),
         ...(staged ? { exportFiles: staged } : {}),
-        monitoring: deps.monitoring !== false,
       },
       ({ scored, failed, pausedMs, scoringMs }) => {
         metrics.batchRows.inc({ model: run.model, outcome: 'scored' }, scored);
@@ -227,11 +216,46 @@ export async function execBatchJob(job: Job<BatchJobData>, deps: BatchWorkerDeps
 }
 
 /**
+ * The warm batch threads of a batch worker with these settings, one of them started now: an on-demand run, and a
+ * schedule's slot at night, start without waiting for a thread to load its modules and connect (half a second or
+ * more). A process starts them first thing (src/gateway.ts, workers/main.ts), so they load while it starts and the
+ * first run after a start is warm too. A thread silent for `hangAfterMs` during a run (default: twice the chunk
+ * timeout) is stopped and the attempt fails.
+ */
+export function batchThreadsFor(
+  deps: Pick<
+    BatchWorkerDeps,
+    'redisUrl' | 'prefix' | 'objectStores' | 'pressure' | 'onnxThreads' | 'batchNice' | 'monitoring' | 'logger'
+  > & { dataDir: string; hangAfterMs?: number },
+): BatchThreads {
+  const threads = new BatchThreads({
+    config: {
+      redisUrl: deps.redisUrl,
+      prefix: deps.prefix,
+      dataDir: deps.dataDir,
+      ...(deps.objectStores ? { objectStores: deps.objectStores } : {}),
+      // beside the gateway a run scores on one core at most: no intra-op threads to crowd the bedside answers
+      onnxThreads: deps.pressure ? 1 : deps.onnxThreads,
+      nice: deps.batchNice ?? 0,
+      ...(deps.pressure
+        ? { pressure: { buffer: deps.pressure.buffer, maxUtilization: deps.pressure.batchPaceUtilization } }
+        : {}),
+      monitoring: deps.monitoring !== false,
+    },
+    hangAfterMs: deps.hangAfterMs ?? 2 * CHUNK_TIMEOUT_MS,
+    logger: deps.logger,
+  });
+  threads.warm();
+  return threads;
+}
+
+/**
  * One BullMQ worker per shard served, one run (or one run's publication) at a time each: a process serving several shards may score one run of
  * each at once (each in its own niced thread); give a process one shard to keep it to one run.
  */
 export function startBatchWorker(deps: BatchWorkerDeps) {
   const { logger } = deps;
+  const { threads } = deps;
   const connection = newRedis(deps.redisUrl, { maxRetriesPerRequest: null });
   const worker = new ShardWorkers<BatchJobData>(
     BATCH_QUEUE,
@@ -249,8 +273,11 @@ export function startBatchWorker(deps: BatchWorkerDeps) {
   worker.on('error', (err) => logger.warn({ err: { message: err.message } }, 'batch worker error'));
   return {
     worker,
+    threads,
     async close() {
+      // the run under way finishes first (BullMQ waits for active jobs), then the warm threads stop
       await worker.close();
+      await threads.close();
       connection.disconnect();
     },
   };

@@ -1,5 +1,9 @@
+import type { Logger } from 'pino';
 import type { Services } from '../src/compose.ts';
-import { startBatchWorker } from './batch.ts';
+import type { Config } from '../src/platform/config.ts';
+import type { Pressure } from '../src/platform/pressure.ts';
+import { batchThreadsFor, startBatchWorker } from './batch.ts';
+import type { BatchThreads } from './batch-thread-run.ts';
 import { startCallbackWorker } from './callbacks.ts';
 import { startInferenceWorker } from './inference.ts';
 import { startMaintenance } from './maintenance.ts';
@@ -9,17 +13,75 @@ import { followShards } from './shards.ts';
 export const workerKinds = ['inference', 'callbacks', 'maintenance', 'batch'] as const;
 export type WorkerKind = (typeof workerKinds)[number];
 
-/** Starts the chosen workers in this process (all of them in the single-machine default); `close` stops them. */
-export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
+/** the models whose shards this process consumes: the ones named (TRIAGE_WORKER_SHARDS), else every model it loaded */
+function servedShards(s: Services): string[] {
+  return s.config.workerShards.length > 0 ? s.config.workerShards : s.keyspace.shards().map((x) => x.model);
+}
+
+/** The batch worker's settings, from the process's services and config. */
+function batchWorkerDeps(s: Services) {
   const { config, logger, metrics } = s;
-  const connection = { redisUrl: s.redisUrl, prefix: config.redisPrefix };
-  // the shards this process consumes: the ones named (TRIAGE_WORKER_SHARDS), else every model it loaded
-  const served = config.workerShards.length > 0 ? config.workerShards : s.keyspace.shards().map((x) => x.model);
+  return {
+    redisUrl: s.redisUrl,
+    prefix: config.redisPrefix,
+    keys: s.keyspace,
+    shards: servedShards(s).map((model) => s.keyspace.shard(model)),
+    runs: s.runs,
+    schedules: s.schedules,
+    storage: s.storage,
+    buckets: s.buckets,
+    objectStores: config.objectStores,
+    bulkExports: s.bulkExports,
+    reviews: s.batchReviews,
+    audit: s.audit,
+    catalog: s.catalog,
+    metrics,
+    logger,
+    onnxThreads: config.onnxThreads,
+    ...(config.batchNice !== undefined ? { batchNice: config.batchNice } : {}),
+    missedAfterMs: config.batchMissedAfterMs,
+    lockDurationMs: config.workerLockMs ?? 30_000,
+    ...(config.suspendedRecheckMs !== undefined ? { suspendedRecheckMs: config.suspendedRecheckMs } : {}),
+    monitoring: config.monitoring !== false,
+    now: s.now,
+    ...(s.pressure ? { pressure: s.pressure } : {}),
+  };
+}
+
+/**
+ * The batch worker's warm threads, started ahead of the workers: a process starts them first thing, so they load while
+ * it loads its models and warms up (at their nice value, behind bedside work) and its first run finds one ready.
+ */
+export function startBatchThreads(
+  config: Pick<Config, 'redisPrefix' | 'dataDir' | 'onnxThreads'> &
+    Partial<Pick<Config, 'objectStores' | 'batchNice' | 'monitoring'>>,
+  redisUrl: string,
+  logger: Logger,
+  pressure?: Pressure,
+): BatchThreads {
+  return batchThreadsFor({
+    redisUrl,
+    prefix: config.redisPrefix,
+    dataDir: config.dataDir,
+    ...(config.objectStores ? { objectStores: config.objectStores } : {}),
+    onnxThreads: config.onnxThreads,
+    ...(config.batchNice !== undefined ? { batchNice: config.batchNice } : {}),
+    monitoring: config.monitoring !== false,
+    logger,
+    ...(pressure ? { pressure } : {}),
+  });
+}
+
+/** Starts the chosen workers in this process (all of them in the single-machine default); `close` stops them. */
+export function startWorkers(kinds: readonly WorkerKind[], s: Services, started: { batchThreads?: BatchThreads } = {}) {
+  const { config, logger, metrics } = s;
+  const served = servedShards(s);
   const shards = { redisUrl: s.redisUrl, shards: served.map((model) => s.keyspace.shard(model)) };
   const closers: Array<() => Promise<void>> = [];
   const running: RunningWorker[] = [];
   /** the per-shard worker sets (inference, callbacks): a shard added later gets a worker in each */
   const perShard: Array<{ add(prefix: string): boolean }> = [];
+  let batchThreads: BatchThreads | undefined;
   if (kinds.includes('inference')) {
     const w = startInferenceWorker({
       ...shards,
@@ -61,29 +123,10 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
   }
   if (kinds.includes('batch')) {
     const w = startBatchWorker({
-      ...connection,
-      keys: s.keyspace,
-      shards: shards.shards,
-      runs: s.runs,
-      schedules: s.schedules,
-      storage: s.storage,
-      buckets: s.buckets,
-      objectStores: config.objectStores,
-      bulkExports: s.bulkExports,
-      reviews: s.batchReviews,
-      audit: s.audit,
-      catalog: s.catalog,
-      metrics,
-      logger,
-      onnxThreads: config.onnxThreads,
-      ...(config.batchNice !== undefined ? { batchNice: config.batchNice } : {}),
-      missedAfterMs: config.batchMissedAfterMs,
-      lockDurationMs: config.workerLockMs ?? 30_000,
-      ...(config.suspendedRecheckMs !== undefined ? { suspendedRecheckMs: config.suspendedRecheckMs } : {}),
-      monitoring: config.monitoring !== false,
-      now: s.now,
-      ...(s.pressure ? { pressure: s.pressure } : {}),
+      ...batchWorkerDeps(s),
+      threads: started.batchThreads ?? startBatchThreads(s.config, s.redisUrl, s.logger, s.pressure),
     });
+    batchThreads = w.threads;
     closers.push(w.close);
     running.push(w.worker);
   }
@@ -126,6 +169,8 @@ export function startWorkers(kinds: readonly WorkerKind[], s: Services) {
     maintenance,
     /** the look for shards added since start (absent when the shards are named) */
     shards: follow,
+    /** the batch worker's warm threads (absent without a batch worker) */
+    batchThreads,
     /** the BullMQ workers started here (what a worker process's /healthz checks) */
     workers: running as readonly RunningWorker[],
     async close() {

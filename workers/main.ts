@@ -8,7 +8,7 @@ import { ConfigError, loadConfig } from '../src/platform/config.ts';
 import { createLogger } from '../src/platform/logger.ts';
 import { createMetrics } from '../src/platform/metrics.ts';
 import { loadModels } from '../src/registry/load.ts';
-import { startWorkers, type WorkerKind, workerKinds } from './index.ts';
+import { startBatchThreads, startWorkers, type WorkerKind, workerKinds } from './index.ts';
 import { startOpsServer, workerHealth } from './ops.ts';
 
 async function main() {
@@ -33,6 +33,8 @@ async function main() {
   const redisUrl = config.redisUrl ?? 'redis://127.0.0.1:6379';
   // without configured keys there are no client callback secrets to sign with: callbacks dead-letter, visibly
   const keys = config.apiKeys ? ApiKeyStore.parse(config.apiKeys) : new ApiKeyStore([]);
+  // the batch thread loads while the models load (the first run after a start finds it ready)
+  const batchThreads = kinds.includes('batch') ? startBatchThreads(config, redisUrl, logger) : undefined;
   const services = await composeServices({
     config,
     logger,
@@ -42,7 +44,7 @@ async function main() {
     reloadModels: () => loadModels(config.modelsDir, config.syncCeilingMs),
     metrics: createMetrics({ defaultMetrics: true }),
   });
-  const workers = startWorkers(kinds, services);
+  const workers = startWorkers(kinds, services, batchThreads ? { batchThreads } : {});
   // the counters recorded here (jobs, callbacks, batch rows, last schedule success) exist only in this process
   const ops =
     config.workerMetricsPort > 0

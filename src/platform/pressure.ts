@@ -1,4 +1,3 @@
-import { getPriority, setPriority } from 'node:os';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Gauge, type Registry } from 'prom-client';
 
@@ -10,7 +9,7 @@ const UTILIZATION_PERMILLE = 1;
  * Pressure on this process's event loop, the one bedside answers wait on: the event-loop delay (p99 over the last
  * sampling window). Work that can wait (shadow mirrors, in-process async jobs) yields while it is high, so nothing
  * else slows a bedside answer. The loop's utilization is published too, in a SharedArrayBuffer for batch worker
- * threads: their chunks wait while the loop is busy answering bedside requests (see workers/batch-thread.ts).
+ * threads: their chunks wait while the loop is busy answering bedside requests (see workers/batch-thread-main.ts).
  */
 export class Pressure {
   readonly #histogram: ReturnType<typeof monitorEventLoopDelay>;
@@ -167,22 +166,4 @@ export function pressureReader(buffer: SharedArrayBuffer): { delayMs(): number; 
     delayMs: () => Atomics.load(view, DELAY_US) / 1000,
     utilization: () => Atomics.load(view, UTILIZATION_PERMILLE) / 1000,
   };
-}
-
-/**
- * Lowers the calling thread's scheduling priority to `nice` (0-19; 0 leaves it). On Linux a nice value belongs to a
- * thread, and threads inherit it from the thread that makes them, so a batch thread that calls this first runs its
- * scoring, and the ONNX threads it makes, behind the gateway's: the kernel hands the cores to bedside work first and
- * to the batch whenever they are otherwise idle. Returns the thread's nice value now.
- */
-export function lowerThreadPriority(nice: number): number {
-  const current = getPriority();
-  // only ever lower: a process already started nicer than asked keeps its own value
-  if (nice <= current) return current;
-  try {
-    setPriority(nice);
-    return nice;
-  } catch {
-    return current; // a platform that refuses it: the run goes on at the process's priority
-  }
 }

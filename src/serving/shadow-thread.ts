@@ -11,7 +11,7 @@
  */
 
 import { parentPort, workerData } from 'node:worker_threads';
-import { lowerThreadPriority } from '../platform/pressure.ts';
+import { lowerThreadPriority } from '../platform/priority.ts';
 import { createOnnxRuntime } from '../runtime/onnx.ts';
 import type { ModelRuntime, OutputTensor } from '../runtime/types.ts';
 

@@ -1,6 +1,6 @@
 /** A worker thread for test/batch-priority.test.ts: lowers its own priority as a batch thread does, then waits. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { lowerThreadPriority } from '../../src/platform/pressure.ts';
+import { lowerThreadPriority } from '../../src/platform/priority.ts';
 
 const applied = lowerThreadPriority(workerData.nice as number);
 parentPort?.postMessage({ applied });
