@@ -218,6 +218,24 @@ describe('the shadow thread on its own', { timeout: HANG_GUARD_MS }, () => {
     }
   });
 
+  test('closing while runs are in flight: the thread finishes its run and exits by itself (never terminated)', async () => {
+    // a thread terminated while onnxruntime scores for it aborts the whole process; asked to stop, it exits with 0
+    // (terminate() ends it with 1)
+    const model = gw.gateway.deps.catalog.get(MODEL) as CatalogModel;
+    const thread = new ShadowThread({ nice: 0, onnxThreads: 1, maxInFlight: 64, logger: createLogger('silent') });
+    await score(thread, model, '2', rows(1)); // the thread is up, its session loaded
+    let answered = 0;
+    for (let i = 0; i < 32; i++) thread.submit(model, '2', encoded(model, rows(8)), () => answered++);
+    await new Promise((resolve) => setImmediate(resolve)); // posted to the thread
+    assert.equal(await thread.close(), 0);
+    assert.equal(answered, 0, 'what was in flight is forgotten, not recorded');
+    assert.equal(
+      thread.submit(model, '2', encoded(model, rows(1)), () => {}),
+      false,
+      'closed: nothing more is taken',
+    );
+  });
+
   test('a version the thread cannot load is an error for its jobs; the thread goes on scoring', async () => {
     const model = gw.gateway.deps.catalog.get(MODEL) as CatalogModel;
     const broken = path.join(dir, 'not-a-model.onnx');

@@ -6,7 +6,7 @@ import type { CatalogModel } from './catalog.ts';
 import type { EncodedInput } from './deadline.ts';
 import { inputWidth } from './inputs.ts';
 import { runtimeKey } from './runners.ts';
-import type { ShadowResults, ShadowRuntimeSpec, ShadowThreadInput, ShadowWork } from './shadow-thread.ts';
+import type { ShadowResults, ShadowRuntimeSpec, ShadowStop, ShadowThreadInput, ShadowWork } from './shadow-thread.ts';
 
 // From the sources (tests, tsx) a worker thread on Node 20 does not inherit tsx's loader: it starts at the entry that
 // registers tsx (the batch thread's, which loads any module named in workerData). The compiled build runs the JS.
@@ -204,15 +204,32 @@ export class ShadowThread {
     }
   }
 
-  /** Stops the thread; shadows not yet scored are forgotten (nothing is recorded for them). */
-  async close(): Promise<void> {
+  /**
+   * Stops the thread; shadows not yet scored are forgotten (nothing is recorded for them). The thread is asked to stop
+   * and exits by itself once its run in progress is over (see ShadowStop: terminating it mid-run aborts the process);
+   * resolves with its exit code, or undefined when there was none or it did not exit within `graceMs` (it is then left
+   * to the process's exit, keeping nothing alive).
+   */
+  async close(graceMs = 5000): Promise<number | undefined> {
     this.#closed = true;
     clearTimeout(this.#restart);
     this.#queued = [];
     this.#posted.clear();
     const thread = this.#thread;
     this.#thread = undefined;
-    await thread?.terminate();
+    if (!thread) return undefined;
+    const exited = new Promise<number>((resolve) => thread.once('exit', resolve));
+    thread.postMessage({ type: 'stop' } satisfies ShadowStop);
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([
+      exited,
+      new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), graceMs).unref();
+      }),
+    ]);
+    clearTimeout(timer);
+    if (code === undefined) this.#logger.warn({ graceMs }, 'shadow thread did not stop in time: left to the exit');
+    return code;
   }
 }
 

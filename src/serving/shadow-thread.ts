@@ -47,6 +47,15 @@ export type ShadowResult = { ids: number[]; ms: number } & (
   | { error: string }
 );
 
+/**
+ * The gateway is closing: the thread finishes the run it is in, closes its sessions and exits by itself. Never
+ * terminated from outside: a thread terminated while onnxruntime scores for it aborts the whole process (the batch
+ * threads' crash test saw `terminate called after throwing an instance of 'Napi::Error'`).
+ */
+export interface ShadowStop {
+  type: 'stop';
+}
+
 export interface ShadowResults {
   type: 'results';
   results: ShadowResult[];
@@ -73,9 +82,13 @@ lowerThreadPriority(input.nice);
 const specs = new Map<string, ShadowRuntimeSpec>();
 const runtimes = new Map<string, Promise<ModelRuntime>>();
 let queue: QueuedJob[] = [];
-let draining = false;
+let draining: Promise<void> | undefined;
 
-port.on('message', (work: ShadowWork) => {
+port.on('message', (work: ShadowWork | ShadowStop) => {
+  if (work.type === 'stop') {
+    void stop();
+    return;
+  }
   for (const spec of work.runtimes) specs.set(spec.key, spec);
   let offset = 0;
   for (const job of work.jobs) {
@@ -83,11 +96,21 @@ port.on('message', (work: ShadowWork) => {
     queue.push({ ...job, data: work.data.subarray(offset, offset + job.rows * width) });
     offset += job.rows * width;
   }
-  if (!draining) void drain();
+  draining ??= drain();
 });
 
+/** After the run in progress (what is queued behind it is dropped: the gateway forgot it), the sessions close. */
+async function stop(): Promise<void> {
+  queue = [];
+  await draining;
+  const open = [...runtimes.values()];
+  runtimes.clear();
+  await Promise.all(open.map((r) => r.then((runtime) => runtime.close()).catch(() => {})));
+  // nothing left to keep the thread's loop alive: it exits, code 0
+  port?.close();
+}
+
 async function drain(): Promise<void> {
-  draining = true;
   try {
     while (queue.length > 0) {
       const jobs = queue;
@@ -97,7 +120,7 @@ async function drain(): Promise<void> {
       port?.postMessage({ type: 'results', results } satisfies ShadowResults);
     }
   } finally {
-    draining = false;
+    draining = undefined;
   }
 }
 
