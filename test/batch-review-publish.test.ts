@@ -7,15 +7,14 @@
  * and leaves the same objects as one that did not fail.
  */
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { batchRunView } from '../routes/batches.ts';
 import { RunHoldStore } from '../src/batch/review-store.ts';
 import type { BatchRun } from '../src/batch/runs.ts';
 import { publishJobId } from '../workers/batch-queue.ts';
-import { GcsFake, serviceAccountKey } from './fakes/gcs-fake.ts';
-import { S3Fake, TEST_CREDENTIALS } from './fakes/s3-fake.ts';
+import { type BucketFakes, startBucketFakes } from './fakes/buckets.ts';
+import type { GcsFake } from './fakes/gcs-fake.ts';
+import type { S3Fake } from './fakes/s3-fake.ts';
 import {
   allAudit,
   buildGateway,
@@ -24,9 +23,9 @@ import {
   HANG_GUARD_MS,
   makeKeys,
   makePrefix,
-  news2Row,
   parseNdjson,
   placeDischarges,
+  placeNews2Rows,
   type Reply,
   removeDir,
   type TestGateway,
@@ -49,17 +48,11 @@ let gcs: GcsFake;
 let gw: TestGateway;
 let modelsDir: string;
 let dataDir: string;
-let credentialsDir: string;
+let fakes: BucketFakes;
 
 before(async () => {
-  s3 = await S3Fake.start([S3_BUCKET]);
-  const account = serviceAccountKey();
-  gcs = await GcsFake.start([GCS_BUCKET], { publicKey: account.publicKey, email: account.json.client_email });
-  credentialsDir = await tempDir('review-publish-credentials');
-  await writeFile(path.join(credentialsDir, 'key.json'), JSON.stringify(account.json), { mode: 0o600 });
-  process.env.AWS_ACCESS_KEY_ID = TEST_CREDENTIALS.accessKeyId;
-  process.env.AWS_SECRET_ACCESS_KEY = TEST_CREDENTIALS.secretAccessKey;
-  process.env.GOOGLE_APPLICATION_CREDENTIALS = path.join(credentialsDir, 'key.json');
+  fakes = await startBucketFakes([S3_BUCKET], [GCS_BUCKET]);
+  ({ s3, gcs } = fakes);
 
   modelsDir = await tempModels({
     readmission: (m) => {
@@ -71,9 +64,7 @@ before(async () => {
   });
   dataDir = await tempDir('review-publish');
   await placeDischarges(dataDir);
-  const rows = Array.from({ length: NEWS2_ROWS }, (_, i) => JSON.stringify({ id: `obs-${i}`, ...news2Row(i) }));
-  await mkdir(path.join(dataDir, 'clients', 'client', 'inputs'), { recursive: true });
-  await writeFile(path.join(dataDir, 'clients', 'client', 'inputs', 'news2.ndjson'), `${rows.join('\n')}\n`);
+  await placeNews2Rows(dataDir, NEWS2_ROWS);
   gw = await buildGateway({
     prefix,
     keys,
@@ -97,12 +88,10 @@ before(async () => {
 
 after(async () => {
   await gw?.close();
-  await s3?.close();
-  await gcs?.close();
+  await fakes?.close();
   await deletePrefix(prefix);
   await removeDir(modelsDir);
   await removeDir(dataDir);
-  await removeDir(credentialsDir);
 });
 
 async function submit(model: string, file: string, output: string): Promise<string> {

@@ -6,7 +6,7 @@
  * the above-threshold hold, which releases the rows below the threshold at once and holds the rest.
  */
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { outcomeCode } from '../src/fhir/operation-outcome.ts';
@@ -22,8 +22,8 @@ import {
   makeKeys,
   makePrefix,
   NEWS2_INSTANCE,
-  news2Row,
   placeDischarges,
+  placeNews2Rows,
   type Reply,
   removeDir,
   type TestGateway,
@@ -56,9 +56,7 @@ before(async () => {
   });
   dataDir = await tempDir('batch-review');
   await placeDischarges(dataDir);
-  const rows = Array.from({ length: NEWS2_ROWS }, (_, i) => JSON.stringify({ id: `obs-${i}`, ...news2Row(i) }));
-  await mkdir(path.join(dataDir, 'clients', 'client', 'inputs'), { recursive: true });
-  await writeFile(path.join(dataDir, 'clients', 'client', 'inputs', 'news2.ndjson'), `${rows.join('\n')}\n`);
+  await placeNews2Rows(dataDir, NEWS2_ROWS);
   // every row scores 0: nothing to hold
   const calm = Array.from({ length: 6 }, (_, i) => JSON.stringify({ id: `calm-${i}`, ...NEWS2_INSTANCE }));
   await writeFile(path.join(dataDir, 'clients', 'client', 'inputs', 'calm.ndjson'), `${calm.join('\n')}\n`);

@@ -8,7 +8,7 @@
  * expire; per-client prefixes refuse what is not the caller's with the local storage's own 404.
  */
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -17,8 +17,9 @@ import { parseObjectStores } from '../src/batch/bucket-config.ts';
 import { GcsStore } from '../src/batch/stores/gcs.ts';
 import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
 import { ConfigError } from '../src/platform/config.ts';
-import { GcsFake, serviceAccountKey } from './fakes/gcs-fake.ts';
-import { S3Fake, TEST_CREDENTIALS } from './fakes/s3-fake.ts';
+import { type BucketFakes, startBucketFakes } from './fakes/buckets.ts';
+import type { GcsFake } from './fakes/gcs-fake.ts';
+import type { S3Fake } from './fakes/s3-fake.ts';
 import type { Reply } from './support/http.ts';
 import {
   buildGateway,
@@ -56,7 +57,7 @@ let gcs: GcsFake;
 let gw: TestGateway;
 let modelsDir: string;
 let dataDir: string;
-let credentialsDir: string;
+let fakes: BucketFakes;
 
 const row = (i: number) => `${JSON.stringify({ id: `pt-${String(i).padStart(140, '0')}`, ...news2Row(i) })}\n`;
 
@@ -70,15 +71,9 @@ const submit = (body: unknown, key = keys.client) => gw.call('POST', '/v1/models
 const input = (path: string) => ({ input: { path, format: 'ndjson' } });
 
 before(async () => {
-  s3 = await S3Fake.start([S3_BUCKET, 'not-configured']);
-  const account = serviceAccountKey();
-  gcs = await GcsFake.start([GCS_BUCKET], { publicKey: account.publicKey, email: account.json.client_email });
   // each SDK's own default chain: environment variables, and a service account key file named by one
-  credentialsDir = await tempDir('gcp-credentials');
-  await writeFile(path.join(credentialsDir, 'key.json'), JSON.stringify(account.json), { mode: 0o600 });
-  process.env.AWS_ACCESS_KEY_ID = TEST_CREDENTIALS.accessKeyId;
-  process.env.AWS_SECRET_ACCESS_KEY = TEST_CREDENTIALS.secretAccessKey;
-  process.env.GOOGLE_APPLICATION_CREDENTIALS = path.join(credentialsDir, 'key.json');
+  fakes = await startBucketFakes([S3_BUCKET, 'not-configured'], [GCS_BUCKET]);
+  ({ s3, gcs } = fakes);
 
   s3.putGenerated(S3_BUCKET, 'clients/client/in/big.ndjson', bigInputSize(), function* () {
     for (let i = 0; i < BIG_ROWS; i++) yield row(i);
@@ -123,12 +118,10 @@ before(async () => {
 
 after(async () => {
   await gw?.close();
-  await s3?.close();
-  await gcs?.close();
+  await fakes?.close();
   await deletePrefix(prefix);
   await removeDir(modelsDir);
   await removeDir(dataDir);
-  await removeDir(credentialsDir);
 });
 
 interface ManifestFile {

@@ -9,6 +9,7 @@ import type { CallbackSender } from '../src/callbacks/outbox.ts';
 import { holdDecision } from '../src/jobs/review-policy.ts';
 import type { JobQueue } from '../src/jobs/service.ts';
 import type { JobRecord, JobStore } from '../src/jobs/store.ts';
+import { jobRef } from '../src/outcomes/prediction-log.ts';
 import { Problem } from '../src/platform/errors.ts';
 import type { KeySpace } from '../src/platform/keyspace.ts';
 import type { JobMetrics } from '../src/platform/metrics.ts';
@@ -149,7 +150,7 @@ export async function execInferenceJob(
   try {
     const result = await deps.scorer.score({
       model,
-      input: { ...input, refs: Array.from({ length: input.rows }, (_, i) => `job:${id}#${i}`) },
+      input: { ...input, refs: Array.from({ length: input.rows }, (_, i) => jobRef(id, i)) },
       tier: 'async',
       version: record.version,
       deadlineMs: model.manifest.async?.timeoutMs ?? DEFAULT_JOB_TIMEOUT_MS,

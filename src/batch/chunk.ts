@@ -1,4 +1,5 @@
 import { riskAssessment } from '../fhir/risk-assessment.ts';
+import { batchRef } from '../outcomes/prediction-log.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { encodeRow } from '../serving/features.ts';
 import type { Scorer } from '../serving/scorer.ts';
@@ -142,7 +143,7 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
     data: input.subarray(0, valid.length * width),
     rows: valid.length,
     assumedRows: assumed.rows,
-    refs: valid.map((id) => `batch:${run.id}:${id}`),
+    refs: valid.map((id) => batchRef(run.id, id)),
   };
   const { predictions, silent } = await scorer.score({
     model,

@@ -49,6 +49,21 @@ export function refField(ref: string): string {
   return ref.startsWith('hl7:') ? `hl7:${hash('sha256', ref, 'base64url').slice(0, 24)}` : ref;
 }
 
+/** The i-th instance of a sync request, named by the request id it was answered with (X-Request-Id). */
+export function requestRef(requestId: string, index: number): string {
+  return `request:${requestId}#${index}`;
+}
+
+/** The i-th instance of an async job. */
+export function jobRef(jobId: string, index: number): string {
+  return `job:${jobId}#${index}`;
+}
+
+/** A batch run's row, by the id the input gave it. */
+export function batchRef(runId: string, rowId: string): string {
+  return `batch:${runId}:${rowId}`;
+}
+
 /**
  * The reference an outcome names an HL7v2 message's prediction by: its message control id (MSH-10), which the
  * sender chose and the ACK echoed in MSA-2, within its sender (MSH-3 sending application, MSH-4 sending facility),

@@ -7,13 +7,16 @@ import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { type Labelled, outcomeMetrics } from './metrics.ts';
 import {
+  batchRef,
   dayOf,
   hl7Ref,
+  jobRef,
   joinableUntil,
   type LoggedPrediction,
   PREDICTION_RETENTION_DAYS,
   type PredictionLog,
   refField,
+  requestRef,
 } from './prediction-log.ts';
 
 /** Outcomes kept per model version for the figures (the oldest are trimmed). */
@@ -212,14 +215,14 @@ function refOf(body: Record<string, unknown>): string {
       throw new Problem('invalid_request', `${what} is not valid`);
     return v;
   };
-  if (body.requestId !== undefined) return `request:${id(body.requestId, 'requestId')}#${index}`;
-  if (body.jobId !== undefined) return `job:${id(body.jobId, 'jobId')}#${index}`;
+  if (body.requestId !== undefined) return requestRef(id(body.requestId, 'requestId'), index as number);
+  if (body.jobId !== undefined) return jobRef(id(body.jobId, 'jobId'), index as number);
   const batch = body.batch as { runId?: unknown; rowId?: unknown } | null;
   if (typeof batch !== 'object' || batch === null || Array.isArray(batch)) {
     throw new Problem('invalid_request', 'batch must be {"runId", "rowId"}');
   }
   onlyFields(batch as Record<string, unknown>, ['runId', 'rowId']);
-  return `batch:${id(batch.runId, 'batch.runId')}:${id(batch.rowId, 'batch.rowId')}`;
+  return batchRef(id(batch.runId, 'batch.runId'), id(batch.rowId, 'batch.rowId'));
 }
 
 /** An HL7 field as the outcome API takes it: the text as sent (it is hashed, never logged or stored as it is). */

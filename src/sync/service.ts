@@ -1,3 +1,4 @@
+import { requestRef } from '../outcomes/prediction-log.ts';
 import { Problem } from '../platform/errors.ts';
 import { labelled, type Metrics } from '../platform/metrics.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
@@ -109,11 +110,7 @@ export class SyncService {
           rows: instances.length,
           assumedRows: assumed.rows,
           // what an outcome reported later names each row by
-          ...(options.refs !== undefined
-            ? { refs: options.refs }
-            : options.requestId !== undefined
-              ? { refs: instances.map((_, i) => `request:${options.requestId}#${i}`) }
-              : {}),
+          ...(options.refs !== undefined ? { refs: options.refs } : requestRefs(options.requestId, instances.length)),
         },
         tier: 'sync',
         deadlineMs,
@@ -146,4 +143,9 @@ export class SyncService {
   close(): Promise<void> {
     return this.#runners.close();
   }
+}
+
+/** Each instance's reference by the request it came in (none without a request id). */
+function requestRefs(requestId: string | undefined, rows: number): { refs?: string[] } {
+  return requestId === undefined ? {} : { refs: Array.from({ length: rows }, (_, i) => requestRef(requestId, i)) };
 }

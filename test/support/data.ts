@@ -1,5 +1,5 @@
 /** Inputs the bundled models score predictably, and where shared data sets live. */
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MODELS_DIR } from './models.ts';
@@ -37,6 +37,14 @@ export function news2Row(i: number): Record<string, unknown> {
     consciousness: i % 11 === 0 ? 'voice' : 'alert',
     temperature: Math.round((34.5 + (i % 50) / 10) * 10) / 10,
   };
+}
+
+/** Writes `count` varied NEWS2 rows (ids `obs-<i>`) to `inputs/news2.ndjson` in `client`'s data area. */
+export async function placeNews2Rows(dataDir: string, count: number, client = 'client'): Promise<void> {
+  const rows = Array.from({ length: count }, (_, i) => JSON.stringify({ id: `obs-${i}`, ...news2Row(i) }));
+  const inputs = path.join(dataDir, 'clients', client, 'inputs');
+  await mkdir(inputs, { recursive: true });
+  await writeFile(path.join(inputs, 'news2.ndjson'), `${rows.join('\n')}\n`);
 }
 
 /**

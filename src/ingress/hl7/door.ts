@@ -1,7 +1,7 @@
 import { Hl7Message, Hl7Segment } from '@medplum/core';
 import type { Logger } from 'pino';
 import { FhirAggregator } from '../../fhir/observations.ts';
-import { hl7Ref } from '../../outcomes/prediction-log.ts';
+import { hl7Ref, requestRef } from '../../outcomes/prediction-log.ts';
 import { Problem } from '../../platform/errors.ts';
 import type { CatalogModel, ModelCatalog } from '../../serving/catalog.ts';
 import { SILENT_ACTION } from '../../serving/refusals.ts';
@@ -105,7 +105,7 @@ export class Hl7Door {
       const header = checkHeader(message);
       model = this.#model(header.receivingApp, mayUse);
       const byMessage = hl7Ref(header);
-      const summary = await this.#score(model, message, requestId ? [`request:${requestId}#0`, byMessage] : byMessage);
+      const summary = await this.#score(model, message, requestId ? [requestRef(requestId, 0), byMessage] : byMessage);
       const ack = message.buildAck({ ackCode: 'AA' });
       ack.getSegment('MSA')?.setField(3, hl7Text(summary));
       return this.#answer({ ack, code: 'AA' }, undefined, model);
