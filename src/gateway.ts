@@ -72,13 +72,16 @@ export async function composeGateway(options: ComposeOptions) {
   const batchThreads = config.workers.includes('batch')
     ? startBatchThreads(config, options.redisUrl, logger, pressure)
     : undefined;
-  let services: Awaited<ReturnType<typeof composeServices>>;
-  try {
-    services = await composeServices({ ...options, metrics, pressure });
-  } catch (err) {
-    await batchThreads?.close();
-    throw err;
-  }
+  /** a start-up step: a gateway that fails to start leaves no batch thread behind */
+  const starting = async <T>(step: () => Promise<T>): Promise<T> => {
+    try {
+      return await step();
+    } catch (err) {
+      await batchThreads?.close();
+      throw err;
+    }
+  };
+  const services = await starting(() => composeServices({ ...options, metrics, pressure }));
   const { catalog, redis } = services;
   const syncFactory = options.runtimeFactory
     ? undefined
@@ -101,7 +104,7 @@ export async function composeGateway(options: ComposeOptions) {
     ...(options.random ? { random: options.random } : {}),
   });
   const sync = new SyncService({ catalog, runners, scorer, metrics });
-  try {
+  await starting(async () => {
     await sync.start();
     // a deployment upgraded from the pre-shard layout: what waited on the global batch queue moves to the model shards
     await adoptPreShardBatchQueue({
@@ -116,11 +119,7 @@ export async function composeGateway(options: ComposeOptions) {
       services.schedules,
       catalog.list().map((m) => m.manifest),
     );
-  } catch (err) {
-    // a gateway that fails to start leaves no batch thread behind
-    await batchThreads?.close();
-    throw err;
-  }
+  });
   const releases = new ReleaseService(
     catalog,
     services.audit,
