@@ -26,6 +26,7 @@ import {
   parseNdjson,
   placeDischarges,
   placeNews2Rows,
+  REVIEW_HOLDS,
   type Reply,
   removeDir,
   type TestGateway,
@@ -54,14 +55,7 @@ before(async () => {
   fakes = await startBucketFakes([S3_BUCKET], [GCS_BUCKET]);
   ({ s3, gcs } = fakes);
 
-  modelsDir = await tempModels({
-    readmission: (m) => {
-      m.batch = { ...m.batch, review: { hold: 'run' } };
-    },
-    news2: (m) => {
-      m.batch = { chunkSize: 32, review: { hold: 'above-threshold' } };
-    },
-  });
+  modelsDir = await tempModels(REVIEW_HOLDS);
   dataDir = await tempDir('review-publish');
   await placeDischarges(dataDir);
   await placeNews2Rows(dataDir, NEWS2_ROWS);

@@ -24,6 +24,7 @@ import {
   NEWS2_INSTANCE,
   placeDischarges,
   placeNews2Rows,
+  REVIEW_HOLDS,
   type Reply,
   removeDir,
   type TestGateway,
@@ -44,16 +45,7 @@ let signer: Signer;
 const NEWS2_ROWS = 120;
 
 before(async () => {
-  modelsDir = await tempModels({
-    // a whole run waits for a reviewer
-    readmission: (m) => {
-      m.batch = { ...m.batch, review: { hold: 'run' } };
-    },
-    // only the rows at or above the threshold wait
-    news2: (m) => {
-      m.batch = { chunkSize: 32, review: { hold: 'above-threshold' } };
-    },
-  });
+  modelsDir = await tempModels(REVIEW_HOLDS);
   dataDir = await tempDir('batch-review');
   await placeDischarges(dataDir);
   await placeNews2Rows(dataDir, NEWS2_ROWS);

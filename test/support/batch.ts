@@ -1,6 +1,19 @@
 /** Batch-tier helpers: firing a schedule's slot by hand, and the job schedulers of every model shard. */
 import { scheduledRunId } from '../../workers/batch-queue.ts';
 import type { TestGateway } from './gateway.ts';
+import type { ManifestEdit } from './models.ts';
+
+/** Manifest edits (for tempModels) that put batch output under review: the two holds, on the bundled models. */
+export const REVIEW_HOLDS: Record<string, ManifestEdit> = {
+  // a whole run waits for a reviewer
+  readmission: (m) => {
+    m.batch = { ...m.batch, review: { hold: 'run' } };
+  },
+  // only the rows at or above the threshold wait (small chunks: a run of 120 rows spans several)
+  news2: (m) => {
+    m.batch = { chunkSize: 32, review: { hold: 'above-threshold' } };
+  },
+};
 
 /**
  * Adds a schedule's slot job the way BullMQ's job scheduler does (job id `repeat:<schedule>:<slot millis>`, on the
