@@ -228,6 +228,7 @@ export function oipRoutes(deps: AppDeps) {
       .predict(model, instances, deadlineMs, {
         // what an outcome reported later names each row by (`request:<id>#<i>`), as on the v1 door
         requestId: c.get('requestId'),
+        arrivedAt: c.get('arrivedAt'),
         ...(subjectKey ? { subjectKey } : {}),
       })
       .catch((err: unknown) => Promise.reject(retarget(err, pointerOf)));

@@ -42,6 +42,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const started = performance.now();
     const requestId = requestIdOf(c.req.header('x-request-id'));
     c.set('requestId', requestId);
+    c.set('arrivedAt', started);
     c.set('maxBodyBytes', deps.options.maxBodyBytes);
     await next();
     // hot routes (predict) and problem responses carry these already; setting headers on Hono's prepared response would

@@ -82,6 +82,8 @@ export interface AppEnv {
     contentSecurityPolicy: string | undefined;
     /** the deadline of a sync scoring (ms from the request's arrival), so a 504's lateness can be measured */
     deadlineMs: number | undefined;
+    /** when the request reached the app (performance.now()): a sync scoring's deadline counts from here */
+    arrivedAt: number;
     /** the rate-limit fields of an allowed request (not predict's), for handlers that answer on the fast path */
     rateLimitHeaders: Record<string, string> | undefined;
     /** set by routes that resolve a model, so the access log and metrics can label by it */

@@ -20,6 +20,8 @@ export interface ScoreRequest {
   tier: Tier;
   /** how long the caller waits: past it, no score (a 504 for a bedside caller, a retry for a job) */
   deadlineMs: number;
+  /** how much of the deadline the request spent before it reached the scorer (its body read, validation): default 0 */
+  spentMs?: number;
   /** a version fixed earlier (a job or a run records its version when accepted); else the catalog chooses */
   version?: string;
   /** a patient or encounter key: the canary split is sticky per subject */
@@ -104,7 +106,9 @@ export class Scorer {
   async score(req: ScoreRequest): Promise<ScoreResult> {
     const { model, input } = req;
     const started = performance.now();
-    const deadlineAt = Date.now() + req.deadlineMs;
+    const remainingMs = req.deadlineMs - (req.spentMs ?? 0);
+    // epoch ms, whole (what remote runtimes bound their timeouts and retries by)
+    const deadlineAt = Math.floor(Date.now() + remainingMs);
     const chosen = req.version ?? this.#catalog.chooseVersion(model, req.subjectKey);
     let onIdle = req.onIdle;
     let result: ScoreResult;
@@ -121,7 +125,7 @@ export class Scorer {
       // admission on queueing delay: a request that would wait past its deadline is refused now, with time to go
       // elsewhere, rather than queued to time out; the requests already admitted keep their budget
       const waitMs = runner.expectedWaitMs?.(input.rows) ?? 0;
-      if (waitMs > req.deadlineMs) {
+      if (waitMs > remainingMs) {
         throw new Problem(
           'overloaded',
           `model "${model.name}" would only start scoring after about ${Math.ceil(waitMs)} ms, past the ${req.deadlineMs} ms deadline`,
@@ -139,7 +143,9 @@ export class Scorer {
       const idle = onIdle;
       onIdle = undefined; // from here the runtime's work frees the slot
       try {
-        const outputs = await run(runner, input, deadlineAt - reserveMs, req.deadlineMs - reserveMs, idle);
+        const outputs = await run(runner, input, deadlineAt - reserveMs, remainingMs - reserveMs, idle, {
+          reportedMs: req.deadlineMs - reserveMs,
+        });
         result = { predictions: this.#shape(model, outputs, input.rows), version: runner.spec.version };
       } catch (err) {
         const reason = err instanceof Problem ? err.code : 'error';

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import type { Admission } from '../platform/admission.ts';
+import { deadlines } from '../platform/deadlines.ts';
 import { Problem } from '../platform/errors.ts';
 import { requestIdOf } from '../platform/http.ts';
 import type { Metrics } from '../platform/metrics.ts';
@@ -100,6 +101,9 @@ export function admissionGate(options: { admission: Admission; catalog: KnownMod
   const guard =
     (listener: RequestListener): RequestListener =>
     (req, res) => {
+      // what is due answers now, not after this turn of the loop: a saturated loop's long turns are made of requests
+      // (src/platform/deadlines.ts)
+      deadlines.sweep();
       if (admission.enabled && req.method === 'POST') {
         const match = SCORING.exec(req.url ?? '');
         const name = match?.[1] ?? match?.[2];

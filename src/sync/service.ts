@@ -3,6 +3,7 @@ import { Problem } from '../platform/errors.ts';
 import { labelled, type Metrics } from '../platform/metrics.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
 import { encodeInstances } from '../serving/features.ts';
+import { NO_SCORE_ACTION } from '../serving/refusals.ts';
 import type { ScoreResult, Scorer } from '../serving/scorer.ts';
 import type { SyncModelState, SyncRunners } from './runners.ts';
 
@@ -73,6 +74,11 @@ export class SyncService {
       requestId?: string;
       /** per instance, the references to log it under instead of `request:<requestId>#<i>` (see EncodedInput.refs) */
       refs?: readonly (string | readonly string[])[];
+      /**
+       * when the request arrived (performance.now()): the deadline counts from there, so the time its body took to
+       * arrive and be read is the caller's too (default: now)
+       */
+      arrivedAt?: number;
     } = {},
   ): Promise<ScoreResult> {
     const sync = model.manifest.sync;
@@ -81,6 +87,13 @@ export class SyncService {
     if (!sync || state?.state !== 'warm' || !this.#warm(model)) {
       throw new Problem('not_ready', `model "${name}" is not being served: ${state?.refusal ?? 'not loaded'}`, {
         headers: { 'retry-after': '30' },
+      });
+    }
+    const spentMs = options.arrivedAt === undefined ? 0 : performance.now() - options.arrivedAt;
+    if (spentMs >= deadlineMs) {
+      this.#metrics.deadlineExceeded.inc({ model: name });
+      throw new Problem('deadline_exceeded', `no score within ${deadlineMs} ms`, {
+        extensions: { action: NO_SCORE_ACTION, deadlineMs },
       });
     }
     const assumed = { rows: 0 };
@@ -114,6 +127,7 @@ export class SyncService {
         },
         tier: 'sync',
         deadlineMs,
+        spentMs,
         ...(options.subjectKey !== undefined ? { subjectKey: options.subjectKey } : {}),
         onIdle,
       });
