@@ -23,6 +23,7 @@ import { scheduleRoutes } from '../routes/schedules.ts';
 import { suspensionRoutes } from '../routes/suspensions.ts';
 import { thresholdChangeRoutes } from '../routes/threshold-changes.ts';
 import type { AppDeps, AppEnv } from './context.ts';
+import { deadlines } from './platform/deadlines.ts';
 import { Problem } from './platform/errors.ts';
 import { problemResponse, requestIdOf } from './platform/http.ts';
 import { isRedisUnavailable } from './platform/redis.ts';
@@ -45,6 +46,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     c.set('arrivedAt', started);
     c.set('maxBodyBytes', deps.options.maxBodyBytes);
     await next();
+    // answers come in bursts (a scored batch resolves many requests in one turn): what fell due meanwhile leaves now
+    deadlines.sweep();
     // hot routes (predict) and problem responses carry these already; setting headers on Hono's prepared response would
     // turn every response into a full WHATWG Response, which costs the hot path dearly
     if (!c.get('requestIdSent')) {
