@@ -2,8 +2,10 @@ import { riskAssessment } from '../fhir/risk-assessment.ts';
 import { batchRef } from '../outcomes/prediction-log.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import { encodeRow } from '../serving/features.ts';
+import { type Prediction, predictionWriter } from '../serving/predictions.ts';
 import type { Scorer } from '../serving/scorer.ts';
-import type { InputRow } from './readers.ts';
+import { LineEncoder } from './line-encoder.ts';
+import { type InputRow, type NdjsonLine, ndjsonRow } from './readers.ts';
 import type { BatchRun } from './runs.ts';
 
 /** Rows per chunk (one ONNX run, one commit) when the manifest's `batch.chunkSize` does not say. */
@@ -99,8 +101,15 @@ function lineHead(model: string, version: string): (id: string) => string {
   return (id) => `{"id":${JSON.stringify(id)}${tail}`;
 }
 
+/** A row of a chunk: read (CSV, FHIR), or an NDJSON line the chunk reads itself. */
+export type ChunkRow = InputRow | NdjsonLine;
+
+function isLine(row: ChunkRow): row is NdjsonLine {
+  return (row as NdjsonLine).text !== undefined;
+}
+
 /** Validates, encodes and scores a chunk's rows (one ONNX run), and shapes every line its files get. */
-export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): Promise<ScoredChunk> {
+export async function scoreChunk(s: ChunkScoring, chunk: readonly ChunkRow[]): Promise<ScoredChunk> {
   const { run, model, scorer } = s;
   const { manifest } = model;
   const width = manifest.features.length;
@@ -120,7 +129,20 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
     shadows: [],
   };
   const errorLines: string[] = [];
-  for (const row of chunk) {
+  const fhir = run.input.format === 'fhir-ndjson';
+  // NDJSON lines straight into `input`; a line the encoder does not take is read as any row is (ndjsonRow, encodeRow)
+  const lines = new LineEncoder(manifest.features);
+  for (const item of chunk) {
+    let row: InputRow;
+    if (isLine(item)) {
+      const taken = lines.encode(item.text, input, valid.length * width);
+      if (taken) {
+        valid.push(taken.id ?? `line-${item.line}`);
+        if (taken.assumed) assumed.rows++;
+        continue;
+      }
+      row = ndjsonRow(item.text, item.line);
+    } else row = item;
     if (row.error) {
       // a patient without the data to score is `incomplete`, counted apart from rows that are wrong
       errorLines.push(outcome(row.id, row.error, undefined, row.insufficient ? 'incomplete' : 'invalid'));
@@ -130,7 +152,8 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
     const problems = encodeRow(manifest.features, row.values, input, valid.length * width, '', assumed);
     if (!problems) {
       valid.push(row.id);
-      validRows.push(row);
+      // the RiskAssessment a FHIR run writes names the row's basis
+      if (fhir) validRows.push(row);
     } else {
       const fields = problems.map((e) => e.pointer.split('/').pop() ?? '');
       errorLines.push(outcome(row.id, problems.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; '), fields));
@@ -153,8 +176,8 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
     deadlineMs: s.chunkTimeoutMs,
     mirror: false,
   });
-  const fhir = run.input.format === 'fhir-ndjson';
   const head = lineHead(manifest.name, run.version);
+  const json = predictionWriter(manifest.output);
   const outputLines: string[] = [];
   const heldLines: string[] = [];
   for (let i = 0; i < valid.length; i++) {
@@ -179,7 +202,7 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
             prediction,
           }),
         )}\n`
-      : `${head(id)}"prediction":${JSON.stringify(prediction)}}\n`;
+      : `${head(id)}"prediction":${json(prediction)}}\n`;
     if (above && s.splitRows) heldLines.push(line);
     else outputLines.push(line);
   }
@@ -191,7 +214,7 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
     if (shadow.predictions) {
       const shadowHead = lineHead(manifest.name, shadow.version);
       valid.forEach((id, i) => {
-        lines.push(`${shadowHead(id)}"shadow":true,"prediction":${JSON.stringify(shadow.predictions[i])}}\n`);
+        lines.push(`${shadowHead(id)}"shadow":true,"prediction":${json(shadow.predictions[i] as Prediction)}}\n`);
       });
     } else {
       lines.push(`${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${shadow.error}` })}\n`);

@@ -103,7 +103,7 @@ export function encodeInstances(
 }
 
 /** The encoded number, or a message saying why the value is refused. */
-function encodeValue(f: Feature, value: unknown): number | string {
+export function encodeValue(f: Feature, value: unknown): number | string {
   switch (f.type) {
     case 'number':
     case 'integer': {

@@ -99,3 +99,67 @@ export function confidenceOf(prediction: Prediction): number {
 function round(v: number): number {
   return Math.round(v * 1e6) / 1e6;
 }
+
+/** A key V8 orders before the others in an object (an array index): a template could not keep JSON.stringify's order. */
+const INDEX_KEY = /^(0|[1-9]\d*)$/;
+
+/** JSON.stringify of a number, as it writes one in an object: non-finite numbers are null. */
+function numberJson(v: unknown): string {
+  return typeof v === 'number' ? (Number.isFinite(v) ? String(v) : 'null') : JSON.stringify(v);
+}
+
+const writers = new WeakMap<OutputSpec, (p: Prediction) => string>();
+
+/**
+ * JSON text of a prediction `shapePredictions` made, the same bytes as `JSON.stringify(p)`, written from a template of
+ * the output's fixed shape: keys and labels serialised once per output spec, numbers formatted as JSON.stringify
+ * formats them. A batch writes a line per row, and a generic stringify walking each object cost more than the model
+ * run. Outputs whose keys a template cannot order as an object does (array-index keys, a key used twice) and the
+ * classification and retrieval kinds are stringified.
+ */
+export function predictionWriter(output: OutputSpec): (p: Prediction) => string {
+  let writer = writers.get(output);
+  if (!writer) {
+    writer = scoreTemplate(output) ?? ((p) => JSON.stringify(p));
+    writers.set(output, writer);
+  }
+  return writer;
+}
+
+function scoreTemplate(output: OutputSpec): ((p: Prediction) => string) | undefined {
+  if (output.kind !== 'score') return undefined;
+  const keys = [output.scoreName, 'verdict', 'aboveThreshold', ...output.extras.map((e) => e.as)];
+  const ordered = (names: readonly string[]) =>
+    new Set(names).size === names.length && !names.some((k) => INDEX_KEY.test(k));
+  if (!ordered(keys)) return undefined;
+  if (output.extras.some((e) => e.kind === 'vector' && (e.names.length === 0 || !ordered(e.names)))) return undefined;
+  /** a label's JSON, serialised once (a value not among them is stringified) */
+  const labelJson = (labels: readonly string[]) => {
+    const known = new Map(labels.map((l) => [l, JSON.stringify(l)]));
+    return (v: unknown) => (typeof v === 'string' ? known.get(v) : undefined) ?? JSON.stringify(v) ?? 'null';
+  };
+  const verdict = labelJson([output.labels.positive, output.labels.negative]);
+  const head = `{${JSON.stringify(output.scoreName)}:`;
+  const extras = output.extras.map((extra): ((p: Prediction) => string) => {
+    const key = JSON.stringify(extra.as);
+    if (extra.kind === 'label') {
+      const label = labelJson(extra.labels);
+      // shapePredictions writes null for an index past the labels
+      return (p) => `,${key}:${label(p[extra.as])}`;
+    }
+    const names = extra.names.map((n, i) => `${i === 0 ? '{' : ','}${JSON.stringify(n)}:`);
+    return (p) => {
+      const named = p[extra.as] as Record<string, unknown> | undefined;
+      if (typeof named !== 'object' || named === null) return `,${key}:${JSON.stringify(named)}`;
+      let s = `,${key}:`;
+      for (let i = 0; i < names.length; i++) s += `${names[i]}${numberJson(named[extra.names[i] as string])}`;
+      return `${s}}`;
+    };
+  });
+  return (p) => {
+    if (typeof p !== 'object' || p === null) return String(JSON.stringify(p));
+    let s = `${head}${numberJson(p[output.scoreName])},"verdict":${verdict(p.verdict)},"aboveThreshold":${p.aboveThreshold === true ? 'true' : 'false'}`;
+    for (let i = 0; i < extras.length; i++) s += (extras[i] as (p: Prediction) => string)(p);
+    return `${s}}`;
+  };
+}
