@@ -1,12 +1,13 @@
 /**
- * The batch tier's per-row fast paths must write what the general paths write, byte for byte: the NDJSON line encoder
- * (src/batch/line-encoder.ts) against JSON.parse + the id apart + encodeRow, and the prediction templates
- * (predictionWriter) against JSON.stringify, on every bundled model's features and outputs and on random and
- * hostile lines and tensors. A line the encoder does not take is read by the general path, so a bad row is never lost.
+ * The batch tier's per-row fast paths must give what the general paths give, byte for byte: an NDJSON line encoded in
+ * place (encodeLine: parsed, the id read where it is, no copy of the values without it) against ndjsonRow +
+ * encodeRow, and the prediction templates (predictionWriter) against JSON.stringify, on every bundled model's
+ * features and outputs and on random and hostile lines and tensors. A line encodeLine refuses is read by the general
+ * path, which reports it: a bad row is never lost.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { LineEncoder } from '../src/batch/line-encoder.ts';
+import { encodeLine } from '../src/batch/chunk.ts';
 import { ndjsonRow } from '../src/batch/readers.ts';
 import { loadModels } from '../src/registry/load.ts';
 import { type Feature, featureSchema, type OutputSpec, outputSchema } from '../src/registry/schema.ts';
@@ -39,7 +40,9 @@ const mixed: Feature[] = [
 
 const featureSets: Array<[string, readonly Feature[]]> = [
   ['mixed', mixed],
-  ...models.filter((m) => m.manifest.features.length > 0).map((m): [string, readonly Feature[]] => [m.manifest.name, m.manifest.features]),
+  ...models
+    .filter((m) => m.manifest.features.length > 0)
+    .map((m): [string, readonly Feature[]] => [m.manifest.name, m.manifest.features]),
 ];
 
 /** The general path's reading of a line: its id and encoded values, or undefined for a row it reports as bad. */
@@ -52,17 +55,19 @@ function general(features: readonly Feature[], text: string, line: number) {
   return { id: row.id, bytes: Buffer.from(out.buffer), assumed: assumed.rows === 1 };
 }
 
-/** The encoder's reading of the same line, checked against the general one; true when the encoder took it. */
-function agrees(encoder: LineEncoder, features: readonly Feature[], text: string): boolean {
+/** encodeLine's reading of the same line, checked against the general one; true when it took the line. */
+function agrees(features: readonly Feature[], text: string): boolean {
   const line = 7;
   const out = new Float32Array(features.length + 2).fill(Number.NaN);
-  const taken = encoder.encode(text, out, 1);
+  const assumed = { rows: 0 };
+  const id = encodeLine(features, { text, line }, out, 1, assumed);
   const expected = general(features, text, line);
-  if (!taken) return false; // the general path reads it: nothing to compare
-  assert.ok(expected, `the encoder took a line the general path refuses: ${text}`);
-  assert.equal(taken.id ?? `line-${line}`, expected.id, text);
+  // refused: exactly the lines the general path reports as bad rows
+  assert.equal(id === undefined, expected === undefined, text);
+  if (id === undefined || !expected) return false;
+  assert.equal(id, expected.id, text);
   assert.deepEqual(Buffer.from(out.buffer, 4, features.length * 4), expected.bytes, text);
-  assert.equal(taken.assumed, expected.assumed, text);
+  assert.equal(assumed.rows === 1, expected.assumed, text);
   // nothing written outside its row
   assert.ok(Number.isNaN(out[0]) && Number.isNaN(out[features.length + 1]), text);
   return true;
@@ -75,18 +80,67 @@ function numberText(random: () => number, f: Feature | undefined): string {
   const lo = f && (f.type === 'number' || f.type === 'integer') ? f.min : -100;
   const hi = f && (f.type === 'number' || f.type === 'integer') ? f.max : 100;
   if (pick < 0.4) return String(Math.round(lo + random() * (hi - lo)));
-  if (pick < 0.6) return String(Math.round((lo + random() * (hi - lo)) * 10 ** Math.floor(random() * 8)) / 10 ** Math.floor(random() * 8));
-  const odd = ['-0', '0', '0.0', '-0.0', '00', '01', '1.', '.5', '-', '1e2', '1E-2', '2.5e0', '+1', '0.30000000000000004',
-    '123456789012345', '1234567890123456', '9007199254740993', '0.1000000000000000055511151231257827', '1.50', '45.5',
-    '45.50001', '-5', '-5.0000001', '250', '251', '19.999999', '20.0', '1-2', '1.2.3', 'NaN', 'Infinity', '-Infinity'];
+  if (pick < 0.6)
+    return String(
+      Math.round((lo + random() * (hi - lo)) * 10 ** Math.floor(random() * 8)) / 10 ** Math.floor(random() * 8),
+    );
+  const odd = [
+    '-0',
+    '0',
+    '0.0',
+    '-0.0',
+    '00',
+    '01',
+    '1.',
+    '.5',
+    '-',
+    '1e2',
+    '1E-2',
+    '2.5e0',
+    '+1',
+    '0.30000000000000004',
+    '123456789012345',
+    '1234567890123456',
+    '9007199254740993',
+    '0.1000000000000000055511151231257827',
+    '1.50',
+    '45.5',
+    '45.50001',
+    '-5',
+    '-5.0000001',
+    '250',
+    '251',
+    '19.999999',
+    '20.0',
+    '1-2',
+    '1.2.3',
+    'NaN',
+    'Infinity',
+    '-Infinity',
+  ];
   return odd[Math.floor(random() * odd.length)] as string;
 }
 
 function stringText(random: () => number, f: Feature | undefined): string {
   const pick = random();
   if (f?.type === 'enum' && pick < 0.6) return JSON.stringify(f.values[Math.floor(random() * f.values.length)]);
-  const odd = ['""', '"a"', '"alert "', '"Alert"', '"al\\u0065rt"', '"\\"q\\""', '"é—💡"', '"tab\there"', '"x', '"\\ud800"',
-    `"${'x'.repeat(256)}"`, `"${'x'.repeat(257)}"`, '"voice"', '"pain"', '"12"'];
+  const odd = [
+    '""',
+    '"a"',
+    '"alert "',
+    '"Alert"',
+    '"al\\u0065rt"',
+    '"\\"q\\""',
+    '"é—💡"',
+    '"tab\there"',
+    '"x',
+    '"\\ud800"',
+    `"${'x'.repeat(256)}"`,
+    `"${'x'.repeat(257)}"`,
+    '"voice"',
+    '"pain"',
+    '"12"',
+  ];
   return odd[Math.floor(random() * odd.length)] as string;
 }
 
@@ -122,7 +176,8 @@ function randomLine(random: () => number, features: readonly Feature[]): string 
   if (random() < 0.6) {
     // an ordinary row: an id, the required features and some of the others, valid values
     const parts = [`"id":"row-${Math.floor(random() * 1e6)}"`];
-    for (const f of features) if (f.required || random() < 0.5) parts.push(`${JSON.stringify(f.name)}:${validText(random, f)}`);
+    for (const f of features)
+      if (f.required || random() < 0.5) parts.push(`${JSON.stringify(f.name)}:${validText(random, f)}`);
     return `{${parts.join(',')}}`;
   }
   const keys: Array<[string, Feature | undefined]> = [];
@@ -136,7 +191,16 @@ function randomLine(random: () => number, features: readonly Feature[]): string 
     const key = random() < 0.02 ? JSON.stringify(k).replace('i', '\\u0069') : JSON.stringify(k);
     let value: string;
     if (k === 'id' && !f) {
-      const ids = [`"row-${Math.floor(random() * 1e6)}"`, String(Math.floor(random() * 1000)), '12.5', '-0', 'null', 'true', '""', '{"a":1}'];
+      const ids = [
+        `"row-${Math.floor(random() * 1e6)}"`,
+        String(Math.floor(random() * 1000)),
+        '12.5',
+        '-0',
+        'null',
+        'true',
+        '""',
+        '{"a":1}',
+      ];
       value = random() < 0.8 ? (ids[0] as string) : (ids[Math.floor(random() * ids.length)] as string);
     } else value = valueText(random, f);
     return `${space(random)}${key}${space(random)}:${space(random)}${value}${space(random)}`;
@@ -150,33 +214,38 @@ function randomLine(random: () => number, features: readonly Feature[]): string 
   return text;
 }
 
-describe('NDJSON line encoder', () => {
+describe('NDJSON lines encoded in place', () => {
   for (const [name, features] of featureSets) {
     test(`${name}: every line it takes reads as JSON.parse + encodeRow read it; the ordinary rows are taken`, () => {
       const random = prng(name.length * 7919);
-      const encoder = new LineEncoder(features);
       let taken = 0;
       const cases = 20_000;
-      for (let i = 0; i < cases; i++) if (agrees(encoder, features, randomLine(random, features))) taken++;
+      for (let i = 0; i < cases; i++) if (agrees(features, randomLine(random, features))) taken++;
       // most generated lines are plain valid rows: the fast path must actually take them
       assert.ok(taken > cases * 0.2, `${name}: only ${taken} of ${cases} lines taken`);
     });
   }
 
   test('plain rows are taken, and rows the general path reports as bad are not', () => {
-    const encoder = new LineEncoder(mixed);
     const out = new Float32Array(mixed.length);
-    const take = (text: string) => encoder.encode(text, out, 0);
-    assert.deepEqual(take('{"id":"a","pulse":80,"temperature":37.5}'), { id: 'a', assumed: true });
+    const assumed = { rows: 0 };
+    const take = (text: string) => encodeLine(mixed, { text, line: 3 }, out, 0, assumed);
+    assert.equal(take('{"id":"a","pulse":80,"temperature":37.5}'), 'a');
     assert.deepEqual([...out], [80, 37.5, 0, 0, 0.25, 3]);
-    assert.deepEqual(
-      take(' { "temperature" : -0.5 , "pulse":21,"onOxygen":true,"consciousness":"pain","ratio":-1,"id":17,"id":1 } '),
-      null, // `id` twice: JSON.parse's last one wins, left to it
+    assert.equal(assumed.rows, 1);
+    // `id` twice: JSON.parse's last one wins
+    assert.equal(
+      take(' { "temperature" : -0.5 , "pulse":21,"onOxygen":true,"consciousness":"pain","ratio":-1,"id":"x","id":1 } '),
+      '1',
     );
-    assert.deepEqual(take('{"temperature":-0.5,"pulse":21,"onOxygen":true,"consciousness":"pain","ratio":-1,"id":17}'), {
-      id: '17',
-      assumed: true, // the feature named `id` is never read from the row: its default is assumed
-    });
+    // the feature named `id` is never read from the row: its default is assumed
+    assert.equal(
+      take('{"temperature":-0.5,"pulse":21,"onOxygen":true,"consciousness":"pain","ratio":-1,"id":17}'),
+      '17',
+    );
+    assert.equal(out[5], 3);
+    assert.equal(assumed.rows, 3);
+    assert.equal(take('{"pulse":21,"temperature":40}'), 'line-3');
     for (const bad of [
       '{"id":"a","temperature":37.5}', // pulse required
       '{"id":"a","pulse":19,"temperature":37.5}', // out of range
@@ -188,7 +257,7 @@ describe('NDJSON line encoder', () => {
       '{"id":"a","pulse":80,"temperature":37.5}}',
       '{"id":"a","pulse":80,"temperature":null}', // required
     ]) {
-      assert.equal(take(bad), null, bad);
+      assert.equal(take(bad), undefined, bad);
       assert.equal(general(mixed, bad, 1), undefined, bad);
     }
   });
@@ -200,7 +269,20 @@ describe('prediction templates', () => {
     const value = () => {
       const pick = random();
       if (pick < 0.7) return random() * 20 - 2;
-      const odd = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -0, 0, 1e-7, 3.4e38, -3.4e38, 0.5, 1, 2, 99];
+      const odd = [
+        Number.NaN,
+        Number.POSITIVE_INFINITY,
+        Number.NEGATIVE_INFINITY,
+        -0,
+        0,
+        1e-7,
+        3.4e38,
+        -3.4e38,
+        0.5,
+        1,
+        2,
+        99,
+      ];
       return odd[Math.floor(random() * odd.length)] as number;
     };
     const tensor = (width: number) => {

@@ -1,11 +1,11 @@
 import { riskAssessment } from '../fhir/risk-assessment.ts';
 import { batchRef } from '../outcomes/prediction-log.ts';
+import type { Feature } from '../registry/schema.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
-import { encodeRow } from '../serving/features.ts';
+import { type AssumedCount, encodeRow } from '../serving/features.ts';
 import { type Prediction, predictionWriter } from '../serving/predictions.ts';
 import type { Scorer } from '../serving/scorer.ts';
-import { LineEncoder } from './line-encoder.ts';
-import { type InputRow, type NdjsonLine, ndjsonRow } from './readers.ts';
+import { type InputRow, MAX_LINE, type NdjsonLine, ndjsonRow, rowId } from './readers.ts';
 import type { BatchRun } from './runs.ts';
 
 /** Rows per chunk (one ONNX run, one commit) when the manifest's `batch.chunkSize` does not say. */
@@ -108,6 +108,31 @@ function isLine(row: ChunkRow): row is NdjsonLine {
   return (row as NdjsonLine).text !== undefined;
 }
 
+/**
+ * An NDJSON line parsed and encoded into `out` at `offset` in place: its id read where it is, its values not copied
+ * into an object without it, no row object. Returns the row's id, or undefined when the line is not a valid row:
+ * the caller then reads it as any row is read (ndjsonRow, encodeRow), to report what is wrong (a bad row is never
+ * lost). A valid line gives the id, values and assumed count ndjsonRow and encodeRow would give.
+ */
+export function encodeLine(
+  features: readonly Feature[],
+  item: NdjsonLine,
+  out: Float32Array,
+  offset: number,
+  assumed: AssumedCount,
+): string | undefined {
+  if (item.text.length > MAX_LINE) return undefined;
+  let obj: unknown;
+  try {
+    obj = JSON.parse(item.text);
+  } catch {
+    return undefined;
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return undefined;
+  if (encodeRow(features, obj, out, offset, '', assumed, 'id')) return undefined;
+  return rowId((obj as Record<string, unknown>).id, `line-${item.line}`);
+}
+
 /** Validates, encodes and scores a chunk's rows (one ONNX run), and shapes every line its files get. */
 export async function scoreChunk(s: ChunkScoring, chunk: readonly ChunkRow[]): Promise<ScoredChunk> {
   const { run, model, scorer } = s;
@@ -130,15 +155,12 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly ChunkRow[]): P
   };
   const errorLines: string[] = [];
   const fhir = run.input.format === 'fhir-ndjson';
-  // NDJSON lines straight into `input`; a line the encoder does not take is read as any row is (ndjsonRow, encodeRow)
-  const lines = new LineEncoder(manifest.features);
   for (const item of chunk) {
     let row: InputRow;
     if (isLine(item)) {
-      const taken = lines.encode(item.text, input, valid.length * width);
-      if (taken) {
-        valid.push(taken.id ?? `line-${item.line}`);
-        if (taken.assumed) assumed.rows++;
+      const id = encodeLine(manifest.features, item, input, valid.length * width, assumed);
+      if (id !== undefined) {
+        valid.push(id);
         continue;
       }
       row = ndjsonRow(item.text, item.line);
