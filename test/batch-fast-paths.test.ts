@@ -8,11 +8,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { encodeLine } from '../src/batch/chunk.ts';
+import { ByteLines } from '../src/batch/line-bytes.ts';
 import { ndjsonRow } from '../src/batch/readers.ts';
 import { loadModels } from '../src/registry/load.ts';
 import { type Feature, featureSchema, type OutputSpec, outputSchema } from '../src/registry/schema.ts';
 import { encodeRow } from '../src/serving/features.ts';
-import { predictionWriter, shapePredictions } from '../src/serving/predictions.ts';
+import { type Prediction, predictionWriter, shapePredictions } from '../src/serving/predictions.ts';
 import { MODELS_DIR } from './support/models.ts';
 
 /** mulberry32: the same cases every run */
@@ -338,14 +339,61 @@ describe('prediction templates', () => {
       const random = prng(name.length * 104729);
       const rows = 2000;
       const tensors = tensorsFor(output, rows, random);
+      const write = predictionWriter(output);
+      const bytesOf = (p: Prediction) => {
+        const out = new ByteLines(0);
+        write(out, p);
+        return out.bytes();
+      };
       if (output.kind !== 'score') {
         // classification and retrieval are stringified: still the same function, checked on a made-up prediction
-        const p = { category: 'a"b', confidence: 0.5, probabilities: { a: 0.5 } };
-        assert.equal(predictionWriter(output)(p), JSON.stringify(p));
+        const p = { category: 'a"b\ud800é', confidence: 0.5, probabilities: { a: 0.5 } };
+        assert.deepEqual(bytesOf(p), Buffer.from(JSON.stringify(p)));
         return;
       }
-      const write = predictionWriter(output);
-      for (const p of shapePredictions(output, tensors, rows)) assert.equal(write(p), JSON.stringify(p));
+      // one prediction at a time, and all of them in one growing buffer (as a chunk writes them)
+      const all = new ByteLines(16);
+      const expected: Buffer[] = [];
+      for (const p of shapePredictions(output, tensors, rows)) {
+        const json = Buffer.from(JSON.stringify(p));
+        assert.deepEqual(bytesOf(p), json, JSON.stringify(p));
+        write(all, p);
+        expected.push(json);
+      }
+      assert.deepEqual(all.bytes(), Buffer.concat(expected));
     });
   }
+});
+
+describe('output lines as bytes', () => {
+  test('a JSON string is written as Buffer.from(JSON.stringify(s)) writes it, whatever it holds', () => {
+    const ids = [
+      'row-1',
+      '',
+      'a"b',
+      'back\\slash',
+      'tab\t',
+      '\u0000\u001f',
+      '\u007f',
+      'é',
+      '—',
+      '💡',
+      '\ud800',
+      'x\udc00y',
+      `${'x'.repeat(300)}é`,
+      '\u2028',
+      '</script>',
+    ];
+    const out = new ByteLines(4);
+    for (const id of ids) {
+      const one = new ByteLines(0);
+      one.jsonString(id);
+      assert.deepEqual(one.bytes(), Buffer.from(JSON.stringify(id)), id);
+      out.jsonString(id);
+      out.ascii(',');
+      out.text(id);
+      out.raw(Buffer.from('\n'));
+    }
+    assert.deepEqual(out.bytes(), Buffer.from(ids.map((id) => `${JSON.stringify(id)},${id}\n`).join('')));
+  });
 });

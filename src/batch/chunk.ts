@@ -5,6 +5,7 @@ import type { CatalogModel } from '../serving/catalog.ts';
 import { type AssumedCount, encodeRow } from '../serving/features.ts';
 import { type Prediction, predictionWriter } from '../serving/predictions.ts';
 import type { Scorer } from '../serving/scorer.ts';
+import { ByteLines } from './line-bytes.ts';
 import { type InputRow, MAX_LINE, type NdjsonLine, ndjsonRow, rowId } from './readers.ts';
 import type { BatchRun } from './runs.ts';
 
@@ -92,13 +93,23 @@ function outcome(id: string, diagnostics: string, expression?: string[], code = 
   })}\n`;
 }
 
+const ID_OPEN = Buffer.from('{"id":');
+const PREDICTION = Buffer.from('"prediction":');
+const SHADOW_PREDICTION = Buffer.from('"shadow":true,"prediction":');
+const SILENT_END = Buffer.from('"silent":true}\n');
+const LINE_END = Buffer.from('}\n');
+
 /**
- * The head of an output line, `{"id":…,"model":…,"version":…,`: the same bytes JSON.stringify writes for
- * `{ id, model, version, … }`, with the model and version serialised once per chunk instead of once per row.
+ * Writes an output line's head, `{"id":…,"model":…,"version":…,`: the bytes JSON.stringify writes for
+ * `{ id, model, version, … }`, with the model and version encoded once per chunk instead of once per row.
  */
-function lineHead(model: string, version: string): (id: string) => string {
-  const tail = `,"model":${JSON.stringify(model)},"version":${JSON.stringify(version)},`;
-  return (id) => `{"id":${JSON.stringify(id)}${tail}`;
+function lineHead(model: string, version: string): (out: ByteLines, id: string) => void {
+  const tail = Buffer.from(`,"model":${JSON.stringify(model)},"version":${JSON.stringify(version)},`);
+  return (out, id) => {
+    out.raw(ID_OPEN);
+    out.jsonString(id);
+    out.raw(tail);
+  };
 }
 
 /** A row of a chunk: read (CSV, FHIR), or an NDJSON line the chunk reads itself. */
@@ -200,48 +211,58 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly ChunkRow[]): P
   });
   const head = lineHead(manifest.name, run.version);
   const json = predictionWriter(manifest.output);
-  const outputLines: string[] = [];
-  const heldLines: string[] = [];
+  // the lines as bytes, written in place (a held file gets few rows, if any: it starts small)
+  const outputLines = new ByteLines(Math.max(1024, valid.length * 384));
+  const heldLines = new ByteLines(s.splitRows ? 1024 : 0);
   for (let i = 0; i < valid.length; i++) {
     const id = valid[i] as string;
     // silent deployment: the row was scored and recorded, its score is not shown (a FHIR run writes no
     // RiskAssessment for it: there is no prediction to state)
     if (silent) {
-      if (!fhir) outputLines.push(`${head(id)}"silent":true}\n`);
+      if (!fhir) {
+        head(outputLines, id);
+        outputLines.raw(SILENT_END);
+      }
       continue;
     }
     const prediction = predictions[i] as Record<string, unknown>;
     const above = prediction.aboveThreshold === true;
     if (above) out.above++;
-    const line = fhir
-      ? `${JSON.stringify(
-          riskAssessment({
-            runId: run.id,
-            manifest,
-            version: run.version,
-            asOf: run.asOf,
-            row: validRows[i] as InputRow,
-            prediction,
-          }),
-        )}\n`
-      : `${head(id)}"prediction":${json(prediction)}}\n`;
-    if (above && s.splitRows) heldLines.push(line);
-    else outputLines.push(line);
+    const target = above && s.splitRows ? heldLines : outputLines;
+    if (fhir) {
+      const resource = riskAssessment({
+        runId: run.id,
+        manifest,
+        version: run.version,
+        asOf: run.asOf,
+        row: validRows[i] as InputRow,
+        prediction,
+      });
+      target.text(`${JSON.stringify(resource)}\n`);
+    } else {
+      head(target, id);
+      target.raw(PREDICTION);
+      json(target, prediction);
+      target.raw(LINE_END);
+    }
   }
-  out.output = bytesOf(outputLines);
-  out.held = bytesOf(heldLines);
+  out.output = outputLines.length === 0 ? NONE : outputLines.bytes();
+  out.held = heldLines.length === 0 ? NONE : heldLines.bytes();
   // a failing shadow fails nothing: its chunk is recorded as an error line in its own file
   for (const shadow of await scorer.shadowScores(model, s.shadowVersions, rows, s.chunkTimeoutMs)) {
-    const lines: string[] = [];
+    const lines = new ByteLines(shadow.predictions ? valid.length * 384 : 256);
     if (shadow.predictions) {
       const shadowHead = lineHead(manifest.name, shadow.version);
-      valid.forEach((id, i) => {
-        lines.push(`${shadowHead(id)}"shadow":true,"prediction":${json(shadow.predictions[i] as Prediction)}}\n`);
-      });
+      for (let i = 0; i < valid.length; i++) {
+        shadowHead(lines, valid[i] as string);
+        lines.raw(SHADOW_PREDICTION);
+        json(lines, shadow.predictions[i] as Prediction);
+        lines.raw(LINE_END);
+      }
     } else {
-      lines.push(`${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${shadow.error}` })}\n`);
+      lines.text(`${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${shadow.error}` })}\n`);
     }
-    out.shadows.push([shadow.version, bytesOf(lines)]);
+    out.shadows.push([shadow.version, lines.bytes()]);
   }
   return out;
 }
