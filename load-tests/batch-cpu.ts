@@ -5,13 +5,16 @@
  *
  *   node --import tsx load-tests/batch-cpu.ts [repo]   (CPU_ROWS=200000, CPU_RUNS=3; TRIAGE_REDIS_URL)
  *
+ * CPU_INPUT: an NDJSON file of news2 rows scored instead of the generated ones (its rows count as CPU_ROWS);
+ * CPU_KEEP: a directory the last run's output and error files are copied to (to compare two checkouts' bytes).
+ *
  * `repo` (default: this checkout) is the source tree whose batch code is measured: run this file against two
  * checkouts in turn to compare them. Each run is scored anew (its own run record and output folder); the first is a
  * warm-up. Prints per run wall time, rows/s and CPU µs per row (process CPU: the run's JavaScript, onnxruntime's
  * threads, ioredis), then `BATCH_CPU {…}` with the runs after the first.
  */
 import { once } from 'node:events';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -88,7 +91,8 @@ const name = model.manifest.name as string;
 const dataDir = mkdtempSync(path.join(tmpdir(), 'triage-batch-cpu-'));
 const input = 'clients/cpu/input.ndjson';
 mkdirSync(path.join(dataDir, 'clients', 'cpu'), { recursive: true });
-await writeRows(path.join(dataDir, input), model.manifest.features, ROWS);
+if (process.env.CPU_INPUT) copyFileSync(process.env.CPU_INPUT, path.join(dataDir, input));
+else await writeRows(path.join(dataDir, input), model.manifest.features, ROWS);
 
 const redis = newRedis(redisUrl, { maxRetriesPerRequest: 3 });
 const factory = createRuntimeFactory({ onnxThreads: 1, caller: 'job' });
@@ -130,6 +134,12 @@ try {
     const ms = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
     catalog.close();
+    if (process.env.CPU_KEEP) {
+      mkdirSync(process.env.CPU_KEEP, { recursive: true });
+      for (const file of ['output.ndjson', 'errors.ndjson']) {
+        copyFileSync(path.join(dataDir, run.dir, file), path.join(process.env.CPU_KEEP, file));
+      }
+    }
     const r = { ms, rowsPerSec: (ROWS * 1000) / ms, cpuUsPerRow: (cpu.user + cpu.system) / ROWS };
     if (i > 0) results.push(r);
     console.log(
