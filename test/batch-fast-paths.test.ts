@@ -269,7 +269,8 @@ describe('prediction templates', () => {
   function tensorsFor(output: OutputSpec, rows: number, random: () => number) {
     const value = () => {
       const pick = random();
-      if (pick < 0.7) return random() * 20 - 2;
+      if (pick < 0.35) return random() * 20 - 2;
+      if (pick < 0.7) return Math.floor(random() * 2000) - 1000;
       const odd = [
         Number.NaN,
         Number.POSITIVE_INFINITY,
@@ -366,7 +367,7 @@ describe('prediction templates', () => {
 });
 
 describe('output lines as bytes', () => {
-  test('a JSON string is written as Buffer.from(JSON.stringify(s)) writes it, whatever it holds', () => {
+  test('a JSON string or number is written as Buffer.from(JSON.stringify(v)) writes it, whatever it holds', () => {
     const ids = [
       'row-1',
       '',
@@ -384,6 +385,39 @@ describe('output lines as bytes', () => {
       '\u2028',
       '</script>',
     ];
+    const numbers = [
+      0,
+      -0,
+      1,
+      9,
+      10,
+      11,
+      99,
+      100,
+      101,
+      -1,
+      -9,
+      -10,
+      123456789,
+      999999999999999,
+      -999999999999999,
+      1e15,
+      -1e15,
+      1e21,
+      0.1,
+      -0.5,
+      1e-7,
+      2 ** 53,
+      Number.NaN,
+      Number.POSITIVE_INFINITY,
+      Number.NEGATIVE_INFINITY,
+      Number.MAX_VALUE,
+    ];
+    for (const n of numbers) {
+      const one = new ByteLines(0);
+      one.number(n);
+      assert.equal(one.bytes().toString(), JSON.stringify(n), String(n));
+    }
     const out = new ByteLines(4);
     for (const id of ids) {
       const one = new ByteLines(0);

@@ -49,6 +49,24 @@ export class ByteLines implements JsonSink {
     this.#pos = pos + n;
   }
 
+  /** a number as JSON.stringify writes it: an integer's digits written in place (no string), others as String writes them */
+  number(v: number): void {
+    if (Number.isInteger(v) && v > -1e15 && v < 1e15) {
+      const buf = this.#room(17);
+      let pos = this.#pos;
+      // -0 is written 0, as JSON.stringify writes it
+      if (v < 0) buf[pos++] = 0x2d;
+      let n = v < 0 ? -v : v;
+      let digits = 1;
+      for (let t = n; t >= 10; t = Math.floor(t / 10)) digits++;
+      for (let k = digits - 1; k >= 0; k--) {
+        buf[pos + k] = 0x30 + (n % 10);
+        n = Math.floor(n / 10);
+      }
+      this.#pos = pos + digits;
+    } else this.ascii(Number.isFinite(v) ? String(v) : 'null');
+  }
+
   /** any text, as UTF-8 (as Buffer.from encodes it: a lone surrogate becomes U+FFFD) */
   text(text: string): void {
     const buf = this.#room(text.length * 3);

@@ -104,6 +104,8 @@ function round(v: number): number {
 export interface JsonSink {
   raw(bytes: Uint8Array): void;
   ascii(text: string): void;
+  /** a number as JSON.stringify writes it (non-finite: null) */
+  number(value: number): void;
   text(text: string): void;
   jsonString(value: string): void;
 }
@@ -115,7 +117,7 @@ const utf8 = (text: string): Uint8Array => Buffer.from(text);
 
 /** JSON.stringify of a number, as it writes one in an object: non-finite numbers are null. */
 function writeNumber(out: JsonSink, v: unknown): void {
-  if (typeof v === 'number') out.ascii(Number.isFinite(v) ? String(v) : 'null');
+  if (typeof v === 'number') out.number(v);
   else out.text(JSON.stringify(v) ?? 'null');
 }
 
