@@ -12,6 +12,7 @@ import {
   HttpClient,
   logProfile,
   passFail,
+  procCpuMs,
   procMemory,
   runJsonChild,
   sampleRss,
@@ -98,6 +99,8 @@ interface RunOutcome {
   /** rows/s from that first poll to the end: the run without its fixed start-up cost */
   steadyRowsPerSec: number | undefined;
   polls: number;
+  /** the Triage process's CPU time (every thread: the run's batch thread, the gateway answering the polls) per row */
+  cpuMsPerRow: number | undefined;
   rss?: {
     beforeMiB: number;
     peakMiB: number;
@@ -118,6 +121,7 @@ async function batchRun(
   pid?: number,
 ): Promise<RunOutcome> {
   const memBefore = pid ? procMemory(pid) : undefined;
+  const cpuBefore = procCpuMs(pid);
   const sampler = pid ? sampleRss(pid, 100) : undefined;
   const t0 = performance.now();
   const submitted = await http.json<{ id?: string }>('POST', `/v1/models/${model}/batches`, {
@@ -149,6 +153,7 @@ async function batchRun(
       const wallMs = performance.now() - t0;
       const peak = sampler?.stop();
       const memAfter = pid ? procMemory(pid) : undefined;
+      const cpuAfter = procCpuMs(pid);
       const scored = r.body.output?.find((o) => o.type === 'Prediction')?.count ?? 0;
       const failed = (r.body.error ?? []).reduce((a, e) => a + e.count, 0);
       return {
@@ -164,6 +169,10 @@ async function batchRun(
             ? ((scored + failed - firstRows) * 1000) / (wallMs - firstRowsMs)
             : undefined,
         polls,
+        cpuMsPerRow:
+          cpuBefore !== undefined && cpuAfter !== undefined && scored + failed > 0
+            ? (cpuAfter - cpuBefore) / (scored + failed)
+            : undefined,
         ...(memBefore && memAfter && peak
           ? {
               rss: {
@@ -251,7 +260,7 @@ export const batchSection: Section = {
       );
 
       // 2. baseline: raw onnxruntime-node over the same file, same chunk size, in its own process
-      const raw = await runJsonChild<{ rows: number; ms: number; rowsPerSec: number; chunks: number }>(
+      const raw = await runJsonChild<{ rows: number; ms: number; rowsPerSec: number; chunks: number; cpuMs?: number }>(
         ctx.children,
         'raw batch',
         path.join(ctx.repoRoot, 'load-tests', 'bench', 'raw-batch.ts'),
@@ -268,7 +277,8 @@ export const batchSection: Section = {
       );
       rmSync(path.join(dataDir, 'raw-output.ndjson'), { force: true });
       ctx.log(
-        `  raw onnxruntime (nice ${nice}) ${raw.rows} rows in ${fmt(raw.ms / 1000)} s = ${fmt(raw.rowsPerSec, 0)} rows/s`,
+        `  raw onnxruntime (nice ${nice}) ${raw.rows} rows in ${fmt(raw.ms / 1000)} s = ${fmt(raw.rowsPerSec, 0)} rows/s` +
+          (raw.cpuMs !== undefined ? `, ${fmt((raw.cpuMs * 1000) / raw.rows, 2)} µs CPU per row` : ''),
       );
 
       // 3. Triage, its data directory = ours
@@ -294,9 +304,23 @@ export const batchSection: Section = {
         `  triage 1×          ${one.scored + one.failed} rows in ${fmt(one.wallMs / 1000)} s = ${fmt(one.rowsPerSec, 0)} rows/s ` +
           `(POST → 200; server-side run ${fmt((one.serverDurationMs ?? 0) / 1000)} s; first rows after ` +
           `${fmt((one.firstRowsMs ?? 0) / 1000)} s, ${fmt(one.steadyRowsPerSec, 0)} rows/s after that), peak RSS ` +
-          `${fmt(one.rss?.peakMiB, 0)} MiB`,
+          `${fmt(one.rss?.peakMiB, 0)} MiB, ${fmt((one.cpuMsPerRow ?? Number.NaN) * 1000, 2)} µs CPU per row (process)`,
       );
       if (one.scored !== rows) errors.push(`1× run scored ${one.scored} of ${rows} rows (${one.failed} failed)`);
+      const keep = process.env.BENCH_BATCH_KEEP_OUTPUT;
+      if (keep) {
+        const { cpSync, readdirSync: ls } = await import('node:fs');
+        const walk = (dir: string): void => {
+          for (const e of ls(dir, { withFileTypes: true })) {
+            const p = path.join(dir, e.name);
+            if (e.isDirectory()) {
+              if (e.name.startsWith(`${one.id}.`)) cpSync(p, keep, { recursive: true });
+              else walk(p);
+            }
+          }
+        };
+        walk(dataDir);
+      }
 
       // 5. 10× run: peak RSS
       const big = await batchRun(http, model, large, pollMs, timeoutMs, pid);

@@ -47,6 +47,7 @@ const round = (v: number) => Math.round(v * 1e6) / 1e6;
 
 if (nice > 0) setPriority(nice);
 const t0 = performance.now();
+const cpu0 = process.cpuUsage();
 const session = await ort.InferenceSession.create(artifact, {
   intraOpNumThreads: threads,
   interOpNumThreads: 1,
@@ -110,8 +111,10 @@ for await (const line of createInterface({ input: createReadStream(inputPath), c
 await flush();
 await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
 const ms = performance.now() - t0;
+const cpu = process.cpuUsage(cpu0);
+const cpuMs = (cpu.user + cpu.system) / 1000;
 await session.release();
 process.stdout.write(
-  `RAW_JSON ${JSON.stringify({ model: manifest.name, version, rows, chunks, chunkSize, threads, nice, ms, rowsPerSec: (rows * 1000) / ms })}\n`,
+  `RAW_JSON ${JSON.stringify({ model: manifest.name, version, rows, chunks, chunkSize, threads, nice, ms, cpuMs, rowsPerSec: (rows * 1000) / ms })}\n`,
 );
 process.exit(0);

@@ -1,9 +1,12 @@
 import { riskAssessment } from '../fhir/risk-assessment.ts';
 import { batchRef } from '../outcomes/prediction-log.ts';
+import type { Feature } from '../registry/schema.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
-import { encodeRow } from '../serving/features.ts';
+import { type AssumedCount, encodeRow } from '../serving/features.ts';
+import { type Prediction, predictionWriter } from '../serving/predictions.ts';
 import type { Scorer } from '../serving/scorer.ts';
-import type { InputRow } from './readers.ts';
+import { ByteLines } from './line-bytes.ts';
+import { type InputRow, MAX_LINE, type NdjsonLine, ndjsonRow, rowId } from './readers.ts';
 import type { BatchRun } from './runs.ts';
 
 /** Rows per chunk (one ONNX run, one commit) when the manifest's `batch.chunkSize` does not say. */
@@ -90,17 +93,59 @@ function outcome(id: string, diagnostics: string, expression?: string[], code = 
   })}\n`;
 }
 
+const ID_OPEN = Buffer.from('{"id":');
+const PREDICTION = Buffer.from('"prediction":');
+const SHADOW_PREDICTION = Buffer.from('"shadow":true,"prediction":');
+const SILENT_END = Buffer.from('"silent":true}\n');
+const LINE_END = Buffer.from('}\n');
+
 /**
- * The head of an output line, `{"id":…,"model":…,"version":…,`: the same bytes JSON.stringify writes for
- * `{ id, model, version, … }`, with the model and version serialised once per chunk instead of once per row.
+ * Writes an output line's head, `{"id":…,"model":…,"version":…,`: the bytes JSON.stringify writes for
+ * `{ id, model, version, … }`, with the model and version encoded once per chunk instead of once per row.
  */
-function lineHead(model: string, version: string): (id: string) => string {
-  const tail = `,"model":${JSON.stringify(model)},"version":${JSON.stringify(version)},`;
-  return (id) => `{"id":${JSON.stringify(id)}${tail}`;
+function lineHead(model: string, version: string): (out: ByteLines, id: string) => void {
+  const tail = Buffer.from(`,"model":${JSON.stringify(model)},"version":${JSON.stringify(version)},`);
+  return (out, id) => {
+    out.raw(ID_OPEN);
+    out.jsonString(id);
+    out.raw(tail);
+  };
+}
+
+/** A row of a chunk: read (CSV, FHIR), or an NDJSON line the chunk reads itself. */
+export type ChunkRow = InputRow | NdjsonLine;
+
+function isLine(row: ChunkRow): row is NdjsonLine {
+  return (row as NdjsonLine).text !== undefined;
+}
+
+/**
+ * An NDJSON line parsed and encoded into `out` at `offset` in place: its id read where it is, its values not copied
+ * into an object without it, no row object. Returns the row's id, or undefined when the line is not a valid row:
+ * the caller then reads it as any row is read (ndjsonRow, encodeRow), to report what is wrong (a bad row is never
+ * lost). A valid line gives the id, values and assumed count ndjsonRow and encodeRow would give.
+ */
+export function encodeLine(
+  features: readonly Feature[],
+  item: NdjsonLine,
+  out: Float32Array,
+  offset: number,
+  assumed: AssumedCount,
+): string | undefined {
+  if (item.text.length > MAX_LINE) return undefined;
+  let obj: unknown;
+  try {
+    obj = JSON.parse(item.text);
+  } catch {
+    return undefined;
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return undefined;
+  if (encodeRow(features, obj, out, offset, '', assumed, 'id')) return undefined;
+  return rowId((obj as Record<string, unknown>).id, `line-${item.line}`);
 }
 
 /** Validates, encodes and scores a chunk's rows (one ONNX run), and shapes every line its files get. */
-export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): Promise<ScoredChunk> {
+export async function scoreChunk(s: ChunkScoring, chunk: readonly ChunkRow[]): Promise<ScoredChunk> {
   const { run, model, scorer } = s;
   const { manifest } = model;
   const width = manifest.features.length;
@@ -120,7 +165,17 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
     shadows: [],
   };
   const errorLines: string[] = [];
-  for (const row of chunk) {
+  const fhir = run.input.format === 'fhir-ndjson';
+  for (const item of chunk) {
+    let row: InputRow;
+    if (isLine(item)) {
+      const id = encodeLine(manifest.features, item, input, valid.length * width, assumed);
+      if (id !== undefined) {
+        valid.push(id);
+        continue;
+      }
+      row = ndjsonRow(item.text, item.line);
+    } else row = item;
     if (row.error) {
       // a patient without the data to score is `incomplete`, counted apart from rows that are wrong
       errorLines.push(outcome(row.id, row.error, undefined, row.insufficient ? 'incomplete' : 'invalid'));
@@ -130,7 +185,8 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
     const problems = encodeRow(manifest.features, row.values, input, valid.length * width, '', assumed);
     if (!problems) {
       valid.push(row.id);
-      validRows.push(row);
+      // the RiskAssessment a FHIR run writes names the row's basis
+      if (fhir) validRows.push(row);
     } else {
       const fields = problems.map((e) => e.pointer.split('/').pop() ?? '');
       errorLines.push(outcome(row.id, problems.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; '), fields));
@@ -153,50 +209,60 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly InputRow[]): P
     deadlineMs: s.chunkTimeoutMs,
     mirror: false,
   });
-  const fhir = run.input.format === 'fhir-ndjson';
   const head = lineHead(manifest.name, run.version);
-  const outputLines: string[] = [];
-  const heldLines: string[] = [];
+  const json = predictionWriter(manifest.output);
+  // the lines as bytes, written in place (a held file gets few rows, if any: it starts small)
+  const outputLines = new ByteLines(Math.max(1024, valid.length * 384));
+  const heldLines = new ByteLines(s.splitRows ? 1024 : 0);
   for (let i = 0; i < valid.length; i++) {
     const id = valid[i] as string;
     // silent deployment: the row was scored and recorded, its score is not shown (a FHIR run writes no
     // RiskAssessment for it: there is no prediction to state)
     if (silent) {
-      if (!fhir) outputLines.push(`${head(id)}"silent":true}\n`);
+      if (!fhir) {
+        head(outputLines, id);
+        outputLines.raw(SILENT_END);
+      }
       continue;
     }
     const prediction = predictions[i] as Record<string, unknown>;
     const above = prediction.aboveThreshold === true;
     if (above) out.above++;
-    const line = fhir
-      ? `${JSON.stringify(
-          riskAssessment({
-            runId: run.id,
-            manifest,
-            version: run.version,
-            asOf: run.asOf,
-            row: validRows[i] as InputRow,
-            prediction,
-          }),
-        )}\n`
-      : `${head(id)}"prediction":${JSON.stringify(prediction)}}\n`;
-    if (above && s.splitRows) heldLines.push(line);
-    else outputLines.push(line);
+    const target = above && s.splitRows ? heldLines : outputLines;
+    if (fhir) {
+      const resource = riskAssessment({
+        runId: run.id,
+        manifest,
+        version: run.version,
+        asOf: run.asOf,
+        row: validRows[i] as InputRow,
+        prediction,
+      });
+      target.text(`${JSON.stringify(resource)}\n`);
+    } else {
+      head(target, id);
+      target.raw(PREDICTION);
+      json(target, prediction);
+      target.raw(LINE_END);
+    }
   }
-  out.output = bytesOf(outputLines);
-  out.held = bytesOf(heldLines);
+  out.output = outputLines.length === 0 ? NONE : outputLines.bytes();
+  out.held = heldLines.length === 0 ? NONE : heldLines.bytes();
   // a failing shadow fails nothing: its chunk is recorded as an error line in its own file
   for (const shadow of await scorer.shadowScores(model, s.shadowVersions, rows, s.chunkTimeoutMs)) {
-    const lines: string[] = [];
+    const lines = new ByteLines(shadow.predictions ? valid.length * 384 : 256);
     if (shadow.predictions) {
       const shadowHead = lineHead(manifest.name, shadow.version);
-      valid.forEach((id, i) => {
-        lines.push(`${shadowHead(id)}"shadow":true,"prediction":${JSON.stringify(shadow.predictions[i])}}\n`);
-      });
+      for (let i = 0; i < valid.length; i++) {
+        shadowHead(lines, valid[i] as string);
+        lines.raw(SHADOW_PREDICTION);
+        json(lines, shadow.predictions[i] as Prediction);
+        lines.raw(LINE_END);
+      }
     } else {
-      lines.push(`${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${shadow.error}` })}\n`);
+      lines.text(`${JSON.stringify({ error: `shadow failed on ${valid.length} rows: ${shadow.error}` })}\n`);
     }
-    out.shadows.push([shadow.version, bytesOf(lines)]);
+    out.shadows.push([shadow.version, lines.bytes()]);
   }
   return out;
 }

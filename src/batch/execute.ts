@@ -2,8 +2,8 @@ import { Readable } from 'node:stream';
 import { readStagedExport } from '../ingress/staged-export.ts';
 import type { CatalogModel } from '../serving/catalog.ts';
 import type { Scorer } from '../serving/scorer.ts';
-import { DEFAULT_CHUNK_SIZE, mergeChunks, type ScoredChunk, scoreChunk } from './chunk.ts';
-import { type InputRow, readCsv, readFhirInput, readNdjsonBatches } from './readers.ts';
+import { type ChunkRow, DEFAULT_CHUNK_SIZE, mergeChunks, type ScoredChunk, scoreChunk } from './chunk.ts';
+import { type InputRow, readCsv, readFhirInput, readNdjsonLines } from './readers.ts';
 import { type BatchRun, HELD_FILE, outputKey, type RunStore, shadowOutputKey } from './runs.ts';
 import type { BatchStorage } from './storage.ts';
 
@@ -24,8 +24,11 @@ export interface ExecuteContext {
   beforeChunk?: () => Promise<void>;
 }
 
-/** The run's input rows, a piece at a time (NDJSON by the piece of the file read, the other formats row by row). */
-function rowsOf(ctx: ExecuteContext, stream: Readable): AsyncGenerator<InputRow[]> {
+/**
+ * The run's input rows, a piece at a time (NDJSON by the piece of the file read, as lines the chunk reads itself; the
+ * other formats row by row).
+ */
+function rowsOf(ctx: ExecuteContext, stream: Readable): AsyncGenerator<ChunkRow[]> {
   const { run, model } = ctx;
   if (ctx.exportFiles) {
     const window = { asOf: run.asOf, lookbackHours: model.manifest.batch?.lookbackHours ?? 72 };
@@ -33,7 +36,7 @@ function rowsOf(ctx: ExecuteContext, stream: Readable): AsyncGenerator<InputRow[
   }
   switch (run.input.format) {
     case 'ndjson':
-      return readNdjsonBatches(stream);
+      return readNdjsonLines(stream);
     case 'csv':
       return oneByOne(readCsv(stream, model.manifest.features));
     case 'fhir-ndjson':
@@ -165,7 +168,7 @@ export async function executeRun(ctx: ExecuteContext): Promise<'completed' | 'ca
   try {
     const stream = ctx.exportFiles ? Readable.from([]) : await storage.openRead(run.input.path);
     let index = 0;
-    let chunk: InputRow[] = [];
+    let chunk: ChunkRow[] = [];
     for await (const rows of rowsOf(ctx, stream)) {
       for (const row of rows) {
         if (index++ < run.rowsDone) continue; // committed before a restart

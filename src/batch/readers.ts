@@ -13,16 +13,17 @@ export class InputFileError extends Error {
   override name = 'InputFileError';
 }
 
-const MAX_LINE = 1024 * 1024;
+/** a longer line is a bad row, never parsed */
+export const MAX_LINE = 1024 * 1024;
 
-function rowId(raw: unknown, fallback: string): string {
+export function rowId(raw: unknown, fallback: string): string {
   if (typeof raw === 'string' && raw.length > 0 && raw.length <= 256) return raw;
   if (typeof raw === 'number' && Number.isFinite(raw)) return String(raw);
   return fallback;
 }
 
 /** One NDJSON line as a row: `{"id": …, <feature>: …}`; a bad line is a bad row named by its line number. */
-function ndjsonRow(text: string, line: number): InputRow {
+export function ndjsonRow(text: string, line: number): InputRow {
   if (text.length > MAX_LINE) return { id: `line-${line}`, error: 'line longer than 1 MiB' };
   let obj: unknown;
   try {
@@ -45,7 +46,26 @@ const LF = 10;
  * them. Lines end as readline ends them with an unbounded crlfDelay: at `\n`, `\r\n` or a lone `\r`, a `\r\n` split
  * across two pieces being one line end; the last line needs no end. A bad line is a bad row, never a failed run.
  */
-export async function* readNdjsonBatches(stream: Readable): AsyncGenerator<InputRow[]> {
+export function readNdjsonBatches(stream: Readable): AsyncGenerator<InputRow[]> {
+  return ndjsonLines(stream, ndjsonRow);
+}
+
+/**
+ * The non-blank lines of an NDJSON input, unparsed, a piece of the stream at a time (lines cut as readNdjsonBatches
+ * cuts them): a batch run parses each straight into its chunk's features (src/batch/line-encoder.ts), and reads the
+ * lines that cannot take that path as readNdjsonBatches reads them (ndjsonRow).
+ */
+export function readNdjsonLines(stream: Readable): AsyncGenerator<NdjsonLine[]> {
+  return ndjsonLines(stream, (text, line) => ({ text, line }));
+}
+
+/** One line of an NDJSON input, not parsed yet: its text and its line number (a bad row is named by it). */
+export interface NdjsonLine {
+  text: string;
+  line: number;
+}
+
+async function* ndjsonLines<T>(stream: Readable, make: (text: string, line: number) => T): AsyncGenerator<T[]> {
   const decoder = new StringDecoder('utf8');
   let line = 0;
   /** the text after the last line end */
@@ -53,8 +73,8 @@ export async function* readNdjsonBatches(stream: Readable): AsyncGenerator<Input
   /** the last piece ended with `\r`: a `\n` opening the next one ends no line */
   let afterCr = false;
   /** the rows of the complete lines in `piece` (the text after them waits for the next piece) */
-  const rowsOf = (piece: string): InputRow[] => {
-    const rows: InputRow[] = [];
+  const rowsOf = (piece: string): T[] => {
+    const rows: T[] = [];
     if (piece === '') return rows;
     const fresh = afterCr && piece.charCodeAt(0) === LF ? piece.slice(1) : piece;
     afterCr = false;
@@ -81,7 +101,7 @@ export async function* readNdjsonBatches(stream: Readable): AsyncGenerator<Input
       } else break;
       line++;
       const lineText = text.slice(start, end);
-      if (lineText.trim() !== '') rows.push(ndjsonRow(lineText, line));
+      if (lineText.trim() !== '') rows.push(make(lineText, line));
       start = next;
     }
     pending = text.slice(start);
@@ -94,7 +114,7 @@ export async function* readNdjsonBatches(stream: Readable): AsyncGenerator<Input
   const rows = rowsOf(decoder.end());
   if (pending !== '') {
     line++;
-    if (pending.trim() !== '') rows.push(ndjsonRow(pending, line));
+    if (pending.trim() !== '') rows.push(make(pending, line));
   }
   if (rows.length > 0) yield rows;
 }

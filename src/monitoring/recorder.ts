@@ -30,6 +30,11 @@ export function scoreOf(output: OutputSpec, p: Prediction): { score: number; abo
   return { score, above };
 }
 
+/** scoreOf(output, p).score without the object: a batch asks it of every row, twice (the log and monitoring). */
+export function scoreValue(output: OutputSpec, p: Prediction): number {
+  return output.kind === 'score' ? Number(p[output.scoreName]) : comparable(output, p).score;
+}
+
 /** The range the output histogram spans. */
 export function scoreRange(output: OutputSpec): [number, number] {
   return output.kind === 'score' ? [output.min ?? 0, output.max ?? 1] : [0, 1];
@@ -142,8 +147,15 @@ export class MonitoringRecorder implements ScoreObserver {
     const output = model.manifest.output;
     const [lo, hi] = scoreRange(output);
     const width = (hi - lo) / SCORE_BINS;
+    const scoreKind = output.kind === 'score';
     for (const p of result.predictions) {
-      const { score, above } = scoreOf(output, p);
+      // a score output: scoreOf's score and verdict without its object per row
+      let score: number;
+      let above: boolean;
+      if (scoreKind) {
+        score = scoreValue(output, p);
+        above = score >= output.threshold;
+      } else ({ score, above } = scoreOf(output, p));
       if (!Number.isFinite(score)) continue;
       a.n.scored++;
       if (above) a.n.above++;

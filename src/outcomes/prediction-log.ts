@@ -1,8 +1,9 @@
 import { hash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { scoreOf } from '../monitoring/recorder.ts';
+import { scoreValue } from '../monitoring/recorder.ts';
 import type { KeySpace } from '../platform/keyspace.ts';
 import type { RedisClient } from '../platform/redis.ts';
+import type { Prediction } from '../serving/predictions.ts';
 import type { ScoreEvent, ScoreObserver } from '../serving/scorer.ts';
 
 /** How long a prediction can still be joined to its outcome. */
@@ -159,7 +160,9 @@ export class PredictionLog implements ScoreObserver {
     const { model, result } = event;
     const output = model.manifest.output;
     // one entry per scoring, the rows' scores in an array: the rows are shaped at flush, off the caller's path
-    const scores = result.predictions.map((p) => scoreOf(output, p).score);
+    const predictions = result.predictions;
+    const scores = new Array<number>(predictions.length);
+    for (let i = 0; i < predictions.length; i++) scores[i] = scoreValue(output, predictions[i] as Prediction);
     this.#buffer.push({
       refs,
       scores,

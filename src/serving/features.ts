@@ -46,19 +46,24 @@ export function encodeRow(
   offset: number,
   at: string,
   assumed?: AssumedCount,
+  /**
+   * a key of the instance that is not a value (a batch row's `id`, read in place rather than copied out): never an
+   * unknown feature, never a feature's value
+   */
+  ignore?: string,
 ): InputError[] | undefined {
   if (!isPlainObject(instance)) return [{ pointer: at, detail: `must be an object, got ${describe(instance)}` }];
   const errors: InputError[] = [];
   const known = namesOf(features);
   for (const key in instance) {
-    if (Object.hasOwn(instance, key) && !known.has(key)) {
+    if (key !== ignore && Object.hasOwn(instance, key) && !known.has(key)) {
       errors.push({ pointer: `${at}/${escapePointer(key)}`, detail: 'unknown feature' });
     }
   }
   let filled = false;
   for (let col = 0; col < features.length; col++) {
     const f = features[col] as Feature;
-    let value = Object.hasOwn(instance, f.name) ? instance[f.name] : undefined;
+    let value = f.name !== ignore && Object.hasOwn(instance, f.name) ? instance[f.name] : undefined;
     if (value === undefined || value === null) {
       if (f.required || f.default === undefined) {
         errors.push({ pointer: `${at}/${f.name}`, detail: 'required' });
@@ -103,7 +108,7 @@ export function encodeInstances(
 }
 
 /** The encoded number, or a message saying why the value is refused. */
-function encodeValue(f: Feature, value: unknown): number | string {
+export function encodeValue(f: Feature, value: unknown): number | string {
   switch (f.type) {
     case 'number':
     case 'integer': {
