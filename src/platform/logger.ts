@@ -1,11 +1,12 @@
 import { type Logger, pino } from 'pino';
 
 /**
- * stdout is written asynchronously in blocks of at least this many bytes (about 30 access-log lines), so a busy
- * gateway makes a write per block rather than a write (and a thread-pool round trip) per line, and a reader of the
- * pipe (the container runtime) wakes once per block. Below sonic-boom's 16 KiB write size, as it requires.
+ * stdout is written asynchronously in blocks of at least this many bytes (about 120 access-log lines), so a busy
+ * gateway makes a write (a thread-pool round trip, and a wake-up of whoever reads the pipe: the container runtime)
+ * per block rather than per line or per few lines. sonic-boom wants it below its largest write (STDOUT_MAX_WRITE).
  */
-const STDOUT_BLOCK_BYTES = 8 * 1024;
+const STDOUT_BLOCK_BYTES = 32 * 1024;
+const STDOUT_MAX_WRITE = 64 * 1024;
 /** What is buffered is written at least this often, so a quiet gateway's lines still appear promptly. */
 const STDOUT_FLUSH_MS = 200;
 
@@ -63,7 +64,13 @@ export function createLogger(level: string, destination?: pino.DestinationStream
     // writes what is buffered synchronously in the process's 'exit' event: process.exit, a fatal error, a signal's
     // handler that exits)
     destination ??
-      pino.destination({ dest: 1, sync: false, minLength: STDOUT_BLOCK_BYTES, periodicFlush: STDOUT_FLUSH_MS }),
+      pino.destination({
+        dest: 1,
+        sync: false,
+        minLength: STDOUT_BLOCK_BYTES,
+        maxWrite: STDOUT_MAX_WRITE,
+        periodicFlush: STDOUT_FLUSH_MS,
+      }),
   );
   ownLoggers.add(logger);
   return logger;
