@@ -1,12 +1,11 @@
 import { type Logger, pino } from 'pino';
+import { stdoutBlocks } from './stdout-blocks.ts';
 
 /**
- * stdout is written asynchronously in blocks of at least this many bytes (about 120 access-log lines), so a busy
- * gateway makes a write (a thread-pool round trip, and a wake-up of whoever reads the pipe: the container runtime)
- * per block rather than per line or per few lines. sonic-boom wants it below its largest write (STDOUT_MAX_WRITE).
+ * stdout is written asynchronously in blocks of at least this many bytes (about 120 access-log lines): a write per
+ * block rather than per line (see StdoutBlocks).
  */
 const STDOUT_BLOCK_BYTES = 32 * 1024;
-const STDOUT_MAX_WRITE = 64 * 1024;
 /** What is buffered is written at least this often, so a quiet gateway's lines still appear promptly. */
 const STDOUT_FLUSH_MS = 200;
 
@@ -60,17 +59,9 @@ export function createLogger(level: string, destination?: pino.DestinationStream
         censor: '[redacted]',
       },
     },
-    // stdout written asynchronously in blocks (STDOUT_BLOCK_BYTES), flushed every STDOUT_FLUSH_MS and on exit (pino
-    // writes what is buffered synchronously in the process's 'exit' event: process.exit, a fatal error, a signal's
-    // handler that exits)
-    destination ??
-      pino.destination({
-        dest: 1,
-        sync: false,
-        minLength: STDOUT_BLOCK_BYTES,
-        maxWrite: STDOUT_MAX_WRITE,
-        periodicFlush: STDOUT_FLUSH_MS,
-      }),
+    // stdout written asynchronously in blocks, at least every STDOUT_FLUSH_MS, and synchronously on exit
+    // (process.exit, a fatal error, a signal's handler that exits)
+    destination ?? stdoutBlocks({ blockBytes: STDOUT_BLOCK_BYTES, flushMs: STDOUT_FLUSH_MS }),
   );
   ownLoggers.add(logger);
   return logger;
