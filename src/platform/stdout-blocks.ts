@@ -29,6 +29,11 @@ export class StdoutBlocks {
     process.once('exit', () => this.flushSync());
   }
 
+  /** a block is being written by the thread pool */
+  get writing(): boolean {
+    return this.#writing !== undefined;
+  }
+
   write(line: string): boolean {
     if (this.#broken) return true;
     this.#lines.push(line);
