@@ -41,6 +41,16 @@ describe('StdoutBlocks', () => {
     await until(() => t.text().endsWith('tail\n'), 'flush wrote the waiting line');
   });
 
+  it('flush(cb) calls back once every line written so far is out, also those behind a write in flight', async () => {
+    const t = target();
+    const out = new StdoutBlocks({ fd: t.fd, blockBytes: 100, flushMs: 3_600_000 });
+    out.write(`${'a'.repeat(120)}\n`); // a full block: its write is out
+    assert.equal(out.writing, true);
+    out.write('behind\n'); // waits behind it, below a block
+    await new Promise<void>((resolve, reject) => out.flush((err) => (err ? reject(err) : resolve())));
+    assert.equal(t.text(), `${'a'.repeat(120)}\nbehind\n`);
+  });
+
   it('keeps the order of many lines across blocks and writes, and flushSync writes what waits', async () => {
     const t = target();
     const out = new StdoutBlocks({ fd: t.fd, blockBytes: 1000, flushMs: 3_600_000 });

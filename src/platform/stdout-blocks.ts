@@ -19,6 +19,10 @@ export class StdoutBlocks {
   /** the block being written by the thread pool, if any */
   #writing: Buffer | undefined;
   #broken = false;
+  /** the rest of a block the pipe refused (full): retried on a timer, or written by flushSync on the way out */
+  #retry: { block: Buffer; offset: number; timer: NodeJS.Timeout } | undefined;
+  /** flush callbacks waiting for everything written so far to be out */
+  #drained: ((err?: Error) => void)[] = [];
   readonly #timer: NodeJS.Timeout;
 
   constructor(o: { fd: number; blockBytes: number; flushMs: number }) {
@@ -42,17 +46,31 @@ export class StdoutBlocks {
     return true;
   }
 
-  /** Starts writing what is waiting, unless a write is out (what waits then goes when it completes). */
+  /** Starts writing what is waiting; `cb` is called once all of it is written (pino's logger.flush). */
   flush(cb?: (err?: Error) => void): void {
     if (this.#writing === undefined && this.#lines.length > 0 && !this.#broken) this.#send(this.#take(), 0);
-    cb?.();
+    if (!cb) return;
+    if (this.#writing === undefined) cb();
+    else this.#drained.push(cb);
   }
 
-  /** Writes everything not yet handed to the thread pool, now (the process is exiting). */
+  /**
+   * Writes everything not yet handed to the thread pool, now (the process is exiting): the rest of a block the pipe
+   * refused, then what waits. A block the thread pool is writing at that moment is its own.
+   */
   flushSync(): void {
-    if (this.#broken || this.#lines.length === 0) return;
-    const block = this.#take();
-    let offset = 0;
+    if (this.#broken) return;
+    const retry = this.#retry;
+    if (retry) {
+      clearTimeout(retry.timer);
+      this.#retry = undefined;
+      this.#writeNow(retry.block, retry.offset);
+    }
+    if (this.#lines.length > 0) this.#writeNow(this.#take(), 0);
+  }
+
+  #writeNow(block: Buffer, from: number): void {
+    let offset = from;
     // a non-blocking pipe that is full: its reader gets 10 ms at a time, 2 s in all (the process is exiting)
     for (let busy = 0; offset < block.length && busy < 200; ) {
       try {
@@ -78,7 +96,12 @@ export class StdoutBlocks {
       if (err) {
         if (err.code === 'EAGAIN' || err.code === 'EBUSY') {
           // a non-blocking pipe that is full: give its reader time
-          setTimeout(() => this.#send(block, offset), 20).unref();
+          const timer = setTimeout(() => {
+            this.#retry = undefined;
+            this.#send(block, offset);
+          }, 20);
+          timer.unref();
+          this.#retry = { block, offset, timer };
           return;
         }
         // EPIPE (the reader went away) or a closed descriptor: logging stops, serving does not
@@ -86,6 +109,7 @@ export class StdoutBlocks {
         this.#writing = undefined;
         this.#lines = [];
         process.stderr.write(`log destination failed (${err.code ?? err.message}): no more log lines\n`);
+        for (const cb of this.#drained.splice(0)) cb(err);
         return;
       }
       if (offset + written < block.length) {
@@ -93,7 +117,12 @@ export class StdoutBlocks {
         return;
       }
       this.#writing = undefined;
-      if (this.#waiting >= this.#blockBytes) this.flush();
+      // a full block goes at once; so does what waits when a flush asked for everything
+      if (this.#waiting >= this.#blockBytes || (this.#drained.length > 0 && this.#lines.length > 0)) {
+        this.#send(this.#take(), 0);
+        return;
+      }
+      for (const cb of this.#drained.splice(0)) cb();
     });
   }
 }
