@@ -1,0 +1,77 @@
+/**
+ * StdoutBlocks (src/platform/stdout-blocks.ts): the gateway's log destination writes in blocks, keeps the lines' order
+ * across blocks, and writes what waits on flush and on flushSync (the process's exit).
+ */
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { StdoutBlocks } from '../src/platform/stdout-blocks.ts';
+
+function target() {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'stdout-blocks-')), 'out.log');
+  return { file, fd: openSync(file, 'w'), text: () => readFileSync(file, 'utf8') };
+}
+
+const turns = async (n: number) => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+async function until(what: () => boolean, label: string) {
+  for (let i = 0; i < 2000 && !what(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(what(), label);
+}
+
+describe('StdoutBlocks', () => {
+  it('writes nothing below a block, a block once it is full, the rest on flush', async () => {
+    const t = target();
+    const out = new StdoutBlocks({ fd: t.fd, blockBytes: 100, flushMs: 3_600_000 });
+    for (let i = 0; i < 3; i++) out.write(`line ${i} é\n`);
+    await turns(20);
+    assert.equal(t.text(), '', 'no write was started for 3 short lines');
+    out.write(`${'x'.repeat(100)}\n`);
+    await until(() => t.text().split('\n').length === 5, 'the full block was written');
+    assert.equal(t.text(), `line 0 é\nline 1 é\nline 2 é\n${'x'.repeat(100)}\n`);
+    out.write('tail\n');
+    await turns(20);
+    assert.ok(!t.text().includes('tail'));
+    out.flush();
+    await until(() => t.text().endsWith('tail\n'), 'flush wrote the waiting line');
+  });
+
+  it('flush(cb) calls back once every line written so far is out, also those behind a write in flight', async () => {
+    const t = target();
+    const out = new StdoutBlocks({ fd: t.fd, blockBytes: 100, flushMs: 3_600_000 });
+    out.write(`${'a'.repeat(120)}\n`); // a full block: its write is out
+    assert.equal(out.writing, true);
+    out.write('behind\n'); // waits behind it, below a block
+    await new Promise<void>((resolve, reject) => out.flush((err) => (err ? reject(err) : resolve())));
+    assert.equal(t.text(), `${'a'.repeat(120)}\nbehind\n`);
+  });
+
+  it('keeps the order of many lines across blocks and writes, and flushSync writes what waits', async () => {
+    const t = target();
+    const out = new StdoutBlocks({ fd: t.fd, blockBytes: 1000, flushMs: 3_600_000 });
+    const want: string[] = [];
+    for (let round = 0; round < 50; round++) {
+      for (let i = 0; i < 40; i++) {
+        const line = JSON.stringify({ round, i, s: 'ü'.repeat(i) });
+        want.push(line);
+        out.write(`${line}\n`);
+      }
+      await turns(1);
+    }
+    // once the thread pool's write is done, what waits goes synchronously
+    await until(() => t.text().length > 0 && !out.writing, 'blocks were written');
+    for (let i = 0; i < 3; i++) {
+      want.push(`last ${i}`);
+      out.write(`last ${i}\n`);
+    }
+    assert.ok(!t.text().includes('last'), 'lines below a block wait');
+    out.flushSync();
+    await until(() => t.text().split('\n').length - 1 === want.length, 'every line was written');
+    assert.deepEqual(t.text().trimEnd().split('\n'), want);
+  });
+});
