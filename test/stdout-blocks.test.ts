@@ -74,4 +74,23 @@ describe('StdoutBlocks', () => {
     await until(() => t.text().split('\n').length - 1 === want.length, 'every line was written');
     assert.deepEqual(t.text().trimEnd().split('\n'), want);
   });
+
+  it('bounds what waits while nothing is written: past the bound lines are dropped, counted, and the next block says so', () => {
+    const t = target();
+    // a block larger than the bound: no write starts, as when the reader has stopped reading and a write is stuck
+    const out = new StdoutBlocks({ fd: t.fd, blockBytes: 1_000_000, flushMs: 3_600_000, maxWaitingBytes: 1000 });
+    const line = `${'k'.repeat(99)}\n`; // 100 bytes
+    for (let i = 0; i < 25; i++) out.write(line);
+    out.flushSync();
+    const lines = t.text().trimEnd().split('\n');
+    assert.equal(lines.length, 11, 'ten lines kept, then the note');
+    assert.ok(lines.slice(0, 10).every((l) => l === 'k'.repeat(99)));
+    const note = JSON.parse(lines[10] as string) as { level: number; msg: string; dropped: number };
+    assert.equal(note.level, 40);
+    assert.equal(note.dropped, 15);
+    // writing resumes below the bound, and the count starts again
+    out.write('after\n');
+    out.flushSync();
+    assert.ok(t.text().endsWith('after\n'));
+  });
 });

@@ -13,6 +13,9 @@ import { write as fsWrite, writeSync } from 'node:fs';
 export class StdoutBlocks {
   readonly #fd: number;
   readonly #blockBytes: number;
+  readonly #maxWaitingBytes: number;
+  /** lines dropped since the last block: what waits is bounded when the reader stops reading */
+  #dropped = 0;
   #lines: string[] = [];
   /** characters waiting in #lines (UTF-16 units: near enough to bytes for a threshold) */
   #waiting = 0;
@@ -25,9 +28,15 @@ export class StdoutBlocks {
   #drained: ((err?: Error) => void)[] = [];
   readonly #timer: NodeJS.Timeout;
 
-  constructor(o: { fd: number; blockBytes: number; flushMs: number }) {
+  /**
+   * `maxWaitingBytes`: what may wait while writes are stuck (a pipe whose reader stopped reading); past it lines are
+   * dropped and counted, and the next block says how many, so a stalled log pipeline costs log lines, never the
+   * gateway's memory (default 8 MiB)
+   */
+  constructor(o: { fd: number; blockBytes: number; flushMs: number; maxWaitingBytes?: number }) {
     this.#fd = o.fd;
     this.#blockBytes = o.blockBytes;
+    this.#maxWaitingBytes = o.maxWaitingBytes ?? 8 * 1024 * 1024;
     this.#timer = setInterval(() => this.flush(), o.flushMs);
     this.#timer.unref();
     process.once('exit', () => this.flushSync());
@@ -40,6 +49,10 @@ export class StdoutBlocks {
 
   write(line: string): boolean {
     if (this.#broken) return true;
+    if (this.#waiting + line.length > this.#maxWaitingBytes) {
+      this.#dropped++;
+      return true;
+    }
     this.#lines.push(line);
     this.#waiting += line.length;
     if (this.#writing === undefined && this.#waiting >= this.#blockBytes) this.flush();
@@ -84,6 +97,13 @@ export class StdoutBlocks {
   }
 
   #take(): Buffer {
+    if (this.#dropped > 0) {
+      // a line of the logs' own shape (level 40: warn), after the lines that were kept
+      this.#lines.push(
+        `{"level":40,"time":"${new Date().toISOString()}","msg":"log lines dropped: stdout was not read","dropped":${this.#dropped}}\n`,
+      );
+      this.#dropped = 0;
+    }
     const block = Buffer.from(this.#lines.length === 1 ? (this.#lines[0] as string) : this.#lines.join(''), 'utf8');
     this.#lines = [];
     this.#waiting = 0;
