@@ -255,7 +255,8 @@ describe('the batch tier by model shard on a Redis Cluster', () => {
 
     // the worker told to serve news2 only never took the readmission run
     const [all, news2Only] = workers as [WorkerProcess, WorkerProcess];
-    assert.ok(completedBy(all).includes(held.body.id), 'the worker serving every shard ran it');
+    // logs are written in blocks, at least every 200 ms
+    await waitFor(() => completedBy(all).includes(held.body.id), 'the worker serving every shard ran it', 5_000);
     assert.ok(!completedBy(news2Only).includes(held.body.id), 'TRIAGE_WORKER_SHARDS=news2 kept it off that worker');
   });
 
@@ -311,7 +312,16 @@ describe('the batch tier by model shard on a Redis Cluster', () => {
     } finally {
       await global.close();
     }
-    // each run is the slot's own, scored once by one of the two processes
+    // each run is the slot's own, scored once by one of the two processes (a process writes its log in blocks, at
+    // least every 200 ms: the line may follow the run's record)
+    await waitFor(
+      () => {
+        const logged = workers.flatMap(completedBy);
+        return runs.every((r) => r.state !== 'completed' || logged.includes(r.id));
+      },
+      'the completed runs to be in the workers’ logs',
+      5_000,
+    );
     const completions = workers.flatMap(completedBy);
     for (const run of runs) {
       assert.equal(run.asOf % 3000, 0, 'a slot on a three-second boundary');
