@@ -245,7 +245,8 @@ export const batchSection: Section = {
     let http: HttpClient | undefined;
     try {
       const small = 'bench-1x.ndjson';
-      const large = `bench-${factor}x.ndjson`;
+      // its own name even at BENCH_BATCH_RSS_FACTOR=1 (the same name had the copy truncate its own source)
+      const large = `bench-rss-${factor}x.ndjson`;
       const started = Date.now();
       // the bench client's own data area: inputs are named relative to it
       const area = path.join(dataDir, 'clients', 'bench-client');
