@@ -4,6 +4,7 @@
  */
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -92,5 +93,39 @@ describe('StdoutBlocks', () => {
     out.write('after\n');
     out.flushSync();
     assert.ok(t.text().endsWith('after\n'));
+  });
+});
+
+describe('StdoutBlocks on a pipe whose reader stalls', () => {
+  it('retries a block a full non-blocking pipe refused (EAGAIN), and every line arrives in order once the reader reads', async () => {
+    // `cat` copies its stdin to its stdout; while its stdout is not read, it stops reading its stdin, and that pipe
+    // (non-blocking on our side, as a container's stdout is) fills up
+    const cat = spawn('cat', [], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const chunks: Buffer[] = [];
+    cat.stdout.on('data', (c: Buffer) => chunks.push(c));
+    cat.stdout.pause();
+    const fd = (cat.stdin as unknown as { _handle: { fd: number } })._handle.fd;
+    const out = new StdoutBlocks({ fd, blockBytes: 16 * 1024, flushMs: 3_600_000 });
+    const want: string[] = [];
+    try {
+      // far more than the pipes and cat's buffer hold together (a few hundred KiB)
+      for (let i = 0; i < 4000; i++) {
+        const line = `${i} ${'p'.repeat(400)}`;
+        want.push(line);
+        out.write(`${line}\n`);
+        if (i % 100 === 0) await new Promise((r) => setImmediate(r));
+      }
+      out.flush();
+      await until(() => out.writing, 'a write is out');
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok(out.writing, 'the write is still waiting on the full pipe');
+      cat.stdout.resume();
+      await new Promise<void>((resolve, reject) => out.flush((err) => (err ? reject(err) : resolve())));
+      const received = () => Buffer.concat(chunks).toString('utf8');
+      await until(() => received().split('\n').length - 1 === want.length, 'every line came through cat');
+      assert.deepEqual(received().trimEnd().split('\n'), want);
+    } finally {
+      cat.kill();
+    }
   });
 });
