@@ -111,7 +111,7 @@ describe('Deadlines', () => {
   });
 });
 
-describe('a sync scoring deadline counts from the request arrival', () => {
+describe('the gateway: a deadline counts from the request arrival, and is checked at every answer', () => {
   const control = new RuntimeControl();
   let t: TestGateway;
   before(async () => {
@@ -154,6 +154,20 @@ describe('a sync scoring deadline counts from the request arrival', () => {
     assert.equal(body.predictions, undefined);
     const exceededAfter = metricValue(await t.metrics(), 'triage_deadline_exceeded_total', { model: 'news2' });
     assert.equal(exceededAfter, exceededBefore + 1);
+  });
+
+  it('the app sweeps the process deadlines after each answer (a long turn of answers lets no timer run)', async () => {
+    const fired: string[] = [];
+    const deadline = deadlines.add(1, () => fired.push('due'));
+    try {
+      spin(5);
+      // in process (no socket, so no gate): the liveness answer takes no I/O, so no timer can run before it is sent
+      const res = await t.app.request('/healthz');
+      assert.equal(res.status, 200);
+      assert.deepEqual(fired, ['due'], 'the deadline fired at the answer, before any timer could');
+    } finally {
+      deadline.cancel();
+    }
   });
 
   it('a body that arrives within the budget is scored', async () => {

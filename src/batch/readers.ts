@@ -52,8 +52,8 @@ export function readNdjsonBatches(stream: Readable): AsyncGenerator<InputRow[]> 
 
 /**
  * The non-blank lines of an NDJSON input, unparsed, a piece of the stream at a time (lines cut as readNdjsonBatches
- * cuts them): a batch run parses each straight into its chunk's features (src/batch/line-encoder.ts), and reads the
- * lines that cannot take that path as readNdjsonBatches reads them (ndjsonRow).
+ * cuts them): a batch run parses each straight into its chunk's features (encodeLine in src/batch/chunk.ts), and
+ * reads the lines that cannot take that path as readNdjsonBatches reads them (ndjsonRow).
  */
 export function readNdjsonLines(stream: Readable): AsyncGenerator<NdjsonLine[]> {
   return ndjsonLines(stream, (text, line) => ({ text, line }));

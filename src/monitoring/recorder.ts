@@ -24,15 +24,19 @@ export type ReviewDecision = 'approve' | 'amend' | 'reject';
 
 /** The score a prediction is monitored on, and whether it is at or above the approved threshold. */
 export function scoreOf(output: OutputSpec, p: Prediction): { score: number; above: boolean } {
-  const score = comparable(output, p).score;
-  // a score at or above the threshold is positive; for classes and matches the threshold is a confidence
-  const above = output.kind === 'score' ? score >= output.threshold : confidenceOf(p) >= output.threshold;
-  return { score, above };
+  const score = scoreValue(output, p);
+  return { score, above: aboveThreshold(output, p, score) };
 }
 
 /** scoreOf(output, p).score without the object: a batch asks it of every row, twice (the log and monitoring). */
 export function scoreValue(output: OutputSpec, p: Prediction): number {
   return output.kind === 'score' ? Number(p[output.scoreName]) : comparable(output, p).score;
+}
+
+/** scoreOf(output, p).above, given the prediction's score (scoreValue). */
+function aboveThreshold(output: OutputSpec, p: Prediction, score: number): boolean {
+  // a score at or above the threshold is positive; for classes and matches the threshold is a confidence
+  return output.kind === 'score' ? score >= output.threshold : confidenceOf(p) >= output.threshold;
 }
 
 /** The range the output histogram spans. */
@@ -147,15 +151,10 @@ export class MonitoringRecorder implements ScoreObserver {
     const output = model.manifest.output;
     const [lo, hi] = scoreRange(output);
     const width = (hi - lo) / SCORE_BINS;
-    const scoreKind = output.kind === 'score';
     for (const p of result.predictions) {
-      // a score output: scoreOf's score and verdict without its object per row
-      let score: number;
-      let above: boolean;
-      if (scoreKind) {
-        score = scoreValue(output, p);
-        above = score >= output.threshold;
-      } else ({ score, above } = scoreOf(output, p));
+      // scoreOf's score and verdict, without its object per row
+      const score = scoreValue(output, p);
+      const above = aboveThreshold(output, p, score);
       if (!Number.isFinite(score)) continue;
       a.n.scored++;
       if (above) a.n.above++;

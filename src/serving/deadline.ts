@@ -1,7 +1,6 @@
 import { deadlines } from '../platform/deadlines.ts';
-import { Problem } from '../platform/errors.ts';
 import type { OutputTensor } from '../runtime/types.ts';
-import { asProblem, NO_SCORE_ACTION } from './refusals.ts';
+import { asProblem, deadlineProblem } from './refusals.ts';
 import type { Runner } from './runners.ts';
 
 /** Rows encoded as the model's input tensor. */
@@ -40,11 +39,7 @@ export function run(
   return new Promise((resolve, reject) => {
     const deadline = deadlines.add(deadlineMs, () => {
       submission.cancel();
-      reject(
-        new Problem('deadline_exceeded', `no score within ${reportedMs} ms`, {
-          extensions: { action: NO_SCORE_ACTION, deadlineMs: reportedMs },
-        }),
-      );
+      reject(deadlineProblem(reportedMs));
     });
     submission.result.then(
       (outputs) => {

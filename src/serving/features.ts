@@ -108,7 +108,7 @@ export function encodeInstances(
 }
 
 /** The encoded number, or a message saying why the value is refused. */
-export function encodeValue(f: Feature, value: unknown): number | string {
+function encodeValue(f: Feature, value: unknown): number | string {
   switch (f.type) {
     case 'number':
     case 'integer': {

@@ -16,6 +16,13 @@ export function suspendedProblem(s: Suspension, version: string): Problem {
   });
 }
 
+/** The refusal of a caller whose deadline passed before a score: no score, never a late one. */
+export function deadlineProblem(deadlineMs: number): Problem {
+  return new Problem('deadline_exceeded', `no score within ${deadlineMs} ms`, {
+    extensions: { action: NO_SCORE_ACTION, deadlineMs },
+  });
+}
+
 /** A runtime's failure as the caller sees it: a timeout is a deadline miss, a remote failure a 502, else a 500. */
 export function asProblem(err: unknown): Problem {
   if (err instanceof Problem) return err;

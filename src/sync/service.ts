@@ -3,7 +3,7 @@ import { Problem } from '../platform/errors.ts';
 import { labelled, type Metrics } from '../platform/metrics.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
 import { encodeInstances } from '../serving/features.ts';
-import { NO_SCORE_ACTION } from '../serving/refusals.ts';
+import { deadlineProblem } from '../serving/refusals.ts';
 import type { ScoreResult, Scorer } from '../serving/scorer.ts';
 import type { SyncModelState, SyncRunners } from './runners.ts';
 
@@ -92,9 +92,7 @@ export class SyncService {
     const spentMs = options.arrivedAt === undefined ? 0 : performance.now() - options.arrivedAt;
     if (spentMs >= deadlineMs) {
       this.#metrics.deadlineExceeded.inc({ model: name });
-      throw new Problem('deadline_exceeded', `no score within ${deadlineMs} ms`, {
-        extensions: { action: NO_SCORE_ACTION, deadlineMs },
-      });
+      throw deadlineProblem(deadlineMs);
     }
     const assumed = { rows: 0 };
     const data = encodeInstances(model.manifest.features, instances, '/instances', assumed);
