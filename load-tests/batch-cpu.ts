@@ -1,22 +1,7 @@
-/**
- * The work of a batch run's thread, alone and in this process, timed in CPU per row: a news2 NDJSON file (the rows the
- * batch bench writes) scored by executeRun with the scorer, the monitoring taps and the prediction log the batch
- * thread builds, on a real Redis. No HTTP, no queue, no thread: the figure a shared, busy machine moves least.
- *
- *   node --import tsx load-tests/batch-cpu.ts [repo]   (CPU_ROWS=200000, CPU_RUNS=3; TRIAGE_REDIS_URL)
- *
- * CPU_INPUT: an NDJSON file of news2 rows scored instead of the generated ones (its rows count as CPU_ROWS);
- * CPU_KEEP: a directory the last run's output and error files are copied to (to compare two checkouts' bytes).
- *
- * `repo` (default: this checkout) is the source tree whose batch code is measured: run this file against two
- * checkouts in turn to compare them. Each run is scored anew (its own run record and output folder); the first is a
- * warm-up. Prints per run wall time, rows/s and CPU µs per row (process CPU: the run's JavaScript, onnxruntime's
- * threads, ioredis), then `BATCH_CPU {…}` with the runs after the first.
- */
-import { once } from 'node:events';
-import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { writeRows } from './bench/rows.ts';
 
 const repo = path.resolve(process.argv[2] ?? path.join(import.meta.dirname, '..'));
 const ROWS = Number(process.env.CPU_ROWS ?? 200_000);
@@ -36,52 +21,6 @@ const { createRuntimeFactory } = await from('src/runtime/factory.ts');
 const { ModelCatalog } = await from('src/serving/catalog.ts');
 const { JobRunners } = await from('src/serving/runners.ts');
 const { Scorer } = await from('src/serving/scorer.ts');
-
-interface Feature {
-  name: string;
-  type: 'number' | 'integer' | 'boolean' | 'enum';
-  min: number;
-  max: number;
-  required: boolean;
-  default?: unknown;
-  values: string[];
-}
-
-/** mulberry32, seeded as the batch bench seeds it */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** The batch bench's rows (load-tests/bench/batch.ts writeRows). */
-async function writeRows(file: string, features: readonly Feature[], rows: number): Promise<void> {
-  const random = prng(42);
-  const out = createWriteStream(file);
-  let buffer = '';
-  for (let i = 0; i < rows; i++) {
-    const row: Record<string, unknown> = { id: `row-${i}` };
-    for (const f of features) {
-      if (!f.required && f.default !== undefined && random() < 0.5) continue;
-      if (f.type === 'integer') row[f.name] = f.min + Math.floor(random() * (f.max - f.min + 1));
-      else if (f.type === 'number') row[f.name] = Math.round((f.min + random() * (f.max - f.min)) * 10) / 10;
-      else if (f.type === 'boolean') row[f.name] = random() < 0.2;
-      else row[f.name] = random() < 0.8 ? f.values[0] : f.values[Math.floor(random() * f.values.length)];
-    }
-    buffer += `${JSON.stringify(row)}\n`;
-    if (buffer.length > 1 << 20) {
-      if (!out.write(buffer)) await once(out, 'drain');
-      buffer = '';
-    }
-  }
-  out.end(buffer);
-  await once(out, 'finish');
-}
 
 const prefix = `{triage-batch-cpu-${process.pid}}`;
 const model = (await loadModels(path.join(repo, 'models'), 60_000)).find(

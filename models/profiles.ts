@@ -20,25 +20,14 @@ import type { Feature } from '../src/registry/schema.ts';
 import { createOnnxRuntime } from '../src/runtime/onnx.ts';
 import { encodeRow } from '../src/serving/features.ts';
 import { shapePredictions } from '../src/serving/predictions.ts';
+import { mulberry32 } from './prng.ts';
 import { generateSample } from './readmission/generate-sample.ts';
 
 const ROWS = 5000;
 
-/** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Adult ward observations: mostly well, a tail of unwell patients. */
 export function wardVitals(rows: number, seed: number): Record<string, unknown>[] {
-  const rand = prng(seed);
+  const rand = mulberry32(seed);
   const normal = (mean: number, sd: number) =>
     mean + sd * Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
   const clamp = (x: number, lo: number, hi: number) => Math.min(Math.max(x, lo), hi);

@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { mulberry32 } from '../models/prng.ts';
 import { encodeLine } from '../src/batch/chunk.ts';
 import { ByteLines } from '../src/batch/line-bytes.ts';
 import { ndjsonRow } from '../src/batch/readers.ts';
@@ -15,18 +16,6 @@ import { type Feature, featureSchema, type OutputSpec, outputSchema } from '../s
 import { encodeRow } from '../src/serving/features.ts';
 import { type Prediction, predictionWriter, shapePredictions } from '../src/serving/predictions.ts';
 import { MODELS_DIR } from './support/models.ts';
-
-/** mulberry32: the same cases every run */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const models = await loadModels(MODELS_DIR, 60_000);
 
@@ -218,7 +207,7 @@ function randomLine(random: () => number, features: readonly Feature[]): string 
 describe('NDJSON lines encoded in place', () => {
   for (const [name, features] of featureSets) {
     test(`${name}: every line it takes reads as JSON.parse + encodeRow read it; the ordinary rows are taken`, () => {
-      const random = prng(name.length * 7919);
+      const random = mulberry32(name.length * 7919);
       let taken = 0;
       const cases = 20_000;
       for (let i = 0; i < cases; i++) if (agrees(features, randomLine(random, features))) taken++;
@@ -337,7 +326,7 @@ describe('prediction templates', () => {
   ];
   for (const [name, output] of specs) {
     test(`${name}: the same bytes as JSON.stringify`, () => {
-      const random = prng(name.length * 104729);
+      const random = mulberry32(name.length * 104729);
       const rows = 2000;
       const tensors = tensorsFor(output, rows, random);
       const write = predictionWriter(output);

@@ -13,13 +13,13 @@ import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import YAML from 'yaml';
 import { buildAll } from '../models/build.ts';
+import { mulberry32 } from '../models/prng.ts';
 import {
   checkCorpus,
   corpusDigest,
   EMBEDDING_DIM,
   embed,
   entryText,
-  mulberry32,
   projectionMatrix,
   TOP_K,
 } from '../models/similar-cases/graph.ts';

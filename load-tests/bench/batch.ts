@@ -5,7 +5,6 @@ import path from 'node:path';
 import { DEFAULT_CHUNK_SIZE } from '../../src/batch/chunk.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import { loadModel } from '../../src/registry/load.ts';
-import type { Feature } from '../../src/registry/schema.ts';
 import {
   envNumber,
   fmt,
@@ -20,6 +19,7 @@ import {
 } from './common.ts';
 import type { BenchContext, Section, SectionResult } from './context.ts';
 import type { LoadResult } from './load.ts';
+import { writeRows } from './rows.ts';
 import { NEWS2_INSTANCE } from './sync.ts';
 import { startTriage, type TriageProcess } from './triage.ts';
 
@@ -28,52 +28,6 @@ import { startTriage, type TriageProcess } from './triage.ts';
  * grows < 20% for a 10× input.
  */
 export const BATCH_GOALS = { minRowsRatio: 0.7, maxRssGrowth: 0.2, maxP99Ratio: 1.2 };
-
-/** Deterministic pseudo-random numbers (mulberry32), so every run scores the same file. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Writes `rows` NDJSON rows of in-range feature values (`{"id", <feature>: …}`), in big writes. */
-async function writeRows(file: string, features: readonly Feature[], rows: number, seed = 42): Promise<void> {
-  const random = prng(seed);
-  const out = createWriteStream(file);
-  let buffer = '';
-  for (let i = 0; i < rows; i++) {
-    const row: Record<string, unknown> = { id: `row-${i}` };
-    for (const f of features) {
-      if (!f.required && f.default !== undefined && random() < 0.5) continue;
-      switch (f.type) {
-        case 'integer':
-          row[f.name] = f.min + Math.floor(random() * (f.max - f.min + 1));
-          break;
-        case 'number':
-          row[f.name] = Math.round((f.min + random() * (f.max - f.min)) * 10) / 10;
-          break;
-        case 'boolean':
-          row[f.name] = random() < 0.2;
-          break;
-        case 'enum':
-          row[f.name] = random() < 0.8 ? f.values[0] : f.values[Math.floor(random() * f.values.length)];
-          break;
-      }
-    }
-    buffer += `${JSON.stringify(row)}\n`;
-    if (buffer.length > 1 << 20) {
-      if (!out.write(buffer)) await once(out, 'drain');
-      buffer = '';
-    }
-  }
-  out.end(buffer);
-  await once(out, 'finish');
-}
 
 /** `times` copies of `source` into `target` (the 10× input: the same rows again, ids repeat). */
 async function repeatFile(source: string, target: string, times: number): Promise<void> {

@@ -12,22 +12,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { mulberry32 } from '../prng.ts';
 
 export const SAMPLE_FILE = fileURLToPath(new URL('./sample-discharges.ndjson', import.meta.url));
 export const SAMPLE_ROWS = 200;
 const SEED = 20250714;
-
-/** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const clamp = (x: number, lo: number, hi: number) => Math.min(Math.max(x, lo), hi);
 const round1 = (x: number) => Math.round(x * 10) / 10;
@@ -53,7 +42,7 @@ export const BAD_ROWS: Readonly<Record<number, (row: Record<string, unknown>) =>
 
 /** The file's text: the same on every call. */
 export function generateSample(rows = SAMPLE_ROWS): string {
-  const rand = prng(SEED);
+  const rand = mulberry32(SEED);
   const normal = (mean: number, sd: number) => {
     const u = 1 - rand(); // (0, 1]
     return mean + sd * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());

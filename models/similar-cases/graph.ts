@@ -15,24 +15,13 @@ import { createHash } from 'node:crypto';
 import { hashDocument } from '../../src/serving/documents.ts';
 import type { CorpusEntry } from '../../src/serving/predictions.ts';
 import { DataType, encodeModel, GraphBuilder } from '../onnx.ts';
+import { mulberry32 } from '../prng.ts';
 
 export const EMBEDDING_DIM = 128;
 export const TOP_K = 5;
 export const PROJECTION_SEED = 0x7219a5e3;
 /** Added to the row norm before dividing, so an all-zero note gives zero scores instead of NaN. */
 export const NORM_EPSILON = 1e-6;
-
-/** mulberry32: a tiny, exactly reproducible 32-bit PRNG (integer arithmetic only). Returns values in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * P [buckets, dim], row-major, float32: uniform in [-1, 1), scaled by 1 / sqrt(dim) (the scale does not change the
