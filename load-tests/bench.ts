@@ -16,6 +16,8 @@
  * (async.ts: jobs vs raw BullMQ, run before and after Triage; CPU per job beside jobs/s), batch (batch.ts: batch runs vs raw onnxruntime, RSS,
  * sync p99 during a run), shadow (shadow.ts: 100% shadow mirroring on vs off), sagemaker (sagemaker.ts: predict on a
  * SageMaker-fake-backed version vs the SDK calling the fake directly).
+ *   sync:   BENCH_SYNC_ROUNDS (3: bare, news2 and news2 with the access log measured in that many alternating rounds;
+ *           the goals' verdict is the median of the rounds' ratios)
  *   async:  BENCH_ASYNC_JOBS (2000), BENCH_ASYNC_SUBMITTERS (= BENCH_CONNECTIONS), BENCH_ASYNC_CONCURRENCY (worker
  *           concurrency, 4), BENCH_ASYNC_IDLE_JOBS (50), BENCH_ASYNC_IDLE_WARMUP (10), BENCH_ASYNC_POLL_MS (2)
  *   batch:  BENCH_BATCH_MODEL (news2), BENCH_BATCH_ROWS (200000), BENCH_BATCH_RSS_FACTOR (10), BENCH_BATCH_LOAD_SEC (5),
