@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadModels } from '../src/registry/load.ts';
 import { routingFromManifest } from '../src/serving/routing.ts';
-import { BatchThreads } from '../workers/batch-thread-run.ts';
+import { BatchThreads, IDLE_REPLACE_EVERY_MS } from '../workers/batch-thread-run.ts';
 import {
   buildGateway,
   captureLogs,
@@ -227,6 +227,59 @@ describe('a batch thread that stops answering mid-run', () => {
     } finally {
       await pool.close();
     }
+  });
+});
+
+describe('an idle batch thread that dies', () => {
+  test('is replaced at once, so the next run starts warm; one that keeps dying, at most every IDLE_REPLACE_EVERY_MS', async () => {
+    const logs = captureLogs('warn');
+    const pool = new BatchThreads({
+      config: { redisUrl: REDIS_URL, prefix, dataDir, onnxThreads: 1, nice: 0, monitoring: false },
+      hangAfterMs: 60_000,
+      logger: logs.logger,
+    });
+    try {
+      const model = await deteriorationModel();
+      pool.warm();
+      const [first] = pool.idleThreadIds;
+      // an exception nothing catches on the waiting thread's event loop: it exits with no run to fail
+      assert.equal(pool.crashIdleThread(), first);
+      await waitFor(async () => pool.idleThreadIds.length === 1 && pool.idleThreadIds[0] !== first, 'a replacement');
+      assert.equal(pool.started, 2);
+      assert.ok(logs.lines.some((l) => l.includes('an idle batch thread exited') && l.includes('"replaceInMs":0')));
+      // the next run scores in the replacement: no thread started for it
+      const [replacement] = pool.idleThreadIds;
+      await assert.rejects(
+        pool.run(
+          { runId: 'no-such-run', model, routing: routingFromManifest(model.manifest), chunkTimeoutMs: 1000 },
+          () => {},
+        ),
+        /run no-such-run not found/,
+      );
+      assert.equal(pool.started, 2, 'the run was answered by the replacement');
+      // (a run's failure that may be the thread's lets it go: the next thread is started as the pool is warmed)
+      assert.deepEqual(pool.idleThreadIds, []);
+      pool.warm();
+      const [third] = pool.idleThreadIds;
+      assert.notEqual(third, replacement);
+      // it dies too, soon after the last replacement: its own replacement waits for its turn (a fault that kills
+      // every new thread is not a loop of loads)
+      assert.equal(pool.crashIdleThread(), third);
+      await waitFor(async () => pool.idleThreadIds.length === 0, 'the third thread gone');
+      await waitFor(
+        async () => logs.lines.filter((l) => l.includes('an idle batch thread exited')).length === 2,
+        'logged',
+      );
+      const second = logs.lines.filter((l) => l.includes('an idle batch thread exited'))[1] as string;
+      const waitMs = Number(/"replaceInMs":(\d+)/.exec(second)?.[1]);
+      assert.ok(waitMs > IDLE_REPLACE_EVERY_MS / 2 && waitMs <= IDLE_REPLACE_EVERY_MS, `waits ${waitMs} ms`);
+      assert.equal(pool.started, 3, 'not replaced yet');
+    } finally {
+      // close drops the waiting replacement: no thread is started after it
+      await pool.close();
+    }
+    assert.equal(pool.started, 3);
+    assert.deepEqual(pool.idleThreadIds, []);
   });
 });
 

@@ -33,6 +33,13 @@ export interface BatchThreadsOptions {
  */
 const LOAD_BOUND_MS = 60_000;
 
+/**
+ * An idle thread that dies (a bug, an addon's abort caught as an exit) is replaced at once, so the next run still
+ * starts warm; a thread that keeps dying is replaced at most this often, so a fault that kills every new thread
+ * costs a load and a log line every so often, not a core.
+ */
+export const IDLE_REPLACE_EVERY_MS = 10_000;
+
 interface Thread {
   worker: ThreadWorker;
   exited: boolean;
@@ -51,7 +58,8 @@ interface Thread {
  *
  * A thread that crashes, or fails a run for a reason that may be its own (anything but the input's fault), fails that
  * run's attempt only (BullMQ tries it again from its checkpoint) and is not used again: the next run gets a new one.
- * Idle threads never keep the process alive, and `close` stops them all. Threads are only ever asked to stop, never
+ * An idle thread that dies is replaced at once (a thread that keeps dying, at most every IDLE_REPLACE_EVERY_MS), so
+ * the next run does not pay for a cold one. Idle threads never keep the process alive, and `close` stops them all. Threads are only ever asked to stop, never
  * terminated (#retire says why).
  */
 export class BatchThreads {
@@ -62,6 +70,9 @@ export class BatchThreads {
   #started = 0;
   /** the most runs scored here at once: as many threads are kept warm between runs, no more */
   #peakBusy = 1;
+  /** when an idle thread that died was last replaced, and the replacement waiting for its turn, if any */
+  #replacedAt = Number.NEGATIVE_INFINITY;
+  #replacing: NodeJS.Timeout | undefined;
 
   constructor(options: BatchThreadsOptions) {
     this.#options = options;
@@ -110,11 +121,29 @@ export class BatchThreads {
     });
     worker.on('exit', (code) => {
       thread.exited = true;
+      // a thread let go (#retire) has left the idle list already: only one that died waiting is still on it
+      const diedIdle = this.#idle.includes(thread);
       this.#idle = this.#idle.filter((t) => t !== thread);
       this.#busy.delete(thread);
       thread.onExit?.(code);
+      if (diedIdle) this.#replaceIdle(worker.threadId, code);
     });
     return thread;
+  }
+
+  #replaceIdle(threadId: number, code: number): void {
+    if (this.#closed || this.#replacing) return;
+    const waitMs = Math.max(0, this.#replacedAt + IDLE_REPLACE_EVERY_MS - performance.now());
+    this.#options.logger.warn(
+      { threadId, code, replaceInMs: Math.round(waitMs) },
+      'an idle batch thread exited: a new one is started for the next run',
+    );
+    this.#replacing = setTimeout(() => {
+      this.#replacing = undefined;
+      this.#replacedAt = performance.now();
+      this.warm();
+    }, waitMs);
+    this.#replacing.unref();
   }
 
   /** Scores one run in a warm thread (a new one if none is idle); resolves with its outcome. */
@@ -203,6 +232,13 @@ export class BatchThreads {
     return thread?.worker.threadId;
   }
 
+  /** Tests: the idle thread next in line throws an exception nothing catches, as a run's thread does in crashBusyThread. */
+  crashIdleThread(): number | undefined {
+    const thread = this.#idle.at(-1);
+    thread?.worker.postMessage({ type: 'crash' } satisfies BatchThreadRequest);
+    return thread?.worker.threadId;
+  }
+
   /** Tests: the thread scoring a run holds its event loop for `ms` (what a stuck thread looks like). */
   hangBusyThread(ms: number): number | undefined {
     const thread = [...this.#busy][0];
@@ -216,6 +252,8 @@ export class BatchThreads {
    */
   async close(graceMs = 5000): Promise<void> {
     this.#closed = true;
+    clearTimeout(this.#replacing);
+    this.#replacing = undefined;
     const threads = [...this.#idle, ...this.#busy].filter((t) => !t.exited);
     const exited = threads.map((t) => new Promise<void>((resolve) => t.worker.once('exit', () => resolve())));
     for (const t of threads) this.#retire(t);
