@@ -20,7 +20,8 @@
  *           the goals' verdict is the median of the rounds' ratios)
  *   async:  BENCH_ASYNC_JOBS (2000), BENCH_ASYNC_SUBMITTERS (= BENCH_CONNECTIONS), BENCH_ASYNC_CONCURRENCY (worker
  *           concurrency, 4), BENCH_ASYNC_IDLE_JOBS (50), BENCH_ASYNC_IDLE_WARMUP (10), BENCH_ASYNC_POLL_MS (2)
- *   batch:  BENCH_BATCH_MODEL (news2), BENCH_BATCH_ROWS (200000), BENCH_BATCH_RSS_FACTOR (10), BENCH_BATCH_LOAD_SEC (5),
+ *   batch:  BENCH_BATCH_MODEL (news2), BENCH_BATCH_ROWS (200000), BENCH_BATCH_ROWS_ROUNDS (2: raw and Triage's 1× run
+ *           alternated, the verdict on the mean of the rounds' ratios), BENCH_BATCH_RSS_FACTOR (10), BENCH_BATCH_LOAD_SEC (5),
  *           BENCH_BATCH_LOAD_WARMUP (min(BENCH_WARMUP, 2)), BENCH_BATCH_LOAD_ROUNDS (2), BENCH_BATCH_POLL_MS (50),
  *           BENCH_BATCH_TIMEOUT_SEC (600), BENCH_BATCH_KEEP_OUTPUT (a directory: the 1× run's files are copied there, to
  *           compare two checkouts' output bytes)
