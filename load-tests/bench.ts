@@ -45,6 +45,7 @@ import { fileURLToPath } from 'node:url';
 import { asyncSection } from './bench/async.ts';
 import { batchSection } from './bench/batch.ts';
 import { Children } from './bench/children.ts';
+import { cpuTicks, hostShare } from './bench/common.ts';
 import type { BenchContext, BenchSettings, Section } from './bench/context.ts';
 import { pickLoadGenerator } from './bench/load.ts';
 import { overloadSection } from './bench/overload.ts';
@@ -140,11 +141,13 @@ async function main(): Promise<number> {
     ctx.log('warning: TRIAGE_REDIS_URL is not set (run through `npm run bench`): Triage will try 127.0.0.1:6379');
 
   const report: Record<string, unknown> = {};
+  const hostShares: Record<string, ReturnType<typeof hostShare>> = {};
   const errors: string[] = [];
   try {
     for (const section of selected) {
       ctx.log();
       ctx.log(`== ${section.name}: ${section.description}`);
+      const ticksBefore = cpuTicks();
       try {
         const result = await section.run(ctx);
         report[section.name] = result.data;
@@ -155,6 +158,14 @@ async function main(): Promise<number> {
       } finally {
         // a section leaves nothing running behind it
         await children.stopAll();
+      }
+      const host = hostShare(ticksBefore, cpuTicks());
+      if (host) {
+        ctx.log(
+          `host: ${host.stealPercent.toFixed(1)}% of this section's CPU time was stolen by the hypervisor, ` +
+            `${host.idlePercent.toFixed(1)}% idle (/proc/stat)`,
+        );
+        hostShares[section.name] = host;
       }
     }
   } finally {
@@ -175,6 +186,8 @@ async function main(): Promise<number> {
       platform: `${os.platform()} ${os.release()}`,
       cpus: os.cpus().length,
       cpuModel: os.cpus()[0]?.model,
+      /** per section: the share of the machine's CPU time the hypervisor took (steal) and left idle */
+      sections: hostShares,
     },
     loadGenerator: { tool: load.tool, version: load.version },
     sections: report,

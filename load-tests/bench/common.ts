@@ -145,6 +145,34 @@ export function procMemory(pid: number): { rssMiB: number; hwmMiB: number } | un
   }
 }
 
+/** The machine's CPU time so far, in clock ticks, from /proc/stat's `cpu` line (undefined off Linux). */
+export function cpuTicks(): { total: number; steal: number; idle: number } | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] as string;
+    // user nice system idle iowait irq softirq steal …
+    const v = line.trim().split(/\s+/).slice(1).map(Number);
+    return { total: v.slice(0, 8).reduce((a, x) => a + x, 0), steal: v[7] ?? 0, idle: (v[3] ?? 0) + (v[4] ?? 0) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * How much of the machine's CPU time its host took (steal) and how much went unused while a section ran: on a shared
+ * virtual machine the host's other guests move every ratio, and a section with high steal is one to run again.
+ */
+export function hostShare(
+  before: ReturnType<typeof cpuTicks>,
+  after: ReturnType<typeof cpuTicks>,
+): { stealPercent: number; idlePercent: number } | undefined {
+  if (!before || !after || after.total <= before.total) return undefined;
+  const total = after.total - before.total;
+  return {
+    stealPercent: (100 * (after.steal - before.steal)) / total,
+    idlePercent: (100 * (after.idle - before.idle)) / total,
+  };
+}
+
 /**
  * CPU time (user + system, ms) of a process, or of one of its threads when `tid` is given (the main thread's id is the
  * process id), from /proc (Linux); undefined when unreadable.

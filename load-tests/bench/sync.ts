@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { type Child, freePort, waitForOk } from './children.ts';
-import { procCpuMs } from './common.ts';
+import { cpuTicks, hostShare, procCpuMs } from './common.ts';
 import type { BenchContext, Section, SectionResult } from './context.ts';
 import { busiestProfile, type SelfTimeRow } from './cpuprofile.ts';
 import type { LoadResult } from './load.ts';
@@ -56,6 +56,8 @@ interface TargetResult {
   cpuUsPerRequest?: number;
   /** Triage only: garbage-collection pause time per request answered in the measured window (nodejs_gc_duration_seconds) */
   gcUsPerRequest?: number;
+  /** the share of the machine's CPU time the hypervisor took during the measured window (a noisy window shows here) */
+  stealPercent?: number;
   error?: string;
 }
 
@@ -129,8 +131,11 @@ async function runTarget(ctx: BenchContext, t: Target): Promise<TargetResult> {
     }
     const before = t.triage ? await t.triage.scrape() : undefined;
     const cpuBefore = procCpuMs(t.child.proc.pid);
+    const ticksBefore = cpuTicks();
     result.measured = await load.run({ ...spec, name: t.key, durationSec: settings.durationSec });
     const cpuAfter = procCpuMs(t.child.proc.pid);
+    const host = hostShare(ticksBefore, cpuTicks());
+    if (host) result.stealPercent = host.stealPercent;
     if (cpuBefore !== undefined && cpuAfter !== undefined && result.measured.requests > 0) {
       result.cpuUsPerRequest = ((cpuAfter - cpuBefore) * 1000) / result.measured.requests;
     }
@@ -151,6 +156,7 @@ async function runTarget(ctx: BenchContext, t: Target): Promise<TargetResult> {
   const m = result.measured;
   ctx.log(
     `  ${t.label.padEnd(32)} ${m ? `${fmt(m.rps, 0)} rps, p50 ${fmt(m.p50Ms)} ms, p99 ${fmt(m.p99Ms)} ms` : 'no result'}` +
+      (result.stealPercent !== undefined ? ` (host steal ${fmt(result.stealPercent, 1)}%)` : '') +
       (result.error ? `  ERROR: ${result.error.split('\n')[0]}` : ''),
   );
   return result;
