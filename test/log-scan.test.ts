@@ -1,8 +1,9 @@
 /**
  * Issue 10, item 5: patient identifiers stay out of the logs. Every endpoint is called with seeded identifiers (a
  * name, an MRN, an SSN, a phone number, an email address, a subject key) in its path, query, headers and body; the
- * workers score, hold and fail what was accepted; then every log line, at debug level, is scanned for them. Also:
- * idempotency keys reach Redis key names only hashed, and a failed batch run is logged by run id, not input path.
+ * workers score, hold and fail what was accepted; then every log line, at debug level, and the /metrics text are
+ * scanned for them. Also: idempotency keys reach Redis key names only hashed, and a failed batch run is logged by run
+ * id, not input path.
  */
 
 import assert from 'node:assert/strict';
@@ -169,6 +170,17 @@ describe('seeded identifiers never reach the log', () => {
       assert.ok(!text.includes(encodeURIComponent(value)), `the ${what} reached the log, URL-encoded`);
     }
     assert.ok(!text.includes(ID.mrn.slice(4)), 'the MRN digits reached the log');
+  });
+
+  test('nor in a metric label', async () => {
+    // the same requests were counted: route patterns, model names and versions label them, never a path or a header
+    const metrics = await tour.call('GET', '/metrics', undefined);
+    assert.equal(metrics.status, 200);
+    assert.match(metrics.text, /triage_http_request_duration_seconds_count\{/, 'the requests were counted');
+    for (const [what, value] of Object.entries(ID)) {
+      assert.ok(!metrics.text.includes(value), `the ${what} reached /metrics`);
+      assert.ok(!metrics.text.includes(encodeURIComponent(value)), `the ${what} reached /metrics, URL-encoded`);
+    }
   });
 
   test('idempotency keys are hashed before they become Redis key names', async () => {

@@ -14,6 +14,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import YAML from 'yaml';
 import { parseObjectStores } from '../src/batch/bucket-config.ts';
+import { StorageError } from '../src/batch/storage.ts';
 import { GcsStore } from '../src/batch/stores/gcs.ts';
 import { ApiKeyStore, hashKey } from '../src/platform/auth.ts';
 import { ConfigError } from '../src/platform/config.ts';
@@ -327,6 +328,25 @@ describe('GCS', () => {
     assert.equal(gcs.chunks.get('clients/client/out/chunked.ndjson'), 3);
     assert.equal(gcs.object(GCS_BUCKET, 'clients/client/out/chunked.ndjson')?.text.length, big.length);
     await assert.rejects(store.openRead(GCS_BUCKET, 'clients/client/out/chunked.ndjson'), /run outputs are not inputs/);
+  });
+
+  test('an object replaced under the read fails it with a StorageError that names neither bucket nor key', async () => {
+    // the key is client-chosen and names a patient; the read's failure ends up in the run record and the log
+    const key = 'clients/client/in/Quackenbush-MRN-40711213.ndjson';
+    gcs.put(GCS_BUCKET, key, '{"id":"a"}\n');
+    const stream = await new GcsStore({ apiEndpoint: gcs.url }).openRead(GCS_BUCKET, key);
+    gcs.put(GCS_BUCKET, key, '{"id":"b"}\n'); // a new generation: the checked one is gone (404 on the download)
+    const failed = await (async () => {
+      for await (const _ of stream);
+    })().then(
+      () => assert.fail('the read of a replaced generation succeeded'),
+      (err: Error) => err,
+    );
+    assert.ok(failed instanceof StorageError, `a StorageError: ${failed.constructor.name}`);
+    assert.equal(failed.reason, 'unreadable', 'retried as before: the next attempt reads the object again');
+    for (const secret of [GCS_BUCKET, 'Quackenbush', '40711213']) {
+      assert.ok(!failed.message.includes(secret), `the message names ${secret}: ${failed.message}`);
+    }
   });
 });
 

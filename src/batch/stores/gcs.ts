@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ApiError, Storage } from '@google-cloud/storage';
 import { StorageError } from '../storage.ts';
@@ -51,7 +51,13 @@ export class GcsStore implements ObjectStore {
     // the generation that was checked is the one read: a replaced object is a 404, not someone else's bytes
     const { generation } = await this.#generation(bucket, key);
     const stream = this.#storage.bucket(bucket).file(key, { generation }).createReadStream({ validation: 'crc32c' });
-    return stream;
+    // the download fails only once read (a replaced object is a 404 then), with the library's error, whose message
+    // quotes the bucket and the key: it leaves as a StorageError, as the checks' errors do (still `unreadable`, so the
+    // run's next attempt reads the object again, as before)
+    const out = new PassThrough();
+    stream.on('error', (err) => out.destroy(new StorageError('unreadable', failure(err).message)));
+    out.on('close', () => stream.destroy());
+    return stream.pipe(out);
   }
 
   async size(bucket: string, key: string): Promise<number> {
