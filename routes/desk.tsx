@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
+import { parseBody } from 'hono/utils/body';
 import type { AppContext, AppDeps, AppEnv } from '../src/context.ts';
 import { DESK_CSS, DESK_JS } from '../src/desk/assets.ts';
 import { BatchHoldPage, BatchHolds } from '../src/desk/batch-views.tsx';
@@ -11,6 +12,7 @@ import { assertSameSiteForm, currentSession, type DeskSession, signIn, signOut }
 import { Hold, Page, Queue, SignIn } from '../src/desk/views.tsx';
 import { assertRole } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
+import { assertDeclaredLength, readCapped } from '../src/platform/http.ts';
 import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
 import { MODEL_NAME } from '../src/registry/schema.ts';
 
@@ -50,7 +52,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
   app.get('/sign-in', (c) => c.html(<SignIn />));
   app.post('/sign-in', async (c) => {
     assertSameSiteForm(c, undefined, undefined);
-    const form = await c.req.parseBody();
+    const form = await readForm(c);
     const credential = typeof form.credential === 'string' ? form.credential.trim() : '';
     try {
       await signIn(deps, c, credential, sessionSecret);
@@ -69,7 +71,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
 
   app.post('/sign-out', async (c) => {
     const s = await currentSession(c, sessionSecret);
-    assertSameSiteForm(c, s?.csrf, (await c.req.parseBody()).csrf);
+    assertSameSiteForm(c, s?.csrf, (await readForm(c)).csrf);
     signOut(c);
     return c.redirect('/desk/sign-in', 303);
   });
@@ -127,7 +129,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
   app.post('/reviews/:id', async (c) => {
     const s = await session(c);
     if (s instanceof Response) return s;
-    const form = await c.req.parseBody({ all: true });
+    const form = await readForm(c, true);
     assertSameSiteForm(c, s.csrf, form.csrf);
     const id = c.req.param('id');
     const item = await deps.reviews.reviewItem(id);
@@ -175,7 +177,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
   app.post('/batch-reviews/:runId', async (c) => {
     const s = await session(c);
     if (s instanceof Response) return s;
-    const form = await c.req.parseBody();
+    const form = await readForm(c);
     assertSameSiteForm(c, s.csrf, form.csrf);
     const runId = c.req.param('runId');
     try {
@@ -259,6 +261,27 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
 }
 
 /** The form's flat fields → the API's decision body: `output.<field>` names build the amended output. */
+/**
+ * A form as the API reads a body: 413 past the size limit (declared or read), 400 for a form that cannot be parsed
+ * (Hono's parseBody reads without a limit, and a malformed multipart body threw a 500).
+ */
+async function readForm(c: AppContext, all = false): Promise<Record<string, string | File | (string | File)[]>> {
+  assertDeclaredLength(c);
+  const max = c.get('maxBodyBytes');
+  const text = await readCapped(
+    c.req.raw.body,
+    max,
+    () => new Problem('payload_too_large', `the body exceeds ${max} bytes`),
+  );
+  const type = c.req.header('content-type');
+  const request = new Request(c.req.url, { method: 'POST', body: text, headers: type ? { 'content-type': type } : {} });
+  try {
+    return await parseBody(request, { all });
+  } catch {
+    throw new Problem('invalid_request', 'the form cannot be read');
+  }
+}
+
 function decisionBody(form: Record<string, string | File | (string | File)[]>): Record<string, unknown> {
   const output: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(form)) {

@@ -3,7 +3,7 @@ import type { AppDeps, AppEnv } from '../src/context.ts';
 import { Hl7Door } from '../src/ingress/hl7/door.ts';
 import { assertModelAllowed } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
-import { readCapped, requireRole } from '../src/platform/http.ts';
+import { assertDeclaredLength, readCapped, requireRole } from '../src/platform/http.ts';
 import type { RouteDoc } from '../src/platform/openapi.ts';
 
 const HL7_TYPE = /^(x-application\/hl7-v2\+er7|application\/hl7-v2|text\/plain)\s*(;|$)/i;
@@ -22,6 +22,7 @@ export function hl7Routes(deps: AppDeps, models: readonly string[]) {
     if (!type || !HL7_TYPE.test(type)) {
       throw new Problem('unsupported_media_type', 'content-type must be x-application/hl7-v2+er7 (or text/plain)');
     }
+    assertDeclaredLength(c);
     const max = c.get('maxBodyBytes');
     const text = await readCapped(
       c.req.raw.body,

@@ -58,6 +58,38 @@ describe('sessions', () => {
     assert.equal(anon.headers.get('location'), '/desk/sign-in');
   });
 
+  test('a form past the size limit is a 413 (declared or streamed), a malformed multipart form a 400, never a 500', async () => {
+    const max = gw.deps.options.maxBodyBytes;
+    const form = `credential=${keys.reviewer}&pad=${'x'.repeat(max)}`;
+    const post = (body: BodyInit, type: string) =>
+      fetch(`${gw.url}/desk/sign-in`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { 'content-type': type, origin: gw.url },
+        body,
+        ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
+      } as RequestInit);
+    const urlencoded = 'application/x-www-form-urlencoded';
+    const declared = await post(form, urlencoded);
+    assert.equal(declared.status, 413, await declared.text());
+    const streamed = await post(
+      new ReadableStream({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode(form));
+          controller.close();
+        },
+      }),
+      urlencoded,
+    );
+    assert.equal(streamed.status, 413, await streamed.text());
+    for (const res of [declared, streamed]) assert.equal(res.headers.get('set-cookie'), null, 'no session');
+    const multipart = await post(
+      '--zz\r\nContent-Disposition: form-data; name="credential"\r\n\r\nabc',
+      'multipart/form-data; boundary=zz',
+    );
+    assert.equal(multipart.status, 400, await multipart.text());
+  });
+
   test('an altered cookie is no session', async () => {
     const client = await signedIn();
     const [name, value] = client.cookie.split('=') as [string, string];

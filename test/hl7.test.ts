@@ -6,10 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { serve } from '@hono/node-server';
 import { Hl7Door } from '../src/ingress/hl7/door.ts';
 import { startMllp } from '../src/ingress/hl7/mllp.ts';
 import { SILENT_ACTION } from '../src/serving/scorer.ts';
@@ -244,6 +248,53 @@ describe('broken messages over HTTP (POST /v1/hl7)', () => {
     assert.equal(json.status, 415);
     assert.equal(json.body.code, 'unsupported_media_type');
     assert.equal((await gw.call('POST', '/v1/hl7', undefined, 'MSH', { 'content-type': 'text/plain' })).status, 401);
+  });
+
+  test('a Content-Length past the limit: 413 problem+json at once, not a wait for a body that never comes', async () => {
+    // a real socket: in process, a body ends where its bytes end; here the gateway would wait for the declared rest
+    const server = serve({
+      fetch: gw.app.fetch,
+      hostname: '127.0.0.1',
+      port: 0,
+      createServer: gw.gateway.createServer,
+    });
+    await once(server, 'listening');
+    try {
+      const { port } = server.address() as AddressInfo;
+      const declared = gw.deps.options.maxBodyBytes + 1;
+      const res = await new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
+        const req = http.request(
+          {
+            host: '127.0.0.1',
+            port,
+            method: 'POST',
+            path: '/v1/hl7',
+            headers: {
+              authorization: `Bearer ${keys.client}`,
+              'content-type': 'x-application/hl7-v2+er7',
+              'content-length': String(declared),
+            },
+          },
+          (r) => {
+            let body = '';
+            r.setEncoding('utf8');
+            r.on('data', (chunk: string) => {
+              body += chunk;
+            });
+            r.on('end', () => resolve({ status: r.statusCode ?? 0, type: String(r.headers['content-type']), body }));
+          },
+        );
+        req.on('error', reject);
+        req.write(msh); // and never the rest
+      });
+      assert.equal(res.status, 413, res.body);
+      assert.match(res.type, /^application\/problem\+json/);
+      assert.equal(JSON.parse(res.body).code, 'payload_too_large');
+    } finally {
+      const listening = server as http.Server;
+      listening.closeAllConnections();
+      await new Promise((resolve) => listening.close(resolve));
+    }
   });
 
   test('nothing of a message reaches the logs: no name, identifier or control id', () => {

@@ -362,3 +362,86 @@ describe('outcomes of jobs and batch rows', { timeout: HANG_GUARD_MS }, () => {
     assert.equal(res.body.score, Object.values(row.prediction)[0]);
   });
 });
+
+describe("another client's predictions", { timeout: HANG_GUARD_MS }, () => {
+  const keys = makeKeys();
+  const prefix = makePrefix('outcomes-owner');
+  let dataDir: string;
+  let gw: TestGateway;
+  const observed = () => new Date().toISOString();
+
+  before(async () => {
+    dataDir = await tempDir('outcomes-owner');
+    await placeDischarges(dataDir);
+    gw = await buildGateway({
+      prefix,
+      keys,
+      dataDir,
+      workers: ['inference', 'batch'],
+      only: ['news2', 'note-triage', 'readmission'],
+    });
+  });
+
+  after(async () => {
+    await gw?.close();
+    await deletePrefix(prefix);
+    await removeDir(dataDir);
+  });
+
+  test('a client may not name them: 404 as on GET /v1/jobs/:id, and no score in the answer; nor a held job of its own', async () => {
+    const job = await gw.call('POST', '/v1/models/news2/jobs', keys.client, { input: { instances: [news2Row(3)] } });
+    assert.equal(job.status, 202, job.text);
+    const jobId = job.body.id as string;
+    await waitFor(
+      async () => (await gw.call('GET', `/v1/jobs/${jobId}`, keys.client)).body.state === 'released',
+      'the job to be released',
+    );
+    const submitted = await gw.call('POST', '/v1/models/readmission/batches', keys.client, {
+      input: { path: 'inputs/discharges.ndjson', format: 'ndjson' },
+    });
+    const runId = String(submitted.headers.get('content-location')).split('/').pop() as string;
+    const { final } = await waitForRun(gw, keys.client, runId);
+    assert.equal(final.status, 200, final.text);
+    const rowId = ((await download(gw, keys.client, final.body.output[0].url))[0] as { id: string }).id;
+
+    for (const named of [{ jobId }, { batch: { runId, rowId } }]) {
+      const res = await gw.call('POST', '/v1/outcomes', keys.other, {
+        ...named,
+        outcome: true,
+        observedAt: observed(),
+      });
+      assert.equal(res.status, 404, res.text);
+      assert.equal(res.body.code, 'not_found');
+      assert.ok(!('score' in res.body), res.text);
+    }
+
+    // held for clinician review: its score was never served to the client, so it is not served here either
+    const held = await gw.call('POST', '/v1/models/note-triage/jobs', keys.client, {
+      input: { text: 'Crushing chest pain, troponin raised.' },
+    });
+    assert.equal(held.status, 202, held.text);
+    const heldId = held.body.id as string;
+    await waitFor(
+      async () => (await gw.call('GET', `/v1/jobs/${heldId}`, keys.client)).body.state === 'awaiting_review',
+      'the job to await review',
+    );
+    const early = await gw.call('POST', '/v1/outcomes', keys.client, {
+      jobId: heldId,
+      outcome: true,
+      observedAt: observed(),
+    });
+    assert.equal(early.status, 409, early.text);
+    assert.equal(early.body.code, 'awaiting_review');
+    assert.ok(!('score' in early.body), early.text);
+
+    // their own client, and a reviewer, still record them
+    for (const [key, named] of [
+      [keys.client, { jobId }],
+      [keys.client, { batch: { runId, rowId } }],
+      [keys.reviewer, { jobId: heldId }],
+    ] as const) {
+      const res = await gw.call('POST', '/v1/outcomes', key, { ...named, outcome: true, observedAt: observed() });
+      assert.equal(res.status, 201, res.text);
+    }
+  });
+});

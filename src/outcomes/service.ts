@@ -102,6 +102,8 @@ export class OutcomeService {
   async record(
     principal: Principal,
     body: Record<string, unknown>,
+    /** refuses a reference this caller may not name (run once the body is known to be well formed) */
+    mayName?: (principal: Principal, body: Record<string, unknown>) => Promise<void>,
   ): Promise<{ created: boolean; outcome: RecordedOutcome }> {
     onlyFields(body, ['requestId', 'jobId', 'batch', 'hl7', 'index', 'outcome', 'observedAt']);
     const ref = refOf(body);
@@ -112,6 +114,7 @@ export class OutcomeService {
       throw new Problem('invalid_request', 'observedAt must be an ISO 8601 date-time');
     }
     if (observedAt > this.#now() + MAX_SKEW_MS) throw new Problem('invalid_request', 'observedAt is in the future');
+    await mayName?.(principal, body);
     if (!this.#log) throw new Problem('not_found', 'predictions are not logged here (TRIAGE_MONITORING=off)');
     await this.#log.flush(); // a prediction made a moment ago is joinable at once
     const prediction = await this.#log.find(ref);

@@ -99,17 +99,13 @@ export async function readJson(c: Context<AppEnv>): Promise<unknown> {
     );
   }
   const max = c.get('maxBodyBytes');
-  const tooLarge = () => new Problem('payload_too_large', `the body exceeds ${max} bytes`);
-  const declared = c.req.header('content-length');
   let text: string;
-  if (declared !== undefined) {
-    if (!/^\d{1,15}$/.test(declared)) throw new Problem('invalid_header', 'content-length must be a number');
-    if (Number(declared) > max) throw tooLarge();
+  if (assertDeclaredLength(c) !== undefined) {
     text = await c.req.text();
     // app.request() and other in-process callers are not held to the declared length by Node's parser
-    if (text.length > max) throw tooLarge();
+    if (text.length > max) throw tooLarge(max);
   } else {
-    text = await readCapped(c.req.raw.body, max, tooLarge);
+    text = await readCapped(c.req.raw.body, max, () => tooLarge(max));
   }
   assertJsonDepth(text);
   try {
@@ -117,6 +113,24 @@ export async function readJson(c: Context<AppEnv>): Promise<unknown> {
   } catch {
     throw new Problem('malformed_json', 'the body is not valid JSON');
   }
+}
+
+function tooLarge(max: number): Problem {
+  return new Problem('payload_too_large', `the body exceeds ${max} bytes`);
+}
+
+/**
+ * The declared Content-Length of a body, checked before any of it is read: 400 when it is not a number, 413 past the
+ * size limit at once (a client that declares more than it sends would otherwise be waited for, and answered by
+ * nothing but Node's request timeout). Every route that reads a body calls it first.
+ */
+export function assertDeclaredLength(c: Context<AppEnv>): number | undefined {
+  const declared = c.req.header('content-length');
+  if (declared === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(declared)) throw new Problem('invalid_header', 'content-length must be a number');
+  const length = Number(declared);
+  if (length > c.get('maxBodyBytes')) throw tooLarge(c.get('maxBodyBytes'));
+  return length;
 }
 
 export async function readCapped(
