@@ -12,7 +12,7 @@ import { assertSameSiteForm, currentSession, type DeskSession, signIn, signOut }
 import { Hold, Page, Queue, SignIn } from '../src/desk/views.tsx';
 import { assertRole } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
-import { assertDeclaredLength, readCapped } from '../src/platform/http.ts';
+import { assertDeclaredLength, readCapped, tooLarge } from '../src/platform/http.ts';
 import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
 import { MODEL_NAME } from '../src/registry/schema.ts';
 
@@ -260,7 +260,6 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
   return app;
 }
 
-/** The form's flat fields → the API's decision body: `output.<field>` names build the amended output. */
 /**
  * A form as the API reads a body: 413 past the size limit (declared or read), 400 for a form that cannot be parsed
  * (Hono's parseBody reads without a limit, and a malformed multipart body threw a 500).
@@ -268,11 +267,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
 async function readForm(c: AppContext, all = false): Promise<Record<string, string | File | (string | File)[]>> {
   assertDeclaredLength(c);
   const max = c.get('maxBodyBytes');
-  const text = await readCapped(
-    c.req.raw.body,
-    max,
-    () => new Problem('payload_too_large', `the body exceeds ${max} bytes`),
-  );
+  const text = await readCapped(c.req.raw.body, max, () => tooLarge(max));
   const type = c.req.header('content-type');
   const request = new Request(c.req.url, { method: 'POST', body: text, headers: type ? { 'content-type': type } : {} });
   try {
@@ -282,6 +277,7 @@ async function readForm(c: AppContext, all = false): Promise<Record<string, stri
   }
 }
 
+/** The form's flat fields → the API's decision body: `output.<field>` names build the amended output. */
 function decisionBody(form: Record<string, string | File | (string | File)[]>): Record<string, unknown> {
   const output: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(form)) {

@@ -115,7 +115,8 @@ export async function readJson(c: Context<AppEnv>): Promise<unknown> {
   }
 }
 
-function tooLarge(max: number): Problem {
+/** The refusal of a body past the size limit. */
+export function tooLarge(max: number): Problem {
   return new Problem('payload_too_large', `the body exceeds ${max} bytes`);
 }
 
