@@ -7,6 +7,7 @@ import { composeGateway } from './gateway.ts';
 import { Hl7Door } from './ingress/hl7/door.ts';
 import { startMllp } from './ingress/hl7/mllp.ts';
 import { ApiKeyStore } from './platform/auth.ts';
+import { answerClientErrors } from './platform/client-errors.ts';
 import { type Config, ConfigError, loadConfig } from './platform/config.ts';
 import { announceDevelopmentKeys } from './platform/dev-keys.ts';
 import { listen } from './platform/listeners.ts';
@@ -69,6 +70,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     // sync scoring refused before the app while the event loop is saturated (src/sync/admission-gate.ts)
     createServer: gateway.createServer,
   });
+  // a request node:http cannot parse gets problem+json too, not Node's bare status line
+  answerClientErrors(server as HttpServer);
   // a deep accept queue (the kernel caps it at net.core.somaxconn): Node's default of 511 overflows when many callers
   // connect while the loop is busy (after a stall, a failover, a load balancer's reshuffle), and a connection whose
   // SYN is dropped is retried by the caller's kernel only after 1 s, then 3 s; and several sockets on the port, since

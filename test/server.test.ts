@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { hashKey } from '../src/platform/auth.ts';
 import { loadConfig } from '../src/platform/config.ts';
@@ -115,6 +116,48 @@ describe('gateway over real HTTP', () => {
     } as RequestInit);
     assert.equal(res.status, 413);
     assert.equal(((await res.json()) as { code: string }).code, 'payload_too_large');
+  });
+
+  it('answers a request node:http cannot parse with problem+json and a stable code, not a bare status line', async () => {
+    /** what the server answers to these raw bytes, read until it closes the connection */
+    const raw = (bytes: string) =>
+      new Promise<string>((resolve, reject) => {
+        const { port } = new URL(gateway.url);
+        const socket = net.connect(Number(port), '127.0.0.1', () => socket.end(bytes));
+        let answer = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (d: string) => {
+          answer += d;
+        });
+        socket.on('end', () => resolve(answer));
+        socket.on('error', reject);
+      });
+    const cases = [
+      {
+        bytes: `POST /v1/models/news2/predict HTTP/1.1\r\nHost: x\r\nContent-Length: zq9x\r\n\r\n`,
+        status: 400,
+        code: 'invalid_header',
+      },
+      // past node:http's 16 KiB of headers
+      {
+        bytes: `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(20_000)}\r\n\r\n`,
+        status: 431,
+        code: 'headers_too_large',
+      },
+      { bytes: 'HELLO THERE\r\n\r\n', status: 400, code: 'invalid_request' },
+    ];
+    for (const c of cases) {
+      const answer = await raw(c.bytes);
+      const [head = '', body = ''] = answer.split('\r\n\r\n');
+      assert.match(head, new RegExp(`^HTTP/1.1 ${c.status} `), answer.slice(0, 200));
+      assert.match(head, /\r\ncontent-type: application\/problem\+json\r\n/i);
+      assert.match(head, /\r\nx-content-type-options: nosniff/i);
+      const problem = JSON.parse(body);
+      assert.equal(problem.status, c.status);
+      assert.equal(problem.code, c.code);
+      // nothing the caller sent comes back
+      assert.ok(!body.includes('zq9x') && !body.includes('aaaa') && !body.includes('HELLO'), body);
+    }
   });
 
   it('shuts down gracefully: drains the request in flight, then refuses connections', async () => {

@@ -36,6 +36,8 @@ export const problemCodes = {
   },
   insufficient_data: { status: 422, title: 'Not enough data to score: no score, follow the standard protocol' },
   payload_too_large: { status: 413, title: 'The request body is too large' },
+  headers_too_large: { status: 431, title: 'The request headers are too large' },
+  request_timeout: { status: 408, title: 'The request did not arrive in time' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
   // 429
   rate_limited: { status: 429, title: 'Too many requests: slow down' },
