@@ -165,7 +165,17 @@ export function assertRole(principal: Principal, allowed: readonly Role[]): void
   throw new Problem('forbidden', `role "${principal.role}" may not do this; needs ${allowed.join(' or ')}`);
 }
 
+/** Whether the principal may use `model`: call it (a client), or see and decide its held results (a reviewer). */
+export function mayUseModel(principal: Principal, model: string): boolean {
+  return principal.role === 'admin' || principal.models.has('*') || principal.models.has(model);
+}
+
+/** The models a principal is limited to, or undefined when it may use every one. */
+export function modelScope(principal: Principal): readonly string[] | undefined {
+  return principal.role === 'admin' || principal.models.has('*') ? undefined : [...principal.models];
+}
+
 export function assertModelAllowed(principal: Principal, model: string): void {
-  if (principal.role === 'admin' || principal.models.has('*') || principal.models.has(model)) return;
+  if (mayUseModel(principal, model)) return;
   throw new Problem('forbidden', `this ${principal.via === 'token' ? 'token' : 'key'} may not call model "${model}"`);
 }
