@@ -14,6 +14,7 @@ import {
   buildGateway,
   HANG_GUARD_MS,
   makeKeys,
+  NEWS2_INSTANCE,
   NOTES,
   placeDischarges,
   placeNews2Rows,
@@ -139,5 +140,43 @@ describe('a reviewer scoped to some models', { timeout: HANG_GUARD_MS }, () => {
     const post = await desk.request('POST', `/desk/reviews/${job}`, { csrf, decision: 'approve', reason: 'no' });
     assert.equal(post.status, 404);
     assert.equal((await gw.call('GET', `/v1/jobs/${job}`, keys.client)).body.state, 'awaiting_review');
+  });
+});
+
+describe('outcomes', { timeout: HANG_GUARD_MS }, () => {
+  const report = (key: string, ref: Record<string, unknown>, outcome = true) =>
+    gw.call('POST', '/v1/outcomes', key, { ...ref, outcome, observedAt: new Date().toISOString() });
+
+  test("a client cannot report on (nor read the score of) another client's prediction: 404, as if unknown", async () => {
+    const sync = await gw.predict('news2', keys.client, [NEWS2_INSTANCE]);
+    assert.equal(sync.status, 200, sync.text);
+    const job = await gw.call('POST', '/v1/models/news2/jobs', keys.client, { input: { instances: [NEWS2_INSTANCE] } });
+    assert.equal(job.status, 202, job.text);
+    await waitForState(gw, keys.client, job.body.id, 'released');
+    const run = await gw.call('POST', '/v1/models/readmission/batches', keys.client, {
+      input: { path: 'inputs/discharges.ndjson', format: 'ndjson' },
+    });
+    assert.equal(run.status, 202, run.text);
+    await waitFor(
+      async () => (await gw.call('GET', `/v1/batch-reviews/${run.body.id}`, keys.reviewer)).status === 200,
+      'the run scored',
+      60_000,
+    );
+    const refs = [
+      { requestId: sync.body.requestId },
+      { jobId: job.body.id },
+      { batch: { runId: run.body.id, rowId: 'enc-0001' } },
+    ];
+    for (const ref of refs) {
+      const other = await report(keys.other, ref);
+      assert.equal(other.status, 404, `${JSON.stringify(ref)}: ${other.text}`);
+      assert.equal(other.body.score, undefined);
+      // it changed nothing: the owner's own report is the first, and a different outcome is no conflict
+      const own = await report(keys.client, ref, false);
+      assert.equal(own.status, 201, `${JSON.stringify(ref)}: ${own.text}`);
+    }
+    // a reviewer (the clinician who saw what happened) reports on any prediction of its models
+    const second = await gw.predict('news2', keys.client, [NEWS2_INSTANCE]);
+    assert.equal((await report(keys.reviewer, { requestId: second.body.requestId })).status, 201);
   });
 });

@@ -5,6 +5,7 @@ import type { CatalogModel } from '../serving/catalog.ts';
 import { type AssumedCount, encodeRow } from '../serving/features.ts';
 import { type Prediction, predictionWriter } from '../serving/predictions.ts';
 import type { Scorer } from '../serving/scorer.ts';
+import { runReaders } from './data-areas.ts';
 import { ByteLines } from './line-bytes.ts';
 import { type InputRow, MAX_LINE, type NdjsonLine, ndjsonRow, rowId } from './readers.ts';
 import type { BatchRun } from './runs.ts';
@@ -200,6 +201,8 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly ChunkRow[]): P
     rows: valid.length,
     assumedRows: assumed.rows,
     refs: valid.map((id) => batchRef(run.id, id)),
+    // the clients who read the run report its rows' outcomes
+    owners: runReaders(run),
   };
   const { predictions, silent } = await scorer.score({
     model,

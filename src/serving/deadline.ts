@@ -15,6 +15,12 @@ export interface EncodedInput {
    * first its own reference and the others aliases an outcome may name it by just as well
    */
   refs?: readonly (string | readonly string[])[];
+  /**
+   * the clients whose predictions these rows are (the caller of a request or job, the requester or readers of a batch
+   * run): of the clients, only they may report the rows' outcomes. Absent: a door with no calling client (MLLP,
+   * CDS Hooks), whose rows any client allowed the model may name.
+   */
+  owners?: readonly string[];
 }
 
 /**
