@@ -28,8 +28,9 @@ import {
 } from './support/index.ts';
 
 const keys = makeKeys();
-/** a reviewer whose key names news2 only */
+/** a reviewer and an approver whose keys name news2 only */
 const NEWS2_REVIEWER = `trg_rn_${hashKey(String(Math.random())).slice(0, 32)}`;
+const NEWS2_APPROVER = `trg_an_${hashKey(String(Math.random())).slice(0, 32)}`;
 let gw: TestGateway;
 let dataDir: string;
 let modelsDir: string;
@@ -43,6 +44,7 @@ before(async () => {
   });
   const doc = YAML.parse(keys.yaml);
   doc.keys.push({ id: 'news2-reviewer', role: 'reviewer', sha256: hashKey(NEWS2_REVIEWER), models: ['news2'] });
+  doc.keys.push({ id: 'news2-approver', role: 'approver', sha256: hashKey(NEWS2_APPROVER), models: ['news2'] });
   gw = await buildGateway({
     keys,
     keyStore: ApiKeyStore.parse(YAML.stringify(doc)),
@@ -140,6 +142,28 @@ describe('a reviewer scoped to some models', { timeout: HANG_GUARD_MS }, () => {
     const post = await desk.request('POST', `/desk/reviews/${job}`, { csrf, decision: 'approve', reason: 'no' });
     assert.equal(post.status, 404);
     assert.equal((await gw.call('GET', `/v1/jobs/${job}`, keys.client)).body.state, 'awaiting_review');
+  });
+});
+
+describe('threshold changes', () => {
+  test('an approver scoped to some models neither sees nor decides a change to another model: 404', async () => {
+    const proposed = await gw.call('POST', '/v1/models/readmission/threshold-changes', keys.reviewer, {
+      threshold: 0.3,
+      reason: 'recalibrated on the 2025 cohort',
+      evidenceUrl: 'https://evidence.example.org/readmission/2025',
+    });
+    assert.equal(proposed.status, 201, proposed.text);
+    const id = proposed.body.id;
+    // the model's own list already refuses it (403), as every model route does
+    assert.equal((await gw.call('GET', '/v1/models/readmission/threshold-changes', NEWS2_APPROVER)).status, 403);
+    assert.equal((await gw.call('GET', `/v1/threshold-changes/${id}`, NEWS2_APPROVER)).status, 404);
+    for (const decision of ['approve', 'reject']) {
+      const res = await gw.call('POST', `/v1/threshold-changes/${id}/${decision}`, NEWS2_APPROVER, { reason: 'x' });
+      assert.equal(res.status, 404, res.text);
+    }
+    const after = await gw.call('GET', `/v1/threshold-changes/${id}`, keys.admin);
+    assert.equal(after.body.state, 'proposed');
+    assert.equal((await gw.call('GET', '/v1/models/readmission/threshold-changes', keys.client)).body.threshold, 0.25);
   });
 });
 
