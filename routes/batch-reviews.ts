@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import type { RunHold } from '../src/batch/review-store.ts';
 import type { AppDeps, AppEnv } from '../src/context.ts';
+import { assertModelAllowed } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { bodyObject, parseBody, type RouteDoc } from '../src/platform/openapi.ts';
@@ -95,15 +96,16 @@ export function batchReviewRoutes(deps: AppDeps) {
     if (model !== undefined && (!MODEL_NAME.test(model) || !deps.catalog.get(model))) {
       throw new Problem('model_not_found', 'no model by that name');
     }
+    if (model !== undefined) assertModelAllowed(c.get('principal')!, model);
     const limit = intParam(c.req.query('limit'), 'limit', 50, 1, 500);
     const offset = intParam(c.req.query('offset'), 'offset', 0, 0, 1_000_000);
-    const { items, total } = await service.pending(model, offset, limit);
+    const { items, total } = await service.pending(c.get('principal')!, model, offset, limit);
     const now = service.now();
     return c.json({ items: items.map((h) => holdView(h, now)), total });
   });
 
   app.get('/:runId', reviewer, async (c) => {
-    const { hold, run } = await service.item(c.req.param('runId'));
+    const { hold, run } = await service.item(c.get('principal')!, c.req.param('runId'));
     // a rejected run's rows are not shown again; a decided one needs no sample
     const sample = hold.state === 'held' ? await service.sample(run) : [];
     return c.json({ ...holdView(hold, service.now()), sample });

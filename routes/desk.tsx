@@ -10,7 +10,7 @@ import { byClinicalPriority } from '../src/desk/queue.ts';
 import { ModelReports, PICTURE_WINDOWS, type ReportKind } from '../src/desk/report-views.tsx';
 import { assertSameSiteForm, currentSession, type DeskSession, signIn, signOut } from '../src/desk/session.ts';
 import { Hold, Page, Queue, SignIn } from '../src/desk/views.tsx';
-import { assertRole } from '../src/platform/auth.ts';
+import { assertRole, mayUseModel } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { assertDeclaredLength, readCapped, tooLarge } from '../src/platform/http.ts';
 import { SECURE_HEADERS } from '../src/platform/secure-headers.ts';
@@ -80,14 +80,19 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
     const s = await session(c);
     if (s instanceof Response) return s;
     const raw = c.req.query('model') || undefined;
-    const model = raw !== undefined && MODEL_NAME.test(raw) && deps.catalog.get(raw) ? raw : undefined;
-    const { items, total } = await deps.reviews.pending(model, 0, QUEUE_WINDOW);
+    const model =
+      raw !== undefined && MODEL_NAME.test(raw) && deps.catalog.get(raw) && mayUseModel(s.principal, raw)
+        ? raw
+        : undefined;
+    const { items, total } = await deps.reviews.pending(s.principal, model, 0, QUEUE_WINDOW);
     const ranked = byClinicalPriority(items, (m) => deps.catalog.get(m)?.manifest);
     const models = deps.catalog
       .list()
-      .filter((m) => m.manifest.review && m.manifest.review.policy !== 'never')
+      .filter(
+        (m) => m.manifest.review && m.manifest.review.policy !== 'never' && mayUseModel(s.principal, m.manifest.name),
+      )
       .map((m) => m.manifest.name);
-    const batch = await deps.batchReviews.pending(model, 0, QUEUE_WINDOW);
+    const batch = await deps.batchReviews.pending(s.principal, model, 0, QUEUE_WINDOW);
     const done = c.req.query('decided');
     return c.html(
       <Page title="Review queue" who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
@@ -106,7 +111,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
   });
 
   const holdPage = async (s: DeskSession, id: string, extra: { error?: string; conflict?: string }) => {
-    const record = await deps.reviews.reviewItem(id);
+    const record = await deps.reviews.reviewItem(s.principal, id);
     return (
       <Page title={`Hold ${record.id.slice(0, 8)}`} who={s.principal.name ?? s.principal.id} csrf={s.csrf}>
         <Hold
@@ -132,14 +137,14 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
     const form = await readForm(c, true);
     assertSameSiteForm(c, s.csrf, form.csrf);
     const id = c.req.param('id');
-    const item = await deps.reviews.reviewItem(id);
+    const item = await deps.reviews.reviewItem(s.principal, id);
     const model = deps.catalog.get(item.model);
     try {
       await deps.reviews.decide(s.principal, id, decisionBody(form), model);
     } catch (err) {
       if (!(err instanceof Problem) || err.status >= 500) throw err;
       if (err.code === 'already_decided') {
-        const d = (await deps.reviews.reviewItem(id)).decision;
+        const d = (await deps.reviews.reviewItem(s.principal, id)).decision;
         const who = d?.byName ?? d?.by ?? 'another reviewer';
         const conflict = `Someone else decided this hold first: ${who} chose “${d?.outcome}”. Your decision was not recorded.`;
         return c.html(await holdPage(s, id, { conflict }), 409);
@@ -151,7 +156,7 @@ export function deskRoutes(deps: AppDeps, sessionSecret = randomBytes(32).toStri
 
   // held batch output: the same BatchReviewService as /v1/batch-reviews (approve or reject, with a reason)
   const batchPage = async (s: DeskSession, runId: string, status: 200 | 400 | 403 | 409, error?: string) => {
-    const { hold, run } = await deps.batchReviews.item(runId);
+    const { hold, run } = await deps.batchReviews.item(s.principal, runId);
     const sample = hold.state === 'held' ? await deps.batchReviews.sample(run) : [];
     const page = (
       <Page title={`Batch run ${runId.slice(0, 8)}`} who={s.principal.name ?? s.principal.id} csrf={s.csrf}>

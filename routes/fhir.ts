@@ -92,6 +92,7 @@ export function fhirRoutes(deps: AppDeps) {
         subjectKey: row.id,
         // what an outcome reported later names the prediction by (`request:<id>#0`), as on the v1 door
         requestId: c.get('requestId'),
+        owner: c.get('principal')?.id,
       })
       .catch((err: unknown) => {
         throw readingsRefused(err);

@@ -39,7 +39,7 @@ export function hl7Routes(deps: AppDeps, models: readonly string[]) {
       }
     };
     // the request id (X-Request-Id of the answer) names the prediction for outcomes, as the MSH-10 control id does
-    const { ack, code } = await door.handle(text, mayUse, c.get('requestId'));
+    const { ack, code } = await door.handle(text, mayUse, c.get('requestId'), c.get('principal')?.id);
     return c.body(ack.toString(), code === 'AR' ? 400 : 200, {
       'content-type': 'x-application/hl7-v2+er7; charset=utf-8',
     });

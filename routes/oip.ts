@@ -228,6 +228,7 @@ export function oipRoutes(deps: AppDeps) {
       .predict(model, instances, deadlineMs, {
         // what an outcome reported later names each row by (`request:<id>#<i>`), as on the v1 door
         requestId: c.get('requestId'),
+        owner: c.get('principal')?.id,
         arrivedAt: c.get('arrivedAt'),
         ...(subjectKey ? { subjectKey } : {}),
       })

@@ -126,6 +126,7 @@ export function predictRoutes(deps: AppDeps) {
     const subjectKey = parseSubjectKey(c.req.header(SUBJECT_HEADER));
     const result = await deps.sync.predict(model, instances, deadlineMs, {
       requestId: c.get('requestId'),
+      owner: c.get('principal')?.id,
       arrivedAt: c.get('arrivedAt'),
       ...(subjectKey ? { subjectKey } : {}),
     });

@@ -2,6 +2,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import type { AppDeps, AppEnv } from '../src/context.ts';
 import type { JobRecord } from '../src/jobs/store.ts';
+import { assertModelAllowed } from '../src/platform/auth.ts';
 import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { bodyObject, parseBody, type RouteDoc } from '../src/platform/openapi.ts';
@@ -117,9 +118,10 @@ export function reviewRoutes(deps: AppDeps) {
     if (model !== undefined && (!MODEL_NAME.test(model) || !deps.catalog.get(model))) {
       throw new Problem('model_not_found', 'no model by that name');
     }
+    if (model !== undefined) assertModelAllowed(c.get('principal')!, model);
     const limit = intParam(c.req.query('limit'), 'limit', 50, 1, 500);
     const offset = intParam(c.req.query('offset'), 'offset', 0, 0, 1_000_000);
-    const { items, total } = await deps.reviews.pending(model, offset, limit);
+    const { items, total } = await deps.reviews.pending(c.get('principal')!, model, offset, limit);
     const now = deps.reviews.now();
     const next = offset + items.length < total ? offset + items.length : undefined;
     return c.json({
@@ -136,7 +138,7 @@ export function reviewRoutes(deps: AppDeps) {
   });
 
   app.get('/:id', reviewer, async (c) => {
-    const r = await deps.reviews.reviewItem(c.req.param('id'));
+    const r = await deps.reviews.reviewItem(c.get('principal')!, c.req.param('id'));
     return c.json({
       ...reviewSummary(r, deps.reviews.now()),
       input: r.input,
@@ -149,7 +151,7 @@ export function reviewRoutes(deps: AppDeps) {
   app.post('/:id/decision', reviewer, async (c) => {
     const body = parseBody(decisionRequest, await readJson(c));
     const id = c.req.param('id');
-    const item = await deps.reviews.reviewItem(id);
+    const item = await deps.reviews.reviewItem(c.get('principal')!, id);
     const record = await deps.reviews.decide(c.get('principal')!, id, body, deps.catalog.get(item.model));
     return c.json({
       ...reviewSummary(record, deps.reviews.now()),

@@ -32,7 +32,7 @@ export function thresholdChangeRoutes(deps: AppDeps) {
   });
 
   app.get('/threshold-changes/:id', requireRole(deps, 'reviewer', 'approver'), async (c) =>
-    c.json(await deps.thresholdChanges.get(c.req.param('id'))),
+    c.json(await deps.thresholdChanges.get(c.get('principal')!, c.req.param('id'))),
   );
 
   for (const decision of ['approve', 'reject'] as const) {

@@ -4,6 +4,8 @@
  */
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { lstat, mkdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -106,6 +108,45 @@ describe('storage: links are never followed', () => {
     await assert.rejects(storage.openOutput('batches/planted/output.ndjson'), refused('outside'));
     await writeFile(path.join(dataDir, 'batches/out.ndjson'), ROWS);
     await assert.rejects(storage.openRead('batches/out.ndjson'), refused('outside'));
+  });
+
+  test('a folder swapped for a link to another client’s while files are opened: never the other side', async () => {
+    // the client owns its folder and swaps `sub` for a link to the other client's, and back, as fast as it can: a
+    // check of the path before the open (or after it) can be passed by a swap between the two
+    const own = path.join(dataDir, 'clients/batch-client/swap');
+    const theirs = path.join(dataDir, 'clients/batch-other/swap');
+    await mkdir(path.join(own, 'sub'), { recursive: true });
+    await mkdir(theirs, { recursive: true });
+    await writeFile(path.join(own, 'sub/rows.ndjson'), ROWS);
+    await writeFile(path.join(theirs, 'rows.ndjson'), 'not yours\n');
+    await symlink(theirs, path.join(own, 'link'));
+    const swapper = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const fs = require('node:fs'); const a = ${JSON.stringify(own)};
+        console.log('swapping');
+        for (;;) { fs.renameSync(a + '/sub', a + '/real'); fs.renameSync(a + '/link', a + '/sub');
+          fs.renameSync(a + '/sub', a + '/link'); fs.renameSync(a + '/real', a + '/sub'); }`,
+      ],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    try {
+      await once(swapper.stdout, 'data');
+      const storage = new LocalStorage(dataDir);
+      const seen = new Set<string>();
+      for (let i = 0; i < 3000; i++) {
+        const text = await storage.readWhole('clients/batch-client/swap/sub/rows.ndjson').catch((err: unknown) => {
+          assert.ok(err instanceof StorageError, `a refusal, not ${err}`);
+          return err.reason;
+        });
+        seen.add(text === ROWS ? 'own' : text);
+      }
+      assert.ok(!seen.has('not yours\n'), 'the other client’s file was read through a swapped-in link');
+      assert.ok(seen.has('own') || seen.has('not_found') || seen.has('outside'), [...seen].join());
+    } finally {
+      swapper.kill();
+    }
   });
 
   test('a run folder is created exclusively; what it writes is the service user’s only', async () => {

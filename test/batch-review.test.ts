@@ -84,7 +84,7 @@ after(async () => {
 
 const reviewerToken = (sub: string, name: string) =>
   signer.sign(
-    { iss: issuer.url, aud: AUDIENCE, sub, name, scope: 'triage:reviewer' },
+    { iss: issuer.url, aud: AUDIENCE, sub, name, scope: 'triage:reviewer triage:model:*' },
     { issuedAt: Math.floor(Date.now() / 1000), expiresIn: Math.floor(Date.now() / 1000) + 600 },
   );
 

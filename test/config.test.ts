@@ -178,6 +178,11 @@ describe('ApiKeyStore', () => {
       '64-hex-digit',
     );
     parseError({ keys: [entry({ id: 'has space' })] }, 'TRIAGE_API_KEYS: keys.0.id');
+    // an id or area of "." or ".." would make the data area the folder above: every client's, or every shared one
+    for (const name of ['.', '..']) {
+      parseError({ keys: [entry({ id: name })] }, 'TRIAGE_API_KEYS: keys.0.id', 'must not be "." or ".."');
+      parseError({ keys: [entry({ dataAreas: [name] })] }, 'TRIAGE_API_KEYS: keys.0.dataAreas.0');
+    }
     parseError({ keys: [entry({ models: 'news2' })] }, 'TRIAGE_API_KEYS: keys.0.models');
     parseError({ keys: [entry()], extra: true }, 'TRIAGE_API_KEYS:');
     parseError({ keys: [entry(), entry({ id: 'again' })] }, 'TRIAGE_API_KEYS: key "again" duplicates another key');

@@ -56,7 +56,9 @@ test('a reviewer token signs in; the decision records the person; a client token
   );
 
   const client = new FormClient(gw.url);
-  const res = await client.request('POST', '/desk/sign-in', { credential: await token('openid triage:reviewer') });
+  const res = await client.request('POST', '/desk/sign-in', {
+    credential: await token('openid triage:reviewer triage:model:*'),
+  });
   assert.equal(res.status, 303, res.text);
   const page = await client.request('GET', `/desk/reviews/${id}`);
   assert.match(page.text, /Signed in as Dr Ada Lovelace/);

@@ -96,7 +96,7 @@ describe('a job outcome and its BullMQ completion in one round trip', () => {
     });
     await waitForState(gw, keys.client, id, 'awaiting_review');
     assert.equal((await gw.gateway.services.queues.inference.getJob(id))?.returnvalue, 'held');
-    assert.equal(await gw.gateway.services.store.pendingCount('note-triage'), 1);
+    assert.equal(await gw.gateway.services.store.pendingCount(['note-triage']), 1);
     await waitFor(
       async () => /triage_jobs_total\{model="note-triage",state="awaiting_review"\} 1\b/.test(await gw.metrics()),
       'the hold counted',

@@ -188,7 +188,7 @@ describe('bearer tokens (OpenID Connect / SMART on FHIR)', { timeout: HANG_GUARD
     const reviewer = await token(rsa.kid === issuer.keys[0]?.kid ? rsa : ec, {
       sub: 'practitioner-0042',
       name: 'Dr Ada Lovelace',
-      scope: 'openid triage:reviewer',
+      scope: 'openid triage:reviewer triage:model:*',
     });
     const decided = await gw.call('POST', `/v1/reviews/${id}/decision`, reviewer, {
       decision: 'approve',

@@ -199,6 +199,8 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly ChunkRow[]): P
     data: input.subarray(0, valid.length * width),
     rows: valid.length,
     assumedRows: assumed.rows,
+    // no owners per row: a batch row's outcome is reported by the run's readers, checked against the run's record
+    // (routes/outcomes.ts), so a chunk of thousands of rows does not log the same owners thousands of times
     refs: valid.map((id) => batchRef(run.id, id)),
   };
   const { predictions, silent } = await scorer.score({

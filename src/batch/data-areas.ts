@@ -45,9 +45,13 @@ export function displayInputPath(principal: Principal | undefined, key: string):
  * names the client's key among its `readers` (a schedule scores a population: allowing the model is not enough).
  */
 export function mayReadRun(principal: Principal, run: BatchRun): boolean {
-  if (principal.role === 'admin') return true;
-  if (run.scheduleId !== undefined) return run.readers?.includes(principal.id) ?? false;
-  return run.requestedBy === `api:${principal.id}`;
+  return principal.role === 'admin' || runReaders(run).includes(principal.id);
+}
+
+/** The clients who may read a run (admins aside): its requester, or a scheduled run's `readers`. */
+export function runReaders(run: BatchRun): string[] {
+  if (run.scheduleId !== undefined) return run.readers ?? [];
+  return run.requestedBy.startsWith('api:') ? [run.requestedBy.slice('api:'.length)] : [];
 }
 
 /** A body's `input` with its path moved into the caller's area; anything malformed is left for checkInput to refuse. */

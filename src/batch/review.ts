@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { actorOf, type Principal } from '../platform/auth.ts';
+import { actorOf, mayUseModel, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import type { HoldState, RunHold, RunHoldStore } from './review-store.ts';
 import { type BatchRun, HELD_FILE, outputKey } from './runs.ts';
@@ -113,15 +113,17 @@ export class BatchReviewService {
     );
   }
 
-  async item(runId: string): Promise<{ hold: RunHold; run: BatchRun }> {
+  /** A held run the reviewer may see: one of a model outside the reviewer's `models` is a 404, like an unknown id. */
+  async item(principal: Principal, runId: string): Promise<{ hold: RunHold; run: BatchRun }> {
     const hold = /^[A-Za-z0-9-]{1,140}$/.test(runId) ? await this.#d.store.get(runId) : undefined;
-    const run = hold && (await this.#d.runs.get(runId));
+    const run = hold && mayUseModel(principal, hold.model) ? await this.#d.runs.get(runId) : undefined;
     if (!hold || !run) throw new Problem('not_found', 'no such batch review');
     return { hold, run };
   }
 
-  /** Held runs, oldest first (a model's only, when named). */
+  /** Held runs, oldest first (a model's only, when named; the caller has checked the reviewer may use it). */
   async pending(
+    principal: Principal,
     model: string | undefined,
     offset: number,
     limit: number,
@@ -129,7 +131,8 @@ export class BatchReviewService {
     // the model's shard (and runs held before shards, filtered here by their model)
     const held = await this.#d.store.held(model, 10_000);
     const holds = (await Promise.all(held.map((h) => this.#d.store.get(h.runId)))).filter(
-      (h): h is RunHold => h !== undefined && (model === undefined || h.model === model),
+      (h): h is RunHold =>
+        h !== undefined && (model === undefined || h.model === model) && mayUseModel(principal, h.model),
     );
     return { items: holds.slice(offset, offset + limit), total: holds.length };
   }
@@ -182,7 +185,7 @@ export class BatchReviewService {
 
   /** Approves or rejects a held run once; a second decision is 409 `already_decided`. */
   async decide(principal: Principal, runId: string, body: { decision?: unknown; reason?: unknown }): Promise<RunHold> {
-    const { hold } = await this.item(runId);
+    const { hold } = await this.item(principal, runId);
     const { decision, reason } = body;
     if (decision !== 'approve' && decision !== 'reject') {
       throw new Problem('invalid_request', 'decision must be "approve" or "reject"');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, existsSync } from 'node:fs';
 import { type FileHandle, lstat, mkdir, open, realpath, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -46,7 +46,10 @@ export function isObjectUrl(value: unknown): value is string {
 
 export const RUNS_DIR = 'batches';
 
-const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK, O_DIRECTORY } = constants;
+
+/** Linux: an open folder's handle names it in a path (`/proc/self/fd/<fd>/<name>`), as openat(2) does. */
+const FD_DIR = '/proc/self/fd';
 
 function failure(err: unknown, what: string): StorageError {
   if (err instanceof StorageError) return err;
@@ -59,14 +62,18 @@ function failure(err: unknown, what: string): StorageError {
 }
 
 /**
- * The local filesystem under one root (the data directory). No key reaches outside it, symlinks included: every
- * directory on the way must be a real directory (its realpath is its own path), and the file itself is opened with
- * O_NOFOLLOW, then checked through its open handle (a regular file), so what is read or written is what was checked.
+ * The local filesystem under one root (the data directory). No key reaches outside it, symlinks included: a file is
+ * opened through its folders one by one, each opened relative to the one before through its handle and never through
+ * a link (O_NOFOLLOW), then checked through its own handle (a regular file), so what is read or written is inside the
+ * root whatever is renamed meanwhile. (Checking the path, then opening it, can be raced: a client that swaps a folder
+ * of its area for a link to another's between the two reads the other's file.) Where /proc is missing (not Linux),
+ * every directory on the way is checked to be a real one (its realpath is its own path) before and after the open.
  * Files and directories it creates are the service user's only (0600, 0700): outputs carry patient data.
  */
 export class LocalStorage implements BatchStorage {
   readonly root: string;
   #realRoot: Promise<string> | undefined;
+  readonly #anchored = existsSync(FD_DIR);
 
   constructor(root: string) {
     this.root = path.resolve(root);
@@ -87,13 +94,7 @@ export class LocalStorage implements BatchStorage {
   /** The key's absolute path under the root's real path, with every directory on the way checked. */
   async #checked(key: string): Promise<string> {
     const relative = path.relative(this.root, this.resolve(key));
-    // the root may itself sit behind a link (/tmp on some systems): the operator chose it, so it is resolved once
-    this.#realRoot ??= realpath(this.root);
-    const root = await this.#realRoot.catch((err) => {
-      this.#realRoot = undefined;
-      throw failure(err, 'the data directory');
-    });
-    const full = path.join(root, relative);
+    const full = path.join(await this.#root(), relative);
     const dir = path.dirname(full);
     const real = await realpath(dir).catch((err) => {
       throw failure(err, 'the folder');
@@ -102,8 +103,57 @@ export class LocalStorage implements BatchStorage {
     return full;
   }
 
-  /** Opens without following a link at the last component, and checks the opened file is a regular file. */
+  /** The root's real path: it may itself sit behind a link (/tmp on some systems); the operator chose it. */
+  async #root(): Promise<string> {
+    this.#realRoot ??= realpath(this.root);
+    return this.#realRoot.catch((err) => {
+      this.#realRoot = undefined;
+      throw failure(err, 'the data directory');
+    });
+  }
+
+  /** Opens without following a link anywhere under the root, and checks the opened file is a regular file. */
   async #open(key: string, flags: number, mode?: number): Promise<FileHandle> {
+    if (!this.#anchored) return this.#openChecked(key, flags, mode);
+    const parts = path.relative(this.root, this.resolve(key)).split(path.sep);
+    const name = parts.pop() as string;
+    let dir = await open(await this.#root(), O_RDONLY | O_DIRECTORY).catch((err) => {
+      throw failure(err, 'the data directory');
+    });
+    try {
+      for (const part of parts) {
+        const at = `${FD_DIR}/${dir.fd}/${part}`;
+        const next = await open(at, O_RDONLY | O_DIRECTORY | O_NOFOLLOW).catch(async (err) => {
+          // a link is ENOTDIR here (O_DIRECTORY): told from a file on the way only for the refusal's reason
+          const link =
+            (err as NodeJS.ErrnoException).code === 'ENOTDIR' &&
+            (await lstat(at).catch(() => undefined))?.isSymbolicLink();
+          throw link
+            ? new StorageError('outside', 'a folder on the way is a symbolic link')
+            : failure(err, 'the folder');
+        });
+        await dir.close();
+        dir = next;
+      }
+      const handle = await open(`${FD_DIR}/${dir.fd}/${name}`, flags | O_NOFOLLOW, mode).catch((err) => {
+        throw failure(err, 'cannot open the file');
+      });
+      const stats = await handle.stat().catch(async (err) => {
+        await handle.close();
+        throw failure(err, 'cannot open the file');
+      });
+      if (!stats.isFile()) {
+        await handle.close();
+        throw new StorageError('unreadable', 'not a regular file');
+      }
+      return handle;
+    } finally {
+      await dir.close();
+    }
+  }
+
+  /** #open where /proc is missing: the folders checked to be real directories before and after the open. */
+  async #openChecked(key: string, flags: number, mode?: number): Promise<FileHandle> {
     const full = await this.#checked(key);
     const handle = await open(full, flags | O_NOFOLLOW, mode).catch((err) => {
       throw failure(err, 'cannot open the file');

@@ -1,5 +1,5 @@
 import type { CallbackEvent, CallbackSender } from '../callbacks/outbox.ts';
-import { actorOf, type Principal } from '../platform/auth.ts';
+import { actorOf, mayUseModel, modelScope, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import { onlyFields } from '../platform/json-body.ts';
 import type { JobMetrics } from '../platform/metrics.ts';
@@ -34,22 +34,31 @@ export class ReviewService {
     return this.#d.now();
   }
 
-  async reviewItem(id: string): Promise<JobRecord> {
+  /**
+   * A hold the reviewer may see: one of a model outside the reviewer's `models` is a 404, like an unknown id, so a
+   * reviewer scoped to some models learns nothing of the others' patients.
+   */
+  async reviewItem(principal: Principal, id: string): Promise<JobRecord> {
     const record = /^[0-9a-f-]{36}$/.test(id) ? await this.#d.store.get(id) : undefined;
-    if (!record || record.heldAt === undefined) throw new Problem('not_found', 'no such review');
+    if (!record || record.heldAt === undefined || !mayUseModel(principal, record.model)) {
+      throw new Problem('not_found', 'no such review');
+    }
     return record;
   }
 
+  /** What waits, of `model` (the caller has checked the reviewer may use it) or of every model the reviewer may. */
   async pending(
+    principal: Principal,
     model: string | undefined,
     offset: number,
     limit: number,
   ): Promise<{ items: JobRecord[]; total: number }> {
-    const ids = await this.#d.store.pendingReviews(model, offset, limit);
+    const models = model !== undefined ? [model] : modelScope(principal);
+    const ids = await this.#d.store.pendingReviews(models, offset, limit);
     const records = await Promise.all(ids.map(({ id }) => this.#d.store.get(id)));
     return {
       items: records.filter((r): r is JobRecord => r !== undefined),
-      total: await this.#d.store.pendingCount(model),
+      total: await this.#d.store.pendingCount(models),
     };
   }
 
@@ -63,7 +72,7 @@ export class ReviewService {
     body: { decision?: unknown; reason?: unknown; output?: unknown },
     model: CatalogModel | undefined,
   ): Promise<JobRecord> {
-    const record = await this.reviewItem(id);
+    const record = await this.reviewItem(principal, id);
     const { decision, reason } = body;
     if (decision !== 'approve' && decision !== 'reject' && decision !== 'amend') {
       throw new Problem('invalid_request', 'decision must be "approve", "reject" or "amend"');

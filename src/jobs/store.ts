@@ -127,6 +127,11 @@ export class JobStore {
     return this.#keys.shards().map((s) => s.model);
   }
 
+  /** The models named that this process knows (every one when undefined). */
+  #known(models: readonly string[] | undefined): string[] {
+    return models === undefined ? this.#models() : this.#models().filter((m) => models.includes(m));
+  }
+
   /**
    * A new job's id, naming its model's shard (KeySpace.newId): the caller may queue the job in the same round trip as
    * its record (see JobService.submit).
@@ -303,17 +308,18 @@ export class JobStore {
   }
 
   /**
-   * Holds waiting for review, oldest first, of one model or all. Across models the page is merged from each shard's
+   * Holds waiting for review, oldest first, of the models named (every model when undefined). Across models the page is merged from each shard's
    * first `offset + limit` holds (no global index, no lock: each shard's index is consistent on its own, and a hold
    * moving between reads is what a reviewer refreshing the queue sees anyway).
    */
   async pendingReviews(
-    model: string | undefined,
+    models: readonly string[] | undefined,
     offset: number,
     limit: number,
   ): Promise<Array<{ id: string; heldAt: number }>> {
-    if (model) return this.#pendingPage(model, offset, offset + limit - 1);
-    const pages = await Promise.all(this.#models().map((m) => this.#pendingPage(m, 0, offset + limit - 1)));
+    const names = this.#known(models);
+    if (names.length === 1) return this.#pendingPage(names[0] as string, offset, offset + limit - 1);
+    const pages = await Promise.all(names.map((m) => this.#pendingPage(m, 0, offset + limit - 1)));
     return pages
       .flat()
       .sort((a, b) => a.heldAt - b.heldAt || a.id.localeCompare(b.id))
@@ -327,9 +333,8 @@ export class JobStore {
     return out;
   }
 
-  async pendingCount(model?: string): Promise<number> {
-    const models = model ? [model] : this.#models();
-    const counts = await Promise.all(models.map((m) => this.#redis.zcard(this.#pendingKeyFor(m))));
+  async pendingCount(models?: readonly string[]): Promise<number> {
+    const counts = await Promise.all(this.#known(models).map((m) => this.#redis.zcard(this.#pendingKeyFor(m))));
     return counts.reduce((a, b) => a + b, 0);
   }
 

@@ -32,10 +32,13 @@ export interface LoggedPrediction {
   threshold: number;
   at: number;
   /**
-   * the stored reference of the row when it was found by an alias (an HL7 message's control id for a prediction
-   * also logged under its request id): its outcome is recorded once, under this, whichever name the caller used
+   * the stored reference of the row (named by every entry with owners, and by an alias: an HL7 message's control id
+   * for a prediction also logged under its request id): its outcome is recorded once, under this, whichever name the
+   * caller used
    */
   ref?: string;
+  /** the clients whose prediction it is (EncodedInput.owners); undefined: logged without (before owners were kept) */
+  owners?: readonly string[];
 }
 
 /**
@@ -76,26 +79,33 @@ export function hl7Ref(o: { sendingApplication: string; sendingFacility: string;
 
 /**
  * The stored form of a logged prediction, `version|score|threshold|at|model`: compact, as a busy second writes
- * thousands. The parts the rows of one scoring share are joined once (a batch chunk logs a thousand rows).
+ * thousands. The parts the rows of one scoring share are joined once (a batch chunk logs a thousand rows). With
+ * owners, `|<stored reference>|<owners>` follows: the row's own reference first (an alias's entry names it there
+ * anyway, and a process from before owners, reading the entry during a rolling upgrade, takes the sixth part for the
+ * row's reference), then the owners, each URI-encoded (a token's id is the issuer's subject), joined by commas.
  */
-function encoder(p: Omit<LoggedPrediction, 'score'>): (score: number) => string {
+function encoder(p: Omit<LoggedPrediction, 'score' | 'ref'>): (score: number, own: string) => string {
   const head = `${p.version}|`;
   const tail = `|${p.threshold}|${p.at}|${p.model}`;
-  return (score) => `${head}${score}${tail}`;
+  if (p.owners === undefined) return (score) => `${head}${score}${tail}`;
+  const owners = `|${p.owners.map(encodeURIComponent).join(',')}`;
+  return (score, own) => `${head}${score}${tail}|${own}${owners}`;
 }
 
 function decode(value: string): LoggedPrediction {
-  const [version, score, threshold, at, model, ref] = value.split('|') as [
+  const [version, score, threshold, at, model, ref, owners] = value.split('|') as [
     string,
     string,
     string,
     string,
     string,
     string?,
+    string?,
   ];
   const p: LoggedPrediction = { model, version, score: Number(score), threshold: Number(threshold), at: Number(at) };
-  // an alias's entry ends with the stored reference of its row (a stored reference is never a `|`)
+  // an alias's entry (and an entry with owners) names the stored reference of its row (never a `|`)
   if (ref !== undefined) p.ref = ref;
+  if (owners !== undefined) p.owners = owners === '' ? [] : owners.split(',').map(decodeURIComponent);
   return p;
 }
 
@@ -117,6 +127,7 @@ export class PredictionLog implements ScoreObserver {
   readonly #now: () => number;
   #buffer: Array<{
     refs: readonly (string | readonly string[])[];
+    owners?: readonly string[];
     scores: number[];
     model: string;
     version: string;
@@ -165,6 +176,7 @@ export class PredictionLog implements ScoreObserver {
     for (let i = 0; i < predictions.length; i++) scores[i] = scoreValue(output, predictions[i] as Prediction);
     this.#buffer.push({
       refs,
+      ...(event.input.owners !== undefined ? { owners: event.input.owners } : {}),
       scores,
       model: model.name,
       version: result.version,
@@ -206,13 +218,16 @@ export class PredictionLog implements ScoreObserver {
       const encode = encoder(e);
       for (let i = 0; i < e.scores.length; i++) {
         const ref = e.refs[i];
-        if (typeof ref === 'string') fields.push(refField(ref), encode(e.scores[i] as number));
-        else if (ref !== undefined && ref.length > 0) {
+        if (typeof ref === 'string') {
+          const own = refField(ref);
+          fields.push(own, encode(e.scores[i] as number, own));
+        } else if (ref !== undefined && ref.length > 0) {
           // the row under its own reference, and each alias pointing to it
           const own = refField(ref[0] as string);
-          const value = encode(e.scores[i] as number);
+          const value = encode(e.scores[i] as number, own);
           fields.push(own, value);
-          for (let a = 1; a < ref.length; a++) fields.push(refField(ref[a] as string), `${value}|${own}`);
+          const alias = e.owners === undefined ? `${value}|${own}` : value; // with owners, the value names it already
+          for (let a = 1; a < ref.length; a++) fields.push(refField(ref[a] as string), alias);
         }
       }
       if (fields.length >= 2 * HSET_FIELDS) {

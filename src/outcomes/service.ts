@@ -118,7 +118,8 @@ export class OutcomeService {
     if (!this.#log) throw new Problem('not_found', 'predictions are not logged here (TRIAGE_MONITORING=off)');
     await this.#log.flush(); // a prediction made a moment ago is joinable at once
     const prediction = await this.#log.find(ref);
-    if (!prediction) {
+    // a client reports on its own predictions only: another client's is unknown to it, as its job or run would be
+    if (!prediction || !mayReport(principal, prediction)) {
       throw new Problem(
         'not_found',
         `no prediction by that reference (predictions are kept ${PREDICTION_RETENTION_DAYS} days)`,
@@ -198,6 +199,15 @@ export class OutcomeService {
     const probability = out.kind !== 'score' || ((out.min ?? 0) >= 0 && (out.max ?? 1) <= 1);
     return outcomeMetrics(labelled, { probability });
   }
+}
+
+/**
+ * Whether the principal may report this prediction's outcome: a client only its own (or one logged without owners:
+ * before they were kept, or by a door with no calling client); a reviewer, the clinician who saw what happened, any
+ * of the models it is allowed (checked after).
+ */
+function mayReport(principal: Principal, prediction: LoggedPrediction): boolean {
+  return principal.role !== 'client' || prediction.owners === undefined || prediction.owners.includes(principal.id);
 }
 
 /**

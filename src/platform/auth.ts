@@ -40,15 +40,25 @@ export function actorOf(p: Principal): { actor: string; role: Role; actorSubject
   };
 }
 
+/**
+ * A key id names its data area (`clients/<id>`) and a data area a folder (`shared/<area>`): `.` or `..` there would be
+ * the folder above, every other client's area or every shared one.
+ */
+const folderName = (message: string) =>
+  z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/, message)
+    .refine((s) => s !== '.' && s !== '..', 'must not be "." or ".."');
+
 const keyEntrySchema = z
   .object({
-    id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 of letters, digits, . _ -'),
+    id: folderName('must be 1-64 of letters, digits, . _ -'),
     role: z.enum(roles),
     /** sha256 (hex) of the key: keys are stored hashed */
     sha256: z.string().regex(/^[a-f0-9]{64}$/, 'must be the 64-hex-digit sha256 of the key'),
     models: z.array(z.string().min(1)).default(['*']),
     callbackHosts: z.array(z.string().min(1)).default([]),
-    dataAreas: z.array(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'an area name under shared/')).default([]),
+    dataAreas: z.array(folderName('an area name under shared/')).default([]),
     /** Standard Webhooks secret (`whsec_` + base64) signing this client's callbacks */
     callbackSecret: z
       .string()
@@ -165,7 +175,17 @@ export function assertRole(principal: Principal, allowed: readonly Role[]): void
   throw new Problem('forbidden', `role "${principal.role}" may not do this; needs ${allowed.join(' or ')}`);
 }
 
+/** Whether the principal may use `model`: call it (a client), or see and decide its held results (a reviewer). */
+export function mayUseModel(principal: Principal, model: string): boolean {
+  return principal.role === 'admin' || principal.models.has('*') || principal.models.has(model);
+}
+
+/** The models a principal is limited to, or undefined when it may use every one. */
+export function modelScope(principal: Principal): readonly string[] | undefined {
+  return principal.role === 'admin' || principal.models.has('*') ? undefined : [...principal.models];
+}
+
 export function assertModelAllowed(principal: Principal, model: string): void {
-  if (principal.role === 'admin' || principal.models.has('*') || principal.models.has(model)) return;
+  if (mayUseModel(principal, model)) return;
   throw new Problem('forbidden', `this ${principal.via === 'token' ? 'token' : 'key'} may not call model "${model}"`);
 }

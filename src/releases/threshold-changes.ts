@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { AuditLog } from '../platform/audit.ts';
-import type { Principal } from '../platform/auth.ts';
+import { mayUseModel, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
 import type { RedisClient } from '../platform/redis.ts';
 import type { CatalogModel, ModelCatalog } from '../serving/catalog.ts';
@@ -110,9 +110,12 @@ export class ThresholdChanges {
     return change;
   }
 
-  async get(id: string): Promise<ThresholdChange> {
+  /** A request the caller may see: one for a model outside its `models` is a 404, like an unknown id. */
+  async get(principal: Principal, id: string): Promise<ThresholdChange> {
     const raw = ID.test(id) ? await this.#redis.hgetall(this.#key(id)) : {};
-    if (!raw.id) throw new Problem('not_found', 'no such threshold change request');
+    if (!raw.id || !mayUseModel(principal, raw.model as string)) {
+      throw new Problem('not_found', 'no such threshold change request');
+    }
     return parse(raw);
   }
 
@@ -153,7 +156,7 @@ export class ThresholdChanges {
     if (typeof reason !== 'string' || reason.trim() === '' || reason.length > 2000) {
       throw new Problem('invalid_request', 'reason is required (1-2000 characters)');
     }
-    const change = await this.get(id);
+    const change = await this.get(principal, id);
     if (change.state !== 'proposed') throw new Problem('already_decided', `this request was already ${change.state}`);
     if (change.proposedBy === principal.id) {
       throw new Problem('forbidden', 'two people: whoever proposed a threshold change cannot decide it');

@@ -74,6 +74,8 @@ export class SyncService {
       requestId?: string;
       /** per instance, the references to log it under instead of `request:<requestId>#<i>` (see EncodedInput.refs) */
       refs?: readonly (string | readonly string[])[];
+      /** the calling client, the one that may report the outcomes (see EncodedInput.owners) */
+      owner?: string;
       /**
        * when the request arrived (performance.now()): the deadline counts from there, so the time its body took to
        * arrive and be read is the caller's too (default: now)
@@ -122,6 +124,7 @@ export class SyncService {
           assumedRows: assumed.rows,
           // what an outcome reported later names each row by
           ...(options.refs !== undefined ? { refs: options.refs } : requestRefs(options.requestId, instances.length)),
+          ...(options.owner !== undefined ? { owners: [options.owner] } : {}),
         },
         tier: 'sync',
         deadlineMs,

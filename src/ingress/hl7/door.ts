@@ -87,12 +87,14 @@ export class Hl7Door {
    * Answers one message, given as text (HTTP) or as parsed by the MLLP framing. Never throws. The prediction is
    * logged for outcomes under the message's control id within its sender (MSH-10, MSH-3, MSH-4: what every sender
    * keeps and the ACK echoes) and, over HTTP, under the request id too (`requestId`, the X-Request-Id answered), as on
-   * the other doors; both name the one prediction.
+   * the other doors; both name the one prediction. `owner`: the calling client over HTTP (MLLP has none), the one
+   * client that may report the outcome.
    */
   async handle(
     input: string | Hl7Message,
     mayUse: (model: string) => boolean = () => true,
     requestId?: string,
+    owner?: string,
   ): Promise<Hl7Answer> {
     let message: Hl7Message;
     try {
@@ -105,7 +107,8 @@ export class Hl7Door {
       const header = checkHeader(message);
       model = this.#model(header.receivingApp, mayUse);
       const byMessage = hl7Ref(header);
-      const summary = await this.#score(model, message, requestId ? [requestRef(requestId, 0), byMessage] : byMessage);
+      const ref = requestId ? [requestRef(requestId, 0), byMessage] : byMessage;
+      const summary = await this.#score(model, message, ref, owner);
       const ack = message.buildAck({ ackCode: 'AA' });
       ack.getSegment('MSA')?.setField(3, hl7Text(summary));
       return this.#answer({ ack, code: 'AA' }, undefined, model);
@@ -141,7 +144,12 @@ export class Hl7Door {
     return model;
   }
 
-  async #score(model: CatalogModel, message: Hl7Message, ref: string | readonly string[]): Promise<string> {
+  async #score(
+    model: CatalogModel,
+    message: Hl7Message,
+    ref: string | readonly string[],
+    owner: string | undefined,
+  ): Promise<string> {
     const { manifest } = model;
     const { patientId, resources, notes } = oruResources(message);
     const asOf = this.#now();
@@ -162,7 +170,10 @@ export class Hl7Door {
     }
     const sync = manifest.sync as NonNullable<typeof manifest.sync>;
     // what an outcome reported later names the prediction by
-    const result = await this.#sync.predict(model, [row.values], sync.latencyBudgetMs, { refs: [ref] });
+    const result = await this.#sync.predict(model, [row.values], sync.latencyBudgetMs, {
+      refs: [ref],
+      ...(owner !== undefined ? { owner } : {}),
+    });
     if (result.silent)
       return `${manifest.name} v${result.version} (${manifest.owner.team}): ${SILENT_ACTION}`.slice(0, 300);
     const prediction = result.predictions[0] as Record<string, unknown>;
