@@ -183,6 +183,9 @@ describe('broken messages over HTTP (POST /v1/hl7)', () => {
 
   const cases: Array<[string, () => string, string, string, RegExp]> = [
     ['missing MSH', () => message([pid, ...vitals()]), 'AR', '100', /MSH/],
+    // answered with delimiters of its own, an ACK would be unreadable (empty separators, or a NUL copied into it)
+    ['an MSH that declares no delimiters', () => 'MSH', 'AR', '100', /delimiters/],
+    ['a NUL field separator', () => message([msh.replaceAll('|', '\u0000'), pid]), 'AR', '100', /delimiters/],
     ['wrong version', () => message([msh.replace('|2.4|', '|2.1|'), pid, ...vitals()]), 'AR', '203', /version "2.1"/],
     ['not an ORU^R01', () => message([msh.replace('ORU^R01', 'ADT^A01'), pid]), 'AR', '200', /ADT\\S\\A01/],
     ['no PID', () => message([msh, ...vitals()]), 'AE', '101', /no PID/],

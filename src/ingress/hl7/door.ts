@@ -54,6 +54,19 @@ function rejectUnparsed(reason: string): Hl7Message {
   return new Hl7Message([Hl7Segment.parse(msh), Hl7Segment.parse('MSA|AR|'), errSegment('100', reason)]);
 }
 
+/** MSH-1 and MSH-2: five distinct printable, non-alphanumeric ASCII characters (`|^~\&` almost always). */
+function declaresDelimiters(message: Hl7Message): boolean {
+  const c = message.context;
+  const all = [
+    c.fieldSeparator,
+    c.componentSeparator,
+    c.repetitionSeparator,
+    c.escapeCharacter,
+    c.subcomponentSeparator,
+  ];
+  return all.every((d) => typeof d === 'string' && /^[!-/:-@[-`{-~]$/.test(d)) && new Set(all).size === all.length;
+}
+
 /**
  * HL7v2 ORU^R01 in, an ACK out. MSH-5 (receiving application) names the model (one of the models the HL7 door serves;
  * with one, it is the default). The OBX vital signs and the PID go through the manifest's FHIR mapping, the patient's
@@ -101,6 +114,14 @@ export class Hl7Door {
       message = typeof input === 'string' ? Hl7Message.parse(input.replace(/^\uFEFF/, '').trim()) : input;
     } catch {
       return this.#answer({ ack: rejectUnparsed('the message does not start with an MSH segment'), code: 'AR' }, '100');
+    }
+    // an ACK is built with the message's own delimiters: a header that declares none (a bare `MSH`) or control
+    // characters would be answered with an ACK no one can read
+    if (!declaresDelimiters(message)) {
+      return this.#answer(
+        { ack: rejectUnparsed('MSH-1 and MSH-2 do not declare five distinct printable delimiters'), code: 'AR' },
+        '100',
+      );
     }
     let model: CatalogModel | undefined;
     try {
