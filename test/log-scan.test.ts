@@ -63,6 +63,9 @@ function bodyFor(path: string): unknown {
   if (path.endsWith('/infer'))
     return { id: ID.mrn, inputs: [{ name: ID.name, shape: [1], datatype: 'BYTES', data: [ID.ssn] }] };
   if (path.endsWith('/batches')) return { input: { path: UNSAFE_PATH, format: 'ndjson' }, asOf: ID.ssn };
+  if (path === '/v1/outcomes') return { requestId: ID.mrn, outcome: ID.name, observedAt: ID.ssn };
+  if (path.endsWith('/threshold-changes'))
+    return { threshold: 4, reason: `seen ${ALL}`, evidence: { ppv: ID.ssn, reviewedBy: ID.email } };
   if (path.startsWith('/v1/schedules'))
     return { model: 'news2', cron: ID.phone, input: { path: UNSAFE_PATH, format: 'ndjson' }, readers: [ID.email] };
   return { version: ID.mrn, weight: 0.5, reason: `after ${ALL}`, versions: [ID.ssn], sampleRate: 1 };
