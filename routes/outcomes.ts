@@ -1,7 +1,5 @@
 import { Hono } from 'hono';
 import type { AppDeps, AppEnv } from '../src/context.ts';
-import type { Principal } from '../src/platform/auth.ts';
-import { Problem } from '../src/platform/errors.ts';
 import { readJson, requireRole } from '../src/platform/http.ts';
 import { asJsonObject } from '../src/platform/json-body.ts';
 import type { RouteDoc } from '../src/platform/openapi.ts';
@@ -14,9 +12,7 @@ export function outcomeRoutes(deps: AppDeps) {
       await readJson(c),
       '{"requestId"|"jobId"|"batch"|"hl7", "index"?, "outcome", "observedAt"}',
     );
-    const { created, outcome } = await deps.outcomes.record(c.get('principal')!, body, (principal, named) =>
-      assertMayName(deps, principal, named),
-    );
+    const { created, outcome } = await deps.outcomes.record(c.get('principal')!, body);
     const { model, version, score, threshold, at, observedAt } = outcome;
     return c.json(
       {
@@ -33,26 +29,6 @@ export function outcomeRoutes(deps: AppDeps) {
     );
   });
   return app;
-}
-
-/**
- * A client names only its own jobs and batch runs, as GET /v1/jobs/:id and /v1/batches/:id let it see only those: the
- * answer carries the prediction's score, so another client's job would be read (and its figures written) through here.
- * A job's score is the client's only once released: held for review, rejected or cancelled, it was never served.
- * Reviewers and admins record outcomes of any prediction. (Request ids and HL7 control ids name no owner in the
- * prediction log.)
- */
-async function assertMayName(deps: AppDeps, principal: Principal, body: Record<string, unknown>): Promise<void> {
-  if (principal.role !== 'client') return;
-  if (typeof body.jobId === 'string') {
-    const job = await deps.jobs.ownJob(principal, body.jobId);
-    if (job.state === 'awaiting_review') throw new Problem('awaiting_review', 'this job is held for clinician review');
-    if (job.state !== 'released') throw new Problem('invalid_state', `this job was never released: it is ${job.state}`);
-  }
-  const batch = body.batch as { runId?: unknown } | null | undefined;
-  if (typeof batch === 'object' && batch !== null && typeof batch.runId === 'string') {
-    await deps.batches.visible(principal, batch.runId);
-  }
 }
 
 /** The document's description of these routes (routes/openapi.ts). */

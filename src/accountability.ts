@@ -3,7 +3,7 @@ import { MonitoringRecorder } from './monitoring/recorder.ts';
 import { MonitoringService } from './monitoring/service.ts';
 import { registerOutcomeGauges } from './outcomes/gauges.ts';
 import { PredictionLog } from './outcomes/prediction-log.ts';
-import { OutcomeService } from './outcomes/service.ts';
+import { OutcomeService, type OutcomeServiceRecords } from './outcomes/service.ts';
 import type { AuditLog } from './platform/audit.ts';
 import type { KeySpace } from './platform/keyspace.ts';
 import type { Metrics } from './platform/metrics.ts';
@@ -23,6 +23,8 @@ export function composeAccountability(o: {
   config: { monitoring?: boolean };
   catalog: ModelCatalog;
   audit: AuditLog;
+  /** the records that say whose a job or a batch run is (who may report its outcomes) */
+  records: OutcomeServiceRecords;
   metrics: Metrics;
   logger: Logger;
   now: () => number;
@@ -37,7 +39,7 @@ export function composeAccountability(o: {
   const recorder = on ? new MonitoringRecorder({ redis, keys, logger, now }) : undefined;
   const predictionLog = on ? new PredictionLog({ redis, keys, logger, now }) : undefined;
   const monitoring = new MonitoringService({ redis, keys, recorder, catalog, metrics: o.metrics, now });
-  const outcomes = new OutcomeService({ redis, keys, log: predictionLog, audit, now });
+  const outcomes = new OutcomeService({ redis, keys, log: predictionLog, records: o.records, audit, now });
   registerOutcomeGauges(o.metrics, { models: () => catalog.list(), figures: (m, v) => outcomes.figures(m, v) });
   return {
     thresholdChanges,

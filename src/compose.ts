@@ -141,7 +141,17 @@ export async function composeServices(options: ServicesOptions) {
         logger,
       });
   // threshold governance, and the monitoring and outcome taps every scorer of this process gets
-  const accountability = composeAccountability({ redis, keys, config, catalog, audit, metrics, logger, now });
+  const accountability = composeAccountability({
+    redis,
+    keys,
+    config,
+    catalog,
+    audit,
+    records: { jobs: store, runs },
+    metrics,
+    logger,
+    now,
+  });
   const { monitoring, observers } = accountability;
   // a model a reload adds has its shard recorded before it serves (after the governance checks, which may refuse it):
   // other processes find its records by id and start its workers

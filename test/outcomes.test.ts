@@ -31,6 +31,7 @@ import {
   type Vitals,
   waitFor,
   waitForRun,
+  waitForState,
 } from './support/index.ts';
 
 const HOUR = 3_600_000;
@@ -392,10 +393,7 @@ describe("another client's predictions", { timeout: HANG_GUARD_MS }, () => {
     const job = await gw.call('POST', '/v1/models/news2/jobs', keys.client, { input: { instances: [news2Row(3)] } });
     assert.equal(job.status, 202, job.text);
     const jobId = job.body.id as string;
-    await waitFor(
-      async () => (await gw.call('GET', `/v1/jobs/${jobId}`, keys.client)).body.state === 'released',
-      'the job to be released',
-    );
+    await waitForState(gw, keys.client, jobId, 'released');
     const submitted = await gw.call('POST', '/v1/models/readmission/batches', keys.client, {
       input: { path: 'inputs/discharges.ndjson', format: 'ndjson' },
     });
@@ -421,10 +419,7 @@ describe("another client's predictions", { timeout: HANG_GUARD_MS }, () => {
     });
     assert.equal(held.status, 202, held.text);
     const heldId = held.body.id as string;
-    await waitFor(
-      async () => (await gw.call('GET', `/v1/jobs/${heldId}`, keys.client)).body.state === 'awaiting_review',
-      'the job to await review',
-    );
+    await waitForState(gw, keys.client, heldId, 'awaiting_review');
     const early = await gw.call('POST', '/v1/outcomes', keys.client, {
       jobId: heldId,
       outcome: true,

@@ -150,7 +150,7 @@ export async function execInferenceJob(
   try {
     const result = await deps.scorer.score({
       model,
-      input: { ...input, refs: Array.from({ length: input.rows }, (_, i) => jobRef(id, i)), owners: [record.client] },
+      input: { ...input, refs: Array.from({ length: input.rows }, (_, i) => jobRef(id, i)) },
       tier: 'async',
       version: record.version,
       deadlineMs: model.manifest.async?.timeoutMs ?? DEFAULT_JOB_TIMEOUT_MS,

@@ -200,7 +200,7 @@ export async function scoreChunk(s: ChunkScoring, chunk: readonly ChunkRow[]): P
     rows: valid.length,
     assumedRows: assumed.rows,
     // no owners per row: a batch row's outcome is reported by the run's readers, checked against the run's record
-    // (routes/outcomes.ts), so a chunk of thousands of rows does not log the same owners thousands of times
+    // (OutcomeService), so a chunk of thousands of rows does not log the same owners thousands of times
     refs: valid.map((id) => batchRef(run.id, id)),
   };
   const { predictions, silent } = await scorer.score({

@@ -11,6 +11,11 @@ import type { Correlation, JobRecord, JobStore } from './store.ts';
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
 const REFERENCE = /^[\x20-\x7e]{1,256}$/;
 
+/** Who may see a job (and report its outcome): the client that submitted it, or an admin. */
+export function mayReadJob(principal: Principal, record: JobRecord): boolean {
+  return principal.role === 'admin' || record.client === principal.id;
+}
+
 /** Where accepted jobs wait for a worker (the inference queue module implements it). */
 export interface JobQueue {
   /**
@@ -104,9 +109,7 @@ export class JobService {
   /** The caller's own job; another client's id is indistinguishable from an unknown one. */
   async ownJob(principal: Principal, id: string): Promise<JobRecord> {
     const record = /^[0-9a-f-]{36}$/.test(id) ? await this.#d.store.get(id) : undefined;
-    if (!record || (principal.role !== 'admin' && record.client !== principal.id)) {
-      throw new Problem('not_found', 'no such job');
-    }
+    if (!record || !mayReadJob(principal, record)) throw new Problem('not_found', 'no such job');
     return record;
   }
 

@@ -1,3 +1,7 @@
+import { mayReadRun } from '../batch/data-areas.ts';
+import type { RunStore } from '../batch/runs.ts';
+import { mayReadJob } from '../jobs/service.ts';
+import type { JobStore } from '../jobs/store.ts';
 import { AuditLog } from '../platform/audit.ts';
 import { assertModelAllowed, type Principal } from '../platform/auth.ts';
 import { Problem } from '../platform/errors.ts';
@@ -72,6 +76,7 @@ export class OutcomeService {
   readonly #redis: RedisClient;
   readonly #keys: KeySpace;
   readonly #log: PredictionLog | undefined;
+  readonly #records: OutcomeServiceRecords;
   readonly #audit: AuditLog;
   readonly #now: () => number;
   #legacyBounded = false;
@@ -80,12 +85,14 @@ export class OutcomeService {
     redis: RedisClient;
     keys: KeySpace;
     log: PredictionLog | undefined;
+    records: OutcomeServiceRecords;
     audit: AuditLog;
     now?: () => number;
   }) {
     this.#redis = o.redis;
     this.#keys = o.keys;
     this.#log = o.log;
+    this.#records = o.records;
     this.#audit = o.audit;
     this.#now = o.now ?? Date.now;
   }
@@ -99,11 +106,33 @@ export class OutcomeService {
     return model === undefined ? `${this.#keys.global}:outcomes` : `${this.#keys.global}:outcomes:${model}:${version}`;
   }
 
+  /**
+   * A client names only its own jobs and the batch runs it may read, as GET /v1/jobs/:id and /v1/batches/:id let it
+   * see only those (the same rules: mayReadJob, mayReadRun): the answer carries the prediction's score, so another
+   * client's would be read (and its figures written) through here. A job's score is the client's only once released:
+   * held for review, rejected or cancelled, it was never served. A request names its owner in the prediction log
+   * (mayReport). Reviewers and admins record outcomes of any prediction of the models they are allowed.
+   */
+  async #assertMayName(principal: Principal, body: Record<string, unknown>): Promise<void> {
+    if (principal.role !== 'client') return;
+    if (typeof body.jobId === 'string') {
+      const job = await this.#records.jobs.get(body.jobId);
+      if (!job || !mayReadJob(principal, job)) throw new Problem('not_found', 'no such job');
+      if (job.state === 'awaiting_review')
+        throw new Problem('awaiting_review', 'this job is held for clinician review');
+      if (job.state !== 'released')
+        throw new Problem('invalid_state', `this job was never released: it is ${job.state}`);
+    }
+    const batch = body.batch as { runId?: unknown } | null | undefined;
+    if (typeof batch === 'object' && batch !== null && typeof batch.runId === 'string') {
+      const run = await this.#records.runs.get(batch.runId);
+      if (!run || !mayReadRun(principal, run)) throw new Problem('not_found', 'no such batch run');
+    }
+  }
+
   async record(
     principal: Principal,
     body: Record<string, unknown>,
-    /** refuses a reference this caller may not name (run once the body is known to be well formed) */
-    mayName?: (principal: Principal, body: Record<string, unknown>) => Promise<void>,
   ): Promise<{ created: boolean; outcome: RecordedOutcome }> {
     onlyFields(body, ['requestId', 'jobId', 'batch', 'hl7', 'index', 'outcome', 'observedAt']);
     const ref = refOf(body);
@@ -114,11 +143,11 @@ export class OutcomeService {
       throw new Problem('invalid_request', 'observedAt must be an ISO 8601 date-time');
     }
     if (observedAt > this.#now() + MAX_SKEW_MS) throw new Problem('invalid_request', 'observedAt is in the future');
-    await mayName?.(principal, body);
+    await this.#assertMayName(principal, body);
     if (!this.#log) throw new Problem('not_found', 'predictions are not logged here (TRIAGE_MONITORING=off)');
     await this.#log.flush(); // a prediction made a moment ago is joinable at once
     const prediction = await this.#log.find(ref);
-    // a client reports on its own predictions only: another client's is unknown to it, as its job or run would be
+    // a client reports on its own requests only: another client's is unknown to it, as its job or run would be
     if (!prediction || !mayReport(principal, prediction)) {
       throw new Problem(
         'not_found',
@@ -201,10 +230,17 @@ export class OutcomeService {
   }
 }
 
+/** Where the records that say whose a job or a batch run is are read (the caller names one; see #assertMayName). */
+export interface OutcomeServiceRecords {
+  jobs: Pick<JobStore, 'get'>;
+  runs: Pick<RunStore, 'get'>;
+}
+
 /**
- * Whether the principal may report this prediction's outcome: a client only its own (or one logged without owners:
- * before they were kept, or by a door with no calling client); a reviewer, the clinician who saw what happened, any
- * of the models it is allowed (checked after).
+ * Whether the principal may report this logged prediction's outcome: a client only its own (or one logged without
+ * owners: a job's or a batch row's, whose record was checked first; one logged before owners were kept; one from a
+ * door with no calling client); a reviewer, the clinician who saw what happened, any of the models it is allowed
+ * (checked after).
  */
 function mayReport(principal: Principal, prediction: LoggedPrediction): boolean {
   return principal.role !== 'client' || prediction.owners === undefined || prediction.owners.includes(principal.id);

@@ -16,10 +16,10 @@ export interface EncodedInput {
    */
   refs?: readonly (string | readonly string[])[];
   /**
-   * the clients whose predictions these rows are (the caller of a request or a job): of the clients, only they may
-   * report the rows' outcomes. Absent: rows whose reference names a record that says whose they are (a batch run's:
-   * its readers, checked in routes/outcomes.ts), or a door with no calling client (MLLP, CDS Hooks), whose rows any
-   * client allowed the model may name.
+   * the clients whose predictions these rows are (the caller of a request): of the clients, only they may report the
+   * rows' outcomes. Absent: rows whose reference names a record that says whose they are (a job's, a batch run's:
+   * checked against it by OutcomeService), or a door with no calling client (MLLP, CDS Hooks), whose rows any client
+   * allowed the model may name.
    */
   owners?: readonly string[];
 }
